@@ -1,0 +1,33 @@
+#!/usr/bin/env bash
+# Installs, from Debian 12 packages, whatever Sluice needs to build and test
+# that this machine does not have yet. Safe to run again: it only calls
+# apt-get when a package is missing.
+set -euo pipefail
+
+packages=(
+  build-essential cmake ninja-build ccache pkg-config
+  libboost-dev          # Asio, Beast, Lockfree (header-only in 1.74)
+  liblmdb-dev           # storage
+  libtomlplusplus-dev   # config file parser
+  nlohmann-json3-dev    # JSON (bench output, later HTTP API)
+  prometheus-cpp-dev    # metrics
+  doctest-dev           # tests
+  libssl-dev            # TLS
+  python3               # test helpers
+)
+
+missing=()
+for p in "${packages[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
+done
+
+if [ ${#missing[@]} -eq 0 ]; then
+  exit 0
+fi
+
+echo "install-deps: installing ${missing[*]}" >&2
+sudo=""
+if [ "$(id -u)" != 0 ]; then sudo="sudo"; fi
+export DEBIAN_FRONTEND=noninteractive
+$sudo apt-get update -qq
+$sudo apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
