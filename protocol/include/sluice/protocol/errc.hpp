@@ -1,0 +1,73 @@
+// The one list of error codes Sluice speaks: on the wire (u16 in ERROR and
+// SETTLED frames), in the client library, and (later) as HTTP statuses.
+// Values are part of the protocol: never renumber, only append.
+#pragma once
+
+#include <cstdint>
+#include <string_view>
+#include <system_error>
+
+namespace sluice {
+
+/// Every typed error the broker or client can report. Thread-safe (plain enum).
+enum class errc : std::uint16_t {
+  ok = 0,
+  /// A frame's body does not match its type's grammar (intact framing; connection stays open).
+  malformed_frame = 1,
+  /// A length prefix exceeds the negotiated maximum frame size; framing is lost, connection closed.
+  frame_too_large = 2,
+  /// A frame type this version does not know (intact framing; connection stays open).
+  unknown_frame_type = 3,
+  /// HELLO asked for versions the broker does not speak; connection closed.
+  unsupported_version = 4,
+  /// The first frame was not HELLO, or HELLO came twice; connection closed.
+  handshake_required = 5,
+  /// Queue name empty, too long, or with characters outside [A-Za-z0-9_.:-].
+  invalid_queue_name = 6,
+  /// A message payload exceeds the broker's maximum payload size.
+  payload_too_large = 7,
+  /// A field has a value outside what is allowed (e.g. credit 0); the message says which.
+  invalid_argument = 8,
+  /// Ack, nack or extend named a lease that has expired, was settled, or never existed.
+  stale_lease = 9,
+  /// The subscription id is not open on this connection.
+  unknown_subscription = 10,
+  /// SUBSCRIBE reused a subscription id already open on this connection.
+  duplicate_subscription = 11,
+  /// The request is well-formed but asks for something this broker does not offer yet.
+  unsupported = 12,
+  /// The queue is at capacity and its overflow policy is reject; retry later.
+  queue_full = 13,
+  /// No or wrong credentials.
+  unauthenticated = 14,
+  /// Credentials lack the permission for this queue and operation.
+  forbidden = 15,
+  /// The broker is stopping; reconnect elsewhere or later.
+  shutting_down = 16,
+  /// A broker-side failure that is not the client's fault.
+  internal = 17,
+  /// The connection limit (total or per source) is reached; connection closed.
+  too_many_connections = 18,
+  /// The client library lost its connection before the request was answered.
+  connection_lost = 19,
+  /// The client library gave up waiting for an answer.
+  timed_out = 20,
+};
+
+/// Stable snake_case name of a code (e.g. "stale_lease"); "unknown" for values not listed.
+std::string_view to_string(errc code) noexcept;
+
+/// True when the broker closes the connection after sending this code.
+bool closes_connection(errc code) noexcept;
+
+/// The std::error_category for sluice::errc ("sluice").
+const std::error_category& error_category() noexcept;
+
+inline std::error_code make_error_code(errc e) noexcept {
+  return {static_cast<int>(e), error_category()};
+}
+
+}  // namespace sluice
+
+template <>
+struct std::is_error_code_enum<sluice::errc> : std::true_type {};

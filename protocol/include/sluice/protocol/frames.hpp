@@ -1,0 +1,195 @@
+// Frame types, limits and the decoded (view) form of every frame of the Sluice
+// wire protocol, version 1. PROTOCOL.md beside this folder is the spec; this
+// header mirrors it. Pure: no I/O, no threads.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "sluice/protocol/errc.hpp"
+
+namespace sluice::protocol {
+
+inline constexpr std::uint16_t kProtocolVersion = 1;
+/// u32 length + u8 type. The length counts the type byte and the body.
+inline constexpr std::size_t kFrameHeaderBytes = 5;
+inline constexpr std::uint32_t kDefaultMaxFrameBytes = 4u << 20;
+inline constexpr std::uint32_t kDefaultMaxPayloadBytes = 1u << 20;
+inline constexpr std::size_t kMaxQueueNameBytes = 200;
+inline constexpr std::uint16_t kMaxHeaders = 64;
+inline constexpr std::size_t kMaxHeaderKeyBytes = 255;
+inline constexpr std::size_t kMaxHeaderValueBytes = 16384;
+inline constexpr std::size_t kMaxReasonBytes = 1024;
+
+enum class FrameType : std::uint8_t {
+  // client → broker
+  hello = 0x01,
+  publish = 0x10,
+  subscribe = 0x20,
+  unsubscribe = 0x21,
+  ack = 0x30,
+  nack = 0x31,
+  extend = 0x32,
+  stats = 0x40,
+  ping = 0x50,
+  // broker → client
+  hello_ok = 0x81,
+  confirm = 0x90,
+  deliver = 0xA1,
+  ok = 0xB1,
+  settled = 0xB0,
+  stats_result = 0xC0,
+  error = 0xF0,
+};
+
+/// Name of a frame type for logs ("publish"), or "unknown".
+std::string_view to_string(FrameType type) noexcept;
+
+/// Limits a decoder enforces beyond the frame grammar.
+struct Limits {
+  std::uint32_t max_frame_bytes = kDefaultMaxFrameBytes;
+  std::uint32_t max_payload_bytes = kDefaultMaxPayloadBytes;
+};
+
+/// Outcome of decoding one frame body: `ok` or a typed error with a static,
+/// human-readable detail (never allocated, safe to keep).
+struct Status {
+  errc code = errc::ok;
+  const char* detail = "";
+  explicit operator bool() const noexcept { return code == errc::ok; }
+};
+
+/// One frame as it came off the wire; `body` points into the decoder's buffer.
+struct Frame {
+  std::uint8_t type = 0;
+  std::string_view body;
+};
+
+// ---- decoded views. string_views point into the frame body. ----
+
+struct Hello {
+  std::uint16_t min_version = kProtocolVersion;
+  std::uint16_t max_version = kProtocolVersion;
+  std::string_view client_name;
+  std::string_view token;  // empty: no credentials
+};
+
+struct HelloOk {
+  std::uint16_t version = kProtocolVersion;
+  std::uint32_t max_frame_bytes = 0;
+  std::uint32_t max_payload_bytes = 0;
+  std::string_view server_name;
+};
+
+/// One message header (user metadata).
+struct Header {
+  std::string_view key;
+  std::string_view value;
+};
+
+/// A publish frame. `messages` receives each message's raw encoding (what the
+/// broker stores and later sends back verbatim in DELIVER).
+struct Publish {
+  std::uint64_t request_id = 0;
+  std::string_view queue;
+};
+
+struct Confirm {
+  std::uint64_t request_id = 0;
+  std::uint8_t pressure = 0;  // 0..100: how full the queue is, in percent
+  std::uint32_t count = 0;
+  std::string_view ids;  // count × u64; read with message_id(i)
+  std::uint64_t message_id(std::uint32_t i) const noexcept;
+};
+
+struct Subscribe {
+  std::uint64_t request_id = 0;
+  std::uint32_t subscription_id = 0;
+  std::string_view queue;
+  std::uint32_t max_in_flight = 0;  // the consumer's credit: most unacked deliveries it holds
+  std::uint32_t lease_ms = 0;       // 0: the queue's lease timeout
+};
+
+struct Unsubscribe {
+  std::uint64_t request_id = 0;
+  std::uint32_t subscription_id = 0;
+};
+
+struct AckEntry {
+  std::uint64_t message_id = 0;
+  std::uint64_t lease_token = 0;
+};
+
+/// NACK flag: move the message to the dead-letter queue now.
+inline constexpr std::uint8_t kNackDeadLetter = 0x01;
+
+struct NackEntry {
+  std::uint64_t message_id = 0;
+  std::uint64_t lease_token = 0;
+  std::uint32_t delay_ms = 0;  // redeliver no sooner than this
+  std::uint8_t flags = 0;
+  std::string_view reason;
+};
+
+struct ExtendEntry {
+  std::uint64_t message_id = 0;
+  std::uint64_t lease_token = 0;
+  std::uint32_t lease_ms = 0;  // new lease, counted from now
+};
+
+/// One entry of a SETTLED frame: an ack, nack or extend that was refused.
+struct SettleFailure {
+  std::uint64_t message_id = 0;
+  errc code = errc::ok;
+};
+
+/// One delivery inside a DELIVER frame.
+struct Delivery {
+  std::uint64_t message_id = 0;
+  std::uint64_t lease_token = 0;
+  std::uint32_t attempt = 0;          // 1 on first delivery
+  std::uint64_t publish_time_us = 0;  // broker wall clock at publish, µs since the Unix epoch
+  std::string_view message;           // raw message encoding; see parse_message
+};
+
+/// A message's parts, parsed from its raw encoding.
+struct MessageParts {
+  std::string_view headers;  // raw; iterate with for_each_header
+  std::uint16_t header_count = 0;
+  std::string_view payload;
+};
+
+struct StatsRequest {
+  std::uint64_t request_id = 0;
+  std::string_view queue;  // empty: every queue
+};
+
+/// Field ids inside a STATS_RESULT entry. Clients skip ids they do not know.
+enum class StatField : std::uint16_t {
+  ready = 1,
+  delayed = 2,
+  in_flight = 3,
+  consumers = 4,
+  published_total = 5,
+  delivered_total = 6,
+  acked_total = 7,
+  nacked_total = 8,
+  expired_total = 9,
+};
+
+struct QueueStatsView {
+  std::string_view name;
+  std::vector<std::pair<std::uint16_t, std::uint64_t>> fields;
+  /// The value of `field`, or 0 if the broker did not send it.
+  std::uint64_t get(StatField field) const noexcept;
+};
+
+struct ErrorFrame {
+  std::uint64_t request_id = 0;  // 0: not about one request
+  errc code = errc::ok;
+  std::string_view message;
+};
+
+}  // namespace sluice::protocol

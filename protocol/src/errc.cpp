@@ -1,0 +1,84 @@
+#include "sluice/protocol/errc.hpp"
+
+#include <string>
+
+namespace sluice {
+
+std::string_view to_string(errc code) noexcept {
+  switch (code) {
+    case errc::ok:
+      return "ok";
+    case errc::malformed_frame:
+      return "malformed_frame";
+    case errc::frame_too_large:
+      return "frame_too_large";
+    case errc::unknown_frame_type:
+      return "unknown_frame_type";
+    case errc::unsupported_version:
+      return "unsupported_version";
+    case errc::handshake_required:
+      return "handshake_required";
+    case errc::invalid_queue_name:
+      return "invalid_queue_name";
+    case errc::payload_too_large:
+      return "payload_too_large";
+    case errc::invalid_argument:
+      return "invalid_argument";
+    case errc::stale_lease:
+      return "stale_lease";
+    case errc::unknown_subscription:
+      return "unknown_subscription";
+    case errc::duplicate_subscription:
+      return "duplicate_subscription";
+    case errc::unsupported:
+      return "unsupported";
+    case errc::queue_full:
+      return "queue_full";
+    case errc::unauthenticated:
+      return "unauthenticated";
+    case errc::forbidden:
+      return "forbidden";
+    case errc::shutting_down:
+      return "shutting_down";
+    case errc::internal:
+      return "internal";
+    case errc::too_many_connections:
+      return "too_many_connections";
+    case errc::connection_lost:
+      return "connection_lost";
+    case errc::timed_out:
+      return "timed_out";
+  }
+  return "unknown";
+}
+
+bool closes_connection(errc code) noexcept {
+  switch (code) {
+    case errc::frame_too_large:
+    case errc::unsupported_version:
+    case errc::handshake_required:
+    case errc::shutting_down:
+    case errc::too_many_connections:
+    case errc::unauthenticated:
+      return true;
+    default:
+      return false;
+  }
+}
+
+namespace {
+class Category final : public std::error_category {
+ public:
+  const char* name() const noexcept override { return "sluice"; }
+  std::string message(int value) const override {
+    return std::string(to_string(static_cast<errc>(value)));
+  }
+};
+}  // namespace
+
+const std::error_category& error_category() noexcept {
+  static const Category category;
+  return category;
+}
+
+}  // namespace sluice
