@@ -1,0 +1,122 @@
+// Everything sluiced can be told at start-up, as one plain struct with its defaults, and the
+// functions that fill it from a TOML file (sluiced.example.toml lists every setting) and from
+// "name=value" command-line flags.
+//
+// Bad input is an expected value here, not an exception: every function reports the first problem
+// as a ConfigError that names the file, the line, the setting and what would have been accepted,
+// so an operator can fix the config without reading our source.
+//
+// All functions are pure (no globals, no logging); they are safe to call from any thread as long
+// as no two calls share the same Settings object.
+#pragma once
+
+#include <chrono>
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+namespace sluice::config {
+
+/// How much sluiced logs, from most to least verbose.
+enum class LogLevel { trace, debug, info, warn, error };
+
+/// Per-queue behaviour; the same fields serve as defaults ([queue_defaults]) and per queue
+/// ([queues.NAME]).
+struct QueueSettings {
+  /// Visibility timeout: a delivered message not acked within this is delivered again.
+  /// [100ms, 12h]
+  std::chrono::milliseconds lease_timeout{30000};
+  /// Highest credit one consumer may ask for (unacked messages in flight). [1, 1000000]
+  uint32_t max_consumer_in_flight = 10000;
+};
+
+/// A queue named in the config ([queues.NAME]), created at start-up rather than on first use.
+struct DeclaredQueue {
+  /// [A-Za-z0-9_.:-]{1,200}
+  std::string name;
+  /// Starts as a copy of Settings::queue_defaults at the moment the queue is declared.
+  QueueSettings settings;
+};
+
+/// The whole start-up configuration of sluiced; the defaults are the documented defaults.
+struct Settings {
+  // [server]
+  /// From server.listen = "host:port": an IPv4 address, an IPv6 address (written "[v6]:port",
+  /// stored without brackets) or "localhost".
+  std::string listen_host = "127.0.0.1";
+  /// From server.listen; 0 means "any free port" (tests use it and read port_file).
+  uint16_t listen_port = 7450;
+  /// server.port_file; "" = none. After binding, sluiced writes the bound port(s) there.
+  std::string port_file;
+  /// server.max_connections [1, 1000000]
+  uint32_t max_connections = 10000;
+  /// server.shutdown_grace [0, 10min]: how long SIGTERM waits for outbound data to flush.
+  std::chrono::milliseconds shutdown_grace{5000};
+
+  // [limits]
+  /// limits.max_frame_bytes [4 KiB, 64 MiB]
+  uint32_t max_frame_bytes = 4u << 20;
+  /// limits.max_payload_bytes [1, max_frame_bytes - 64 KiB]; the relation is checked in validate().
+  uint32_t max_payload_bytes = 1u << 20;
+  /// limits.connection_outbound_bytes [64 KiB, 1 GiB]: per-connection outbound buffer bound.
+  uint64_t connection_outbound_bytes = 8u << 20;
+
+  // [log]
+  /// log.level: "trace" | "debug" | "info" | "warn" | "error"
+  LogLevel log_level = LogLevel::info;
+
+  /// [queue_defaults]: applies to queues created on first use and to queues declared afterwards.
+  QueueSettings queue_defaults;
+  /// [queues.NAME] tables, in the order they were declared.
+  std::vector<DeclaredQueue> queues;
+};
+
+/// One problem with the configuration.
+struct ConfigError {
+  /// The config file path, "command line" for a flag, or "" when not attributable (validate()).
+  std::string file;
+  /// 1-based line in `file`; 0 when unknown.
+  int line = 0;
+  /// Dotted name, e.g. "server.listen" or "queues.orders.lease_timeout"; "" for whole-file
+  /// problems.
+  std::string setting;
+  /// What is wrong, e.g. "expected a duration, got \"30 parsecs\"".
+  std::string problem;
+  /// What would have been accepted, e.g. "a duration like \"30s\" ... from 100ms to 12h".
+  std::string allowed;
+
+  /// One line: "<file>:<line>: <setting>: <problem> (allowed: <allowed>)". Empty parts and their
+  /// separators are left out (no ":<line>" when line is 0); control characters are escaped so the
+  /// result is always a single line.
+  std::string to_string() const;
+};
+
+/// Reads the TOML file at `path` and applies every setting it holds on top of `settings`.
+/// Returns the problem found first in file order (unreadable file, TOML syntax error, unknown
+/// table or key, wrong type, out of range, bad queue name); `settings` is left untouched then.
+/// [queue_defaults] is applied before any [queues.NAME], wherever it appears in the file.
+std::optional<ConfigError> load_file(const std::string& path, Settings& settings);
+
+/// Applies one setting given on the command line as `name` = `value`, e.g. "server.listen" =
+/// "0.0.0.0:7450" or "queues.orders.lease_timeout" = "45s" (declares the queue if new, starting
+/// from the current queue_defaults). `value` is text, parsed with the same rules as the file:
+/// integers, sizes, durations, and strings without quotes. Error file is "command line".
+std::optional<ConfigError> apply_setting(Settings& settings, std::string_view name,
+                                         std::string_view value);
+
+/// Checks what single settings cannot: every value in range (also for Settings built in code),
+/// max_payload_bytes <= max_frame_bytes - 65536, declared queue names valid and unique.
+/// Errors have file "" and line 0.
+std::optional<ConfigError> validate(const Settings& settings);
+
+/// Parses "host:port" where host is an IPv4 address, "[IPv6 address]" or "localhost".
+/// On success sets `host` (IPv6 without brackets) and `port`; returns false if malformed or the
+/// port is above 65535, leaving both untouched.
+bool parse_endpoint(std::string_view text, std::string& host, uint16_t& port);
+
+/// "trace", "debug", "info", "warn" or "error" (the spelling log.level accepts).
+std::string_view to_string(LogLevel level);
+
+}  // namespace sluice::config

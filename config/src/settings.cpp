@@ -1,0 +1,938 @@
+// Loads Settings from TOML and from "name=value" flags.
+//
+// Every setting is described once, in the field tables below (key, kind of value, range, where it
+// is stored). The file loader, the flag parser, validate() and the "allowed:" texts all read those
+// tables, so the accepted forms and the error messages cannot drift apart.
+
+#include "sluice/config/settings.hpp"
+
+// Debian ships toml++ as a compiled library; use it instead of compiling the whole parser into
+// this object (the CMake target passes the same two definitions).
+#ifndef TOML_HEADER_ONLY
+#define TOML_HEADER_ONLY 0
+#endif
+#ifndef TOML_SHARED_LIB
+#define TOML_SHARED_LIB 1
+#endif
+#include <toml++/toml.h>
+
+#include <arpa/inet.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <cstdio>
+#include <filesystem>
+#include <limits>
+#include <memory>
+#include <span>
+#include <sstream>
+#include <system_error>
+#include <utility>
+
+namespace sluice::config {
+namespace {
+
+constexpr uint64_t kKiB = 1024;
+constexpr uint64_t kMiB = 1024 * kKiB;
+constexpr uint64_t kGiB = 1024 * kMiB;
+constexpr uint64_t kSecond = 1000;
+constexpr uint64_t kMinute = 60 * kSecond;
+constexpr uint64_t kHour = 60 * kMinute;
+// A frame carries ids, key, attributes and batch framing besides the payload; this much of
+// max_frame_bytes is kept for them so a maximal payload always fits in one frame.
+constexpr uint64_t kFrameOverhead = 64 * kKiB;
+constexpr std::string_view kCommandLine = "command line";
+
+// ---------------------------------------------------------------------------------------------
+// Value rules and text forms
+
+enum class Kind { count, duration, size, endpoint, path, log_level };
+
+struct Rule {
+  Kind kind;
+  uint64_t min = 0;  // milliseconds for durations, bytes for sizes
+  uint64_t max = 0;
+  std::string_view max_note = {};  // said instead of `max` when the real bound is another setting
+};
+
+/// A whole number that may be negative, so "-5" can be reported as below the minimum.
+struct Number {
+  bool negative = false;
+  uint64_t magnitude = 0;
+};
+
+Number whole(uint64_t value) {
+  return {false, value};
+}
+
+Number from_int64(int64_t value) {
+  if (value < 0) return {true, uint64_t{0} - static_cast<uint64_t>(value)};
+  return {false, static_cast<uint64_t>(value)};
+}
+
+uint64_t saturating_mul(uint64_t a, uint64_t b) {
+  if (a != 0 && b > std::numeric_limits<uint64_t>::max() / a) {
+    return std::numeric_limits<uint64_t>::max();
+  }
+  return a * b;
+}
+
+bool is_digit(char c) {
+  return c >= '0' && c <= '9';
+}
+
+// Digits with single '_' between them, like a TOML integer. Saturates instead of failing so a
+// huge number is reported as "above the maximum" rather than as malformed.
+std::optional<uint64_t> parse_whole(std::string_view text) {
+  if (text.empty() || !is_digit(text.front()) || !is_digit(text.back())) return std::nullopt;
+  uint64_t value = 0;
+  bool after_underscore = false;
+  for (char c : text) {
+    if (c == '_') {
+      if (after_underscore) return std::nullopt;
+      after_underscore = true;
+      continue;
+    }
+    if (!is_digit(c)) return std::nullopt;
+    after_underscore = false;
+    const uint64_t digit = static_cast<uint64_t>(c - '0');
+    value = saturating_mul(value, 10);
+    value = value > std::numeric_limits<uint64_t>::max() - digit
+                ? std::numeric_limits<uint64_t>::max()
+                : value + digit;
+  }
+  return value;
+}
+
+std::optional<Number> parse_integer_text(std::string_view text) {
+  const bool negative = text.starts_with('-');
+  if (negative) text.remove_prefix(1);
+  auto magnitude = parse_whole(text);
+  if (!magnitude) return std::nullopt;
+  return Number{negative && *magnitude != 0, *magnitude};
+}
+
+using Units = std::span<const std::pair<std::string_view, uint64_t>>;
+constexpr std::pair<std::string_view, uint64_t> kDurationUnitList[] = {
+    {"", 1}, {"ms", 1}, {"s", kSecond}, {"m", kMinute}, {"h", kHour}};
+constexpr std::pair<std::string_view, uint64_t> kSizeUnitList[] = {
+    {"", 1}, {"KiB", kKiB}, {"MiB", kMiB}, {"GiB", kGiB}};
+constexpr Units kDurationUnits{kDurationUnitList};
+constexpr Units kSizeUnits{kSizeUnitList};
+
+/// "30s" -> 30000 with `units` mapping each suffix ("" included) to its multiplier.
+std::optional<uint64_t> parse_with_unit(std::string_view text, Units units) {
+  const auto unit_start = text.find_first_not_of("0123456789_");
+  const std::string_view unit = unit_start == std::string_view::npos ? "" : text.substr(unit_start);
+  auto number = parse_whole(text.substr(0, text.size() - unit.size()));
+  if (!number) return std::nullopt;
+  for (const auto& [suffix, multiplier] : units) {
+    if (suffix == unit) return saturating_mul(*number, multiplier);
+  }
+  return std::nullopt;
+}
+
+std::string format_duration(uint64_t ms) {
+  if (ms == 0) return "0ms";
+  if (ms % kHour == 0) return std::to_string(ms / kHour) + "h";
+  if (ms % kMinute == 0) return std::to_string(ms / kMinute) + "m";
+  if (ms % kSecond == 0) return std::to_string(ms / kSecond) + "s";
+  return std::to_string(ms) + "ms";
+}
+
+std::string format_size(uint64_t bytes) {
+  if (bytes == 1) return "1 byte";
+  if (bytes != 0 && bytes % kGiB == 0) return std::to_string(bytes / kGiB) + "GiB";
+  if (bytes != 0 && bytes % kMiB == 0) return std::to_string(bytes / kMiB) + "MiB";
+  if (bytes != 0 && bytes % kKiB == 0) return std::to_string(bytes / kKiB) + "KiB";
+  return std::to_string(bytes) + " bytes";
+}
+
+std::string format(Kind kind, uint64_t value) {
+  if (kind == Kind::duration) return format_duration(value);
+  if (kind == Kind::size) return format_size(value);
+  return std::to_string(value);
+}
+
+/// Control characters as \xNN, so a message always stays on one line.
+void append_escaped(std::string& out, char c) {
+  const auto byte = static_cast<unsigned char>(c);
+  if (byte < 0x20 || byte == 0x7F) {
+    constexpr char kHex[] = "0123456789abcdef";
+    out += "\\x";
+    out += kHex[byte >> 4];
+    out += kHex[byte & 0xF];
+  } else {
+    out += c;
+  }
+}
+
+/// User text inside a message: quoted, control characters escaped, long text shortened.
+std::string quote(std::string_view text) {
+  constexpr size_t kShown = 60;
+  bool shortened = false;
+  if (text.size() > kShown) {
+    size_t cut = kShown;
+    while (cut > 0 && (static_cast<unsigned char>(text[cut]) & 0xC0) == 0x80) --cut;
+    text = text.substr(0, cut);
+    shortened = true;
+  }
+  std::string out = "\"";
+  for (char c : text) {
+    if (c == '"' || c == '\\') out += '\\';
+    append_escaped(out, c);
+  }
+  out += shortened ? "...\"" : "\"";
+  return out;
+}
+
+bool is_valid_ip(int family, std::string_view text) {
+  if (text.find('\0') != std::string_view::npos) return false;
+  unsigned char address[16];
+  return inet_pton(family, std::string(text).c_str(), address) == 1;
+}
+
+bool is_listen_host(std::string_view host) {
+  return host == "localhost" || is_valid_ip(AF_INET, host) || is_valid_ip(AF_INET6, host);
+}
+
+bool is_valid_queue_name(std::string_view name) {
+  if (name.empty() || name.size() > 200) return false;
+  return std::all_of(name.begin(), name.end(), [](char c) {
+    return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || is_digit(c) || c == '_' ||
+           c == '.' || c == ':' || c == '-';
+  });
+}
+
+constexpr std::string_view kQueueNameAllowed =
+    "a queue name of 1 to 200 characters from A-Z a-z 0-9 _ . : -";
+
+constexpr std::pair<std::string_view, LogLevel> kLogLevels[] = {{"trace", LogLevel::trace},
+                                                                {"debug", LogLevel::debug},
+                                                                {"info", LogLevel::info},
+                                                                {"warn", LogLevel::warn},
+                                                                {"error", LogLevel::error}};
+
+std::string allowed_text(const Rule& rule) {
+  const std::string range =
+      " from " + format(rule.kind, rule.min) + " to " +
+      (rule.max_note.empty() ? format(rule.kind, rule.max) : std::string(rule.max_note));
+  switch (rule.kind) {
+    case Kind::count:
+      return "an integer" + range;
+    case Kind::duration:
+      return "a duration like \"500ms\", \"30s\", \"5m\" or \"1h\" (a whole number and ms, s, m "
+             "or h; a bare integer means milliseconds)" +
+             range;
+    case Kind::size:
+      return "a size: a whole number of bytes, or a string like \"64KiB\", \"4MiB\" or \"1GiB\" "
+             "(units KiB, MiB and GiB only)" +
+             range;
+    case Kind::endpoint:
+      return "\"host:port\" where host is an IPv4 address, [IPv6 address] or localhost, and port "
+             "is 0 to 65535 (0 = any free port)";
+    case Kind::path:
+      return "a file path, or \"\" for none";
+    case Kind::log_level:
+      return "one of \"trace\", \"debug\", \"info\", \"warn\", \"error\"";
+  }
+  return {};
+}
+
+std::optional<std::string> range_problem(const Rule& rule, Number value, std::string shown) {
+  if (value.negative || value.magnitude < rule.min) {
+    return shown + " is below the minimum of " + format(rule.kind, rule.min);
+  }
+  if (value.magnitude > rule.max) {
+    if (!rule.max_note.empty()) {
+      return shown + " is above the maximum of " + std::string(rule.max_note) + " (at most " +
+             format(rule.kind, rule.max) + ")";
+    }
+    return shown + " is above the maximum of " + format(rule.kind, rule.max);
+  }
+  return std::nullopt;
+}
+
+// ---------------------------------------------------------------------------------------------
+// One value on its way in
+
+/// A value as it arrived. TOML knows its type; the command line only has text.
+struct Input {
+  enum class Type { integer, string, other } type = Type::other;
+  int64_t integer = 0;
+  std::string string;
+  std::string description;  // for "got ..." in a wrong-type message
+  bool from_command_line = false;
+};
+
+/// The typed value, ready to store.
+struct Parsed {
+  uint64_t number = 0;
+  std::string text;  // a path, or the endpoint's host
+  uint16_t port = 0;
+  LogLevel level = LogLevel::info;
+};
+
+std::string describe(const toml::node& node) {
+  // toml++ prints each scalar in its TOML spelling.
+  auto shown = [](std::string_view what, const auto* value) {
+    std::ostringstream out;
+    out << what << " (" << *value << ")";
+    return out.str();
+  };
+  switch (node.type()) {
+    case toml::node_type::integer:
+      return shown("an integer", node.as_integer());
+    case toml::node_type::string:
+      return "a string (" + quote(node.as_string()->get()) + ")";
+    case toml::node_type::floating_point:
+      return shown("a float", node.as_floating_point());
+    case toml::node_type::boolean:
+      return shown("a boolean", node.as_boolean());
+    case toml::node_type::date:
+      return shown("a date", node.as_date());
+    case toml::node_type::time:
+      return shown("a time", node.as_time());
+    case toml::node_type::date_time:
+      return shown("a date-time", node.as_date_time());
+    case toml::node_type::table:
+      return "a table";
+    case toml::node_type::array:
+      return "an array";
+    case toml::node_type::none:
+      break;
+  }
+  return "nothing";
+}
+
+Input input_from_node(const toml::node& node) {
+  Input input;
+  if (const auto* integer = node.as_integer()) {
+    input.type = Input::Type::integer;
+    input.integer = integer->get();
+  } else if (const auto* string = node.as_string()) {
+    input.type = Input::Type::string;
+    input.string = string->get();
+  }
+  input.description = describe(node);
+  return input;
+}
+
+Input input_from_text(std::string_view text) {
+  Input input;
+  input.type = Input::Type::string;
+  input.string = std::string(text);
+  input.description = quote(text);
+  input.from_command_line = true;
+  return input;
+}
+
+/// Durations and sizes: an integer in the base unit, or text with a unit.
+std::optional<std::string> parse_quantity(const Rule& rule, const Input& input, Parsed& out) {
+  const bool is_duration = rule.kind == Kind::duration;
+  const std::string_view noun = is_duration ? "a duration" : "a size";
+  Number value;
+  std::string shown;
+  if (input.type == Input::Type::integer) {
+    value = from_int64(input.integer);
+    shown = (value.negative ? "-" : "") + format(rule.kind, value.magnitude);
+  } else if (input.type == Input::Type::string) {
+    auto magnitude = parse_with_unit(input.string, is_duration ? kDurationUnits : kSizeUnits);
+    if (!magnitude) {
+      std::string problem = "expected " + std::string(noun) + ", got " + quote(input.string);
+      const auto unit = input.string.find_first_of("kKmMgG");
+      if (!is_duration && unit != std::string::npos &&
+          input.string.find_first_of("iI", unit) == std::string::npos) {
+        problem += "; decimal units (KB, MB, GB) are not accepted, use KiB, MiB or GiB";
+      }
+      return problem;
+    }
+    value.magnitude = *magnitude;
+    shown = input.string;
+  } else {
+    return "expected " + std::string(noun) + ", got " + input.description;
+  }
+  if (auto problem = range_problem(rule, value, shown)) return problem;
+  out.number = value.magnitude;
+  return std::nullopt;
+}
+
+/// Turns `input` into a value that satisfies `rule`, or says what is wrong with it.
+std::optional<std::string> parse_value(const Rule& rule, const Input& input, Parsed& out) {
+  const bool is_string = input.type == Input::Type::string;
+  switch (rule.kind) {
+    case Kind::count: {
+      Number value;
+      if (input.type == Input::Type::integer) {
+        value = from_int64(input.integer);
+      } else if (is_string && input.from_command_line) {
+        auto number = parse_integer_text(input.string);
+        if (!number) return "expected an integer, got " + quote(input.string);
+        value = *number;
+      } else {
+        return "expected an integer, got " + input.description;
+      }
+      const std::string shown = (value.negative ? "-" : "") + std::to_string(value.magnitude);
+      if (auto problem = range_problem(rule, value, shown)) return problem;
+      out.number = value.magnitude;
+      return std::nullopt;
+    }
+    case Kind::duration:
+    case Kind::size:
+      return parse_quantity(rule, input, out);
+    case Kind::endpoint:
+      if (!is_string) return "expected a string \"host:port\", got " + input.description;
+      if (!parse_endpoint(input.string, out.text, out.port)) {
+        std::string problem = "expected \"host:port\", got " + quote(input.string);
+        if (!input.string.starts_with('[') &&
+            std::count(input.string.begin(), input.string.end(), ':') > 1) {
+          problem += "; an IPv6 address needs brackets, like \"[::1]:7450\"";
+        }
+        return problem;
+      }
+      return std::nullopt;
+    case Kind::path:
+      if (!is_string) return "expected a string, got " + input.description;
+      if (input.string.find('\0') != std::string::npos) {
+        return "a path cannot contain a NUL character, got " + quote(input.string);
+      }
+      out.text = input.string;
+      return std::nullopt;
+    case Kind::log_level:
+      if (!is_string) return "expected a string, got " + input.description;
+      for (const auto& [name, level] : kLogLevels) {
+        if (name == input.string) {
+          out.level = level;
+          return std::nullopt;
+        }
+      }
+      return "unknown log level " + quote(input.string);
+  }
+  return "unsupported setting";
+}
+
+// ---------------------------------------------------------------------------------------------
+// The settings, described once
+
+template <class Target>
+struct Field {
+  std::string_view key;
+  Rule rule;
+  void (*store)(Target&, const Parsed&);
+  /// Numeric fields only; lets validate() re-check values set in code.
+  Number (*read)(const Target&) = nullptr;
+};
+
+Number read_ms(std::chrono::milliseconds value) {
+  return from_int64(value.count());
+}
+
+constexpr Field<Settings> kServerFields[] = {
+    {.key = "listen",
+     .rule = {.kind = Kind::endpoint},
+     .store =
+         [](Settings& s, const Parsed& v) {
+           s.listen_host = v.text;
+           s.listen_port = v.port;
+         }},
+    {.key = "port_file",
+     .rule = {.kind = Kind::path},
+     .store = [](Settings& s, const Parsed& v) { s.port_file = v.text; }},
+    {.key = "max_connections",
+     .rule = {.kind = Kind::count, .min = 1, .max = 1'000'000},
+     .store = [](Settings& s, const Parsed& v) { s.max_connections = uint32_t(v.number); },
+     .read = [](const Settings& s) { return whole(s.max_connections); }},
+    {.key = "shutdown_grace",
+     .rule = {.kind = Kind::duration, .min = 0, .max = 10 * kMinute},
+     .store =
+         [](Settings& s, const Parsed& v) {
+           s.shutdown_grace = std::chrono::milliseconds(int64_t(v.number));
+         },
+     .read = [](const Settings& s) { return read_ms(s.shutdown_grace); }},
+};
+
+constexpr Field<Settings> kLimitsFields[] = {
+    {.key = "max_frame_bytes",
+     .rule = {.kind = Kind::size, .min = 4 * kKiB, .max = 64 * kMiB},
+     .store = [](Settings& s, const Parsed& v) { s.max_frame_bytes = uint32_t(v.number); },
+     .read = [](const Settings& s) { return whole(s.max_frame_bytes); }},
+    // The bound against max_frame_bytes is checked in validate(), when both are known.
+    {.key = "max_payload_bytes",
+     .rule = {.kind = Kind::size,
+              .min = 1,
+              .max = 64 * kMiB - kFrameOverhead,
+              .max_note = "limits.max_frame_bytes minus 64KiB"},
+     .store = [](Settings& s, const Parsed& v) { s.max_payload_bytes = uint32_t(v.number); },
+     .read = [](const Settings& s) { return whole(s.max_payload_bytes); }},
+    {.key = "connection_outbound_bytes",
+     .rule = {.kind = Kind::size, .min = 64 * kKiB, .max = kGiB},
+     .store = [](Settings& s, const Parsed& v) { s.connection_outbound_bytes = v.number; },
+     .read = [](const Settings& s) { return whole(s.connection_outbound_bytes); }},
+};
+
+constexpr Field<Settings> kLogFields[] = {
+    {.key = "level",
+     .rule = {.kind = Kind::log_level},
+     .store = [](Settings& s, const Parsed& v) { s.log_level = v.level; }},
+};
+
+constexpr Field<QueueSettings> kQueueFields[] = {
+    {.key = "lease_timeout",
+     .rule = {.kind = Kind::duration, .min = 100, .max = 12 * kHour},
+     .store =
+         [](QueueSettings& q, const Parsed& v) {
+           q.lease_timeout = std::chrono::milliseconds(int64_t(v.number));
+         },
+     .read = [](const QueueSettings& q) { return read_ms(q.lease_timeout); }},
+    {.key = "max_consumer_in_flight",
+     .rule = {.kind = Kind::count, .min = 1, .max = 1'000'000},
+     .store = [](QueueSettings& q,
+                 const Parsed& v) { q.max_consumer_in_flight = uint32_t(v.number); },
+     .read = [](const QueueSettings& q) { return whole(q.max_consumer_in_flight); }},
+};
+
+constexpr std::span<const Field<QueueSettings>> kQueueFieldSpan{kQueueFields};
+
+struct TableSpec {
+  std::string_view name;
+  std::span<const Field<Settings>> fields;
+};
+
+constexpr TableSpec kSettingsTables[] = {
+    {"server", kServerFields}, {"limits", kLimitsFields}, {"log", kLogFields}};
+
+constexpr std::string_view kQueueDefaults = "queue_defaults";
+constexpr std::string_view kQueues = "queues";
+
+const TableSpec* find_table(std::string_view name) {
+  for (const auto& table : kSettingsTables) {
+    if (table.name == name) return &table;
+  }
+  return nullptr;
+}
+
+template <class Target>
+const Field<Target>* find_field(std::span<const Field<Target>> fields, std::string_view key) {
+  for (const auto& field : fields) {
+    if (field.key == key) return &field;
+  }
+  return nullptr;
+}
+
+template <class Target>
+std::vector<std::string> keys_of(std::span<const Field<Target>> fields) {
+  std::vector<std::string> keys;
+  for (const auto& field : fields) keys.push_back(std::string(field.key));
+  return keys;
+}
+
+std::string join(const std::vector<std::string>& items) {
+  std::string out;
+  for (const auto& item : items) out += (out.empty() ? "" : ", ") + item;
+  return out;
+}
+
+std::vector<std::string> all_setting_names() {
+  std::vector<std::string> names;
+  for (const auto& table : kSettingsTables) {
+    for (const auto& field : table.fields)
+      names.push_back(std::string(table.name) + "." + std::string(field.key));
+  }
+  for (const auto& field : kQueueFields) {
+    names.push_back("queue_defaults." + std::string(field.key));
+  }
+  for (const auto& field : kQueueFields) names.push_back("queues.NAME." + std::string(field.key));
+  return names;
+}
+
+size_t edit_distance(std::string_view a, std::string_view b) {
+  std::vector<size_t> row(b.size() + 1);
+  for (size_t j = 0; j <= b.size(); ++j) row[j] = j;
+  for (size_t i = 1; i <= a.size(); ++i) {
+    size_t diagonal = row[0];
+    row[0] = i;
+    for (size_t j = 1; j <= b.size(); ++j) {
+      const size_t above = row[j];
+      row[j] = std::min({row[j] + 1, row[j - 1] + 1, diagonal + (a[i - 1] == b[j - 1] ? 0 : 1)});
+      diagonal = above;
+    }
+  }
+  return row[b.size()];
+}
+
+/// "; did you mean X?" for a near miss (a typo is the usual reason for an unknown key), else "".
+std::string suggestion(std::string_view typed, const std::vector<std::string>& candidates) {
+  const std::string* best = nullptr;
+  size_t best_distance = 3;  // more than two edits away is not a typo
+  for (const auto& candidate : candidates) {
+    const size_t distance = edit_distance(typed, candidate);
+    if (distance < best_distance && distance < candidate.size() / 2) {
+      best = &candidate;
+      best_distance = distance;
+    }
+  }
+  return best ? "; did you mean " + *best + "?" : "";
+}
+
+DeclaredQueue& declare_queue(Settings& settings, std::string_view name) {
+  for (auto& queue : settings.queues) {
+    if (queue.name == name) return queue;
+  }
+  return settings.queues.emplace_back(DeclaredQueue{std::string(name), settings.queue_defaults});
+}
+
+// ---------------------------------------------------------------------------------------------
+// The file
+
+/// Collects every problem of one file, so the earliest in file order can be reported (toml++
+/// tables iterate by key, not by position).
+class FileLoader {
+ public:
+  explicit FileLoader(const std::string& path) : path_(path) {}
+
+  void load(const toml::table& root, Settings& settings) {
+    // Declared queues start from the defaults, so those go first wherever they are written.
+    if (const toml::node* defaults = root.get(kQueueDefaults)) {
+      if (const auto* table =
+              expect_table(*defaults, std::string(kQueueDefaults), kQueueFieldSpan)) {
+        apply_fields(*table, kQueueDefaults, kQueueFieldSpan, settings.queue_defaults);
+      }
+    }
+    for (auto&& [key, node] : root) {
+      const std::string_view name = key.str();
+      if (name == kQueueDefaults) continue;
+      if (name == kQueues) {
+        load_queues(node, settings);
+      } else if (const TableSpec* spec = find_table(name)) {
+        if (const auto* table = expect_table(node, std::string(name), spec->fields)) {
+          apply_fields(*table, name, spec->fields, settings);
+        }
+      } else {
+        report_unknown_table(key);
+      }
+    }
+  }
+
+  std::optional<ConfigError> first_problem() const {
+    if (problems_.empty()) return std::nullopt;
+    // Line 0 (position unknown) sorts last; ties keep the order found.
+    return *std::min_element(problems_.begin(), problems_.end(), [](const auto& a, const auto& b) {
+      return unsigned(a.line - 1) < unsigned(b.line - 1);
+    });
+  }
+
+ private:
+  void report(const toml::source_region& where, std::string setting, std::string problem,
+              std::string allowed) {
+    problems_.push_back(ConfigError{path_, static_cast<int>(where.begin.line), std::move(setting),
+                                    std::move(problem), std::move(allowed)});
+  }
+
+  template <class Target>
+  const toml::table* expect_table(const toml::node& node, const std::string& setting,
+                                  std::span<const Field<Target>> fields) {
+    if (const auto* table = node.as_table()) return table;
+    report(node.source(), setting, "expected a table, got " + describe(node),
+           "a table [" + setting + "] with keys " + join(keys_of(fields)));
+    return nullptr;
+  }
+
+  template <class Target>
+  void apply_fields(const toml::table& table, std::string_view prefix,
+                    std::span<const Field<Target>> fields, Target& target) {
+    for (auto&& [key, node] : table) {
+      const std::string setting = std::string(prefix) + "." + std::string(key.str());
+      const Field<Target>* field = find_field(fields, key.str());
+      if (!field) {
+        report(key.source(), setting, "unknown setting" + suggestion(key.str(), keys_of(fields)),
+               "keys in [" + std::string(prefix) + "]: " + join(keys_of(fields)));
+        continue;
+      }
+      Parsed value;
+      if (auto problem = parse_value(field->rule, input_from_node(node), value)) {
+        report(node.source(), setting, std::move(*problem), allowed_text(field->rule));
+        continue;
+      }
+      field->store(target, value);
+    }
+  }
+
+  void load_queues(const toml::node& node, Settings& settings) {
+    const auto* queues = node.as_table();
+    if (!queues) {
+      report(node.source(), std::string(kQueues), "expected a table, got " + describe(node),
+             "[queues.NAME] tables with keys " + join(keys_of(kQueueFieldSpan)));
+      return;
+    }
+    // Declare in file order, so logs and admin listings follow the file.
+    std::vector<std::pair<const toml::key*, const toml::node*>> entries;
+    for (auto&& [key, queue] : *queues) entries.emplace_back(&key, &queue);
+    std::stable_sort(entries.begin(), entries.end(), [](const auto& a, const auto& b) {
+      return a.first->source().begin.line < b.first->source().begin.line;
+    });
+    for (const auto& [key, queue] : entries) {
+      const std::string_view name = key->str();
+      const std::string setting = "queues." + std::string(name);
+      if (!is_valid_queue_name(name)) {
+        report(key->source(), setting, "invalid queue name " + quote(name),
+               std::string(kQueueNameAllowed));
+        continue;
+      }
+      if (const auto* table = expect_table(*queue, setting, kQueueFieldSpan)) {
+        apply_fields(*table, setting, kQueueFieldSpan, declare_queue(settings, name).settings);
+      }
+    }
+  }
+
+  void report_unknown_table(const toml::key& key) {
+    std::vector<std::string> tables;
+    for (const auto& table : kSettingsTables) tables.push_back(std::string(table.name));
+    tables.push_back(std::string(kQueueDefaults));
+    tables.push_back(std::string(kQueues));
+    std::string problem = "unknown table" + suggestion(key.str(), tables);
+    // A key written above the first table header lands at the top level.
+    for (const auto& table : kSettingsTables) {
+      if (find_field(table.fields, key.str())) {
+        problem = "setting outside its table; did you mean " + std::string(key.str()) + " under [" +
+                  std::string(table.name) + "]?";
+      }
+    }
+    report(key.source(), std::string(key.str()), std::move(problem),
+           "tables [server], [limits], [log], [queue_defaults] and [queues.NAME]");
+  }
+
+  std::string path_;
+  std::vector<ConfigError> problems_;
+};
+
+std::optional<ConfigError> read_whole_file(const std::string& path, std::string& content) {
+  auto unreadable = [&](std::string problem) {
+    return ConfigError{path, 0, "", "cannot read the config file: " + problem,
+                       "a readable TOML file (see sluiced.example.toml)"};
+  };
+  std::error_code ignored;
+  if (std::filesystem::is_directory(path, ignored)) return unreadable("it is a directory");
+  std::unique_ptr<std::FILE, int (*)(std::FILE*)> file(std::fopen(path.c_str(), "rb"),
+                                                       &std::fclose);
+  if (!file) return unreadable(std::generic_category().message(errno));
+  char buffer[16 * 1024];
+  while (size_t n = std::fread(buffer, 1, sizeof buffer, file.get())) content.append(buffer, n);
+  if (std::ferror(file.get())) return unreadable(std::generic_category().message(errno));
+  return std::nullopt;
+}
+
+}  // namespace
+
+// ---------------------------------------------------------------------------------------------
+// Public API
+
+std::string ConfigError::to_string() const {
+  // Only control characters are escaped: the parts already quote user text, and a newline here
+  // would split one problem across log lines.
+  std::string out;
+  auto append = [&out](std::string_view part) {
+    for (char c : part) append_escaped(out, c);
+  };
+  append(file);
+  if (line > 0) out += ":" + std::to_string(line);
+  if (!out.empty()) out += ": ";
+  if (!setting.empty()) {
+    append(setting);
+    out += ": ";
+  }
+  append(problem);
+  if (!allowed.empty()) {
+    out += " (allowed: ";
+    append(allowed);
+    out += ")";
+  }
+  return out;
+}
+
+std::optional<ConfigError> load_file(const std::string& path, Settings& settings) {
+  try {
+    std::string content;
+    if (auto problem = read_whole_file(path, content)) return problem;
+    toml::table root;
+    try {
+      root = toml::parse(content, path);
+    } catch (const toml::parse_error& err) {
+      const auto& where = err.source().begin;
+      return ConfigError{path, static_cast<int>(where.line), "",
+                         "TOML syntax error at column " + std::to_string(where.column) + ": " +
+                             std::string(err.description()),
+                         "TOML 1.0 syntax (https://toml.io/en/v1.0.0)"};
+    }
+    // Apply to a copy so a rejected file leaves the caller's settings as they were.
+    Settings updated = settings;
+    FileLoader loader(path);
+    loader.load(root, updated);
+    if (auto problem = loader.first_problem()) return problem;
+    settings = std::move(updated);
+    return std::nullopt;
+  } catch (const std::exception& err) {
+    return ConfigError{path, 0, "", std::string("cannot load the config file: ") + err.what(), ""};
+  }
+}
+
+std::optional<ConfigError> apply_setting(Settings& settings, std::string_view name,
+                                         std::string_view value) {
+  auto error = [&](std::string problem, std::string allowed) {
+    return ConfigError{std::string(kCommandLine), 0, std::string(name), std::move(problem),
+                       std::move(allowed)};
+  };
+  auto unknown = [&]() {
+    const auto names = all_setting_names();
+    return error("unknown setting" + suggestion(name, names), join(names));
+  };
+  const Input input = input_from_text(value);
+  Parsed parsed;
+
+  const auto dot = name.find('.');
+  if (dot == std::string_view::npos) return unknown();
+  const std::string_view table = name.substr(0, dot);
+  const std::string_view rest = name.substr(dot + 1);
+
+  if (table == kQueues || table == kQueueDefaults) {
+    const bool is_default = table == kQueueDefaults;
+    // Queue names may contain dots; the setting is always the last part.
+    const auto last_dot = rest.rfind('.');
+    const bool has_queue_name = last_dot != std::string_view::npos;
+    const std::string_view key = has_queue_name ? rest.substr(last_dot + 1) : rest;
+    const std::string_view queue_name = has_queue_name ? rest.substr(0, last_dot) : "";
+    const Field<QueueSettings>* field = find_field(kQueueFieldSpan, key);
+    // queue_defaults.SETTING has no queue name; queues.NAME.SETTING must have one.
+    if (!field || is_default == has_queue_name) {
+      const std::string prefix =
+          is_default ? "queue_defaults."
+                     : "queues." + std::string(has_queue_name ? queue_name : "NAME") + ".";
+      std::vector<std::string> names;
+      for (const auto& known : keys_of(kQueueFieldSpan)) names.push_back(prefix + known);
+      const bool missing_name = !is_default && !has_queue_name;
+      return error(missing_name ? "expected queues.NAME.SETTING"
+                                : "unknown setting" + suggestion(name, names),
+                   join(names));
+    }
+    if (table == kQueues && !is_valid_queue_name(queue_name)) {
+      return error("invalid queue name " + quote(queue_name), std::string(kQueueNameAllowed));
+    }
+    if (auto problem = parse_value(field->rule, input, parsed)) {
+      return error(std::move(*problem), allowed_text(field->rule));
+    }
+    field->store(
+        table == kQueues ? declare_queue(settings, queue_name).settings : settings.queue_defaults,
+        parsed);
+    return std::nullopt;
+  }
+
+  const TableSpec* spec = find_table(table);
+  const Field<Settings>* field = spec ? find_field(spec->fields, rest) : nullptr;
+  if (!field) return unknown();
+  if (auto problem = parse_value(field->rule, input, parsed)) {
+    return error(std::move(*problem), allowed_text(field->rule));
+  }
+  field->store(settings, parsed);
+  return std::nullopt;
+}
+
+namespace {
+
+template <class Target>
+std::optional<ConfigError> check_ranges(const Target& target, std::string_view prefix,
+                                        std::span<const Field<Target>> fields) {
+  for (const auto& field : fields) {
+    if (!field.read) continue;
+    const Number value = field.read(target);
+    std::string shown = format(field.rule.kind, value.magnitude);
+    if (value.negative) shown.insert(0, 1, '-');
+    if (auto problem = range_problem(field.rule, value, shown)) {
+      return ConfigError{"", 0, std::string(prefix) + "." + std::string(field.key),
+                         std::move(*problem), allowed_text(field.rule)};
+    }
+  }
+  return std::nullopt;
+}
+
+}  // namespace
+
+std::optional<ConfigError> validate(const Settings& settings) {
+  for (const auto& table : kSettingsTables) {
+    if (auto problem = check_ranges(settings, table.name, table.fields)) return problem;
+  }
+  if (!is_listen_host(settings.listen_host)) {
+    return ConfigError{"", 0, "server.listen", "invalid host " + quote(settings.listen_host),
+                       allowed_text({.kind = Kind::endpoint})};
+  }
+  if (static_cast<unsigned>(settings.log_level) > static_cast<unsigned>(LogLevel::error)) {
+    return ConfigError{"", 0, "log.level", "not a known log level",
+                       allowed_text({.kind = Kind::log_level})};
+  }
+  const uint64_t frame = settings.max_frame_bytes;
+  if (frame <= kFrameOverhead || settings.max_payload_bytes > frame - kFrameOverhead) {
+    const uint64_t room = frame > kFrameOverhead ? frame - kFrameOverhead : 0;
+    return ConfigError{"", 0, "limits.max_payload_bytes",
+                       format_size(settings.max_payload_bytes) + " does not fit in a frame of " +
+                           format_size(frame) +
+                           " (limits.max_frame_bytes) with 64KiB kept for frame headers",
+                       "at most limits.max_frame_bytes minus 64KiB, here " + format_size(room) +
+                           "; raise limits.max_frame_bytes or lower limits.max_payload_bytes"};
+  }
+  if (auto problem = check_ranges(settings.queue_defaults, kQueueDefaults, kQueueFieldSpan)) {
+    return problem;
+  }
+  for (size_t i = 0; i < settings.queues.size(); ++i) {
+    const DeclaredQueue& queue = settings.queues[i];
+    const std::string prefix = "queues." + queue.name;
+    if (!is_valid_queue_name(queue.name)) {
+      return ConfigError{"", 0, prefix, "invalid queue name " + quote(queue.name),
+                         std::string(kQueueNameAllowed)};
+    }
+    for (size_t j = 0; j < i; ++j) {
+      if (settings.queues[j].name == queue.name) {
+        return ConfigError{"", 0, prefix, "queue " + quote(queue.name) + " is declared twice",
+                           "each queue name declared once"};
+      }
+    }
+    if (auto problem = check_ranges(queue.settings, prefix, kQueueFieldSpan)) {
+      return problem;
+    }
+  }
+  return std::nullopt;
+}
+
+bool parse_endpoint(std::string_view text, std::string& host, uint16_t& port) {
+  std::string_view host_part;
+  std::string_view port_part;
+  if (text.starts_with('[')) {
+    const auto close = text.find(']');
+    if (close == std::string_view::npos || text.substr(close + 1, 1) != ":") return false;
+    host_part = text.substr(1, close - 1);
+    port_part = text.substr(close + 2);
+    if (!is_valid_ip(AF_INET6, host_part)) return false;
+  } else {
+    // A bare IPv6 address has several colons and fails the IPv4 check: it needs brackets.
+    const auto colon = text.rfind(':');
+    if (colon == std::string_view::npos) return false;
+    host_part = text.substr(0, colon);
+    port_part = text.substr(colon + 1);
+    if (host_part != "localhost" && !is_valid_ip(AF_INET, host_part)) return false;
+  }
+  if (port_part.empty() || port_part.size() > 5 ||
+      !std::all_of(port_part.begin(), port_part.end(), is_digit)) {
+    return false;
+  }
+  const auto number = parse_whole(port_part);
+  if (!number || *number > 65535) return false;
+  host = std::string(host_part);
+  port = static_cast<uint16_t>(*number);
+  return true;
+}
+
+std::string_view to_string(LogLevel level) {
+  for (const auto& [name, value] : kLogLevels) {
+    if (value == level) return name;
+  }
+  return "unknown";
+}
+
+}  // namespace sluice::config
