@@ -1,0 +1,117 @@
+// The broker's sans-I/O core: queues, consumers, leases and dispatch. Time
+// comes in as an argument; the engine never sees a socket, thread or clock,
+// which is what lets tests drive leases to the microsecond.
+//
+// Dispatch is eager: every operation that makes a message ready or frees
+// credit delivers right away, round-robin over the queue's consumers, one
+// message per consumer per turn. Deliveries land in the consumers' sinks,
+// which batch them into frames.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <unordered_map>
+#include <vector>
+
+#include "message_store.hpp"
+#include "queue.hpp"
+#include "sluice/protocol/errc.hpp"
+
+namespace sluice::engine {
+
+struct SubscribeResult {
+  Consumer* consumer = nullptr;
+  errc code = errc::ok;
+  const char* detail = "";
+};
+
+/// Not thread-safe: one engine per thread (shard); every call on that thread.
+class Engine {
+ public:
+  explicit Engine(QueueOptions defaults = {});
+  ~Engine();
+  Engine(const Engine&) = delete;
+  Engine& operator=(const Engine&) = delete;
+
+  /// Sets the options a queue gets when it is created (declared queues).
+  void declare(std::string_view name, const QueueOptions& options);
+  /// The queue named `name`, created with default options on first use.
+  /// The name must already be valid (protocol::valid_queue_name).
+  Queue& queue(std::string_view name);
+  /// The queue if it exists.
+  Queue* find(std::string_view name) const noexcept;
+  /// Every queue, in no particular order.
+  std::vector<const Queue*> queues() const;
+
+  /// Enqueues one message (its raw encoding) and dispatches. Returns its id.
+  std::uint64_t publish(Queue& queue, std::string_view message, Micros now, std::int64_t wall_us);
+
+  /// Adds a consumer with `credit` (max unacked deliveries it may hold) and a
+  /// lease of `lease` (0: the queue's). Errors: invalid_argument when credit
+  /// is 0 or over the queue's max_consumer_in_flight.
+  SubscribeResult subscribe(Queue& queue, DeliverySink& sink, std::uint32_t subscription_id,
+                            std::uint32_t credit, Micros lease, Micros now);
+  /// Stops new deliveries to `consumer`. Its leases stay valid so it can still
+  /// ack what it holds; when it holds nothing the engine calls the sink's
+  /// `released` and frees it (possibly inside this call).
+  void unsubscribe(Consumer& consumer);
+  /// The consumer's connection is gone: everything it holds is ready again at
+  /// once (at the front, in delivery order) and the consumer is freed.
+  void disconnect(Consumer& consumer, Micros now);
+  /// Outbound room again: deliveries to `consumer` resume.
+  void resume(Consumer& consumer, Micros now);
+
+  /// Settles a delivery as done. stale_lease when the token does not name a
+  /// live lease for `message_id` (expired, settled, or never issued).
+  errc ack(std::uint64_t message_id, std::uint64_t lease_token, Micros now);
+  /// Gives a delivery back: ready after `delay` (0: at once, at the back).
+  errc nack(std::uint64_t message_id, std::uint64_t lease_token, Micros delay, Micros now);
+  /// Moves a live lease's deadline to now + `lease`.
+  errc extend(std::uint64_t message_id, std::uint64_t lease_token, Micros lease, Micros now);
+
+  /// Handles every deadline at or before `now`: expired leases go back to the
+  /// front of their queue, delayed messages become ready.
+  void advance(Micros now);
+  /// The earliest pending deadline, if any (to arm a timer).
+  std::optional<Micros> next_deadline() const noexcept;
+
+  /// Messages the engine holds in any state.
+  std::size_t messages() const noexcept { return store_.live(); }
+
+ private:
+  /// The in-flight slot a token names for `message_id`, or kNil (stale).
+  /// A lease past its deadline is expired here first, so a late ack is refused
+  /// even when the timer has not fired yet.
+  std::uint32_t live_lease(std::uint64_t message_id, std::uint64_t lease_token, Micros now);
+  void deliver(Queue& queue, std::uint32_t slot, Consumer& consumer, Micros now);
+  void dispatch(Queue& queue, Micros now);
+  /// Takes a slot out of its owner's in-flight set and the deadline heap.
+  void end_lease(std::uint32_t slot);
+  void offer_credit(Consumer& consumer);
+  void requeue_front(Queue& queue, std::uint32_t slot);
+  void expire(std::uint32_t slot);
+  /// A lease of `owner` ended: offer its credit again, or free it if it is
+  /// draining and now holds nothing.
+  void credit_returned(Consumer& owner);
+  void free_consumer(Consumer& consumer);
+
+  QueueOptions defaults_;
+  MessageStore store_;
+  DeadlineHeap deadlines_{store_};
+  std::uint64_t next_message_id_ = 1;
+  struct NameHash {
+    using is_transparent = void;
+    std::size_t operator()(std::string_view s) const noexcept {
+      return std::hash<std::string_view>{}(s);
+    }
+  };
+  template <typename T>
+  using ByName = std::unordered_map<std::string, T, NameHash, std::equal_to<>>;
+  ByName<QueueOptions> declared_;
+  ByName<std::unique_ptr<Queue>> queues_;
+};
+
+}  // namespace sluice::engine
