@@ -1,0 +1,113 @@
+#include "log.hpp"
+
+#include <unistd.h>
+
+#include <atomic>
+#include <chrono>
+#include <cstdio>
+#include <ctime>
+
+namespace sluice::log {
+
+namespace {
+std::atomic<int> g_level{static_cast<int>(Level::info)};
+
+constexpr std::string_view kLevelNames[] = {"trace", "debug", "info", "warn", "error"};
+
+void append_escaped(std::string& out, std::string_view s) {
+  for (unsigned char c : s) {
+    switch (c) {
+      case '"':
+        out += "\\\"";
+        break;
+      case '\\':
+        out += "\\\\";
+        break;
+      case '\n':
+        out += "\\n";
+        break;
+      case '\r':
+        out += "\\r";
+        break;
+      case '\t':
+        out += "\\t";
+        break;
+      default:
+        if (c < 0x20) {
+          char buf[8];
+          std::snprintf(buf, sizeof buf, "\\u%04x", c);
+          out += buf;
+        } else {
+          out += static_cast<char>(c);
+        }
+    }
+  }
+}
+}  // namespace
+
+void set_level(Level level) noexcept {
+  g_level.store(static_cast<int>(level));
+}
+bool enabled(Level level) noexcept {
+  return static_cast<int>(level) >= g_level.load(std::memory_order_relaxed);
+}
+
+Line::Line(Level level, std::string_view event) : on_(enabled(level)) {
+  if (!on_) return;
+  const auto now = std::chrono::system_clock::now();
+  const auto ms =
+      std::chrono::duration_cast<std::chrono::milliseconds>(now.time_since_epoch()).count();
+  const std::time_t secs = static_cast<std::time_t>(ms / 1000);
+  std::tm tm{};
+  gmtime_r(&secs, &tm);
+  char ts[64];  // sized for any int values, so the compiler can prove no truncation
+  std::snprintf(ts, sizeof ts, "%04d-%02d-%02dT%02d:%02d:%02d.%03dZ", tm.tm_year + 1900,
+                tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec,
+                static_cast<int>(ms % 1000));
+  text_.reserve(160);
+  text_ += "{\"ts\":\"";
+  text_ += ts;
+  text_ += "\",\"level\":\"";
+  text_ += kLevelNames[static_cast<int>(level)];
+  text_ += "\",\"event\":\"";
+  append_escaped(text_, event);
+  text_ += '"';
+}
+
+Line::~Line() {
+  if (!on_) return;
+  text_ += "}\n";
+  // One write(2) per line keeps lines whole when several threads log.
+  [[maybe_unused]] auto n = ::write(STDERR_FILENO, text_.data(), text_.size());
+}
+
+void Line::key(std::string_view k) {
+  text_ += ",\"";
+  append_escaped(text_, k);
+  text_ += "\":";
+}
+
+Line& Line::str(std::string_view k, std::string_view value) {
+  if (!on_) return *this;
+  key(k);
+  text_ += '"';
+  append_escaped(text_, value);
+  text_ += '"';
+  return *this;
+}
+
+Line& Line::num(std::string_view k, std::int64_t value) {
+  if (!on_) return *this;
+  key(k);
+  text_ += std::to_string(value);
+  return *this;
+}
+
+Line& Line::unum(std::string_view k, std::uint64_t value) {
+  if (!on_) return *this;
+  key(k);
+  text_ += std::to_string(value);
+  return *this;
+}
+
+}  // namespace sluice::log

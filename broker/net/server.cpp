@@ -1,0 +1,104 @@
+#include "server.hpp"
+
+#include <boost/asio/ip/address.hpp>
+
+#include <vector>
+
+#include "log.hpp"
+#include "session.hpp"
+
+namespace sluice::net {
+
+namespace asio = boost::asio;
+
+Server::Server(asio::io_context& io, engine::Engine& engine, ServerOptions options)
+    : io_(io), engine_(engine), options_(std::move(options)), acceptor_(io), deadline_timer_(io) {}
+
+Server::~Server() = default;
+
+engine::Micros Server::now() noexcept {
+  return std::chrono::duration_cast<std::chrono::microseconds>(
+             std::chrono::steady_clock::now().time_since_epoch())
+      .count();
+}
+
+std::int64_t Server::wall_us() noexcept {
+  return std::chrono::duration_cast<std::chrono::microseconds>(
+             std::chrono::system_clock::now().time_since_epoch())
+      .count();
+}
+
+std::error_code Server::start() {
+  boost::system::error_code ec;
+  asio::ip::tcp::endpoint endpoint;
+  if (options_.host == "localhost") {
+    endpoint = {asio::ip::address_v4::loopback(), options_.port};
+  } else {
+    auto address = asio::ip::make_address(options_.host, ec);
+    if (ec) return std::make_error_code(std::errc::invalid_argument);
+    endpoint = {address, options_.port};
+  }
+  acceptor_.open(endpoint.protocol(), ec);
+  if (!ec) acceptor_.set_option(asio::socket_base::reuse_address(true), ec);
+  if (!ec) acceptor_.bind(endpoint, ec);
+  if (!ec) acceptor_.listen(asio::socket_base::max_listen_connections, ec);
+  if (ec) return std::error_code(ec.value(), std::system_category());
+  bound_port_ = acceptor_.local_endpoint().port();
+  accept();
+  return {};
+}
+
+void Server::accept() {
+  acceptor_.async_accept([this](const boost::system::error_code& ec, asio::ip::tcp::socket socket) {
+    if (ec == asio::error::operation_aborted || stopping_) return;
+    if (!ec) {
+      auto session = std::make_shared<Session>(*this, std::move(socket));
+      if (sessions_.size() >= options_.max_connections) {
+        session->close_after_flush(errc::too_many_connections,
+                                   "the broker's max_connections is reached");
+        log::warn("connection_refused").str("reason", "too_many_connections");
+      } else {
+        sessions_.insert(session.get());
+        session->start();
+      }
+    } else {
+      // EMFILE and friends: log and keep accepting; the next try may succeed.
+      log::warn("accept_failed").str("error", ec.message());
+    }
+    accept();
+  });
+}
+
+void Server::stop() {
+  if (stopping_) return;
+  stopping_ = true;
+  boost::system::error_code ignored;
+  acceptor_.close(ignored);
+  std::vector<Session*> sessions(sessions_.begin(), sessions_.end());
+  for (auto* s : sessions) s->close_after_flush(errc::shutting_down, "the broker is stopping");
+  deadline_timer_.cancel();
+}
+
+void Server::remove(Session* session) {
+  sessions_.erase(session);
+}
+
+void Server::watch_deadlines() {
+  if (stopping_) return;
+  auto next = engine_.next_deadline();
+  if (!next || *next >= armed_deadline_) return;
+  armed_deadline_ = *next;
+  // steady_clock's epoch is the same one Server::now() counts from.
+  deadline_timer_.expires_at(
+      std::chrono::steady_clock::time_point(std::chrono::microseconds(*next)));
+  deadline_timer_.async_wait([this](const boost::system::error_code& ec) { on_deadline(ec); });
+}
+
+void Server::on_deadline(const boost::system::error_code& ec) {
+  if (ec == asio::error::operation_aborted) return;  // re-armed earlier, or stopping
+  armed_deadline_ = INT64_MAX;
+  engine_.advance(now());
+  watch_deadlines();
+}
+
+}  // namespace sluice::net

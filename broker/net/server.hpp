@@ -1,0 +1,75 @@
+// The protocol listener: accepts connections, owns the sessions, and keeps
+// the engine's deadlines (lease expiry, delayed messages) on one timer. Runs
+// entirely on the io_context's single thread, together with the engine.
+#pragma once
+
+#include <utility>  // before Asio: Boost 1.74 + C++20 needs it
+
+#include <boost/asio/io_context.hpp>
+#include <boost/asio/ip/tcp.hpp>
+#include <boost/asio/steady_timer.hpp>
+#include <chrono>
+#include <cstdint>
+#include <string>
+#include <system_error>
+#include <unordered_set>
+
+#include "engine.hpp"
+#include "sluice/protocol/frames.hpp"
+
+namespace sluice::net {
+
+class Session;
+
+struct ServerOptions {
+  std::string host = "127.0.0.1";
+  std::uint16_t port = 7450;  // 0: any free port; see Server::port()
+  std::uint32_t max_connections = 10000;
+  protocol::Limits limits;
+  std::size_t connection_outbound_bytes = 8u << 20;
+  std::chrono::milliseconds shutdown_grace{5000};
+};
+
+/// Not thread-safe: every call on the io_context's thread.
+class Server {
+ public:
+  Server(boost::asio::io_context& io, engine::Engine& engine, ServerOptions options);
+  ~Server();
+
+  /// Binds and starts accepting. Errors: the bind/listen failure.
+  std::error_code start();
+  /// Graceful stop: no new connections; each session answers what it has
+  /// read, sends shutting_down, and closes (forcibly after shutdown_grace).
+  void stop();
+  /// The bound port (after start), useful when asked for port 0.
+  std::uint16_t port() const noexcept { return bound_port_; }
+
+  // ---- used by sessions ----
+  engine::Engine& engine() noexcept { return engine_; }
+  const ServerOptions& options() const noexcept { return options_; }
+  boost::asio::io_context& io() noexcept { return io_; }
+  /// Monotonic now in µs, for the engine.
+  static engine::Micros now() noexcept;
+  /// Wall clock in µs since the Unix epoch (publish time).
+  static std::int64_t wall_us() noexcept;
+  /// Re-arms the deadline timer if the engine's earliest deadline moved earlier.
+  void watch_deadlines();
+  void remove(Session* session);
+  bool stopping() const noexcept { return stopping_; }
+
+ private:
+  void accept();
+  void on_deadline(const boost::system::error_code& ec);
+
+  boost::asio::io_context& io_;
+  engine::Engine& engine_;
+  ServerOptions options_;
+  boost::asio::ip::tcp::acceptor acceptor_;
+  boost::asio::steady_timer deadline_timer_;
+  engine::Micros armed_deadline_ = INT64_MAX;
+  std::unordered_set<Session*> sessions_;
+  std::uint16_t bound_port_ = 0;
+  bool stopping_ = false;
+};
+
+}  // namespace sluice::net

@@ -1,0 +1,452 @@
+#include "session.hpp"
+
+#include <boost/asio/post.hpp>
+#include <boost/asio/write.hpp>
+
+#include <algorithm>
+#include <cstdio>
+
+#include "log.hpp"
+#include "server.hpp"
+
+namespace sluice::net {
+
+namespace asio = boost::asio;
+using protocol::FrameType;
+
+namespace {
+constexpr std::size_t kReadChunk = 128 * 1024;
+/// A DELIVER frame stops growing here so a consumer gets its first messages
+/// without waiting for a huge frame, and frames stay far below the limit.
+constexpr std::size_t kDeliverFrameTarget = 256 * 1024;
+
+std::string describe(const asio::ip::tcp::socket& socket) {
+  boost::system::error_code ec;
+  auto ep = socket.remote_endpoint(ec);
+  if (ec) return "unknown";
+  return ep.address().to_string() + ":" + std::to_string(ep.port());
+}
+}  // namespace
+
+Session::Session(Server& server, asio::ip::tcp::socket socket)
+    : server_(server),
+      socket_(std::move(socket)),
+      peer_(describe(socket_)),
+      decoder_(server.options().limits.max_frame_bytes) {}
+
+Session::~Session() = default;
+
+void Session::start() {
+  boost::system::error_code ignored;
+  socket_.set_option(asio::ip::tcp::no_delay(true), ignored);
+  log::debug("connection_opened").str("peer", peer_);
+  read();
+}
+
+void Session::read() {
+  if (reading_ || closing_ || closed_) return;
+  reading_ = true;
+  auto space = decoder_.prepare(kReadChunk);
+  socket_.async_read_some(asio::buffer(space.data(), space.size()),
+                          [self = shared_from_this()](const boost::system::error_code& ec,
+                                                      std::size_t n) { self->on_read(ec, n); });
+}
+
+void Session::on_read(const boost::system::error_code& ec, std::size_t n) {
+  reading_ = false;
+  if (closed_) return;
+  if (ec) {
+    if (ec != asio::error::eof && ec != asio::error::connection_reset &&
+        ec != asio::error::operation_aborted)
+      log::debug("connection_read_failed").str("peer", peer_).str("error", ec.message());
+    close();
+    return;
+  }
+  decoder_.commit(n);
+  protocol::Frame frame;
+  errc framing_error = errc::ok;
+  bool keep_going = true;
+  while (keep_going && !closing_) {
+    switch (decoder_.next(frame, framing_error)) {
+      case protocol::FrameDecoder::Result::frame:
+        keep_going = handle(frame);
+        break;
+      case protocol::FrameDecoder::Result::need_more:
+        keep_going = false;
+        break;
+      case protocol::FrameDecoder::Result::error:
+        close_after_flush(framing_error, framing_error == errc::frame_too_large
+                                             ? "length prefix over max_frame_bytes; framing lost"
+                                             : "zero length prefix; framing lost");
+        keep_going = false;
+        break;
+    }
+  }
+  server_.watch_deadlines();
+  flush();
+  if (closing_) return;
+  // Backpressure: a peer that does not read its answers stops being read.
+  if (out_.size() + writing_.size() >= server_.options().connection_outbound_bytes) {
+    read_paused_ = true;
+    return;
+  }
+  read();
+}
+
+bool Session::handle(const protocol::Frame& frame) {
+  const auto type = static_cast<FrameType>(frame.type);
+  if (!greeted_) {
+    if (type != FrameType::hello) {
+      close_after_flush(errc::handshake_required, "the first frame must be HELLO");
+      return false;
+    }
+    handle_hello(frame.body);
+    return !closing_;
+  }
+  switch (type) {
+    case FrameType::publish:
+      handle_publish(frame.body);
+      break;
+    case FrameType::ack:
+      handle_ack(frame.body);
+      break;
+    case FrameType::nack:
+      handle_nack(frame.body);
+      break;
+    case FrameType::extend:
+      handle_extend(frame.body);
+      break;
+    case FrameType::subscribe:
+      handle_subscribe(frame.body);
+      break;
+    case FrameType::unsubscribe:
+      handle_unsubscribe(frame.body);
+      break;
+    case FrameType::stats:
+      handle_stats(frame.body);
+      break;
+    case FrameType::ping:
+      handle_ping(frame.body);
+      break;
+    case FrameType::hello:
+      close_after_flush(errc::handshake_required, "HELLO sent twice");
+      return false;
+    default: {
+      char msg[64];
+      std::snprintf(msg, sizeof msg, "unknown frame type 0x%02x", frame.type);
+      send_error(0, errc::unknown_frame_type, msg);
+    }
+  }
+  return true;
+}
+
+void Session::handle_hello(std::string_view body) {
+  protocol::Hello hello;
+  if (auto s = protocol::decode_hello(body, hello); !s) {
+    close_after_flush(s.code, s.detail);
+    return;
+  }
+  if (hello.min_version > protocol::kProtocolVersion ||
+      hello.max_version < protocol::kProtocolVersion) {
+    close_after_flush(errc::unsupported_version, "this broker speaks protocol version 1 only");
+    return;
+  }
+  greeted_ = true;
+  protocol::HelloOk ok;
+  ok.version = protocol::kProtocolVersion;
+  ok.max_frame_bytes = server_.options().limits.max_frame_bytes;
+  ok.max_payload_bytes = server_.options().limits.max_payload_bytes;
+  ok.server_name = "sluiced " SLUICE_VERSION;
+  protocol::encode_hello_ok(out(), ok);
+  log::debug("client_hello").str("peer", peer_).str("client", hello.client_name);
+}
+
+void Session::handle_publish(std::string_view body) {
+  protocol::Publish publish;
+  if (auto s = protocol::decode_publish(body, server_.options().limits, publish, messages_); !s) {
+    send_error(publish.request_id, s.code, s.detail);
+    return;
+  }
+  engine::Engine& engine = server_.engine();
+  // Producers publish to the same queue frame after frame; skip the lookup.
+  if (last_queue_ == nullptr || last_queue_->name() != publish.queue)
+    last_queue_ = &engine.queue(publish.queue);
+  const auto now = Server::now();
+  const auto wall = Server::wall_us();
+  ids_.clear();
+  for (auto message : messages_) ids_.push_back(engine.publish(*last_queue_, message, now, wall));
+  // Queues are unbounded until capacity limits land, so there is no pressure to report.
+  protocol::encode_confirm(out(), publish.request_id, 0, ids_);
+}
+
+void Session::handle_subscribe(std::string_view body) {
+  protocol::Subscribe sub;
+  if (auto s = protocol::decode_subscribe(body, sub); !s) {
+    send_error(sub.request_id, s.code, s.detail);
+    return;
+  }
+  if (subscriptions_.contains(sub.subscription_id)) {
+    send_error(sub.request_id, errc::duplicate_subscription,
+               "subscription id already open on this connection");
+    return;
+  }
+  engine::Engine& engine = server_.engine();
+  engine::Queue& queue = engine.queue(sub.queue);
+  const auto now = Server::now();
+  auto result = engine.subscribe(queue, *this, sub.subscription_id, sub.max_in_flight,
+                                 engine::Micros{sub.lease_ms} * 1000, now);
+  if (result.code != errc::ok) {
+    send_error(sub.request_id, result.code, result.detail);
+    return;
+  }
+  subscriptions_.emplace(sub.subscription_id, result.consumer);
+  protocol::encode_ok(out(), sub.request_id);
+  log::debug("subscribed")
+      .str("peer", peer_)
+      .str("queue", sub.queue)
+      .unum("credit", sub.max_in_flight);
+}
+
+void Session::handle_unsubscribe(std::string_view body) {
+  protocol::Unsubscribe unsub;
+  if (auto s = protocol::decode_unsubscribe(body, unsub); !s) {
+    send_error(unsub.request_id, s.code, s.detail);
+    return;
+  }
+  auto it = subscriptions_.find(unsub.subscription_id);
+  if (it == subscriptions_.end()) {
+    send_error(unsub.request_id, errc::unknown_subscription,
+               "no such subscription on this connection");
+    return;
+  }
+  engine::Consumer* consumer = it->second;
+  subscriptions_.erase(it);
+  std::erase(paused_, consumer);
+  // Tracked until the engine releases it: its leases stay ackable meanwhile.
+  draining_.push_back(consumer);
+  server_.engine().unsubscribe(*consumer);
+  protocol::encode_ok(out(), unsub.request_id);
+}
+
+void Session::handle_ack(std::string_view body) {
+  std::uint64_t request_id = 0;
+  if (auto s = protocol::decode_ack(body, request_id, acks_); !s) {
+    send_error(request_id, s.code, s.detail);
+    return;
+  }
+  engine::Engine& engine = server_.engine();
+  const auto now = Server::now();
+  failures_.clear();
+  for (const auto& a : acks_) {
+    if (auto code = engine.ack(a.message_id, a.lease_token, now); code != errc::ok)
+      failures_.push_back({a.message_id, code});
+  }
+  protocol::encode_settled(out(), request_id, failures_);
+}
+
+void Session::handle_nack(std::string_view body) {
+  std::uint64_t request_id = 0;
+  if (auto s = protocol::decode_nack(body, request_id, nacks_); !s) {
+    send_error(request_id, s.code, s.detail);
+    return;
+  }
+  engine::Engine& engine = server_.engine();
+  const auto now = Server::now();
+  failures_.clear();
+  for (const auto& n : nacks_) {
+    if (n.flags & protocol::kNackDeadLetter) {
+      // Dead-letter queues are not built yet: refuse rather than pretend.
+      failures_.push_back({n.message_id, errc::unsupported});
+      continue;
+    }
+    if (auto code =
+            engine.nack(n.message_id, n.lease_token, engine::Micros{n.delay_ms} * 1000, now);
+        code != errc::ok)
+      failures_.push_back({n.message_id, code});
+  }
+  protocol::encode_settled(out(), request_id, failures_);
+}
+
+void Session::handle_extend(std::string_view body) {
+  std::uint64_t request_id = 0;
+  if (auto s = protocol::decode_extend(body, request_id, extends_); !s) {
+    send_error(request_id, s.code, s.detail);
+    return;
+  }
+  engine::Engine& engine = server_.engine();
+  const auto now = Server::now();
+  failures_.clear();
+  for (const auto& e : extends_) {
+    if (auto code =
+            engine.extend(e.message_id, e.lease_token, engine::Micros{e.lease_ms} * 1000, now);
+        code != errc::ok)
+      failures_.push_back({e.message_id, code});
+  }
+  protocol::encode_settled(out(), request_id, failures_);
+}
+
+void Session::handle_stats(std::string_view body) {
+  protocol::StatsRequest request;
+  if (auto s = protocol::decode_stats(body, request); !s) {
+    send_error(request.request_id, s.code, s.detail);
+    return;
+  }
+  engine::Engine& engine = server_.engine();
+  std::vector<const engine::Queue*> queues;
+  if (request.queue.empty()) {
+    queues = engine.queues();
+    std::sort(queues.begin(), queues.end(),
+              [](const auto* a, const auto* b) { return a->name() < b->name(); });
+  } else if (const auto* q = engine.find(request.queue)) {
+    queues.push_back(q);
+  }
+  protocol::StatsResultWriter writer(out(), request.request_id);
+  for (const auto* q : queues) {
+    const auto& c = q->counters();
+    using F = protocol::StatField;
+    const std::pair<F, std::uint64_t> fields[] = {
+        {F::ready, c.ready},
+        {F::delayed, c.delayed},
+        {F::in_flight, c.in_flight},
+        {F::consumers, q->consumer_count()},
+        {F::published_total, c.published_total},
+        {F::delivered_total, c.delivered_total},
+        {F::acked_total, c.acked_total},
+        {F::nacked_total, c.nacked_total},
+        {F::expired_total, c.expired_total},
+    };
+    writer.add_queue(q->name(), fields);
+  }
+  writer.finish();
+}
+
+void Session::handle_ping(std::string_view body) {
+  std::uint64_t request_id = 0;
+  if (auto s = protocol::decode_ping(body, request_id); !s) {
+    send_error(request_id, s.code, s.detail);
+    return;
+  }
+  protocol::encode_ok(out(), request_id);
+}
+
+void Session::send_error(std::uint64_t request_id, errc code, std::string_view message) {
+  log::debug("request_refused")
+      .str("peer", peer_)
+      .str("code", to_string(code))
+      .str("detail", message);
+  protocol::encode_error(out(), request_id, code, message);
+}
+
+bool Session::deliver(engine::Consumer& consumer, const protocol::Delivery& delivery) {
+  if (!deliver_open_ || deliver_writer_.subscription_id() != consumer.subscription_id() ||
+      deliver_writer_.frame_bytes(out_) + delivery.message.size() > kDeliverFrameTarget) {
+    deliver_writer_.open(out_, consumer.subscription_id());
+    deliver_open_ = true;
+  }
+  deliver_writer_.add(out_, delivery);
+  schedule_flush();
+  if (out_.size() + writing_.size() < server_.options().connection_outbound_bytes) return true;
+  paused_.push_back(&consumer);  // the engine pauses it; resumed in on_write
+  return false;
+}
+
+void Session::released(engine::Consumer& consumer) {
+  std::erase(draining_, &consumer);
+}
+
+void Session::schedule_flush() {
+  if (flush_posted_ || writing_now_) return;
+  flush_posted_ = true;
+  // Posted, not immediate: everything the current handler delivers goes out
+  // in one write.
+  asio::post(server_.io(), [self = shared_from_this()] {
+    self->flush_posted_ = false;
+    self->flush();
+  });
+}
+
+void Session::flush() {
+  if (writing_now_ || out_.empty() || closed_) return;
+  std::swap(out_, writing_);
+  deliver_open_ = false;
+  writing_now_ = true;
+  asio::async_write(socket_, asio::buffer(writing_),
+                    [self = shared_from_this()](const boost::system::error_code& ec, std::size_t) {
+                      self->on_write(ec);
+                    });
+}
+
+void Session::on_write(const boost::system::error_code& ec) {
+  writing_now_ = false;
+  writing_.clear();
+  if (closed_) return;
+  if (ec) {
+    close();
+    return;
+  }
+  if (closing_ && out_.empty()) {
+    close();
+    return;
+  }
+  const std::size_t low_water = server_.options().connection_outbound_bytes / 2;
+  if (out_.size() < low_water) {
+    if (!paused_.empty()) {
+      auto paused = std::move(paused_);
+      paused_.clear();
+      const auto now = Server::now();
+      for (auto* consumer : paused) server_.engine().resume(*consumer, now);
+    }
+    if (read_paused_) {
+      read_paused_ = false;
+      read();
+    }
+  }
+  flush();
+}
+
+void Session::close_after_flush(errc code, std::string_view message) {
+  if (closing_ || closed_) return;
+  log::info("connection_closing")
+      .str("peer", peer_)
+      .str("reason", to_string(code))
+      .str("detail", message);
+  protocol::encode_error(out(), 0, code, message);
+  closing_ = true;
+  // Stop taking work; deliveries to our consumers go elsewhere.
+  const auto now = Server::now();
+  for (auto& [id, consumer] : subscriptions_) server_.engine().disconnect(*consumer, now);
+  subscriptions_.clear();
+  paused_.clear();
+  boost::system::error_code ignored;
+  socket_.shutdown(asio::ip::tcp::socket::shutdown_receive, ignored);
+  // A peer that never reads must not hold the connection open forever.
+  close_timer_ =
+      std::make_unique<asio::steady_timer>(server_.io(), server_.options().shutdown_grace);
+  close_timer_->async_wait([self = shared_from_this()](const boost::system::error_code& ec) {
+    if (!ec) self->close();
+  });
+  flush();
+}
+
+void Session::close() {
+  if (closed_) return;
+  closed_ = true;
+  const auto now = Server::now();
+  engine::Engine& engine = server_.engine();
+  for (auto& [id, consumer] : subscriptions_) engine.disconnect(*consumer, now);
+  subscriptions_.clear();
+  // disconnect frees each consumer without calling released(), so take a copy.
+  auto draining = std::move(draining_);
+  draining_.clear();
+  for (auto* consumer : draining) engine.disconnect(*consumer, now);
+  paused_.clear();
+  if (close_timer_) close_timer_->cancel();
+  boost::system::error_code ignored;
+  socket_.shutdown(asio::ip::tcp::socket::shutdown_both, ignored);
+  socket_.close(ignored);
+  server_.watch_deadlines();
+  log::debug("connection_closed").str("peer", peer_);
+  server_.remove(this);
+}
+
+}  // namespace sluice::net

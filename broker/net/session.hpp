@@ -1,0 +1,95 @@
+// One client connection speaking the binary protocol. Decodes frames, hands
+// them to the engine, and writes answers and deliveries through exactly one
+// write loop. Every buffer is bounded: the decoder by the max frame size, the
+// outbound buffer by connection_outbound_bytes (past it the session stops
+// reading and pauses its consumers until the peer catches up).
+#pragma once
+
+#include <utility>  // before Asio: Boost 1.74 + C++20 needs it
+
+#include <boost/asio/ip/tcp.hpp>
+#include <boost/asio/steady_timer.hpp>
+#include <memory>
+#include <string>
+#include <unordered_map>
+#include <vector>
+
+#include "engine.hpp"
+#include "sluice/protocol/codec.hpp"
+
+namespace sluice::net {
+
+class Server;
+
+class Session final : public std::enable_shared_from_this<Session>, public engine::DeliverySink {
+ public:
+  Session(Server& server, boost::asio::ip::tcp::socket socket);
+  ~Session();
+
+  void start();
+  /// Sends `code` with `message`, stops reading, flushes, then closes.
+  void close_after_flush(errc code, std::string_view message);
+
+  // engine::DeliverySink
+  bool deliver(engine::Consumer& consumer, const protocol::Delivery& delivery) override;
+  void released(engine::Consumer& consumer) override;
+
+ private:
+  void read();
+  void on_read(const boost::system::error_code& ec, std::size_t n);
+  /// Handles one frame; false when the connection must close (error queued).
+  bool handle(const protocol::Frame& frame);
+  void handle_hello(std::string_view body);
+  void handle_publish(std::string_view body);
+  void handle_subscribe(std::string_view body);
+  void handle_unsubscribe(std::string_view body);
+  void handle_ack(std::string_view body);
+  void handle_nack(std::string_view body);
+  void handle_extend(std::string_view body);
+  void handle_stats(std::string_view body);
+  void handle_ping(std::string_view body);
+  void send_error(std::uint64_t request_id, errc code, std::string_view message);
+
+  /// The outbound buffer for a non-DELIVER frame (ends any open DELIVER frame).
+  std::string& out() noexcept {
+    deliver_open_ = false;
+    return out_;
+  }
+  void schedule_flush();
+  void flush();
+  void on_write(const boost::system::error_code& ec);
+  /// Frees engine state and the socket. Idempotent.
+  void close();
+
+  Server& server_;
+  boost::asio::ip::tcp::socket socket_;
+  std::string peer_;
+  protocol::FrameDecoder decoder_;
+  std::string out_;      // being filled
+  std::string writing_;  // being written
+  protocol::DeliverFrameWriter deliver_writer_;
+  bool deliver_open_ = false;
+  bool writing_now_ = false;
+  bool flush_posted_ = false;
+  bool reading_ = false;
+  bool read_paused_ = false;
+  bool greeted_ = false;
+  bool closing_ = false;
+  bool closed_ = false;
+  std::unique_ptr<boost::asio::steady_timer> close_timer_;
+
+  std::unordered_map<std::uint32_t, engine::Consumer*> subscriptions_;
+  std::vector<engine::Consumer*> draining_;
+  std::vector<engine::Consumer*> paused_;
+
+  // Scratch reused across frames so the steady state allocates nothing.
+  engine::Queue* last_queue_ = nullptr;
+  std::vector<std::string_view> messages_;
+  std::vector<std::uint64_t> ids_;
+  std::vector<protocol::AckEntry> acks_;
+  std::vector<protocol::NackEntry> nacks_;
+  std::vector<protocol::ExtendEntry> extends_;
+  std::vector<protocol::SettleFailure> failures_;
+};
+
+}  // namespace sluice::net

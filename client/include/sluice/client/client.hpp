@@ -1,0 +1,198 @@
+// The Sluice C++ client: one Connection to a broker, usable as a producer
+// (publish with confirms, batched, async or blocking) and as a consumer
+// (subscribe with a concurrency limit and a handler per message).
+//
+// Threading: each Connection runs one I/O thread of its own. Every public
+// method is thread-safe. Handlers and callbacks run on the I/O thread: they
+// must not block, and must not call the blocking methods (those return
+// errc::invalid_argument when called from the I/O thread).
+#pragma once
+
+#include <chrono>
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <span>
+#include <string>
+#include <string_view>
+#include <utility>
+#include <vector>
+
+#include "sluice/protocol/errc.hpp"
+
+namespace sluice::client {
+
+/// A typed failure: `code` from sluice::errc plus the broker's or library's words.
+struct Error {
+  errc code = errc::ok;
+  std::string message;
+  explicit operator bool() const noexcept { return code != errc::ok; }
+  /// "stale_lease: lease expired" style text.
+  std::string to_string() const;
+};
+
+/// A value or an Error.
+template <typename T>
+class Result {
+ public:
+  Result(T value) : value_(std::move(value)) {}      // NOLINT: implicit on purpose
+  Result(Error error) : error_(std::move(error)) {}  // NOLINT
+  bool ok() const noexcept { return !error_; }
+  explicit operator bool() const noexcept { return ok(); }
+  const T& value() const& { return value_; }
+  T& value() & { return value_; }
+  T&& value() && { return std::move(value_); }
+  const T& operator*() const& { return value_; }
+  const T* operator->() const { return &value_; }
+  const Error& error() const noexcept { return error_; }
+
+ private:
+  T value_{};
+  Error error_;
+};
+
+/// A message to publish.
+struct Message {
+  std::string payload;
+  std::vector<std::pair<std::string, std::string>> headers;
+};
+
+/// One delivery, as a handler sees it. The views are valid only during the
+/// handler call; keep `handle()` to settle it later.
+struct Delivery {
+  std::uint32_t subscription_id = 0;
+  std::uint64_t message_id = 0;
+  std::uint64_t lease_token = 0;
+  std::uint32_t attempt = 0;         // 1 on first delivery
+  std::int64_t publish_time_us = 0;  // broker wall clock, µs since the Unix epoch
+  std::string_view payload;
+  std::vector<std::pair<std::string_view, std::string_view>> headers;
+
+  /// The value of header `key`, or an empty view.
+  std::string_view header(std::string_view key) const noexcept;
+};
+
+/// What identifies a lease, to ack/nack/extend after the handler returned.
+struct LeaseHandle {
+  std::uint64_t message_id = 0;
+  std::uint64_t lease_token = 0;
+  std::uint32_t subscription_id = 0;
+};
+inline LeaseHandle handle(const Delivery& d) {
+  return {d.message_id, d.lease_token, d.subscription_id};
+}
+
+/// What one subscription has seen, measured where the limit matters: a
+/// delivery counts as held from its arrival until its ack or nack is sent.
+struct SubscriptionStats {
+  std::uint64_t received = 0;
+  std::uint64_t held = 0;
+  std::uint64_t peak_held = 0;  // never above max_in_flight if the broker keeps its promise
+};
+
+/// What a handler decides about a delivery.
+enum class Disposition {
+  ack,     // done: the broker forgets it
+  nack,    // failed: redeliver (counts as a failed attempt)
+  manual,  // the application settles it later with ack()/nack()
+};
+
+struct Options {
+  std::string host = "127.0.0.1";
+  std::uint16_t port = 7450;
+  std::string client_name = "sluice-client";
+  std::chrono::milliseconds connect_timeout{5000};
+  /// How long blocking calls wait for the broker's answer.
+  std::chrono::milliseconds request_timeout{30000};
+  /// A PUBLISH frame stops growing at this size; the next message opens another.
+  std::size_t max_batch_bytes = 128 * 1024;
+  /// Most published-but-unconfirmed messages; publish_async blocks past it.
+  std::size_t max_unconfirmed = 16384;
+};
+
+struct QueueStats {
+  std::string name;
+  std::uint64_t ready = 0;
+  std::uint64_t delayed = 0;
+  std::uint64_t in_flight = 0;
+  std::uint64_t consumers = 0;
+  std::uint64_t published_total = 0;
+  std::uint64_t delivered_total = 0;
+  std::uint64_t acked_total = 0;
+  std::uint64_t nacked_total = 0;
+  std::uint64_t expired_total = 0;
+};
+
+struct SubscribeOptions {
+  std::uint32_t max_in_flight = 64;    // the most unacked deliveries this consumer holds
+  std::chrono::milliseconds lease{0};  // 0: the queue's lease timeout
+};
+
+class Connection {
+ public:
+  using PublishCallback = std::function<void(const Error& error, std::uint64_t message_id)>;
+  using Handler = std::function<Disposition(const Delivery& delivery)>;
+
+  /// Connects, negotiates the protocol version and starts the I/O thread.
+  /// Errors: connection_lost (refused/unreachable), timed_out, unsupported_version.
+  static Result<std::unique_ptr<Connection>> connect(const Options& options);
+  /// Closes the connection; unconfirmed publishes complete with connection_lost.
+  ~Connection();
+
+  // ---- producer ----
+
+  /// Queues `message` for `queue`; `done` runs on the I/O thread once the
+  /// broker confirms (with the message id) or refuses it. Messages published
+  /// back to back are batched into one frame. Blocks only while
+  /// max_unconfirmed messages await confirms.
+  void publish_async(std::string_view queue, const Message& message, PublishCallback done);
+  /// Same, for a payload without headers.
+  void publish_async(std::string_view queue, std::string_view payload, PublishCallback done);
+  /// Publishes and waits for the confirm. Returns the message id.
+  Result<std::uint64_t> publish(std::string_view queue, const Message& message);
+  /// Publishes many messages in one frame and waits; ids in the same order.
+  Result<std::vector<std::uint64_t>> publish_batch(std::string_view queue,
+                                                   std::span<const Message> messages);
+  /// Waits until every publish so far is confirmed or failed. False on timeout.
+  bool wait_confirms(std::chrono::milliseconds timeout);
+
+  // ---- consumer ----
+
+  /// Subscribes to `queue`; `handler` runs on the I/O thread for each
+  /// delivery. Returns the subscription id.
+  Result<std::uint32_t> subscribe(std::string_view queue, SubscribeOptions options,
+                                  Handler handler);
+  /// Stops deliveries to a subscription; what it holds can still be settled.
+  Error unsubscribe(std::uint32_t subscription_id);
+  /// Settles a lease; errc::stale_lease if it expired or was settled already.
+  Error ack(LeaseHandle lease);
+  /// Gives a lease back; redelivered after `delay`.
+  Error nack(LeaseHandle lease, std::chrono::milliseconds delay = std::chrono::milliseconds{0});
+  /// Sets a lease to run `lease` from now.
+  Error extend(LeaseHandle lease, std::chrono::milliseconds lease_time);
+  /// Counters of a subscription of this connection (zeros if unknown).
+  SubscriptionStats subscription_stats(std::uint32_t subscription_id) const;
+
+  // ---- admin ----
+
+  /// Statistics of one queue, or of all queues when `queue` is empty. A named
+  /// queue that does not exist yields an empty list.
+  Result<std::vector<QueueStats>> stats(std::string_view queue = {});
+  /// A round trip to the broker.
+  Error ping();
+
+  /// False once the connection is closed (by either side); see last_error().
+  bool connected() const noexcept;
+  /// Why the connection closed, if it did.
+  Error last_error() const;
+  /// Acks the broker refused (stale leases) among automatic acks.
+  std::uint64_t refused_auto_acks() const noexcept;
+
+  class Impl;
+
+ private:
+  explicit Connection(std::shared_ptr<Impl> impl);
+  std::shared_ptr<Impl> impl_;
+};
+
+}  // namespace sluice::client

@@ -1,0 +1,306 @@
+// sluicectl: the broker's command line for people. publish, consume, stats.
+#include <atomic>
+#include <chrono>
+#include <condition_variable>
+#include <cstdio>
+#include <cstdlib>
+#include <iostream>
+#include <mutex>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <thread>
+#include <vector>
+
+#include "sluice/client/client.hpp"
+
+namespace {
+
+using sluice::client::Connection;
+using sluice::client::Disposition;
+
+constexpr const char* kUsage = R"(usage: sluicectl [--broker HOST:PORT] COMMAND [options]
+
+Talks to a Sluice broker (default 127.0.0.1:7450, or $SLUICE_BROKER).
+
+commands:
+  publish QUEUE     publish messages (from --body, or one per line of stdin)
+  consume QUEUE     receive messages, print them, ack them
+  stats [QUEUE]     queue depths, consumers and counters
+
+'sluicectl COMMAND --help' explains each command.
+)";
+
+constexpr const char* kPublishUsage =
+    R"(usage: sluicectl publish QUEUE [--body TEXT] [--header KEY=VALUE]... [--count N]
+
+Publishes to QUEUE and waits for the broker's confirms; prints each message id.
+Without --body, each line of standard input is one message.
+
+  --body TEXT          the payload
+  --header KEY=VALUE   a message header (repeatable)
+  --count N            publish the --body N times (default 1)
+  --quiet              do not print the ids
+)";
+
+constexpr const char* kConsumeUsage =
+    R"(usage: sluicectl consume QUEUE [--count N] [--max-in-flight N] [--timeout SECONDS] [--nack]
+
+Subscribes to QUEUE and prints each delivery as one line:
+  <message id> <attempt> <payload>
+then acks it (or nacks it with --nack). Stops after --count messages, or when
+no message arrived for --timeout seconds (default: wait forever).
+
+  --count N            stop after N messages
+  --max-in-flight N    the most unacked messages held at once (default 16)
+  --timeout SECONDS    stop after this long without a message
+  --nack               nack instead of ack (the broker redelivers)
+  --headers            print headers as KEY=VALUE after the payload
+)";
+
+constexpr const char* kStatsUsage = R"(usage: sluicectl stats [QUEUE]
+
+Prints one line per queue (or just QUEUE): messages ready, delayed, in flight,
+consumers, and the published / delivered / acked / nacked / expired totals.
+)";
+
+int usage_error(const std::string& message, const char* usage) {
+  std::fprintf(stderr, "sluicectl: %s\n\n%s", message.c_str(), usage);
+  return 2;
+}
+
+int broker_error(const sluice::client::Error& e) {
+  std::fprintf(stderr, "sluicectl: %s\n", e.to_string().c_str());
+  return 1;
+}
+
+bool parse_u64(std::string_view s, std::uint64_t& out) {
+  if (s.empty()) return false;
+  char* end = nullptr;
+  std::string copy(s);
+  out = std::strtoull(copy.c_str(), &end, 10);
+  return end && *end == '\0' && copy[0] != '-';
+}
+
+struct Args {
+  std::vector<std::string_view> items;
+  std::size_t i = 0;
+  bool more() const { return i < items.size(); }
+  std::string_view next() { return items[i++]; }
+};
+
+int publish(Connection& conn, Args& args) {
+  std::string queue;
+  std::optional<std::string> body;
+  sluice::client::Message message;
+  std::uint64_t count = 1;
+  bool quiet = false;
+  while (args.more()) {
+    auto a = args.next();
+    if (a == "--help" || a == "-h") {
+      std::fputs(kPublishUsage, stdout);
+      return 0;
+    } else if (a == "--body" && args.more()) {
+      body = std::string(args.next());
+    } else if (a == "--header" && args.more()) {
+      auto kv = args.next();
+      auto eq = kv.find('=');
+      if (eq == std::string_view::npos || eq == 0)
+        return usage_error("--header needs KEY=VALUE", kPublishUsage);
+      message.headers.emplace_back(std::string(kv.substr(0, eq)), std::string(kv.substr(eq + 1)));
+    } else if (a == "--count" && args.more()) {
+      if (!parse_u64(args.next(), count) || count == 0)
+        return usage_error("--count needs a positive number", kPublishUsage);
+    } else if (a == "--quiet") {
+      quiet = true;
+    } else if (!a.starts_with("-") && queue.empty()) {
+      queue = a;
+    } else {
+      return usage_error("unexpected argument " + std::string(a), kPublishUsage);
+    }
+  }
+  if (queue.empty()) return usage_error("publish needs a QUEUE", kPublishUsage);
+
+  std::mutex m;
+  std::optional<sluice::client::Error> first_error;
+  std::vector<std::uint64_t> ids;
+  auto publish_one = [&](std::string payload) {
+    message.payload = std::move(payload);
+    conn.publish_async(queue, message, [&](const sluice::client::Error& e, std::uint64_t id) {
+      std::lock_guard lk(m);
+      if (e && !first_error) first_error = e;
+      if (!e) ids.push_back(id);
+    });
+  };
+  if (body) {
+    for (std::uint64_t n = 0; n < count; ++n) publish_one(*body);
+  } else {
+    std::string line;
+    while (std::getline(std::cin, line)) publish_one(line);
+  }
+  if (!conn.wait_confirms(std::chrono::minutes(5))) {
+    std::fprintf(stderr, "sluicectl: timed out waiting for confirms\n");
+    return 1;
+  }
+  std::lock_guard lk(m);
+  if (!quiet)
+    for (auto id : ids) std::printf("%llu\n", static_cast<unsigned long long>(id));
+  if (first_error) return broker_error(*first_error);
+  return 0;
+}
+
+int consume(Connection& conn, Args& args) {
+  std::string queue;
+  std::uint64_t count = 0, max_in_flight = 16, timeout_s = 0;
+  bool nack = false, show_headers = false;
+  while (args.more()) {
+    auto a = args.next();
+    if (a == "--help" || a == "-h") {
+      std::fputs(kConsumeUsage, stdout);
+      return 0;
+    } else if (a == "--count" && args.more()) {
+      if (!parse_u64(args.next(), count) || count == 0)
+        return usage_error("--count needs a positive number", kConsumeUsage);
+    } else if (a == "--max-in-flight" && args.more()) {
+      if (!parse_u64(args.next(), max_in_flight) || max_in_flight == 0 || max_in_flight > 1000000)
+        return usage_error("--max-in-flight needs a number from 1 to 1000000", kConsumeUsage);
+    } else if (a == "--timeout" && args.more()) {
+      if (!parse_u64(args.next(), timeout_s))
+        return usage_error("--timeout needs a number of seconds", kConsumeUsage);
+    } else if (a == "--nack") {
+      nack = true;
+    } else if (a == "--headers") {
+      show_headers = true;
+    } else if (!a.starts_with("-") && queue.empty()) {
+      queue = a;
+    } else {
+      return usage_error("unexpected argument " + std::string(a), kConsumeUsage);
+    }
+  }
+  if (queue.empty()) return usage_error("consume needs a QUEUE", kConsumeUsage);
+  if (count > 0 && max_in_flight > count) max_in_flight = count;
+
+  std::mutex m;
+  std::condition_variable cv;
+  std::uint64_t received = 0;
+  auto last = std::chrono::steady_clock::now();
+  sluice::client::SubscribeOptions options;
+  options.max_in_flight = static_cast<std::uint32_t>(max_in_flight);
+  auto sub = conn.subscribe(queue, options, [&](const sluice::client::Delivery& d) {
+    std::lock_guard lk(m);
+    if (count > 0 && received >= count)
+      return Disposition::nack;  // beyond what was asked: give back
+    ++received;
+    last = std::chrono::steady_clock::now();
+    std::string line = std::to_string(d.message_id) + " " + std::to_string(d.attempt) + " ";
+    line.append(d.payload);
+    if (show_headers)
+      for (const auto& [k, v] : d.headers) line.append(" ").append(k).append("=").append(v);
+    std::puts(line.c_str());
+    std::fflush(stdout);
+    cv.notify_all();
+    return nack ? Disposition::nack : Disposition::ack;
+  });
+  if (!sub) return broker_error(sub.error());
+  std::unique_lock lk(m);
+  for (;;) {
+    if (count > 0 && received >= count) break;
+    if (!conn.connected()) {
+      lk.unlock();
+      return broker_error(conn.last_error());
+    }
+    cv.wait_for(lk, std::chrono::milliseconds(100));
+    if (timeout_s > 0 && std::chrono::steady_clock::now() - last > std::chrono::seconds(timeout_s))
+      break;
+  }
+  lk.unlock();
+  // Let the last acks reach the broker before the connection closes.
+  conn.unsubscribe(*sub);
+  conn.ping();
+  return 0;
+}
+
+int stats(Connection& conn, Args& args) {
+  std::string queue;
+  while (args.more()) {
+    auto a = args.next();
+    if (a == "--help" || a == "-h") {
+      std::fputs(kStatsUsage, stdout);
+      return 0;
+    } else if (!a.starts_with("-") && queue.empty()) {
+      queue = a;
+    } else {
+      return usage_error("unexpected argument " + std::string(a), kStatsUsage);
+    }
+  }
+  auto result = conn.stats(queue);
+  if (!result) return broker_error(result.error());
+  if (!queue.empty() && result->empty()) {
+    std::fprintf(stderr, "sluicectl: no queue named %s\n", queue.c_str());
+    return 1;
+  }
+  std::printf("%-24s %10s %8s %10s %9s %12s %12s %12s %10s %10s\n", "QUEUE", "READY", "DELAYED",
+              "IN_FLIGHT", "CONSUMERS", "PUBLISHED", "DELIVERED", "ACKED", "NACKED", "EXPIRED");
+  for (const auto& q : *result) {
+    std::printf("%-24s %10llu %8llu %10llu %9llu %12llu %12llu %12llu %10llu %10llu\n",
+                q.name.c_str(), (unsigned long long)q.ready, (unsigned long long)q.delayed,
+                (unsigned long long)q.in_flight, (unsigned long long)q.consumers,
+                (unsigned long long)q.published_total, (unsigned long long)q.delivered_total,
+                (unsigned long long)q.acked_total, (unsigned long long)q.nacked_total,
+                (unsigned long long)q.expired_total);
+  }
+  return 0;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  Args args;
+  for (int i = 1; i < argc; ++i) args.items.emplace_back(argv[i]);
+  std::string broker =
+      std::getenv("SLUICE_BROKER") ? std::getenv("SLUICE_BROKER") : "127.0.0.1:7450";
+  while (args.more() && args.items[args.i].starts_with("-")) {
+    auto a = args.next();
+    if (a == "--help" || a == "-h") {
+      std::fputs(kUsage, stdout);
+      return 0;
+    } else if (a == "--broker" && args.more()) {
+      broker = args.next();
+    } else {
+      return usage_error("unknown option " + std::string(a), kUsage);
+    }
+  }
+  if (!args.more()) return usage_error("missing COMMAND", kUsage);
+  const std::string_view command = args.next();
+  using Fn = int (*)(Connection&, Args&);
+  Fn fn = command == "publish"   ? publish
+          : command == "consume" ? consume
+          : command == "stats"   ? stats
+                                 : nullptr;
+  if (!fn) return usage_error("unknown command " + std::string(command), kUsage);
+  // --help must work without a broker.
+  for (std::size_t j = args.i; j < args.items.size(); ++j) {
+    if (args.items[j] == "--help" || args.items[j] == "-h") {
+      std::fputs(command == "publish"   ? kPublishUsage
+                 : command == "consume" ? kConsumeUsage
+                                        : kStatsUsage,
+                 stdout);
+      return 0;
+    }
+  }
+
+  sluice::client::Options options;
+  const auto colon = broker.rfind(':');
+  std::uint64_t port = 0;
+  if (colon == std::string::npos || !parse_u64(broker.substr(colon + 1), port) || port == 0 ||
+      port > 65535)
+    return usage_error("--broker needs HOST:PORT, got " + broker, kUsage);
+  options.host = broker.substr(0, colon);
+  if (options.host.size() > 2 && options.host.front() == '[')
+    options.host = options.host.substr(1, options.host.size() - 2);
+  options.port = static_cast<std::uint16_t>(port);
+  options.client_name = "sluicectl";
+  auto conn = Connection::connect(options);
+  if (!conn) return broker_error(conn.error());
+  return fn(**conn, args);
+}
