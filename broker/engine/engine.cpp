@@ -82,16 +82,13 @@ void Engine::unsubscribe(Consumer& consumer) {
 
 void Engine::disconnect(Consumer& consumer, Micros now) {
   Queue& queue = *consumer.queue_;
-  // Walk to the newest lease, then push each to the front going backwards,
-  // so the oldest delivery ends up first in line again.
-  std::uint32_t last = kNil;
-  for (std::uint32_t i = consumer.inflight_head_; i != kNil; i = store_[i].next) last = i;
-  while (last != kNil) {
-    const std::uint32_t prev = store_[last].prev;
-    end_lease(last);
-    requeue_front(queue, last);
+  // The in-flight list runs newest → oldest; pushing each to the front in that
+  // order leaves the oldest delivery first in line again.
+  while (consumer.inflight_head_ != kNil) {
+    const std::uint32_t newest = consumer.inflight_head_;
+    end_lease(newest);
+    requeue_front(queue, newest);
     queue.counters_.requeued_total++;
-    last = prev;
   }
   free_consumer(consumer);
   dispatch(queue, now);
