@@ -34,6 +34,7 @@ options:
   --port-file PATH      after binding, write the bound port to PATH
   --log-level LEVEL     trace | debug | info | warn | error (default info)
   --set NAME=VALUE      any setting by its dotted name, e.g. --set queue_defaults.lease_timeout=10s
+  --check               validate the settings, print "config ok" and exit
   --version             print the version and exit
   --help                print this help and exit
 
@@ -75,6 +76,7 @@ sluice::engine::QueueOptions to_queue_options(const sluice::config::QueueSetting
 int main(int argc, char** argv) {
   namespace config = sluice::config;
   config::Settings settings;
+  bool check_only = false;
 
   // First pass: the config file, so flags can override it whatever their order.
   for (int i = 1; i < argc; ++i) {
@@ -102,6 +104,8 @@ int main(int argc, char** argv) {
     std::optional<config::ConfigError> err;
     if (arg == "--config") {
       ++i;
+    } else if (arg == "--check") {
+      check_only = true;
     } else if (arg == "--listen") {
       const char* v = value(arg);
       if (!v) return fail("--listen needs HOST:PORT");
@@ -126,6 +130,10 @@ int main(int argc, char** argv) {
     if (err) return fail(err->to_string());
   }
   if (auto err = config::validate(settings)) return fail(err->to_string());
+  if (check_only) {
+    std::puts("config ok");
+    return 0;
+  }
 
   sluice::log::set_level(to_log_level(settings.log_level));
   std::signal(SIGPIPE, SIG_IGN);
@@ -142,6 +150,7 @@ int main(int argc, char** argv) {
   options.limits.max_payload_bytes = settings.max_payload_bytes;
   options.connection_outbound_bytes = settings.connection_outbound_bytes;
   options.shutdown_grace = settings.shutdown_grace;
+  options.frame_timeout = settings.frame_timeout;
   sluice::net::Server server(io, engine, options);
   if (auto ec = server.start()) {
     return fail("cannot listen on " + settings.listen_host + ":" +

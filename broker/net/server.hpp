@@ -28,6 +28,8 @@ struct ServerOptions {
   protocol::Limits limits;
   std::size_t connection_outbound_bytes = 8u << 20;
   std::chrono::milliseconds shutdown_grace{5000};
+  /// A frame begun must be complete within this (see limits.frame_timeout).
+  std::chrono::milliseconds frame_timeout{30000};
 };
 
 /// Not thread-safe: every call on the io_context's thread.

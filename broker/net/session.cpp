@@ -32,7 +32,8 @@ Session::Session(Server& server, asio::ip::tcp::socket socket)
     : server_(server),
       socket_(std::move(socket)),
       peer_(describe(socket_)),
-      decoder_(server.options().limits.max_frame_bytes) {}
+      decoder_(server.options().limits.max_frame_bytes),
+      frame_timer_(server.io()) {}
 
 Session::~Session() = default;
 
@@ -55,9 +56,16 @@ void Session::read() {
 void Session::on_read(const boost::system::error_code& ec, std::size_t n) {
   reading_ = false;
   if (closed_) return;
+  if (ec == asio::error::eof) {
+    // The peer finished sending; it may still read. Answer what it sent, then close.
+    if (decoder_.buffered() > 0)
+      close_after_flush(errc::malformed_frame, "stream ended inside a frame");
+    else
+      close_after_flush(errc::ok, "peer closed");
+    return;
+  }
   if (ec) {
-    if (ec != asio::error::eof && ec != asio::error::connection_reset &&
-        ec != asio::error::operation_aborted)
+    if (ec != asio::error::connection_reset && ec != asio::error::operation_aborted)
       log::debug("connection_read_failed").str("peer", peer_).str("error", ec.message());
     close();
     return;
@@ -66,9 +74,11 @@ void Session::on_read(const boost::system::error_code& ec, std::size_t n) {
   protocol::Frame frame;
   errc framing_error = errc::ok;
   bool keep_going = true;
+  bool progressed = false;
   while (keep_going && !closing_) {
     switch (decoder_.next(frame, framing_error)) {
       case protocol::FrameDecoder::Result::frame:
+        progressed = true;
         keep_going = handle(frame);
         break;
       case protocol::FrameDecoder::Result::need_more:
@@ -85,12 +95,36 @@ void Session::on_read(const boost::system::error_code& ec, std::size_t n) {
   server_.watch_deadlines();
   flush();
   if (closing_) return;
+  watch_partial_frame(progressed);
   // Backpressure: a peer that does not read its answers stops being read.
   if (out_.size() + writing_.size() >= server_.options().connection_outbound_bytes) {
     read_paused_ = true;
     return;
   }
   read();
+}
+
+void Session::watch_partial_frame(bool progressed) {
+  if (decoder_.buffered() == 0) {
+    if (frame_timer_armed_) frame_timer_.cancel();
+    frame_timer_armed_ = false;
+    return;
+  }
+  // The deadline runs from the start of the frame now pending, so a producer
+  // streaming frame after frame never trips it.
+  if (frame_timer_armed_ && !progressed) return;
+  frame_timer_armed_ = true;
+  frame_timer_.expires_after(server_.options().frame_timeout);
+  frame_timer_.async_wait([self = shared_from_this()](const boost::system::error_code& ec) {
+    if (ec || self->closing_ || self->closed_) return;
+    self->frame_timer_armed_ = false;
+    if (self->read_paused_) {
+      // We stopped reading (the peer is not reading its answers); not its fault.
+      self->watch_partial_frame(true);
+      return;
+    }
+    self->close_after_flush(errc::timed_out, "frame not completed within limits.frame_timeout");
+  });
 }
 
 bool Session::handle(const protocol::Frame& frame) {
@@ -406,12 +440,15 @@ void Session::on_write(const boost::system::error_code& ec) {
 
 void Session::close_after_flush(errc code, std::string_view message) {
   if (closing_ || closed_) return;
-  log::info("connection_closing")
-      .str("peer", peer_)
-      .str("reason", to_string(code))
-      .str("detail", message);
-  protocol::encode_error(out(), 0, code, message);
+  if (code != errc::ok) {
+    log::info("connection_closing")
+        .str("peer", peer_)
+        .str("reason", to_string(code))
+        .str("detail", message);
+    protocol::encode_error(out(), 0, code, message);
+  }
   closing_ = true;
+  if (frame_timer_armed_) frame_timer_.cancel();
   // Stop taking work; deliveries to our consumers go elsewhere.
   const auto now = Server::now();
   for (auto& [id, consumer] : subscriptions_) server_.engine().disconnect(*consumer, now);
@@ -425,7 +462,10 @@ void Session::close_after_flush(errc code, std::string_view message) {
   close_timer_->async_wait([self = shared_from_this()](const boost::system::error_code& ec) {
     if (!ec) self->close();
   });
-  flush();
+  if (out_.empty() && !writing_now_)
+    close();
+  else
+    flush();
 }
 
 void Session::close() {
@@ -441,6 +481,7 @@ void Session::close() {
   for (auto* consumer : draining) engine.disconnect(*consumer, now);
   paused_.clear();
   if (close_timer_) close_timer_->cancel();
+  frame_timer_.cancel();
   boost::system::error_code ignored;
   socket_.shutdown(asio::ip::tcp::socket::shutdown_both, ignored);
   socket_.close(ignored);

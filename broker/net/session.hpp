@@ -27,7 +27,8 @@ class Session final : public std::enable_shared_from_this<Session>, public engin
   ~Session();
 
   void start();
-  /// Sends `code` with `message`, stops reading, flushes, then closes.
+  /// Sends `code` with `message` (nothing when `code` is ok: a clean end), stops reading,
+  /// flushes what is queued, then closes (forcibly after shutdown_grace).
   void close_after_flush(errc code, std::string_view message);
 
   // engine::DeliverySink
@@ -37,6 +38,8 @@ class Session final : public std::enable_shared_from_this<Session>, public engin
  private:
   void read();
   void on_read(const boost::system::error_code& ec, std::size_t n);
+  /// Arms or cancels the frame deadline after a read; `progressed`: a frame completed.
+  void watch_partial_frame(bool progressed);
   /// Handles one frame; false when the connection must close (error queued).
   bool handle(const protocol::Frame& frame);
   void handle_hello(std::string_view body);
@@ -77,6 +80,8 @@ class Session final : public std::enable_shared_from_this<Session>, public engin
   bool closing_ = false;
   bool closed_ = false;
   std::unique_ptr<boost::asio::steady_timer> close_timer_;
+  boost::asio::steady_timer frame_timer_;  // limits.frame_timeout for a frame begun
+  bool frame_timer_armed_ = false;
 
   std::unordered_map<std::uint32_t, engine::Consumer*> subscriptions_;
   std::vector<engine::Consumer*> draining_;

@@ -468,6 +468,13 @@ constexpr Field<Settings> kLimitsFields[] = {
      .rule = {.kind = Kind::size, .min = 64 * kKiB, .max = kGiB},
      .store = [](Settings& s, const Parsed& v) { s.connection_outbound_bytes = v.number; },
      .read = [](const Settings& s) { return whole(s.connection_outbound_bytes); }},
+    {.key = "frame_timeout",
+     .rule = {.kind = Kind::duration, .min = 100, .max = kHour},
+     .store =
+         [](Settings& s, const Parsed& v) {
+           s.frame_timeout = std::chrono::milliseconds(int64_t(v.number));
+         },
+     .read = [](const Settings& s) { return read_ms(s.frame_timeout); }},
 };
 
 constexpr Field<Settings> kLogFields[] = {

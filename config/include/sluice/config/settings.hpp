@@ -62,6 +62,9 @@ struct Settings {
   uint32_t max_payload_bytes = 1u << 20;
   /// limits.connection_outbound_bytes [64 KiB, 1 GiB]: per-connection outbound buffer bound.
   uint64_t connection_outbound_bytes = 8u << 20;
+  /// limits.frame_timeout [100ms, 1h]: a frame begun must be complete within this, or the
+  /// connection is closed with timed_out (a stalled or truncated sender cannot pin a buffer).
+  std::chrono::milliseconds frame_timeout{30000};
 
   // [log]
   /// log.level: "trace" | "debug" | "info" | "warn" | "error"
