@@ -49,7 +49,7 @@ constexpr const char* kConsumeUsage =
 Subscribes to QUEUE and prints each delivery as one line:
   <message id> <attempt> <payload>
 then acks it (or nacks it with --nack). Stops after --count messages, or when
-no message arrived for --timeout seconds (default: wait forever).
+no message arrived for --timeout seconds (default: wait forever; fractions allowed).
 
   --count N            stop after N messages
   --max-in-flight N    the most unacked messages held at once (default 16)
@@ -151,7 +151,8 @@ int publish(Connection& conn, Args& args) {
 
 int consume(Connection& conn, Args& args) {
   std::string queue;
-  std::uint64_t count = 0, max_in_flight = 16, timeout_s = 0;
+  std::uint64_t count = 0, max_in_flight = 16;
+  std::chrono::milliseconds timeout{0};  // 0: wait forever
   bool nack = false, show_headers = false;
   while (args.more()) {
     auto a = args.next();
@@ -165,8 +166,12 @@ int consume(Connection& conn, Args& args) {
       if (!parse_u64(args.next(), max_in_flight) || max_in_flight == 0 || max_in_flight > 1000000)
         return usage_error("--max-in-flight needs a number from 1 to 1000000", kConsumeUsage);
     } else if (a == "--timeout" && args.more()) {
-      if (!parse_u64(args.next(), timeout_s))
-        return usage_error("--timeout needs a number of seconds", kConsumeUsage);
+      const std::string text(args.next());
+      char* end = nullptr;
+      const double seconds = std::strtod(text.c_str(), &end);
+      if (text.empty() || *end != '\0' || !(seconds > 0) || seconds > 86400 * 365)
+        return usage_error("--timeout needs a positive number of seconds, e.g. 2.5", kConsumeUsage);
+      timeout = std::chrono::milliseconds(static_cast<std::int64_t>(seconds * 1000 + 0.5));
     } else if (a == "--nack") {
       nack = true;
     } else if (a == "--headers") {
@@ -210,8 +215,7 @@ int consume(Connection& conn, Args& args) {
       return broker_error(conn.last_error());
     }
     cv.wait_for(lk, std::chrono::milliseconds(100));
-    if (timeout_s > 0 && std::chrono::steady_clock::now() - last > std::chrono::seconds(timeout_s))
-      break;
+    if (timeout.count() > 0 && std::chrono::steady_clock::now() - last > timeout) break;
   }
   lk.unlock();
   // Let the last acks reach the broker before the connection closes.

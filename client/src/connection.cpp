@@ -320,10 +320,16 @@ void Connection::Impl::handle(const protocol::Frame& frame) {
       if (it == in_flight_.end()) return;
       Pending p = std::move(it->second);
       in_flight_.erase(it);
+      if (p.answer) {  // a blocking publish/publish_batch
+        p.answer({}, FrameType::confirm, frame.body);
+        return;
+      }
       const std::size_t n = p.publish.size();
-      for (std::size_t i = 0; i < n; ++i)
+      for (std::size_t i = 0; i < n; ++i) {
+        if (!p.publish[i]) continue;  // fire and forget
         p.publish[i](i < c.count ? Error{} : Error{errc::internal, "confirm without an id"},
                      c.message_id(static_cast<std::uint32_t>(i)));
+      }
       std::lock_guard lk(mutex_);
       unconfirmed_ -= n;
       cv_.notify_all();
@@ -363,7 +369,8 @@ void Connection::Impl::answer(std::uint64_t request_id, const Error& error, Fram
   Pending p = std::move(it->second);
   in_flight_.erase(it);
   if (!p.publish.empty()) {
-    for (auto& cb : p.publish) cb(error, 0);
+    for (auto& cb : p.publish)
+      if (cb) cb(error, 0);
     std::lock_guard lk(mutex_);
     unconfirmed_ -= p.publish.size();
     cv_.notify_all();
@@ -487,7 +494,8 @@ void Connection::Impl::fail_all(Error error) {
   }
   auto fail = [&](Pending& p) {
     if (!p.publish.empty()) {
-      for (auto& cb : p.publish) cb(error, 0);
+      for (auto& cb : p.publish)
+        if (cb) cb(error, 0);
       std::lock_guard lk(mutex_);
       unconfirmed_ -= p.publish.size();
     } else if (p.answer) {
@@ -510,11 +518,11 @@ void Connection::Impl::publish_async(std::string_view queue,
                                      std::span<const protocol::Header> headers,
                                      std::string_view payload, PublishCallback done) {
   if (Error e = check_message(headers, payload, max_payload_bytes_)) {
-    done(e, 0);
+    if (done) done(e, 0);
     return;
   }
   if (!protocol::valid_queue_name(queue)) {
-    done({errc::invalid_queue_name, "queue name must be 1..200 of [A-Za-z0-9_.:-]"}, 0);
+    if (done) done({errc::invalid_queue_name, "queue name must be 1..200 of [A-Za-z0-9_.:-]"}, 0);
     return;
   }
   std::unique_lock lk(mutex_);
@@ -524,7 +532,7 @@ void Connection::Impl::publish_async(std::string_view queue,
   if (closed_) {
     Error e = close_error_;
     lk.unlock();
-    done(e, 0);
+    if (done) done(e, 0);
     return;
   }
   if (!publish_open_ || open_queue_ != queue ||

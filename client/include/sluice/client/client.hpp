@@ -144,7 +144,8 @@ class Connection {
   /// Queues `message` for `queue`; `done` runs on the I/O thread once the
   /// broker confirms (with the message id) or refuses it. Messages published
   /// back to back are batched into one frame. Blocks only while
-  /// max_unconfirmed messages await confirms.
+  /// max_unconfirmed messages await confirms. `done` may be empty (fire and forget;
+  /// wait_confirms still waits for it).
   void publish_async(std::string_view queue, const Message& message, PublishCallback done);
   /// Same, for a payload without headers.
   void publish_async(std::string_view queue, std::string_view payload, PublishCallback done);
