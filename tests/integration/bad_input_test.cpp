@@ -1,0 +1,256 @@
+// Bad bytes on one connection: each gets the error PROTOCOL.md documents, lost
+// framing closes only that connection, and a client connected meanwhile keeps
+// publishing and consuming with nothing lost.
+#include <doctest/doctest.h>
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <poll.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <cstring>
+#include <optional>
+#include <random>
+
+#include "sluice/protocol/codec.hpp"
+#include "test_broker.hpp"
+
+using namespace std::chrono_literals;
+using sluice::errc;
+using sluice::test::eventually;
+using sluice::test::TestBroker;
+namespace protocol = sluice::protocol;
+
+namespace {
+
+/// A plain TCP socket speaking raw bytes, for sending what no client library would.
+class RawClient {
+ public:
+  explicit RawClient(std::uint16_t port) {
+    fd_ = ::socket(AF_INET, SOCK_STREAM, 0);
+    REQUIRE(fd_ >= 0);
+    sockaddr_in addr{};
+    addr.sin_family = AF_INET;
+    addr.sin_port = htons(port);
+    addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    REQUIRE(::connect(fd_, reinterpret_cast<sockaddr*>(&addr), sizeof addr) == 0);
+  }
+  ~RawClient() { ::close(fd_); }
+
+  void send(std::string_view bytes) {
+    while (!bytes.empty()) {
+      const ssize_t n = ::send(fd_, bytes.data(), bytes.size(), MSG_NOSIGNAL);
+      if (n <= 0) return;  // the broker may already have closed: the test reads why
+      bytes.remove_prefix(static_cast<std::size_t>(n));
+    }
+  }
+  void hello() {
+    std::string out;
+    protocol::encode_hello(out, protocol::Hello{1, 1, "raw", ""});
+    send(out);
+    auto f = next_frame();
+    REQUIRE(f.has_value());
+    REQUIRE(f->first == static_cast<std::uint8_t>(protocol::FrameType::hello_ok));
+  }
+  void shutdown_write() { ::shutdown(fd_, SHUT_WR); }
+
+  /// The next frame (type, body), or nullopt once the broker closed the connection
+  /// (or nothing came within `timeout`; `timed_out()` tells which).
+  std::optional<std::pair<std::uint8_t, std::string>> next_frame(
+      std::chrono::milliseconds timeout = 5000ms) {
+    const auto deadline = std::chrono::steady_clock::now() + timeout;
+    for (;;) {
+      protocol::Frame frame;
+      errc code{};
+      const auto result = decoder_.next(frame, code);
+      if (result == protocol::FrameDecoder::Result::frame)
+        return std::pair{frame.type, std::string(frame.body)};
+      REQUIRE(result == protocol::FrameDecoder::Result::need_more);
+      const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(
+          deadline - std::chrono::steady_clock::now());
+      pollfd p{fd_, POLLIN, 0};
+      if (left.count() <= 0 || ::poll(&p, 1, static_cast<int>(left.count())) <= 0) {
+        timed_out_ = true;
+        return std::nullopt;
+      }
+      auto space = decoder_.prepare(64 * 1024);
+      const ssize_t n = ::recv(fd_, space.data(), space.size(), 0);
+      if (n <= 0) {
+        closed_ = true;
+        return std::nullopt;
+      }
+      decoder_.commit(static_cast<std::size_t>(n));
+    }
+  }
+
+  /// Reads until an ERROR frame; returns its code (errc::ok if none came).
+  errc expect_error(std::string* message = nullptr) {
+    while (auto f = next_frame()) {
+      if (f->first != static_cast<std::uint8_t>(protocol::FrameType::error)) continue;
+      protocol::ErrorFrame e;
+      REQUIRE(protocol::decode_error(f->second, e));
+      if (message) *message = std::string(e.message);
+      return e.code;
+    }
+    return errc::ok;
+  }
+  /// True when the broker closes the connection (EOF) within 5 s.
+  bool expect_closed() {
+    while (next_frame()) {
+    }
+    return closed_;
+  }
+  /// A PING answered by OK: the connection still works.
+  bool ping_ok() {
+    std::string out;
+    protocol::encode_ping(out, 4242);
+    send(out);
+    auto f = next_frame();
+    if (!f || f->first != static_cast<std::uint8_t>(protocol::FrameType::ok)) return false;
+    std::uint64_t id = 0;
+    return protocol::decode_ok(f->second, id) && id == 4242;
+  }
+
+ private:
+  int fd_ = -1;
+  protocol::FrameDecoder decoder_{64u << 20};
+  bool closed_ = false;
+  bool timed_out_ = false;
+};
+
+std::string le32(std::uint32_t v) {
+  std::string s(4, '\0');
+  std::memcpy(s.data(), &v, 4);
+  return s;
+}
+
+/// A producer and a consumer on their own connections, busy before, during and
+/// after the bad input; at the end every message must have been acked once.
+class Bystander {
+ public:
+  explicit Bystander(const TestBroker& broker)
+      : producer_(broker.connect("bystander-producer")),
+        consumer_(broker.connect("bystander-consumer")) {
+    auto sub = consumer_->subscribe("bystander", {.max_in_flight = 32},
+                                    [this](const sluice::client::Delivery&) {
+                                      received_.fetch_add(1);
+                                      return sluice::client::Disposition::ack;
+                                    });
+    REQUIRE(sub.ok());
+    publish(500);
+  }
+  void publish(int n) {
+    for (int i = 0; i < n; ++i) producer_->publish_async("bystander", "m", nullptr);
+    REQUIRE(producer_->wait_confirms(10s));
+    published_ += n;
+  }
+  void check_undisturbed() {
+    publish(500);
+    CHECK(eventually([&] { return received_.load() >= published_; }));
+    CHECK(received_.load() == published_);
+    CHECK(producer_->connected());
+    CHECK(consumer_->connected());
+    auto stats = producer_->stats("bystander");
+    REQUIRE(stats.ok());
+    REQUIRE(stats->size() == 1);
+    CHECK(stats->front().acked_total == static_cast<std::uint64_t>(published_));
+    CHECK(stats->front().published_total == static_cast<std::uint64_t>(published_));
+  }
+
+ private:
+  std::unique_ptr<sluice::client::Connection> producer_;
+  std::unique_ptr<sluice::client::Connection> consumer_;
+  std::atomic<int> received_{0};
+  int published_ = 0;
+};
+
+}  // namespace
+
+TEST_CASE("bad input gets the documented error and leaves other clients alone") {
+  TestBroker broker({"--set", "limits.frame_timeout=500ms"});
+  Bystander bystander(broker);
+  RawClient raw(broker.port());
+
+  SUBCASE("garbage instead of a handshake: frame_too_large, closed") {
+    raw.send("GET / HTTP/1.1\r\nHost: sluice\r\n\r\n");  // "GET " read as a length is 542 MB
+    CHECK(raw.expect_error() == errc::frame_too_large);
+    CHECK(raw.expect_closed());
+  }
+  SUBCASE("a random byte stream after the handshake: an error, then closed") {
+    raw.hello();
+    std::mt19937 rng(20261123);
+    std::string garbage(16 * 1024, '\0');
+    for (auto& c : garbage) c = static_cast<char>(rng());
+    raw.send(garbage);
+    // Whatever frames the noise happens to form get answers; framing is lost at
+    // the latest when a length is over the limit or a frame never completes.
+    errc last = errc::ok;
+    for (errc code = raw.expect_error(); code != errc::ok; code = raw.expect_error()) last = code;
+    CHECK((last == errc::frame_too_large || last == errc::timed_out ||
+           last == errc::malformed_frame));
+    CHECK(raw.expect_closed());
+  }
+  SUBCASE("a frame truncated by the end of the stream: malformed_frame, closed") {
+    raw.hello();
+    raw.send(le32(100) + "\x10" + std::string(20, 'x'));
+    raw.shutdown_write();
+    std::string message;
+    CHECK(raw.expect_error(&message) == errc::malformed_frame);
+    CHECK(message == "stream ended inside a frame");
+    CHECK(raw.expect_closed());
+  }
+  SUBCASE("a frame that stops arriving: timed_out after limits.frame_timeout, closed") {
+    raw.hello();
+    raw.send(le32(100) + "\x10" + std::string(20, 'x'));
+    CHECK(raw.expect_error() == errc::timed_out);
+    CHECK(raw.expect_closed());
+  }
+  SUBCASE("an oversized length: frame_too_large, closed") {
+    raw.hello();
+    raw.send(le32(0x7FFFFFFF) + "\x10");
+    CHECK(raw.expect_error() == errc::frame_too_large);
+    CHECK(raw.expect_closed());
+  }
+  SUBCASE("a zero length: malformed_frame, closed") {
+    raw.hello();
+    raw.send(le32(0));
+    CHECK(raw.expect_error() == errc::malformed_frame);
+    CHECK(raw.expect_closed());
+  }
+  SUBCASE("an unknown frame type: unknown_frame_type, and the connection lives") {
+    raw.hello();
+    raw.send(le32(4) + "\x77" + "abc");
+    std::string message;
+    CHECK(raw.expect_error(&message) == errc::unknown_frame_type);
+    CHECK(message == "unknown frame type 0x77");
+    CHECK(raw.ping_ok());
+  }
+  SUBCASE("a malformed body inside intact framing: malformed_frame, and the connection lives") {
+    raw.hello();
+    std::string out;
+    protocol::encode_subscribe(out, protocol::Subscribe{7, 1, "q", 10, 0});
+    out.resize(out.size() - 3);  // cut the body short
+    const std::uint32_t length = static_cast<std::uint32_t>(out.size() - 4);
+    std::memcpy(out.data(), &length, 4);
+    raw.send(out);
+    CHECK(raw.expect_error() == errc::malformed_frame);
+    CHECK(raw.ping_ok());
+  }
+  SUBCASE("a request before HELLO: handshake_required, closed") {
+    std::string out;
+    protocol::encode_ping(out, 1);
+    raw.send(out);
+    CHECK(raw.expect_error() == errc::handshake_required);
+    CHECK(raw.expect_closed());
+  }
+  SUBCASE("no common protocol version: unsupported_version, closed") {
+    std::string out;
+    protocol::encode_hello(out, protocol::Hello{2, 3, "future", ""});
+    raw.send(out);
+    CHECK(raw.expect_error() == errc::unsupported_version);
+    CHECK(raw.expect_closed());
+  }
+
+  bystander.check_undisturbed();
+}

@@ -1,0 +1,346 @@
+// The real sluiced, driven through the client library: delivery with credit,
+// leases, redelivery, stale acks, shutdown and start-up errors.
+#include <doctest/doctest.h>
+
+#include <atomic>
+#include <condition_variable>
+#include <deque>
+#include <fstream>
+#include <mutex>
+#include <set>
+#include <thread>
+
+#include "test_broker.hpp"
+
+using namespace std::chrono_literals;
+using sluice::errc;
+using sluice::client::Delivery;
+using sluice::client::Disposition;
+using sluice::client::LeaseHandle;
+using sluice::client::SubscribeOptions;
+using sluice::test::eventually;
+using sluice::test::TestBroker;
+
+namespace {
+
+sluice::client::QueueStats queue_stats(sluice::client::Connection& c, const std::string& queue) {
+  auto stats = c.stats(queue);
+  REQUIRE(stats.ok());
+  REQUIRE(stats->size() == 1);
+  return stats->front();
+}
+
+/// Deliveries a handler kept for the test to settle later; thread-safe.
+struct Held {
+  std::mutex mutex;
+  std::vector<std::pair<LeaseHandle, std::uint32_t>> items;  // lease, attempt
+  std::vector<std::string> payloads;
+
+  Disposition keep(const Delivery& d) {
+    std::lock_guard lk(mutex);
+    items.emplace_back(sluice::client::handle(d), d.attempt);
+    payloads.emplace_back(d.payload);
+    return Disposition::manual;
+  }
+  std::size_t size() {
+    std::lock_guard lk(mutex);
+    return items.size();
+  }
+};
+
+}  // namespace
+
+TEST_CASE("4 consumers with credit 64 get every message once, never holding more than 64") {
+  TestBroker broker;
+  constexpr int kMessages = 20000;
+  constexpr std::uint32_t kCredit = 64;
+
+  auto producer = broker.connect("producer");
+  std::atomic<int> confirmed{0};
+  std::atomic<int> failed{0};
+  for (int i = 0; i < kMessages; ++i) {
+    producer->publish_async("work", "message-" + std::to_string(i),
+                            [&](const sluice::client::Error& e, std::uint64_t) {
+                              (e ? failed : confirmed).fetch_add(1);
+                            });
+  }
+  REQUIRE(producer->wait_confirms(30s));
+  REQUIRE(confirmed == kMessages);
+  REQUIRE(failed == 0);
+
+  // Each consumer keeps what it is handed and a worker thread acks it later,
+  // so the broker really has to stop at the credit.
+  struct Consumer {
+    std::unique_ptr<sluice::client::Connection> connection;
+    std::uint32_t subscription = 0;
+    std::mutex mutex;
+    std::condition_variable ready;
+    std::deque<LeaseHandle> to_ack;
+    std::set<std::string> seen;
+    std::thread worker;
+  };
+  std::vector<std::unique_ptr<Consumer>> consumers;
+  std::atomic<int> acked{0};
+  std::atomic<bool> done{false};
+  for (int c = 0; c < 4; ++c) {
+    auto consumer = std::make_unique<Consumer>();
+    consumer->connection = broker.connect("consumer-" + std::to_string(c));
+    Consumer* self = consumer.get();
+    auto sub = consumer->connection->subscribe("work", SubscribeOptions{.max_in_flight = kCredit},
+                                               [self](const Delivery& d) {
+                                                 std::lock_guard lk(self->mutex);
+                                                 self->seen.emplace(d.payload);
+                                                 self->to_ack.push_back(sluice::client::handle(d));
+                                                 self->ready.notify_one();
+                                                 return Disposition::manual;
+                                               });
+    REQUIRE(sub.ok());
+    consumer->subscription = *sub;
+    consumer->worker = std::thread([self, &acked, &done] {
+      std::unique_lock lk(self->mutex);
+      while (!done) {
+        if (self->to_ack.empty()) {
+          self->ready.wait_for(lk, 50ms);
+          continue;
+        }
+        const LeaseHandle lease = self->to_ack.front();
+        self->to_ack.pop_front();
+        lk.unlock();
+        const auto error = self->connection->ack(lease);
+        if (!error) acked.fetch_add(1);
+        lk.lock();
+      }
+    });
+    consumers.push_back(std::move(consumer));
+  }
+
+  const bool all_acked = eventually([&] { return acked.load() >= kMessages; }, 60s);
+  done = true;
+  for (auto& c : consumers) {
+    c->ready.notify_one();
+    c->worker.join();
+  }
+  REQUIRE(all_acked);
+  CHECK(acked == kMessages);
+
+  std::set<std::string> all;
+  std::uint64_t highest_peak = 0;
+  for (auto& c : consumers) {
+    const auto s = c->connection->subscription_stats(c->subscription);
+    CAPTURE(s.received);
+    CHECK(s.peak_held <= kCredit);
+    CHECK(s.received > 0);  // round-robin: nobody starves
+    highest_peak = std::max(highest_peak, s.peak_held);
+    all.insert(c->seen.begin(), c->seen.end());
+  }
+  CHECK(highest_peak == kCredit);  // the limit was reached, so it was really tested
+  CHECK(all.size() == kMessages);  // none lost
+
+  const auto stats = queue_stats(*producer, "work");
+  CHECK(stats.published_total == kMessages);
+  CHECK(stats.acked_total == kMessages);
+  CHECK(stats.ready == 0);
+  CHECK(stats.in_flight == 0);
+  CHECK(stats.consumers == 4);
+}
+
+TEST_CASE("a disconnected consumer's messages go to the others at once") {
+  TestBroker broker;
+  auto producer = broker.connect("producer");
+  for (int i = 0; i < 30; ++i) REQUIRE(producer->publish("jobs", {std::to_string(i), {}}).ok());
+
+  Held first;
+  auto doomed = broker.connect("doomed");
+  REQUIRE(doomed
+              ->subscribe("jobs", SubscribeOptions{.max_in_flight = 10},
+                          [&](const Delivery& d) { return first.keep(d); })
+              .ok());
+  REQUIRE(eventually([&] { return first.size() == 10; }));
+
+  Held second;
+  auto survivor = broker.connect("survivor");
+  REQUIRE(survivor
+              ->subscribe("jobs", SubscribeOptions{.max_in_flight = 100},
+                          [&](const Delivery& d) { return second.keep(d); })
+              .ok());
+  REQUIRE(eventually([&] { return second.size() == 20; }));
+
+  doomed.reset();  // the socket closes: what it held goes back at the front of the queue
+  REQUIRE(eventually([&] { return second.size() == 30; }));
+  std::set<std::string> payloads(second.payloads.begin(), second.payloads.end());
+  CHECK(payloads.size() == 30);
+  int redelivered = 0;
+  for (const auto& [lease, attempt] : second.items) {
+    if (attempt == 2) ++redelivered;
+    CHECK(!survivor->ack(lease));
+  }
+  CHECK(redelivered == 10);
+  const auto stats = queue_stats(*producer, "jobs");
+  CHECK(stats.acked_total == 30);
+  CHECK(stats.in_flight == 0);
+  CHECK(stats.consumers == 1);
+}
+
+TEST_CASE("an expired lease is redelivered and the late ack is refused as stale") {
+  TestBroker broker;
+  auto producer = broker.connect("producer");
+  REQUIRE(producer->publish("leases", {"only-one", {}}).ok());
+
+  Held slow;
+  auto slow_consumer = broker.connect("slow");
+  REQUIRE(slow_consumer
+              ->subscribe("leases", SubscribeOptions{.max_in_flight = 1, .lease = 300ms},
+                          [&](const Delivery& d) { return slow.keep(d); })
+              .ok());
+  REQUIRE(eventually([&] { return slow.size() == 1; }));
+  const LeaseHandle late = slow.items[0].first;
+
+  Held fast;
+  auto fast_consumer = broker.connect("fast");
+  REQUIRE(fast_consumer
+              ->subscribe("leases", SubscribeOptions{.max_in_flight = 1},
+                          [&](const Delivery& d) { return fast.keep(d); })
+              .ok());
+  // The slow consumer's lease runs out; the broker hands the message over.
+  REQUIRE(eventually([&] { return fast.size() == 1; }));
+  CHECK(fast.items[0].second == 2);  // attempt
+  CHECK(fast.payloads[0] == "only-one");
+  CHECK(fast.items[0].first.message_id == late.message_id);
+
+  // The late ack, nack and extend change nothing.
+  CHECK(slow_consumer->ack(late).code == errc::stale_lease);
+  CHECK(slow_consumer->nack(late).code == errc::stale_lease);
+  CHECK(slow_consumer->extend(late, 10s).code == errc::stale_lease);
+  auto stats = queue_stats(*producer, "leases");
+  CHECK(stats.acked_total == 0);
+  CHECK(stats.in_flight == 1);
+  CHECK(stats.expired_total == 1);
+
+  // The current holder's ack works, once.
+  CHECK_FALSE(fast_consumer->ack(fast.items[0].first));
+  CHECK(fast_consumer->ack(fast.items[0].first).code == errc::stale_lease);
+  stats = queue_stats(*producer, "leases");
+  CHECK(stats.acked_total == 1);
+  CHECK(stats.in_flight == 0);
+}
+
+TEST_CASE("extend keeps a lease alive, nack redelivers with the next attempt number") {
+  TestBroker broker;
+  auto producer = broker.connect("producer");
+  REQUIRE(producer->publish("ext", {"payload", {{"trace-id", "t-1"}}}).ok());
+
+  Held held;
+  std::string trace;
+  auto consumer = broker.connect("consumer");
+  REQUIRE(consumer
+              ->subscribe("ext", SubscribeOptions{.max_in_flight = 1, .lease = 300ms},
+                          [&](const Delivery& d) {
+                            trace = std::string(d.header("trace-id"));
+                            return held.keep(d);
+                          })
+              .ok());
+  REQUIRE(eventually([&] { return held.size() == 1; }));
+  CHECK(trace == "t-1");
+  const LeaseHandle lease = held.items[0].first;
+  CHECK_FALSE(consumer->extend(lease, 10s));
+  std::this_thread::sleep_for(700ms);  // more than twice the original lease
+  CHECK(held.size() == 1);             // not redelivered
+  CHECK(queue_stats(*producer, "ext").expired_total == 0);
+
+  CHECK_FALSE(consumer->nack(lease));
+  REQUIRE(eventually([&] { return held.size() == 2; }));
+  CHECK(held.items[1].second == 2);
+  CHECK_FALSE(consumer->ack(held.items[1].first));
+  const auto stats = queue_stats(*producer, "ext");
+  CHECK(stats.nacked_total == 1);
+  CHECK(stats.acked_total == 1);
+}
+
+TEST_CASE("publish_batch returns ids in order and a handler's nack is redelivered") {
+  TestBroker broker;
+  auto producer = broker.connect("producer");
+  std::vector<sluice::client::Message> batch;
+  for (int i = 0; i < 100; ++i) batch.push_back({"m" + std::to_string(i), {}});
+  auto ids = producer->publish_batch("batch", batch);
+  REQUIRE(ids.ok());
+  REQUIRE(ids->size() == 100);
+  for (std::size_t i = 1; i < ids->size(); ++i) CHECK((*ids)[i] > (*ids)[i - 1]);
+
+  std::mutex mutex;
+  std::vector<std::pair<std::uint64_t, std::uint32_t>> seen;  // id, attempt
+  auto consumer = broker.connect("consumer");
+  REQUIRE(consumer
+              ->subscribe("batch", SubscribeOptions{.max_in_flight = 16},
+                          [&](const Delivery& d) {
+                            std::lock_guard lk(mutex);
+                            seen.emplace_back(d.message_id, d.attempt);
+                            return d.attempt == 1 ? Disposition::nack : Disposition::ack;
+                          })
+              .ok());
+  REQUIRE(eventually([&] {
+    std::lock_guard lk(mutex);
+    return seen.size() == 200;
+  }));
+  std::lock_guard lk(mutex);
+  std::set<std::uint64_t> second_attempts;
+  for (auto [id, attempt] : seen)
+    if (attempt == 2) second_attempts.insert(id);
+  CHECK(second_attempts == std::set<std::uint64_t>(ids->begin(), ids->end()));
+}
+
+TEST_CASE("bad requests inside good frames get typed errors and the connection lives") {
+  TestBroker broker;
+  auto c = broker.connect();
+  CHECK(c->publish("bad name!", {"x", {}}).error().code == errc::invalid_queue_name);
+  CHECK(c->publish("q", {std::string((1u << 20) + 1, 'x'), {}}).error().code ==
+        errc::payload_too_large);
+  CHECK(c->subscribe("q", SubscribeOptions{.max_in_flight = 0},
+                     [](const Delivery&) { return Disposition::ack; })
+            .error()
+            .code == errc::invalid_argument);
+  CHECK(c->unsubscribe(12345).code == errc::unknown_subscription);
+  CHECK(c->ack(LeaseHandle{999, 999, 1}).code == errc::stale_lease);
+  CHECK_FALSE(c->ping());
+  CHECK(c->publish("q", {"fine", {}}).ok());
+  CHECK(c->connected());
+}
+
+TEST_CASE("SIGTERM stops the broker cleanly") {
+  TestBroker broker;
+  auto c = broker.connect();
+  REQUIRE(c->publish("q", {"x", {}}).ok());
+  CHECK(broker.stop() == 0);
+  const std::string log = broker.log();
+  CHECK(log.find("\"event\":\"stopping\"") != std::string::npos);
+  CHECK(log.find("\"event\":\"stopped\"") != std::string::npos);
+  CHECK(eventually([&] { return !c->connected(); }));
+  CHECK(c->last_error().code == errc::shutting_down);
+}
+
+TEST_CASE("a bad setting stops sluiced at start with one line naming it") {
+  using sluice::test::run_command;
+  SUBCASE("on the command line") {
+    auto r =
+        run_command(std::string(SLUICED_PATH) + " --set server.max_connections=0 2>&1 >/dev/null");
+    CHECK(r.status == 2);
+    CHECK(r.out.find("server.max_connections") != std::string::npos);
+    CHECK(r.out.find("allowed") != std::string::npos);
+    CHECK(std::count(r.out.begin(), r.out.end(), '\n') == 1);
+  }
+  SUBCASE("in a file, with its line") {
+    auto dir = sluice::test::make_temp_dir("sluice-config");
+    const auto path = (dir / "sluiced.toml").string();
+    std::ofstream(path) << "[server]\nlisten = \"127.0.0.1:0\"\n\n[limits]\nmax_frame_bytes = "
+                           "\"1KiB\"\n";
+    auto r = run_command(std::string(SLUICED_PATH) + " --config " + path + " 2>&1 >/dev/null");
+    CHECK(r.status == 2);
+    CHECK(r.out.find(path + ":5: limits.max_frame_bytes") != std::string::npos);
+    std::filesystem::remove_all(dir);
+  }
+  SUBCASE("the example config is valid") {
+    auto r = run_command(std::string(SLUICED_PATH) + " --config " SLUICE_SOURCE_DIR
+                                                     "/config/sluiced.example.toml --check 2>&1");
+    INFO(r.out);
+    CHECK(r.status == 0);
+  }
+}

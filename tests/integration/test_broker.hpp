@@ -1,0 +1,74 @@
+// TestBroker: runs the real sluiced binary on a free port for one test, waits
+// until it is listening, and stops it when the test ends. Tests talk to it
+// through the client library, sluicectl or raw sockets, and read its log.
+#pragma once
+
+#include <sys/types.h>
+
+#include <chrono>
+#include <cstdint>
+#include <filesystem>
+#include <thread>
+#include <string>
+#include <vector>
+
+#include "sluice/client/client.hpp"
+
+namespace sluice::test {
+
+class TestBroker {
+ public:
+  /// Starts sluiced with `extra_args` after the test defaults (port 0, a port
+  /// file and a log file in a fresh temp directory). Fails the test if it is
+  /// not listening within 10 s.
+  explicit TestBroker(std::vector<std::string> extra_args = {});
+  /// Stops the broker (SIGTERM, then SIGKILL after 10 s) if still running.
+  ~TestBroker();
+  TestBroker(const TestBroker&) = delete;
+  TestBroker& operator=(const TestBroker&) = delete;
+
+  std::uint16_t port() const noexcept { return port_; }
+  pid_t pid() const noexcept { return pid_; }
+  /// "127.0.0.1:<port>"
+  std::string address() const;
+  /// Client options pointing at this broker.
+  client::Options options() const;
+  /// A connected client; fails the test if it cannot connect.
+  std::unique_ptr<client::Connection> connect(std::string name = "test") const;
+
+  /// Sends SIGTERM and waits; returns the exit status (or -1 on timeout).
+  int stop(std::chrono::seconds timeout = std::chrono::seconds(10));
+  /// Sends SIGKILL and reaps the process.
+  void kill9();
+  /// Everything sluiced wrote to stderr so far.
+  std::string log() const;
+  const std::filesystem::path& dir() const noexcept { return dir_; }
+
+ private:
+  std::filesystem::path dir_;
+  pid_t pid_ = -1;
+  std::uint16_t port_ = 0;
+};
+
+/// A temporary directory removed at the end of the scope.
+std::filesystem::path make_temp_dir(const std::string& prefix);
+
+/// Runs a command with /bin/sh, feeding `input` on stdin; returns exit status and stdout.
+struct CommandResult {
+  int status = -1;
+  std::string out;
+};
+CommandResult run_command(const std::string& command, const std::string& input = "");
+
+/// Polls `condition` every 5 ms until true or `timeout`; returns its last value.
+template <typename F>
+bool eventually(F condition, std::chrono::milliseconds timeout = std::chrono::milliseconds(10000)) {
+  const auto deadline = std::chrono::steady_clock::now() + timeout;
+  while (std::chrono::steady_clock::now() < deadline) {
+    if (condition()) return true;
+    std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  }
+  return condition();
+}
+
+}  // namespace sluice::test

@@ -1,0 +1,610 @@
+// Tests for sluice::config: TOML file and command-line settings, defaults, and the error
+// messages an operator sees (file, line, setting, what is allowed).
+#include "sluice/config/settings.hpp"
+
+#include <doctest/doctest.h>
+
+#include <unistd.h>
+
+#include <chrono>
+#include <filesystem>
+#include <fstream>
+#include <sstream>
+#include <string>
+
+#ifndef SLUICE_SOURCE_DIR
+#error "SLUICE_SOURCE_DIR must name the repository root (a string literal)"
+#endif
+
+namespace {
+
+namespace cfg = sluice::config;
+using namespace std::chrono_literals;
+
+/// A TOML file under the temp directory, removed when the test is done with it.
+class TempToml {
+ public:
+  explicit TempToml(std::string_view content) {
+    static int next_id = 0;
+    path_ = std::filesystem::temp_directory_path() /
+            ("sluice_config_test_" + std::to_string(::getpid()) + "_" + std::to_string(next_id++) +
+             ".toml");
+    std::ofstream(path_, std::ios::binary) << content;
+  }
+  ~TempToml() {
+    std::error_code ignored;
+    std::filesystem::remove(path_, ignored);
+  }
+  TempToml(const TempToml&) = delete;
+  TempToml& operator=(const TempToml&) = delete;
+
+  std::string path() const { return path_.string(); }
+
+ private:
+  std::filesystem::path path_;
+};
+
+/// Loads `content` on top of defaults; the test fails if it does not load.
+cfg::Settings load_ok(std::string_view content) {
+  TempToml file(content);
+  cfg::Settings settings;
+  const auto error = cfg::load_file(file.path(), settings);
+  INFO((error ? error->to_string() : ""));
+  CHECK_FALSE(error.has_value());
+  return settings;
+}
+
+/// The error that loading `content` gives, with `path` set to the temp file's path.
+cfg::ConfigError load_error(std::string_view content, std::string* path = nullptr) {
+  TempToml file(content);
+  if (path) *path = file.path();
+  cfg::Settings settings;
+  auto error = cfg::load_file(file.path(), settings);
+  REQUIRE(error.has_value());
+  return *error;
+}
+
+cfg::ConfigError flag_error(std::string_view name, std::string_view value) {
+  cfg::Settings settings;
+  auto error = cfg::apply_setting(settings, name, value);
+  REQUIRE(error.has_value());
+  return *error;
+}
+
+bool contains(const std::string& text, std::string_view part) {
+  return text.find(part) != std::string::npos;
+}
+
+void check_defaults(const cfg::Settings& s) {
+  CHECK(s.listen_host == "127.0.0.1");
+  CHECK(s.listen_port == 7450);
+  CHECK(s.port_file.empty());
+  CHECK(s.max_connections == 10000);
+  CHECK(s.shutdown_grace == 5s);
+  CHECK(s.max_frame_bytes == 4u << 20);
+  CHECK(s.max_payload_bytes == 1u << 20);
+  CHECK(s.connection_outbound_bytes == 8u << 20);
+  CHECK(s.frame_timeout == 30s);
+  CHECK(s.log_level == cfg::LogLevel::info);
+  CHECK(s.queue_defaults.lease_timeout == 30s);
+  CHECK(s.queue_defaults.max_consumer_in_flight == 10000);
+  CHECK(s.queues.empty());
+}
+
+}  // namespace
+
+TEST_SUITE("config") {
+  TEST_CASE("defaults are the documented ones and valid") {
+    const cfg::Settings settings;
+    check_defaults(settings);
+    CHECK_FALSE(cfg::validate(settings).has_value());
+    CHECK(cfg::to_string(cfg::LogLevel::trace) == "trace");
+    CHECK(cfg::to_string(cfg::LogLevel::debug) == "debug");
+    CHECK(cfg::to_string(cfg::LogLevel::info) == "info");
+    CHECK(cfg::to_string(cfg::LogLevel::warn) == "warn");
+    CHECK(cfg::to_string(cfg::LogLevel::error) == "error");
+  }
+
+  TEST_CASE("an empty file changes nothing") {
+    check_defaults(load_ok(""));
+  }
+
+  TEST_CASE("every setting is read from the file") {
+    const auto s = load_ok(R"(
+[server]
+listen = "[::1]:0"
+port_file = "/tmp/sluiced.port"
+max_connections = 250
+shutdown_grace = "2m"
+
+[limits]
+max_frame_bytes = "8MiB"
+max_payload_bytes = 2_000_000
+connection_outbound_bytes = "1GiB"
+
+[log]
+level = "debug"
+
+[queue_defaults]
+lease_timeout = "1h"
+max_consumer_in_flight = 64
+
+[queues.orders]
+lease_timeout = 2500
+max_consumer_in_flight = 7
+
+[queues."billing.v2"]
+lease_timeout = "250ms"
+
+[queues.audit]
+)");
+    CHECK(s.listen_host == "::1");
+    CHECK(s.listen_port == 0);
+    CHECK(s.port_file == "/tmp/sluiced.port");
+    CHECK(s.max_connections == 250);
+    CHECK(s.shutdown_grace == 2min);
+    CHECK(s.max_frame_bytes == 8u << 20);
+    CHECK(s.max_payload_bytes == 2'000'000);
+    CHECK(s.connection_outbound_bytes == 1ull << 30);
+    CHECK(s.log_level == cfg::LogLevel::debug);
+    CHECK(s.queue_defaults.lease_timeout == 1h);
+    CHECK(s.queue_defaults.max_consumer_in_flight == 64);
+    // Declared in file order; keys left out come from [queue_defaults].
+    REQUIRE(s.queues.size() == 3);
+    CHECK(s.queues[0].name == "orders");
+    CHECK(s.queues[0].settings.lease_timeout == 2500ms);
+    CHECK(s.queues[0].settings.max_consumer_in_flight == 7);
+    CHECK(s.queues[1].name == "billing.v2");
+    CHECK(s.queues[1].settings.lease_timeout == 250ms);
+    CHECK(s.queues[1].settings.max_consumer_in_flight == 64);
+    CHECK(s.queues[2].name == "audit");
+    CHECK(s.queues[2].settings.lease_timeout == 1h);
+    CHECK_FALSE(cfg::validate(s).has_value());
+  }
+
+  TEST_CASE("queue_defaults apply to declared queues even when written after them") {
+    const auto s = load_ok(R"(
+[queues.late]
+max_consumer_in_flight = 3
+[queue_defaults]
+lease_timeout = "45s"
+)");
+    REQUIRE(s.queues.size() == 1);
+    CHECK(s.queues[0].settings.lease_timeout == 45s);
+    CHECK(s.queues[0].settings.max_consumer_in_flight == 3);
+  }
+
+  TEST_CASE("duration and size forms") {
+    CHECK(load_ok("[queue_defaults]\nlease_timeout = \"100ms\"").queue_defaults.lease_timeout ==
+          100ms);
+    CHECK(load_ok("[queue_defaults]\nlease_timeout = \"30s\"").queue_defaults.lease_timeout == 30s);
+    CHECK(load_ok("[queue_defaults]\nlease_timeout = \"5m\"").queue_defaults.lease_timeout == 5min);
+    CHECK(load_ok("[queue_defaults]\nlease_timeout = \"12h\"").queue_defaults.lease_timeout == 12h);
+    CHECK(load_ok("[queue_defaults]\nlease_timeout = 1500").queue_defaults.lease_timeout == 1500ms);
+    CHECK(load_ok("[server]\nshutdown_grace = 0").shutdown_grace == 0ms);
+    CHECK(load_ok("[limits]\nmax_frame_bytes = \"64KiB\"").max_frame_bytes == 64 * 1024);
+    CHECK(load_ok("[limits]\nmax_frame_bytes = \"64MiB\"").max_frame_bytes == 64u << 20);
+    CHECK(load_ok("[limits]\nmax_frame_bytes = 5000").max_frame_bytes == 5000);
+    CHECK(load_ok("[limits]\nmax_frame_bytes = \"5000\"").max_frame_bytes == 5000);
+    CHECK(load_ok("[limits]\nconnection_outbound_bytes = \"1GiB\"").connection_outbound_bytes ==
+          1ull << 30);
+  }
+
+  TEST_CASE("the example file loads and documents every setting with its default") {
+    const std::string path = SLUICE_SOURCE_DIR "/config/sluiced.example.toml";
+    cfg::Settings settings;
+    const auto error = cfg::load_file(path, settings);
+    INFO((error ? error->to_string() : ""));
+    REQUIRE_FALSE(error.has_value());
+    check_defaults(settings);
+
+    std::ifstream in(path);
+    std::stringstream text;
+    text << in.rdbuf();
+    for (const char* key :
+         {"listen =", "port_file =", "max_connections =", "shutdown_grace =", "max_frame_bytes =",
+          "max_payload_bytes =", "connection_outbound_bytes =", "frame_timeout =", "level =",
+          "lease_timeout =", "max_consumer_in_flight =", "[queues."}) {
+      INFO(key);
+      CHECK(contains(text.str(), key));
+    }
+  }
+
+  TEST_CASE("an unknown key names file, line, setting and the known keys") {
+    std::string path;
+    const auto error = load_error("[server]\nlisten = \"127.0.0.1:1\"\nlistn = \"x\"\n", &path);
+    CHECK(error.file == path);
+    CHECK(error.line == 3);
+    CHECK(error.setting == "server.listn");
+    CHECK(contains(error.problem, "unknown setting"));
+    CHECK(contains(error.problem, "did you mean listen?"));
+    CHECK(contains(error.allowed, "listen, port_file, max_connections, shutdown_grace"));
+    const std::string line = error.to_string();
+    CHECK(line.starts_with(path + ":3: server.listn: unknown setting"));
+    CHECK(contains(line, "(allowed: keys in [server]: listen,"));
+  }
+
+  TEST_CASE("unknown tables and keys outside any table are rejected") {
+    auto error = load_error("\n[servr]\nlisten = \"127.0.0.1:1\"\n");
+    CHECK(error.line == 2);
+    CHECK(error.setting == "servr");
+    CHECK(contains(error.problem, "unknown table; did you mean server?"));
+    CHECK(contains(error.allowed, "[queue_defaults]"));
+
+    error = load_error("level = \"debug\"\n[log]\n");
+    CHECK(error.line == 1);
+    CHECK(error.setting == "level");
+    CHECK(contains(error.problem, "under [log]"));
+
+    error = load_error("[queues.orders]\nlease_timeot = \"1s\"\n");
+    CHECK(error.line == 2);
+    CHECK(error.setting == "queues.orders.lease_timeot");
+    CHECK(contains(error.allowed, "lease_timeout, max_consumer_in_flight"));
+  }
+
+  TEST_CASE("a wrong TOML type names the expected type") {
+    auto error = load_error("[server]\nmax_connections = \"100\"\n");
+    CHECK(error.line == 2);
+    CHECK(error.setting == "server.max_connections");
+    CHECK(error.problem == "expected an integer, got a string (\"100\")");
+    CHECK(error.allowed == "an integer from 1 to 1000000");
+
+    error = load_error("[queue_defaults]\nlease_timeout = 1.5\n");
+    CHECK(error.problem == "expected a duration, got a float (1.5)");
+    CHECK(contains(error.allowed, "from 100ms to 12h"));
+
+    error = load_error("[server]\nlisten = 7450\n");
+    CHECK(contains(error.problem, "expected a string \"host:port\", got an integer (7450)"));
+
+    error = load_error("[log]\nlevel = true\n");
+    CHECK(error.problem == "expected a string, got a boolean (true)");
+
+    error = load_error("[limits]\nmax_frame_bytes = [1, 2]\n");
+    CHECK(error.problem == "expected a size, got an array");
+
+    error = load_error("server = 5\n");
+    CHECK(error.setting == "server");
+    CHECK(contains(error.problem, "expected a table, got an integer (5)"));
+
+    error = load_error("[queues]\norders = \"x\"\n");
+    CHECK(error.setting == "queues.orders");
+    CHECK(contains(error.problem, "expected a table"));
+  }
+
+  TEST_CASE("out-of-range values name the bound and the allowed range") {
+    auto error = load_error("[queue_defaults]\n\nlease_timeout = \"50ms\"\n");
+    CHECK(error.line == 3);
+    CHECK(error.setting == "queue_defaults.lease_timeout");
+    CHECK(error.problem == "50ms is below the minimum of 100ms");
+    CHECK(contains(error.allowed, "\"30s\""));
+    CHECK(contains(error.allowed, "from 100ms to 12h"));
+
+    error = load_error("[queues.orders]\nlease_timeout = \"13h\"\n");
+    CHECK(error.setting == "queues.orders.lease_timeout");
+    CHECK(error.problem == "13h is above the maximum of 12h");
+
+    error = load_error("[server]\nmax_connections = 0\n");
+    CHECK(error.problem == "0 is below the minimum of 1");
+
+    error = load_error("[server]\nmax_connections = -3\n");
+    CHECK(error.problem == "-3 is below the minimum of 1");
+
+    error = load_error("[server]\nshutdown_grace = \"11m\"\n");
+    CHECK(error.problem == "11m is above the maximum of 10m");
+
+    error = load_error("[limits]\nmax_frame_bytes = 1024\n");
+    CHECK(error.problem == "1KiB is below the minimum of 4KiB");
+    CHECK(contains(error.allowed, "from 4KiB to 64MiB"));
+    CHECK(contains(error.allowed, "KiB, MiB and GiB only"));
+
+    error = load_error("[limits]\nconnection_outbound_bytes = \"2GiB\"\n");
+    CHECK(error.problem == "2GiB is above the maximum of 1GiB");
+
+    error = load_error("[limits]\nmax_payload_bytes = \"64MiB\"\n");
+    CHECK(contains(error.problem, "above the maximum of limits.max_frame_bytes minus 64KiB"));
+
+    error = load_error("[queues.a]\nmax_consumer_in_flight = 1000001\n");
+    CHECK(error.problem == "1000001 is above the maximum of 1000000");
+
+    // Too large to hold in 64 bits is still "above the maximum", not malformed.
+    error = load_error("[queue_defaults]\nlease_timeout = \"99999999999999999999999h\"\n");
+    CHECK(contains(error.problem, "is above the maximum of 12h"));
+  }
+
+  TEST_CASE("malformed durations, sizes, endpoints and levels") {
+    auto error = load_error("[queue_defaults]\nlease_timeout = \"30 parsecs\"\n");
+    CHECK(error.problem == "expected a duration, got \"30 parsecs\"");
+    CHECK(contains(error.allowed, "\"500ms\", \"30s\", \"5m\" or \"1h\""));
+
+    for (const char* bad :
+         {"\"\"", "\"s\"", "\"1.5s\"", "\"-5s\"", "\"5 s\"", "\"5S\"", "\"5min\"", "\"1__0s\""}) {
+      INFO(bad);
+      error = load_error(std::string("[queue_defaults]\nlease_timeout = ") + bad + "\n");
+      CHECK(error.problem.starts_with("expected a duration, got "));
+    }
+
+    error = load_error("[limits]\nmax_frame_bytes = \"4MB\"\n");
+    CHECK(contains(error.problem, "expected a size, got \"4MB\""));
+    CHECK(contains(error.problem, "use KiB, MiB or GiB"));
+    error = load_error("[limits]\nmax_frame_bytes = \"4 MiB\"\n");
+    CHECK(error.problem == "expected a size, got \"4 MiB\"");
+    error = load_error("[limits]\nmax_frame_bytes = \"4mib\"\n");
+    CHECK(error.problem == "expected a size, got \"4mib\"");
+
+    error = load_error("[server]\nlisten = \"example.com:80\"\n");
+    CHECK(error.setting == "server.listen");
+    CHECK(error.problem == "expected \"host:port\", got \"example.com:80\"");
+    CHECK(contains(error.allowed, "[IPv6 address]"));
+
+    error = load_error("[log]\nlevel = \"verbose\"\n");
+    CHECK(error.problem == "unknown log level \"verbose\"");
+    CHECK(error.allowed == "one of \"trace\", \"debug\", \"info\", \"warn\", \"error\"");
+
+    error = load_error("[queues.\"bad name\"]\n");
+    CHECK(error.setting == "queues.bad name");
+    CHECK(error.problem == "invalid queue name \"bad name\"");
+    CHECK(contains(error.allowed, "1 to 200 characters"));
+  }
+
+  TEST_CASE("the first problem in file order is reported and nothing is applied") {
+    TempToml file(R"(
+[server]
+max_connections = 5
+[limits]
+max_frame_bytes = "1x"
+[log]
+level = "loud"
+)");
+    cfg::Settings settings;
+    const auto error = cfg::load_file(file.path(), settings);
+    REQUIRE(error.has_value());
+    CHECK(error->setting == "limits.max_frame_bytes");
+    CHECK(error->line == 5);
+    check_defaults(settings);
+  }
+
+  TEST_CASE("a TOML syntax error names the file and line") {
+    std::string path;
+    const auto error =
+        load_error("[server]\nmax_connections = 10\nlisten = \"127.0.0.1:1\n", &path);
+    CHECK(error.file == path);
+    CHECK(error.line == 3);
+    CHECK(contains(error.problem, "TOML syntax error"));
+    CHECK(contains(error.allowed, "TOML"));
+    CHECK(error.to_string().starts_with(path + ":3: TOML syntax error at column "));
+
+    CHECK(load_error("[server]\nmax_connections = 1\nmax_connections = 2\n").line == 3);
+  }
+
+  TEST_CASE("a missing or unreadable file") {
+    const std::string missing =
+        (std::filesystem::temp_directory_path() / "sluice_config_test_does_not_exist.toml")
+            .string();
+    cfg::Settings settings;
+    auto error = cfg::load_file(missing, settings);
+    REQUIRE(error.has_value());
+    CHECK(error->file == missing);
+    CHECK(error->line == 0);
+    CHECK(contains(error->problem, "No such file or directory"));
+    CHECK(error->to_string().starts_with(missing + ": cannot read the config file"));
+
+    const std::string directory = std::filesystem::temp_directory_path().string();
+    error = cfg::load_file(directory, settings);
+    REQUIRE(error.has_value());
+    CHECK(contains(error->problem, "directory"));
+    check_defaults(settings);
+  }
+
+  TEST_CASE("command-line settings use the file's rules") {
+    cfg::Settings s;
+    CHECK_FALSE(cfg::apply_setting(s, "server.listen", "0.0.0.0:9000"));
+    CHECK_FALSE(cfg::apply_setting(s, "server.port_file", "/run/sluiced.port"));
+    CHECK_FALSE(cfg::apply_setting(s, "server.max_connections", "12_000"));
+    CHECK_FALSE(cfg::apply_setting(s, "server.shutdown_grace", "1500"));
+    CHECK_FALSE(cfg::apply_setting(s, "limits.max_frame_bytes", "16MiB"));
+    CHECK_FALSE(cfg::apply_setting(s, "limits.max_payload_bytes", "65536"));
+    CHECK_FALSE(cfg::apply_setting(s, "limits.connection_outbound_bytes", "512KiB"));
+    CHECK_FALSE(cfg::apply_setting(s, "log.level", "warn"));
+    CHECK_FALSE(cfg::apply_setting(s, "queue_defaults.lease_timeout", "10s"));
+    CHECK_FALSE(cfg::apply_setting(s, "queue_defaults.max_consumer_in_flight", "99"));
+    CHECK_FALSE(cfg::apply_setting(s, "queues.orders.lease_timeout", "2m"));
+    CHECK_FALSE(cfg::apply_setting(s, "queues.billing.v2.max_consumer_in_flight", "5"));
+    CHECK_FALSE(cfg::apply_setting(s, "queues.orders.max_consumer_in_flight", "8"));
+    CHECK(s.listen_host == "0.0.0.0");
+    CHECK(s.listen_port == 9000);
+    CHECK(s.port_file == "/run/sluiced.port");
+    CHECK(s.max_connections == 12000);
+    CHECK(s.shutdown_grace == 1500ms);
+    CHECK(s.max_frame_bytes == 16u << 20);
+    CHECK(s.max_payload_bytes == 65536);
+    CHECK(s.connection_outbound_bytes == 512 * 1024);
+    CHECK(s.log_level == cfg::LogLevel::warn);
+    CHECK(s.queue_defaults.lease_timeout == 10s);
+    CHECK(s.queue_defaults.max_consumer_in_flight == 99);
+    REQUIRE(s.queues.size() == 2);
+    CHECK(s.queues[0].name == "orders");
+    CHECK(s.queues[0].settings.lease_timeout == 2min);
+    CHECK(s.queues[0].settings.max_consumer_in_flight == 8);
+    CHECK(s.queues[1].name == "billing.v2");
+    CHECK(s.queues[1].settings.lease_timeout == 10s);
+    CHECK(s.queues[1].settings.max_consumer_in_flight == 5);
+    CHECK_FALSE(cfg::validate(s).has_value());
+  }
+
+  TEST_CASE("command-line settings override the file") {
+    auto s =
+        load_ok("[server]\nlisten = \"127.0.0.1:1\"\n[queues.orders]\nlease_timeout = \"1s\"\n");
+    CHECK_FALSE(cfg::apply_setting(s, "server.listen", "[::]:0"));
+    CHECK_FALSE(cfg::apply_setting(s, "queues.orders.lease_timeout", "3s"));
+    CHECK(s.listen_host == "::");
+    CHECK(s.listen_port == 0);
+    REQUIRE(s.queues.size() == 1);
+    CHECK(s.queues[0].settings.lease_timeout == 3s);
+  }
+
+  TEST_CASE("command-line errors name the flag and what is allowed") {
+    auto error = flag_error("server.max_connections", "lots");
+    CHECK(error.file == "command line");
+    CHECK(error.line == 0);
+    CHECK(error.setting == "server.max_connections");
+    CHECK(error.problem == "expected an integer, got \"lots\"");
+    CHECK(error.to_string() ==
+          "command line: server.max_connections: expected an integer, got \"lots\" (allowed: an "
+          "integer from 1 to 1000000)");
+
+    error = flag_error("server.max_connections", "-1");
+    CHECK(error.problem == "-1 is below the minimum of 1");
+
+    error = flag_error("queue_defaults.lease_timeout", "30 parsecs");
+    CHECK(error.problem == "expected a duration, got \"30 parsecs\"");
+
+    error = flag_error("limits.max_frame_bytes", "4GB");
+    CHECK(contains(error.problem, "decimal units"));
+
+    error = flag_error("server.lisen", "127.0.0.1:1");
+    CHECK(contains(error.problem, "did you mean server.listen?"));
+    CHECK(contains(error.allowed, "server.listen"));
+    CHECK(contains(error.allowed, "queues.NAME.lease_timeout"));
+
+    error = flag_error("verbose", "1");
+    CHECK(contains(error.problem, "unknown setting"));
+
+    error = flag_error("queues.lease_timeout", "1s");
+    CHECK(error.problem == "expected queues.NAME.SETTING");
+    CHECK(contains(error.allowed, "queues.NAME.lease_timeout"));
+
+    error = flag_error("queues.orders.lease_timout", "1s");
+    CHECK(contains(error.problem, "did you mean queues.orders.lease_timeout?"));
+
+    error = flag_error("queues.bad/name.lease_timeout", "1s");
+    CHECK(error.problem == "invalid queue name \"bad/name\"");
+
+    error = flag_error("queue_defaults.x.lease_timeout", "1s");
+    CHECK(contains(error.problem, "unknown setting"));
+
+    error = flag_error("server.listen", "::1:7450");
+    CHECK(contains(error.problem, "an IPv6 address needs brackets"));
+
+    error = flag_error("server.listen", "127.0.0.1:70000");
+    CHECK(error.problem == "expected \"host:port\", got \"127.0.0.1:70000\"");
+
+    // A rejected value must not declare the queue.
+    cfg::Settings s;
+    CHECK(cfg::apply_setting(s, "queues.orders.lease_timeout", "1ms"));
+    CHECK(s.queues.empty());
+  }
+
+  TEST_CASE("validate checks what single settings cannot") {
+    cfg::Settings s;
+    s.max_payload_bytes = s.max_frame_bytes - 65536;
+    CHECK_FALSE(cfg::validate(s).has_value());
+
+    s.max_payload_bytes = s.max_frame_bytes - 65535;
+    auto error = cfg::validate(s);
+    REQUIRE(error.has_value());
+    CHECK(error->file.empty());
+    CHECK(error->line == 0);
+    CHECK(error->setting == "limits.max_payload_bytes");
+    CHECK(contains(error->problem, "does not fit in a frame of 4MiB"));
+    CHECK(contains(error->allowed, "at most limits.max_frame_bytes minus 64KiB, here 4032KiB"));
+    CHECK(error->to_string().starts_with("limits.max_payload_bytes: "));
+
+    // A frame limit at or below the header room leaves no payload size valid.
+    s = {};
+    CHECK_FALSE(cfg::apply_setting(s, "limits.max_frame_bytes", "64KiB"));
+    CHECK_FALSE(cfg::apply_setting(s, "limits.max_payload_bytes", "1"));
+    error = cfg::validate(s);
+    REQUIRE(error.has_value());
+    CHECK(contains(error->allowed, "here 0 bytes"));
+
+    s = {};
+    s.queues.push_back({"orders", {}});
+    s.queues.push_back({"orders", {}});
+    error = cfg::validate(s);
+    REQUIRE(error.has_value());
+    CHECK(error->setting == "queues.orders");
+    CHECK(contains(error->problem, "declared twice"));
+
+    s = {};
+    s.queues.push_back({"", {}});
+    error = cfg::validate(s);
+    REQUIRE(error.has_value());
+    CHECK(contains(error->problem, "invalid queue name"));
+
+    s = {};
+    s.queues.push_back({std::string(201, 'q'), {}});
+    CHECK(cfg::validate(s).has_value());
+    s.queues.back().name = std::string(200, 'q');
+    CHECK_FALSE(cfg::validate(s).has_value());
+
+    // Values set in code get the same range checks as the file.
+    s = {};
+    s.queues.push_back({"orders", {}});
+    s.queues.back().settings.lease_timeout = -5ms;
+    error = cfg::validate(s);
+    REQUIRE(error.has_value());
+    CHECK(error->setting == "queues.orders.lease_timeout");
+    CHECK(error->problem == "-5ms is below the minimum of 100ms");
+
+    s = {};
+    s.max_connections = 0;
+    error = cfg::validate(s);
+    REQUIRE(error.has_value());
+    CHECK(error->setting == "server.max_connections");
+
+    s = {};
+    s.queue_defaults.max_consumer_in_flight = 2'000'000;
+    error = cfg::validate(s);
+    REQUIRE(error.has_value());
+    CHECK(error->setting == "queue_defaults.max_consumer_in_flight");
+
+    s = {};
+    s.listen_host = "not a host";
+    error = cfg::validate(s);
+    REQUIRE(error.has_value());
+    CHECK(error->setting == "server.listen");
+  }
+
+  TEST_CASE("parse_endpoint") {
+    std::string host;
+    uint16_t port = 0;
+    CHECK(cfg::parse_endpoint("127.0.0.1:7450", host, port));
+    CHECK(host == "127.0.0.1");
+    CHECK(port == 7450);
+    CHECK(cfg::parse_endpoint("[::1]:65535", host, port));
+    CHECK(host == "::1");
+    CHECK(port == 65535);
+    CHECK(cfg::parse_endpoint("localhost:0", host, port));
+    CHECK(host == "localhost");
+    CHECK(port == 0);
+    CHECK(cfg::parse_endpoint("[::ffff:10.0.0.1]:1", host, port));
+    CHECK(host == "::ffff:10.0.0.1");
+
+    host = "unchanged";
+    port = 1;
+    for (const char* bad :
+         {"", "127.0.0.1", "127.0.0.1:", ":7450", "127.0.0.1:65536", "127.0.0.1:-1", "127.0.0.1:+1",
+          "127.0.0.1:99999999999", "::1:7450", "[::1]7450", "[::1:7450", "[]:1", "[127.0.0.1]:1",
+          "256.0.0.1:1", "1.2.3:1", "example.com:1", "127.0.0.1:74 50"}) {
+      INFO(bad);
+      CHECK_FALSE(cfg::parse_endpoint(bad, host, port));
+    }
+    CHECK(host == "unchanged");
+    CHECK(port == 1);
+    CHECK_FALSE(cfg::parse_endpoint(std::string_view("127.0.0.1\0:1", 12), host, port));
+  }
+
+  TEST_CASE("ConfigError::to_string is one line and leaves out empty parts") {
+    cfg::ConfigError error{"a.toml", 7, "server.listen", "bad", "good"};
+    CHECK(error.to_string() == "a.toml:7: server.listen: bad (allowed: good)");
+    error.line = 0;
+    CHECK(error.to_string() == "a.toml: server.listen: bad (allowed: good)");
+    error.allowed.clear();
+    error.setting.clear();
+    CHECK(error.to_string() == "a.toml: bad");
+
+    const auto from_file = load_error("[queues.\"a\\nb\"]\n");
+    CHECK(from_file.to_string().find('\n') == std::string::npos);
+    CHECK(contains(from_file.to_string(), "queues.a\\x0ab"));
+  }
+}
