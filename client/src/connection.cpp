@@ -395,7 +395,12 @@ void Connection::Impl::handle_deliver(std::string_view body) {
     if (held > sub->peak_held.load(std::memory_order_relaxed))
       sub->peak_held.store(held, std::memory_order_relaxed);
     protocol::MessageParts parts;
-    if (!protocol::parse_message(d.message, parts)) continue;
+    if (!protocol::parse_message(d.message, parts)) {
+      // The broker validated it at publish, so this is corruption: give it back.
+      nacks_.push_back({d.message_id, d.lease_token, 0, 0, {}});
+      nack_owners_.push_back(sub);
+      continue;
+    }
     view_.subscription_id = subscription_id;
     view_.message_id = d.message_id;
     view_.lease_token = d.lease_token;

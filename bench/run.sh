@@ -1,0 +1,39 @@
+#!/usr/bin/env bash
+# Runs sluice-bench RUNS times (default 5), each against a fresh sluiced on a
+# free port, and prints every run's JSON plus the median of msgs_per_sec and
+# of the latency percentiles. Arguments after the run count go to sluice-bench.
+#
+#   bench/run.sh [RUNS] [sluice-bench options...]
+#   bench/run.sh 5 --messages 1000000 --size 100 --consumers 4 --in-flight 64
+set -euo pipefail
+here=$(cd "$(dirname "$0")" && pwd)
+build=${SLUICE_BUILD_DIR:-$here/../build}
+runs=${1:-5}
+[ $# -gt 0 ] && shift
+for bin in "$build/broker/sluiced" "$build/bench/sluice-bench"; do
+  [ -x "$bin" ] || { echo "run.sh: $bin not built (cmake --build $build)" >&2; exit 2; }
+done
+
+tmp=$(mktemp -d)
+trap 'kill $broker_pid 2>/dev/null || true; rm -rf "$tmp"' EXIT
+: > "$tmp/results"
+for i in $(seq 1 "$runs"); do
+  rm -f "$tmp/port"
+  "$build/broker/sluiced" --listen 127.0.0.1:0 --port-file "$tmp/port" --log-level warn &
+  broker_pid=$!
+  for _ in $(seq 1 100); do [ -s "$tmp/port" ] && break; sleep 0.05; done
+  port=$(cat "$tmp/port")
+  "$build/bench/sluice-bench" --broker "127.0.0.1:$port" --json "$@" | tee -a "$tmp/results"
+  kill "$broker_pid"; wait "$broker_pid" || true
+done
+
+python3 - "$tmp/results" <<'PY'
+import json, statistics, sys
+rows = [json.loads(line) for line in open(sys.argv[1]) if line.strip()]
+med = lambda k: statistics.median(r[k] for r in rows)
+ok = all(r["lost"] == 0 and r["credit_respected"] for r in rows)
+print(f"median of {len(rows)} runs: {med('msgs_per_sec'):.0f} msg/s end to end, "
+      f"p50 {med('p50_us'):.0f} us, p99 {med('p99_us'):.0f} us, p99.9 {med('p999_us'):.0f} us; "
+      f"{'none lost, credit respected' if ok else 'LOSS OR CREDIT VIOLATION'}")
+sys.exit(0 if ok else 1)
+PY

@@ -1,0 +1,353 @@
+// sluice-bench: end-to-end load against a running sluiced, through the client
+// library, as users run it.
+//
+//   throughput: P producers publish N messages as fast as confirms allow while
+//               C consumers (credit K each) ack them; msg/s is N over the time
+//               from the first publish to the last delivery.
+//   latency:    one producer offers a fixed rate; publish→deliver percentiles.
+//
+// Every run also checks the broker's promises at full scale: every message
+// delivered (none lost) and no consumer ever holding more than its credit.
+// The exit status is 1 when either is broken.
+#include <algorithm>
+#include <atomic>
+#include <chrono>
+#include <cmath>
+#include <cstdio>
+#include <cstring>
+#include <memory>
+#include <string>
+#include <string_view>
+#include <thread>
+#include <vector>
+
+#include <unistd.h>
+
+#include "sluice/client/client.hpp"
+
+namespace {
+
+using Clock = std::chrono::steady_clock;
+using sluice::client::Connection;
+
+constexpr const char* kUsage = R"(usage: sluice-bench [options]
+
+Measures a running sluiced end to end (publish -> deliver -> ack).
+
+  --broker HOST:PORT   broker address (default 127.0.0.1:7450, or $SLUICE_BROKER)
+  --mode MODE          throughput (default) or latency
+  --messages N         messages in throughput mode (default 1000000)
+  --size BYTES         payload size, at least 16 (default 100)
+  --producers N        producer connections (default 1; latency mode uses 1)
+  --consumers N        consumer connections (default 4)
+  --in-flight N        each consumer's credit: most unacked messages held (default 64)
+  --rate N             latency mode: offered messages per second (default 10000)
+  --duration SECONDS   latency mode: how long to offer the rate (default 5)
+  --queue NAME         queue to use (default bench-<pid>-<time>, fresh each run)
+  --json               print one JSON object instead of a table
+  --help               print this help
+
+Exit status: 0 on success, 1 if a message was lost or a credit exceeded,
+2 on bad arguments or when the broker cannot be reached.
+)";
+
+struct Config {
+  std::string host = "127.0.0.1";
+  std::uint16_t port = 7450;
+  std::string mode = "throughput";
+  std::uint64_t messages = 1'000'000;
+  std::uint32_t size = 100;
+  std::uint32_t producers = 1;
+  std::uint32_t consumers = 4;
+  std::uint32_t in_flight = 64;
+  double rate = 10000;
+  double duration_s = 5;
+  std::string queue;
+  bool json = false;
+};
+
+std::uint64_t now_ns() {
+  return static_cast<std::uint64_t>(
+      std::chrono::duration_cast<std::chrono::nanoseconds>(Clock::now().time_since_epoch())
+          .count());
+}
+
+/// One consumer connection. The handler runs on that connection's I/O thread
+/// only, so its vectors need no lock; the counters are read by the main thread.
+struct Consumer {
+  std::unique_ptr<Connection> connection;
+  std::uint32_t subscription = 0;
+  std::vector<std::uint32_t> latencies_us;  // reserved up front: no allocation per message
+  std::atomic<std::uint64_t> received{0};
+  std::atomic<std::uint64_t> last_delivery_ns{0};
+};
+
+/// The payload carries its sequence number and send time; the rest is filler.
+void stamp(std::string& payload, std::uint64_t seq) {
+  const std::uint64_t t = now_ns();
+  std::memcpy(payload.data(), &seq, 8);
+  std::memcpy(payload.data() + 8, &t, 8);
+}
+
+bool parse_number(std::string_view text, double& out) {
+  std::string copy(text);
+  char* end = nullptr;
+  out = std::strtod(copy.c_str(), &end);
+  return !copy.empty() && *end == '\0' && out >= 0 && std::isfinite(out);
+}
+
+int usage_error(const std::string& why) {
+  std::fprintf(stderr, "sluice-bench: %s (see --help)\n", why.c_str());
+  return 2;
+}
+
+std::uint32_t percentile(const std::vector<std::uint32_t>& sorted, double p) {
+  if (sorted.empty()) return 0;
+  const auto rank = static_cast<std::size_t>(std::ceil(p * static_cast<double>(sorted.size())));
+  return sorted[std::min(sorted.size() - 1, rank == 0 ? 0 : rank - 1)];
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  Config cfg;
+  if (const char* env = std::getenv("SLUICE_BROKER")) {
+    std::string_view b = env;
+    const auto colon = b.rfind(':');
+    if (colon != std::string_view::npos) {
+      cfg.host = std::string(b.substr(0, colon));
+      cfg.port = static_cast<std::uint16_t>(std::atoi(std::string(b.substr(colon + 1)).c_str()));
+    }
+  }
+  for (int i = 1; i < argc; ++i) {
+    const std::string_view arg = argv[i];
+    if (arg == "--help" || arg == "-h") {
+      std::fputs(kUsage, stdout);
+      return 0;
+    }
+    if (arg == "--json") {
+      cfg.json = true;
+      continue;
+    }
+    if (i + 1 >= argc) return usage_error(std::string(arg) + " needs a value");
+    const std::string_view value = argv[++i];
+    double n = 0;
+    auto number = [&](double min, double max) {
+      return parse_number(value, n) && n >= min && n <= max;
+    };
+    if (arg == "--broker") {
+      const auto colon = value.rfind(':');
+      if (colon == std::string_view::npos || !parse_number(value.substr(colon + 1), n) || n < 1 ||
+          n > 65535)
+        return usage_error("--broker needs HOST:PORT");
+      cfg.host = std::string(value.substr(0, colon));
+      cfg.port = static_cast<std::uint16_t>(n);
+    } else if (arg == "--mode") {
+      if (value != "throughput" && value != "latency")
+        return usage_error("--mode is throughput or latency");
+      cfg.mode = value;
+    } else if (arg == "--messages") {
+      if (!number(1, 1e10)) return usage_error("--messages needs a positive count");
+      cfg.messages = static_cast<std::uint64_t>(n);
+    } else if (arg == "--size") {
+      if (!number(16, 1 << 20)) return usage_error("--size needs 16 to 1048576 bytes");
+      cfg.size = static_cast<std::uint32_t>(n);
+    } else if (arg == "--producers") {
+      if (!number(1, 64)) return usage_error("--producers needs 1 to 64");
+      cfg.producers = static_cast<std::uint32_t>(n);
+    } else if (arg == "--consumers") {
+      if (!number(1, 64)) return usage_error("--consumers needs 1 to 64");
+      cfg.consumers = static_cast<std::uint32_t>(n);
+    } else if (arg == "--in-flight") {
+      if (!number(1, 1e6)) return usage_error("--in-flight needs 1 to 1000000");
+      cfg.in_flight = static_cast<std::uint32_t>(n);
+    } else if (arg == "--rate") {
+      if (!number(1, 1e7)) return usage_error("--rate needs 1 to 10000000 per second");
+      cfg.rate = n;
+    } else if (arg == "--duration") {
+      if (!number(0.1, 3600)) return usage_error("--duration needs 0.1 to 3600 seconds");
+      cfg.duration_s = n;
+    } else if (arg == "--queue") {
+      cfg.queue = value;
+    } else {
+      return usage_error("unknown option " + std::string(arg));
+    }
+  }
+  const bool latency_mode = cfg.mode == "latency";
+  if (latency_mode) {
+    cfg.producers = 1;
+    cfg.messages = static_cast<std::uint64_t>(cfg.rate * cfg.duration_s);
+    if (cfg.messages == 0) return usage_error("--rate x --duration is less than one message");
+  }
+  if (cfg.queue.empty())
+    cfg.queue = "bench-" + std::to_string(::getpid()) + "-" + std::to_string(now_ns() % 1000000);
+
+  sluice::client::Options options;
+  options.host = cfg.host;
+  options.port = cfg.port;
+  options.client_name = "sluice-bench";
+  auto open = [&]() -> std::unique_ptr<Connection> {
+    auto c = Connection::connect(options);
+    if (!c) {
+      std::fprintf(stderr, "sluice-bench: cannot reach %s:%u: %s\n", cfg.host.c_str(), cfg.port,
+                   c.error().to_string().c_str());
+      return nullptr;
+    }
+    return std::move(c).value();
+  };
+
+  // Which sequence numbers arrived, to tell lost from duplicated.
+  std::unique_ptr<std::atomic<std::uint8_t>[]> seen(new std::atomic<std::uint8_t>[cfg.messages]);
+  for (std::uint64_t i = 0; i < cfg.messages; ++i) seen[i].store(0, std::memory_order_relaxed);
+  std::atomic<std::uint64_t> unique{0}, duplicates{0};
+
+  std::vector<std::unique_ptr<Consumer>> consumers;
+  for (std::uint32_t c = 0; c < cfg.consumers; ++c) {
+    auto consumer = std::make_unique<Consumer>();
+    consumer->connection = open();
+    if (!consumer->connection) return 2;
+    consumer->latencies_us.reserve(cfg.messages / cfg.consumers * 2 + 1024);
+    Consumer* self = consumer.get();
+    auto sub = consumer->connection->subscribe(
+        cfg.queue, {.max_in_flight = cfg.in_flight},
+        [self, &seen, &unique, &duplicates, &cfg](const sluice::client::Delivery& d) {
+          const std::uint64_t arrived = now_ns();
+          std::uint64_t seq = 0, sent = 0;
+          if (d.payload.size() >= 16) {
+            std::memcpy(&seq, d.payload.data(), 8);
+            std::memcpy(&sent, d.payload.data() + 8, 8);
+          }
+          if (seq < cfg.messages && seen[seq].exchange(1, std::memory_order_relaxed) == 0)
+            unique.fetch_add(1, std::memory_order_relaxed);
+          else
+            duplicates.fetch_add(1, std::memory_order_relaxed);
+          if (self->latencies_us.size() < self->latencies_us.capacity())
+            self->latencies_us.push_back(
+                static_cast<std::uint32_t>(std::min<std::uint64_t>((arrived - sent) / 1000, ~0u)));
+          self->received.fetch_add(1, std::memory_order_relaxed);
+          self->last_delivery_ns.store(arrived, std::memory_order_relaxed);
+          return sluice::client::Disposition::ack;
+        });
+    if (!sub) {
+      std::fprintf(stderr, "sluice-bench: subscribe: %s\n", sub.error().to_string().c_str());
+      return 2;
+    }
+    consumer->subscription = *sub;
+    consumers.push_back(std::move(consumer));
+  }
+
+  std::vector<std::unique_ptr<Connection>> producers;
+  for (std::uint32_t p = 0; p < cfg.producers; ++p) {
+    producers.push_back(open());
+    if (!producers.back()) return 2;
+  }
+
+  std::atomic<std::uint64_t> publish_failures{0};
+  auto on_confirm = [&publish_failures](const sluice::client::Error& e, std::uint64_t) {
+    if (e) publish_failures.fetch_add(1, std::memory_order_relaxed);
+  };
+  const std::uint64_t start_ns = now_ns();
+  std::atomic<std::uint64_t> confirmed_ns{0};
+  std::vector<std::thread> threads;
+  for (std::uint32_t p = 0; p < cfg.producers; ++p) {
+    threads.emplace_back([&, p] {
+      Connection& conn = *producers[p];
+      std::string payload(cfg.size, 'x');
+      // Producer p sends the sequence numbers p, p + P, p + 2P, ...
+      if (latency_mode) {
+        const auto begin = Clock::now();
+        std::uint64_t sent = 0;
+        while (sent < cfg.messages) {
+          const double elapsed = std::chrono::duration<double>(Clock::now() - begin).count();
+          const auto due = std::min<std::uint64_t>(
+              cfg.messages, static_cast<std::uint64_t>(elapsed * cfg.rate) + 1);
+          for (; sent < due; ++sent) {
+            stamp(payload, sent);
+            conn.publish_async(cfg.queue, payload, on_confirm);
+          }
+          std::this_thread::sleep_for(std::chrono::microseconds(200));
+        }
+      } else {
+        for (std::uint64_t seq = p; seq < cfg.messages; seq += cfg.producers) {
+          stamp(payload, seq);
+          conn.publish_async(cfg.queue, payload, on_confirm);
+        }
+      }
+      conn.wait_confirms(std::chrono::minutes(10));
+      std::uint64_t t = now_ns(), prev = confirmed_ns.load();
+      while (prev < t && !confirmed_ns.compare_exchange_weak(prev, t)) {
+      }
+    });
+  }
+  for (auto& t : threads) t.join();
+
+  // Wait for the last delivery; give up after 30 s without progress.
+  std::uint64_t last_seen = 0;
+  auto last_progress = Clock::now();
+  while (unique.load() < cfg.messages) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(2));
+    const auto u = unique.load();
+    if (u != last_seen) {
+      last_seen = u;
+      last_progress = Clock::now();
+    } else if (Clock::now() - last_progress > std::chrono::seconds(30)) {
+      break;
+    }
+  }
+  std::uint64_t end_ns = start_ns;
+  for (auto& c : consumers) end_ns = std::max(end_ns, c->last_delivery_ns.load());
+  // Let the last acks go out, then read the credit counters.
+  for (auto& c : consumers) c->connection->ping();
+
+  std::vector<std::uint32_t> latencies;
+  std::uint64_t peak_held = 0;
+  for (auto& c : consumers) {
+    latencies.insert(latencies.end(), c->latencies_us.begin(), c->latencies_us.end());
+    peak_held = std::max(peak_held, c->connection->subscription_stats(c->subscription).peak_held);
+  }
+  std::sort(latencies.begin(), latencies.end());
+
+  const double elapsed_s = static_cast<double>(end_ns - start_ns) / 1e9;
+  const double publish_s = static_cast<double>(confirmed_ns.load() - start_ns) / 1e9;
+  const std::uint64_t lost = cfg.messages - unique.load();
+  const bool credit_respected = peak_held <= cfg.in_flight;
+  const double msgs_per_sec = elapsed_s > 0 ? static_cast<double>(unique.load()) / elapsed_s : 0;
+  const double publish_per_sec = publish_s > 0 ? static_cast<double>(cfg.messages) / publish_s : 0;
+  const auto p50 = percentile(latencies, 0.50), p99 = percentile(latencies, 0.99),
+             p999 = percentile(latencies, 0.999), max = latencies.empty() ? 0u : latencies.back();
+
+  if (cfg.json) {
+    std::printf(
+        "{\"mode\":\"%s\",\"messages\":%llu,\"size\":%u,\"producers\":%u,\"consumers\":%u,"
+        "\"in_flight\":%u,\"offered_rate\":%.0f,\"elapsed_s\":%.3f,\"msgs_per_sec\":%.0f,"
+        "\"publish_msgs_per_sec\":%.0f,\"p50_us\":%u,\"p99_us\":%u,\"p999_us\":%u,"
+        "\"max_us\":%u,\"lost\":%llu,\"duplicates\":%llu,\"publish_failures\":%llu,"
+        "\"peak_held\":%llu,\"credit_respected\":%s}\n",
+        cfg.mode.c_str(), static_cast<unsigned long long>(cfg.messages), cfg.size, cfg.producers,
+        cfg.consumers, cfg.in_flight, latency_mode ? cfg.rate : 0.0, elapsed_s, msgs_per_sec,
+        publish_per_sec, p50, p99, p999, max, static_cast<unsigned long long>(lost),
+        static_cast<unsigned long long>(duplicates.load()),
+        static_cast<unsigned long long>(publish_failures.load()),
+        static_cast<unsigned long long>(peak_held), credit_respected ? "true" : "false");
+  } else {
+    std::printf("%-24s %s\n", "mode", cfg.mode.c_str());
+    std::printf("%-24s %llu x %u bytes\n", "messages",
+                static_cast<unsigned long long>(cfg.messages), cfg.size);
+    std::printf("%-24s %u producers, %u consumers x %u in flight\n", "shape", cfg.producers,
+                cfg.consumers, cfg.in_flight);
+    if (latency_mode) std::printf("%-24s %.0f msg/s\n", "offered rate", cfg.rate);
+    std::printf("%-24s %.3f s\n", "elapsed", elapsed_s);
+    std::printf("%-24s %.0f msg/s\n", "end to end", msgs_per_sec);
+    std::printf("%-24s %.0f msg/s\n", "publish (confirmed)", publish_per_sec);
+    std::printf("%-24s p50 %u  p99 %u  p99.9 %u  max %u\n", "publish->deliver us", p50, p99, p999,
+                max);
+    std::printf("%-24s lost %llu, duplicates %llu, publish failures %llu\n", "delivery",
+                static_cast<unsigned long long>(lost),
+                static_cast<unsigned long long>(duplicates.load()),
+                static_cast<unsigned long long>(publish_failures.load()));
+    std::printf("%-24s peak held %llu of %u: %s\n", "credit",
+                static_cast<unsigned long long>(peak_held), cfg.in_flight,
+                credit_respected ? "respected" : "EXCEEDED");
+  }
+  return lost == 0 && credit_respected && publish_failures.load() == 0 ? 0 : 1;
+}
