@@ -60,6 +60,7 @@ bool closes_connection(errc code) noexcept {
     case errc::shutting_down:
     case errc::too_many_connections:
     case errc::unauthenticated:
+    case errc::timed_out:
       return true;
     default:
       return false;

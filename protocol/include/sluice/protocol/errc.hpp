@@ -13,6 +13,8 @@ namespace sluice {
 enum class errc : std::uint16_t {
   ok = 0,
   /// A frame's body does not match its type's grammar (intact framing; connection stays open).
+  /// Sent with request id 0 and followed by a close when framing itself is broken: a zero
+  /// length prefix, or the stream ending inside a frame.
   malformed_frame = 1,
   /// A length prefix exceeds the negotiated maximum frame size; framing is lost, connection closed.
   frame_too_large = 2,
@@ -50,7 +52,8 @@ enum class errc : std::uint16_t {
   too_many_connections = 18,
   /// The client library lost its connection before the request was answered.
   connection_lost = 19,
-  /// The client library gave up waiting for an answer.
+  /// The client library gave up waiting for an answer; or, from the broker with request id 0,
+  /// a frame begun was not completed within limits.frame_timeout (connection closed).
   timed_out = 20,
 };
 
