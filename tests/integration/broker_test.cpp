@@ -344,3 +344,42 @@ TEST_CASE("a bad setting stops sluiced at start with one line naming it") {
     CHECK(r.status == 0);
   }
 }
+
+TEST_CASE("a consumer process killed with SIGKILL mid-flight loses nothing") {
+  TestBroker broker;
+  auto producer = broker.connect("producer");
+  std::vector<sluice::client::Message> batch;
+  for (int i = 0; i < 50; ++i) batch.push_back({"job-" + std::to_string(i), {}});
+  REQUIRE(producer->publish_batch("crashy", batch).ok());
+
+  sluice::test::HoldingConsumer victim(broker, "crashy", 20);
+  CHECK(queue_stats(*producer, "crashy").in_flight == 20);
+
+  std::mutex mutex;
+  std::set<std::string> payloads;
+  int redelivered = 0;
+  auto survivor = broker.connect("survivor");
+  REQUIRE(survivor
+              ->subscribe("crashy", SubscribeOptions{.max_in_flight = 8},
+                          [&](const Delivery& d) {
+                            std::lock_guard lk(mutex);
+                            payloads.emplace(d.payload);
+                            if (d.attempt == 2) ++redelivered;
+                            return Disposition::ack;
+                          })
+              .ok());
+  REQUIRE(eventually([&] {
+    std::lock_guard lk(mutex);
+    return payloads.size() == 30;  // all but the victim's
+  }));
+  victim.kill9();  // the kernel closes its socket; the broker requeues what it held
+  REQUIRE(eventually([&] {
+    std::lock_guard lk(mutex);
+    return payloads.size() == 50;
+  }));
+  {
+    std::lock_guard lk(mutex);
+    CHECK(redelivered == 20);
+  }
+  CHECK(eventually([&] { return queue_stats(*producer, "crashy").acked_total == 50; }));
+}

@@ -119,6 +119,46 @@ std::string TestBroker::log() const {
   return ss.str();
 }
 
+HoldingConsumer::HoldingConsumer(const TestBroker& broker, const std::string& queue,
+                                 std::uint32_t credit) {
+  const auto out_file = broker.dir() / ("holding-" + queue);
+  std::vector<std::string> args = {"/proc/self/exe", "--hold-consumer",
+                                   std::to_string(broker.port()), queue, std::to_string(credit)};
+  pid_ = ::fork();
+  REQUIRE(pid_ >= 0);
+  if (pid_ == 0) {
+    const int fd = ::open(out_file.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
+    if (fd >= 0) {
+      ::dup2(fd, STDOUT_FILENO);
+      ::close(fd);
+    }
+    std::vector<char*> argv;
+    for (auto& a : args) argv.push_back(a.data());
+    argv.push_back(nullptr);
+    ::execv(argv[0], argv.data());
+    std::_Exit(127);
+  }
+  const std::string expected = "holding " + std::to_string(credit);
+  const bool holding = eventually([&] {
+    std::ifstream f(out_file);
+    std::string line;
+    return std::getline(f, line) && line == expected;
+  });
+  REQUIRE(holding);
+}
+
+HoldingConsumer::~HoldingConsumer() {
+  kill9();
+}
+
+void HoldingConsumer::kill9() {
+  if (pid_ <= 0) return;
+  ::kill(pid_, SIGKILL);
+  int status = 0;
+  ::waitpid(pid_, &status, 0);
+  pid_ = -1;
+}
+
 CommandResult run_command(const std::string& command, const std::string& input) {
   auto dir = make_temp_dir("sluice-cmd");
   const auto in_path = dir / "stdin";

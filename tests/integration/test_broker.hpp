@@ -50,6 +50,23 @@ class TestBroker {
   std::uint16_t port_ = 0;
 };
 
+/// A consumer in a process of its own (this test binary run as --hold-consumer):
+/// it takes `credit` messages of `queue`, never settles them, and can be killed
+/// with SIGKILL like a crashing function. The constructor returns once it holds
+/// them all.
+class HoldingConsumer {
+ public:
+  HoldingConsumer(const TestBroker& broker, const std::string& queue, std::uint32_t credit);
+  ~HoldingConsumer();
+  HoldingConsumer(const HoldingConsumer&) = delete;
+  HoldingConsumer& operator=(const HoldingConsumer&) = delete;
+  /// SIGKILL, then reap.
+  void kill9();
+
+ private:
+  pid_t pid_ = -1;
+};
+
 /// A temporary directory removed at the end of the scope.
 std::filesystem::path make_temp_dir(const std::string& prefix);
 
