@@ -101,13 +101,16 @@ void Engine::resume(Consumer& consumer, Micros now) {
   dispatch(*consumer.queue_, now);
 }
 
-std::uint32_t Engine::live_lease(std::uint64_t message_id, std::uint64_t lease_token, Micros now) {
+std::uint32_t Engine::live_lease(const DeliverySink& caller, std::uint64_t message_id,
+                                 std::uint64_t lease_token, Micros now) {
   const std::uint32_t index = store_.slot_of(lease_token);
   if (index == kNil) return kNil;
   Slot& s = store_[index];
   if (s.state != SlotState::in_flight || s.generation != MessageStore::generation_of(lease_token) ||
       s.id != message_id)
     return kNil;
+  // Only the connection that holds a lease may settle it: tokens are not secrets.
+  if (&s.owner->sink() != &caller) return kNil;
   if (s.deadline <= now) {
     // The lease ran out; the timer just has not fired yet. Expire it now so
     // the answer does not depend on timer jitter.
@@ -119,8 +122,9 @@ std::uint32_t Engine::live_lease(std::uint64_t message_id, std::uint64_t lease_t
   return index;
 }
 
-errc Engine::ack(std::uint64_t message_id, std::uint64_t lease_token, Micros now) {
-  const std::uint32_t index = live_lease(message_id, lease_token, now);
+errc Engine::ack(const DeliverySink& caller, std::uint64_t message_id, std::uint64_t lease_token,
+                 Micros now) {
+  const std::uint32_t index = live_lease(caller, message_id, lease_token, now);
   if (index == kNil) return errc::stale_lease;
   Slot& s = store_[index];
   Queue& queue = *s.queue;
@@ -134,8 +138,9 @@ errc Engine::ack(std::uint64_t message_id, std::uint64_t lease_token, Micros now
   return errc::ok;
 }
 
-errc Engine::nack(std::uint64_t message_id, std::uint64_t lease_token, Micros delay, Micros now) {
-  const std::uint32_t index = live_lease(message_id, lease_token, now);
+errc Engine::nack(const DeliverySink& caller, std::uint64_t message_id, std::uint64_t lease_token,
+                  Micros delay, Micros now) {
+  const std::uint32_t index = live_lease(caller, message_id, lease_token, now);
   if (index == kNil) return errc::stale_lease;
   Slot& s = store_[index];
   Queue& queue = *s.queue;
@@ -158,9 +163,10 @@ errc Engine::nack(std::uint64_t message_id, std::uint64_t lease_token, Micros de
   return errc::ok;
 }
 
-errc Engine::extend(std::uint64_t message_id, std::uint64_t lease_token, Micros lease, Micros now) {
+errc Engine::extend(const DeliverySink& caller, std::uint64_t message_id, std::uint64_t lease_token,
+                    Micros lease, Micros now) {
   if (lease <= 0) return errc::invalid_argument;
-  const std::uint32_t index = live_lease(message_id, lease_token, now);
+  const std::uint32_t index = live_lease(caller, message_id, lease_token, now);
   if (index == kNil) return errc::stale_lease;
   store_[index].deadline = now + lease;
   deadlines_.update(index);

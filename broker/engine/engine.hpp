@@ -65,12 +65,16 @@ class Engine {
   void resume(Consumer& consumer, Micros now);
 
   /// Settles a delivery as done. stale_lease when the token does not name a
-  /// live lease for `message_id` (expired, settled, or never issued).
-  errc ack(std::uint64_t message_id, std::uint64_t lease_token, Micros now);
-  /// Gives a delivery back: ready after `delay` (0: at once, at the back).
-  errc nack(std::uint64_t message_id, std::uint64_t lease_token, Micros delay, Micros now);
-  /// Moves a live lease's deadline to now + `lease`.
-  errc extend(std::uint64_t message_id, std::uint64_t lease_token, Micros lease, Micros now);
+  /// live lease for `message_id` held by a consumer of `caller` (expired,
+  /// settled, never issued, or another connection's).
+  errc ack(const DeliverySink& caller, std::uint64_t message_id, std::uint64_t lease_token,
+           Micros now);
+  /// Gives a delivery back: ready after `delay` (0: at once, at the back). Errors as ack.
+  errc nack(const DeliverySink& caller, std::uint64_t message_id, std::uint64_t lease_token,
+            Micros delay, Micros now);
+  /// Moves a live lease's deadline to now + `lease`. Errors as ack; invalid_argument for 0.
+  errc extend(const DeliverySink& caller, std::uint64_t message_id, std::uint64_t lease_token,
+              Micros lease, Micros now);
 
   /// Handles every deadline at or before `now`: expired leases go back to the
   /// front of their queue, delayed messages become ready.
@@ -85,7 +89,8 @@ class Engine {
   /// The in-flight slot a token names for `message_id`, or kNil (stale).
   /// A lease past its deadline is expired here first, so a late ack is refused
   /// even when the timer has not fired yet.
-  std::uint32_t live_lease(std::uint64_t message_id, std::uint64_t lease_token, Micros now);
+  std::uint32_t live_lease(const DeliverySink& caller, std::uint64_t message_id,
+                           std::uint64_t lease_token, Micros now);
   void deliver(Queue& queue, std::uint32_t slot, Consumer& consumer, Micros now);
   void dispatch(Queue& queue, Micros now);
   /// Takes a slot out of its owner's in-flight set and the deadline heap.

@@ -272,7 +272,7 @@ void Session::handle_ack(std::string_view body) {
   const auto now = Server::now();
   failures_.clear();
   for (const auto& a : acks_) {
-    if (auto code = engine.ack(a.message_id, a.lease_token, now); code != errc::ok)
+    if (auto code = engine.ack(*this, a.message_id, a.lease_token, now); code != errc::ok)
       failures_.push_back({a.message_id, code});
   }
   protocol::encode_settled(out(), request_id, failures_);
@@ -294,7 +294,7 @@ void Session::handle_nack(std::string_view body) {
       continue;
     }
     if (auto code =
-            engine.nack(n.message_id, n.lease_token, engine::Micros{n.delay_ms} * 1000, now);
+            engine.nack(*this, n.message_id, n.lease_token, engine::Micros{n.delay_ms} * 1000, now);
         code != errc::ok)
       failures_.push_back({n.message_id, code});
   }
@@ -311,8 +311,8 @@ void Session::handle_extend(std::string_view body) {
   const auto now = Server::now();
   failures_.clear();
   for (const auto& e : extends_) {
-    if (auto code =
-            engine.extend(e.message_id, e.lease_token, engine::Micros{e.lease_ms} * 1000, now);
+    if (auto code = engine.extend(*this, e.message_id, e.lease_token,
+                                  engine::Micros{e.lease_ms} * 1000, now);
         code != errc::ok)
       failures_.push_back({e.message_id, code});
   }

@@ -383,3 +383,23 @@ TEST_CASE("a consumer process killed with SIGKILL mid-flight loses nothing") {
   }
   CHECK(eventually([&] { return queue_stats(*producer, "crashy").acked_total == 50; }));
 }
+
+TEST_CASE("only the connection holding a lease can settle it") {
+  TestBroker broker;
+  auto producer = broker.connect("producer");
+  REQUIRE(producer->publish("owned", {"mine", {}}).ok());
+  Held held;
+  auto holder = broker.connect("holder");
+  REQUIRE(holder
+              ->subscribe("owned", SubscribeOptions{.max_in_flight = 1},
+                          [&](const Delivery& d) { return held.keep(d); })
+              .ok());
+  REQUIRE(eventually([&] { return held.size() == 1; }));
+  const LeaseHandle lease = held.items[0].first;
+  // The same message id and token, sent by someone else: refused, nothing changes.
+  CHECK(producer->ack(lease).code == errc::stale_lease);
+  CHECK(producer->extend(lease, 60s).code == errc::stale_lease);
+  CHECK(queue_stats(*producer, "owned").in_flight == 1);
+  CHECK_FALSE(holder->ack(lease));
+  CHECK(queue_stats(*producer, "owned").acked_total == 1);
+}

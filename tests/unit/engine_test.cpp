@@ -89,7 +89,7 @@ TEST_CASE(
   CHECK(got.size() == 3);
   CHECK(c->in_flight() == 3);
   CHECK(q.counters().ready == 7);
-  CHECK(e.ack(got[0].delivery.message_id, got[0].delivery.lease_token, 1) == errc::ok);
+  CHECK(e.ack(sink, got[0].delivery.message_id, got[0].delivery.lease_token, 1) == errc::ok);
   CHECK(sink.take().size() == 1);
   CHECK(c->in_flight() == 3);
   CHECK(c->peak_in_flight() == 3);
@@ -132,9 +132,10 @@ TEST_CASE(
   CHECK(q.counters().expired_total == 1);
 
   // The first consumer wakes up and acks: refused, and the copy is untouched.
-  CHECK(e.ack(original.message_id, original.lease_token, 6 * kSecond) == errc::stale_lease);
+  CHECK(e.ack(first, original.message_id, original.lease_token, 6 * kSecond) == errc::stale_lease);
   CHECK(q.counters().in_flight == 1);
-  CHECK(e.ack(original.message_id, redelivered[0].delivery.lease_token, 6 * kSecond) == errc::ok);
+  CHECK(e.ack(second, original.message_id, redelivered[0].delivery.lease_token, 6 * kSecond) ==
+        errc::ok);
   CHECK(q.counters().acked_total == 1);
   CHECK(e.messages() == 0);
 }
@@ -147,7 +148,7 @@ TEST_CASE("engine: an ack at the deadline is stale even before the timer fires")
   e.publish(q, encode("x"), 0, 0);
   auto d = sink.take().at(0).delivery;
   // No advance(): the engine must notice the lease ran out by itself.
-  CHECK(e.ack(d.message_id, d.lease_token, kSecond) == errc::stale_lease);
+  CHECK(e.ack(sink, d.message_id, d.lease_token, kSecond) == errc::stale_lease);
   CHECK(q.counters().expired_total == 1);
   auto again = sink.take();  // redelivered to the same consumer, whose credit came back
   REQUIRE(again.size() == 1);
@@ -161,14 +162,19 @@ TEST_CASE("engine: stale and forged lease tokens are refused and change nothing"
   subscribe(e, q, sink, 10);
   e.publish(q, encode("x"), 0, 0);
   auto d = sink.take().at(0).delivery;
-  CHECK(e.ack(d.message_id + 1, d.lease_token, 1) == errc::stale_lease);      // wrong message
-  CHECK(e.ack(d.message_id, d.lease_token ^ 1, 1) == errc::stale_lease);      // wrong generation
-  CHECK(e.ack(d.message_id, 0xffffffff00000000ull, 1) == errc::stale_lease);  // no such slot
-  CHECK(e.nack(d.message_id, d.lease_token + (1ull << 32), 0, 1) == errc::stale_lease);
+  CHECK(e.ack(sink, d.message_id + 1, d.lease_token, 1) == errc::stale_lease);  // wrong message
+  CHECK(e.ack(sink, d.message_id, d.lease_token ^ 1, 1) == errc::stale_lease);  // wrong generation
+  CHECK(e.ack(sink, d.message_id, 0xffffffff00000000ull, 1) == errc::stale_lease);  // no such slot
+  CHECK(e.nack(sink, d.message_id, d.lease_token + (1ull << 32), 0, 1) == errc::stale_lease);
+  // The right token from another connection: not its lease to settle.
+  RecordingSink other;
+  CHECK(e.ack(other, d.message_id, d.lease_token, 1) == errc::stale_lease);
+  CHECK(e.nack(other, d.message_id, d.lease_token, 0, 1) == errc::stale_lease);
+  CHECK(e.extend(other, d.message_id, d.lease_token, kSecond, 1) == errc::stale_lease);
   CHECK(q.counters().in_flight == 1);
-  CHECK(e.ack(d.message_id, d.lease_token, 1) == errc::ok);
-  CHECK(e.ack(d.message_id, d.lease_token, 1) == errc::stale_lease);  // twice
-  CHECK(e.extend(d.message_id, d.lease_token, kSecond, 1) == errc::stale_lease);
+  CHECK(e.ack(sink, d.message_id, d.lease_token, 1) == errc::ok);
+  CHECK(e.ack(sink, d.message_id, d.lease_token, 1) == errc::stale_lease);  // twice
+  CHECK(e.extend(sink, d.message_id, d.lease_token, kSecond, 1) == errc::stale_lease);
 }
 
 TEST_CASE("engine: a disconnect puts held messages back at the front at once, in delivery order") {
@@ -197,14 +203,14 @@ TEST_CASE("engine: nack redelivers; with a delay, not before the delay") {
   e.publish(q, encode("a"), 0, 0);
   e.publish(q, encode("b"), 0, 0);
   auto a = sink.take().at(0);
-  CHECK(e.nack(a.delivery.message_id, a.delivery.lease_token, 0, 1) == errc::ok);
+  CHECK(e.nack(sink, a.delivery.message_id, a.delivery.lease_token, 0, 1) == errc::ok);
   auto b = sink.take().at(0);
   CHECK(b.payload == "b");  // an immediate nack goes to the back
-  CHECK(e.nack(b.delivery.message_id, b.delivery.lease_token, 2 * kSecond, 10) == errc::ok);
+  CHECK(e.nack(sink, b.delivery.message_id, b.delivery.lease_token, 2 * kSecond, 10) == errc::ok);
   auto a2 = sink.take().at(0);
   CHECK(a2.payload == "a");
   CHECK(a2.delivery.attempt == 2);
-  CHECK(e.ack(a2.delivery.message_id, a2.delivery.lease_token, 20) == errc::ok);
+  CHECK(e.ack(sink, a2.delivery.message_id, a2.delivery.lease_token, 20) == errc::ok);
   CHECK(sink.got.empty());
   CHECK(q.counters().delayed == 1);
   e.advance(10 + 2 * kSecond - 1);
@@ -223,12 +229,12 @@ TEST_CASE("engine: extend moves the lease deadline") {
   subscribe(e, q, sink, 1, kSecond);
   e.publish(q, encode("x"), 0, 0);
   auto d = sink.take().at(0).delivery;
-  CHECK(e.extend(d.message_id, d.lease_token, 10 * kSecond, kSecond / 2) == errc::ok);
+  CHECK(e.extend(sink, d.message_id, d.lease_token, 10 * kSecond, kSecond / 2) == errc::ok);
   e.advance(5 * kSecond);
   CHECK(sink.got.empty());
   CHECK(q.counters().expired_total == 0);
-  CHECK(e.ack(d.message_id, d.lease_token, 5 * kSecond) == errc::ok);
-  CHECK(e.extend(d.message_id, d.lease_token, 0, 0) == errc::invalid_argument);
+  CHECK(e.ack(sink, d.message_id, d.lease_token, 5 * kSecond) == errc::ok);
+  CHECK(e.extend(sink, d.message_id, d.lease_token, 0, 0) == errc::invalid_argument);
 }
 
 TEST_CASE("engine: an unsubscribed consumer gets nothing new but can settle what it holds") {
@@ -240,10 +246,10 @@ TEST_CASE("engine: an unsubscribed consumer gets nothing new but can settle what
   auto held = sink.take();
   REQUIRE(held.size() == 2);
   e.unsubscribe(*c);
-  CHECK(e.ack(held[0].delivery.message_id, held[0].delivery.lease_token, 1) == errc::ok);
+  CHECK(e.ack(sink, held[0].delivery.message_id, held[0].delivery.lease_token, 1) == errc::ok);
   CHECK(sink.got.empty());
   CHECK(sink.released_consumers.empty());
-  CHECK(e.ack(held[1].delivery.message_id, held[1].delivery.lease_token, 1) == errc::ok);
+  CHECK(e.ack(sink, held[1].delivery.message_id, held[1].delivery.lease_token, 1) == errc::ok);
   CHECK(sink.released_consumers.size() == 1);
   CHECK(q.consumer_count() == 0);
   CHECK(q.counters().ready == 2);
@@ -324,8 +330,13 @@ TEST_CASE("engine: randomized run keeps every limit and loses nothing") {
           const auto d = m.held[i];
           m.held.erase(m.held.begin() + static_cast<std::ptrdiff_t>(i));
           const bool nack = rng() % 5 == 0;
-          const errc r = nack ? e.nack(d.message_id, d.lease_token, (rng() % 2) * kSecond, now)
-                              : e.ack(d.message_id, d.lease_token, now);
+          // Another member trying the same token is always refused.
+          auto& stranger = *members[rng() % members.size()];
+          if (&stranger != &m)
+            REQUIRE(e.ack(stranger.sink, d.message_id, d.lease_token, now) == errc::stale_lease);
+          const errc r =
+              nack ? e.nack(m.sink, d.message_id, d.lease_token, (rng() % 2) * kSecond, now)
+                   : e.ack(m.sink, d.message_id, d.lease_token, now);
           if (r == errc::ok && !nack) {
             REQUIRE(acked.insert(d.message_id).second);  // never acked twice
           }
@@ -361,7 +372,7 @@ TEST_CASE("engine: randomized run keeps every limit and loses nothing") {
       e.advance(now);
       collect();
       for (auto& d : members[0]->held) {
-        if (e.ack(d.message_id, d.lease_token, now) == errc::ok)
+        if (e.ack(members[0]->sink, d.message_id, d.lease_token, now) == errc::ok)
           REQUIRE(acked.insert(d.message_id).second);
       }
       members[0]->held.clear();

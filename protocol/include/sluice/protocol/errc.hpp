@@ -30,7 +30,8 @@ enum class errc : std::uint16_t {
   payload_too_large = 7,
   /// A field has a value outside what is allowed (e.g. credit 0); the message says which.
   invalid_argument = 8,
-  /// Ack, nack or extend named a lease that has expired, was settled, or never existed.
+  /// Ack, nack or extend named a lease that has expired, was settled, never existed, or is held
+  /// by another connection.
   stale_lease = 9,
   /// The subscription id is not open on this connection.
   unknown_subscription = 10,
