@@ -94,6 +94,10 @@ void Engine::disconnect(Consumer& consumer, Micros now) {
   dispatch(queue, now);
 }
 
+void Engine::pause(Consumer& consumer) noexcept {
+  consumer.paused_ = true;  // dispatch skips it when its turn in the ring comes
+}
+
 void Engine::resume(Consumer& consumer, Micros now) {
   if (!consumer.paused_) return;
   consumer.paused_ = false;

@@ -61,6 +61,8 @@ class Engine {
   /// The consumer's connection is gone: everything it holds is ready again at
   /// once (at the front, in delivery order) and the consumer is freed.
   void disconnect(Consumer& consumer, Micros now);
+  /// No deliveries to `consumer` until resume(); what it holds stays its own.
+  void pause(Consumer& consumer) noexcept;
   /// Outbound room again: deliveries to `consumer` resume.
   void resume(Consumer& consumer, Micros now);
 

@@ -71,11 +71,26 @@ void Session::on_read(const boost::system::error_code& ec, std::size_t n) {
     return;
   }
   decoder_.commit(n);
+  process_frames();
+}
+
+bool Session::outbound_full() const noexcept {
+  return out_.size() + writing_.size() >= server_.options().connection_outbound_bytes;
+}
+
+void Session::process_frames() {
   protocol::Frame frame;
   errc framing_error = errc::ok;
   bool keep_going = true;
   bool progressed = false;
   while (keep_going && !closing_) {
+    // Backpressure, checked per frame: one read can hold thousands of small
+    // requests, and a peer that does not read its answers must not make us
+    // buffer all of theirs. The rest waits in the decoder until on_write.
+    if (outbound_full()) {
+      read_paused_ = true;
+      break;
+    }
     switch (decoder_.next(frame, framing_error)) {
       case protocol::FrameDecoder::Result::frame:
         progressed = true;
@@ -96,12 +111,7 @@ void Session::on_read(const boost::system::error_code& ec, std::size_t n) {
   flush();
   if (closing_) return;
   watch_partial_frame(progressed);
-  // Backpressure: a peer that does not read its answers stops being read.
-  if (out_.size() + writing_.size() >= server_.options().connection_outbound_bytes) {
-    read_paused_ = true;
-    return;
-  }
-  read();
+  if (!read_paused_) read();
 }
 
 void Session::watch_partial_frame(bool progressed) {
@@ -114,17 +124,22 @@ void Session::watch_partial_frame(bool progressed) {
   // streaming frame after frame never trips it.
   if (frame_timer_armed_ && !progressed) return;
   frame_timer_armed_ = true;
+  // A handler already queued when the timer is re-armed still runs with
+  // success; the generation tells it that it is out of date.
+  const std::uint64_t generation = ++frame_timer_generation_;
   frame_timer_.expires_after(server_.options().frame_timeout);
-  frame_timer_.async_wait([self = shared_from_this()](const boost::system::error_code& ec) {
-    if (ec || self->closing_ || self->closed_) return;
-    self->frame_timer_armed_ = false;
-    if (self->read_paused_) {
-      // We stopped reading (the peer is not reading its answers); not its fault.
-      self->watch_partial_frame(true);
-      return;
-    }
-    self->close_after_flush(errc::timed_out, "frame not completed within limits.frame_timeout");
-  });
+  frame_timer_.async_wait(
+      [self = shared_from_this(), generation](const boost::system::error_code& ec) {
+        if (ec || self->closing_ || self->closed_ || generation != self->frame_timer_generation_)
+          return;
+        self->frame_timer_armed_ = false;
+        if (self->read_paused_) {
+          // We stopped reading (the peer is not reading its answers); not its fault.
+          self->watch_partial_frame(true);
+          return;
+        }
+        self->close_after_flush(errc::timed_out, "frame not completed within limits.frame_timeout");
+      });
 }
 
 bool Session::handle(const protocol::Frame& frame) {
@@ -429,13 +444,32 @@ void Session::on_write(const boost::system::error_code& ec) {
       paused_.clear();
       const auto now = Server::now();
       for (auto* consumer : paused) server_.engine().resume(*consumer, now);
+      server_.watch_deadlines();  // the deliveries just made carry new lease deadlines
     }
     if (read_paused_) {
       read_paused_ = false;
-      read();
+      process_frames();  // what is already buffered first; it reads again when done
+      return;
     }
   }
   flush();
+}
+
+void Session::release_consumers() {
+  engine::Engine& engine = server_.engine();
+  const auto now = Server::now();
+  auto subscriptions = std::move(subscriptions_);
+  subscriptions_.clear();
+  // disconnect frees each consumer without calling released(), so take a copy.
+  auto draining = std::move(draining_);
+  draining_.clear();
+  paused_.clear();
+  // Pause them all first, so what one gives back is not dispatched to another
+  // consumer of this same dying connection.
+  for (auto& [id, consumer] : subscriptions) engine.pause(*consumer);
+  for (auto& [id, consumer] : subscriptions) engine.disconnect(*consumer, now);
+  for (auto* consumer : draining) engine.disconnect(*consumer, now);
+  server_.watch_deadlines();
 }
 
 void Session::close_after_flush(errc code, std::string_view message) {
@@ -449,11 +483,9 @@ void Session::close_after_flush(errc code, std::string_view message) {
   }
   closing_ = true;
   if (frame_timer_armed_) frame_timer_.cancel();
-  // Stop taking work; deliveries to our consumers go elsewhere.
-  const auto now = Server::now();
-  for (auto& [id, consumer] : subscriptions_) server_.engine().disconnect(*consumer, now);
-  subscriptions_.clear();
-  paused_.clear();
+  // Stop taking work; what our consumers hold goes to others at once, and
+  // their lease tokens are stale from here on (PROTOCOL.md).
+  release_consumers();
   boost::system::error_code ignored;
   socket_.shutdown(asio::ip::tcp::socket::shutdown_receive, ignored);
   // A peer that never reads must not hold the connection open forever.
@@ -471,21 +503,12 @@ void Session::close_after_flush(errc code, std::string_view message) {
 void Session::close() {
   if (closed_) return;
   closed_ = true;
-  const auto now = Server::now();
-  engine::Engine& engine = server_.engine();
-  for (auto& [id, consumer] : subscriptions_) engine.disconnect(*consumer, now);
-  subscriptions_.clear();
-  // disconnect frees each consumer without calling released(), so take a copy.
-  auto draining = std::move(draining_);
-  draining_.clear();
-  for (auto* consumer : draining) engine.disconnect(*consumer, now);
-  paused_.clear();
+  release_consumers();
   if (close_timer_) close_timer_->cancel();
   frame_timer_.cancel();
   boost::system::error_code ignored;
   socket_.shutdown(asio::ip::tcp::socket::shutdown_both, ignored);
   socket_.close(ignored);
-  server_.watch_deadlines();
   log::debug("connection_closed").str("peer", peer_);
   server_.remove(this);
 }

@@ -38,6 +38,13 @@ class Session final : public std::enable_shared_from_this<Session>, public engin
  private:
   void read();
   void on_read(const boost::system::error_code& ec, std::size_t n);
+  /// Handles the complete frames buffered, until the outbound bound is reached
+  /// (then reading pauses until on_write drains below half), then reads again.
+  void process_frames();
+  bool outbound_full() const noexcept;
+  /// Gives back everything this connection's consumers hold (at once, to other
+  /// connections) and frees them. Idempotent.
+  void release_consumers();
   /// Arms or cancels the frame deadline after a read; `progressed`: a frame completed.
   void watch_partial_frame(bool progressed);
   /// Handles one frame; false when the connection must close (error queued).
@@ -82,6 +89,7 @@ class Session final : public std::enable_shared_from_this<Session>, public engin
   std::unique_ptr<boost::asio::steady_timer> close_timer_;
   boost::asio::steady_timer frame_timer_;  // limits.frame_timeout for a frame begun
   bool frame_timer_armed_ = false;
+  std::uint64_t frame_timer_generation_ = 0;
 
   std::unordered_map<std::uint32_t, engine::Consumer*> subscriptions_;
   std::vector<engine::Consumer*> draining_;

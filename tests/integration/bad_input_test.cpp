@@ -10,6 +10,8 @@
 
 #include <atomic>
 #include <cstring>
+#include <fstream>
+#include <thread>
 #include <optional>
 #include <random>
 
@@ -253,4 +255,42 @@ TEST_CASE("bad input gets the documented error and leaves other clients alone") 
   }
 
   bystander.check_undisturbed();
+}
+
+namespace {
+std::uint64_t resident_kib(pid_t pid) {
+  std::ifstream status("/proc/" + std::to_string(pid) + "/status");
+  for (std::string line; std::getline(status, line);)
+    if (line.rfind("VmRSS:", 0) == 0) return std::stoull(line.substr(6));
+  return 0;
+}
+}  // namespace
+
+TEST_CASE("a client that does not read its answers is paused, not buffered without bound") {
+  TestBroker broker({"--set", "limits.connection_outbound_bytes=64KiB"});
+  auto admin = broker.connect("admin");
+  for (int q = 0; q < 400; ++q)
+    REQUIRE(admin->publish("queue-" + std::to_string(q), {"x", {}}).ok());
+  const std::uint64_t before = resident_kib(broker.pid());
+
+  // 3,000 STATS requests of every queue (45 KB sent) ask for ~120 MB of answers.
+  RawClient greedy(broker.port());
+  greedy.hello();
+  std::string requests;
+  for (std::uint64_t i = 1; i <= 3000; ++i) protocol::encode_stats(requests, {i, ""});
+  greedy.send(requests);
+  std::this_thread::sleep_for(500ms);  // the broker does what it will with them
+  const std::uint64_t during = resident_kib(broker.pid());
+  CAPTURE(before);
+  CAPTURE(during);
+  CHECK(during < before + 16 * 1024);  // bounded by the outbound limit, not by the requests
+
+  // Others are served meanwhile, and the greedy client gets every answer once it reads.
+  CHECK_FALSE(admin->ping());
+  std::uint64_t answered = 0;
+  while (auto f = greedy.next_frame()) {
+    REQUIRE(f->first == static_cast<std::uint8_t>(protocol::FrameType::stats_result));
+    if (++answered == 3000) break;
+  }
+  CHECK(answered == 3000);
 }
