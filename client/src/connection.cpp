@@ -9,6 +9,8 @@
 
 #include <atomic>
 #include <condition_variable>
+#include <cstdio>
+#include <cstdlib>
 #include <future>
 #include <mutex>
 #include <optional>
@@ -41,8 +43,19 @@ constexpr std::size_t kReadChunk = 128 * 1024;
 
 /// Checks a message against the protocol limits before it is queued, so a bad
 /// message fails alone instead of failing the whole batch at the broker.
+/// Room in a PUBLISH frame besides its messages: length, type, request id,
+/// queue name (at most 200 bytes) and count, rounded up.
+constexpr std::size_t kPublishFrameOverhead = 512;
+
+/// Bytes `encode_message` writes for this message.
+std::size_t encoded_size(std::span<const protocol::Header> headers, std::string_view payload) {
+  std::size_t n = 1 + 2 + 4 + payload.size();
+  for (const auto& h : headers) n += 4 + h.key.size() + h.value.size();
+  return n;
+}
+
 Error check_message(std::span<const protocol::Header> headers, std::string_view payload,
-                    std::uint32_t max_payload) {
+                    std::uint32_t max_payload, std::uint32_t max_frame) {
   if (payload.size() > max_payload)
     return {errc::payload_too_large, "payload over the broker's max_payload_bytes"};
   if (headers.size() > protocol::kMaxHeaders)
@@ -53,6 +66,8 @@ Error check_message(std::span<const protocol::Header> headers, std::string_view 
     if (h.value.size() > protocol::kMaxHeaderValueBytes)
       return {errc::invalid_argument, "header value over 16384 bytes"};
   }
+  if (encoded_size(headers, payload) + kPublishFrameOverhead > max_frame)
+    return {errc::payload_too_large, "payload and headers together exceed the broker's frame size"};
   return {};
 }
 }  // namespace
@@ -112,6 +127,7 @@ class Connection::Impl {
   }
 
   std::uint32_t max_payload_bytes_ = protocol::kDefaultMaxPayloadBytes;
+  std::uint32_t max_frame_bytes_ = protocol::kDefaultMaxFrameBytes;
   std::atomic<std::uint64_t> refused_auto_acks_{0};
   const Options options_;
 
@@ -237,8 +253,11 @@ Error Connection::Impl::open() {
               result = {s.code, s.detail};
             } else {
               max_payload_bytes_ = ok.max_payload_bytes;
+              max_frame_bytes_ = ok.max_frame_bytes;
+              // Answers may be larger than what we may send: a CONFIRM carries
+              // 8 bytes per id for messages as small as 7 bytes (PROTOCOL.md).
               decoder_ = protocol::FrameDecoder(
-                  std::max(ok.max_frame_bytes, protocol::kDefaultMaxFrameBytes) + 4096);
+                  2 * std::max(ok.max_frame_bytes, protocol::kDefaultMaxFrameBytes) + 65536);
               result = {};
             }
           }
@@ -315,7 +334,10 @@ void Connection::Impl::handle(const protocol::Frame& frame) {
       return;
     case FrameType::confirm: {
       protocol::Confirm c;
-      if (!protocol::decode_confirm(frame.body, c)) return;
+      if (!protocol::decode_confirm(frame.body, c)) {
+        fail_all({errc::malformed_frame, "the broker sent a malformed CONFIRM"});
+        return;
+      }
       auto it = in_flight_.find(c.request_id);
       if (it == in_flight_.end()) return;
       Pending p = std::move(it->second);
@@ -522,7 +544,7 @@ void Connection::Impl::fail_all(Error error) {
 void Connection::Impl::publish_async(std::string_view queue,
                                      std::span<const protocol::Header> headers,
                                      std::string_view payload, PublishCallback done) {
-  if (Error e = check_message(headers, payload, max_payload_bytes_)) {
+  if (Error e = check_message(headers, payload, max_payload_bytes_, max_frame_bytes_)) {
     if (done) done(e, 0);
     return;
   }
@@ -540,8 +562,10 @@ void Connection::Impl::publish_async(std::string_view queue,
     if (done) done(e, 0);
     return;
   }
+  const std::size_t batch_limit =
+      std::min<std::size_t>(options_.max_batch_bytes, max_frame_bytes_ - kPublishFrameOverhead);
   if (!publish_open_ || open_queue_ != queue ||
-      pending_.size() - open_frame_.frame_offset + payload.size() > options_.max_batch_bytes) {
+      pending_.size() - open_frame_.frame_offset + encoded_size(headers, payload) > batch_limit) {
     if (publish_open_) protocol::end_publish(pending_, open_frame_, open_count_);
     const std::uint64_t id = next_request_id_++;
     open_frame_ = protocol::begin_publish(pending_, id, queue);
@@ -618,7 +642,18 @@ Result<std::uint32_t> Connection::Impl::subscribe(std::string_view queue, Subscr
         protocol::encode_subscribe(out, s);
       },
       [id](FrameType, std::string_view) { return Result<std::uint32_t>(id); });
-  if (!result) asio::post(io_, [this, id] { handlers_.erase(id); });
+  if (!result) {
+    const bool maybe_open = result.error().code == errc::timed_out;
+    asio::post(io_, [this, id, maybe_open] {
+      handlers_.erase(id);
+      // The broker may have opened it after we stopped waiting: close it, or
+      // every delivery would bounce off the missing handler forever.
+      if (maybe_open) protocol::encode_unsubscribe(out_, {register_request({}), id});
+      flush();
+    });
+    std::lock_guard lk(mutex_);
+    subscription_index_.erase(id);
+  }
   return result;
 }
 
@@ -628,7 +663,11 @@ Error Connection::Impl::unsubscribe(std::uint32_t id) {
         protocol::encode_unsubscribe(out, {request_id, id});
       },
       [](FrameType, std::string_view) { return Result<bool>(true); });
-  if (result) asio::post(io_, [this, id] { handlers_.erase(id); });
+  if (result) {
+    asio::post(io_, [this, id] { handlers_.erase(id); });
+    std::lock_guard lk(mutex_);
+    subscription_index_.erase(id);
+  }
   return result.error();
 }
 
@@ -667,6 +706,12 @@ Error Connection::Impl::settle(FrameType type, LeaseHandle lease, std::uint32_t 
 Connection::Connection(std::shared_ptr<Impl> impl) : impl_(std::move(impl)) {}
 
 Connection::~Connection() {
+  if (impl_->on_io_thread()) {
+    // Joining the I/O thread from itself cannot work; this is a programming error.
+    std::fputs("sluice::client: a Connection was destroyed inside its own handler or callback\n",
+               stderr);
+    std::abort();
+  }
   impl_->shutdown();
 }
 
@@ -701,12 +746,19 @@ Result<std::vector<std::uint64_t>> Connection::publish_batch(std::string_view qu
   if (messages.empty()) return std::vector<std::uint64_t>{};
   if (!protocol::valid_queue_name(queue))
     return Error{errc::invalid_queue_name, "queue name must be 1..200 of [A-Za-z0-9_.:-]"};
-  std::string frame;
+  std::size_t frame_bytes = kPublishFrameOverhead;
   for (const auto& m : messages) {
     std::vector<protocol::Header> headers;
     for (const auto& [k, v] : m.headers) headers.push_back({k, v});
-    if (Error e = check_message(headers, m.payload, impl_->max_payload_bytes_)) return e;
+    if (Error e =
+            check_message(headers, m.payload, impl_->max_payload_bytes_, impl_->max_frame_bytes_))
+      return e;
+    frame_bytes += encoded_size(headers, m.payload);
   }
+  if (frame_bytes > impl_->max_frame_bytes_)
+    return Error{errc::invalid_argument,
+                 "batch of " + std::to_string(frame_bytes) +
+                     " bytes exceeds the broker's max frame; split it or use publish_async"};
   std::string q(queue);
   std::vector<Message> copy(messages.begin(), messages.end());
   return impl_->call<std::vector<std::uint64_t>>(

@@ -403,3 +403,31 @@ TEST_CASE("only the connection holding a lease can settle it") {
   CHECK_FALSE(holder->ack(lease));
   CHECK(queue_stats(*producer, "owned").acked_total == 1);
 }
+
+TEST_CASE("the client keeps its frames within the broker's announced limits") {
+  TestBroker broker(
+      {"--set", "limits.max_frame_bytes=128KiB", "--set", "limits.max_payload_bytes=60KiB"});
+  auto c = broker.connect();
+  const std::string big(50 * 1024, 'b');
+
+  // Batches split themselves, headers counted: every message is confirmed.
+  std::atomic<int> confirmed{0};
+  for (int i = 0; i < 10; ++i)
+    c->publish_async("limits", {big, {{"h", std::string(10000, 'v')}}},
+                     [&](const sluice::client::Error& e, std::uint64_t) {
+                       if (!e) confirmed.fetch_add(1);
+                     });
+  REQUIRE(c->wait_confirms(10s));
+  CHECK(confirmed == 10);
+
+  std::vector<sluice::client::Message> batch(3, {big, {}});
+  CHECK(c->publish_batch("limits", batch).error().code == errc::invalid_argument);
+  std::vector<std::pair<std::string, std::string>> headers;
+  for (int i = 0; i < 5; ++i)
+    headers.emplace_back("h" + std::to_string(i), std::string(16000, 'v'));
+  CHECK(c->publish("limits", {big, headers}).error().code == errc::payload_too_large);
+  CHECK(c->publish("limits", {std::string(61 * 1024, 'x'), {}}).error().code ==
+        errc::payload_too_large);
+  CHECK(c->connected());
+  CHECK(queue_stats(*c, "limits").published_total == 10);
+}

@@ -137,6 +137,7 @@ class Connection {
   /// Errors: connection_lost (refused/unreachable), timed_out, unsupported_version.
   static Result<std::unique_ptr<Connection>> connect(const Options& options);
   /// Closes the connection; unconfirmed publishes complete with connection_lost.
+  /// Must not run inside this connection's own handler or callback (aborts).
   ~Connection();
 
   // ---- producer ----
@@ -171,7 +172,8 @@ class Connection {
   Error nack(LeaseHandle lease, std::chrono::milliseconds delay = std::chrono::milliseconds{0});
   /// Sets a lease to run `lease` from now.
   Error extend(LeaseHandle lease, std::chrono::milliseconds lease_time);
-  /// Counters of a subscription of this connection (zeros if unknown).
+  /// Counters of an open subscription of this connection (zeros if unknown or
+  /// unsubscribed).
   SubscriptionStats subscription_stats(std::uint32_t subscription_id) const;
 
   // ---- admin ----
