@@ -7,17 +7,17 @@ namespace sluice::engine {
 Engine::Engine(QueueOptions defaults) : defaults_(defaults) {}
 Engine::~Engine() = default;
 
-void Engine::declare(std::string_view name, const QueueOptions& options) {
-  declared_[std::string(name)] = options;
-  if (auto it = queues_.find(name); it != queues_.end()) it->second->options_ = options;
+Queue& Engine::declare(std::string_view name, const QueueOptions& options) {
+  Queue& q = queue(name);
+  q.options_ = options;
+  return q;
 }
 
 Queue& Engine::queue(std::string_view name) {
   if (auto it = queues_.find(name); it != queues_.end()) return *it->second;
   auto q = std::make_unique<Queue>();
   q->name_ = std::string(name);
-  auto declared = declared_.find(name);
-  q->options_ = declared != declared_.end() ? declared->second : defaults_;
+  q->options_ = defaults_;
   Queue& ref = *q;
   queues_.emplace(q->name_, std::move(q));
   return ref;

@@ -36,8 +36,9 @@ class Engine {
   Engine(const Engine&) = delete;
   Engine& operator=(const Engine&) = delete;
 
-  /// Sets the options a queue gets when it is created (declared queues).
-  void declare(std::string_view name, const QueueOptions& options);
+  /// Creates the queue `name` now (or finds it) and gives it `options`: the
+  /// queues of the config file exist from start-up, visible in stats.
+  Queue& declare(std::string_view name, const QueueOptions& options);
   /// The queue named `name`, created with default options on first use.
   /// The name must already be valid (protocol::valid_queue_name).
   Queue& queue(std::string_view name);
@@ -117,7 +118,6 @@ class Engine {
   };
   template <typename T>
   using ByName = std::unordered_map<std::string, T, NameHash, std::equal_to<>>;
-  ByName<QueueOptions> declared_;
   ByName<std::unique_ptr<Queue>> queues_;
 };
 

@@ -431,3 +431,27 @@ TEST_CASE("the client keeps its frames within the broker's announced limits") {
   CHECK(c->connected());
   CHECK(queue_stats(*c, "limits").published_total == 10);
 }
+
+TEST_CASE("queues declared in the config keep their own settings; others get the defaults") {
+  TestBroker broker({"--set", "queues.orders.lease_timeout=300ms", "--set",
+                     "queues.orders.max_consumer_in_flight=5"});
+  auto c = broker.connect();
+  auto stats = c->stats();
+  REQUIRE(stats.ok());
+  REQUIRE(stats->size() == 1);  // declared at start, before any use
+  CHECK(stats->front().name == "orders");
+
+  auto refuse = [](const Delivery&) { return Disposition::manual; };
+  CHECK(c->subscribe("orders", {.max_in_flight = 6}, refuse).error().code ==
+        errc::invalid_argument);
+  CHECK(c->subscribe("elsewhere", {.max_in_flight = 6}, refuse).ok());  // default max 10000
+
+  Held held;
+  REQUIRE(c->subscribe("orders", {.max_in_flight = 5}, [&](const Delivery& d) {
+             return held.keep(d);
+           }).ok());
+  REQUIRE(c->publish("orders", {"o", {}}).ok());
+  // Never acked: the queue's 300 ms lease brings it back with attempt 2.
+  REQUIRE(eventually([&] { return held.size() == 2; }, 5s));
+  CHECK(held.items[1].second == 2);
+}
