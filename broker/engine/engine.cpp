@@ -9,8 +9,149 @@ Engine::~Engine() = default;
 
 Queue& Engine::declare(std::string_view name, const QueueOptions& options) {
   Queue& q = queue(name);
-  q.options_ = options;
+  reconfigure(q, options, 0);
   return q;
+}
+
+void Engine::reconfigure(Queue& queue, const QueueOptions& options, Micros now) {
+  queue.options_ = options;
+  apply_rates(queue, now);
+  for (auto& c : queue.consumers_) {
+    // A consumer keeps what it asked for, within the queue's new cap.
+    const MilliRate cap = options.max_consumer_rate;
+    if (cap != 0 && (c->rate_.unlimited() || c->rate_.rate() > cap))
+      c->rate_.reconfigure(cap, c->rate_.unlimited() ? 1 : c->rate_.burst(), now);
+  }
+  // Larger capacity or faster rates may let blocked publishers and idle consumers go.
+  queue.full_ = queue.full_ && !below_low_watermark(queue);
+  release_waiters(queue, now);
+  dispatch(queue, now);
+}
+
+void Engine::apply_rates(Queue& queue, Micros now) {
+  const auto set = [now](TokenBucket& bucket, const RateLimit& limit) {
+    if (limit.rate == 0)
+      bucket = TokenBucket();
+    else if (bucket.unlimited())
+      bucket = TokenBucket(limit.rate, limit.burst, now);
+    else
+      bucket.reconfigure(limit.rate, limit.burst, now);
+  };
+  set(queue.dispatch_bucket_, queue.options_.dispatch_rate);
+  set(queue.ingress_bucket_, queue.options_.ingress_rate);
+}
+
+std::uint8_t Queue::pressure() const noexcept {
+  const auto high = [this](std::uint64_t max) {
+    return std::max<std::uint64_t>(1, max * options_.high_watermark_pct / 100);
+  };
+  const std::uint64_t by_count = counters_.messages() * 100 / high(options_.max_messages);
+  const std::uint64_t by_bytes = counters_.bytes * 100 / high(options_.max_bytes);
+  return static_cast<std::uint8_t>(std::min<std::uint64_t>(100, std::max(by_count, by_bytes)));
+}
+
+bool Engine::below_low_watermark(const Queue& queue) const noexcept {
+  const auto& o = queue.options_;
+  return queue.counters_.messages() * 100 < o.max_messages * o.low_watermark_pct &&
+         queue.counters_.bytes * 100 < o.max_bytes * o.low_watermark_pct;
+}
+
+Micros Engine::retry_after(const Queue& queue) const noexcept {
+  // Time for the queue to fall to its low watermark at the dispatch rate if it
+  // has one; otherwise a short guess. Clients add jitter and back off.
+  constexpr Micros kGuess = 250'000;
+  Micros estimate = kGuess;
+  const auto& o = queue.options_;
+  if (o.dispatch_rate.rate != 0) {
+    const std::uint64_t low = o.max_messages * o.low_watermark_pct / 100;
+    const std::uint64_t excess =
+        queue.counters_.messages() > low ? queue.counters_.messages() - low : 1;
+    estimate = static_cast<Micros>(excess * 1'000'000'000ull / o.dispatch_rate.rate);
+  }
+  return std::clamp<Micros>(estimate, 10'000, 60'000'000);
+}
+
+Admission Engine::admit(Queue& queue, std::uint64_t count, std::uint64_t bytes, Micros now) {
+  const auto& o = queue.options_;
+  const std::uint64_t high_messages =
+      std::max<std::uint64_t>(1, o.max_messages * o.high_watermark_pct / 100);
+  const std::uint64_t high_bytes =
+      std::max<std::uint64_t>(1, o.max_bytes * o.high_watermark_pct / 100);
+  if (count > high_messages || bytes > high_bytes)
+    return {errc::invalid_argument, 0,
+            "batch larger than the queue's capacity; publish fewer at once"};
+  if (queue.full_ && below_low_watermark(queue)) queue.full_ = false;
+  if (!queue.full_ && (queue.counters_.messages() + count > high_messages ||
+                       queue.counters_.bytes + bytes > high_bytes))
+    queue.full_ = true;
+  if (queue.full_) return {errc::queue_full, retry_after(queue), "queue is full"};
+
+  const std::uint64_t memory = bytes + count * kMessageOverhead;
+  if (memory_full_ && memory_used_ * 10 < memory_limit_ * 9) memory_full_ = false;
+  if (memory_limit_ != 0 && !memory_full_ && memory_used_ + memory > memory_limit_)
+    memory_full_ = true;
+  if (memory_full_) return {errc::queue_full, retry_after(queue), "broker memory limit reached"};
+
+  if (!queue.ingress_bucket_.try_take_batch(count, now))
+    return {errc::queue_full, queue.ingress_bucket_.next_available(now) - now,
+            "publish rate limit of the queue"};
+  return {};
+}
+
+void Engine::wait_for_room(Queue& queue, PublishWaiter& waiter, Micros now) {
+  if (std::find(queue.waiters_.begin(), queue.waiters_.end(), &waiter) == queue.waiters_.end())
+    queue.waiters_.push_back(&waiter);
+  if (std::find(blocked_queues_.begin(), blocked_queues_.end(), &queue) == blocked_queues_.end())
+    blocked_queues_.push_back(&queue);
+  queue.counters_.blocked_total++;
+  // Only a rate wait ends by itself; the others end when messages leave.
+  if (!queue.full_ && !memory_full_)
+    schedule_wakeup(queue, queue.ingress_bucket_.next_available(now));
+}
+
+void Engine::forget_waiter(PublishWaiter& waiter) noexcept {
+  for (Queue* q : blocked_queues_) std::erase(q->waiters_, &waiter);
+  std::erase_if(blocked_queues_, [](Queue* q) { return q->waiters_.empty(); });
+}
+
+void Engine::release_waiters(Queue& queue, Micros now) {
+  if (queue.waiters_.empty()) return;
+  if (queue.full_ && below_low_watermark(queue)) queue.full_ = false;
+  if (memory_full_ && memory_used_ * 10 < memory_limit_ * 9) memory_full_ = false;
+  if (queue.full_ || memory_full_) return;
+  const Micros at = queue.ingress_bucket_.next_available(now);
+  if (at > now) {
+    schedule_wakeup(queue, at);
+    return;
+  }
+  auto waiters = std::move(queue.waiters_);
+  queue.waiters_.clear();
+  std::erase(blocked_queues_, &queue);
+  for (PublishWaiter* w : waiters) w->room(queue);
+}
+
+void Engine::schedule_wakeup(Queue& queue, Micros at) {
+  if (at >= queue.wakeup_at_) return;
+  queue.wakeup_at_ = at;
+  wakeups_.emplace_back(at, &queue);
+  std::push_heap(wakeups_.begin(), wakeups_.end(), std::greater<>{});
+}
+
+void Engine::on_wakeup(Queue& queue, Micros now) {
+  Micros next = kNever;
+  std::erase_if(queue.throttled_, [&](Consumer* c) {
+    const Micros at = c->rate_.next_available(now);
+    if (at > now) {
+      next = std::min(next, at);
+      return false;
+    }
+    c->throttled_ = false;
+    offer_credit(*c);
+    return true;
+  });
+  if (next != kNever) schedule_wakeup(queue, next);
+  dispatch(queue, now);
+  release_waiters(queue, now);
 }
 
 Queue& Engine::queue(std::string_view name) {
@@ -49,12 +190,13 @@ std::uint64_t Engine::publish(Queue& queue, std::string_view message, Micros now
   queue.counters_.ready++;
   queue.counters_.bytes += message.size();
   queue.counters_.published_total++;
+  memory_used_ += message.size() + kMessageOverhead;
   dispatch(queue, now);
   return s.id;
 }
 
 SubscribeResult Engine::subscribe(Queue& queue, DeliverySink& sink, std::uint32_t subscription_id,
-                                  std::uint32_t credit, Micros lease, Micros now) {
+                                  std::uint32_t credit, Micros lease, Micros now, RateLimit rate) {
   if (credit == 0) return {nullptr, errc::invalid_argument, "max_in_flight must be at least 1"};
   if (credit > queue.options_.max_consumer_in_flight)
     return {nullptr, errc::invalid_argument,
@@ -65,6 +207,9 @@ SubscribeResult Engine::subscribe(Queue& queue, DeliverySink& sink, std::uint32_
   c->subscription_id_ = subscription_id;
   c->credit_ = credit;
   c->lease_ = lease > 0 ? lease : queue.options_.lease;
+  const MilliRate cap = queue.options_.max_consumer_rate;
+  if (cap != 0 && (rate.rate == 0 || rate.rate > cap)) rate.rate = cap;
+  if (rate.rate != 0) c->rate_ = TokenBucket(rate.rate, rate.burst, now);
   Consumer& ref = *c;
   queue.consumers_.push_back(std::move(c));
   offer_credit(ref);
@@ -136,9 +281,15 @@ errc Engine::ack(const DeliverySink& caller, std::uint64_t message_id, std::uint
   end_lease(index);
   queue.counters_.acked_total++;
   queue.counters_.bytes -= s.message.size();
+  memory_used_ -= s.message.size() + kMessageOverhead;
   store_.release(index);
   credit_returned(*owner);
   dispatch(queue, now);
+  if (!blocked_queues_.empty()) {
+    // Memory is shared: an ack here may be what another queue's producers wait for.
+    auto blocked = blocked_queues_;
+    for (Queue* q : blocked) release_waiters(*q, now);
+  }
   return errc::ok;
 }
 
@@ -178,6 +329,14 @@ errc Engine::extend(const DeliverySink& caller, std::uint64_t message_id, std::u
 }
 
 void Engine::advance(Micros now) {
+  while (!wakeups_.empty() && wakeups_.front().first <= now) {
+    std::pop_heap(wakeups_.begin(), wakeups_.end(), std::greater<>{});
+    Queue& queue = *wakeups_.back().second;
+    wakeups_.pop_back();
+    if (queue.wakeup_at_ > now) continue;  // stale: a later wake-up replaced it
+    queue.wakeup_at_ = kNever;
+    on_wakeup(queue, now);
+  }
   while (!deadlines_.empty() && store_[deadlines_.top()].deadline <= now) {
     const std::uint32_t index = deadlines_.top();
     Slot& s = store_[index];
@@ -196,8 +355,11 @@ void Engine::advance(Micros now) {
 }
 
 std::optional<Micros> Engine::next_deadline() const noexcept {
-  if (deadlines_.empty()) return std::nullopt;
-  return store_[deadlines_.top()].deadline;
+  Micros next = kNever;
+  if (!deadlines_.empty()) next = store_[deadlines_.top()].deadline;
+  if (!wakeups_.empty()) next = std::min(next, wakeups_.front().first);
+  if (next == kNever) return std::nullopt;
+  return next;
 }
 
 void Engine::expire(std::uint32_t index) {
@@ -238,11 +400,27 @@ void Engine::deliver(Queue& queue, std::uint32_t index, Consumer& consumer, Micr
 }
 
 void Engine::dispatch(Queue& queue, Micros now) {
+  const std::uint32_t cap = queue.options_.max_in_flight;
   while (!queue.ready_.empty() && !queue.ring_.empty()) {
+    if (cap != 0 && queue.counters_.in_flight >= cap) return;  // an ack or expiry comes back here
+    if (!queue.dispatch_bucket_.unlimited()) {
+      const Micros at = queue.dispatch_bucket_.next_available(now);
+      if (at > now) {
+        schedule_wakeup(queue, at);
+        return;
+      }
+    }
     Consumer* c = queue.ring_.front();
     queue.ring_.pop_front();
     c->in_ring_ = false;
     if (!c->can_take()) continue;
+    if (!c->rate_.try_take(now)) {
+      c->throttled_ = true;
+      queue.throttled_.push_back(c);
+      schedule_wakeup(queue, c->rate_.next_available(now));
+      continue;
+    }
+    queue.dispatch_bucket_.try_take(now);
     const std::uint32_t index = queue.ready_.front();
     queue.ready_.pop_front();
     queue.counters_.ready--;
@@ -291,6 +469,7 @@ void Engine::credit_returned(Consumer& owner) {
 void Engine::free_consumer(Consumer& consumer) {
   Queue& queue = *consumer.queue_;
   if (consumer.in_ring_) std::erase(queue.ring_, &consumer);
+  if (consumer.throttled_) std::erase(queue.throttled_, &consumer);
   std::erase_if(queue.consumers_, [&](const auto& c) { return c.get() == &consumer; });
 }
 

@@ -4,11 +4,18 @@
 //
 // Dispatch is eager: every operation that makes a message ready or frees
 // credit delivers right away, round-robin over the queue's consumers, one
-// message per consumer per turn. Deliveries land in the consumers' sinks,
-// which batch them into frames.
+// message per consumer per turn, as far as the gates allow: the queue-wide
+// concurrency cap, the queue's dispatch rate, each consumer's credit and its
+// rate. Deliveries land in the consumers' sinks, which batch them into frames.
+//
+// Admission is the publish side: capacity with high/low watermarks, a
+// broker-wide memory limit and an ingress rate. A refused publish either waits
+// (overflow = block; the engine calls PublishWaiter::room later) or is
+// answered queue_full with a retry-after (overflow = reject).
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <optional>
 #include <string>
@@ -25,6 +32,13 @@ namespace sluice::engine {
 struct SubscribeResult {
   Consumer* consumer = nullptr;
   errc code = errc::ok;
+  const char* detail = "";
+};
+
+/// Whether a publish may enter a queue now.
+struct Admission {
+  errc code = errc::ok;    // ok, queue_full, or invalid_argument (batch over the capacity)
+  Micros retry_after = 0;  // with queue_full: when trying again is worthwhile
   const char* detail = "";
 };
 
@@ -47,14 +61,35 @@ class Engine {
   /// Every queue, in no particular order.
   std::vector<const Queue*> queues() const;
 
+  /// May `count` messages of `bytes` (encoded) enter `queue` now? Checks the
+  /// high watermark (then stays full until below the low one), the memory
+  /// limit and the ingress rate; `ok` takes the ingress tokens. The caller
+  /// publishes on ok, and on queue_full waits (wait_for_room) or refuses as the
+  /// queue's overflow says.
+  Admission admit(Queue& queue, std::uint64_t count, std::uint64_t bytes, Micros now);
+  /// Tells `waiter` (once) when `queue` may take publishes again.
+  void wait_for_room(Queue& queue, PublishWaiter& waiter, Micros now);
+  /// Forgets `waiter` everywhere (its connection is closing).
+  void forget_waiter(PublishWaiter& waiter) noexcept;
+  /// Broker-wide bound on message memory in bytes (0 = none). Messages count
+  /// their encoded size plus kMessageOverhead.
+  void set_memory_limit(std::uint64_t bytes) noexcept { memory_limit_ = bytes; }
+  std::uint64_t memory_used() const noexcept { return memory_used_; }
+  static constexpr std::uint64_t kMessageOverhead = 128;
+  /// New options for a live queue: capacities, rates and caps apply at once;
+  /// nothing held is lost or delivered twice.
+  void reconfigure(Queue& queue, const QueueOptions& options, Micros now);
+
   /// Enqueues one message (its raw encoding) and dispatches. Returns its id.
   std::uint64_t publish(Queue& queue, std::string_view message, Micros now, std::int64_t wall_us);
 
   /// Adds a consumer with `credit` (max unacked deliveries it may hold) and a
   /// lease of `lease` (0: the queue's). Errors: invalid_argument when credit
   /// is 0 or over the queue's max_consumer_in_flight.
+  /// `rate`: the consumer's own delivery rate (rate 0 = unlimited), capped by
+  /// the queue's max_consumer_rate.
   SubscribeResult subscribe(Queue& queue, DeliverySink& sink, std::uint32_t subscription_id,
-                            std::uint32_t credit, Micros lease, Micros now);
+                            std::uint32_t credit, Micros lease, Micros now, RateLimit rate = {});
   /// Stops new deliveries to `consumer`. Its leases stay valid so it can still
   /// ack what it holds; when it holds nothing the engine calls the sink's
   /// `released` and frees it (possibly inside this call).
@@ -80,7 +115,8 @@ class Engine {
               Micros lease, Micros now);
 
   /// Handles every deadline at or before `now`: expired leases go back to the
-  /// front of their queue, delayed messages become ready.
+  /// front of their queue, delayed messages become ready, rate-limited queues
+  /// and consumers whose tokens have come dispatch again.
   void advance(Micros now);
   /// The earliest pending deadline, if any (to arm a timer).
   std::optional<Micros> next_deadline() const noexcept;
@@ -105,6 +141,14 @@ class Engine {
   /// draining and now holds nothing.
   void credit_returned(Consumer& owner);
   void free_consumer(Consumer& consumer);
+  /// Asks advance() to look at `queue` again at `at` (a rate bucket refills).
+  void schedule_wakeup(Queue& queue, Micros at);
+  void on_wakeup(Queue& queue, Micros now);
+  /// Below the low watermark (and the memory limit) with ingress tokens: tell the waiters.
+  void release_waiters(Queue& queue, Micros now);
+  bool below_low_watermark(const Queue& queue) const noexcept;
+  Micros retry_after(const Queue& queue) const noexcept;
+  void apply_rates(Queue& queue, Micros now);
 
   QueueOptions defaults_;
   MessageStore store_;
@@ -119,6 +163,13 @@ class Engine {
   template <typename T>
   using ByName = std::unordered_map<std::string, T, NameHash, std::equal_to<>>;
   ByName<std::unique_ptr<Queue>> queues_;
+
+  using Wakeup = std::pair<Micros, Queue*>;
+  std::vector<Wakeup> wakeups_;  // min-heap on time (std::greater); stale entries are harmless
+  std::vector<Queue*> blocked_queues_;  // queues with waiters
+  std::uint64_t memory_limit_ = 0;
+  std::uint64_t memory_used_ = 0;
+  bool memory_full_ = false;
 };
 
 }  // namespace sluice::engine

@@ -14,6 +14,8 @@ namespace sluice::engine {
 
 /// Monotonic time in microseconds. The engine never reads a clock itself.
 using Micros = std::int64_t;
+/// "No time scheduled".
+inline constexpr Micros kNever = INT64_MAX;
 
 inline constexpr std::uint32_t kNil = 0xffffffffu;
 

@@ -11,13 +11,47 @@
 
 #include "message_store.hpp"
 #include "sluice/protocol/frames.hpp"
+#include "token_bucket.hpp"
 
 namespace sluice::engine {
+
+/// What a queue does when a publish would take it past its high watermark.
+enum class Overflow : std::uint8_t {
+  block,   // stop reading the publishing connection until below the low watermark
+  reject,  // refuse the publish with queue_full and a retry-after
+};
+
+/// A token bucket's setting: rate in milli-messages per second (0 = unlimited).
+struct RateLimit {
+  MilliRate rate = 0;
+  std::uint32_t burst = 1;
+};
 
 /// Per-queue behaviour, resolved from config when the queue is created.
 struct QueueOptions {
   Micros lease = 30'000'000;                     // default visibility timeout
   std::uint32_t max_consumer_in_flight = 10000;  // highest credit one consumer may ask for
+  // Capacity: messages held in any state, and their encoded bytes.
+  std::uint64_t max_messages = 1'000'000;
+  std::uint64_t max_bytes = 256ull << 20;
+  std::uint8_t high_watermark_pct = 100;  // overflow acts at this % of either maximum
+  std::uint8_t low_watermark_pct = 80;    // and stops once below this %
+  Overflow overflow = Overflow::block;
+  RateLimit dispatch_rate;          // deliveries/s to all consumers together
+  MilliRate max_consumer_rate = 0;  // cap on what a consumer may ask for (0 = none)
+  RateLimit ingress_rate;           // published messages/s
+  std::uint32_t max_in_flight = 0;  // queue-wide concurrency cap (0 = none)
+};
+
+/// A connection blocked from publishing into a full (overflow = block) or
+/// throttled queue; the engine calls `room` once it may try again. Called from
+/// inside engine operations; it must not call back into the engine there.
+class PublishWaiter {
+ public:
+  virtual void room(Queue& queue) = 0;
+
+ protected:
+  ~PublishWaiter() = default;
 };
 
 /// Receives deliveries for the consumers of one connection. Called
@@ -47,6 +81,10 @@ struct QueueCounters {
   std::uint64_t nacked_total = 0;
   std::uint64_t expired_total = 0;   // leases that ran out
   std::uint64_t requeued_total = 0;  // returned at once because the consumer left
+  std::uint64_t refused_total = 0;   // publishes refused with queue_full (reject)
+  std::uint64_t blocked_total = 0;   // times a publishing connection was blocked
+
+  std::uint64_t messages() const noexcept { return ready + delayed + in_flight; }
 };
 
 class Consumer {
@@ -62,7 +100,9 @@ class Consumer {
 
  private:
   friend class Engine;
-  bool can_take() const noexcept { return !paused_ && !draining_ && in_flight_ < credit_; }
+  bool can_take() const noexcept {
+    return !paused_ && !draining_ && !throttled_ && in_flight_ < credit_;
+  }
 
   Queue* queue_ = nullptr;
   DeliverySink* sink_ = nullptr;
@@ -75,6 +115,8 @@ class Consumer {
   bool paused_ = false;
   bool draining_ = false;  // unsubscribed: no new deliveries, leases stay valid
   bool in_ring_ = false;
+  bool throttled_ = false;  // its rate bucket is empty: waits in Queue::throttled_
+  TokenBucket rate_;
 };
 
 class Queue {
@@ -83,6 +125,8 @@ class Queue {
   const QueueOptions& options() const noexcept { return options_; }
   const QueueCounters& counters() const noexcept { return counters_; }
   std::size_t consumer_count() const noexcept { return consumers_.size(); }
+  /// How full the queue is against its high watermark, 0..100 (the CONFIRM pressure hint).
+  std::uint8_t pressure() const noexcept;
 
  private:
   friend class Engine;
@@ -93,6 +137,12 @@ class Queue {
   std::deque<std::uint32_t> ready_;  // slot indices, oldest first
   std::deque<Consumer*> ring_;       // consumers with free credit, round-robin order
   std::vector<std::unique_ptr<Consumer>> consumers_;  // including draining ones
+  std::vector<Consumer*> throttled_;                  // waiting for their rate bucket
+  std::vector<PublishWaiter*> waiters_;               // blocked publishers
+  TokenBucket dispatch_bucket_;
+  TokenBucket ingress_bucket_;
+  bool full_ = false;          // hit the high watermark; clears below the low one
+  Micros wakeup_at_ = kNever;  // earliest scheduled Engine wake-up for this queue
 };
 
 }  // namespace sluice::engine

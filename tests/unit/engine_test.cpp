@@ -7,58 +7,12 @@
 #include <random>
 #include <set>
 
-#include "engine.hpp"
-#include "sluice/protocol/codec.hpp"
+#include "engine_fixtures.hpp"
 
 using namespace sluice;
+using namespace sluice::test;
 using engine::Engine;
 using engine::Micros;
-
-namespace {
-
-constexpr Micros kSecond = 1'000'000;
-
-std::string encode(std::string_view payload) {
-  std::string out;
-  protocol::encode_message(out, {}, payload);
-  return out;
-}
-
-std::string payload_of(std::string_view raw) {
-  protocol::MessageParts parts;
-  REQUIRE(protocol::parse_message(raw, parts));
-  return std::string(parts.payload);
-}
-
-/// Records every delivery; can refuse more (outbound full) to test pausing.
-struct RecordingSink final : engine::DeliverySink {
-  struct Got {
-    engine::Consumer* consumer;
-    protocol::Delivery delivery;
-    std::string payload;
-  };
-  std::vector<Got> got;
-  std::vector<engine::Consumer*> released_consumers;
-  bool accepting = true;
-
-  bool deliver(engine::Consumer& c, const protocol::Delivery& d) override {
-    got.push_back({&c, d, payload_of(d.message)});
-    got.back().delivery.message = {};  // the view dies with the call
-    return accepting;
-  }
-  void released(engine::Consumer& c) override { released_consumers.push_back(&c); }
-
-  std::vector<Got> take() { return std::exchange(got, {}); }
-};
-
-engine::Consumer* subscribe(Engine& e, engine::Queue& q, RecordingSink& sink, std::uint32_t credit,
-                            Micros lease = 0, Micros now = 0, std::uint32_t id = 1) {
-  auto r = e.subscribe(q, sink, id, credit, lease, now);
-  REQUIRE(r.code == errc::ok);
-  return r.consumer;
-}
-
-}  // namespace
 
 TEST_CASE(
     "engine: messages published before a consumer arrives are delivered in order, attempt 1") {
@@ -272,7 +226,10 @@ TEST_CASE("engine: a sink that is full pauses its consumer until resumed") {
 
 TEST_CASE("engine: subscribe refuses credit 0 and credit over the queue's maximum") {
   Engine e;
-  e.declare("small", {kSecond, 5});
+  engine::QueueOptions small;
+  small.lease = kSecond;
+  small.max_consumer_in_flight = 5;
+  e.declare("small", small);
   RecordingSink sink;
   CHECK(e.subscribe(e.queue("small"), sink, 1, 0, 0, 0).code == errc::invalid_argument);
   CHECK(e.subscribe(e.queue("small"), sink, 1, 6, 0, 0).code == errc::invalid_argument);
@@ -289,7 +246,10 @@ TEST_CASE("engine: randomized run keeps every limit and loses nothing") {
     CAPTURE(seed);
     std::mt19937 rng(seed);
     Engine e;
-    auto& q = e.queue("q");
+    engine::QueueOptions options;
+    options.max_in_flight = 6;            // queue-wide cap, below the members' total credit
+    options.dispatch_rate = {20'000, 3};  // 20/s
+    auto& q = e.declare("q", options);
     struct Member {
       RecordingSink sink;
       engine::Consumer* consumer = nullptr;
@@ -359,6 +319,7 @@ TEST_CASE("engine: randomized run keeps every limit and loses nothing") {
       }
       const auto& c = q.counters();
       REQUIRE(c.in_flight == in_flight);
+      REQUIRE(c.in_flight <= 6);
       REQUIRE(c.ready + c.delayed + c.in_flight == e.messages());
       REQUIRE(e.messages() == published.size() - acked.size());
     }

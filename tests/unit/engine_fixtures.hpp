@@ -1,0 +1,62 @@
+// Shared by the engine's unit tests: a recording DeliverySink and small helpers.
+#pragma once
+
+#include <utility>
+#include <doctest/doctest.h>
+
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "engine.hpp"
+#include "sluice/protocol/codec.hpp"
+
+namespace sluice::test {
+
+using engine::Engine;
+using engine::Micros;
+
+inline constexpr Micros kSecond = 1'000'000;
+
+inline std::string encode(std::string_view payload) {
+  std::string out;
+  protocol::encode_message(out, {}, payload);
+  return out;
+}
+
+inline std::string payload_of(std::string_view raw) {
+  protocol::MessageParts parts;
+  REQUIRE(protocol::parse_message(raw, parts));
+  return std::string(parts.payload);
+}
+
+/// Records every delivery; can refuse more (outbound full) to test pausing.
+struct RecordingSink final : engine::DeliverySink {
+  struct Got {
+    engine::Consumer* consumer;
+    protocol::Delivery delivery;
+    std::string payload;
+  };
+  std::vector<Got> got;
+  std::vector<engine::Consumer*> released_consumers;
+  bool accepting = true;
+
+  bool deliver(engine::Consumer& c, const protocol::Delivery& d) override {
+    got.push_back({&c, d, payload_of(d.message)});
+    got.back().delivery.message = {};  // the view dies with the call
+    return accepting;
+  }
+  void released(engine::Consumer& c) override { released_consumers.push_back(&c); }
+
+  std::vector<Got> take() { return std::exchange(got, {}); }
+};
+
+inline engine::Consumer* subscribe(Engine& e, engine::Queue& q, RecordingSink& sink,
+                                   std::uint32_t credit, Micros lease = 0, Micros now = 0,
+                                   std::uint32_t id = 1) {
+  auto r = e.subscribe(q, sink, id, credit, lease, now);
+  REQUIRE(r.code == errc::ok);
+  return r.consumer;
+}
+
+}  // namespace sluice::test
