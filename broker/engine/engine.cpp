@@ -77,6 +77,10 @@ Admission Engine::admit(Queue& queue, std::uint64_t count, std::uint64_t bytes, 
       std::max<std::uint64_t>(1, o.max_messages * o.high_watermark_pct / 100);
   const std::uint64_t high_bytes =
       std::max<std::uint64_t>(1, o.max_bytes * o.high_watermark_pct / 100);
+  const auto full = [&](Micros retry, const char* detail) {
+    if (o.overflow == Overflow::reject) queue.counters_.refused_total++;
+    return Admission{errc::queue_full, retry, detail};
+  };
   if (count > high_messages || bytes > high_bytes)
     return {errc::invalid_argument, 0,
             "batch larger than the queue's capacity; publish fewer at once"};
@@ -84,17 +88,16 @@ Admission Engine::admit(Queue& queue, std::uint64_t count, std::uint64_t bytes, 
   if (!queue.full_ && (queue.counters_.messages() + count > high_messages ||
                        queue.counters_.bytes + bytes > high_bytes))
     queue.full_ = true;
-  if (queue.full_) return {errc::queue_full, retry_after(queue), "queue is full"};
+  if (queue.full_) return full(retry_after(queue), "queue is full");
 
   const std::uint64_t memory = bytes + count * kMessageOverhead;
   if (memory_full_ && memory_used_ * 10 < memory_limit_ * 9) memory_full_ = false;
   if (memory_limit_ != 0 && !memory_full_ && memory_used_ + memory > memory_limit_)
     memory_full_ = true;
-  if (memory_full_) return {errc::queue_full, retry_after(queue), "broker memory limit reached"};
+  if (memory_full_) return full(retry_after(queue), "broker memory limit reached");
 
   if (!queue.ingress_bucket_.try_take_batch(count, now))
-    return {errc::queue_full, queue.ingress_bucket_.next_available(now) - now,
-            "publish rate limit of the queue"};
+    return full(queue.ingress_bucket_.next_available(now) - now, "publish rate limit of the queue");
   return {};
 }
 

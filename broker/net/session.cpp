@@ -111,7 +111,7 @@ void Session::process_frames() {
   flush();
   if (closing_) return;
   watch_partial_frame(progressed);
-  if (!read_paused_) read();
+  if (!read_paused_ && !blocked_) read();
 }
 
 void Session::watch_partial_frame(bool progressed) {
@@ -154,7 +154,13 @@ bool Session::handle(const protocol::Frame& frame) {
   }
   switch (type) {
     case FrameType::publish:
-      handle_publish(frame.body);
+      if (!handle_publish(frame.body)) {
+        // Blocked on a full queue: keep the frame (its bytes stay put in the
+        // decoder, which is not read while blocked) and stop here.
+        held_frame_ = frame;
+        blocked_ = true;
+        return false;
+      }
       break;
     case FrameType::ack:
       handle_ack(frame.body);
@@ -210,22 +216,51 @@ void Session::handle_hello(std::string_view body) {
   log::debug("client_hello").str("peer", peer_).str("client", hello.client_name);
 }
 
-void Session::handle_publish(std::string_view body) {
+bool Session::handle_publish(std::string_view body) {
   protocol::Publish publish;
   if (auto s = protocol::decode_publish(body, server_.options().limits, publish, messages_); !s) {
     send_error(publish.request_id, s.code, s.detail);
-    return;
+    return true;
   }
   engine::Engine& engine = server_.engine();
   // Producers publish to the same queue frame after frame; skip the lookup.
   if (last_queue_ == nullptr || last_queue_->name() != publish.queue)
     last_queue_ = &engine.queue(publish.queue);
+  engine::Queue& queue = *last_queue_;
+  std::uint64_t bytes = 0;
+  for (auto message : messages_) bytes += message.size();
   const auto now = Server::now();
+  const auto admission = engine.admit(queue, messages_.size(), bytes, now);
+  if (admission.code == errc::queue_full && queue.options().overflow == engine::Overflow::block) {
+    engine.wait_for_room(queue, *this, now);
+    server_.watch_deadlines();  // a rate wait ends on the engine's timer
+    return false;
+  }
+  if (admission.code != errc::ok) {
+    const auto retry_ms = static_cast<std::uint32_t>((admission.retry_after + 999) / 1000);
+    send_error(publish.request_id, admission.code, admission.detail, retry_ms);
+    return true;
+  }
   const auto wall = Server::wall_us();
   ids_.clear();
-  for (auto message : messages_) ids_.push_back(engine.publish(*last_queue_, message, now, wall));
-  // Queues are unbounded until capacity limits land, so there is no pressure to report.
-  protocol::encode_confirm(out(), publish.request_id, 0, ids_);
+  for (auto message : messages_) ids_.push_back(engine.publish(queue, message, now, wall));
+  protocol::encode_confirm(out(), publish.request_id, queue.pressure(), ids_);
+  return true;
+}
+
+void Session::room(engine::Queue&) {
+  // Called from inside an engine operation (maybe another session's): retry later.
+  asio::post(server_.io(), [self = shared_from_this()] { self->unblock(); });
+}
+
+void Session::unblock() {
+  if (!blocked_ || closing_ || closed_) return;
+  blocked_ = false;
+  if (!handle_publish(held_frame_.body)) {
+    blocked_ = true;  // full again already: waiting once more
+    return;
+  }
+  process_frames();  // the held frame's answer goes out with whatever follows it
 }
 
 void Session::handle_subscribe(std::string_view body) {
@@ -242,8 +277,9 @@ void Session::handle_subscribe(std::string_view body) {
   engine::Engine& engine = server_.engine();
   engine::Queue& queue = engine.queue(sub.queue);
   const auto now = Server::now();
-  auto result = engine.subscribe(queue, *this, sub.subscription_id, sub.max_in_flight,
-                                 engine::Micros{sub.lease_ms} * 1000, now);
+  auto result =
+      engine.subscribe(queue, *this, sub.subscription_id, sub.max_in_flight,
+                       engine::Micros{sub.lease_ms} * 1000, now, {sub.rate_milli, sub.burst});
   if (result.code != errc::ok) {
     send_error(sub.request_id, result.code, result.detail);
     return;
@@ -363,6 +399,10 @@ void Session::handle_stats(std::string_view body) {
         {F::acked_total, c.acked_total},
         {F::nacked_total, c.nacked_total},
         {F::expired_total, c.expired_total},
+        {F::bytes, c.bytes},
+        {F::pressure, q->pressure()},
+        {F::refused_total, c.refused_total},
+        {F::blocked_total, c.blocked_total},
     };
     writer.add_queue(q->name(), fields);
   }
@@ -378,12 +418,13 @@ void Session::handle_ping(std::string_view body) {
   protocol::encode_ok(out(), request_id);
 }
 
-void Session::send_error(std::uint64_t request_id, errc code, std::string_view message) {
+void Session::send_error(std::uint64_t request_id, errc code, std::string_view message,
+                         std::uint32_t retry_after_ms) {
   log::debug("request_refused")
       .str("peer", peer_)
       .str("code", to_string(code))
       .str("detail", message);
-  protocol::encode_error(out(), request_id, code, message);
+  protocol::encode_error(out(), request_id, code, message, retry_after_ms);
 }
 
 bool Session::deliver(engine::Consumer& consumer, const protocol::Delivery& delivery) {
@@ -464,6 +505,8 @@ void Session::release_consumers() {
   auto draining = std::move(draining_);
   draining_.clear();
   paused_.clear();
+  engine.forget_waiter(*this);
+  blocked_ = false;
   // Pause them all first, so what one gives back is not dispatched to another
   // consumer of this same dying connection.
   for (auto& [id, consumer] : subscriptions) engine.pause(*consumer);

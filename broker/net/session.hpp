@@ -21,7 +21,9 @@ namespace sluice::net {
 
 class Server;
 
-class Session final : public std::enable_shared_from_this<Session>, public engine::DeliverySink {
+class Session final : public std::enable_shared_from_this<Session>,
+                      public engine::DeliverySink,
+                      public engine::PublishWaiter {
  public:
   Session(Server& server, boost::asio::ip::tcp::socket socket);
   ~Session();
@@ -34,6 +36,8 @@ class Session final : public std::enable_shared_from_this<Session>, public engin
   // engine::DeliverySink
   bool deliver(engine::Consumer& consumer, const protocol::Delivery& delivery) override;
   void released(engine::Consumer& consumer) override;
+  // engine::PublishWaiter
+  void room(engine::Queue& queue) override;
 
  private:
   void read();
@@ -50,7 +54,10 @@ class Session final : public std::enable_shared_from_this<Session>, public engin
   /// Handles one frame; false when the connection must close (error queued).
   bool handle(const protocol::Frame& frame);
   void handle_hello(std::string_view body);
-  void handle_publish(std::string_view body);
+  /// False when the queue is full and blocks: the frame must wait (see unblock).
+  bool handle_publish(std::string_view body);
+  /// The blocking queue has room: retry the held PUBLISH, then go on.
+  void unblock();
   void handle_subscribe(std::string_view body);
   void handle_unsubscribe(std::string_view body);
   void handle_ack(std::string_view body);
@@ -58,7 +65,8 @@ class Session final : public std::enable_shared_from_this<Session>, public engin
   void handle_extend(std::string_view body);
   void handle_stats(std::string_view body);
   void handle_ping(std::string_view body);
-  void send_error(std::uint64_t request_id, errc code, std::string_view message);
+  void send_error(std::uint64_t request_id, errc code, std::string_view message,
+                  std::uint32_t retry_after_ms = 0);
 
   /// The outbound buffer for a non-DELIVER frame (ends any open DELIVER frame).
   std::string& out() noexcept {
@@ -86,6 +94,8 @@ class Session final : public std::enable_shared_from_this<Session>, public engin
   bool greeted_ = false;
   bool closing_ = false;
   bool closed_ = false;
+  bool blocked_ = false;        // a PUBLISH waits for room in its queue
+  protocol::Frame held_frame_;  // that PUBLISH
   std::unique_ptr<boost::asio::steady_timer> close_timer_;
   boost::asio::steady_timer frame_timer_;  // limits.frame_timeout for a frame begun
   bool frame_timer_armed_ = false;

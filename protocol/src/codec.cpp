@@ -189,6 +189,8 @@ void encode_subscribe(std::string& out, const Subscribe& s) {
   put::str16(out, s.queue);
   put::u32(out, s.max_in_flight);
   put::u32(out, s.lease_ms);
+  put::u32(out, s.rate_milli);
+  put::u32(out, s.burst);
   end_frame(out, f);
 }
 
@@ -268,11 +270,13 @@ void encode_stats(std::string& out, const StatsRequest& request) {
   end_frame(out, f);
 }
 
-void encode_error(std::string& out, std::uint64_t request_id, errc code, std::string_view message) {
+void encode_error(std::string& out, std::uint64_t request_id, errc code, std::string_view message,
+                  std::uint32_t retry_after_ms) {
   auto f = begin_frame(out, FrameType::error);
   put::u64(out, request_id);
   put::u16(out, static_cast<std::uint16_t>(code));
   put::str16(out, message.substr(0, 1024));
+  put::u32(out, retry_after_ms);
   end_frame(out, f);
 }
 
@@ -434,11 +438,15 @@ Status decode_subscribe(std::string_view body, Subscribe& out) noexcept {
   out.queue = r.str16();
   out.max_in_flight = r.u32();
   out.lease_ms = r.u32();
+  out.rate_milli = r.u32();
+  out.burst = r.u32();
   if (auto s = finish(r, "subscribe: truncated"); !s) return s;
   if (!valid_queue_name(out.queue))
     return {errc::invalid_queue_name, "subscribe: queue name must be 1..200 of [A-Za-z0-9_.:-]"};
   if (out.max_in_flight == 0)
     return {errc::invalid_argument, "subscribe: max_in_flight must be at least 1"};
+  if (out.rate_milli != 0 && (out.rate_milli < kMinRateMilli || out.burst == 0))
+    return {errc::invalid_argument, "subscribe: rate must be 0 (none) or at least 0.1/s with burst >= 1"};
   return {};
 }
 
@@ -595,6 +603,7 @@ Status decode_error(std::string_view body, ErrorFrame& out) noexcept {
   out.request_id = r.u64();
   out.code = static_cast<errc>(r.u16());
   out.message = r.str16();
+  out.retry_after_ms = r.u32();
   return finish(r, "error: truncated");
 }
 

@@ -231,7 +231,7 @@ TEST_CASE("bad input gets the documented error and leaves other clients alone") 
   SUBCASE("a malformed body inside intact framing: malformed_frame, and the connection lives") {
     raw.hello();
     std::string out;
-    protocol::encode_subscribe(out, protocol::Subscribe{7, 1, "q", 10, 0});
+    protocol::encode_subscribe(out, protocol::Subscribe{7, 1, "q", 10, 0, 0, 1});
     out.resize(out.size() - 3);  // cut the body short
     const std::uint32_t length = static_cast<std::uint32_t>(out.size() - 4);
     std::memcpy(out.data(), &length, 4);

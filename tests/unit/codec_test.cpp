@@ -98,7 +98,7 @@ std::vector<Sample> samples() {
                  return decode_confirm(b, c);
                }});
   f.clear();
-  encode_subscribe(f, Subscribe{3, 9, "orders", 64, 1000});
+  encode_subscribe(f, Subscribe{3, 9, "orders", 64, 1000, 50'000, 5});
   s.push_back({"subscribe", f, [](std::string_view b) {
                  Subscribe x;
                  return decode_subscribe(b, x);
@@ -297,7 +297,7 @@ TEST_CASE("publish enforces names, payload limit and message grammar") {
 
 TEST_CASE("subscribe, ack, nack, extend, settled round-trip") {
   std::string out;
-  encode_subscribe(out, Subscribe{3, 9, "jobs", 64, 1500});
+  encode_subscribe(out, Subscribe{3, 9, "jobs", 64, 1500, 2'500, 7});
   Subscribe s;
   std::string body = body_of(out);
   REQUIRE(decode_subscribe(body, s));
@@ -306,9 +306,18 @@ TEST_CASE("subscribe, ack, nack, extend, settled round-trip") {
   CHECK(s.queue == "jobs");
   CHECK(s.max_in_flight == 64);
   CHECK(s.lease_ms == 1500);
+  CHECK(s.rate_milli == 2500);
+  CHECK(s.burst == 7);
 
   out.clear();
-  encode_subscribe(out, Subscribe{3, 9, "jobs", 0, 0});
+  encode_subscribe(out, Subscribe{3, 9, "jobs", 64, 0, 99, 1});  // under 0.1/s
+  CHECK(decode_subscribe(body_of(out), s).code == errc::invalid_argument);
+  out.clear();
+  encode_subscribe(out, Subscribe{3, 9, "jobs", 64, 0, 1000, 0});  // a rate needs a burst
+  CHECK(decode_subscribe(body_of(out), s).code == errc::invalid_argument);
+
+  out.clear();
+  encode_subscribe(out, Subscribe{3, 9, "jobs", 0, 0, 0, 1});
   CHECK(decode_subscribe(body_of(out), s).code == errc::invalid_argument);
 
   std::uint64_t req = 0;
@@ -404,6 +413,14 @@ TEST_CASE("stats_result and error round-trip") {
   CHECK(e.request_id == 15);
   CHECK(e.code == errc::unknown_frame_type);
   CHECK(e.message == "frame type 0x77");
+  CHECK(e.retry_after_ms == 0);
+
+  out.clear();
+  encode_error(out, 16, errc::queue_full, "queue is full", 250);
+  const std::string full_body = body_of(out);
+  REQUIRE(decode_error(full_body, e));
+  CHECK(e.code == errc::queue_full);
+  CHECK(e.retry_after_ms == 250);
 }
 
 TEST_CASE("the splitter gives the same frames for any piece size") {

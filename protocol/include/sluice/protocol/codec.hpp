@@ -82,7 +82,9 @@ void encode_settled(std::string& out, std::uint64_t request_id,
 void encode_ok(std::string& out, std::uint64_t request_id);
 void encode_ping(std::string& out, std::uint64_t request_id);
 void encode_stats(std::string& out, const StatsRequest& request);
-void encode_error(std::string& out, std::uint64_t request_id, errc code, std::string_view message);
+/// `retry_after_ms`: with queue_full, when trying again is worthwhile (0: not said).
+void encode_error(std::string& out, std::uint64_t request_id, errc code, std::string_view message,
+                  std::uint32_t retry_after_ms = 0);
 
 /// Builds a DELIVER frame one delivery at a time. The body is
 /// `u32 subscription_id, u32 count, deliveries…`; `add` patches count and length

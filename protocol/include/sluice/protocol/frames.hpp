@@ -22,6 +22,8 @@ inline constexpr std::uint16_t kMaxHeaders = 64;
 inline constexpr std::size_t kMaxHeaderKeyBytes = 255;
 inline constexpr std::size_t kMaxHeaderValueBytes = 16384;
 inline constexpr std::size_t kMaxReasonBytes = 1024;
+/// Rates on the wire are thousandths of a message per second: 0.1/s is 100.
+inline constexpr std::uint32_t kMinRateMilli = 100;
 
 enum class FrameType : std::uint8_t {
   // client → broker
@@ -110,6 +112,8 @@ struct Subscribe {
   std::string_view queue;
   std::uint32_t max_in_flight = 0;  // the consumer's credit: most unacked deliveries it holds
   std::uint32_t lease_ms = 0;       // 0: the queue's lease timeout
+  std::uint32_t rate_milli = 0;     // the consumer's own rate, 1/1000 msg/s; 0: none
+  std::uint32_t burst = 1;          // with rate_milli: most deliveries at once
 };
 
 struct Unsubscribe {
@@ -177,6 +181,10 @@ enum class StatField : std::uint16_t {
   acked_total = 7,
   nacked_total = 8,
   expired_total = 9,
+  bytes = 10,           // encoded bytes of the messages held
+  pressure = 11,        // 0..100, as in CONFIRM
+  refused_total = 12,   // publishes refused with queue_full
+  blocked_total = 13,   // times a publishing connection was blocked
 };
 
 struct QueueStatsView {
@@ -190,6 +198,7 @@ struct ErrorFrame {
   std::uint64_t request_id = 0;  // 0: not about one request
   errc code = errc::ok;
   std::string_view message;
+  std::uint32_t retry_after_ms = 0;  // with queue_full: try again no sooner (0: not said)
 };
 
 }  // namespace sluice::protocol
