@@ -68,6 +68,16 @@ sluice::engine::QueueOptions to_queue_options(const sluice::config::QueueSetting
   sluice::engine::QueueOptions o;
   o.lease = std::chrono::duration_cast<std::chrono::microseconds>(q.lease_timeout).count();
   o.max_consumer_in_flight = q.max_consumer_in_flight;
+  o.max_messages = q.max_messages;
+  o.max_bytes = q.max_bytes;
+  o.high_watermark_pct = static_cast<std::uint8_t>(q.high_watermark);
+  o.low_watermark_pct = static_cast<std::uint8_t>(q.low_watermark);
+  o.overflow = q.overflow == sluice::config::Overflow::reject ? sluice::engine::Overflow::reject
+                                                              : sluice::engine::Overflow::block;
+  o.dispatch_rate = {q.dispatch_rate, q.dispatch_burst};
+  o.max_consumer_rate = q.max_consumer_rate;
+  o.ingress_rate = {q.ingress_rate, q.ingress_burst};
+  o.max_in_flight = q.max_in_flight;
   return o;
 }
 
@@ -139,6 +149,7 @@ int main(int argc, char** argv) {
   std::signal(SIGPIPE, SIG_IGN);
 
   sluice::engine::Engine engine(to_queue_options(settings.queue_defaults));
+  engine.set_memory_limit(settings.memory);
   for (const auto& q : settings.queues) engine.declare(q.name, to_queue_options(q.settings));
 
   boost::asio::io_context io(1);

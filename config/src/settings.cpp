@@ -19,6 +19,7 @@
 #include <arpa/inet.h>
 
 #include <algorithm>
+#include <cmath>
 #include <cerrno>
 #include <cstdio>
 #include <filesystem>
@@ -46,7 +47,10 @@ constexpr std::string_view kCommandLine = "command line";
 // ---------------------------------------------------------------------------------------------
 // Value rules and text forms
 
-enum class Kind { count, duration, size, endpoint, path, log_level };
+enum class Kind { count, duration, size, endpoint, path, log_level, rate, overflow };
+
+constexpr uint64_t kMaxRateMilli = 1'000'000'000;  // 1,000,000 messages per second
+constexpr uint64_t kMinRateMilli = 100;            // 0.1 per second
 
 struct Rule {
   Kind kind;
@@ -148,10 +152,41 @@ std::string format_size(uint64_t bytes) {
   return std::to_string(bytes) + " bytes";
 }
 
+std::string format_rate(uint64_t milli) {
+  std::string text = std::to_string(milli / 1000);
+  if (const uint64_t fraction = milli % 1000; fraction != 0) {
+    std::string digits = std::to_string(1000 + fraction).substr(1);
+    while (digits.back() == '0') digits.pop_back();
+    text += "." + digits;
+  }
+  return text + "/s";
+}
+
 std::string format(Kind kind, uint64_t value) {
   if (kind == Kind::duration) return format_duration(value);
   if (kind == Kind::size) return format_size(value);
+  if (kind == Kind::rate) return format_rate(value);
   return std::to_string(value);
+}
+
+/// "12.5" -> 12500 (thousandths); digits with at most 3 decimals. Saturates when huge.
+std::optional<uint64_t> parse_rate_text(std::string_view text) {
+  if (text.ends_with("/s")) text.remove_suffix(2);
+  const auto dot = text.find('.');
+  auto whole_part = parse_whole(text.substr(0, dot));
+  if (!whole_part) return std::nullopt;
+  uint64_t milli = saturating_mul(*whole_part, 1000);
+  if (dot != std::string_view::npos) {
+    const std::string_view fraction = text.substr(dot + 1);
+    if (fraction.empty() || fraction.size() > 3) return std::nullopt;
+    uint64_t scale = 100;
+    for (char c : fraction) {
+      if (!is_digit(c)) return std::nullopt;
+      milli += static_cast<uint64_t>(c - '0') * scale;
+      scale /= 10;
+    }
+  }
+  return milli;
 }
 
 /// Control characters as \xNN, so a message always stays on one line.
@@ -235,6 +270,11 @@ std::string allowed_text(const Rule& rule) {
       return "a file path, or \"\" for none";
     case Kind::log_level:
       return "one of \"trace\", \"debug\", \"info\", \"warn\", \"error\"";
+    case Kind::rate:
+      return "messages per second, like 50, 0.5 or \"1000/s\" (at most 3 decimals), from 0.1/s to "
+             "1000000/s, or 0 for no limit";
+    case Kind::overflow:
+      return "\"block\" (stop reading the producer) or \"reject\" (refuse with queue_full)";
   }
   return {};
 }
@@ -258,8 +298,9 @@ std::optional<std::string> range_problem(const Rule& rule, Number value, std::st
 
 /// A value as it arrived. TOML knows its type; the command line only has text.
 struct Input {
-  enum class Type { integer, string, other } type = Type::other;
+  enum class Type { integer, floating, string, other } type = Type::other;
   int64_t integer = 0;
+  double floating = 0;
   std::string string;
   std::string description;  // for "got ..." in a wrong-type message
   bool from_command_line = false;
@@ -271,6 +312,7 @@ struct Parsed {
   std::string text;  // a path, or the endpoint's host
   uint16_t port = 0;
   LogLevel level = LogLevel::info;
+  Overflow overflow = Overflow::block;
 };
 
 std::string describe(const toml::node& node) {
@@ -313,6 +355,9 @@ Input input_from_node(const toml::node& node) {
   } else if (const auto* string = node.as_string()) {
     input.type = Input::Type::string;
     input.string = string->get();
+  } else if (const auto* floating = node.as_floating_point()) {
+    input.type = Input::Type::floating;
+    input.floating = floating->get();
   }
   input.description = describe(node);
   return input;
@@ -407,6 +452,42 @@ std::optional<std::string> parse_value(const Rule& rule, const Input& input, Par
         }
       }
       return "unknown log level " + quote(input.string);
+    case Kind::rate: {
+      Number value;
+      if (input.type == Input::Type::integer) {
+        value = from_int64(input.integer);
+        value.magnitude = saturating_mul(value.magnitude, 1000);
+      } else if (input.type == Input::Type::floating) {
+        if (!(input.floating >= 0) || input.floating > 1e12)
+          return "expected a rate, got " + input.description;
+        value.magnitude = static_cast<uint64_t>(std::llround(input.floating * 1000));
+        if (std::abs(static_cast<double>(value.magnitude) - input.floating * 1000) > 1e-6)
+          return "a rate has at most 3 decimals, got " + input.description;
+      } else if (is_string) {
+        auto milli = parse_rate_text(input.string);
+        if (!milli) return "expected a rate, got " + quote(input.string);
+        value.magnitude = *milli;
+      } else {
+        return "expected a rate, got " + input.description;
+      }
+      const std::string shown = (value.negative ? "-" : "") + format_rate(value.magnitude);
+      if (auto problem = range_problem(rule, value, shown)) return problem;
+      if (value.magnitude != 0 && value.magnitude < kMinRateMilli)
+        return shown + " is below the minimum of 0.1/s (0 means no limit)";
+      out.number = value.magnitude;
+      return std::nullopt;
+    }
+    case Kind::overflow:
+      if (!is_string) return "expected a string, got " + input.description;
+      if (input.string == "block") {
+        out.overflow = Overflow::block;
+        return std::nullopt;
+      }
+      if (input.string == "reject") {
+        out.overflow = Overflow::reject;
+        return std::nullopt;
+      }
+      return "unknown overflow policy " + quote(input.string);
   }
   return "unsupported setting";
 }
@@ -475,6 +556,10 @@ constexpr Field<Settings> kLimitsFields[] = {
            s.frame_timeout = std::chrono::milliseconds(int64_t(v.number));
          },
      .read = [](const Settings& s) { return read_ms(s.frame_timeout); }},
+    {.key = "memory",
+     .rule = {.kind = Kind::size, .min = kMiB, .max = 1024 * kGiB},
+     .store = [](Settings& s, const Parsed& v) { s.memory = v.number; },
+     .read = [](const Settings& s) { return whole(s.memory); }},
 };
 
 constexpr Field<Settings> kLogFields[] = {
@@ -496,6 +581,49 @@ constexpr Field<QueueSettings> kQueueFields[] = {
      .store = [](QueueSettings& q,
                  const Parsed& v) { q.max_consumer_in_flight = uint32_t(v.number); },
      .read = [](const QueueSettings& q) { return whole(q.max_consumer_in_flight); }},
+    {.key = "max_messages",
+     .rule = {.kind = Kind::count, .min = 1, .max = 1'000'000'000},
+     .store = [](QueueSettings& q, const Parsed& v) { q.max_messages = v.number; },
+     .read = [](const QueueSettings& q) { return whole(q.max_messages); }},
+    {.key = "max_bytes",
+     .rule = {.kind = Kind::size, .min = kKiB, .max = 64 * kGiB},
+     .store = [](QueueSettings& q, const Parsed& v) { q.max_bytes = v.number; },
+     .read = [](const QueueSettings& q) { return whole(q.max_bytes); }},
+    {.key = "high_watermark",
+     .rule = {.kind = Kind::count, .min = 1, .max = 100},
+     .store = [](QueueSettings& q, const Parsed& v) { q.high_watermark = uint32_t(v.number); },
+     .read = [](const QueueSettings& q) { return whole(q.high_watermark); }},
+    {.key = "low_watermark",
+     .rule = {.kind = Kind::count, .min = 0, .max = 99},
+     .store = [](QueueSettings& q, const Parsed& v) { q.low_watermark = uint32_t(v.number); },
+     .read = [](const QueueSettings& q) { return whole(q.low_watermark); }},
+    {.key = "overflow",
+     .rule = {.kind = Kind::overflow},
+     .store = [](QueueSettings& q, const Parsed& v) { q.overflow = v.overflow; }},
+    {.key = "dispatch_rate",
+     .rule = {.kind = Kind::rate, .min = 0, .max = kMaxRateMilli},
+     .store = [](QueueSettings& q, const Parsed& v) { q.dispatch_rate = v.number; },
+     .read = [](const QueueSettings& q) { return whole(q.dispatch_rate); }},
+    {.key = "dispatch_burst",
+     .rule = {.kind = Kind::count, .min = 1, .max = 1'000'000},
+     .store = [](QueueSettings& q, const Parsed& v) { q.dispatch_burst = uint32_t(v.number); },
+     .read = [](const QueueSettings& q) { return whole(q.dispatch_burst); }},
+    {.key = "max_consumer_rate",
+     .rule = {.kind = Kind::rate, .min = 0, .max = kMaxRateMilli},
+     .store = [](QueueSettings& q, const Parsed& v) { q.max_consumer_rate = v.number; },
+     .read = [](const QueueSettings& q) { return whole(q.max_consumer_rate); }},
+    {.key = "ingress_rate",
+     .rule = {.kind = Kind::rate, .min = 0, .max = kMaxRateMilli},
+     .store = [](QueueSettings& q, const Parsed& v) { q.ingress_rate = v.number; },
+     .read = [](const QueueSettings& q) { return whole(q.ingress_rate); }},
+    {.key = "ingress_burst",
+     .rule = {.kind = Kind::count, .min = 1, .max = 1'000'000},
+     .store = [](QueueSettings& q, const Parsed& v) { q.ingress_burst = uint32_t(v.number); },
+     .read = [](const QueueSettings& q) { return whole(q.ingress_burst); }},
+    {.key = "max_in_flight",
+     .rule = {.kind = Kind::count, .min = 0, .max = 1'000'000},
+     .store = [](QueueSettings& q, const Parsed& v) { q.max_in_flight = uint32_t(v.number); },
+     .read = [](const QueueSettings& q) { return whole(q.max_in_flight); }},
 };
 
 constexpr std::span<const Field<QueueSettings>> kQueueFieldSpan{kQueueFields};
@@ -852,10 +980,26 @@ std::optional<ConfigError> check_ranges(const Target& target, std::string_view p
     const Number value = field.read(target);
     std::string shown = format(field.rule.kind, value.magnitude);
     if (value.negative) shown.insert(0, 1, '-');
-    if (auto problem = range_problem(field.rule, value, shown)) {
+    auto problem = range_problem(field.rule, value, shown);
+    if (!problem && field.rule.kind == Kind::rate && value.magnitude != 0 &&
+        value.magnitude < kMinRateMilli)
+      problem = shown + " is below the minimum of 0.1/s (0 means no limit)";
+    if (problem) {
       return ConfigError{"", 0, std::string(prefix) + "." + std::string(field.key),
                          std::move(*problem), allowed_text(field.rule)};
     }
+  }
+  return std::nullopt;
+}
+
+/// What one field cannot see: the low watermark must be below the high one.
+std::optional<ConfigError> check_queue(const QueueSettings& queue, std::string_view prefix) {
+  if (auto problem = check_ranges(queue, prefix, kQueueFieldSpan)) return problem;
+  if (queue.low_watermark >= queue.high_watermark) {
+    return ConfigError{"", 0, std::string(prefix) + ".low_watermark",
+                       std::to_string(queue.low_watermark) + " is not below high_watermark (" +
+                           std::to_string(queue.high_watermark) + ")",
+                       "a percent below " + std::string(prefix) + ".high_watermark"};
   }
   return std::nullopt;
 }
@@ -884,9 +1028,7 @@ std::optional<ConfigError> validate(const Settings& settings) {
                        "at most limits.max_frame_bytes minus 64KiB, here " + format_size(room) +
                            "; raise limits.max_frame_bytes or lower limits.max_payload_bytes"};
   }
-  if (auto problem = check_ranges(settings.queue_defaults, kQueueDefaults, kQueueFieldSpan)) {
-    return problem;
-  }
+  if (auto problem = check_queue(settings.queue_defaults, kQueueDefaults)) return problem;
   for (size_t i = 0; i < settings.queues.size(); ++i) {
     const DeclaredQueue& queue = settings.queues[i];
     const std::string prefix = "queues." + queue.name;
@@ -900,9 +1042,7 @@ std::optional<ConfigError> validate(const Settings& settings) {
                            "each queue name declared once"};
       }
     }
-    if (auto problem = check_ranges(queue.settings, prefix, kQueueFieldSpan)) {
-      return problem;
-    }
+    if (auto problem = check_queue(queue.settings, prefix)) return problem;
   }
   return std::nullopt;
 }

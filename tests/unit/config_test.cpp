@@ -85,6 +85,14 @@ void check_defaults(const cfg::Settings& s) {
   CHECK(s.max_payload_bytes == 1u << 20);
   CHECK(s.connection_outbound_bytes == 8u << 20);
   CHECK(s.frame_timeout == 30s);
+  CHECK(s.memory == 512ull << 20);
+  CHECK(s.queue_defaults.max_messages == 1'000'000);
+  CHECK(s.queue_defaults.max_bytes == 256ull << 20);
+  CHECK(s.queue_defaults.high_watermark == 100);
+  CHECK(s.queue_defaults.low_watermark == 80);
+  CHECK(s.queue_defaults.overflow == cfg::Overflow::block);
+  CHECK(s.queue_defaults.dispatch_rate == 0);
+  CHECK(s.queue_defaults.max_in_flight == 0);
   CHECK(s.log_level == cfg::LogLevel::info);
   CHECK(s.queue_defaults.lease_timeout == 30s);
   CHECK(s.queue_defaults.max_consumer_in_flight == 10000);
@@ -201,10 +209,30 @@ lease_timeout = "45s"
     std::ifstream in(path);
     std::stringstream text;
     text << in.rdbuf();
-    for (const char* key :
-         {"listen =", "port_file =", "max_connections =", "shutdown_grace =", "max_frame_bytes =",
-          "max_payload_bytes =", "connection_outbound_bytes =", "frame_timeout =", "level =",
-          "lease_timeout =", "max_consumer_in_flight =", "[queues."}) {
+    for (const char* key : {"listen =",
+                            "port_file =",
+                            "max_connections =",
+                            "shutdown_grace =",
+                            "max_frame_bytes =",
+                            "max_payload_bytes =",
+                            "connection_outbound_bytes =",
+                            "frame_timeout =",
+                            "memory =",
+                            "level =",
+                            "lease_timeout =",
+                            "max_consumer_in_flight =",
+                            "max_messages =",
+                            "max_bytes =",
+                            "high_watermark =",
+                            "low_watermark =",
+                            "overflow =",
+                            "dispatch_rate =",
+                            "dispatch_burst =",
+                            "max_consumer_rate =",
+                            "ingress_rate =",
+                            "ingress_burst =",
+                            "max_in_flight =",
+                            "[queues."}) {
       INFO(key);
       CHECK(contains(text.str(), key));
     }
@@ -606,5 +634,57 @@ level = "loud"
     const auto from_file = load_error("[queues.\"a\\nb\"]\n");
     CHECK(from_file.to_string().find('\n') == std::string::npos);
     CHECK(contains(from_file.to_string(), "queues.a\\x0ab"));
+  }
+
+  TEST_CASE("flow control settings: rates, overflow, watermarks, memory") {
+    const auto s = load_ok(R"(
+[limits]
+memory = "64MiB"
+[queue_defaults]
+dispatch_rate = 50
+ingress_rate = 0.5
+max_consumer_rate = "1000/s"
+overflow = "reject"
+max_in_flight = 8
+[queues.slow]
+dispatch_rate = "0.1"
+high_watermark = 90
+low_watermark = 10
+)");
+    CHECK(s.memory == 64u << 20);
+    CHECK(s.queue_defaults.dispatch_rate == 50'000);
+    CHECK(s.queue_defaults.ingress_rate == 500);
+    CHECK(s.queue_defaults.max_consumer_rate == 1'000'000);
+    CHECK(s.queue_defaults.overflow == cfg::Overflow::reject);
+    CHECK(s.queue_defaults.max_in_flight == 8);
+    REQUIRE(s.queues.size() == 1);
+    CHECK(s.queues[0].settings.dispatch_rate == 100);
+    CHECK(s.queues[0].settings.overflow == cfg::Overflow::reject);  // from the defaults
+    CHECK(s.queues[0].settings.high_watermark == 90);
+
+    cfg::Settings flags;
+    CHECK_FALSE(cfg::apply_setting(flags, "queues.q.dispatch_rate", "12.5"));
+    CHECK_FALSE(cfg::apply_setting(flags, "queues.q.overflow", "reject"));
+    REQUIRE(flags.queues.size() == 1);
+    CHECK(flags.queues[0].settings.dispatch_rate == 12'500);
+
+    auto error = load_error("[queue_defaults]\ndispatch_rate = 0.05\n");
+    CHECK(error.line == 2);
+    CHECK(contains(error.problem, "below the minimum of 0.1/s"));
+    error = load_error("[queue_defaults]\ndispatch_rate = \"1.2345\"\n");
+    CHECK(contains(error.problem, "expected a rate"));
+    CHECK(contains(error.allowed, "from 0.1/s to 1000000/s"));
+    error = load_error("[queue_defaults]\ningress_rate = 2000000\n");
+    CHECK(contains(error.problem, "above the maximum of 1000000/s"));
+    error = load_error("[queue_defaults]\noverflow = \"drop\"\n");
+    CHECK(contains(error.problem, "unknown overflow policy"));
+    CHECK(contains(error.allowed, "\"block\""));
+
+    cfg::Settings bad;
+    bad.queue_defaults.low_watermark = 90;
+    bad.queue_defaults.high_watermark = 90;
+    auto invalid = cfg::validate(bad);
+    REQUIRE(invalid.has_value());
+    CHECK(invalid->setting == "queue_defaults.low_watermark");
   }
 }

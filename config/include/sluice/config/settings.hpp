@@ -22,6 +22,12 @@ namespace sluice::config {
 /// How much sluiced logs, from most to least verbose.
 enum class LogLevel { trace, debug, info, warn, error };
 
+/// What a full queue does with a publish: make the producer wait, or refuse it.
+enum class Overflow { block, reject };
+
+/// A rate in thousandths of a message per second (0.1/s = 100); 0 = no limit.
+using MilliRate = uint64_t;
+
 /// Per-queue behaviour; the same fields serve as defaults ([queue_defaults]) and per queue
 /// ([queues.NAME]).
 struct QueueSettings {
@@ -30,6 +36,24 @@ struct QueueSettings {
   std::chrono::milliseconds lease_timeout{30000};
   /// Highest credit one consumer may ask for (unacked messages in flight). [1, 1000000]
   uint32_t max_consumer_in_flight = 10000;
+  /// Capacity: messages held in any state [1, 1e9], and their bytes [1KiB, 64GiB].
+  uint64_t max_messages = 1'000'000;
+  uint64_t max_bytes = 256ull << 20;
+  /// The overflow policy acts at this percent of either maximum [1, 100] ...
+  uint32_t high_watermark = 100;
+  /// ... and stops once below this percent [0, 99], which must be below high_watermark.
+  uint32_t low_watermark = 80;
+  Overflow overflow = Overflow::block;
+  /// Deliveries per second to all consumers together, and the burst [1, 1e6].
+  MilliRate dispatch_rate = 0;
+  uint32_t dispatch_burst = 10;
+  /// The highest rate a consumer may ask for when it subscribes (0 = any).
+  MilliRate max_consumer_rate = 0;
+  /// Publishes per second into the queue, and the burst [1, 1e6].
+  MilliRate ingress_rate = 0;
+  uint32_t ingress_burst = 1000;
+  /// Unacked messages over all consumers together [0 = none, 1e6].
+  uint32_t max_in_flight = 0;
 };
 
 /// A queue named in the config ([queues.NAME]), created at start-up rather than on first use.
@@ -65,6 +89,9 @@ struct Settings {
   /// limits.frame_timeout [100ms, 1h]: a frame begun must be complete within this, or the
   /// connection is closed with timed_out (a stalled or truncated sender cannot pin a buffer).
   std::chrono::milliseconds frame_timeout{30000};
+  /// limits.memory [1MiB, 1TiB]: all queues' messages together (encoded bytes plus 128 bytes
+  /// each); at the limit every queue's overflow policy acts.
+  uint64_t memory = 512ull << 20;
 
   // [log]
   /// log.level: "trace" | "debug" | "info" | "warn" | "error"
