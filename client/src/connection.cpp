@@ -5,9 +5,12 @@
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/ip/tcp.hpp>
 #include <boost/asio/post.hpp>
+#include <boost/asio/steady_timer.hpp>
 #include <boost/asio/write.hpp>
 
 #include <atomic>
+#include <cmath>
+#include <cstring>
 #include <condition_variable>
 #include <cstdio>
 #include <cstdlib>
@@ -15,7 +18,9 @@
 #include <mutex>
 #include <optional>
 #include <thread>
+#include <random>
 #include <unordered_map>
+#include <unordered_set>
 
 #include "sluice/client/client.hpp"
 #include "sluice/protocol/codec.hpp"
@@ -43,6 +48,21 @@ constexpr std::size_t kReadChunk = 128 * 1024;
 
 /// Checks a message against the protocol limits before it is queued, so a bad
 /// message fails alone instead of failing the whole batch at the broker.
+/// Exponential backoff with jitter: from 10 ms doubling up to 1 s, each wait a
+/// random point in the upper half (so retrying producers spread out), and never
+/// sooner than the broker's retry-after.
+std::chrono::milliseconds backoff_delay(unsigned attempt, std::chrono::milliseconds at_least,
+                                        std::mt19937& rng) {
+  const std::int64_t cap = std::min<std::int64_t>(1000, std::int64_t{10} << std::min(attempt, 7u));
+  std::uniform_int_distribution<std::int64_t> jitter(cap / 2, cap);
+  return std::max(at_least, std::chrono::milliseconds(jitter(rng)));
+}
+
+/// Rewrites the request id of an encoded PUBLISH frame (right after length and type).
+void put_request_id(std::string& frame, std::uint64_t id) {
+  std::memcpy(frame.data() + protocol::kFrameHeaderBytes, &id, sizeof id);
+}
+
 /// Room in a PUBLISH frame besides its messages: length, type, request id,
 /// queue name (at most 200 bytes) and count, rounded up.
 constexpr std::size_t kPublishFrameOverhead = 512;
@@ -89,6 +109,11 @@ class Connection::Impl {
   struct Pending {
     std::vector<PublishCallback> publish;  // PUBLISH: one callback per message
     std::function<void(const Error&, FrameType, std::string_view)> answer;  // anything else
+    // PUBLISH with queue_full retries on: the frame as sent, to send again.
+    std::size_t frame_offset = 0;  // in pending_, until take_pending copies it out
+    std::string frame;
+    std::chrono::steady_clock::time_point retry_until;
+    unsigned attempts = 0;
   };
 
   explicit Impl(Options options)
@@ -128,7 +153,10 @@ class Connection::Impl {
 
   std::uint32_t max_payload_bytes_ = protocol::kDefaultMaxPayloadBytes;
   std::uint32_t max_frame_bytes_ = protocol::kDefaultMaxFrameBytes;
+  std::unordered_set<std::shared_ptr<asio::steady_timer>> retry_timers_;  // I/O thread
+  std::mt19937 rng_{std::random_device{}()};                              // I/O thread
   std::atomic<std::uint64_t> refused_auto_acks_{0};
+  std::atomic<std::uint8_t> pressure_{0};
   const Options options_;
 
  private:
@@ -141,6 +169,12 @@ class Connection::Impl {
   void send_settlements();
   void flush();
   void fail_all(Error error);
+  /// Completes every callback of a PUBLISH with `error`.
+  void fail_publish(Pending& p, const Error& error);
+  /// queue_full with retries on: sends the frame again after a backoff, if
+  /// that is still before its deadline. False: give up (the caller fails it).
+  bool retry_publish(Pending& p, const Error& error);
+
   std::uint64_t register_request(Pending pending) {
     const std::uint64_t id = next_request_id_++;
     in_flight_.emplace(id, std::move(pending));
@@ -338,6 +372,7 @@ void Connection::Impl::handle(const protocol::Frame& frame) {
         fail_all({errc::malformed_frame, "the broker sent a malformed CONFIRM"});
         return;
       }
+      pressure_.store(c.pressure, std::memory_order_relaxed);
       auto it = in_flight_.find(c.request_id);
       if (it == in_flight_.end()) return;
       Pending p = std::move(it->second);
@@ -360,7 +395,7 @@ void Connection::Impl::handle(const protocol::Frame& frame) {
     case FrameType::error: {
       protocol::ErrorFrame e;
       if (!protocol::decode_error(frame.body, e)) return;
-      Error err{e.code, std::string(e.message)};
+      Error err{e.code, std::string(e.message), std::chrono::milliseconds(e.retry_after_ms)};
       if (e.request_id != 0) {
         answer(e.request_id, err, FrameType::error, frame.body);
       } else if (closes_connection(e.code)) {
@@ -391,14 +426,45 @@ void Connection::Impl::answer(std::uint64_t request_id, const Error& error, Fram
   Pending p = std::move(it->second);
   in_flight_.erase(it);
   if (!p.publish.empty()) {
-    for (auto& cb : p.publish)
-      if (cb) cb(error, 0);
-    std::lock_guard lk(mutex_);
-    unconfirmed_ -= p.publish.size();
-    cv_.notify_all();
+    if (error.code == errc::queue_full && !p.frame.empty() && retry_publish(p, error)) return;
+    fail_publish(p, error);
   } else if (p.answer) {
     p.answer(error, type, body);
   }
+}
+
+void Connection::Impl::fail_publish(Pending& p, const Error& error) {
+  for (auto& cb : p.publish)
+    if (cb) cb(error, 0);
+  std::lock_guard lk(mutex_);
+  unconfirmed_ -= p.publish.size();
+  cv_.notify_all();
+}
+
+bool Connection::Impl::retry_publish(Pending& p, const Error& error) {
+  const auto delay = backoff_delay(p.attempts++, error.retry_after, rng_);
+  if (std::chrono::steady_clock::now() + delay > p.retry_until) return false;
+  auto timer = std::make_shared<asio::steady_timer>(io_, delay);
+  retry_timers_.insert(timer);
+  timer->async_wait([this, timer, p = std::move(p)](const boost::system::error_code& ec) mutable {
+    retry_timers_.erase(timer);
+    Error closed_with;
+    {
+      std::lock_guard lk(mutex_);
+      if (closed_) closed_with = close_error_;
+    }
+    if (ec || closed_with) {
+      fail_publish(p,
+                   closed_with ? closed_with : Error{errc::connection_lost, "connection closed"});
+      return;
+    }
+    const std::uint64_t id = next_request_id_++;
+    put_request_id(p.frame, id);
+    out_.append(p.frame);
+    in_flight_.emplace(id, std::move(p));
+    flush();
+  });
+  return true;
 }
 
 void Connection::Impl::handle_deliver(std::string_view body) {
@@ -454,16 +520,21 @@ void Connection::Impl::send_settlements() {
     std::vector<protocol::SettleFailure> failures;
     if (protocol::decode_settled(body, request_id, failures)) refused_auto_acks_ += failures.size();
   };
+  const auto settle_request = [&] {
+    Pending p;
+    p.answer = count_refusals;
+    return register_request(std::move(p));
+  };
   // A delivery stops counting as held only now, when its settlement is on its
   // way: the broker cannot have freed the credit any earlier.
   if (!acks_.empty()) {
-    protocol::encode_ack(out_, register_request({{}, count_refusals}), acks_);
+    protocol::encode_ack(out_, settle_request(), acks_);
     for (auto* owner : ack_owners_) owner->settled();
     acks_.clear();
     ack_owners_.clear();
   }
   if (!nacks_.empty()) {
-    protocol::encode_nack(out_, register_request({{}, count_refusals}), nacks_);
+    protocol::encode_nack(out_, settle_request(), nacks_);
     for (auto* owner : nack_owners_)
       if (owner) owner->settled();
     nacks_.clear();
@@ -479,13 +550,25 @@ void Connection::Impl::take_pending() {
       protocol::end_publish(pending_, open_frame_, open_count_);
       publish_open_ = false;
     }
+    // With queue_full retries on, each PUBLISH keeps a copy of its frame to resend.
+    const bool keep_frames = options_.retry_queue_full_for.count() > 0;
+    for (std::size_t i = 0; i < pending_requests_.size(); ++i) {
+      auto& [id, p] = pending_requests_[i];
+      if (keep_frames) {
+        const std::size_t end = i + 1 < pending_requests_.size()
+                                    ? pending_requests_[i + 1].second.frame_offset
+                                    : pending_.size();
+        p.frame.assign(pending_, p.frame_offset, end - p.frame_offset);
+        p.retry_until = std::chrono::steady_clock::now() + options_.retry_queue_full_for;
+      }
+      in_flight_.emplace(id, std::move(p));
+    }
+    pending_requests_.clear();
     if (out_.empty())
       out_.swap(pending_);
     else
       out_.append(pending_);
     pending_.clear();
-    for (auto& [id, p] : pending_requests_) in_flight_.emplace(id, std::move(p));
-    pending_requests_.clear();
   }
   flush();
 }
@@ -521,10 +604,7 @@ void Connection::Impl::fail_all(Error error) {
   }
   auto fail = [&](Pending& p) {
     if (!p.publish.empty()) {
-      for (auto& cb : p.publish)
-        if (cb) cb(error, 0);
-      std::lock_guard lk(mutex_);
-      unconfirmed_ -= p.publish.size();
+      fail_publish(p, error);
     } else if (p.answer) {
       p.answer(error, FrameType::error, {});
     }
@@ -532,6 +612,7 @@ void Connection::Impl::fail_all(Error error) {
   auto in_flight = std::move(in_flight_);
   in_flight_.clear();
   for (auto& [id, p] : in_flight) fail(p);
+  for (const auto& timer : retry_timers_) timer->cancel();  // their handlers fail them
   for (auto& [id, p] : not_sent) fail(p);
   handlers_.clear();
   boost::system::error_code ignored;
@@ -573,6 +654,7 @@ void Connection::Impl::publish_async(std::string_view queue,
     open_count_ = 0;
     publish_open_ = true;
     pending_requests_.emplace_back(id, Pending{});
+    pending_requests_.back().second.frame_offset = open_frame_.frame_offset;
   }
   protocol::encode_message(pending_, headers, payload);
   ++open_count_;
@@ -639,6 +721,8 @@ Result<std::uint32_t> Connection::Impl::subscribe(std::string_view queue, Subscr
         s.queue = q;
         s.max_in_flight = so.max_in_flight;
         s.lease_ms = static_cast<std::uint32_t>(so.lease.count());
+        s.rate_milli = static_cast<std::uint32_t>(std::llround(so.rate * 1000));
+        s.burst = std::max<std::uint32_t>(so.burst, 1);
         protocol::encode_subscribe(out, s);
       },
       [id](FrameType, std::string_view) { return Result<std::uint32_t>(id); });
@@ -760,26 +844,40 @@ Result<std::vector<std::uint64_t>> Connection::publish_batch(std::string_view qu
                  "batch of " + std::to_string(frame_bytes) +
                      " bytes exceeds the broker's max frame; split it or use publish_async"};
   std::string q(queue);
-  std::vector<Message> copy(messages.begin(), messages.end());
-  return impl_->call<std::vector<std::uint64_t>>(
-      [q, copy = std::move(copy)](std::uint64_t request_id, std::string& out) {
-        auto f = protocol::begin_publish(out, request_id, q);
-        for (const auto& m : copy) {
-          std::vector<protocol::Header> headers;
-          for (const auto& [k, v] : m.headers) headers.push_back({k, v});
-          protocol::encode_message(out, headers, m.payload);
-        }
-        protocol::end_publish(out, f, static_cast<std::uint32_t>(copy.size()));
-      },
-      [n = messages.size()](FrameType type,
-                            std::string_view body) -> Result<std::vector<std::uint64_t>> {
-        protocol::Confirm c;
-        if (type != FrameType::confirm || !protocol::decode_confirm(body, c) || c.count != n)
-          return Error{errc::malformed_frame, "unexpected answer to PUBLISH"};
-        std::vector<std::uint64_t> ids(c.count);
-        for (std::uint32_t i = 0; i < c.count; ++i) ids[i] = c.message_id(i);
-        return ids;
-      });
+  auto copy = std::make_shared<const std::vector<Message>>(messages.begin(), messages.end());
+  auto attempt = [&] {
+    return impl_->call<std::vector<std::uint64_t>>(
+        [q, copy](std::uint64_t request_id, std::string& out) {
+          auto f = protocol::begin_publish(out, request_id, q);
+          for (const auto& m : *copy) {
+            std::vector<protocol::Header> headers;
+            for (const auto& [k, v] : m.headers) headers.push_back({k, v});
+            protocol::encode_message(out, headers, m.payload);
+          }
+          protocol::end_publish(out, f, static_cast<std::uint32_t>(copy->size()));
+        },
+        [n = messages.size()](FrameType type,
+                              std::string_view body) -> Result<std::vector<std::uint64_t>> {
+          protocol::Confirm c;
+          if (type != FrameType::confirm || !protocol::decode_confirm(body, c) || c.count != n)
+            return Error{errc::malformed_frame, "unexpected answer to PUBLISH"};
+          std::vector<std::uint64_t> ids(c.count);
+          for (std::uint32_t i = 0; i < c.count; ++i) ids[i] = c.message_id(i);
+          return ids;
+        });
+  };
+  // queue_full with retries on: back off (with jitter, at least the broker's
+  // retry-after) and try again until the deadline.
+  const auto until = std::chrono::steady_clock::now() + impl_->options_.retry_queue_full_for;
+  auto result = attempt();
+  for (unsigned n = 0; !result && result.error().code == errc::queue_full; ++n) {
+    thread_local std::mt19937 rng{std::random_device{}()};
+    const auto delay = backoff_delay(n, result.error().retry_after, rng);
+    if (std::chrono::steady_clock::now() + delay > until) break;
+    std::this_thread::sleep_for(delay);
+    result = attempt();
+  }
+  return result;
 }
 
 bool Connection::wait_confirms(std::chrono::milliseconds timeout) {
@@ -790,6 +888,8 @@ Result<std::uint32_t> Connection::subscribe(std::string_view queue, SubscribeOpt
                                             Handler handler) {
   if (!protocol::valid_queue_name(queue))
     return Error{errc::invalid_queue_name, "queue name must be 1..200 of [A-Za-z0-9_.:-]"};
+  if (!(options.rate == 0 || (options.rate >= 0.1 && options.rate <= 1e6)))
+    return Error{errc::invalid_argument, "rate must be 0 (no limit) or 0.1 to 1000000 per second"};
   return impl_->subscribe(queue, options, std::move(handler));
 }
 
@@ -823,7 +923,8 @@ Result<std::vector<QueueStats>> Connection::stats(std::string_view queue) {
           out.push_back({std::string(v.name), v.get(F::ready), v.get(F::delayed),
                          v.get(F::in_flight), v.get(F::consumers), v.get(F::published_total),
                          v.get(F::delivered_total), v.get(F::acked_total), v.get(F::nacked_total),
-                         v.get(F::expired_total)});
+                         v.get(F::expired_total), v.get(F::bytes), v.get(F::pressure),
+                         v.get(F::refused_total), v.get(F::blocked_total)});
         }
         return out;
       });
@@ -848,6 +949,9 @@ SubscriptionStats Connection::subscription_stats(std::uint32_t id) const {
 }
 std::uint64_t Connection::refused_auto_acks() const noexcept {
   return impl_->refused_auto_acks_.load();
+}
+std::uint8_t Connection::pressure() const noexcept {
+  return impl_->pressure_.load(std::memory_order_relaxed);
 }
 
 }  // namespace sluice::client

@@ -26,6 +26,8 @@ namespace sluice::client {
 struct Error {
   errc code = errc::ok;
   std::string message;
+  /// With queue_full: the broker's estimate of when trying again is worthwhile.
+  std::chrono::milliseconds retry_after{0};
   explicit operator bool() const noexcept { return code != errc::ok; }
   /// "stale_lease: lease expired" style text.
   std::string to_string() const;
@@ -108,6 +110,11 @@ struct Options {
   std::size_t max_batch_bytes = 128 * 1024;
   /// Most published-but-unconfirmed messages; publish_async blocks past it.
   std::size_t max_unconfirmed = 16384;
+  /// When a queue refuses publishes with queue_full (overflow = reject), keep
+  /// retrying for this long, with exponential backoff (10 ms to 1 s, full
+  /// jitter, never sooner than the broker's retry-after), before reporting
+  /// queue_full. 0: report it at once. Costs a copy of each PUBLISH frame.
+  std::chrono::milliseconds retry_queue_full_for{0};
 };
 
 struct QueueStats {
@@ -121,11 +128,17 @@ struct QueueStats {
   std::uint64_t acked_total = 0;
   std::uint64_t nacked_total = 0;
   std::uint64_t expired_total = 0;
+  std::uint64_t bytes = 0;     // encoded bytes held
+  std::uint64_t pressure = 0;  // 0..100: how full against the high watermark
+  std::uint64_t refused_total = 0;
+  std::uint64_t blocked_total = 0;
 };
 
 struct SubscribeOptions {
   std::uint32_t max_in_flight = 64;    // the most unacked deliveries this consumer holds
   std::chrono::milliseconds lease{0};  // 0: the queue's lease timeout
+  double rate = 0;                     // deliveries per second to this consumer; 0: no limit
+  std::uint32_t burst = 1;             // with rate: most deliveries at once after a pause
 };
 
 class Connection {
@@ -190,6 +203,9 @@ class Connection {
   Error last_error() const;
   /// Acks the broker refused (stale leases) among automatic acks.
   std::uint64_t refused_auto_acks() const noexcept;
+  /// The pressure hint of the latest CONFIRM, 0..100: how full the queue last
+  /// published to is. Producers can slow down before they hit the wall.
+  std::uint8_t pressure() const noexcept;
 
   class Impl;
 
