@@ -71,7 +71,10 @@ Micros Engine::retry_after(const Queue& queue) const noexcept {
   return std::clamp<Micros>(estimate, 10'000, 60'000'000);
 }
 
-Admission Engine::admit(Queue& queue, std::uint64_t count, std::uint64_t bytes, Micros now) {
+Admission Engine::admit(Queue& queue, std::uint64_t count, Micros now) {
+  // A PUBLISH frame is admitted whole while the queue is below its high
+  // watermark, so a queue (and the memory limit) can be passed by at most one
+  // frame per publishing connection; clients batch freely, whatever the capacity.
   const auto& o = queue.options_;
   const std::uint64_t high_messages =
       std::max<std::uint64_t>(1, o.max_messages * o.high_watermark_pct / 100);
@@ -81,19 +84,13 @@ Admission Engine::admit(Queue& queue, std::uint64_t count, std::uint64_t bytes, 
     if (o.overflow == Overflow::reject) queue.counters_.refused_total++;
     return Admission{errc::queue_full, retry, detail};
   };
-  if (count > high_messages || bytes > high_bytes)
-    return {errc::invalid_argument, 0,
-            "batch larger than the queue's capacity; publish fewer at once"};
   if (queue.full_ && below_low_watermark(queue)) queue.full_ = false;
-  if (!queue.full_ && (queue.counters_.messages() + count > high_messages ||
-                       queue.counters_.bytes + bytes > high_bytes))
+  if (queue.counters_.messages() >= high_messages || queue.counters_.bytes >= high_bytes)
     queue.full_ = true;
   if (queue.full_) return full(retry_after(queue), "queue is full");
 
-  const std::uint64_t memory = bytes + count * kMessageOverhead;
   if (memory_full_ && memory_used_ * 10 < memory_limit_ * 9) memory_full_ = false;
-  if (memory_limit_ != 0 && !memory_full_ && memory_used_ + memory > memory_limit_)
-    memory_full_ = true;
+  if (memory_limit_ != 0 && memory_used_ >= memory_limit_) memory_full_ = true;
   if (memory_full_) return full(retry_after(queue), "broker memory limit reached");
 
   if (!queue.ingress_bucket_.try_take_batch(count, now))
@@ -141,13 +138,21 @@ void Engine::schedule_wakeup(Queue& queue, Micros at) {
 }
 
 void Engine::on_wakeup(Queue& queue, Micros now) {
+  // A token that came due at `due` is taken as of `due`, not `now`: the timer's
+  // lateness must not cost a backlogged bucket its rate (a full bucket would
+  // drop the tokens of the late microseconds).
+  if (queue.dispatch_due_ <= now) {
+    queue.dispatch_prepaid_ = queue.dispatch_bucket_.try_take(queue.dispatch_due_);
+    queue.dispatch_due_ = kNever;
+  }
   Micros next = kNever;
   std::erase_if(queue.throttled_, [&](Consumer* c) {
-    const Micros at = c->rate_.next_available(now);
-    if (at > now) {
-      next = std::min(next, at);
+    if (c->rate_due_ > now) {
+      next = std::min(next, c->rate_due_);
       return false;
     }
+    c->prepaid_ = c->rate_.try_take(c->rate_due_);
+    c->rate_due_ = kNever;
     c->throttled_ = false;
     offer_credit(*c);
     return true;
@@ -406,9 +411,10 @@ void Engine::dispatch(Queue& queue, Micros now) {
   const std::uint32_t cap = queue.options_.max_in_flight;
   while (!queue.ready_.empty() && !queue.ring_.empty()) {
     if (cap != 0 && queue.counters_.in_flight >= cap) return;  // an ack or expiry comes back here
-    if (!queue.dispatch_bucket_.unlimited()) {
+    if (!queue.dispatch_bucket_.unlimited() && !queue.dispatch_prepaid_) {
       const Micros at = queue.dispatch_bucket_.next_available(now);
       if (at > now) {
+        queue.dispatch_due_ = at;
         schedule_wakeup(queue, at);
         return;
       }
@@ -417,13 +423,19 @@ void Engine::dispatch(Queue& queue, Micros now) {
     queue.ring_.pop_front();
     c->in_ring_ = false;
     if (!c->can_take()) continue;
-    if (!c->rate_.try_take(now)) {
+    if (c->prepaid_) {
+      c->prepaid_ = false;
+    } else if (!c->rate_.try_take(now)) {
       c->throttled_ = true;
+      c->rate_due_ = c->rate_.next_available(now);
       queue.throttled_.push_back(c);
-      schedule_wakeup(queue, c->rate_.next_available(now));
+      schedule_wakeup(queue, c->rate_due_);
       continue;
     }
-    queue.dispatch_bucket_.try_take(now);
+    if (queue.dispatch_prepaid_)
+      queue.dispatch_prepaid_ = false;
+    else
+      queue.dispatch_bucket_.try_take(now);
     const std::uint32_t index = queue.ready_.front();
     queue.ready_.pop_front();
     queue.counters_.ready--;

@@ -61,12 +61,13 @@ class Engine {
   /// Every queue, in no particular order.
   std::vector<const Queue*> queues() const;
 
-  /// May `count` messages of `bytes` (encoded) enter `queue` now? Checks the
-  /// high watermark (then stays full until below the low one), the memory
-  /// limit and the ingress rate; `ok` takes the ingress tokens. The caller
-  /// publishes on ok, and on queue_full waits (wait_for_room) or refuses as the
-  /// queue's overflow says.
-  Admission admit(Queue& queue, std::uint64_t count, std::uint64_t bytes, Micros now);
+  /// May a PUBLISH of `count` messages enter `queue` now?
+  /// Yes while the queue is below its high watermark (then it stays full until
+  /// below the low one) and the broker below its memory limit, and the ingress
+  /// rate allows; `ok` takes the ingress tokens. A frame admitted whole may
+  /// pass the watermark by itself. The caller publishes on ok, and on
+  /// queue_full waits (wait_for_room) or refuses as the queue's overflow says.
+  Admission admit(Queue& queue, std::uint64_t count, Micros now);
   /// Tells `waiter` (once) when `queue` may take publishes again.
   void wait_for_room(Queue& queue, PublishWaiter& waiter, Micros now);
   /// Forgets `waiter` everywhere (its connection is closing).

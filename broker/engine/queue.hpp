@@ -116,6 +116,8 @@ class Consumer {
   bool draining_ = false;  // unsubscribed: no new deliveries, leases stay valid
   bool in_ring_ = false;
   bool throttled_ = false;  // its rate bucket is empty: waits in Queue::throttled_
+  bool prepaid_ = false;    // holds a token taken when it came due (see Engine::on_wakeup)
+  Micros rate_due_ = kNever;
   TokenBucket rate_;
 };
 
@@ -141,7 +143,9 @@ class Queue {
   std::vector<PublishWaiter*> waiters_;               // blocked publishers
   TokenBucket dispatch_bucket_;
   TokenBucket ingress_bucket_;
-  bool full_ = false;          // hit the high watermark; clears below the low one
+  bool full_ = false;              // hit the high watermark; clears below the low one
+  bool dispatch_prepaid_ = false;  // a dispatch token taken when it came due
+  Micros dispatch_due_ = kNever;
   Micros wakeup_at_ = kNever;  // earliest scheduled Engine wake-up for this queue
 };
 

@@ -227,10 +227,8 @@ bool Session::handle_publish(std::string_view body) {
   if (last_queue_ == nullptr || last_queue_->name() != publish.queue)
     last_queue_ = &engine.queue(publish.queue);
   engine::Queue& queue = *last_queue_;
-  std::uint64_t bytes = 0;
-  for (auto message : messages_) bytes += message.size();
   const auto now = Server::now();
-  const auto admission = engine.admit(queue, messages_.size(), bytes, now);
+  const auto admission = engine.admit(queue, messages_.size(), now);
   if (admission.code == errc::queue_full && queue.options().overflow == engine::Overflow::block) {
     engine.wait_for_room(queue, *this, now);
     server_.watch_deadlines();  // a rate wait ends on the engine's timer

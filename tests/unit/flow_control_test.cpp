@@ -147,14 +147,13 @@ TEST_CASE("flow: capacity with high and low watermarks, and the pressure hint") 
   o.low_watermark_pct = 50;
   auto& q = e.declare("q", o);
   for (int i = 0; i < 10; ++i) {
-    REQUIRE(e.admit(q, 1, 10, 0).code == errc::ok);
+    REQUIRE(e.admit(q, 1, 0).code == errc::ok);
     e.publish(q, encode("m"), 0, 0);
   }
   CHECK(q.pressure() == 100);
-  auto refused = e.admit(q, 1, 10, 0);
+  auto refused = e.admit(q, 1, 0);
   CHECK(refused.code == errc::queue_full);
   CHECK(refused.retry_after > 0);
-  CHECK(e.admit(q, 11, 10, 0).code == errc::invalid_argument);  // could never fit
 
   Waiter waiter;
   e.wait_for_room(q, waiter, 0);
@@ -165,15 +164,27 @@ TEST_CASE("flow: capacity with high and low watermarks, and the pressure hint") 
   for (int i = 0; i < 5; ++i)
     REQUIRE(e.ack(sink, got[i].delivery.message_id, got[i].delivery.lease_token, 1) == errc::ok);
   CHECK(waiter.rooms == 0);
-  CHECK(e.admit(q, 1, 10, 1).code == errc::queue_full);
+  CHECK(e.admit(q, 1, 1).code == errc::queue_full);
   e.wait_for_room(q, waiter, 1);
   CHECK(q.pressure() == 50);
   // Below the low watermark: the waiter is told once, and publishes go in again.
   REQUIRE(e.ack(sink, got[5].delivery.message_id, got[5].delivery.lease_token, 1) == errc::ok);
   CHECK(waiter.rooms == 1);
-  CHECK(e.admit(q, 1, 10, 1).code == errc::ok);
+  CHECK(e.admit(q, 1, 1).code == errc::ok);
   REQUIRE(e.ack(sink, got[6].delivery.message_id, got[6].delivery.lease_token, 1) == errc::ok);
   CHECK(waiter.rooms == 1);
+}
+
+TEST_CASE("flow: a frame is admitted whole below the high watermark, and may pass it") {
+  Engine e;
+  QueueOptions o;
+  o.max_messages = 10;
+  auto& q = e.declare("q", o);
+  for (int i = 0; i < 9; ++i) e.publish(q, encode("m"), 0, 0);
+  REQUIRE(e.admit(q, 50, 0).code == errc::ok);  // larger than the whole capacity
+  for (int i = 0; i < 50; ++i) e.publish(q, encode("m"), 0, 0);
+  CHECK(e.admit(q, 1, 0).code == errc::queue_full);
+  CHECK(q.pressure() == 100);
 }
 
 TEST_CASE("flow: the broker memory limit spans queues") {
@@ -185,11 +196,11 @@ TEST_CASE("flow: the broker memory limit spans queues") {
   auto& b = e.queue("b");
   for (int i = 0; i < 10; ++i) {
     auto& q = i % 2 ? a : b;
-    REQUIRE(e.admit(q, 1, m.size(), 0).code == errc::ok);
+    REQUIRE(e.admit(q, 1, 0).code == errc::ok);
     e.publish(q, m, 0, 0);
   }
   CHECK(e.memory_used() == 10'000);
-  const auto refused = e.admit(a, 1, m.size(), 0);
+  const auto refused = e.admit(a, 1, 0);
   CHECK(refused.code == errc::queue_full);
   CHECK(std::string(refused.detail) == "broker memory limit reached");
   Waiter waiter;
@@ -203,7 +214,7 @@ TEST_CASE("flow: the broker memory limit spans queues") {
   CHECK(waiter.rooms == 0);  // 9,000 of 10,000: not yet below 90 %
   REQUIRE(e.ack(sink, got[1].delivery.message_id, got[1].delivery.lease_token, 0) == errc::ok);
   CHECK(waiter.rooms == 1);
-  CHECK(e.admit(a, 1, m.size(), 0).code == errc::ok);
+  CHECK(e.admit(a, 1, 0).code == errc::ok);
 }
 
 TEST_CASE("flow: the ingress rate admits a batch whole, then makes the next wait") {
@@ -211,8 +222,8 @@ TEST_CASE("flow: the ingress rate admits a batch whole, then makes the next wait
   QueueOptions o;
   o.ingress_rate = {10'000, 2};  // 10/s, burst 2
   auto& q = e.declare("q", o);
-  CHECK(e.admit(q, 5, 50, 0).code == errc::ok);  // 2 tokens, 3 in debt
-  const auto refused = e.admit(q, 1, 10, 0);
+  CHECK(e.admit(q, 5, 0).code == errc::ok);  // 2 tokens, 3 in debt
+  const auto refused = e.admit(q, 1, 0);
   CHECK(refused.code == errc::queue_full);
   CHECK(refused.retry_after == 400'000);  // 3 owed + 1 = 4 tokens at 10/s
   Waiter waiter;
@@ -222,7 +233,7 @@ TEST_CASE("flow: the ingress rate admits a batch whole, then makes the next wait
   CHECK(waiter.rooms == 0);
   e.advance(400'000);
   CHECK(waiter.rooms == 1);
-  CHECK(e.admit(q, 1, 10, 400'000).code == errc::ok);
+  CHECK(e.admit(q, 1, 400'000).code == errc::ok);
 }
 
 TEST_CASE("flow: reconfiguring a live queue changes its rate and frees its waiters") {
@@ -232,10 +243,10 @@ TEST_CASE("flow: reconfiguring a live queue changes its rate and frees its waite
   o.dispatch_rate = {1'000, 1};  // 1/s
   auto& q = e.declare("q", o);
   for (int i = 0; i < 2; ++i) {
-    REQUIRE(e.admit(q, 1, 10, 0).code == errc::ok);
+    REQUIRE(e.admit(q, 1, 0).code == errc::ok);
     e.publish(q, encode("m"), 0, 0);
   }
-  CHECK(e.admit(q, 1, 10, 0).code == errc::queue_full);
+  CHECK(e.admit(q, 1, 0).code == errc::queue_full);
   Waiter waiter;
   e.wait_for_room(q, waiter, 0);
 
@@ -243,7 +254,7 @@ TEST_CASE("flow: reconfiguring a live queue changes its rate and frees its waite
   o.dispatch_rate = {};  // unlimited
   e.reconfigure(q, o, 0);
   CHECK(waiter.rooms == 1);
-  CHECK(e.admit(q, 1, 10, 0).code == errc::ok);
+  CHECK(e.admit(q, 1, 0).code == errc::ok);
   RecordingSink sink;
   subscribe(e, q, sink, 10);
   CHECK(sink.take().size() == 2);  // no longer one per second
