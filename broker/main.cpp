@@ -78,6 +78,8 @@ sluice::engine::QueueOptions to_queue_options(const sluice::config::QueueSetting
   o.max_consumer_rate = q.max_consumer_rate;
   o.ingress_rate = {q.ingress_rate, q.ingress_burst};
   o.max_in_flight = q.max_in_flight;
+  o.key_header = q.key_header;
+  o.key_rate = {q.key_rate, q.key_burst};
   return o;
 }
 

@@ -1,5 +1,7 @@
 #include "engine.hpp"
 
+#include "sluice/protocol/codec.hpp"
+
 #include <algorithm>
 
 namespace sluice::engine {
@@ -13,9 +15,21 @@ Queue& Engine::declare(std::string_view name, const QueueOptions& options) {
   return q;
 }
 
-void Engine::reconfigure(Queue& queue, const QueueOptions& options, Micros now) {
+const char* Engine::reconfigure(Queue& queue, const QueueOptions& options, Micros now) {
+  const QueueOptions& old = queue.options_;
+  if ((options.keyed() != old.keyed() ||
+       (options.keyed() && options.key_header != old.key_header)) &&
+      queue.counters_.messages() != 0)
+    return "key_header (or turning per-key rates on or off) can change only while the queue is "
+           "empty";
   queue.options_ = options;
   apply_rates(queue, now);
+  if (options.keyed()) {
+    if (!queue.lanes_) queue.lanes_ = std::make_unique<KeyLanes>();
+    queue.lanes_->configure(options.key_rate.rate, options.key_rate.burst, now);
+  } else {
+    queue.lanes_.reset();
+  }
   for (auto& c : queue.consumers_) {
     // A consumer keeps what it asked for, within the queue's new cap.
     const MilliRate cap = options.max_consumer_rate;
@@ -26,6 +40,34 @@ void Engine::reconfigure(Queue& queue, const QueueOptions& options, Micros now) 
   queue.full_ = queue.full_ && !below_low_watermark(queue);
   release_waiters(queue, now);
   dispatch(queue, now);
+  return nullptr;
+}
+
+void Engine::make_ready(Queue& queue, std::uint32_t index, bool front) {
+  Slot& s = store_[index];
+  s.state = SlotState::ready;
+  queue.counters_.ready++;
+  if (s.lane != nullptr) {
+    if (front)
+      queue.lanes_->push_front(*s.lane, index);
+    else
+      queue.lanes_->push_back(*s.lane, index);
+  } else if (front) {
+    queue.ready_.push_front(index);
+  } else {
+    queue.ready_.push_back(index);
+  }
+}
+
+std::string_view Engine::key_of(const Queue& queue, std::string_view message) {
+  protocol::MessageParts parts;
+  std::string_view key;
+  if (protocol::parse_message(message, parts)) {
+    protocol::for_each_header(parts, [&](const protocol::Header& h) {
+      if (key.empty() && h.key == queue.options_.key_header) key = h.value;
+    });
+  }
+  return key;
 }
 
 void Engine::apply_rates(Queue& queue, Micros now) {
@@ -146,6 +188,7 @@ void Engine::on_wakeup(Queue& queue, Micros now) {
     queue.dispatch_due_ = kNever;
   }
   Micros next = kNever;
+  if (queue.lanes_) queue.lanes_->wake(now, next);
   std::erase_if(queue.throttled_, [&](Consumer* c) {
     if (c->rate_due_ > now) {
       next = std::min(next, c->rate_due_);
@@ -193,9 +236,8 @@ std::uint64_t Engine::publish(Queue& queue, std::string_view message, Micros now
   s.publish_wall_us = wall_us;
   s.queue = &queue;
   s.attempt = 0;
-  s.state = SlotState::ready;
-  queue.ready_.push_back(index);
-  queue.counters_.ready++;
+  if (queue.lanes_) s.lane = &queue.lanes_->hold(key_of(queue, s.message), now);
+  make_ready(queue, index, false);
   queue.counters_.bytes += message.size();
   queue.counters_.published_total++;
   memory_used_ += message.size() + kMessageOverhead;
@@ -290,6 +332,10 @@ errc Engine::ack(const DeliverySink& caller, std::uint64_t message_id, std::uint
   queue.counters_.acked_total++;
   queue.counters_.bytes -= s.message.size();
   memory_used_ -= s.message.size() + kMessageOverhead;
+  if (s.lane != nullptr) {
+    queue.lanes_->release(*s.lane);
+    s.lane = nullptr;
+  }
   store_.release(index);
   credit_returned(*owner);
   dispatch(queue, now);
@@ -317,9 +363,7 @@ errc Engine::nack(const DeliverySink& caller, std::uint64_t message_id, std::uin
     queue.counters_.delayed++;
   } else {
     // To the back: a message that fails at once must not hog the head of the queue.
-    s.state = SlotState::ready;
-    queue.ready_.push_back(index);
-    queue.counters_.ready++;
+    make_ready(queue, index, false);
   }
   credit_returned(*owner);
   dispatch(queue, now);
@@ -354,9 +398,7 @@ void Engine::advance(Micros now) {
     } else {  // delayed: its not-before time has come
       deadlines_.remove(index);
       queue.counters_.delayed--;
-      s.state = SlotState::ready;
-      queue.ready_.push_back(index);
-      queue.counters_.ready++;
+      make_ready(queue, index, false);
     }
     dispatch(queue, now);
   }
@@ -409,7 +451,10 @@ void Engine::deliver(Queue& queue, std::uint32_t index, Consumer& consumer, Micr
 
 void Engine::dispatch(Queue& queue, Micros now) {
   const std::uint32_t cap = queue.options_.max_in_flight;
-  while (!queue.ready_.empty() && !queue.ring_.empty()) {
+  const auto has_ready = [&] {
+    return queue.lanes_ ? queue.lanes_->any_eligible() : !queue.ready_.empty();
+  };
+  while (has_ready() && !queue.ring_.empty()) {
     if (cap != 0 && queue.counters_.in_flight >= cap) return;  // an ack or expiry comes back here
     if (!queue.dispatch_bucket_.unlimited() && !queue.dispatch_prepaid_) {
       const Micros at = queue.dispatch_bucket_.next_available(now);
@@ -432,12 +477,28 @@ void Engine::dispatch(Queue& queue, Micros now) {
       schedule_wakeup(queue, c->rate_due_);
       continue;
     }
+    std::uint32_t index;
+    if (queue.lanes_) {
+      Micros wake_at = kNever;
+      KeyLane* from = nullptr;
+      index = queue.lanes_->pop(now, wake_at, from);
+      if (wake_at != kNever) schedule_wakeup(queue, wake_at);
+      if (index == kNil) {
+        // Every key with messages waits for its token: the consumer keeps
+        // its turn and the token it just took.
+        c->prepaid_ = true;
+        queue.ring_.push_front(c);
+        c->in_ring_ = true;
+        return;
+      }
+    } else {
+      index = queue.ready_.front();
+      queue.ready_.pop_front();
+    }
     if (queue.dispatch_prepaid_)
       queue.dispatch_prepaid_ = false;
     else
       queue.dispatch_bucket_.try_take(now);
-    const std::uint32_t index = queue.ready_.front();
-    queue.ready_.pop_front();
     queue.counters_.ready--;
     deliver(queue, index, *c, now);
     offer_credit(*c);
@@ -467,9 +528,7 @@ void Engine::offer_credit(Consumer& consumer) {
 }
 
 void Engine::requeue_front(Queue& queue, std::uint32_t index) {
-  store_[index].state = SlotState::ready;
-  queue.ready_.push_front(index);
-  queue.counters_.ready++;
+  make_ready(queue, index, true);
 }
 
 void Engine::credit_returned(Consumer& owner) {

@@ -79,7 +79,9 @@ class Engine {
   static constexpr std::uint64_t kMessageOverhead = 128;
   /// New options for a live queue: capacities, rates and caps apply at once;
   /// nothing held is lost or delivered twice.
-  void reconfigure(Queue& queue, const QueueOptions& options, Micros now);
+  /// Returns what it refused (and then changed nothing), or nullptr: the key
+  /// header of a queue that holds messages cannot change.
+  const char* reconfigure(Queue& queue, const QueueOptions& options, Micros now);
 
   /// Enqueues one message (its raw encoding) and dispatches. Returns its id.
   std::uint64_t publish(Queue& queue, std::string_view message, Micros now, std::int64_t wall_us);
@@ -150,6 +152,10 @@ class Engine {
   bool below_low_watermark(const Queue& queue) const noexcept;
   Micros retry_after(const Queue& queue) const noexcept;
   void apply_rates(Queue& queue, Micros now);
+  /// Puts a slot among the ready: its key's lane on a keyed queue, or the queue's FIFO.
+  void make_ready(Queue& queue, std::uint32_t slot, bool front);
+  /// The value of the queue's key header in `message` ("" when absent).
+  static std::string_view key_of(const Queue& queue, std::string_view message);
 
   QueueOptions defaults_;
   MessageStore store_;

@@ -21,6 +21,7 @@ inline constexpr std::uint32_t kNil = 0xffffffffu;
 
 class Queue;
 class Consumer;
+struct KeyLane;
 
 enum class SlotState : std::uint8_t { free, ready, delayed, in_flight };
 
@@ -31,6 +32,7 @@ struct Slot {
   Micros deadline = 0;  // lease end when in flight, not-before when delayed
   Queue* queue = nullptr;
   Consumer* owner = nullptr;     // consumer holding the lease
+  KeyLane* lane = nullptr;       // its key's lane, on a queue with per-key rates
   std::uint32_t generation = 0;  // bumped on every delivery and on free
   std::uint32_t attempt = 0;     // deliveries so far
   std::uint32_t heap_pos = kNil;

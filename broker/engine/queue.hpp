@@ -9,6 +9,7 @@
 #include <string>
 #include <vector>
 
+#include "key_lanes.hpp"
 #include "message_store.hpp"
 #include "sluice/protocol/frames.hpp"
 #include "token_bucket.hpp"
@@ -41,6 +42,11 @@ struct QueueOptions {
   MilliRate max_consumer_rate = 0;  // cap on what a consumer may ask for (0 = none)
   RateLimit ingress_rate;           // published messages/s
   std::uint32_t max_in_flight = 0;  // queue-wide concurrency cap (0 = none)
+  // Per-key rate: messages are keyed by the value of this header (absent: the
+  // empty key), and each key gets a bucket of key_rate. Empty or rate 0: off.
+  std::string key_header;
+  RateLimit key_rate;
+  bool keyed() const noexcept { return !key_header.empty() && key_rate.rate != 0; }
 };
 
 /// A connection blocked from publishing into a full (overflow = block) or
@@ -127,6 +133,8 @@ class Queue {
   const QueueOptions& options() const noexcept { return options_; }
   const QueueCounters& counters() const noexcept { return counters_; }
   std::size_t consumer_count() const noexcept { return consumers_.size(); }
+  /// Keys with a lane now (per-key rates on): the ones holding messages or still refilling.
+  std::size_t key_lanes() const noexcept { return lanes_ ? lanes_->lanes() : 0; }
   /// How full the queue is against its high watermark, 0..100 (the CONFIRM pressure hint).
   std::uint8_t pressure() const noexcept;
 
@@ -136,7 +144,8 @@ class Queue {
   std::string name_;
   QueueOptions options_;
   QueueCounters counters_;
-  std::deque<std::uint32_t> ready_;  // slot indices, oldest first
+  std::deque<std::uint32_t> ready_;  // slot indices, oldest first (unkeyed queues)
+  std::unique_ptr<KeyLanes> lanes_;  // keyed queues: ready messages by key
   std::deque<Consumer*> ring_;       // consumers with free credit, round-robin order
   std::vector<std::unique_ptr<Consumer>> consumers_;  // including draining ones
   std::vector<Consumer*> throttled_;                  // waiting for their rate bucket

@@ -47,7 +47,7 @@ constexpr std::string_view kCommandLine = "command line";
 // ---------------------------------------------------------------------------------------------
 // Value rules and text forms
 
-enum class Kind { count, duration, size, endpoint, path, log_level, rate, overflow };
+enum class Kind { count, duration, size, endpoint, path, log_level, rate, overflow, header_name };
 
 constexpr uint64_t kMaxRateMilli = 1'000'000'000;  // 1,000,000 messages per second
 constexpr uint64_t kMinRateMilli = 100;            // 0.1 per second
@@ -275,6 +275,9 @@ std::string allowed_text(const Rule& rule) {
              "1000000/s, or 0 for no limit";
     case Kind::overflow:
       return "\"block\" (stop reading the producer) or \"reject\" (refuse with queue_full)";
+    case Kind::header_name:
+      return "a message header name of 1 to 255 bytes without control characters, or \"\" for "
+             "none";
   }
   return {};
 }
@@ -488,6 +491,15 @@ std::optional<std::string> parse_value(const Rule& rule, const Input& input, Par
         return std::nullopt;
       }
       return "unknown overflow policy " + quote(input.string);
+    case Kind::header_name:
+      if (!is_string) return "expected a string, got " + input.description;
+      if (input.string.size() > 255) return "a header name is at most 255 bytes";
+      for (char ch : input.string) {
+        if (static_cast<unsigned char>(ch) < 0x20 || ch == 0x7F)
+          return "a header name cannot contain control characters, got " + quote(input.string);
+      }
+      out.text = input.string;
+      return std::nullopt;
   }
   return "unsupported setting";
 }
@@ -624,6 +636,17 @@ constexpr Field<QueueSettings> kQueueFields[] = {
      .rule = {.kind = Kind::count, .min = 0, .max = 1'000'000},
      .store = [](QueueSettings& q, const Parsed& v) { q.max_in_flight = uint32_t(v.number); },
      .read = [](const QueueSettings& q) { return whole(q.max_in_flight); }},
+    {.key = "key_header",
+     .rule = {.kind = Kind::header_name},
+     .store = [](QueueSettings& q, const Parsed& v) { q.key_header = v.text; }},
+    {.key = "key_rate",
+     .rule = {.kind = Kind::rate, .min = 0, .max = kMaxRateMilli},
+     .store = [](QueueSettings& q, const Parsed& v) { q.key_rate = v.number; },
+     .read = [](const QueueSettings& q) { return whole(q.key_rate); }},
+    {.key = "key_burst",
+     .rule = {.kind = Kind::count, .min = 1, .max = 1'000'000},
+     .store = [](QueueSettings& q, const Parsed& v) { q.key_burst = uint32_t(v.number); },
+     .read = [](const QueueSettings& q) { return whole(q.key_burst); }},
 };
 
 constexpr std::span<const Field<QueueSettings>> kQueueFieldSpan{kQueueFields};

@@ -232,6 +232,9 @@ lease_timeout = "45s"
                             "ingress_rate =",
                             "ingress_burst =",
                             "max_in_flight =",
+                            "key_header =",
+                            "key_rate =",
+                            "key_burst =",
                             "[queues."}) {
       INFO(key);
       CHECK(contains(text.str(), key));
@@ -646,6 +649,8 @@ ingress_rate = 0.5
 max_consumer_rate = "1000/s"
 overflow = "reject"
 max_in_flight = 8
+key_header = "tenant"
+key_rate = 50
 [queues.slow]
 dispatch_rate = "0.1"
 high_watermark = 90
@@ -657,6 +662,8 @@ low_watermark = 10
     CHECK(s.queue_defaults.max_consumer_rate == 1'000'000);
     CHECK(s.queue_defaults.overflow == cfg::Overflow::reject);
     CHECK(s.queue_defaults.max_in_flight == 8);
+    CHECK(s.queue_defaults.key_header == "tenant");
+    CHECK(s.queue_defaults.key_rate == 50'000);
     REQUIRE(s.queues.size() == 1);
     CHECK(s.queues[0].settings.dispatch_rate == 100);
     CHECK(s.queues[0].settings.overflow == cfg::Overflow::reject);  // from the defaults

@@ -249,6 +249,10 @@ TEST_CASE("engine: randomized run keeps every limit and loses nothing") {
     engine::QueueOptions options;
     options.max_in_flight = 6;            // queue-wide cap, below the members' total credit
     options.dispatch_rate = {20'000, 3};  // 20/s
+    if (seed % 2 == 1) {                  // and per-tenant lanes with their own rate
+      options.key_header = "tenant";
+      options.key_rate = {5'000, 2};  // 5/s per tenant
+    }
     auto& q = e.declare("q", options);
     struct Member {
       RecordingSink sink;
@@ -282,7 +286,11 @@ TEST_CASE("engine: randomized run keeps every limit and loses nothing") {
       now += rng() % (kSecond / 2);
       const int op = static_cast<int>(rng() % 100);
       if (op < 35) {
-        published.insert(e.publish(q, encode("p"), now, 0));
+        std::string message;
+        const std::string tenant = "t" + std::to_string(rng() % 6);  // "t5": no header
+        const protocol::Header header{"tenant", tenant};
+        protocol::encode_message(message, {&header, tenant == "t5" ? 0u : 1u}, "p");
+        published.insert(e.publish(q, message, now, 0));
       } else if (op < 70) {
         auto& m = *members[rng() % members.size()];
         if (!m.held.empty()) {

@@ -5,6 +5,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <map>
 
 #include "engine_fixtures.hpp"
 
@@ -259,4 +260,69 @@ TEST_CASE("flow: reconfiguring a live queue changes its rate and frees its waite
   subscribe(e, q, sink, 10);
   CHECK(sink.take().size() == 2);  // no longer one per second
   CHECK(e.messages() == 2);        // nothing lost or doubled by the change
+}
+
+namespace {
+std::string keyed(std::string_view tenant, std::string_view payload) {
+  std::string out;
+  const protocol::Header h{"tenant", tenant};
+  protocol::encode_message(out, {&h, 1}, payload);
+  return out;
+}
+}  // namespace
+
+TEST_CASE("flow: 10,000 keys each hold their limit and slow keys do not hold back the rest") {
+  Engine e;
+  QueueOptions o;
+  o.key_header = "tenant";
+  o.key_rate = {1'000, 1};  // 1/s per tenant
+  auto& q = e.declare("q", o);
+  // 10 hot tenants with 200 messages each, published first, then 9,990 tenants
+  // with one message each, then 100 messages without a tenant. Payload = tenant.
+  for (int round = 0; round < 200; ++round) {
+    for (int hot = 0; hot < 10; ++hot) {
+      const std::string tenant = "hot-" + std::to_string(hot);
+      e.publish(q, keyed(tenant, tenant), 0, 0);
+    }
+  }
+  for (int t = 0; t < 9990; ++t) {
+    const std::string tenant = "t-" + std::to_string(t);
+    e.publish(q, keyed(tenant, tenant), 0, 0);
+  }
+  for (int i = 0; i < 100; ++i) e.publish(q, encode(""), 0, 0);
+  CHECK(q.key_lanes() == 10'000 + 1);
+
+  RecordingSink sink;
+  subscribe(e, q, sink, 10'000);
+  std::map<std::string, std::vector<Micros>> by_tenant;
+  Micros now = 0;
+  std::size_t delivered = 0;
+  auto drain = [&] {
+    while (!sink.got.empty()) {
+      for (auto& g : sink.take()) {
+        ++delivered;
+        by_tenant[g.payload].push_back(now);
+        REQUIRE(e.ack(sink, g.delivery.message_id, g.delivery.lease_token, now) == errc::ok);
+      }
+    }
+  };
+  drain();
+  // At once: every cold tenant's message, one per hot tenant (its burst), and the unkeyed.
+  CHECK(delivered == 9990 + 10 + 100);
+  // Then each hot tenant at exactly 1/s, for 20 s.
+  while (now < 20 * kSecond) {
+    const auto next = e.next_deadline();
+    REQUIRE(next.has_value());
+    now = *next;
+    e.advance(now);
+    drain();
+  }
+  CHECK(delivered == 10'100 + 10 * 20);
+  for (int hot = 0; hot < 10; ++hot) {
+    const auto& times = by_tenant["hot-" + std::to_string(hot)];
+    REQUIRE(times.size() == 21);
+    for (std::size_t i = 1; i < times.size(); ++i) CHECK(times[i] - times[i - 1] == kSecond);
+  }
+  // Idle tenants cost nothing: their lanes are gone once their buckets refilled.
+  CHECK(q.key_lanes() == 10);  // the hot ones, which still hold messages
 }

@@ -54,6 +54,12 @@ struct QueueSettings {
   uint32_t ingress_burst = 1000;
   /// Unacked messages over all consumers together [0 = none, 1e6].
   uint32_t max_in_flight = 0;
+  /// Per-key (tenant) rate: messages are keyed by this header's value ("" = off, at most
+  /// 255 bytes); each key gets key_rate with key_burst [1, 1e6]. Messages without the
+  /// header are not limited per key.
+  std::string key_header;
+  MilliRate key_rate = 0;
+  uint32_t key_burst = 1;
 };
 
 /// A queue named in the config ([queues.NAME]), created at start-up rather than on first use.

@@ -1,0 +1,78 @@
+// KeyLanes: a queue's ready messages split by key (the value of one header,
+// e.g. "tenant"), each key with a token bucket of its own, served round-robin
+// so one key at its limit never holds back the others. FIFO within a key.
+// Lanes exist only for keys that hold messages (or whose bucket is still
+// refilling): an idle key costs nothing and is reclaimed. Not thread-safe
+// (engine thread).
+#pragma once
+
+#include <cstdint>
+#include <deque>
+#include <memory>
+#include <string>
+#include <string_view>
+#include <unordered_map>
+#include <vector>
+
+#include "message_store.hpp"
+#include "token_bucket.hpp"
+
+namespace sluice::engine {
+
+struct KeyLane {
+  std::string key;
+  std::deque<std::uint32_t> ready;  // slot indices, oldest first
+  TokenBucket bucket;
+  std::uint64_t held = 0;  // messages of this key in any state
+  Micros due = kNever;     // throttled: when its next token comes
+  bool eligible = false;   // in the round-robin ring
+  bool throttled = false;  // waiting for `due`
+  bool prepaid = false;    // holds a token already taken
+  bool idle = false;       // held == 0: in the idle list
+};
+
+class KeyLanes {
+ public:
+  /// `rate` per key (rate 0: keys unlimited, lanes still FIFO per key). The
+  /// empty key (messages without the key header) is never limited.
+  void configure(MilliRate rate, std::uint32_t burst, Micros now);
+
+  /// The lane of `key`, created on first use; counts one more message held.
+  KeyLane& hold(std::string_view key, Micros now);
+  /// One message of `lane` is gone for good (acked): an empty lane goes idle.
+  void release(KeyLane& lane);
+
+  void push_back(KeyLane& lane, std::uint32_t slot);
+  void push_front(KeyLane& lane, std::uint32_t slot);
+  /// The next ready slot by round-robin over keys that have a token, taking
+  /// it; kNil when none can go now. `wake_at` is lowered to the earliest time
+  /// a throttled lane gets its token.
+  std::uint32_t pop(Micros now, Micros& wake_at, KeyLane*& from);
+  /// Undoes a pop whose message found no consumer: front again, token kept.
+  void unpop(KeyLane& lane, std::uint32_t slot);
+  /// Lanes whose token is due rejoin the ring (their token taken as of `due`);
+  /// idle lanes with a full bucket are dropped. Lowers `wake_at` as pop does.
+  void wake(Micros now, Micros& wake_at);
+
+  bool any_eligible() const noexcept { return !eligible_.empty(); }
+  std::size_t lanes() const noexcept { return lanes_.size(); }
+  bool empty() const noexcept { return lanes_.empty(); }
+
+ private:
+  void make_eligible(KeyLane& lane);
+
+  struct Hash {
+    using is_transparent = void;
+    std::size_t operator()(std::string_view s) const noexcept {
+      return std::hash<std::string_view>{}(s);
+    }
+  };
+  std::unordered_map<std::string, std::unique_ptr<KeyLane>, Hash, std::equal_to<>> lanes_;
+  std::deque<KeyLane*> eligible_;
+  std::vector<KeyLane*> throttled_;
+  std::vector<KeyLane*> idle_;
+  MilliRate rate_ = 0;
+  std::uint32_t burst_ = 1;
+};
+
+}  // namespace sluice::engine
