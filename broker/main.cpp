@@ -9,6 +9,7 @@
 #include <cstdio>
 #include <cstring>
 #include <filesystem>
+#include <algorithm>
 #include <functional>
 #include <optional>
 #include <fstream>
@@ -19,6 +20,7 @@
 #include "engine.hpp"
 #include "log.hpp"
 #include "server.hpp"
+#include "live_config.hpp"
 #include "sluice/config/settings.hpp"
 
 namespace {
@@ -39,6 +41,8 @@ options:
   --help                print this help and exit
 
 Flags win over the config file; the file wins over the defaults.
+SIGHUP reads the file and flags again and applies what can change live
+(capacities, rates, caps, memory limit, log level); SIGTERM/SIGINT stop.
 )";
 
 int fail(const std::string& line) {
@@ -60,102 +64,64 @@ bool write_port_file(const std::string& path, std::uint16_t port) {
   return !ec;
 }
 
-sluice::log::Level to_log_level(sluice::config::LogLevel level) {
-  return static_cast<sluice::log::Level>(static_cast<int>(level));
-}
-
-sluice::engine::QueueOptions to_queue_options(const sluice::config::QueueSettings& q) {
-  sluice::engine::QueueOptions o;
-  o.lease = std::chrono::duration_cast<std::chrono::microseconds>(q.lease_timeout).count();
-  o.max_consumer_in_flight = q.max_consumer_in_flight;
-  o.max_messages = q.max_messages;
-  o.max_bytes = q.max_bytes;
-  o.high_watermark_pct = static_cast<std::uint8_t>(q.high_watermark);
-  o.low_watermark_pct = static_cast<std::uint8_t>(q.low_watermark);
-  o.overflow = q.overflow == sluice::config::Overflow::reject ? sluice::engine::Overflow::reject
-                                                              : sluice::engine::Overflow::block;
-  o.dispatch_rate = {q.dispatch_rate, q.dispatch_burst};
-  o.max_consumer_rate = q.max_consumer_rate;
-  o.ingress_rate = {q.ingress_rate, q.ingress_burst};
-  o.max_in_flight = q.max_in_flight;
-  o.key_header = q.key_header;
-  o.key_rate = {q.key_rate, q.key_burst};
-  return o;
-}
-
 }  // namespace
 
 int main(int argc, char** argv) {
   namespace config = sluice::config;
-  config::Settings settings;
+  namespace net = sluice::net;
+  net::SettingsSource source;
   bool check_only = false;
-
-  // First pass: the config file, so flags can override it whatever their order.
   for (int i = 1; i < argc; ++i) {
-    std::string_view arg = argv[i];
+    const std::string_view arg = argv[i];
+    const char* value = i + 1 < argc ? argv[i + 1] : nullptr;
+    // Flags that set one setting each, by its dotted name.
+    static constexpr std::pair<std::string_view, std::string_view> kShorthands[] = {
+        {"--listen", "server.listen"},
+        {"--port-file", "server.port_file"},
+        {"--log-level", "log.level"}};
     if (arg == "--help" || arg == "-h") {
       std::fputs(kUsage.data(), stdout);
       return 0;
-    }
-    if (arg == "--version") {
+    } else if (arg == "--version") {
       std::puts("sluiced " SLUICE_VERSION);
       return 0;
-    }
-    if (arg == "--config") {
-      if (i + 1 >= argc) return fail("--config needs a file path");
-      if (auto err = config::load_file(argv[++i], settings)) return fail(err->to_string());
-    }
-  }
-  for (int i = 1; i < argc; ++i) {
-    std::string_view arg = argv[i];
-    auto value = [&](std::string_view flag) -> const char* {
-      if (i + 1 >= argc) return nullptr;
-      (void)flag;
-      return argv[++i];
-    };
-    std::optional<config::ConfigError> err;
-    if (arg == "--config") {
-      ++i;
     } else if (arg == "--check") {
       check_only = true;
-    } else if (arg == "--listen") {
-      const char* v = value(arg);
-      if (!v) return fail("--listen needs HOST:PORT");
-      err = config::apply_setting(settings, "server.listen", v);
-    } else if (arg == "--port-file") {
-      const char* v = value(arg);
-      if (!v) return fail("--port-file needs a path");
-      err = config::apply_setting(settings, "server.port_file", v);
-    } else if (arg == "--log-level") {
-      const char* v = value(arg);
-      if (!v) return fail("--log-level needs a level");
-      err = config::apply_setting(settings, "log.level", v);
+    } else if (arg == "--config") {
+      if (!value) return fail("--config needs a file path");
+      source.config_file = value;
+      ++i;
     } else if (arg == "--set") {
-      const char* v = value(arg);
-      std::string_view kv = v ? v : "";
+      const std::string_view kv = value ? value : "";
       const auto eq = kv.find('=');
       if (eq == std::string_view::npos || eq == 0) return fail("--set needs NAME=VALUE");
-      err = config::apply_setting(settings, kv.substr(0, eq), kv.substr(eq + 1));
+      source.flags.emplace_back(kv.substr(0, eq), kv.substr(eq + 1));
+      ++i;
+    } else if (auto it = std::find_if(std::begin(kShorthands), std::end(kShorthands),
+                                      [&](const auto& s) { return s.first == arg; });
+               it != std::end(kShorthands)) {
+      if (!value) return fail(std::string(arg) + " needs a value (see --help)");
+      source.flags.emplace_back(it->second, value);
+      ++i;
     } else {
       return fail("unknown option " + std::string(arg) + " (see --help)");
     }
-    if (err) return fail(err->to_string());
   }
-  if (auto err = config::validate(settings)) return fail(err->to_string());
+  // The file first, then the flags in order, whatever their order on the line.
+  config::Settings settings;
+  if (auto problem = net::load_settings(source, settings)) return fail(*problem);
   if (check_only) {
     std::puts("config ok");
     return 0;
   }
-
-  sluice::log::set_level(to_log_level(settings.log_level));
   std::signal(SIGPIPE, SIG_IGN);
 
-  sluice::engine::Engine engine(to_queue_options(settings.queue_defaults));
-  engine.set_memory_limit(settings.memory);
-  for (const auto& q : settings.queues) engine.declare(q.name, to_queue_options(q.settings));
+  sluice::engine::Engine engine;
+  net::LiveConfig live(engine, source, settings);
+  live.apply_at_start();
 
   boost::asio::io_context io(1);
-  sluice::net::ServerOptions options;
+  net::ServerOptions options;
   options.host = settings.listen_host;
   options.port = settings.listen_port;
   options.max_connections = settings.max_connections;
@@ -164,7 +130,12 @@ int main(int argc, char** argv) {
   options.connection_outbound_bytes = settings.connection_outbound_bytes;
   options.shutdown_grace = settings.shutdown_grace;
   options.frame_timeout = settings.frame_timeout;
-  sluice::net::Server server(io, engine, options);
+  net::Server server(io, engine, options);
+  server.set_configure_handler([&](std::string_view queue, auto pairs) {
+    auto problem = live.configure(queue, pairs, net::Server::now());
+    server.watch_deadlines();  // new rates may have scheduled wake-ups
+    return problem;
+  });
   if (auto ec = server.start()) {
     return fail("cannot listen on " + settings.listen_host + ":" +
                 std::to_string(settings.listen_port) + ": " + ec.message());
@@ -181,8 +152,8 @@ int main(int argc, char** argv) {
       [&](const boost::system::error_code& ec, int signal) {
         if (ec) return;
         if (signal == SIGHUP) {
-          sluice::log::warn("reload_unsupported")
-              .str("detail", "settings are read at start only; restart to change them");
+          live.reload(net::Server::now());
+          server.watch_deadlines();
           signals.async_wait(on_signal);
           return;
         }

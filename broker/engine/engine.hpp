@@ -50,6 +50,8 @@ class Engine {
   Engine(const Engine&) = delete;
   Engine& operator=(const Engine&) = delete;
 
+  /// The options of queues created from now on by first use.
+  void set_defaults(const QueueOptions& options) { defaults_ = options; }
   /// Creates the queue `name` now (or finds it) and gives it `options`: the
   /// queues of the config file exist from start-up, visible in stats.
   Queue& declare(std::string_view name, const QueueOptions& options);

@@ -12,6 +12,10 @@
 #include <cstdint>
 #include <string>
 #include <system_error>
+#include <functional>
+#include <optional>
+#include <span>
+#include <string>
 #include <unordered_set>
 
 #include "engine.hpp"
@@ -46,6 +50,12 @@ class Server {
   /// The bound port (after start), useful when asked for port 0.
   std::uint16_t port() const noexcept { return bound_port_; }
 
+  /// Applies a CONFIGURE request (sluicectl set): nullopt, or the problem as one line.
+  using ConfigureHandler = std::function<std::optional<std::string>(
+      std::string_view queue, std::span<const std::pair<std::string_view, std::string_view>>)>;
+  void set_configure_handler(ConfigureHandler handler) { configure_ = std::move(handler); }
+  const ConfigureHandler& configure_handler() const noexcept { return configure_; }
+
   // ---- used by sessions ----
   engine::Engine& engine() noexcept { return engine_; }
   const ServerOptions& options() const noexcept { return options_; }
@@ -72,6 +82,7 @@ class Server {
   std::unordered_set<Session*> sessions_;
   std::uint16_t bound_port_ = 0;
   bool stopping_ = false;
+  ConfigureHandler configure_;
 };
 
 }  // namespace sluice::net

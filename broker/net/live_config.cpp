@@ -1,0 +1,152 @@
+#include "live_config.hpp"
+
+#include <algorithm>
+
+#include "log.hpp"
+
+namespace sluice::net {
+
+std::optional<std::string> load_settings(const SettingsSource& source, config::Settings& out) {
+  config::Settings settings;
+  if (!source.config_file.empty()) {
+    if (auto err = config::load_file(source.config_file, settings)) return err->to_string();
+  }
+  for (const auto& [name, value] : source.flags) {
+    if (auto err = config::apply_setting(settings, name, value)) return err->to_string();
+  }
+  if (auto err = config::validate(settings)) return err->to_string();
+  out = std::move(settings);
+  return std::nullopt;
+}
+
+engine::QueueOptions to_queue_options(const config::QueueSettings& q) {
+  engine::QueueOptions o;
+  o.lease = std::chrono::duration_cast<std::chrono::microseconds>(q.lease_timeout).count();
+  o.max_consumer_in_flight = q.max_consumer_in_flight;
+  o.max_messages = q.max_messages;
+  o.max_bytes = q.max_bytes;
+  o.high_watermark_pct = static_cast<std::uint8_t>(q.high_watermark);
+  o.low_watermark_pct = static_cast<std::uint8_t>(q.low_watermark);
+  o.overflow =
+      q.overflow == config::Overflow::reject ? engine::Overflow::reject : engine::Overflow::block;
+  o.dispatch_rate = {q.dispatch_rate, q.dispatch_burst};
+  o.max_consumer_rate = q.max_consumer_rate;
+  o.ingress_rate = {q.ingress_rate, q.ingress_burst};
+  o.max_in_flight = q.max_in_flight;
+  o.key_header = q.key_header;
+  o.key_rate = {q.key_rate, q.key_burst};
+  return o;
+}
+
+namespace {
+
+log::Level to_log_level(config::LogLevel level) {
+  return static_cast<log::Level>(static_cast<int>(level));
+}
+
+/// Settings that only a restart changes; named in the log when a reload changes them.
+std::vector<std::string> restart_only_changes(const config::Settings& a,
+                                              const config::Settings& b) {
+  std::vector<std::string> changed;
+  if (a.listen_host != b.listen_host || a.listen_port != b.listen_port)
+    changed.push_back("server.listen");
+  if (a.port_file != b.port_file) changed.push_back("server.port_file");
+  if (a.max_connections != b.max_connections) changed.push_back("server.max_connections");
+  if (a.shutdown_grace != b.shutdown_grace) changed.push_back("server.shutdown_grace");
+  if (a.max_frame_bytes != b.max_frame_bytes) changed.push_back("limits.max_frame_bytes");
+  if (a.max_payload_bytes != b.max_payload_bytes) changed.push_back("limits.max_payload_bytes");
+  if (a.connection_outbound_bytes != b.connection_outbound_bytes)
+    changed.push_back("limits.connection_outbound_bytes");
+  if (a.frame_timeout != b.frame_timeout) changed.push_back("limits.frame_timeout");
+  return changed;
+}
+
+}  // namespace
+
+LiveConfig::LiveConfig(engine::Engine& engine, SettingsSource source, config::Settings settings)
+    : engine_(engine), source_(std::move(source)), settings_(std::move(settings)) {}
+
+const config::QueueSettings& LiveConfig::queue_settings(const config::Settings& settings,
+                                                        std::string_view queue) {
+  for (const auto& q : settings.queues)
+    if (q.name == queue) return q.settings;
+  return settings.queue_defaults;
+}
+
+void LiveConfig::apply_at_start() {
+  log::set_level(to_log_level(settings_.log_level));
+  engine_.set_defaults(to_queue_options(settings_.queue_defaults));
+  engine_.set_memory_limit(settings_.memory);
+  for (const auto& q : settings_.queues) engine_.declare(q.name, to_queue_options(q.settings));
+}
+
+void LiveConfig::reload(engine::Micros now) {
+  config::Settings next;
+  if (auto problem = load_settings(source_, next)) {
+    log::warn("reload_failed").str("problem", *problem).str("detail", "nothing changed");
+    return;
+  }
+  const auto needs_restart = restart_only_changes(settings_, next);
+  for (const auto& name : needs_restart) log::warn("reload_needs_restart").str("setting", name);
+
+  log::set_level(to_log_level(next.log_level));
+  engine_.set_defaults(to_queue_options(next.queue_defaults));
+  engine_.set_memory_limit(next.memory);
+  // Every existing queue takes its new settings (declared, or the new defaults);
+  // queues new in the file are created.
+  int changed = 0;
+  for (const engine::Queue* q : engine_.queues()) {
+    engine::Queue* queue = engine_.find(q->name());
+    const auto options = to_queue_options(queue_settings(next, q->name()));
+    if (const char* refused = engine_.reconfigure(*queue, options, now)) {
+      log::warn("reload_refused").str("queue", q->name()).str("problem", refused);
+      continue;
+    }
+    ++changed;
+  }
+  for (const auto& q : next.queues)
+    if (!engine_.find(q.name)) engine_.declare(q.name, to_queue_options(q.settings));
+  // What needs a restart keeps its running value.
+  config::Settings kept = settings_;
+  settings_ = std::move(next);
+  settings_.listen_host = kept.listen_host;
+  settings_.listen_port = kept.listen_port;
+  settings_.port_file = kept.port_file;
+  settings_.max_connections = kept.max_connections;
+  settings_.shutdown_grace = kept.shutdown_grace;
+  settings_.max_frame_bytes = kept.max_frame_bytes;
+  settings_.max_payload_bytes = kept.max_payload_bytes;
+  settings_.connection_outbound_bytes = kept.connection_outbound_bytes;
+  settings_.frame_timeout = kept.frame_timeout;
+  log::info("reloaded")
+      .num("queues", changed)
+      .num("needs_restart", static_cast<std::int64_t>(needs_restart.size()));
+}
+
+std::optional<std::string> LiveConfig::configure(
+    std::string_view queue, std::span<const std::pair<std::string_view, std::string_view>> pairs,
+    engine::Micros now) {
+  config::Settings next = settings_;
+  const std::string prefix = "queues." + std::string(queue) + ".";
+  for (const auto& [name, value] : pairs) {
+    if (auto err = config::apply_setting(next, prefix + std::string(name), value)) {
+      err->file.clear();  // not the command line of sluiced: the caller's request
+      return err->to_string();
+    }
+  }
+  if (auto err = config::validate(next)) return err->to_string();
+  const auto options = to_queue_options(queue_settings(next, queue));
+  engine::Queue* existing = engine_.find(queue);
+  if (existing) {
+    if (const char* refused = engine_.reconfigure(*existing, options, now)) return refused;
+  } else {
+    engine_.declare(queue, options);
+  }
+  settings_ = std::move(next);
+  log::info("queue_configured")
+      .str("queue", queue)
+      .num("settings", static_cast<std::int64_t>(pairs.size()));
+  return std::nullopt;
+}
+
+}  // namespace sluice::net

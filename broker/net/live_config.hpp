@@ -1,0 +1,60 @@
+// LiveConfig: the settings sluiced runs with, where they come from (the config
+// file and the command-line flags, re-read on SIGHUP), and the changes it takes
+// while running: a reload, and per-queue changes sent by `sluicectl set`
+// (CONFIGURE frames). Capacities, rates, caps, the memory limit and the log
+// level change live without losing or repeating a message; listener and frame
+// settings need a restart and are reported as such. Engine thread only.
+#pragma once
+
+#include <optional>
+#include <span>
+#include <string>
+#include <string_view>
+#include <utility>
+#include <vector>
+
+#include "engine.hpp"
+#include "sluice/config/settings.hpp"
+
+namespace sluice::net {
+
+/// Where settings come from: an optional file, then name=value flags in order.
+struct SettingsSource {
+  std::string config_file;  // "" = none
+  std::vector<std::pair<std::string, std::string>> flags;
+};
+
+/// Builds validated Settings from `source`; the first problem as one line.
+std::optional<std::string> load_settings(const SettingsSource& source, config::Settings& out);
+
+/// The engine's options for a queue's settings.
+engine::QueueOptions to_queue_options(const config::QueueSettings& settings);
+
+class LiveConfig {
+ public:
+  LiveConfig(engine::Engine& engine, SettingsSource source, config::Settings settings);
+
+  /// Declares the config's queues and sets the engine's defaults and memory limit.
+  void apply_at_start();
+  /// SIGHUP: reads the file and flags again and applies what can change live.
+  /// A bad file changes nothing (logged as reload_failed).
+  void reload(engine::Micros now);
+  /// `sluicectl set QUEUE name=value...`: the settings of one queue (created if
+  /// new). All or nothing; the problem as one line. Lasts until the next reload.
+  std::optional<std::string> configure(
+      std::string_view queue, std::span<const std::pair<std::string_view, std::string_view>> pairs,
+      engine::Micros now);
+
+  const config::Settings& settings() const noexcept { return settings_; }
+
+ private:
+  /// The settings `queue` has under `settings` (declared, or the defaults).
+  static const config::QueueSettings& queue_settings(const config::Settings& settings,
+                                                     std::string_view queue);
+
+  engine::Engine& engine_;
+  SettingsSource source_;
+  config::Settings settings_;
+};
+
+}  // namespace sluice::net
