@@ -180,6 +180,9 @@ bool Session::handle(const protocol::Frame& frame) {
     case FrameType::stats:
       handle_stats(frame.body);
       break;
+    case FrameType::configure:
+      handle_configure(frame.body);
+      break;
     case FrameType::ping:
       handle_ping(frame.body);
       break;
@@ -405,6 +408,24 @@ void Session::handle_stats(std::string_view body) {
     writer.add_queue(q->name(), fields);
   }
   writer.finish();
+}
+
+void Session::handle_configure(std::string_view body) {
+  protocol::Configure request;
+  if (auto s = protocol::decode_configure(body, request); !s) {
+    send_error(request.request_id, s.code, s.detail);
+    return;
+  }
+  const auto& configure = server_.configure_handler();
+  if (!configure) {
+    send_error(request.request_id, errc::unsupported, "this broker takes no live settings");
+    return;
+  }
+  if (auto problem = configure(request.queue, request.settings)) {
+    send_error(request.request_id, errc::invalid_argument, *problem);
+    return;
+  }
+  protocol::encode_ok(out(), request.request_id);
 }
 
 void Session::handle_ping(std::string_view body) {

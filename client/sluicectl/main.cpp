@@ -27,6 +27,7 @@ commands:
   publish QUEUE     publish messages (from --body, or one per line of stdin)
   consume QUEUE     receive messages, print them, ack them
   stats [QUEUE]     queue depths, consumers and counters
+  set QUEUE N=V...  change a queue's settings in the running broker
 
 'sluicectl COMMAND --help' explains each command.
 )";
@@ -55,13 +56,28 @@ no message arrived for --timeout seconds (default: wait forever; fractions allow
   --max-in-flight N    the most unacked messages held at once (default 16)
   --timeout SECONDS    stop after this long without a message
   --nack               nack instead of ack (the broker redelivers)
+  --rate N             take at most N messages per second (the broker paces them)
   --headers            print headers as KEY=VALUE after the payload
 )";
 
 constexpr const char* kStatsUsage = R"(usage: sluicectl stats [QUEUE]
 
 Prints one line per queue (or just QUEUE): messages ready, delayed, in flight,
-consumers, and the published / delivered / acked / nacked / expired totals.
+consumers, the published / delivered / acked / nacked / expired totals, how
+full it is (PRESSURE, % of its high watermark) and publishes refused as full.
+)";
+
+constexpr const char* kSetUsage = R"(usage: sluicectl set QUEUE NAME=VALUE [NAME=VALUE]...
+
+Changes settings of QUEUE in the running broker, at once and without losing
+or repeating a message; creates the queue if it does not exist. NAME is any
+key of a [queues.NAME] table in the config file, e.g.
+
+  sluicectl set orders dispatch_rate=200 max_in_flight=50 overflow=reject
+
+All or nothing: a bad value changes nothing and is reported with what is
+allowed. The change lasts until the broker restarts or reloads its config
+file (SIGHUP), which puts the file's values back.
 )";
 
 int usage_error(const std::string& message, const char* usage) {
@@ -152,6 +168,7 @@ int publish(Connection& conn, Args& args) {
 int consume(Connection& conn, Args& args) {
   std::string queue;
   std::uint64_t count = 0, max_in_flight = 16;
+  double rate = 0;
   std::chrono::milliseconds timeout{0};  // 0: wait forever
   bool nack = false, show_headers = false;
   while (args.more()) {
@@ -172,6 +189,12 @@ int consume(Connection& conn, Args& args) {
       if (text.empty() || *end != '\0' || !(seconds > 0) || seconds > 86400 * 365)
         return usage_error("--timeout needs a positive number of seconds, e.g. 2.5", kConsumeUsage);
       timeout = std::chrono::milliseconds(static_cast<std::int64_t>(seconds * 1000 + 0.5));
+    } else if (a == "--rate" && args.more()) {
+      const std::string text(args.next());
+      char* end = nullptr;
+      rate = std::strtod(text.c_str(), &end);
+      if (text.empty() || *end != '\0' || !(rate >= 0.1 && rate <= 1e6))
+        return usage_error("--rate needs 0.1 to 1000000 messages per second", kConsumeUsage);
     } else if (a == "--nack") {
       nack = true;
     } else if (a == "--headers") {
@@ -191,6 +214,7 @@ int consume(Connection& conn, Args& args) {
   auto last = std::chrono::steady_clock::now();
   sluice::client::SubscribeOptions options;
   options.max_in_flight = static_cast<std::uint32_t>(max_in_flight);
+  options.rate = rate;
   auto sub = conn.subscribe(queue, options, [&](const sluice::client::Delivery& d) {
     std::lock_guard lk(m);
     if (count > 0 && received >= count)
@@ -243,16 +267,41 @@ int stats(Connection& conn, Args& args) {
     std::fprintf(stderr, "sluicectl: no queue named %s\n", queue.c_str());
     return 1;
   }
-  std::printf("%-24s %10s %8s %10s %9s %12s %12s %12s %10s %10s\n", "QUEUE", "READY", "DELAYED",
-              "IN_FLIGHT", "CONSUMERS", "PUBLISHED", "DELIVERED", "ACKED", "NACKED", "EXPIRED");
+  std::printf("%-24s %10s %8s %10s %9s %12s %12s %12s %10s %10s %8s %10s\n", "QUEUE", "READY",
+              "DELAYED", "IN_FLIGHT", "CONSUMERS", "PUBLISHED", "DELIVERED", "ACKED", "NACKED",
+              "EXPIRED", "PRESSURE", "REFUSED");
   for (const auto& q : *result) {
-    std::printf("%-24s %10llu %8llu %10llu %9llu %12llu %12llu %12llu %10llu %10llu\n",
-                q.name.c_str(), (unsigned long long)q.ready, (unsigned long long)q.delayed,
-                (unsigned long long)q.in_flight, (unsigned long long)q.consumers,
-                (unsigned long long)q.published_total, (unsigned long long)q.delivered_total,
-                (unsigned long long)q.acked_total, (unsigned long long)q.nacked_total,
-                (unsigned long long)q.expired_total);
+    std::printf(
+        "%-24s %10llu %8llu %10llu %9llu %12llu %12llu %12llu %10llu %10llu %7llu%% %10llu\n",
+        q.name.c_str(), (unsigned long long)q.ready, (unsigned long long)q.delayed,
+        (unsigned long long)q.in_flight, (unsigned long long)q.consumers,
+        (unsigned long long)q.published_total, (unsigned long long)q.delivered_total,
+        (unsigned long long)q.acked_total, (unsigned long long)q.nacked_total,
+        (unsigned long long)q.expired_total, (unsigned long long)q.pressure,
+        (unsigned long long)q.refused_total);
   }
+  return 0;
+}
+
+int set(Connection& conn, Args& args) {
+  std::string queue;
+  std::vector<std::pair<std::string, std::string>> settings;
+  while (args.more()) {
+    auto a = args.next();
+    if (a == "--help" || a == "-h") {
+      std::fputs(kSetUsage, stdout);
+      return 0;
+    } else if (!a.starts_with("-") && queue.empty()) {
+      queue = a;
+    } else if (const auto eq = a.find('='); eq != std::string_view::npos && eq > 0) {
+      settings.emplace_back(a.substr(0, eq), a.substr(eq + 1));
+    } else {
+      return usage_error("expected NAME=VALUE, got " + std::string(a), kSetUsage);
+    }
+  }
+  if (queue.empty() || settings.empty())
+    return usage_error("set needs a QUEUE and at least one NAME=VALUE", kSetUsage);
+  if (auto error = conn.configure(queue, settings)) return broker_error(error);
   return 0;
 }
 
@@ -280,6 +329,7 @@ int main(int argc, char** argv) {
   Fn fn = command == "publish"   ? publish
           : command == "consume" ? consume
           : command == "stats"   ? stats
+          : command == "set"     ? set
                                  : nullptr;
   if (!fn) return usage_error("unknown command " + std::string(command), kUsage);
   // --help must work without a broker.
@@ -287,6 +337,7 @@ int main(int argc, char** argv) {
     if (args.items[j] == "--help" || args.items[j] == "-h") {
       std::fputs(command == "publish"   ? kPublishUsage
                  : command == "consume" ? kConsumeUsage
+                 : command == "set"     ? kSetUsage
                                         : kStatsUsage,
                  stdout);
       return 0;

@@ -930,6 +930,27 @@ Result<std::vector<QueueStats>> Connection::stats(std::string_view queue) {
       });
 }
 
+Error Connection::configure(std::string_view queue,
+                            const std::vector<std::pair<std::string, std::string>>& settings) {
+  if (!protocol::valid_queue_name(queue))
+    return {errc::invalid_queue_name, "queue name must be 1..200 of [A-Za-z0-9_.:-]"};
+  if (settings.empty() || settings.size() > protocol::kMaxConfigureSettings)
+    return {errc::invalid_argument, "between 1 and 64 settings at once"};
+  std::string q(queue);
+  auto copy = settings;
+  return impl_
+      ->call<bool>(
+          [q, copy](std::uint64_t request_id, std::string& out) {
+            protocol::Configure c;
+            c.request_id = request_id;
+            c.queue = q;
+            for (const auto& [name, value] : copy) c.settings.emplace_back(name, value);
+            protocol::encode_configure(out, c);
+          },
+          [](FrameType, std::string_view) { return Result<bool>(true); })
+      .error();
+}
+
 Error Connection::ping() {
   return impl_
       ->call<bool>([](std::uint64_t request_id,

@@ -51,6 +51,8 @@ std::string_view to_string(FrameType type) noexcept {
       return "extend";
     case FrameType::stats:
       return "stats";
+    case FrameType::configure:
+      return "configure";
     case FrameType::ping:
       return "ping";
     case FrameType::hello_ok:
@@ -270,6 +272,18 @@ void encode_stats(std::string& out, const StatsRequest& request) {
   end_frame(out, f);
 }
 
+void encode_configure(std::string& out, const Configure& request) {
+  auto f = begin_frame(out, FrameType::configure);
+  put::u64(out, request.request_id);
+  put::str16(out, request.queue);
+  put::u16(out, static_cast<std::uint16_t>(request.settings.size()));
+  for (const auto& [name, value] : request.settings) {
+    put::str16(out, name);
+    put::str16(out, value);
+  }
+  end_frame(out, f);
+}
+
 void encode_error(std::string& out, std::uint64_t request_id, errc code, std::string_view message,
                   std::uint32_t retry_after_ms) {
   auto f = begin_frame(out, FrameType::error);
@@ -446,7 +460,8 @@ Status decode_subscribe(std::string_view body, Subscribe& out) noexcept {
   if (out.max_in_flight == 0)
     return {errc::invalid_argument, "subscribe: max_in_flight must be at least 1"};
   if (out.rate_milli != 0 && (out.rate_milli < kMinRateMilli || out.burst == 0))
-    return {errc::invalid_argument, "subscribe: rate must be 0 (none) or at least 0.1/s with burst >= 1"};
+    return {errc::invalid_argument,
+            "subscribe: rate must be 0 (none) or at least 0.1/s with burst >= 1"};
   return {};
 }
 
@@ -605,6 +620,26 @@ Status decode_error(std::string_view body, ErrorFrame& out) noexcept {
   out.message = r.str16();
   out.retry_after_ms = r.u32();
   return finish(r, "error: truncated");
+}
+
+Status decode_configure(std::string_view body, Configure& out) {
+  out.settings.clear();
+  Reader r(body);
+  out.request_id = r.u64();
+  out.queue = r.str16();
+  const std::uint16_t count = r.u16();
+  if (r.ok() && count > kMaxConfigureSettings)
+    return {errc::invalid_argument, "configure: more than 64 settings"};
+  for (std::uint16_t i = 0; i < count && r.ok(); ++i) {
+    auto name = r.str16();
+    auto value = r.str16();
+    if (r.ok()) out.settings.emplace_back(name, value);
+  }
+  if (auto s = finish(r, "configure: truncated"); !s) return s;
+  if (!valid_queue_name(out.queue))
+    return {errc::invalid_queue_name, "configure: queue name must be 1..200 of [A-Za-z0-9_.:-]"};
+  if (count == 0) return {errc::invalid_argument, "configure: no settings"};
+  return {};
 }
 
 }  // namespace sluice::protocol

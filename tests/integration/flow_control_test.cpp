@@ -3,7 +3,10 @@
 // queue-wide concurrency cap holds.
 #include <doctest/doctest.h>
 
+#include <signal.h>
+
 #include <atomic>
+#include <filesystem>
 #include <fstream>
 #include <mutex>
 #include <set>
@@ -204,4 +207,88 @@ TEST_CASE("the queue-wide concurrency cap holds with 4 consumers asking for more
     if (holding == 0) std::this_thread::sleep_for(1ms);
   }
   CHECK(producer->stats("capped")->front().acked_total == 200);
+}
+
+namespace {
+/// Counts deliveries of `queue` on its own connection; acks each.
+struct CountingConsumer {
+  std::unique_ptr<sluice::client::Connection> connection;
+  std::mutex mutex;
+  std::multiset<std::string> seen;
+
+  CountingConsumer(const TestBroker& broker, const std::string& queue) {
+    connection = broker.connect("counter");
+    REQUIRE(connection
+                ->subscribe(queue, SubscribeOptions{.max_in_flight = 100},
+                            [this](const Delivery& d) {
+                              std::lock_guard lk(mutex);
+                              seen.emplace(d.payload);
+                              return Disposition::ack;
+                            })
+                .ok());
+  }
+  std::size_t count() {
+    std::lock_guard lk(mutex);
+    return seen.size();
+  }
+  bool each_once(std::size_t n) {
+    std::lock_guard lk(mutex);
+    return seen.size() == n && std::set<std::string>(seen.begin(), seen.end()).size() == n;
+  }
+};
+
+void publish_n(sluice::client::Connection& c, const std::string& queue, int n) {
+  std::vector<sluice::client::Message> batch;
+  for (int i = 0; i < n; ++i) batch.push_back({std::to_string(i), {}});
+  REQUIRE(c.publish_batch(queue, batch).ok());
+}
+}  // namespace
+
+TEST_CASE("live: sluicectl set changes a queue's rate at once, losing and repeating nothing") {
+  TestBroker broker(
+      {"--set", "queues.live.dispatch_rate=5", "--set", "queues.live.dispatch_burst=1"});
+  auto producer = broker.connect("producer");
+  publish_n(*producer, "live", 300);
+  CountingConsumer consumer(broker, "live");
+  std::this_thread::sleep_for(1s);
+  const std::size_t slow = consumer.count();
+  CHECK(slow >= 4);
+  CHECK(slow <= 8);  // 5/s
+
+  const std::string ctl = std::string(SLUICECTL_PATH) + " --broker " + broker.address();
+  auto bad = sluice::test::run_command(ctl + " set live dispatch_rate=fast 2>&1");
+  CHECK(bad.status == 1);
+  CHECK(bad.out.find("queues.live.dispatch_rate") != std::string::npos);
+  CHECK(bad.out.find("allowed") != std::string::npos);
+
+  auto ok = sluice::test::run_command(ctl + " set live dispatch_rate=0 max_in_flight=50");
+  CHECK(ok.status == 0);
+  CHECK(eventually([&] { return consumer.count() == 300; }, 5s));
+  CHECK(consumer.each_once(300));
+  CHECK(broker.log().find("\"event\":\"queue_configured\"") != std::string::npos);
+}
+
+TEST_CASE("live: SIGHUP reloads the config file; a bad file changes nothing") {
+  auto dir = sluice::test::make_temp_dir("sluice-reload");
+  const auto path = (dir / "sluiced.toml").string();
+  std::ofstream(path) << "[queues.hup]\ndispatch_rate = 5\ndispatch_burst = 1\n";
+  TestBroker broker({"--config", path});
+  auto producer = broker.connect("producer");
+  publish_n(*producer, "hup", 300);
+  CountingConsumer consumer(broker, "hup");
+  std::this_thread::sleep_for(1s);
+  CHECK(consumer.count() <= 8);
+
+  std::ofstream(path, std::ios::trunc) << "[queues.hup]\ndispatch_rate = \"very fast\"\n";
+  ::kill(broker.pid(), SIGHUP);
+  CHECK(eventually([&] { return broker.log().find("reload_failed") != std::string::npos; }));
+  std::this_thread::sleep_for(500ms);
+  CHECK(consumer.count() <= 12);  // still 5/s
+
+  std::ofstream(path, std::ios::trunc) << "[queues.hup]\ndispatch_rate = 0\n";
+  ::kill(broker.pid(), SIGHUP);
+  CHECK(eventually([&] { return consumer.count() == 300; }, 5s));
+  CHECK(consumer.each_once(300));
+  CHECK(broker.log().find("\"event\":\"reloaded\"") != std::string::npos);
+  std::filesystem::remove_all(dir);
 }

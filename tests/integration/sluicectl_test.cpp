@@ -29,7 +29,8 @@ TEST_CASE("sluicectl --help, on every subcommand") {
   CHECK(contains(r.out, "publish"));
   CHECK(contains(r.out, "consume"));
   CHECK(contains(r.out, "stats"));
-  for (std::string command : {"publish", "consume", "stats"}) {
+  CHECK(contains(r.out, "set"));
+  for (std::string command : {"publish", "consume", "stats", "set"}) {
     CAPTURE(command);
     r = run_command(std::string(SLUICECTL_PATH) + " " + command + " --help");
     CHECK(r.status == 0);

@@ -160,6 +160,18 @@ std::vector<Sample> samples() {
   s.push_back({"stats_result", f,
                [req](std::string_view b) mutable { return decode_stats_result(b, req, stats); }});
   f.clear();
+  {
+    Configure c;
+    c.request_id = 17;
+    c.queue = "orders";
+    c.settings = {{"dispatch_rate", "200"}, {"overflow", "reject"}};
+    encode_configure(f, c);
+  }
+  s.push_back({"configure", f, [](std::string_view b) {
+                 Configure c;
+                 return decode_configure(b, c);
+               }});
+  f.clear();
   encode_error(f, 15, errc::stale_lease, "lease expired");
   s.push_back({"error", f, [](std::string_view b) {
                  ErrorFrame e;
@@ -356,6 +368,32 @@ TEST_CASE("subscribe, ack, nack, extend, settled round-trip") {
   REQUIRE(decode_settled(body_of(out), req, failures_back));
   CHECK(req == 80);
   CHECK(failures_back.at(0).code == errc::stale_lease);
+}
+
+TEST_CASE("configure round-trips and is bounded") {
+  std::string out;
+  Configure c;
+  c.request_id = 3;
+  c.queue = "q";
+  c.settings = {{"max_in_flight", "5"}};
+  encode_configure(out, c);
+  Configure back;
+  const std::string body = body_of(out);
+  REQUIRE(decode_configure(body, back));
+  CHECK(back.request_id == 3);
+  CHECK(back.queue == "q");
+  REQUIRE(back.settings.size() == 1);
+  CHECK(back.settings[0].first == "max_in_flight");
+  CHECK(back.settings[0].second == "5");
+
+  out.clear();
+  c.settings.assign(65, {"a", "b"});
+  encode_configure(out, c);
+  CHECK(decode_configure(body_of(out), back).code == errc::invalid_argument);
+  out.clear();
+  c.settings.clear();
+  encode_configure(out, c);
+  CHECK(decode_configure(body_of(out), back).code == errc::invalid_argument);
 }
 
 TEST_CASE("deliver frames grow in place and round-trip") {

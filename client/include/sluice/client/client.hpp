@@ -194,6 +194,11 @@ class Connection {
   /// Statistics of one queue, or of all queues when `queue` is empty. A named
   /// queue that does not exist yields an empty list.
   Result<std::vector<QueueStats>> stats(std::string_view queue = {});
+  /// Changes settings of `queue` in the running broker (names as in a
+  /// [queues.NAME] table of the config file, values as text). All or nothing;
+  /// invalid_argument carries the broker's one-line explanation.
+  Error configure(std::string_view queue,
+                  const std::vector<std::pair<std::string, std::string>>& settings);
   /// A round trip to the broker.
   Error ping();
 

@@ -82,6 +82,7 @@ void encode_settled(std::string& out, std::uint64_t request_id,
 void encode_ok(std::string& out, std::uint64_t request_id);
 void encode_ping(std::string& out, std::uint64_t request_id);
 void encode_stats(std::string& out, const StatsRequest& request);
+void encode_configure(std::string& out, const Configure& request);
 /// `retry_after_ms`: with queue_full, when trying again is worthwhile (0: not said).
 void encode_error(std::string& out, std::uint64_t request_id, errc code, std::string_view message,
                   std::uint32_t retry_after_ms = 0);
@@ -140,6 +141,7 @@ Status decode_ping(std::string_view body, std::uint64_t& request_id) noexcept;
 Status decode_deliver(std::string_view body, std::uint32_t& subscription_id,
                       std::vector<Delivery>& out);
 Status decode_stats(std::string_view body, StatsRequest& out) noexcept;
+Status decode_configure(std::string_view body, Configure& out);
 Status decode_stats_result(std::string_view body, std::uint64_t& request_id,
                            std::vector<QueueStatsView>& out);
 Status decode_error(std::string_view body, ErrorFrame& out) noexcept;

@@ -35,6 +35,7 @@ enum class FrameType : std::uint8_t {
   nack = 0x31,
   extend = 0x32,
   stats = 0x40,
+  configure = 0x41,
   ping = 0x50,
   // broker → client
   hello_ok = 0x81,
@@ -165,6 +166,14 @@ struct MessageParts {
   std::string_view payload;
 };
 
+/// CONFIGURE: settings of one queue by name (as in the config file's [queues.NAME]).
+struct Configure {
+  std::uint64_t request_id = 0;
+  std::string_view queue;
+  std::vector<std::pair<std::string_view, std::string_view>> settings;  // name, value
+};
+inline constexpr std::uint16_t kMaxConfigureSettings = 64;
+
 struct StatsRequest {
   std::uint64_t request_id = 0;
   std::string_view queue;  // empty: every queue
@@ -181,10 +190,10 @@ enum class StatField : std::uint16_t {
   acked_total = 7,
   nacked_total = 8,
   expired_total = 9,
-  bytes = 10,           // encoded bytes of the messages held
-  pressure = 11,        // 0..100, as in CONFIRM
-  refused_total = 12,   // publishes refused with queue_full
-  blocked_total = 13,   // times a publishing connection was blocked
+  bytes = 10,          // encoded bytes of the messages held
+  pressure = 11,       // 0..100, as in CONFIRM
+  refused_total = 12,  // publishes refused with queue_full
+  blocked_total = 13,  // times a publishing connection was blocked
 };
 
 struct QueueStatsView {
