@@ -23,17 +23,18 @@ for i in $(seq 1 "$runs"); do
   broker_pid=$!
   for _ in $(seq 1 100); do [ -s "$tmp/port" ] && break; sleep 0.05; done
   port=$(cat "$tmp/port")
-  "$build/bench/sluice-bench" --broker "127.0.0.1:$port" --json "$@" | tee -a "$tmp/results"
+  "$build/bench/sluice-bench" --broker "127.0.0.1:$port" --broker-pid "$broker_pid" --json "$@" |
+    tee -a "$tmp/results"
   kill "$broker_pid"; wait "$broker_pid" || true
 done
 
 python3 - "$tmp/results" <<'PY'
 import json, statistics, sys
 rows = [json.loads(line) for line in open(sys.argv[1]) if line.strip()]
-med = lambda k: statistics.median(r[k] for r in rows)
-ok = all(r["lost"] == 0 and r["credit_respected"] for r in rows)
-print(f"median of {len(rows)} runs: {med('msgs_per_sec'):.0f} msg/s end to end, "
-      f"p50 {med('p50_us'):.0f} us, p99 {med('p99_us'):.0f} us, p99.9 {med('p999_us'):.0f} us; "
-      f"{'none lost, credit respected' if ok else 'LOSS OR CREDIT VIOLATION'}")
+keys = [k for k, v in rows[0].items() if isinstance(v, (int, float)) and not isinstance(v, bool)]
+medians = ", ".join(f"{k} {statistics.median(r[k] for r in rows):g}" for k in keys)
+ok = all(r.get("lost", 0) == 0 and r.get("credit_respected", True) for r in rows)
+print(f"median of {len(rows)} {rows[0]['mode']} runs: {medians}; "
+      f"{'none lost' if ok else 'LOSS OR CREDIT VIOLATION'}")
 sys.exit(0 if ok else 1)
 PY

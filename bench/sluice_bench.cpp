@@ -5,6 +5,7 @@
 //               C consumers (credit K each) ack them; msg/s is N over the time
 //               from the first publish to the last delivery.
 //   latency:    one producer offers a fixed rate; publish→deliver percentiles.
+//   burst, slow-consumer: flow control (see flow_scenarios.hpp).
 //
 // Every run also checks the broker's promises at full scale: every message
 // delivered (none lost) and no consumer ever holding more than its credit.
@@ -23,6 +24,7 @@
 
 #include <unistd.h>
 
+#include "flow_scenarios.hpp"
 #include "sluice/client/client.hpp"
 
 namespace {
@@ -35,7 +37,7 @@ constexpr const char* kUsage = R"(usage: sluice-bench [options]
 Measures a running sluiced end to end (publish -> deliver -> ack).
 
   --broker HOST:PORT   broker address (default 127.0.0.1:7450, or $SLUICE_BROKER)
-  --mode MODE          throughput (default) or latency
+  --mode MODE          throughput (default), latency, burst or slow-consumer
   --messages N         messages in throughput mode (default 1000000)
   --size BYTES         payload size, at least 16 (default 100)
   --producers N        producer connections (default 1; latency mode uses 1)
@@ -44,6 +46,14 @@ Measures a running sluiced end to end (publish -> deliver -> ack).
   --rate N             latency mode: offered messages per second (default 10000)
   --duration SECONDS   latency mode: how long to offer the rate (default 5)
   --queue NAME         queue to use (default bench-<pid>-<time>, fresh each run)
+
+burst: a burst into a bounded queue (overflow block) drained at a set rate
+  --burst N            messages published at once (default 200000; slow-consumer: 100000)
+  --capacity N         the queue's max_messages (default 20000)
+  --dispatch-rate R    the queue's dispatch rate, msg/s (default 50000)
+  --broker-pid PID     read the broker's peak RSS from /proc (bench/run.sh passes it)
+slow-consumer: one consumer's rate alone, then beside one that stops reading
+  (uses --burst as the message count, --in-flight, --size)
   --json               print one JSON object instead of a table
   --help               print this help
 
@@ -111,6 +121,8 @@ std::uint32_t percentile(const std::vector<std::uint32_t>& sorted, double p) {
 
 int main(int argc, char** argv) {
   Config cfg;
+  sluice::bench::FlowConfig flow;
+  bool burst_given = false;
   if (const char* env = std::getenv("SLUICE_BROKER")) {
     std::string_view b = env;
     const auto colon = b.rfind(':');
@@ -143,8 +155,9 @@ int main(int argc, char** argv) {
       cfg.host = std::string(value.substr(0, colon));
       cfg.port = static_cast<std::uint16_t>(n);
     } else if (arg == "--mode") {
-      if (value != "throughput" && value != "latency")
-        return usage_error("--mode is throughput or latency");
+      if (value != "throughput" && value != "latency" && value != "burst" &&
+          value != "slow-consumer")
+        return usage_error("--mode is throughput, latency, burst or slow-consumer");
       cfg.mode = value;
     } else if (arg == "--messages") {
       if (!number(1, 1e10)) return usage_error("--messages needs a positive count");
@@ -169,9 +182,36 @@ int main(int argc, char** argv) {
       cfg.duration_s = n;
     } else if (arg == "--queue") {
       cfg.queue = value;
+    } else if (arg == "--burst") {
+      if (!number(1, 1e9)) return usage_error("--burst needs a positive count");
+      flow.burst = static_cast<std::uint64_t>(n);
+      burst_given = true;
+    } else if (arg == "--capacity") {
+      if (!number(1, 1e9)) return usage_error("--capacity needs 1 to 1000000000");
+      flow.capacity = static_cast<std::uint64_t>(n);
+    } else if (arg == "--dispatch-rate") {
+      if (!number(0, 1e6)) return usage_error("--dispatch-rate needs 0 to 1000000");
+      flow.dispatch_rate = n;
+    } else if (arg == "--broker-pid") {
+      if (!number(1, 1e9)) return usage_error("--broker-pid needs a process id");
+      flow.broker_pid = static_cast<pid_t>(n);
     } else {
       return usage_error("unknown option " + std::string(arg));
     }
+  }
+  if (cfg.queue.empty())
+    cfg.queue = "bench-" + std::to_string(::getpid()) + "-" + std::to_string(now_ns() % 1000000);
+  if (cfg.mode == "burst" || cfg.mode == "slow-consumer") {
+    flow.host = cfg.host;
+    flow.port = cfg.port;
+    flow.queue = cfg.queue;
+    flow.json = cfg.json;
+    flow.size = std::max<std::uint32_t>(cfg.size, 8);
+    flow.consumers = cfg.consumers;
+    flow.in_flight = cfg.in_flight;
+    if (cfg.mode == "burst") return sluice::bench::run_burst(flow);
+    if (!burst_given) flow.burst = 100'000;
+    return sluice::bench::run_slow_consumer(flow);
   }
   const bool latency_mode = cfg.mode == "latency";
   if (latency_mode) {
@@ -179,9 +219,6 @@ int main(int argc, char** argv) {
     cfg.messages = static_cast<std::uint64_t>(cfg.rate * cfg.duration_s);
     if (cfg.messages == 0) return usage_error("--rate x --duration is less than one message");
   }
-  if (cfg.queue.empty())
-    cfg.queue = "bench-" + std::to_string(::getpid()) + "-" + std::to_string(now_ns() % 1000000);
-
   sluice::client::Options options;
   options.host = cfg.host;
   options.port = cfg.port;

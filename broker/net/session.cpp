@@ -159,6 +159,9 @@ bool Session::handle(const protocol::Frame& frame) {
         // decoder, which is not read while blocked) and stop here.
         held_frame_ = frame;
         blocked_ = true;
+        // Nothing else keeps a blocked session alive: no read or write is
+        // pending, and the engine holds it only as a plain waiter.
+        blocked_self_ = shared_from_this();
         return false;
       }
       break;
@@ -261,7 +264,8 @@ void Session::unblock() {
     blocked_ = true;  // full again already: waiting once more
     return;
   }
-  process_frames();  // the held frame's answer goes out with whatever follows it
+  blocked_self_.reset();  // the posted call that got us here holds a reference
+  process_frames();       // the held frame's answer goes out with whatever follows it
 }
 
 void Session::handle_subscribe(std::string_view body) {
@@ -526,6 +530,10 @@ void Session::release_consumers() {
   paused_.clear();
   engine.forget_waiter(*this);
   blocked_ = false;
+  if (blocked_self_) {
+    // Let go once this call is over, not in the middle of it.
+    asio::post(server_.io(), [keep = std::move(blocked_self_)] {});
+  }
   // Pause them all first, so what one gives back is not dispatched to another
   // consumer of this same dying connection.
   for (auto& [id, consumer] : subscriptions) engine.pause(*consumer);

@@ -95,8 +95,9 @@ class Session final : public std::enable_shared_from_this<Session>,
   bool greeted_ = false;
   bool closing_ = false;
   bool closed_ = false;
-  bool blocked_ = false;        // a PUBLISH waits for room in its queue
-  protocol::Frame held_frame_;  // that PUBLISH
+  bool blocked_ = false;                   // a PUBLISH waits for room in its queue
+  protocol::Frame held_frame_;             // that PUBLISH
+  std::shared_ptr<Session> blocked_self_;  // keeps this alive while blocked
   std::unique_ptr<boost::asio::steady_timer> close_timer_;
   boost::asio::steady_timer frame_timer_;  // limits.frame_timeout for a frame begun
   bool frame_timer_armed_ = false;

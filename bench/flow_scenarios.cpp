@@ -1,0 +1,265 @@
+#include "flow_scenarios.hpp"
+
+#include <algorithm>
+#include <atomic>
+#include <chrono>
+#include <condition_variable>
+#include <cstdio>
+#include <cstring>
+#include <fstream>
+#include <functional>
+#include <memory>
+#include <mutex>
+#include <thread>
+#include <vector>
+
+#include "sluice/client/client.hpp"
+
+namespace sluice::bench {
+
+namespace {
+
+using Clock = std::chrono::steady_clock;
+using client::Connection;
+
+std::unique_ptr<Connection> open(const FlowConfig& cfg, const char* name,
+                                 std::size_t max_unconfirmed = 16384) {
+  client::Options options;
+  options.host = cfg.host;
+  options.port = cfg.port;
+  options.client_name = name;
+  options.max_unconfirmed = max_unconfirmed;
+  auto c = Connection::connect(options);
+  if (!c) {
+    std::fprintf(stderr, "sluice-bench: cannot reach %s:%u: %s\n", cfg.host.c_str(), cfg.port,
+                 c.error().to_string().c_str());
+    return nullptr;
+  }
+  return std::move(c).value();
+}
+
+/// Peak resident size of `pid` in MiB (VmHWM), or -1 when unknown.
+double peak_rss_mib(pid_t pid) {
+  if (pid <= 0) return -1;
+  std::ifstream status("/proc/" + std::to_string(pid) + "/status");
+  for (std::string line; std::getline(status, line);)
+    if (line.rfind("VmHWM:", 0) == 0) return std::stod(line.substr(6)) / 1024.0;
+  return -1;
+}
+
+/// Counts one consumer's deliveries (sequence numbers in the first 8 bytes).
+struct Counter {
+  std::atomic<std::uint64_t> received{0};
+  std::atomic<std::int64_t> first_ns{0};
+  std::atomic<std::int64_t> last_ns{0};
+  void arrived() {
+    const std::int64_t t = Clock::now().time_since_epoch().count();
+    std::int64_t zero = 0;
+    first_ns.compare_exchange_strong(zero, t);
+    last_ns.store(t);
+    received.fetch_add(1);
+  }
+};
+
+bool wait_for(const std::function<bool()>& done, std::chrono::seconds limit) {
+  const auto deadline = Clock::now() + limit;
+  while (!done()) {
+    if (Clock::now() > deadline) return false;
+    std::this_thread::sleep_for(std::chrono::milliseconds(2));
+  }
+  return true;
+}
+
+}  // namespace
+
+int run_burst(const FlowConfig& cfg) {
+  auto admin = open(cfg, "sluice-bench-admin");
+  if (!admin) return 2;
+  char rate[32];
+  std::snprintf(rate, sizeof rate, "%.3f", cfg.dispatch_rate);
+  if (auto e = admin->configure(cfg.queue, {{"max_messages", std::to_string(cfg.capacity)},
+                                            {"overflow", "block"},
+                                            {"dispatch_rate", rate},
+                                            {"dispatch_burst", "10"}})) {
+    std::fprintf(stderr, "sluice-bench: configure: %s\n", e.to_string().c_str());
+    return 2;
+  }
+
+  std::unique_ptr<std::atomic<std::uint8_t>[]> seen(new std::atomic<std::uint8_t>[cfg.burst]);
+  for (std::uint64_t i = 0; i < cfg.burst; ++i) seen[i].store(0);
+  std::atomic<std::uint64_t> unique{0}, duplicates{0};
+  Counter all;
+  std::vector<std::unique_ptr<Connection>> consumers;
+  for (std::uint32_t c = 0; c < cfg.consumers; ++c) {
+    consumers.push_back(open(cfg, "sluice-bench-consumer"));
+    if (!consumers.back()) return 2;
+    auto sub = consumers.back()->subscribe(cfg.queue, {.max_in_flight = cfg.in_flight},
+                                           [&](const client::Delivery& d) {
+                                             std::uint64_t seq = ~0ull;
+                                             if (d.payload.size() >= 8)
+                                               std::memcpy(&seq, d.payload.data(), 8);
+                                             if (seq < cfg.burst && seen[seq].exchange(1) == 0)
+                                               unique.fetch_add(1);
+                                             else
+                                               duplicates.fetch_add(1);
+                                             all.arrived();
+                                             return client::Disposition::ack;
+                                           });
+    if (!sub) return 2;
+  }
+
+  // Watch the depth while it runs.
+  std::atomic<bool> running{true};
+  std::uint64_t peak_depth = 0;
+  std::thread watcher([&] {
+    while (running) {
+      if (auto s = admin->stats(cfg.queue); s && !s->empty()) {
+        const auto& q = s->front();
+        peak_depth = std::max(peak_depth, q.ready + q.delayed + q.in_flight);
+      }
+      std::this_thread::sleep_for(std::chrono::milliseconds(5));
+    }
+  });
+
+  // One producer, a small confirm window: when the broker stops reading it,
+  // publish_async waits, and that wait is the time spent throttled.
+  auto producer = open(cfg, "sluice-bench-producer", 1024);
+  if (!producer) return 2;
+  std::string payload(std::max<std::uint32_t>(cfg.size, 8), 'x');
+  std::chrono::nanoseconds throttled{0};
+  const auto start = Clock::now();
+  for (std::uint64_t seq = 0; seq < cfg.burst; ++seq) {
+    std::memcpy(payload.data(), &seq, 8);
+    const auto before = Clock::now();
+    producer->publish_async(cfg.queue, payload, nullptr);
+    const auto took = Clock::now() - before;
+    if (took > std::chrono::microseconds(50)) throttled += took;
+  }
+  const auto before_wait = Clock::now();
+  producer->wait_confirms(std::chrono::minutes(10));
+  throttled += Clock::now() - before_wait;
+  const double publish_s = std::chrono::duration<double>(Clock::now() - start).count();
+
+  wait_for([&] { return unique.load() >= cfg.burst; }, std::chrono::seconds(600));
+  running = false;
+  watcher.join();
+
+  const double drain_s = static_cast<double>(all.last_ns - all.first_ns) / 1e9;
+  const double drain_rate = drain_s > 0 ? static_cast<double>(all.received - 1) / drain_s : 0;
+  const std::uint64_t lost = cfg.burst - unique.load();
+  const double rss = peak_rss_mib(cfg.broker_pid);
+  const double throttled_s = std::chrono::duration<double>(throttled).count();
+  if (cfg.json) {
+    std::printf(
+        "{\"mode\":\"burst\",\"burst\":%llu,\"size\":%u,\"capacity\":%llu,"
+        "\"configured_rate\":%.3f,\"peak_depth\":%llu,\"peak_rss_mib\":%.1f,"
+        "\"producer_throttled_s\":%.3f,\"publish_s\":%.3f,\"drain_msgs_per_sec\":%.1f,"
+        "\"lost\":%llu,\"duplicates\":%llu}\n",
+        (unsigned long long)cfg.burst, cfg.size, (unsigned long long)cfg.capacity,
+        cfg.dispatch_rate, (unsigned long long)peak_depth, rss, throttled_s, publish_s, drain_rate,
+        (unsigned long long)lost, (unsigned long long)duplicates.load());
+  } else {
+    std::printf("%-26s %llu x %u bytes\n", "burst", (unsigned long long)cfg.burst, cfg.size);
+    std::printf("%-26s %llu messages, overflow block\n", "queue capacity",
+                (unsigned long long)cfg.capacity);
+    std::printf("%-26s %llu\n", "peak depth", (unsigned long long)peak_depth);
+    if (rss >= 0)
+      std::printf("%-26s %.1f MiB\n", "peak broker RSS", rss);
+    else
+      std::printf("%-26s (pass --broker-pid)\n", "peak broker RSS");
+    std::printf("%-26s %.3f s of %.3f s publishing\n", "producer throttled", throttled_s,
+                publish_s);
+    std::printf("%-26s %.1f msg/s (configured %.1f)\n", "drain rate", drain_rate,
+                cfg.dispatch_rate);
+    std::printf("%-26s lost %llu, duplicates %llu\n", "delivery", (unsigned long long)lost,
+                (unsigned long long)duplicates.load());
+  }
+  return lost == 0 ? 0 : 1;
+}
+
+namespace {
+
+/// One run: `messages` into a fresh queue; consumer A acks everything; with
+/// `stuck`, consumer B subscribes first and stops reading at its first
+/// delivery. Returns A's msg/s over the messages it got before B's leases ran
+/// out, or a negative number when something failed.
+double slow_consumer_run(const FlowConfig& cfg, const std::string& queue, std::uint64_t messages,
+                         bool stuck) {
+  auto producer = open(cfg, "sluice-bench-producer");
+  if (!producer) return -1;
+  std::string payload(cfg.size, 'x');
+  for (std::uint64_t i = 0; i < messages; ++i) producer->publish_async(queue, payload, nullptr);
+  producer->wait_confirms(std::chrono::minutes(5));
+
+  std::mutex mutex;
+  std::condition_variable release;
+  bool released = false;
+  std::unique_ptr<Connection> b;
+  if (stuck) {
+    b = open(cfg, "sluice-bench-stuck");
+    if (!b) return -1;
+    // Its I/O thread sleeps in the handler: the socket is no longer read, the
+    // broker's outbound buffer for it fills, and its leases (2 s) run out.
+    auto sub =
+        b->subscribe(queue, {.max_in_flight = cfg.in_flight, .lease = std::chrono::seconds(2)},
+                     [&](const client::Delivery&) {
+                       std::unique_lock lk(mutex);
+                       release.wait(lk, [&] { return released; });
+                       return client::Disposition::ack;
+                     });
+    if (!sub) return -1;
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  }
+  Counter a_count;
+  auto a = open(cfg, "sluice-bench-consumer");
+  if (!a) return -1;
+  const auto start = Clock::now();
+  auto sub = a->subscribe(queue, {.max_in_flight = cfg.in_flight}, [&](const client::Delivery&) {
+    a_count.arrived();
+    return client::Disposition::ack;
+  });
+  if (!sub) return -1;
+  // What B holds comes to A only after B's leases expire: measure A up to then.
+  const std::uint64_t target = stuck ? messages - cfg.in_flight : messages;
+  wait_for([&] { return a_count.received.load() >= target; }, std::chrono::seconds(300));
+  const double seconds =
+      static_cast<double>(a_count.last_ns.load() - start.time_since_epoch().count()) / 1e9;
+  const double rate = seconds > 0 ? static_cast<double>(a_count.received.load()) / seconds : -1;
+  // Nothing lost: the rest reaches A once B's leases expire.
+  const bool all =
+      wait_for([&] { return a_count.received.load() >= messages; }, std::chrono::seconds(30));
+  {
+    std::lock_guard lk(mutex);
+    released = true;
+  }
+  release.notify_all();
+  return all ? rate : -1;
+}
+
+}  // namespace
+
+int run_slow_consumer(const FlowConfig& cfg) {
+  const std::uint64_t messages = cfg.burst;
+  const double alone = slow_consumer_run(cfg, cfg.queue + "-alone", messages, false);
+  const double beside = slow_consumer_run(cfg, cfg.queue + "-beside", messages, true);
+  if (alone <= 0 || beside <= 0) {
+    std::fprintf(stderr, "sluice-bench: slow-consumer run failed (messages lost or stuck)\n");
+    return 1;
+  }
+  const double slowdown = (1 - beside / alone) * 100;
+  if (cfg.json) {
+    std::printf(
+        "{\"mode\":\"slow-consumer\",\"messages\":%llu,\"size\":%u,\"in_flight\":%u,"
+        "\"alone_msgs_per_sec\":%.0f,\"beside_stuck_msgs_per_sec\":%.0f,\"slowdown_pct\":%.1f}\n",
+        (unsigned long long)messages, cfg.size, cfg.in_flight, alone, beside, slowdown);
+  } else {
+    std::printf("%-34s %llu x %u bytes, %u in flight\n", "messages", (unsigned long long)messages,
+                cfg.size, cfg.in_flight);
+    std::printf("%-34s %.0f msg/s\n", "consumer alone", alone);
+    std::printf("%-34s %.0f msg/s\n", "beside a consumer that stopped", beside);
+    std::printf("%-34s %.1f %%\n", "slowdown", slowdown);
+  }
+  return 0;
+}
+
+}  // namespace sluice::bench

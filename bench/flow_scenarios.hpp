@@ -1,0 +1,37 @@
+// Flow-control scenarios of sluice-bench: a burst into a bounded, rate-limited
+// queue, and a consumer that stops reading beside one that does not.
+#pragma once
+
+#include <sys/types.h>
+
+#include <cstdint>
+#include <string>
+
+namespace sluice::bench {
+
+struct FlowConfig {
+  std::string host = "127.0.0.1";
+  std::uint16_t port = 7450;
+  std::string queue;
+  bool json = false;
+  std::uint64_t burst = 200'000;  // messages published at once
+  std::uint32_t size = 100;
+  double dispatch_rate = 50'000;    // the queue's configured drain rate (0: none)
+  std::uint64_t capacity = 20'000;  // the queue's max_messages
+  std::uint32_t consumers = 4;
+  std::uint32_t in_flight = 64;
+  pid_t broker_pid = 0;  // for peak RSS (VmHWM); 0: not measured
+};
+
+/// Publishes `burst` messages at once into a queue set to `capacity` with
+/// overflow block and `dispatch_rate`, drains it with `consumers`, and prints
+/// burst size, peak depth, peak broker RSS, time the producer was throttled
+/// and the achieved drain rate against the configured one. Exit status as
+/// sluice-bench's.
+int run_burst(const FlowConfig& config);
+
+/// Measures one consumer's throughput alone, then beside a consumer of the
+/// same queue that stops reading its socket; prints both and the slowdown.
+int run_slow_consumer(const FlowConfig& config);
+
+}  // namespace sluice::bench
