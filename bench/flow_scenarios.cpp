@@ -1,5 +1,10 @@
 #include "flow_scenarios.hpp"
 
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
 #include <algorithm>
 #include <atomic>
 #include <chrono>
@@ -14,6 +19,7 @@
 #include <vector>
 
 #include "sluice/client/client.hpp"
+#include "sluice/protocol/codec.hpp"
 
 namespace sluice::bench {
 
@@ -191,25 +197,32 @@ double slow_consumer_run(const FlowConfig& cfg, const std::string& queue, std::u
   for (std::uint64_t i = 0; i < messages; ++i) producer->publish_async(queue, payload, nullptr);
   producer->wait_confirms(std::chrono::minutes(5));
 
-  std::mutex mutex;
-  std::condition_variable release;
-  bool released = false;
-  std::unique_ptr<Connection> b;
+  // The stuck consumer speaks the protocol by hand: HELLO, SUBSCRIBE, and then
+  // it never reads its socket again. The broker's outbound buffer for it
+  // fills, and its leases (2 s) run out.
+  int stuck_fd = -1;
   if (stuck) {
-    b = open(cfg, "sluice-bench-stuck");
-    if (!b) return -1;
-    // Its I/O thread sleeps in the handler: the socket is no longer read, the
-    // broker's outbound buffer for it fills, and its leases (2 s) run out.
-    auto sub =
-        b->subscribe(queue, {.max_in_flight = cfg.in_flight, .lease = std::chrono::seconds(2)},
-                     [&](const client::Delivery&) {
-                       std::unique_lock lk(mutex);
-                       release.wait(lk, [&] { return released; });
-                       return client::Disposition::ack;
-                     });
-    if (!sub) return -1;
-    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+    stuck_fd = ::socket(AF_INET, SOCK_STREAM, 0);
+    sockaddr_in addr{};
+    addr.sin_family = AF_INET;
+    addr.sin_port = htons(cfg.port);
+    if (::inet_pton(AF_INET, cfg.host == "localhost" ? "127.0.0.1" : cfg.host.c_str(),
+                    &addr.sin_addr) != 1 ||
+        ::connect(stuck_fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr) != 0) {
+      ::close(stuck_fd);
+      return -1;
+    }
+    std::string frames;
+    protocol::encode_hello(frames, protocol::Hello{1, 1, "sluice-bench-stuck", ""});
+    protocol::encode_subscribe(frames, protocol::Subscribe{1, 1, queue, cfg.in_flight, 2000, 0, 1});
+    if (::send(stuck_fd, frames.data(), frames.size(), MSG_NOSIGNAL) !=
+        static_cast<ssize_t>(frames.size())) {
+      ::close(stuck_fd);
+      return -1;
+    }
   }
+  // Both runs pause alike here (the stuck consumer takes its share meanwhile).
+  std::this_thread::sleep_for(std::chrono::milliseconds(200));
   Counter a_count;
   auto a = open(cfg, "sluice-bench-consumer");
   if (!a) return -1;
@@ -228,11 +241,7 @@ double slow_consumer_run(const FlowConfig& cfg, const std::string& queue, std::u
   // Nothing lost: the rest reaches A once B's leases expire.
   const bool all =
       wait_for([&] { return a_count.received.load() >= messages; }, std::chrono::seconds(30));
-  {
-    std::lock_guard lk(mutex);
-    released = true;
-  }
-  release.notify_all();
+  if (stuck_fd >= 0) ::close(stuck_fd);
   return all ? rate : -1;
 }
 
@@ -240,6 +249,9 @@ double slow_consumer_run(const FlowConfig& cfg, const std::string& queue, std::u
 
 int run_slow_consumer(const FlowConfig& cfg) {
   const std::uint64_t messages = cfg.burst;
+  // A first run warms the broker (its message slots are allocated once, then
+  // reused), so the two measured runs start alike.
+  slow_consumer_run(cfg, cfg.queue + "-warmup", messages, false);
   const double alone = slow_consumer_run(cfg, cfg.queue + "-alone", messages, false);
   const double beside = slow_consumer_run(cfg, cfg.queue + "-beside", messages, true);
   if (alone <= 0 || beside <= 0) {
