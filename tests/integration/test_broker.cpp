@@ -22,20 +22,17 @@ std::filesystem::path make_temp_dir(const std::string& prefix) {
   return dir;
 }
 
-TestBroker::TestBroker(std::vector<std::string> extra_args) : dir_(make_temp_dir("sluice-test")) {
-  const auto port_file = dir_ / "port";
-  const auto log_file = dir_ / "sluiced.log";
-  std::vector<std::string> args = {SLUICED_PATH, "--listen", "127.0.0.1:0", "--port-file",
-                                   port_file.string()};
-  args.insert(args.end(), extra_args.begin(), extra_args.end());
+namespace {
 
-  pid_ = ::fork();
-  REQUIRE(pid_ >= 0);
-  if (pid_ == 0) {
-    const int fd = ::open(log_file.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
-    if (fd >= 0) {
-      ::dup2(fd, STDERR_FILENO);
-      ::close(fd);
+/// Starts `args` (argv[0] a path) as a child with `fd` (stdout or stderr) sent to `output`.
+pid_t spawn(std::vector<std::string> args, const std::filesystem::path& output, int fd) {
+  const pid_t pid = ::fork();
+  REQUIRE(pid >= 0);
+  if (pid == 0) {
+    const int out = ::open(output.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
+    if (out >= 0) {
+      ::dup2(out, fd);
+      ::close(out);
     }
     std::vector<char*> argv;
     for (auto& a : args) argv.push_back(a.data());
@@ -43,6 +40,19 @@ TestBroker::TestBroker(std::vector<std::string> extra_args) : dir_(make_temp_dir
     ::execv(argv[0], argv.data());
     std::_Exit(127);
   }
+  return pid;
+}
+
+}  // namespace
+
+TestBroker::TestBroker(std::vector<std::string> extra_args) : dir_(make_temp_dir("sluice-test")) {
+  const auto port_file = dir_ / "port";
+  const auto log_file = dir_ / "sluiced.log";
+  std::vector<std::string> args = {SLUICED_PATH, "--listen", "127.0.0.1:0", "--port-file",
+                                   port_file.string()};
+  args.insert(args.end(), extra_args.begin(), extra_args.end());
+
+  pid_ = spawn(args, log_file, STDERR_FILENO);
   const bool listening = eventually(
       [&] {
         int status = 0;
@@ -124,20 +134,7 @@ HoldingConsumer::HoldingConsumer(const TestBroker& broker, const std::string& qu
   const auto out_file = broker.dir() / ("holding-" + queue);
   std::vector<std::string> args = {"/proc/self/exe", "--hold-consumer",
                                    std::to_string(broker.port()), queue, std::to_string(credit)};
-  pid_ = ::fork();
-  REQUIRE(pid_ >= 0);
-  if (pid_ == 0) {
-    const int fd = ::open(out_file.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
-    if (fd >= 0) {
-      ::dup2(fd, STDOUT_FILENO);
-      ::close(fd);
-    }
-    std::vector<char*> argv;
-    for (auto& a : args) argv.push_back(a.data());
-    argv.push_back(nullptr);
-    ::execv(argv[0], argv.data());
-    std::_Exit(127);
-  }
+  pid_ = spawn(args, out_file, STDOUT_FILENO);
   const std::string expected = "holding " + std::to_string(credit);
   const bool holding = eventually([&] {
     std::ifstream f(out_file);
