@@ -36,6 +36,13 @@ const char* Engine::reconfigure(Queue& queue, const QueueOptions& options, Micro
     if (cap != 0 && (c->rate_.unlimited() || c->rate_.rate() > cap))
       c->rate_.reconfigure(cap, c->rate_.unlimited() ? 1 : c->rate_.burst(), now);
   }
+  // Blocked publishers of a queue that now rejects get their answer: queue_full.
+  if (options.overflow == Overflow::reject && !queue.waiters_.empty()) {
+    auto waiters = std::move(queue.waiters_);
+    queue.waiters_.clear();
+    std::erase(blocked_queues_, &queue);
+    for (PublishWaiter* w : waiters) w->room(queue);
+  }
   // Larger capacity or faster rates may let blocked publishers and idle consumers go.
   queue.full_ = queue.full_ && !below_low_watermark(queue);
   release_waiters(queue, now);
@@ -94,6 +101,7 @@ std::uint8_t Queue::pressure() const noexcept {
 
 bool Engine::below_low_watermark(const Queue& queue) const noexcept {
   const auto& o = queue.options_;
+  if (o.low_watermark_pct == 0) return queue.counters_.messages() == 0;  // "until empty"
   return queue.counters_.messages() * 100 < o.max_messages * o.low_watermark_pct &&
          queue.counters_.bytes * 100 < o.max_bytes * o.low_watermark_pct;
 }
@@ -202,6 +210,18 @@ void Engine::on_wakeup(Queue& queue, Micros now) {
   });
   if (next != kNever) schedule_wakeup(queue, next);
   dispatch(queue, now);
+  // Tokens taken as of their due time but not spent (nothing to send, or no
+  // one to send it to) go back: held over, they would allow burst + 1 later.
+  if (queue.dispatch_prepaid_) {
+    queue.dispatch_bucket_.refund();
+    queue.dispatch_prepaid_ = false;
+  }
+  for (auto& c : queue.consumers_) {
+    if (!c->prepaid_) continue;
+    c->rate_.refund();
+    c->prepaid_ = false;
+  }
+  if (queue.lanes_) queue.lanes_->refund_unspent();
   release_waiters(queue, now);
 }
 
@@ -333,7 +353,8 @@ errc Engine::ack(const DeliverySink& caller, std::uint64_t message_id, std::uint
   queue.counters_.bytes -= s.message.size();
   memory_used_ -= s.message.size() + kMessageOverhead;
   if (s.lane != nullptr) {
-    queue.lanes_->release(*s.lane);
+    const Micros drop_at = queue.lanes_->release(*s.lane, now);
+    if (drop_at != kNever) schedule_wakeup(queue, drop_at);
     s.lane = nullptr;
   }
   store_.release(index);
@@ -485,8 +506,8 @@ void Engine::dispatch(Queue& queue, Micros now) {
       if (wake_at != kNever) schedule_wakeup(queue, wake_at);
       if (index == kNil) {
         // Every key with messages waits for its token: the consumer keeps
-        // its turn and the token it just took.
-        c->prepaid_ = true;
+        // its turn, and gives back the token it just took.
+        c->rate_.refund();
         queue.ring_.push_front(c);
         c->in_ring_ = true;
         return;

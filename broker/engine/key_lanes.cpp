@@ -35,10 +35,18 @@ KeyLane& KeyLanes::hold(std::string_view key, Micros now) {
   return lane;
 }
 
-void KeyLanes::release(KeyLane& lane) {
-  if (--lane.held == 0 && !lane.idle) {
-    lane.idle = true;
-    idle_.push_back(&lane);
+Micros KeyLanes::release(KeyLane& lane, Micros now) {
+  if (--lane.held != 0 || lane.idle) return kNever;
+  lane.idle = true;
+  idle_.push_back(&lane);
+  return lane.bucket.full_at(now);
+}
+
+void KeyLanes::refund_unspent() noexcept {
+  for (KeyLane* lane : eligible_) {
+    if (!lane->prepaid) continue;
+    lane->bucket.refund();
+    lane->prepaid = false;
   }
 }
 
@@ -82,17 +90,6 @@ std::uint32_t KeyLanes::pop(Micros now, Micros& wake_at, KeyLane*& from) {
   return kNil;
 }
 
-void KeyLanes::unpop(KeyLane& lane, std::uint32_t slot) {
-  lane.ready.push_front(slot);
-  lane.prepaid = true;
-  if (lane.eligible) {  // it went to the back in pop; it was first in line
-    std::erase(eligible_, &lane);
-    lane.eligible = false;
-  }
-  lane.eligible = true;
-  eligible_.push_front(&lane);
-}
-
 void KeyLanes::wake(Micros now, Micros& wake_at) {
   std::erase_if(throttled_, [&](KeyLane* lane) {
     if (lane->due > now) {
@@ -109,8 +106,8 @@ void KeyLanes::wake(Micros now, Micros& wake_at) {
     if (lane->throttled || lane->eligible || !lane->ready.empty()) return false;
     if (!lane->bucket.full(now)) {
       // Its bucket still remembers recent use; dropping it now would hand the
-      // key a fresh burst. Look again in a second.
-      wake_at = std::min(wake_at, now + 1'000'000);
+      // key a fresh burst. Drop it once it is full.
+      wake_at = std::min(wake_at, lane->bucket.full_at(now));
       return false;
     }
     lanes_.erase(lane->key);  // frees it

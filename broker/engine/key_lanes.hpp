@@ -40,7 +40,8 @@ class KeyLanes {
   /// The lane of `key`, created on first use; counts one more message held.
   KeyLane& hold(std::string_view key, Micros now);
   /// One message of `lane` is gone for good (acked): an empty lane goes idle.
-  void release(KeyLane& lane);
+  /// Returns when wake() can drop it (its bucket full again), or kNever.
+  Micros release(KeyLane& lane, Micros now);
 
   void push_back(KeyLane& lane, std::uint32_t slot);
   void push_front(KeyLane& lane, std::uint32_t slot);
@@ -48,11 +49,12 @@ class KeyLanes {
   /// it; kNil when none can go now. `wake_at` is lowered to the earliest time
   /// a throttled lane gets its token.
   std::uint32_t pop(Micros now, Micros& wake_at, KeyLane*& from);
-  /// Undoes a pop whose message found no consumer: front again, token kept.
-  void unpop(KeyLane& lane, std::uint32_t slot);
   /// Lanes whose token is due rejoin the ring (their token taken as of `due`);
   /// idle lanes with a full bucket are dropped. Lowers `wake_at` as pop does.
   void wake(Micros now, Micros& wake_at);
+
+  /// Gives back the tokens wake() took for lanes that then sent nothing.
+  void refund_unspent() noexcept;
 
   bool any_eligible() const noexcept { return !eligible_.empty(); }
   std::size_t lanes() const noexcept { return lanes_.size(); }

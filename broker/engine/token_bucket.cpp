@@ -64,6 +64,21 @@ void TokenBucket::reconfigure(MilliRate rate, std::uint32_t burst, Micros now) n
   if (was_unlimited || units_ > cap) units_ = cap;
 }
 
+Micros TokenBucket::full_at(Micros now) const noexcept {
+  if (rate_ == 0) return now;
+  TokenBucket copy = *this;
+  copy.refill(now);
+  const std::int64_t missing = static_cast<std::int64_t>(burst_) * kUnitsPerToken - copy.units_;
+  if (missing <= 0) return now;
+  const auto rate = static_cast<std::int64_t>(rate_);
+  return now + (missing + rate - 1) / rate;
+}
+
+void TokenBucket::refund() noexcept {
+  if (rate_ == 0) return;
+  units_ = std::min(static_cast<std::int64_t>(burst_) * kUnitsPerToken, units_ + kUnitsPerToken);
+}
+
 bool TokenBucket::full(Micros now) const noexcept {
   if (rate_ == 0) return true;
   TokenBucket copy = *this;

@@ -38,6 +38,10 @@ class TokenBucket {
   void reconfigure(MilliRate rate, std::uint32_t burst, Micros now) noexcept;
   /// True when the bucket is full at `now` (an idle key's bucket can be dropped).
   bool full(Micros now) const noexcept;
+  /// When the bucket will be full again if nothing is taken (now if it is).
+  Micros full_at(Micros now) const noexcept;
+  /// Gives back one token taken but not used (capped at the burst).
+  void refund() noexcept;
 
  private:
   void refill(Micros now) noexcept;

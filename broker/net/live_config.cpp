@@ -45,9 +45,9 @@ log::Level to_log_level(config::LogLevel level) {
 }
 
 /// Settings that only a restart changes; named in the log when a reload changes them.
-std::vector<std::string> restart_only_changes(const config::Settings& a,
-                                              const config::Settings& b) {
-  std::vector<std::string> changed;
+std::vector<std::string_view> restart_only_changes(const config::Settings& a,
+                                                   const config::Settings& b) {
+  std::vector<std::string_view> changed;
   if (a.listen_host != b.listen_host || a.listen_port != b.listen_port)
     changed.push_back("server.listen");
   if (a.port_file != b.port_file) changed.push_back("server.port_file");
@@ -100,6 +100,14 @@ void LiveConfig::reload(engine::Micros now) {
     const auto options = to_queue_options(queue_settings(next, q->name()));
     if (const char* refused = engine_.reconfigure(*queue, options, now)) {
       log::warn("reload_refused").str("queue", q->name()).str("problem", refused);
+      // It keeps what it had; say so in the settings we report as running.
+      const config::QueueSettings kept = queue_settings(settings_, q->name());
+      auto declared = std::find_if(next.queues.begin(), next.queues.end(),
+                                   [&](const auto& d) { return d.name == q->name(); });
+      if (declared != next.queues.end())
+        declared->settings = kept;
+      else
+        next.queues.push_back({q->name(), kept});
       continue;
     }
     ++changed;

@@ -3,7 +3,10 @@
 #include <boost/asio/post.hpp>
 #include <boost/asio/write.hpp>
 
+#include <sys/socket.h>
+
 #include <algorithm>
+#include <cerrno>
 #include <cstdio>
 
 #include "log.hpp"
@@ -33,7 +36,8 @@ Session::Session(Server& server, asio::ip::tcp::socket socket)
       socket_(std::move(socket)),
       peer_(describe(socket_)),
       decoder_(server.options().limits.max_frame_bytes),
-      frame_timer_(server.io()) {}
+      frame_timer_(server.io()),
+      peer_check_timer_(server.io()) {}
 
 Session::~Session() = default;
 
@@ -133,8 +137,8 @@ void Session::watch_partial_frame(bool progressed) {
         if (ec || self->closing_ || self->closed_ || generation != self->frame_timer_generation_)
           return;
         self->frame_timer_armed_ = false;
-        if (self->read_paused_) {
-          // We stopped reading (the peer is not reading its answers); not its fault.
+        if (self->read_paused_ || self->blocked_) {
+          // We stopped reading (outbound full, or blocked on a full queue): not its fault.
           self->watch_partial_frame(true);
           return;
         }
@@ -162,6 +166,7 @@ bool Session::handle(const protocol::Frame& frame) {
         // Nothing else keeps a blocked session alive: no read or write is
         // pending, and the engine holds it only as a plain waiter.
         blocked_self_ = shared_from_this();
+        watch_blocked_peer();
         return false;
       }
       break;
@@ -250,6 +255,24 @@ bool Session::handle_publish(std::string_view body) {
   for (auto message : messages_) ids_.push_back(engine.publish(queue, message, now, wall));
   protocol::encode_confirm(out(), publish.request_id, queue.pressure(), ids_);
   return true;
+}
+
+void Session::watch_blocked_peer() {
+  // Not reading means not seeing the peer leave; look once a second without
+  // consuming anything, so a producer that gave up does not hold a
+  // connection slot (and its frame) until the queue has room.
+  peer_check_timer_.expires_after(std::chrono::seconds(1));
+  peer_check_timer_.async_wait([self = shared_from_this()](const boost::system::error_code& ec) {
+    if (ec || !self->blocked_ || self->closing_ || self->closed_) return;
+    char byte;
+    const ssize_t n = ::recv(self->socket_.native_handle(), &byte, 1, MSG_PEEK | MSG_DONTWAIT);
+    if (n == 0 || (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR)) {
+      log::debug("blocked_peer_gone").str("peer", self->peer_);
+      self->close();
+      return;
+    }
+    self->watch_blocked_peer();
+  });
 }
 
 void Session::room(engine::Queue&) {
@@ -576,6 +599,7 @@ void Session::close() {
   release_consumers();
   if (close_timer_) close_timer_->cancel();
   frame_timer_.cancel();
+  peer_check_timer_.cancel();
   boost::system::error_code ignored;
   socket_.shutdown(asio::ip::tcp::socket::shutdown_both, ignored);
   socket_.close(ignored);

@@ -58,6 +58,8 @@ class Session final : public std::enable_shared_from_this<Session>,
   bool handle_publish(std::string_view body);
   /// The blocking queue has room: retry the held PUBLISH, then go on.
   void unblock();
+  /// While blocked: notices (by peeking) when the peer has gone, and closes.
+  void watch_blocked_peer();
   void handle_subscribe(std::string_view body);
   void handle_unsubscribe(std::string_view body);
   void handle_ack(std::string_view body);
@@ -102,6 +104,7 @@ class Session final : public std::enable_shared_from_this<Session>,
   boost::asio::steady_timer frame_timer_;  // limits.frame_timeout for a frame begun
   bool frame_timer_armed_ = false;
   std::uint64_t frame_timer_generation_ = 0;
+  boost::asio::steady_timer peer_check_timer_;  // while blocked
 
   std::unordered_map<std::uint32_t, engine::Consumer*> subscriptions_;
   std::vector<engine::Consumer*> draining_;

@@ -606,7 +606,7 @@ constexpr Field<QueueSettings> kQueueFields[] = {
      .store = [](QueueSettings& q, const Parsed& v) { q.high_watermark = uint32_t(v.number); },
      .read = [](const QueueSettings& q) { return whole(q.high_watermark); }},
     {.key = "low_watermark",
-     .rule = {.kind = Kind::count, .min = 0, .max = 99},
+     .rule = {.kind = Kind::count, .min = 1, .max = 99},
      .store = [](QueueSettings& q, const Parsed& v) { q.low_watermark = uint32_t(v.number); },
      .read = [](const QueueSettings& q) { return whole(q.low_watermark); }},
     {.key = "overflow",

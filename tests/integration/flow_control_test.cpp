@@ -292,3 +292,43 @@ TEST_CASE("live: SIGHUP reloads the config file; a bad file changes nothing") {
   CHECK(broker.log().find("\"event\":\"reloaded\"") != std::string::npos);
   std::filesystem::remove_all(dir);
 }
+
+TEST_CASE("block: a blocked producer outlives the frame timeout, and one that leaves is let go") {
+  TestBroker broker({"--set", "queues.tight.max_messages=10", "--set", "limits.frame_timeout=300ms",
+                     "--log-level", "debug"});
+  SUBCASE("blocked longer than the frame timeout, then everything is confirmed") {
+    auto options = broker.options();
+    options.max_batch_bytes = 64;  // many small frames pipelined behind the blocked one
+    auto producer = sluice::client::Connection::connect(options);
+    REQUIRE(producer.ok());
+    std::atomic<int> failures{0};
+    std::atomic<int> confirmed{0};
+    for (int i = 0; i < 100; ++i)
+      (*producer)->publish_async("tight", "m" + std::to_string(i),
+                                 [&](const sluice::client::Error& e, std::uint64_t) {
+                                   (e ? failures : confirmed).fetch_add(1);
+                                 });
+    std::this_thread::sleep_for(1s);  // blocked, with frames waiting behind it
+    CHECK(confirmed < 100);
+    CountingConsumer consumer(broker, "tight");
+    REQUIRE((*producer)->wait_confirms(10s));
+    CHECK(confirmed == 100);
+    CHECK(failures == 0);
+    CHECK((*producer)->connected());
+    CHECK(eventually([&] { return consumer.each_once(100); }));
+  }
+  SUBCASE("a blocked producer that disconnects is closed within seconds") {
+    {
+      auto options = broker.options();
+      options.max_batch_bytes = 64;  // several frames: the later ones block
+      options.request_timeout = 300ms;
+      auto producer = sluice::client::Connection::connect(options);
+      REQUIRE(producer.ok());
+      for (int i = 0; i < 40; ++i) (*producer)->publish_async("tight", "m", nullptr);
+      // Blocked: not even a ping is read.
+      CHECK((*producer)->ping().code == errc::timed_out);
+    }  // gone
+    CHECK(eventually([&] { return broker.log().find("blocked_peer_gone") != std::string::npos; },
+                     5s));
+  }
+}

@@ -687,6 +687,9 @@ low_watermark = 10
     CHECK(contains(error.problem, "unknown overflow policy"));
     CHECK(contains(error.allowed, "\"block\""));
 
+    error = load_error("[queue_defaults]\nlow_watermark = 0\n");
+    CHECK(contains(error.problem, "below the minimum of 1"));
+
     cfg::Settings bad;
     bad.queue_defaults.low_watermark = 90;
     bad.queue_defaults.high_watermark = 90;

@@ -326,3 +326,74 @@ TEST_CASE("flow: 10,000 keys each hold their limit and slow keys do not hold bac
   // Idle tenants cost nothing: their lanes are gone once their buckets refilled.
   CHECK(q.key_lanes() == 10);  // the hot ones, which still hold messages
 }
+
+TEST_CASE("flow: a low watermark of 0 means until empty") {
+  Engine e;
+  QueueOptions o;
+  o.max_messages = 2;
+  o.low_watermark_pct = 0;
+  auto& q = e.declare("q", o);
+  for (int i = 0; i < 2; ++i) e.publish(q, encode("m"), 0, 0);
+  CHECK(e.admit(q, 1, 0).code == errc::queue_full);
+  RecordingSink sink;
+  subscribe(e, q, sink, 10);
+  auto got = sink.take();
+  REQUIRE(e.ack(sink, got[0].delivery.message_id, got[0].delivery.lease_token, 0) == errc::ok);
+  CHECK(e.admit(q, 1, 0).code == errc::queue_full);
+  REQUIRE(e.ack(sink, got[1].delivery.message_id, got[1].delivery.lease_token, 0) == errc::ok);
+  CHECK(e.admit(q, 1, 0).code == errc::ok);
+}
+
+TEST_CASE("flow: idle key lanes are dropped once their buckets are full, with no throttling") {
+  Engine e;
+  QueueOptions o;
+  o.key_header = "tenant";
+  o.key_rate = {1'000, 5};  // 1/s, burst 5: one message each never throttles
+  auto& q = e.declare("q", o);
+  for (int t = 0; t < 100; ++t) e.publish(q, keyed("t" + std::to_string(t), "m"), 0, 0);
+  RecordingSink sink;
+  subscribe(e, q, sink, 1000);
+  for (auto& g : sink.take())
+    REQUIRE(e.ack(sink, g.delivery.message_id, g.delivery.lease_token, 0) == errc::ok);
+  CHECK(q.key_lanes() == 100);  // each bucket still refilling its one token
+  const auto next = e.next_deadline();
+  REQUIRE(next.has_value());
+  CHECK(*next == kSecond);
+  e.advance(*next);
+  CHECK(q.key_lanes() == 0);
+}
+
+TEST_CASE("flow: a rate token taken when due but not spent is given back") {
+  Engine e;
+  auto& q = e.queue("q");
+  RecordingSink limited, other;
+  REQUIRE(e.subscribe(q, limited, 1, 10, 0, 0, {1'000, 1}).code == errc::ok);  // 1/s
+  e.publish(q, encode("m1"), 0, 0);
+  CHECK(limited.take().size() == 1);  // its one token
+  subscribe(e, q, other, 1, 0, 0, 2);
+  e.publish(q, encode("m2"), 0, 0);  // limited is throttled until 1 s; other takes it
+  CHECK(other.take().size() == 1);
+  e.advance(kSecond);  // limited's token is due, but nothing is ready
+  CHECK(limited.take().empty());
+  // Much later two messages: burst 1 means one at once, not two.
+  e.publish(q, encode("m3"), 100 * kSecond, 0);
+  e.publish(q, encode("m4"), 100 * kSecond, 0);
+  CHECK(limited.take().size() == 1);
+  e.advance(101 * kSecond);
+  CHECK(limited.take().size() == 1);
+}
+
+TEST_CASE("flow: switching a queue from block to reject answers its blocked publishers") {
+  Engine e;
+  QueueOptions o;
+  o.max_messages = 1;
+  auto& q = e.declare("q", o);
+  e.publish(q, encode("m"), 0, 0);
+  CHECK(e.admit(q, 1, 0).code == errc::queue_full);
+  Waiter waiter;
+  e.wait_for_room(q, waiter, 0);
+  o.overflow = engine::Overflow::reject;
+  REQUIRE(e.reconfigure(q, o, 0) == nullptr);
+  CHECK(waiter.rooms == 1);  // it tries again and is refused with queue_full
+  CHECK(e.admit(q, 1, 0).code == errc::queue_full);
+}

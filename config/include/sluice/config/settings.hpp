@@ -41,7 +41,7 @@ struct QueueSettings {
   uint64_t max_bytes = 256ull << 20;
   /// The overflow policy acts at this percent of either maximum [1, 100] ...
   uint32_t high_watermark = 100;
-  /// ... and stops once below this percent [0, 99], which must be below high_watermark.
+  /// ... and stops once below this percent [1, 99], which must be below high_watermark.
   uint32_t low_watermark = 80;
   Overflow overflow = Overflow::block;
   /// Deliveries per second to all consumers together, and the burst [1, 1e6].
