@@ -347,8 +347,7 @@ errc Engine::ack(const DeliverySink& caller, std::uint64_t message_id, std::uint
   if (index == kNil) return errc::stale_lease;
   Slot& s = store_[index];
   Queue& queue = *s.queue;
-  Consumer* owner = s.owner;
-  end_lease(index);
+  Consumer& owner = end_lease(index);
   queue.counters_.acked_total++;
   queue.counters_.bytes -= s.message.size();
   memory_used_ -= s.message.size() + kMessageOverhead;
@@ -358,7 +357,7 @@ errc Engine::ack(const DeliverySink& caller, std::uint64_t message_id, std::uint
     s.lane = nullptr;
   }
   store_.release(index);
-  credit_returned(*owner);
+  credit_returned(owner);
   dispatch(queue, now);
   if (!blocked_queues_.empty()) {
     // Memory is shared: an ack here may be what another queue's producers wait for.
@@ -374,8 +373,7 @@ errc Engine::nack(const DeliverySink& caller, std::uint64_t message_id, std::uin
   if (index == kNil) return errc::stale_lease;
   Slot& s = store_[index];
   Queue& queue = *s.queue;
-  Consumer* owner = s.owner;
-  end_lease(index);
+  Consumer& owner = end_lease(index);
   queue.counters_.nacked_total++;
   if (delay > 0) {
     s.state = SlotState::delayed;
@@ -386,7 +384,7 @@ errc Engine::nack(const DeliverySink& caller, std::uint64_t message_id, std::uin
     // To the back: a message that fails at once must not hog the head of the queue.
     make_ready(queue, index, false);
   }
-  credit_returned(*owner);
+  credit_returned(owner);
   dispatch(queue, now);
   return errc::ok;
 }
@@ -434,13 +432,11 @@ std::optional<Micros> Engine::next_deadline() const noexcept {
 }
 
 void Engine::expire(std::uint32_t index) {
-  Slot& s = store_[index];
-  Queue& queue = *s.queue;
-  Consumer* owner = s.owner;
-  end_lease(index);
+  Queue& queue = *store_[index].queue;
+  Consumer& owner = end_lease(index);
   queue.counters_.expired_total++;
   requeue_front(queue, index);
-  credit_returned(*owner);
+  credit_returned(owner);
 }
 
 void Engine::deliver(Queue& queue, std::uint32_t index, Consumer& consumer, Micros now) {
@@ -526,7 +522,7 @@ void Engine::dispatch(Queue& queue, Micros now) {
   }
 }
 
-void Engine::end_lease(std::uint32_t index) {
+Consumer& Engine::end_lease(std::uint32_t index) {
   Slot& s = store_[index];
   Consumer& owner = *s.owner;
   deadlines_.remove(index);
@@ -539,6 +535,7 @@ void Engine::end_lease(std::uint32_t index) {
   s.owner = nullptr;
   owner.in_flight_--;
   s.queue->counters_.in_flight--;
+  return owner;
 }
 
 void Engine::offer_credit(Consumer& consumer) {

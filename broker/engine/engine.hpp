@@ -138,7 +138,8 @@ class Engine {
   void deliver(Queue& queue, std::uint32_t slot, Consumer& consumer, Micros now);
   void dispatch(Queue& queue, Micros now);
   /// Takes a slot out of its owner's in-flight set and the deadline heap.
-  void end_lease(std::uint32_t slot);
+  /// Returns the consumer that held it.
+  Consumer& end_lease(std::uint32_t slot);
   void offer_credit(Consumer& consumer);
   void requeue_front(Queue& queue, std::uint32_t slot);
   void expire(std::uint32_t slot);
