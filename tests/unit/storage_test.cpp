@@ -1,11 +1,19 @@
 // LMDB RAII against real LMDB in a temporary directory.
 #include <doctest/doctest.h>
 
+#include <unistd.h>
+
+#include <atomic>
+#include <chrono>
 #include <filesystem>
+#include <mutex>
+#include <thread>
 #include <random>
 #include <string>
 #include <vector>
 
+#include "sluice/storage/data_dir.hpp"
+#include "sluice/storage/group_commit.hpp"
 #include "sluice/storage/lmdb.hpp"
 
 namespace fs = std::filesystem;
@@ -135,4 +143,118 @@ TEST_CASE("storage: opening a missing directory names it") {
   REQUIRE(status.has_value());
   CHECK_FALSE(status->map_full());
   CHECK(status->to_string().find("/nonexistent/sluice/dir") != std::string::npos);
+}
+
+TEST_CASE("storage: a data directory records its format, is held by one broker, refuses newer") {
+  TempDir dir;
+  const std::string path = (dir.path / "data").string();
+  {
+    DataDir first;
+    REQUIRE_FALSE(first.open(path, {}).has_value());
+    DataDir second;
+    const auto refused = second.open(path, {});
+    REQUIRE(refused.has_value());
+    CHECK(refused->find("in use by another sluiced (pid " + std::to_string(::getpid()) + ")") !=
+          std::string::npos);
+
+    // Pretend a future version wrote it.
+    Txn txn;
+    require_ok(txn.begin(first.env(), false));
+    Db meta;
+    require_ok(txn.open_db("meta", meta));
+    const std::uint32_t future = DataDir::kFormatVersion + 1;
+    require_ok(txn.put(meta, "format", {reinterpret_cast<const char*>(&future), 4}));
+    require_ok(txn.commit());
+  }
+  DataDir again;
+  const auto refused = again.open(path, {});
+  REQUIRE(refused.has_value());
+  CHECK(refused->find("storage format 2, newer than this sluiced understands (1)") !=
+        std::string::npos);
+}
+
+TEST_CASE("storage: group commit makes every submitted operation durable, many per commit") {
+  TempDir dir;
+  DataDir data;
+  REQUIRE_FALSE(data.open(dir.path.string(), {}).has_value());
+  Db db;
+  {
+    Txn txn;
+    require_ok(txn.begin(data.env(), false));
+    require_ok(txn.open_db("messages", db));
+    require_ok(txn.commit());
+  }
+  std::atomic<std::uint64_t> durable{0};
+  std::atomic<int> failed{0};
+  constexpr std::uint64_t kOps = 50'000;
+  {
+    GroupCommitter committer(data.env(), [&](const CommitResult& r) {
+      if (r.error) failed.fetch_add(1);
+      durable.store(r.last_seq);
+    });
+    std::uint64_t seq = 0;
+    for (std::uint64_t i = 0; i < kOps; ++i) {
+      StorageOp op{StorageOp::Kind::put, db, "k" + std::to_string(i), std::string(100, 'v')};
+      while (!committer.submit(std::move(op), seq)) std::this_thread::yield();
+      if (i % 10 == 9) {  // erase every tenth, later in the stream
+        StorageOp erase{StorageOp::Kind::erase, db, "k" + std::to_string(i), {}};
+        while (!committer.submit(std::move(erase), seq)) std::this_thread::yield();
+      }
+    }
+    while (durable.load() < seq) std::this_thread::sleep_for(std::chrono::milliseconds(1));
+    const auto stats = committer.stats();
+    CHECK(stats.operations == kOps + kOps / 10);
+    CHECK(stats.commits < stats.operations / 10);  // grouped: many operations per fsync
+    CHECK(failed == 0);
+  }
+  Txn reader;
+  require_ok(reader.begin(data.env(), true));
+  std::optional<std::string_view> value;
+  require_ok(reader.get(db, "k0", value));
+  CHECK(value.has_value());
+  require_ok(reader.get(db, "k9", value));
+  CHECK_FALSE(value.has_value());
+  require_ok(reader.get(db, "k" + std::to_string(kOps - 2), value));
+  CHECK(value.has_value());
+}
+
+TEST_CASE("storage: a full map fails its batch, reported, and the committer goes on") {
+  TempDir dir;
+  DataDir data;
+  Env::Options small;
+  small.map_size = 1 << 20;
+  REQUIRE_FALSE(data.open(dir.path.string(), small).has_value());
+  Db db;
+  {
+    Txn txn;
+    require_ok(txn.begin(data.env(), false));
+    require_ok(txn.open_db("messages", db));
+    require_ok(txn.commit());
+  }
+  std::mutex mutex;
+  std::vector<CommitResult> results;
+  GroupCommitter committer(data.env(), [&](const CommitResult& r) {
+    std::lock_guard lk(mutex);
+    results.push_back(r);
+  });
+  std::uint64_t seq = 0;
+  for (int i = 0; i < 400; ++i)
+    REQUIRE(committer.submit(
+        {StorageOp::Kind::put, db, "big" + std::to_string(i), std::string(8192, 'x')}, seq));
+  auto last_reported = [&] {
+    std::lock_guard lk(mutex);
+    return results.empty() ? 0 : results.back().last_seq;
+  };
+  while (last_reported() < seq) std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  bool saw_full = false;
+  {
+    std::lock_guard lk(mutex);
+    for (const auto& r : results) saw_full = saw_full || (r.error && r.error->map_full());
+  }
+  CHECK(saw_full);
+  // Still working: a small write after the failure commits.
+  REQUIRE(committer.submit({StorageOp::Kind::put, db, "small", "ok"}, seq));
+  while (last_reported() < seq) std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  std::lock_guard lk(mutex);
+  CHECK_FALSE(results.back().error.has_value());
 }

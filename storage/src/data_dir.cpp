@@ -1,0 +1,76 @@
+#include "sluice/storage/data_dir.hpp"
+
+#include <fcntl.h>
+#include <sys/file.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
+#include <filesystem>
+
+namespace sluice::storage {
+
+namespace {
+constexpr std::string_view kFormatKey = "format";
+
+std::string read_pid(int fd) {
+  char buf[32] = {};
+  const ssize_t n = ::pread(fd, buf, sizeof buf - 1, 0);
+  std::string pid(buf, n > 0 ? static_cast<std::size_t>(n) : 0);
+  while (!pid.empty() && (pid.back() == '\n' || pid.back() == ' ')) pid.pop_back();
+  return pid.empty() ? "unknown" : pid;
+}
+}  // namespace
+
+DataDir::~DataDir() {
+  if (lock_fd_ >= 0) ::close(lock_fd_);  // releases the flock
+}
+
+std::optional<std::string> DataDir::open(const std::string& path, const Env::Options& options) {
+  path_ = path;
+  std::error_code ec;
+  std::filesystem::create_directories(path, ec);
+  if (ec) return "cannot create data directory " + path + ": " + ec.message();
+
+  const std::string lock_path = path + "/sluiced.lock";
+  lock_fd_ = ::open(lock_path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0644);
+  if (lock_fd_ < 0) return "cannot open " + lock_path + ": " + std::strerror(errno);
+  if (::flock(lock_fd_, LOCK_EX | LOCK_NB) != 0) {
+    const std::string holder = read_pid(lock_fd_);
+    ::close(lock_fd_);
+    lock_fd_ = -1;
+    return "data directory " + path + " is in use by another sluiced (pid " + holder + ")";
+  }
+  const std::string pid = std::to_string(::getpid()) + "\n";
+  if (::ftruncate(lock_fd_, 0) != 0 ||
+      ::pwrite(lock_fd_, pid.data(), pid.size(), 0) != static_cast<ssize_t>(pid.size()))
+    return "cannot write " + lock_path + ": " + std::strerror(errno);
+
+  if (auto e = env_.open(path, options)) return e->to_string();
+
+  Txn txn;
+  if (auto e = txn.begin(env_, false)) return e->to_string();
+  Db meta;
+  if (auto e = txn.open_db("meta", meta)) return e->to_string();
+  std::optional<std::string_view> format;
+  if (auto e = txn.get(meta, kFormatKey, format)) return e->to_string();
+  if (!format) {
+    const std::uint32_t version = kFormatVersion;
+    if (auto e = txn.put(meta, kFormatKey, {reinterpret_cast<const char*>(&version), 4}))
+      return e->to_string();
+    if (auto e = txn.commit()) return e->to_string();
+    return std::nullopt;
+  }
+  std::uint32_t version = 0;
+  if (format->size() != 4) return "data directory " + path + " has an unreadable format record";
+  std::memcpy(&version, format->data(), 4);
+  if (version != kFormatVersion) {
+    return "data directory " + path + " has storage format " + std::to_string(version) +
+           (version > kFormatVersion ? ", newer than this sluiced understands ("
+                                     : ", which this sluiced cannot read (") +
+           std::to_string(kFormatVersion) + "); use the matching sluiced version";
+  }
+  return std::nullopt;
+}
+
+}  // namespace sluice::storage
