@@ -14,6 +14,7 @@ packages=(
   doctest-dev           # tests
   libssl-dev            # TLS
   python3               # test helpers
+  clang-14 libclang-rt-14-dev  # libFuzzer targets (scripts/fuzz.sh)
 )
 
 missing=()

@@ -908,9 +908,14 @@ std::string ConfigError::to_string() const {
 }
 
 std::optional<ConfigError> load_file(const std::string& path, Settings& settings) {
+  std::string content;
+  if (auto problem = read_whole_file(path, content)) return problem;
+  return load_text(content, path, settings);
+}
+
+std::optional<ConfigError> load_text(std::string_view content, const std::string& path,
+                                     Settings& settings) {
   try {
-    std::string content;
-    if (auto problem = read_whole_file(path, content)) return problem;
     toml::table root;
     try {
       root = toml::parse(content, path);

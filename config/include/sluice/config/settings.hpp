@@ -135,6 +135,10 @@ struct ConfigError {
 /// [queue_defaults] is applied before any [queues.NAME], wherever it appears in the file.
 std::optional<ConfigError> load_file(const std::string& path, Settings& settings);
 
+/// The same for TOML text already in memory; `path` names it in errors.
+std::optional<ConfigError> load_text(std::string_view content, const std::string& path,
+                                     Settings& settings);
+
 /// Applies one setting given on the command line as `name` = `value`, e.g. "server.listen" =
 /// "0.0.0.0:7450" or "queues.orders.lease_timeout" = "45s" (declares the queue if new, starting
 /// from the current queue_defaults). `value` is text, parsed with the same rules as the file:
