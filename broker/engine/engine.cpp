@@ -145,6 +145,12 @@ Queue& Engine::queue(std::string_view name) {
   return ref;
 }
 
+Queue* Engine::open(std::string_view name) {
+  if (Queue* q = find(name)) return q;
+  if (max_queues_ != 0 && queues_.size() >= max_queues_) return nullptr;
+  return &queue(name);
+}
+
 Queue* Engine::find(std::string_view name) const noexcept {
   auto it = queues_.find(name);
   return it == queues_.end() ? nullptr : it->second.get();

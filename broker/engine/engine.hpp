@@ -58,6 +58,12 @@ class Engine {
   /// The queue named `name`, created with default options on first use.
   /// The name must already be valid (protocol::valid_queue_name).
   Queue& queue(std::string_view name);
+  /// The queue `name`, created with default options on first use unless that
+  /// would make more than the queue limit: then nullptr (too_many_queues).
+  Queue* open(std::string_view name);
+  /// Most queues open() creates (declared queues count, and always exist). 0: no limit.
+  void set_max_queues(std::size_t limit) noexcept { max_queues_ = limit; }
+  std::size_t queue_count() const noexcept { return queues_.size(); }
   /// The queue if it exists.
   Queue* find(std::string_view name) const noexcept;
   /// Every queue, in no particular order.
@@ -178,6 +184,7 @@ class Engine {
   std::vector<Wakeup> wakeups_;  // min-heap on time (std::greater); stale entries are harmless
   std::vector<Queue*> blocked_queues_;  // queues with waiters
   std::uint64_t memory_limit_ = 0;
+  std::size_t max_queues_ = 0;
   std::uint64_t memory_used_ = 0;
   bool memory_full_ = false;
 };

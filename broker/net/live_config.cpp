@@ -77,6 +77,7 @@ void LiveConfig::apply_at_start() {
   log::set_level(to_log_level(settings_.log_level));
   engine_.set_defaults(to_queue_options(settings_.queue_defaults));
   engine_.set_memory_limit(settings_.memory);
+  engine_.set_max_queues(settings_.max_queues);
   for (const auto& q : settings_.queues) engine_.declare(q.name, to_queue_options(q.settings));
 }
 
@@ -92,6 +93,7 @@ void LiveConfig::reload(engine::Micros now) {
   log::set_level(to_log_level(next.log_level));
   engine_.set_defaults(to_queue_options(next.queue_defaults));
   engine_.set_memory_limit(next.memory);
+  engine_.set_max_queues(next.max_queues);
   // Every existing queue takes its new settings (declared, or the new defaults);
   // queues new in the file are created.
   int changed = 0;
@@ -145,6 +147,9 @@ std::optional<std::string> LiveConfig::configure(
   if (auto err = config::validate(next)) return err->to_string();
   const auto options = to_queue_options(queue_settings(next, queue));
   engine::Queue* existing = engine_.find(queue);
+  if (!existing && engine_.queue_count() >= settings_.max_queues)
+    return "queues." + std::string(queue) + ": a new queue would pass limits.max_queues (" +
+           std::to_string(settings_.max_queues) + ")";
   if (existing) {
     if (const char* refused = engine_.reconfigure(*existing, options, now)) return refused;
   } else {

@@ -22,6 +22,8 @@ constexpr std::size_t kReadChunk = 128 * 1024;
 /// A DELIVER frame stops growing here so a consumer gets its first messages
 /// without waiting for a huge frame, and frames stay far below the limit.
 constexpr std::size_t kDeliverFrameTarget = 256 * 1024;
+constexpr const char* kTooManyQueues =
+    "the broker holds limits.max_queues queues already; this one would be new";
 
 std::string describe(const asio::ip::tcp::socket& socket) {
   boost::system::error_code ec;
@@ -235,8 +237,13 @@ bool Session::handle_publish(std::string_view body) {
   }
   engine::Engine& engine = server_.engine();
   // Producers publish to the same queue frame after frame; skip the lookup.
-  if (last_queue_ == nullptr || last_queue_->name() != publish.queue)
-    last_queue_ = &engine.queue(publish.queue);
+  if (last_queue_ == nullptr || last_queue_->name() != publish.queue) {
+    last_queue_ = engine.open(publish.queue);
+    if (last_queue_ == nullptr) {
+      send_error(publish.request_id, errc::too_many_queues, kTooManyQueues);
+      return true;
+    }
+  }
   engine::Queue& queue = *last_queue_;
   const auto now = Server::now();
   const auto admission = engine.admit(queue, messages_.size(), now);
@@ -303,7 +310,12 @@ void Session::handle_subscribe(std::string_view body) {
     return;
   }
   engine::Engine& engine = server_.engine();
-  engine::Queue& queue = engine.queue(sub.queue);
+  engine::Queue* found = engine.open(sub.queue);
+  if (found == nullptr) {
+    send_error(sub.request_id, errc::too_many_queues, kTooManyQueues);
+    return;
+  }
+  engine::Queue& queue = *found;
   const auto now = Server::now();
   auto result =
       engine.subscribe(queue, *this, sub.subscription_id, sub.max_in_flight,

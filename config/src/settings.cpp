@@ -568,6 +568,10 @@ constexpr Field<Settings> kLimitsFields[] = {
            s.frame_timeout = std::chrono::milliseconds(int64_t(v.number));
          },
      .read = [](const Settings& s) { return read_ms(s.frame_timeout); }},
+    {.key = "max_queues",
+     .rule = {.kind = Kind::count, .min = 1, .max = 1'000'000},
+     .store = [](Settings& s, const Parsed& v) { s.max_queues = uint32_t(v.number); },
+     .read = [](const Settings& s) { return whole(s.max_queues); }},
     {.key = "memory",
      .rule = {.kind = Kind::size, .min = kMiB, .max = 1024 * kGiB},
      .store = [](Settings& s, const Parsed& v) { s.memory = v.number; },

@@ -48,6 +48,8 @@ std::string_view to_string(errc code) noexcept {
       return "connection_lost";
     case errc::timed_out:
       return "timed_out";
+    case errc::too_many_queues:
+      return "too_many_queues";
   }
   return "unknown";
 }

@@ -455,3 +455,16 @@ TEST_CASE("queues declared in the config keep their own settings; others get the
   REQUIRE(eventually([&] { return held.size() == 2; }, 5s));
   CHECK(held.items[1].second == 2);
 }
+
+TEST_CASE("a broker at limits.max_queues refuses new queues with too_many_queues") {
+  TestBroker broker({"--set", "limits.max_queues=2"});
+  auto c = broker.connect();
+  REQUIRE(c->publish("one", {"x", {}}).ok());
+  REQUIRE(c->publish("two", {"x", {}}).ok());
+  CHECK(c->publish("three", {"x", {}}).error().code == errc::too_many_queues);
+  CHECK(c->subscribe("three", {}, [](const Delivery&) { return Disposition::ack; }).error().code ==
+        errc::too_many_queues);
+  CHECK(c->configure("three", {{"max_in_flight", "5"}}).code == errc::invalid_argument);
+  CHECK(c->publish("one", {"y", {}}).ok());  // existing queues are fine
+  CHECK(c->stats()->size() == 2);
+}

@@ -86,6 +86,7 @@ void check_defaults(const cfg::Settings& s) {
   CHECK(s.connection_outbound_bytes == 8u << 20);
   CHECK(s.frame_timeout == 30s);
   CHECK(s.memory == 512ull << 20);
+  CHECK(s.max_queues == 10000);
   CHECK(s.queue_defaults.max_messages == 1'000'000);
   CHECK(s.queue_defaults.max_bytes == 256ull << 20);
   CHECK(s.queue_defaults.high_watermark == 100);
@@ -217,6 +218,7 @@ lease_timeout = "45s"
                             "max_payload_bytes =",
                             "connection_outbound_bytes =",
                             "frame_timeout =",
+                            "max_queues =",
                             "memory =",
                             "level =",
                             "lease_timeout =",

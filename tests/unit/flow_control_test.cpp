@@ -397,3 +397,13 @@ TEST_CASE("flow: switching a queue from block to reject answers its blocked publ
   CHECK(waiter.rooms == 1);  // it tries again and is refused with queue_full
   CHECK(e.admit(q, 1, 0).code == errc::queue_full);
 }
+
+TEST_CASE("flow: open() creates queues up to the limit, and finds existing ones beyond it") {
+  Engine e;
+  e.set_max_queues(2);
+  REQUIRE(e.open("a") != nullptr);
+  REQUIRE(e.open("b") != nullptr);
+  CHECK(e.open("c") == nullptr);
+  CHECK(e.open("a") != nullptr);
+  CHECK(e.queue_count() == 2);
+}

@@ -98,6 +98,8 @@ struct Settings {
   /// limits.memory [1MiB, 1TiB]: all queues' messages together (encoded bytes plus 128 bytes
   /// each); at the limit every queue's overflow policy acts.
   uint64_t memory = 512ull << 20;
+  /// limits.max_queues [1, 1000000]: queues created by use (declared queues count too).
+  uint32_t max_queues = 10000;
 
   // [log]
   /// log.level: "trace" | "debug" | "info" | "warn" | "error"

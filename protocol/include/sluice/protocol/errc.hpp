@@ -56,6 +56,8 @@ enum class errc : std::uint16_t {
   /// The client library gave up waiting for an answer; or, from the broker with request id 0,
   /// a frame begun was not completed within limits.frame_timeout (connection closed).
   timed_out = 20,
+  /// A new queue would pass the broker's limits.max_queues; use an existing one.
+  too_many_queues = 21,
 };
 
 /// Stable snake_case name of a code (e.g. "stale_lease"); "unknown" for values not listed.
