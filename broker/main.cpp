@@ -130,6 +130,7 @@ int main(int argc, char** argv) {
   options.connection_outbound_bytes = settings.connection_outbound_bytes;
   options.shutdown_grace = settings.shutdown_grace;
   options.frame_timeout = settings.frame_timeout;
+  options.handshake_timeout = settings.handshake_timeout;
   net::Server server(io, engine, options);
   server.set_configure_handler([&](std::string_view queue, auto pairs) {
     auto problem = live.configure(queue, pairs, net::Server::now());

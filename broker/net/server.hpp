@@ -34,6 +34,8 @@ struct ServerOptions {
   std::chrono::milliseconds shutdown_grace{5000};
   /// A frame begun must be complete within this (see limits.frame_timeout).
   std::chrono::milliseconds frame_timeout{30000};
+  /// HELLO must arrive within this (see limits.handshake_timeout).
+  std::chrono::milliseconds handshake_timeout{10000};
 };
 
 /// Not thread-safe: every call on the io_context's thread.

@@ -39,7 +39,8 @@ Session::Session(Server& server, asio::ip::tcp::socket socket)
       peer_(describe(socket_)),
       decoder_(server.options().limits.max_frame_bytes),
       frame_timer_(server.io()),
-      peer_check_timer_(server.io()) {}
+      peer_check_timer_(server.io()),
+      handshake_timer_(server.io()) {}
 
 Session::~Session() = default;
 
@@ -47,6 +48,11 @@ void Session::start() {
   boost::system::error_code ignored;
   socket_.set_option(asio::ip::tcp::no_delay(true), ignored);
   log::debug("connection_opened").str("peer", peer_);
+  handshake_timer_.expires_after(server_.options().handshake_timeout);
+  handshake_timer_.async_wait([self = shared_from_this()](const boost::system::error_code& ec) {
+    if (ec || self->greeted_ || self->closing_ || self->closed_) return;
+    self->close_after_flush(errc::timed_out, "no HELLO within limits.handshake_timeout");
+  });
   read();
 }
 
@@ -220,6 +226,7 @@ void Session::handle_hello(std::string_view body) {
     return;
   }
   greeted_ = true;
+  handshake_timer_.cancel();
   protocol::HelloOk ok;
   ok.version = protocol::kProtocolVersion;
   ok.max_frame_bytes = server_.options().limits.max_frame_bytes;
@@ -612,6 +619,7 @@ void Session::close() {
   if (close_timer_) close_timer_->cancel();
   frame_timer_.cancel();
   peer_check_timer_.cancel();
+  handshake_timer_.cancel();
   boost::system::error_code ignored;
   socket_.shutdown(asio::ip::tcp::socket::shutdown_both, ignored);
   socket_.close(ignored);

@@ -105,6 +105,7 @@ class Session final : public std::enable_shared_from_this<Session>,
   bool frame_timer_armed_ = false;
   std::uint64_t frame_timer_generation_ = 0;
   boost::asio::steady_timer peer_check_timer_;  // while blocked
+  boost::asio::steady_timer handshake_timer_;   // until HELLO
 
   std::unordered_map<std::uint32_t, engine::Consumer*> subscriptions_;
   std::vector<engine::Consumer*> draining_;

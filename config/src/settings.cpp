@@ -568,6 +568,13 @@ constexpr Field<Settings> kLimitsFields[] = {
            s.frame_timeout = std::chrono::milliseconds(int64_t(v.number));
          },
      .read = [](const Settings& s) { return read_ms(s.frame_timeout); }},
+    {.key = "handshake_timeout",
+     .rule = {.kind = Kind::duration, .min = 100, .max = 10 * kMinute},
+     .store =
+         [](Settings& s, const Parsed& v) {
+           s.handshake_timeout = std::chrono::milliseconds(int64_t(v.number));
+         },
+     .read = [](const Settings& s) { return read_ms(s.handshake_timeout); }},
     {.key = "max_queues",
      .rule = {.kind = Kind::count, .min = 1, .max = 1'000'000},
      .store = [](Settings& s, const Parsed& v) { s.max_queues = uint32_t(v.number); },

@@ -170,7 +170,8 @@ class Bystander {
 }  // namespace
 
 TEST_CASE("bad input gets the documented error and leaves other clients alone") {
-  TestBroker broker({"--set", "limits.frame_timeout=500ms"});
+  TestBroker broker(
+      {"--set", "limits.frame_timeout=500ms", "--set", "limits.handshake_timeout=500ms"});
   Bystander bystander(broker);
   RawClient raw(broker.port());
 
@@ -244,6 +245,10 @@ TEST_CASE("bad input gets the documented error and leaves other clients alone") 
     protocol::encode_ping(out, 1);
     raw.send(out);
     CHECK(raw.expect_error() == errc::handshake_required);
+    CHECK(raw.expect_closed());
+  }
+  SUBCASE("a connection that says nothing: timed_out after limits.handshake_timeout, closed") {
+    CHECK(raw.expect_error() == errc::timed_out);
     CHECK(raw.expect_closed());
   }
   SUBCASE("no common protocol version: unsupported_version, closed") {

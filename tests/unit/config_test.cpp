@@ -87,6 +87,7 @@ void check_defaults(const cfg::Settings& s) {
   CHECK(s.frame_timeout == 30s);
   CHECK(s.memory == 512ull << 20);
   CHECK(s.max_queues == 10000);
+  CHECK(s.handshake_timeout == 10s);
   CHECK(s.queue_defaults.max_messages == 1'000'000);
   CHECK(s.queue_defaults.max_bytes == 256ull << 20);
   CHECK(s.queue_defaults.high_watermark == 100);
@@ -218,6 +219,7 @@ lease_timeout = "45s"
                             "max_payload_bytes =",
                             "connection_outbound_bytes =",
                             "frame_timeout =",
+                            "handshake_timeout =",
                             "max_queues =",
                             "memory =",
                             "level =",

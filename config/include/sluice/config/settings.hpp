@@ -95,6 +95,8 @@ struct Settings {
   /// limits.frame_timeout [100ms, 1h]: a frame begun must be complete within this, or the
   /// connection is closed with timed_out (a stalled or truncated sender cannot pin a buffer).
   std::chrono::milliseconds frame_timeout{30000};
+  /// limits.handshake_timeout [100ms, 10min]: a new connection must send HELLO within this.
+  std::chrono::milliseconds handshake_timeout{10000};
   /// limits.memory [1MiB, 1TiB]: all queues' messages together (encoded bytes plus 128 bytes
   /// each); at the limit every queue's overflow policy acts.
   uint64_t memory = 512ull << 20;
