@@ -125,6 +125,7 @@ int main(int argc, char** argv) {
   options.host = settings.listen_host;
   options.port = settings.listen_port;
   options.max_connections = settings.max_connections;
+  options.max_connections_per_source = settings.max_connections_per_source;
   options.limits.max_frame_bytes = settings.max_frame_bytes;
   options.limits.max_payload_bytes = settings.max_payload_bytes;
   options.connection_outbound_bytes = settings.connection_outbound_bytes;

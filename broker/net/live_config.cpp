@@ -52,6 +52,8 @@ std::vector<std::string_view> restart_only_changes(const config::Settings& a,
     changed.push_back("server.listen");
   if (a.port_file != b.port_file) changed.push_back("server.port_file");
   if (a.max_connections != b.max_connections) changed.push_back("server.max_connections");
+  if (a.max_connections_per_source != b.max_connections_per_source)
+    changed.push_back("server.max_connections_per_source");
   if (a.shutdown_grace != b.shutdown_grace) changed.push_back("server.shutdown_grace");
   if (a.max_frame_bytes != b.max_frame_bytes) changed.push_back("limits.max_frame_bytes");
   if (a.max_payload_bytes != b.max_payload_bytes) changed.push_back("limits.max_payload_bytes");
@@ -123,6 +125,7 @@ void LiveConfig::reload(engine::Micros now) {
   settings_.listen_port = kept.listen_port;
   settings_.port_file = kept.port_file;
   settings_.max_connections = kept.max_connections;
+  settings_.max_connections_per_source = kept.max_connections_per_source;
   settings_.shutdown_grace = kept.shutdown_grace;
   settings_.max_frame_bytes = kept.max_frame_bytes;
   settings_.max_payload_bytes = kept.max_payload_bytes;

@@ -12,7 +12,12 @@ namespace sluice::net {
 namespace asio = boost::asio;
 
 Server::Server(asio::io_context& io, engine::Engine& engine, ServerOptions options)
-    : io_(io), engine_(engine), options_(std::move(options)), acceptor_(io), deadline_timer_(io) {}
+    : io_(io),
+      engine_(engine),
+      options_(std::move(options)),
+      acceptor_(io),
+      deadline_timer_(io),
+      accept_retry_(io) {}
 
 Server::~Server() = default;
 
@@ -52,18 +57,37 @@ void Server::accept() {
   acceptor_.async_accept([this](const boost::system::error_code& ec, asio::ip::tcp::socket socket) {
     if (ec == asio::error::operation_aborted || stopping_) return;
     if (!ec) {
+      boost::system::error_code ignored;
+      const std::string source = socket.remote_endpoint(ignored).address().to_string();
       auto session = std::make_shared<Session>(*this, std::move(socket));
+      auto& from_source = per_source_[source];
       if (sessions_.size() >= options_.max_connections) {
         session->close_after_flush(errc::too_many_connections,
-                                   "the broker's max_connections is reached");
-        log::warn("connection_refused").str("reason", "too_many_connections");
+                                   "the broker's server.max_connections is reached");
+        log::warn("connection_refused").str("reason", "max_connections");
+      } else if (from_source >= options_.max_connections_per_source) {
+        session->close_after_flush(
+            errc::too_many_connections,
+            "this address has server.max_connections_per_source connections already");
+        log::warn("connection_refused")
+            .str("reason", "max_connections_per_source")
+            .str("source", source);
       } else {
+        ++from_source;
+        session->set_source(source);
         sessions_.insert(session.get());
         session->start();
       }
+      if (from_source == 0) per_source_.erase(source);
     } else {
-      // EMFILE and friends: log and keep accepting; the next try may succeed.
+      // EMFILE and friends: log, wait a little (a tight loop would spin while
+      // descriptors are short), and accept again.
       log::warn("accept_failed").str("error", ec.message());
+      accept_retry_.expires_after(std::chrono::milliseconds(100));
+      accept_retry_.async_wait([this](const boost::system::error_code& e) {
+        if (!e && !stopping_) accept();
+      });
+      return;
     }
     accept();
   });
@@ -74,13 +98,16 @@ void Server::stop() {
   stopping_ = true;
   boost::system::error_code ignored;
   acceptor_.close(ignored);
+  accept_retry_.cancel();
   std::vector<Session*> sessions(sessions_.begin(), sessions_.end());
   for (auto* s : sessions) s->close_after_flush(errc::shutting_down, "the broker is stopping");
   deadline_timer_.cancel();
 }
 
 void Server::remove(Session* session) {
-  sessions_.erase(session);
+  if (sessions_.erase(session) == 0) return;  // a refused one was never counted
+  auto it = per_source_.find(session->source());
+  if (it != per_source_.end() && --it->second == 0) per_source_.erase(it);
 }
 
 void Server::watch_deadlines() {

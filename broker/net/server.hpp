@@ -16,6 +16,7 @@
 #include <optional>
 #include <span>
 #include <string>
+#include <unordered_map>
 #include <unordered_set>
 
 #include "engine.hpp"
@@ -29,6 +30,8 @@ struct ServerOptions {
   std::string host = "127.0.0.1";
   std::uint16_t port = 7450;  // 0: any free port; see Server::port()
   std::uint32_t max_connections = 10000;
+  /// Connections from one IP address at once (server.max_connections_per_source).
+  std::uint32_t max_connections_per_source = 1000;
   protocol::Limits limits;
   std::size_t connection_outbound_bytes = 8u << 20;
   std::chrono::milliseconds shutdown_grace{5000};
@@ -85,6 +88,8 @@ class Server {
   std::uint16_t bound_port_ = 0;
   bool stopping_ = false;
   ConfigureHandler configure_;
+  std::unordered_map<std::string, std::uint32_t> per_source_;  // open connections by address
+  boost::asio::steady_timer accept_retry_;
 };
 
 }  // namespace sluice::net

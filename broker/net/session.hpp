@@ -29,6 +29,9 @@ class Session final : public std::enable_shared_from_this<Session>,
   ~Session();
 
   void start();
+  /// The peer's IP address, for the per-source connection count.
+  void set_source(std::string source) { source_ = std::move(source); }
+  const std::string& source() const noexcept { return source_; }
   /// Sends `code` with `message` (nothing when `code` is ok: a clean end), stops reading,
   /// flushes what is queued, then closes (forcibly after shutdown_grace).
   void close_after_flush(errc code, std::string_view message);
@@ -85,6 +88,7 @@ class Session final : public std::enable_shared_from_this<Session>,
   Server& server_;
   boost::asio::ip::tcp::socket socket_;
   std::string peer_;
+  std::string source_;
   protocol::FrameDecoder decoder_;
   std::string out_;      // being filled
   std::string writing_;  // being written

@@ -535,6 +535,11 @@ constexpr Field<Settings> kServerFields[] = {
      .rule = {.kind = Kind::count, .min = 1, .max = 1'000'000},
      .store = [](Settings& s, const Parsed& v) { s.max_connections = uint32_t(v.number); },
      .read = [](const Settings& s) { return whole(s.max_connections); }},
+    {.key = "max_connections_per_source",
+     .rule = {.kind = Kind::count, .min = 1, .max = 1'000'000},
+     .store = [](Settings& s,
+                 const Parsed& v) { s.max_connections_per_source = uint32_t(v.number); },
+     .read = [](const Settings& s) { return whole(s.max_connections_per_source); }},
     {.key = "shutdown_grace",
      .rule = {.kind = Kind::duration, .min = 0, .max = 10 * kMinute},
      .store =

@@ -468,3 +468,15 @@ TEST_CASE("a broker at limits.max_queues refuses new queues with too_many_queues
   CHECK(c->publish("one", {"y", {}}).ok());  // existing queues are fine
   CHECK(c->stats()->size() == 2);
 }
+
+TEST_CASE("connections from one address are capped by server.max_connections_per_source") {
+  TestBroker broker({"--set", "server.max_connections_per_source=3"});
+  std::vector<std::unique_ptr<sluice::client::Connection>> open;
+  for (int i = 0; i < 3; ++i) open.push_back(broker.connect());
+  auto refused = sluice::client::Connection::connect(broker.options());
+  REQUIRE_FALSE(refused.ok());
+  CHECK(refused.error().code == errc::too_many_connections);
+  for (auto& c : open) CHECK_FALSE(c->ping());  // the others are unaffected
+  open.pop_back();                              // one leaves: room for one more
+  CHECK(eventually([&] { return sluice::client::Connection::connect(broker.options()).ok(); }));
+}

@@ -80,6 +80,7 @@ void check_defaults(const cfg::Settings& s) {
   CHECK(s.listen_port == 7450);
   CHECK(s.port_file.empty());
   CHECK(s.max_connections == 10000);
+  CHECK(s.max_connections_per_source == 1000);
   CHECK(s.shutdown_grace == 5s);
   CHECK(s.max_frame_bytes == 4u << 20);
   CHECK(s.max_payload_bytes == 1u << 20);
@@ -214,6 +215,7 @@ lease_timeout = "45s"
     for (const char* key : {"listen =",
                             "port_file =",
                             "max_connections =",
+                            "max_connections_per_source =",
                             "shutdown_grace =",
                             "max_frame_bytes =",
                             "max_payload_bytes =",
@@ -253,7 +255,9 @@ lease_timeout = "45s"
     CHECK(error.setting == "server.listn");
     CHECK(contains(error.problem, "unknown setting"));
     CHECK(contains(error.problem, "did you mean listen?"));
-    CHECK(contains(error.allowed, "listen, port_file, max_connections, shutdown_grace"));
+    CHECK(
+        contains(error.allowed,
+                 "listen, port_file, max_connections, max_connections_per_source, shutdown_grace"));
     const std::string line = error.to_string();
     CHECK(line.starts_with(path + ":3: server.listn: unknown setting"));
     CHECK(contains(line, "(allowed: keys in [server]: listen,"));

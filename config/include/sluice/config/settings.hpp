@@ -82,6 +82,8 @@ struct Settings {
   std::string port_file;
   /// server.max_connections [1, 1000000]
   uint32_t max_connections = 10000;
+  /// server.max_connections_per_source [1, 1000000]: connections from one IP address.
+  uint32_t max_connections_per_source = 1000;
   /// server.shutdown_grace [0, 10min]: how long SIGTERM waits for outbound data to flush.
   std::chrono::milliseconds shutdown_grace{5000};
 
