@@ -1,26 +1,32 @@
 #!/usr/bin/env bash
-# Builds the libFuzzer targets with clang (ASan + UBSan) in build-fuzz/ and runs
-# each for SECONDS (default 600) on a scratch copy of its checked-in seed
-# corpus (tests/fuzz/corpus/NAME). Prints libFuzzer's last status line (runs,
-# coverage) per target; exits non-zero on the first crash, leak or UB.
+# Builds the libFuzzer targets with clang (ASan + UBSan) and runs each for
+# SECONDS (default 600) on a scratch copy of its checked-in seed corpus
+# (tests/fuzz/corpus/NAME). Prints libFuzzer's last status line (runs,
+# coverage) per target; exits non-zero on the first crash, leak or UB, leaving
+# the crashing input in the build directory.
 #
 #   scripts/fuzz.sh            # 10 minutes each
 #   scripts/fuzz.sh 60         # the short run the test suite does
+#
+# Environment: SLUICE_FUZZ_BUILD (build directory, default build-fuzz),
+# SLUICE_SKIP_INSTALL=1 (do not run install-deps.sh; the suite sets it).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 seconds=${1:-600}
-./scripts/install-deps.sh
-cmake -S . -B build-fuzz -G Ninja -DSLUICE_FUZZ=ON -DCMAKE_BUILD_TYPE=RelWithDebInfo \
+build=${SLUICE_FUZZ_BUILD:-build-fuzz}
+[ "${SLUICE_SKIP_INSTALL:-0}" = 1 ] || ./scripts/install-deps.sh
+cmake -S . -B "$build" -G Ninja -DSLUICE_FUZZ=ON -DCMAKE_BUILD_TYPE=RelWithDebInfo \
   -DCMAKE_CXX_COMPILER=clang++-14 >/dev/null
-cmake --build build-fuzz
+cmake --build "$build"
 for target in protocol config; do
   work=$(mktemp -d)
   cp -r "tests/fuzz/corpus/$target/." "$work/"
-  log=build-fuzz/fuzz_$target.log
-  if ! ./build-fuzz/tests/fuzz/fuzz_$target -max_total_time="$seconds" -timeout=10 -rss_limit_mb=2048 \
-      -print_final_stats=1 "$work" >"$log" 2>&1; then
+  log=$build/fuzz_$target.log
+  if ! "$build/tests/fuzz/fuzz_$target" -max_total_time="$seconds" -timeout=10 \
+      -rss_limit_mb=2048 -print_final_stats=1 -artifact_prefix="$build/" "$work" \
+      >"$log" 2>&1; then
     tail -40 "$log"
-    echo "fuzz_$target: FAILED (crash input in the current directory; log $log)"
+    echo "fuzz_$target: FAILED (crashing input in $build/; log $log)"
     rm -rf "$work"
     exit 1
   fi

@@ -60,6 +60,7 @@ std::vector<std::string_view> restart_only_changes(const config::Settings& a,
   if (a.connection_outbound_bytes != b.connection_outbound_bytes)
     changed.push_back("limits.connection_outbound_bytes");
   if (a.frame_timeout != b.frame_timeout) changed.push_back("limits.frame_timeout");
+  if (a.handshake_timeout != b.handshake_timeout) changed.push_back("limits.handshake_timeout");
   return changed;
 }
 
@@ -131,6 +132,7 @@ void LiveConfig::reload(engine::Micros now) {
   settings_.max_payload_bytes = kept.max_payload_bytes;
   settings_.connection_outbound_bytes = kept.connection_outbound_bytes;
   settings_.frame_timeout = kept.frame_timeout;
+  settings_.handshake_timeout = kept.handshake_timeout;
   log::info("reloaded")
       .num("queues", changed)
       .num("needs_restart", static_cast<std::int64_t>(needs_restart.size()));

@@ -23,10 +23,24 @@ std::string read_pid(int fd) {
 }  // namespace
 
 DataDir::~DataDir() {
+  close();
+}
+
+void DataDir::close() noexcept {
+  env_ = Env();                          // LMDB closed first: the lock guards it until then
   if (lock_fd_ >= 0) ::close(lock_fd_);  // releases the flock
+  lock_fd_ = -1;
 }
 
 std::optional<std::string> DataDir::open(const std::string& path, const Env::Options& options) {
+  if (lock_fd_ >= 0) return "data directory " + path_ + " is already open here";
+  auto problem = open_locked(path, options);
+  if (problem) close();  // a failed open holds nothing
+  return problem;
+}
+
+std::optional<std::string> DataDir::open_locked(const std::string& path,
+                                                const Env::Options& options) {
   path_ = path;
   std::error_code ec;
   std::filesystem::create_directories(path, ec);
@@ -37,8 +51,6 @@ std::optional<std::string> DataDir::open(const std::string& path, const Env::Opt
   if (lock_fd_ < 0) return "cannot open " + lock_path + ": " + std::strerror(errno);
   if (::flock(lock_fd_, LOCK_EX | LOCK_NB) != 0) {
     const std::string holder = read_pid(lock_fd_);
-    ::close(lock_fd_);
-    lock_fd_ = -1;
     return "data directory " + path + " is in use by another sluiced (pid " + holder + ")";
   }
   const std::string pid = std::to_string(::getpid()) + "\n";

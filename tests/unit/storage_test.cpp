@@ -171,6 +171,11 @@ TEST_CASE("storage: a data directory records its format, is held by one broker, 
   REQUIRE(refused.has_value());
   CHECK(refused->find("storage format 2, newer than this sluiced understands (1)") !=
         std::string::npos);
+  // The failed open holds nothing: another try meets the format, not a lock.
+  DataDir third;
+  const auto also_refused = third.open(path, {});
+  REQUIRE(also_refused.has_value());
+  CHECK(also_refused->find("newer than this sluiced") != std::string::npos);
 }
 
 TEST_CASE("storage: group commit makes every submitted operation durable, many per commit") {
