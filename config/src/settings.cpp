@@ -929,8 +929,103 @@ std::optional<ConfigError> load_file(const std::string& path, Settings& settings
   return load_text(content, path, settings);
 }
 
+namespace {
+
+/// TOML 1.0 allows non-ASCII text only inside strings and comments. Checking
+/// that first keeps such bytes away from toml++ 3.3's code paths for bare
+/// keys and whitespace, where some Unicode code points reach an "unreachable"
+/// branch (undefined behaviour, found by fuzzing). Returns the 1-based line
+/// and column of the first offending byte, or nullopt.
+std::optional<std::pair<int, int>> non_ascii_outside_strings(std::string_view text) {
+  enum class State { code, comment, basic, literal, multi_basic, multi_literal };
+  State state = State::code;
+  int line = 1, column = 0;
+  for (std::size_t i = 0; i < text.size(); ++i) {
+    const char c = text[i];
+    ++column;
+    const auto ahead = [&](std::string_view s) { return text.substr(i, s.size()) == s; };
+    switch (state) {
+      case State::code:
+        if (static_cast<unsigned char>(c) >= 0x80) return std::pair{line, column};
+        if (c == '#') {
+          state = State::comment;
+        } else if (ahead("\"\"\"")) {
+          state = State::multi_basic;
+          i += 2;
+          column += 2;
+        } else if (ahead("'''")) {
+          state = State::multi_literal;
+          i += 2;
+          column += 2;
+        } else if (c == '"') {
+          state = State::basic;
+        } else if (c == '\'') {
+          state = State::literal;
+        }
+        break;
+      case State::comment:
+        if (c == '\n') state = State::code;
+        break;
+      case State::basic:
+        if (c == '\\') {
+          ++i;  // the escaped character
+          ++column;
+        } else if (c == '"' || c == '\n') {
+          state = State::code;  // an unterminated string is toml++'s to report
+        }
+        break;
+      case State::literal:
+        if (c == '\'' || c == '\n') state = State::code;
+        break;
+      case State::multi_basic:
+        if (c == '\\') {
+          // A line-ending backslash makes toml++ skip the whitespace after it,
+          // testing each character for (non-ASCII) whitespace: the first
+          // character it stops at must be ASCII.
+          std::size_t j = i + 1;
+          bool line_ending = false;
+          while (j < text.size() &&
+                 (text[j] == ' ' || text[j] == '\t' || text[j] == '\r' || text[j] == '\n')) {
+            line_ending = line_ending || text[j] == '\n';
+            ++j;
+          }
+          if (line_ending && j < text.size() && static_cast<unsigned char>(text[j]) >= 0x80)
+            return std::pair{line, column};
+          ++i;
+          ++column;
+        } else if (ahead("\"\"\"")) {
+          state = State::code;
+          i += 2;
+          column += 2;
+        }
+        break;
+      case State::multi_literal:
+        if (ahead("'''")) {
+          state = State::code;
+          i += 2;
+          column += 2;
+        }
+        break;
+    }
+    if (i < text.size() && text[i] == '\n') {
+      ++line;
+      column = 0;
+    }
+  }
+  return std::nullopt;
+}
+
+}  // namespace
+
 std::optional<ConfigError> load_text(std::string_view content, const std::string& path,
                                      Settings& settings) {
+  if (auto where = non_ascii_outside_strings(content)) {
+    return ConfigError{path, where->first, "",
+                       "non-ASCII character at column " + std::to_string(where->second) +
+                           " outside a string or comment",
+                       "TOML 1.0 syntax: keys are ASCII; other text goes in quoted strings or "
+                       "comments"};
+  }
   try {
     toml::table root;
     try {

@@ -705,4 +705,18 @@ low_watermark = 10
     REQUIRE(invalid.has_value());
     CHECK(invalid->setting == "queue_defaults.low_watermark");
   }
+
+  TEST_CASE("non-ASCII text is refused outside strings and comments, with its line") {
+    // Found by fuzzing: such bytes in a key reach undefined behaviour inside toml++ 3.3.
+    auto error = load_error("[queue_]\nlist\xd1\x9an = \"x\"\n");
+    CHECK(error.line == 2);
+    CHECK(contains(error.problem, "non-ASCII character at column 5"));
+    error = load_error("[server]\nport_file = \"\"\"a\\\n  \xd1\x9a\"\"\"\n");
+    CHECK(contains(error.problem, "non-ASCII"));
+    // In comments and strings it is fine.
+    const auto s = load_ok(
+        "# Warteschlange f\xc3\xbcr Bestellungen\n[server]\nport_file = "
+        "\"/tmp/\xc3\xa9t\xc3\xa9.port\"\n");
+    CHECK(s.port_file == "/tmp/\xc3\xa9t\xc3\xa9.port");
+  }
 }
