@@ -23,6 +23,23 @@
 
 namespace sluice::bench {
 
+std::unique_ptr<client::Connection> connect_or_report(const std::string& host, std::uint16_t port,
+                                                      const char* name,
+                                                      std::size_t max_unconfirmed) {
+  client::Options options;
+  options.host = host;
+  options.port = port;
+  options.client_name = name;
+  options.max_unconfirmed = max_unconfirmed;
+  auto c = client::Connection::connect(options);
+  if (!c) {
+    std::fprintf(stderr, "sluice-bench: cannot reach %s:%u: %s\n", host.c_str(), port,
+                 c.error().to_string().c_str());
+    return nullptr;
+  }
+  return std::move(c).value();
+}
+
 namespace {
 
 using Clock = std::chrono::steady_clock;
@@ -30,18 +47,7 @@ using client::Connection;
 
 std::unique_ptr<Connection> open(const FlowConfig& cfg, const char* name,
                                  std::size_t max_unconfirmed = 16384) {
-  client::Options options;
-  options.host = cfg.host;
-  options.port = cfg.port;
-  options.client_name = name;
-  options.max_unconfirmed = max_unconfirmed;
-  auto c = Connection::connect(options);
-  if (!c) {
-    std::fprintf(stderr, "sluice-bench: cannot reach %s:%u: %s\n", cfg.host.c_str(), cfg.port,
-                 c.error().to_string().c_str());
-    return nullptr;
-  }
-  return std::move(c).value();
+  return connect_or_report(cfg.host, cfg.port, name, max_unconfirmed);
 }
 
 /// Peak resident size of `pid` in MiB (VmHWM), or -1 when unknown.

@@ -4,10 +4,19 @@
 
 #include <sys/types.h>
 
+#include <cstddef>
 #include <cstdint>
+#include <memory>
 #include <string>
 
+#include "sluice/client/client.hpp"
+
 namespace sluice::bench {
+
+/// A connection to the broker, or nullptr after saying on stderr why not.
+std::unique_ptr<client::Connection> connect_or_report(const std::string& host, std::uint16_t port,
+                                                      const char* name,
+                                                      std::size_t max_unconfirmed = 16384);
 
 struct FlowConfig {
   std::string host = "127.0.0.1";

@@ -219,19 +219,7 @@ int main(int argc, char** argv) {
     cfg.messages = static_cast<std::uint64_t>(cfg.rate * cfg.duration_s);
     if (cfg.messages == 0) return usage_error("--rate x --duration is less than one message");
   }
-  sluice::client::Options options;
-  options.host = cfg.host;
-  options.port = cfg.port;
-  options.client_name = "sluice-bench";
-  auto open = [&]() -> std::unique_ptr<Connection> {
-    auto c = Connection::connect(options);
-    if (!c) {
-      std::fprintf(stderr, "sluice-bench: cannot reach %s:%u: %s\n", cfg.host.c_str(), cfg.port,
-                   c.error().to_string().c_str());
-      return nullptr;
-    }
-    return std::move(c).value();
-  };
+  auto open = [&] { return sluice::bench::connect_or_report(cfg.host, cfg.port, "sluice-bench"); };
 
   // Which sequence numbers arrived, to tell lost from duplicated.
   std::unique_ptr<std::atomic<std::uint8_t>[]> seen(new std::atomic<std::uint8_t>[cfg.messages]);
