@@ -931,83 +931,18 @@ std::optional<ConfigError> load_file(const std::string& path, Settings& settings
 
 namespace {
 
-/// TOML 1.0 allows non-ASCII text only inside strings and comments. Checking
-/// that first keeps such bytes away from toml++ 3.3's code paths for bare
-/// keys and whitespace, where some Unicode code points reach an "unreachable"
-/// branch (undefined behaviour, found by fuzzing). Returns the 1-based line
-/// and column of the first offending byte, or nullopt.
-std::optional<std::pair<int, int>> non_ascii_outside_strings(std::string_view text) {
-  enum class State { code, comment, basic, literal, multi_basic, multi_literal };
-  State state = State::code;
+/// Config files are ASCII. Debian's toml++ 3.3 reaches an "unreachable"
+/// branch (undefined behaviour, found by fuzzing) for some Unicode code points
+/// wherever it tests for whitespace, which includes error paths no pre-parse
+/// can predict; so no byte above 0x7F gets to it. Strings can still hold any
+/// character as a \uXXXX escape. Returns the 1-based line and column of the
+/// first such byte, or nullopt.
+std::optional<std::pair<int, int>> first_non_ascii(std::string_view text) {
   int line = 1, column = 0;
-  for (std::size_t i = 0; i < text.size(); ++i) {
-    const char c = text[i];
+  for (const char c : text) {
     ++column;
-    const auto ahead = [&](std::string_view s) { return text.substr(i, s.size()) == s; };
-    switch (state) {
-      case State::code:
-        if (static_cast<unsigned char>(c) >= 0x80) return std::pair{line, column};
-        if (c == '#') {
-          state = State::comment;
-        } else if (ahead("\"\"\"")) {
-          state = State::multi_basic;
-          i += 2;
-          column += 2;
-        } else if (ahead("'''")) {
-          state = State::multi_literal;
-          i += 2;
-          column += 2;
-        } else if (c == '"') {
-          state = State::basic;
-        } else if (c == '\'') {
-          state = State::literal;
-        }
-        break;
-      case State::comment:
-        if (c == '\n') state = State::code;
-        break;
-      case State::basic:
-        if (c == '\\') {
-          ++i;  // the escaped character
-          ++column;
-        } else if (c == '"' || c == '\n') {
-          state = State::code;  // an unterminated string is toml++'s to report
-        }
-        break;
-      case State::literal:
-        if (c == '\'' || c == '\n') state = State::code;
-        break;
-      case State::multi_basic:
-        if (c == '\\') {
-          // A line-ending backslash makes toml++ skip the whitespace after it,
-          // testing each character for (non-ASCII) whitespace: the first
-          // character it stops at must be ASCII.
-          std::size_t j = i + 1;
-          bool line_ending = false;
-          while (j < text.size() &&
-                 (text[j] == ' ' || text[j] == '\t' || text[j] == '\r' || text[j] == '\n')) {
-            line_ending = line_ending || text[j] == '\n';
-            ++j;
-          }
-          if (line_ending && j < text.size() && static_cast<unsigned char>(text[j]) >= 0x80)
-            return std::pair{line, column};
-          ++i;
-          ++column;
-        } else if (ahead("\"\"\"")) {
-          state = State::code;
-          i += 2;
-          column += 2;
-        }
-        break;
-      case State::multi_literal:
-        if (ahead("'''")) {
-          state = State::code;
-          i += 2;
-          column += 2;
-        }
-        break;
-    }
-    if (i < text.size() && text[i] == '\n') {
+    if (static_cast<unsigned char>(c) >= 0x80) return std::pair{line, column};
+    if (c == '\n') {
       ++line;
       column = 0;
     }
@@ -1019,13 +954,13 @@ std::optional<std::pair<int, int>> non_ascii_outside_strings(std::string_view te
 
 std::optional<ConfigError> load_text(std::string_view content, const std::string& path,
                                      Settings& settings) {
-  if (auto where = non_ascii_outside_strings(content)) {
+  if (auto where = first_non_ascii(content)) {
     return ConfigError{path, where->first, "",
-                       "non-ASCII character at column " + std::to_string(where->second) +
-                           " outside a string or comment",
-                       "TOML 1.0 syntax: keys are ASCII; other text goes in quoted strings or "
-                       "comments"};
+                       "non-ASCII byte at column " + std::to_string(where->second),
+                       "an ASCII file; write other characters in strings as \\uXXXX escapes "
+                       "(e.g. \"caf\\u00e9\")"};
   }
+
   try {
     toml::table root;
     try {
