@@ -44,24 +44,23 @@ log::Level to_log_level(config::LogLevel level) {
   return static_cast<log::Level>(static_cast<int>(level));
 }
 
-/// Settings that only a restart changes; named in the log when a reload changes them.
-std::vector<std::string_view> restart_only_changes(const config::Settings& a,
-                                                   const config::Settings& b) {
-  std::vector<std::string_view> changed;
-  if (a.listen_host != b.listen_host || a.listen_port != b.listen_port)
-    changed.push_back("server.listen");
-  if (a.port_file != b.port_file) changed.push_back("server.port_file");
-  if (a.max_connections != b.max_connections) changed.push_back("server.max_connections");
-  if (a.max_connections_per_source != b.max_connections_per_source)
-    changed.push_back("server.max_connections_per_source");
-  if (a.shutdown_grace != b.shutdown_grace) changed.push_back("server.shutdown_grace");
-  if (a.max_frame_bytes != b.max_frame_bytes) changed.push_back("limits.max_frame_bytes");
-  if (a.max_payload_bytes != b.max_payload_bytes) changed.push_back("limits.max_payload_bytes");
-  if (a.connection_outbound_bytes != b.connection_outbound_bytes)
-    changed.push_back("limits.connection_outbound_bytes");
-  if (a.frame_timeout != b.frame_timeout) changed.push_back("limits.frame_timeout");
-  if (a.handshake_timeout != b.handshake_timeout) changed.push_back("limits.handshake_timeout");
-  return changed;
+/// Calls `visit(name, member)` for each setting that only a restart changes
+/// (the server reads them once). One list serves both the warning on reload
+/// and keeping the running values, so the two cannot drift apart.
+template <typename Visit>
+void for_each_restart_only(Visit&& visit) {
+  using S = config::Settings;
+  visit("server.listen", &S::listen_host);
+  visit("server.listen", &S::listen_port);
+  visit("server.port_file", &S::port_file);
+  visit("server.max_connections", &S::max_connections);
+  visit("server.max_connections_per_source", &S::max_connections_per_source);
+  visit("server.shutdown_grace", &S::shutdown_grace);
+  visit("limits.max_frame_bytes", &S::max_frame_bytes);
+  visit("limits.max_payload_bytes", &S::max_payload_bytes);
+  visit("limits.connection_outbound_bytes", &S::connection_outbound_bytes);
+  visit("limits.frame_timeout", &S::frame_timeout);
+  visit("limits.handshake_timeout", &S::handshake_timeout);
 }
 
 }  // namespace
@@ -90,7 +89,12 @@ void LiveConfig::reload(engine::Micros now) {
     log::warn("reload_failed").str("problem", *problem).str("detail", "nothing changed");
     return;
   }
-  const auto needs_restart = restart_only_changes(settings_, next);
+  std::vector<std::string_view> needs_restart;
+  for_each_restart_only([&](std::string_view name, auto member) {
+    if (settings_.*member != next.*member &&
+        (needs_restart.empty() || needs_restart.back() != name))
+      needs_restart.push_back(name);
+  });
   for (const auto& name : needs_restart) log::warn("reload_needs_restart").str("setting", name);
 
   log::set_level(to_log_level(next.log_level));
@@ -120,19 +124,8 @@ void LiveConfig::reload(engine::Micros now) {
   for (const auto& q : next.queues)
     if (!engine_.find(q.name)) engine_.declare(q.name, to_queue_options(q.settings));
   // What needs a restart keeps its running value.
-  config::Settings kept = settings_;
+  for_each_restart_only([&](std::string_view, auto member) { next.*member = settings_.*member; });
   settings_ = std::move(next);
-  settings_.listen_host = kept.listen_host;
-  settings_.listen_port = kept.listen_port;
-  settings_.port_file = kept.port_file;
-  settings_.max_connections = kept.max_connections;
-  settings_.max_connections_per_source = kept.max_connections_per_source;
-  settings_.shutdown_grace = kept.shutdown_grace;
-  settings_.max_frame_bytes = kept.max_frame_bytes;
-  settings_.max_payload_bytes = kept.max_payload_bytes;
-  settings_.connection_outbound_bytes = kept.connection_outbound_bytes;
-  settings_.frame_timeout = kept.frame_timeout;
-  settings_.handshake_timeout = kept.handshake_timeout;
   log::info("reloaded")
       .num("queues", changed)
       .num("needs_restart", static_cast<std::int64_t>(needs_restart.size()));

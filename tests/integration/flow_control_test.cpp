@@ -285,11 +285,14 @@ TEST_CASE("live: SIGHUP reloads the config file; a bad file changes nothing") {
   std::this_thread::sleep_for(500ms);
   CHECK(consumer.count() <= 12);  // still 5/s
 
-  std::ofstream(path, std::ios::trunc) << "[queues.hup]\ndispatch_rate = 0\n";
+  std::ofstream(path, std::ios::trunc)
+      << "[limits]\nframe_timeout = \"5s\"\n[queues.hup]\ndispatch_rate = 0\n";
   ::kill(broker.pid(), SIGHUP);
   CHECK(eventually([&] { return consumer.count() == 300; }, 5s));
   CHECK(consumer.each_once(300));
   CHECK(broker.log().find("\"event\":\"reloaded\"") != std::string::npos);
+  // A setting only a restart changes is named, and the rest still applied.
+  CHECK(broker.log().find("\"setting\":\"limits.frame_timeout\"") != std::string::npos);
   std::filesystem::remove_all(dir);
 }
 
