@@ -3,7 +3,7 @@
 #include <boost/asio/post.hpp>
 #include <boost/asio/write.hpp>
 
-#include <sys/socket.h>
+#include <poll.h>
 
 #include <algorithm>
 #include <cerrno>
@@ -278,9 +278,13 @@ void Session::watch_blocked_peer() {
   peer_check_timer_.expires_after(std::chrono::seconds(1));
   peer_check_timer_.async_wait([self = shared_from_this()](const boost::system::error_code& ec) {
     if (ec || !self->blocked_ || self->closing_ || self->closed_) return;
-    char byte;
-    const ssize_t n = ::recv(self->socket_.native_handle(), &byte, 1, MSG_PEEK | MSG_DONTWAIT);
-    if (n == 0 || (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR)) {
+    // POLLRDHUP, not a peek: frames the peer sent before leaving may still
+    // sit unread in the socket, and a peek would see those bytes, not the FIN.
+    // (A peer that only shut down its sending side is treated as gone too:
+    // it can send no more, and what it is owed is not yet confirmed.)
+    pollfd pfd{self->socket_.native_handle(), POLLRDHUP, 0};
+    const int n = ::poll(&pfd, 1, 0);
+    if ((n < 0 && errno != EINTR) || (n > 0 && (pfd.revents & (POLLRDHUP | POLLHUP | POLLERR)))) {
       log::debug("blocked_peer_gone").str("peer", self->peer_);
       self->close();
       return;

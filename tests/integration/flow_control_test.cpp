@@ -328,7 +328,9 @@ TEST_CASE("block: a blocked producer outlives the frame timeout, and one that le
       auto producer = sluice::client::Connection::connect(options);
       REQUIRE(producer.ok());
       for (int i = 0; i < 40; ++i) (*producer)->publish_async("tight", "m", nullptr);
-      // Blocked: not even a ping is read.
+      // Blocked: not even a ping is read. Sent once the broker has stopped
+      // reading, it stays unread in the socket: leaving must be seen anyway.
+      std::this_thread::sleep_for(200ms);
       CHECK((*producer)->ping().code == errc::timed_out);
     }  // gone
     CHECK(eventually([&] { return broker.log().find("blocked_peer_gone") != std::string::npos; },
