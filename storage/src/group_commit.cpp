@@ -2,7 +2,8 @@
 
 #include <boost/lockfree/spsc_queue.hpp>
 
-#include <vector>
+#include <algorithm>
+#include <cerrno>
 
 namespace sluice::storage {
 
@@ -11,63 +12,194 @@ struct GroupCommitter::Queue {
   boost::lockfree::spsc_queue<StorageOp> ring;
 };
 
-GroupCommitter::GroupCommitter(Env& env, OnCommit on_commit, std::size_t capacity)
-    : env_(env), on_commit_(std::move(on_commit)), queue_(std::make_unique<Queue>(capacity)) {
+GroupCommitter::GroupCommitter(Env& env, OnCommit on_commit, Options options)
+    : env_(env),
+      on_commit_(std::move(on_commit)),
+      options_(options),
+      queue_(std::make_unique<Queue>(options.capacity)) {
+  Txn txn;
+  if (!txn.begin(env_, false) && !txn.open_db("committer", tick_db_)) (void)txn.commit();
   thread_ = std::thread([this] { run(); });
 }
 
 GroupCommitter::~GroupCommitter() {
+  pump();
   stopping_.store(true);
-  submitted_.fetch_add(1);  // a change the storage thread waits on
-  submitted_.notify_one();
+  wake();
   thread_.join();
 }
 
-bool GroupCommitter::submit(StorageOp&& op, std::uint64_t& seq) {
-  if (!queue_->ring.push(std::move(op))) return false;
-  seq = next_seq_++;
+void GroupCommitter::wake() {
   // Wakes the storage thread only if it sleeps (no syscall otherwise).
   submitted_.fetch_add(1, std::memory_order_release);
   submitted_.notify_one();
-  return true;
+}
+
+std::uint64_t GroupCommitter::submit(StorageOp&& op) {
+  // The ring carries operations in sequence order: nothing may pass the backlog.
+  if (!backlog_.empty() || !queue_->ring.push(std::move(op))) backlog_.push_back(std::move(op));
+  wake();
+  return next_seq_++;
+}
+
+void GroupCommitter::pump() {
+  if (backlog_.empty()) return;
+  std::size_t moved = 0;
+  while (moved < backlog_.size() && queue_->ring.push(std::move(backlog_[moved]))) ++moved;
+  backlog_.erase(backlog_.begin(), backlog_.begin() + static_cast<std::ptrdiff_t>(moved));
+  wake();
 }
 
 CommitStats GroupCommitter::stats() const noexcept {
-  return {commits_.load(), operations_.load(), failures_.load()};
+  CommitStats s{commits_.load(), operations_.load(), failures_.load(), waiting_.load(), 0};
+  const std::uint64_t n = std::min<std::uint64_t>(batch_count_.load(), batches_.size());
+  if (n != 0) {
+    std::vector<std::uint32_t> sizes(n);
+    for (std::size_t i = 0; i < n; ++i) sizes[i] = batches_[i].load(std::memory_order_relaxed);
+    std::nth_element(sizes.begin(), sizes.begin() + static_cast<std::ptrdiff_t>(n / 2),
+                     sizes.end());
+    s.median_batch = sizes[n / 2];
+  }
+  return s;
+}
+
+void GroupCommitter::record_batch(std::size_t operations) {
+  const std::uint64_t i = batch_count_.load(std::memory_order_relaxed);
+  batches_[i % batches_.size()].store(static_cast<std::uint32_t>(operations),
+                                      std::memory_order_relaxed);
+  batch_count_.store(i + 1, std::memory_order_release);
+  commits_.fetch_add(1, std::memory_order_relaxed);
+  operations_.fetch_add(operations, std::memory_order_relaxed);
+}
+
+Status GroupCommitter::apply(const std::vector<Sequenced>& ops, bool (*include)(const StorageOp&),
+                             std::size_t& applied) {
+  applied = 0;
+  Txn txn;
+  Status status = txn.begin(env_, false);
+  for (std::size_t i = 0; i < ops.size() && !status; ++i) {
+    const StorageOp& op = ops[i].op;
+    if (!include(op)) continue;
+    if (op.kind == StorageOp::Kind::put)
+      status = txn.put(op.db, op.key, op.value, op.append);
+    else
+      status = txn.erase(op.db, op.key);
+    ++applied;
+  }
+  if (!status && applied != 0) status = txn.commit();
+  txn.abort();  // after a failure, or a no-op after commit
+  if (status) {
+    applied = 0;
+    failures_.fetch_add(1, std::memory_order_relaxed);
+  } else if (applied != 0) {
+    record_batch(applied);
+  }
+  return status;
+}
+
+bool GroupCommitter::over_soft_limit() {
+  if (options_.soft_limit == 0) return false;
+  EnvUsage usage;
+  if (env_.usage(usage, false)) return true;
+  if (usage.file_bytes() <= options_.soft_limit) return false;  // cheap and common
+  if (env_.usage(usage, true)) return true;
+  return usage.used_bytes() > options_.soft_limit;
+}
+
+void GroupCommitter::tick() {
+  static std::uint64_t counter = 0;
+  ++counter;
+  Txn txn;
+  if (txn.begin(env_, false)) return;
+  if (!txn.put(tick_db_, "tick", {reinterpret_cast<const char*>(&counter), sizeof counter}))
+    (void)txn.commit();
 }
 
 void GroupCommitter::run() {
-  std::vector<StorageOp> batch;
-  std::uint64_t done_seq = 0;  // last sequence number handled
+  std::vector<Sequenced> pending;  // taken off the ring, not yet tried, in order
+  std::vector<Sequenced> batch;
+  std::vector<Sequenced> waiting;  // new records kept back while full, in order
+  std::uint64_t received = 0;      // sequence number of the last op taken off the ring
   std::uint64_t seen = 0;
+  bool full = false;
+  Status last_error;
+  auto retry_at = std::chrono::steady_clock::time_point::min();
   for (;;) {
+    queue_->ring.consume_all([&](StorageOp& op) {
+      pending.push_back({++received, std::move(op)});
+    });
     batch.clear();
-    queue_->ring.consume_all([&](StorageOp& op) { batch.push_back(std::move(op)); });
+    if (full && std::chrono::steady_clock::now() >= retry_at) {
+      tick();
+      full = over_soft_limit();
+      retry_at = std::chrono::steady_clock::now() + kRetryInterval;
+      if (!full) {
+        batch = std::move(waiting);  // lower sequence numbers than anything pending
+        waiting.clear();
+      }
+    }
+    // Take what is pending: while full, new records join the waiting line
+    // (publishes are confirmed in their order) and the rest goes ahead.
+    std::uint64_t grows_bytes = 0;
+    std::size_t taken = 0;
+    for (; taken < pending.size(); ++taken) {
+      Sequenced& s = pending[taken];
+      if (s.op.grows) {
+        if (full) {
+          waiting.push_back(std::move(s));
+          continue;
+        }
+        if (grows_bytes != 0 && grows_bytes + s.op.value.size() > options_.max_batch_bytes) break;
+        grows_bytes += s.op.value.size();
+      }
+      batch.push_back(std::move(s));
+    }
+    pending.erase(pending.begin(), pending.begin() + static_cast<std::ptrdiff_t>(taken));
+    waiting_.store(waiting.size(), std::memory_order_relaxed);
     if (batch.empty()) {
-      if (stopping_.load()) return;
-      submitted_.wait(seen, std::memory_order_acquire);  // until something new arrives
-      seen = submitted_.load(std::memory_order_acquire);
+      if (pending.empty() && stopping_.load()) return;  // what waits was never reported durable
+      if (!full) {
+        submitted_.wait(seen, std::memory_order_acquire);  // until something new arrives
+        seen = submitted_.load(std::memory_order_acquire);
+      } else {
+        std::this_thread::sleep_until(retry_at);  // storage full: rare, a poll is fine
+      }
       continue;
     }
-    CommitResult result{done_seq + 1, done_seq + batch.size(), std::nullopt};
-    Txn txn;
-    result.error = txn.begin(env_, false);
-    for (std::size_t i = 0; i < batch.size() && !result.error; ++i) {
-      const StorageOp& op = batch[i];
-      if (op.kind == StorageOp::Kind::put)
-        result.error = txn.put(op.db, op.key, op.value);
-      else
-        result.error = txn.erase(op.db, op.key);
-    }
-    if (!result.error) result.error = txn.commit();
-    txn.abort();  // after a failed put, or a no-op after commit
-    done_seq = result.last_seq;
+    CommitResult result;
+    std::size_t applied = 0;
+    result.error = apply(
+        batch, [](const StorageOp&) { return true; }, applied);
     if (result.error) {
-      failures_.fetch_add(1);
-    } else {
-      commits_.fetch_add(1);
-      operations_.fetch_add(batch.size());
+      // Map or disk full, or an I/O error: let through what frees space or
+      // needs little, and keep the new records back, in order.
+      last_error = result.error;
+      const Status second = apply(
+          batch, [](const StorageOp& op) { return !op.grows; }, applied);
+      std::vector<Sequenced> kept;
+      for (auto& s : batch)
+        if (s.op.grows || second) kept.push_back(std::move(s));
+      kept.insert(kept.end(), std::make_move_iterator(waiting.begin()),
+                  std::make_move_iterator(waiting.end()));
+      waiting = std::move(kept);
+      std::sort(waiting.begin(), waiting.end(),
+                [](const Sequenced& a, const Sequenced& b) { return a.seq < b.seq; });
+      full = true;
+      retry_at = std::chrono::steady_clock::now() + kRetryInterval;
+    } else if (grows_bytes != 0 && over_soft_limit()) {
+      full = true;  // committed, but the next records wait
+      retry_at = std::chrono::steady_clock::now() + kRetryInterval;
+      last_error = StorageError{ENOSPC, "storage.max_size reached"};
     }
+    result.operations = applied;
+    // Everything before the first op still waiting (or not yet tried) is durable.
+    std::uint64_t durable = received;
+    if (!pending.empty()) durable = pending.front().seq - 1;
+    if (!waiting.empty()) durable = std::min(durable, waiting.front().seq - 1);
+    result.durable_seq = durable;
+    result.full = full;
+    if (full && !result.error) result.error = last_error;
+    waiting_.store(waiting.size(), std::memory_order_relaxed);
     on_commit_(result);
   }
 }

@@ -2,6 +2,8 @@
 
 #include <lmdb.h>
 
+#include <algorithm>
+#include <cstring>
 #include <utility>
 
 namespace sluice::storage {
@@ -66,6 +68,39 @@ Status Env::open(const std::string& path, const Options& options) {
   return std::nullopt;
 }
 
+Status Env::usage(EnvUsage& out, bool count_free) const {
+  MDB_envinfo info;
+  MDB_stat stat;
+  if (auto e = check(mdb_env_info(env_, &info), "mdb_env_info")) return e;
+  if (auto e = check(mdb_env_stat(env_, &stat), "mdb_env_stat")) return e;
+  out.page_size = stat.ms_psize;
+  out.map_size = info.me_mapsize;
+  out.file_pages = info.me_last_pgno + 1;
+  out.free_pages = 0;
+  if (!count_free) return std::nullopt;
+  // Database 0 is LMDB's free list: txn id -> list of page numbers, whose
+  // first word is the count.
+  MDB_txn* txn = nullptr;
+  if (auto e = check(mdb_txn_begin(env_, nullptr, MDB_RDONLY, &txn), "mdb_txn_begin")) return e;
+  MDB_cursor* cursor = nullptr;
+  Status status = check(mdb_cursor_open(txn, 0, &cursor), "mdb_cursor_open");
+  MDB_val key, value;
+  int rc = status ? MDB_NOTFOUND : mdb_cursor_get(cursor, &key, &value, MDB_FIRST);
+  while (rc == MDB_SUCCESS) {
+    if (value.mv_size >= sizeof(std::size_t)) {
+      std::size_t count;
+      std::memcpy(&count, value.mv_data, sizeof count);
+      out.free_pages += count;
+    }
+    rc = mdb_cursor_get(cursor, &key, &value, MDB_NEXT);
+  }
+  if (!status && rc != MDB_NOTFOUND) status = check(rc, "mdb_cursor_get (free list)");
+  if (cursor) mdb_cursor_close(cursor);
+  mdb_txn_abort(txn);
+  out.free_pages = std::min(out.free_pages, out.file_pages);
+  return status;
+}
+
 // ---------------------------------------------------------------- Txn
 
 Txn::~Txn() {
@@ -104,9 +139,9 @@ Status Txn::open_db(std::string_view name, Db& db) {
   return std::nullopt;
 }
 
-Status Txn::put(Db db, std::string_view key, std::string_view value) {
+Status Txn::put(Db db, std::string_view key, std::string_view value, bool append) {
   MDB_val k = to_val(key), v = to_val(value);
-  return check(mdb_put(txn_, db.dbi, &k, &v, 0), "mdb_put");
+  return check(mdb_put(txn_, db.dbi, &k, &v, append ? MDB_APPEND : 0u), "mdb_put");
 }
 
 Status Txn::get(Db db, std::string_view key, std::optional<std::string_view>& value) {

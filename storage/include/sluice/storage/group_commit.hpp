@@ -2,21 +2,30 @@
 // engine thread hands it puts and erases through a lock-free single-producer
 // queue (no lock on the hot path) and it commits everything that has arrived
 // in one transaction — one fsync for many messages. After each commit it
-// reports the sequence number of the last operation made durable, so the
+// reports the sequence number up to which every operation is durable, so the
 // engine can confirm exactly the publishes that are on disk.
 //
-// Threading: submit() from one thread only (the engine's); the callback runs
-// on the storage thread. Errors (MDB_MAP_FULL, disk full) fail the whole
-// batch, which is reported and not applied; the committer keeps running.
+// A full store never loses an operation. New records (`grows`) stop at a
+// soft limit below the map's size, so that erases and small updates, which
+// need a few pages of their own to commit, always have room: past the limit
+// (or at MDB_MAP_FULL or a full disk) new records wait, in order, while the
+// rest goes through and frees space, and are retried every kRetryInterval
+// until they fit. Meanwhile CommitResult::full tells the engine to push back
+// on publishers.
+//
+// Threading: submit() and pump() from one thread only (the engine's); the
+// callback runs on the storage thread.
 #pragma once
 
+#include <array>
 #include <atomic>
+#include <chrono>
 #include <cstdint>
 #include <functional>
 #include <memory>
-#include <optional>
 #include <string>
 #include <thread>
+#include <vector>
 
 #include "sluice/storage/lmdb.hpp"
 
@@ -26,55 +35,95 @@ namespace sluice::storage {
 struct StorageOp {
   enum class Kind : std::uint8_t { put, erase };
   Kind kind = Kind::put;
+  bool grows = false;   // a new record: under a full map it waits instead of failing others
+  bool append = false;  // put with a key above every key of `db` (MDB_APPEND: dense pages)
   Db db;
   std::string key;
   std::string value;  // put only
 };
 
-/// What one commit did.
+/// What one commit (or one failed attempt) did.
 struct CommitResult {
-  std::uint64_t first_seq = 0;  // the batch's operations, inclusive
-  std::uint64_t last_seq = 0;
-  Status error;  // set: none of first..last was applied
+  std::uint64_t durable_seq = 0;  // every operation up to this one is committed
+  std::uint64_t operations = 0;   // operations this transaction committed
+  bool full = false;  // operations wait for room (map or disk full): push back on publishers
+  Status error;       // the failure behind `full`, for the log
 };
 
 /// Running totals, readable from any thread.
 struct CommitStats {
-  std::uint64_t commits = 0;     // transactions committed (= fsyncs when syncing)
-  std::uint64_t operations = 0;  // operations committed
-  std::uint64_t failures = 0;    // batches that failed
+  std::uint64_t commits = 0;       // transactions committed (= fsyncs when syncing)
+  std::uint64_t operations = 0;    // operations committed
+  std::uint64_t failures = 0;      // transactions that failed (then retried)
+  std::uint64_t waiting = 0;       // operations waiting for room now
+  std::uint64_t median_batch = 0;  // operations per commit, median of the last 1024 commits
 };
 
 class GroupCommitter {
  public:
   using OnCommit = std::function<void(const CommitResult&)>;
+  static constexpr std::chrono::milliseconds kRetryInterval{100};
 
-  /// Starts the storage thread on `env` (which must outlive this). Up to
-  /// `capacity` operations wait at once; submit() refuses beyond that.
-  GroupCommitter(Env& env, OnCommit on_commit, std::size_t capacity = 1 << 16);
-  /// Commits what was submitted, then stops the thread.
+  struct Options {
+    /// Operations travelling in the lock-free ring at once; more wait in a
+    /// backlog of the submitting thread until pump().
+    std::size_t capacity = 1 << 16;
+    /// Bytes in use past which new records wait (0: only the map's size).
+    std::uint64_t soft_limit = 0;
+    /// New records' bytes per transaction, so that one batch cannot jump far
+    /// past the soft limit (one record always goes).
+    std::uint64_t max_batch_bytes = 8 << 20;
+  };
+
+  /// Starts the storage thread on `env` (which must outlive this).
+  GroupCommitter(Env& env, OnCommit on_commit, Options options);
+  GroupCommitter(Env& env, OnCommit on_commit) : GroupCommitter(env, std::move(on_commit), {}) {}
+  /// Commits what was submitted (what waits for room is given up: it was
+  /// never reported durable), then stops the thread.
   ~GroupCommitter();
   GroupCommitter(const GroupCommitter&) = delete;
   GroupCommitter& operator=(const GroupCommitter&) = delete;
 
-  /// Hands `op` to the storage thread; its sequence number (1, 2, ...) in
-  /// `seq`. False when the queue is full: try again after a commit.
-  /// Not thread-safe: one submitting thread.
-  bool submit(StorageOp&& op, std::uint64_t& seq);
+  /// Hands `op` to the storage thread and returns its sequence number
+  /// (1, 2, ...). Never refuses: a full ring leaves it in the backlog.
+  std::uint64_t submit(StorageOp&& op);
+  /// Moves the backlog into the ring as far as it fits. Call after commits.
+  void pump();
+  /// The sequence number of the last operation submitted.
+  std::uint64_t last_seq() const noexcept { return next_seq_ - 1; }
 
   CommitStats stats() const noexcept;
 
  private:
+  struct Sequenced {
+    std::uint64_t seq;
+    StorageOp op;
+  };
   void run();
+  void wake();
+  /// Applies `ops` in one transaction; only the ones `include` accepts.
+  Status apply(const std::vector<Sequenced>& ops, bool (*include)(const StorageOp&),
+               std::size_t& applied);
+  void record_batch(std::size_t operations);
+  /// Whether the store is past the soft limit (counts free pages only when near it).
+  bool over_soft_limit();
+  /// Commits a tiny write: LMDB reuses pages freed by a transaction only two
+  /// commits later, so after the last erases this makes their space usable.
+  void tick();
 
   struct Queue;
   Env& env_;
   OnCommit on_commit_;
+  Options options_;
+  Db tick_db_;
   std::unique_ptr<Queue> queue_;
-  std::uint64_t next_seq_ = 1;  // submitting thread only
+  std::vector<StorageOp> backlog_;  // submitting thread only
+  std::uint64_t next_seq_ = 1;      // submitting thread only
   std::atomic<std::uint64_t> submitted_{0};
   std::atomic<bool> stopping_{false};
-  std::atomic<std::uint64_t> commits_{0}, operations_{0}, failures_{0};
+  std::atomic<std::uint64_t> commits_{0}, operations_{0}, failures_{0}, waiting_{0};
+  std::array<std::atomic<std::uint32_t>, 1024> batches_{};  // recent batch sizes, a ring
+  std::atomic<std::uint64_t> batch_count_{0};
   std::thread thread_;
 };
 

@@ -35,6 +35,16 @@ using Status = std::optional<StorageError>;
 
 class Txn;
 
+/// How much of an environment's map is in use.
+struct EnvUsage {
+  std::uint64_t page_size = 0;
+  std::uint64_t map_size = 0;    // bytes the file may grow to
+  std::uint64_t file_pages = 0;  // pages ever used (the file's high-water mark)
+  std::uint64_t free_pages = 0;  // of those, free for reuse (counted only when asked)
+  std::uint64_t used_bytes() const noexcept { return (file_pages - free_pages) * page_size; }
+  std::uint64_t file_bytes() const noexcept { return file_pages * page_size; }
+};
+
 /// One LMDB environment (a directory with data.mdb and lock.mdb). Thread-safe
 /// to share; not copyable.
 class Env {
@@ -55,6 +65,9 @@ class Env {
   /// Opens (creating if needed) the environment in directory `path`, which must exist.
   Status open(const std::string& path, const Options& options);
   MDB_env* handle() const noexcept { return env_; }
+  /// The map's size and high-water mark; with `count_free`, also the pages
+  /// on LMDB's free list (a read transaction walking it: not for every call).
+  Status usage(EnvUsage& out, bool count_free) const;
 
  private:
   MDB_env* env_ = nullptr;
@@ -79,8 +92,9 @@ class Txn {
   Status begin(Env& env, bool read_only);
   /// Opens (in a write transaction: creates) the database `name`.
   Status open_db(std::string_view name, Db& db);
-  /// Stores `value` under `key`, replacing what was there.
-  Status put(Db db, std::string_view key, std::string_view value);
+  /// Stores `value` under `key`, replacing what was there. `append`: the key is
+  /// above every key in `db` (MDB_APPEND; fills pages densely; MDB_KEYEXIST if not).
+  Status put(Db db, std::string_view key, std::string_view value, bool append = false);
   /// The value under `key` (a view into the map, valid until the transaction ends),
   /// nullopt if absent; an error only when LMDB fails.
   Status get(Db db, std::string_view key, std::optional<std::string_view>& value);
