@@ -7,6 +7,11 @@
 
 namespace sluice::engine {
 
+namespace {
+/// When a producer refused for full storage may try again (space comes back as consumers ack).
+constexpr Micros kStorageRetry = 250'000;
+}  // namespace
+
 std::uint8_t Queue::pressure() const noexcept {
   const auto high = [this](std::uint64_t max) {
     return std::max<std::uint64_t>(1, max * options_.high_watermark_pct / 100);
@@ -59,6 +64,8 @@ Admission Engine::admit(Queue& queue, std::uint64_t count, Micros now) {
   if (memory_full_ && memory_used_ * 10 < memory_limit_ * 9) memory_full_ = false;
   if (memory_limit_ != 0 && memory_used_ >= memory_limit_) memory_full_ = true;
   if (memory_full_) return full(retry_after(queue), "broker memory limit reached");
+  if (storage_full_ && queue.durable())
+    return full(kStorageRetry, "storage is full (storage.max_size or the disk)");
 
   if (!queue.ingress_bucket_.try_take_batch(count, now))
     return full(queue.ingress_bucket_.next_available(now) - now, "publish rate limit of the queue");
@@ -71,9 +78,18 @@ void Engine::wait_for_room(Queue& queue, PublishWaiter& waiter, Micros now) {
   if (std::find(blocked_queues_.begin(), blocked_queues_.end(), &queue) == blocked_queues_.end())
     blocked_queues_.push_back(&queue);
   queue.counters_.blocked_total++;
-  // Only a rate wait ends by itself; the others end when messages leave.
-  if (!queue.full_ && !memory_full_)
+  // Only a rate wait ends by itself; the others end when messages leave
+  // (or, for storage, when set_storage_full says so).
+  if (!queue.full_ && !memory_full_ && !(storage_full_ && queue.durable()))
     schedule_wakeup(queue, queue.ingress_bucket_.next_available(now));
+}
+
+void Engine::set_storage_full(bool full, Micros now) {
+  if (full == storage_full_) return;
+  storage_full_ = full;
+  if (full || blocked_queues_.empty()) return;
+  auto blocked = blocked_queues_;
+  for (Queue* q : blocked) release_waiters(*q, now);
 }
 
 void Engine::forget_waiter(PublishWaiter& waiter) noexcept {
@@ -85,7 +101,7 @@ void Engine::release_waiters(Queue& queue, Micros now) {
   if (queue.waiters_.empty()) return;
   if (queue.full_ && below_low_watermark(queue)) queue.full_ = false;
   if (memory_full_ && memory_used_ * 10 < memory_limit_ * 9) memory_full_ = false;
-  if (queue.full_ || memory_full_) return;
+  if (queue.full_ || memory_full_ || (storage_full_ && queue.durable())) return;
   const Micros at = queue.ingress_bucket_.next_available(now);
   if (at > now) {
     schedule_wakeup(queue, at);

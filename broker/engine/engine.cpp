@@ -17,6 +17,8 @@ Queue& Engine::declare(std::string_view name, const QueueOptions& options) {
 
 const char* Engine::reconfigure(Queue& queue, const QueueOptions& options, Micros now) {
   const QueueOptions& old = queue.options_;
+  if (options.durable && journal_ == nullptr)
+    return "durability = durable needs storage.path, which is read at start-up only";
   if ((options.keyed() != old.keyed() ||
        (options.keyed() && options.key_header != old.key_header)) &&
       queue.counters_.messages() != 0)
@@ -172,13 +174,67 @@ std::uint64_t Engine::publish(Queue& queue, std::string_view message, Micros now
   s.publish_wall_us = wall_us;
   s.queue = &queue;
   s.attempt = 0;
-  if (queue.lanes_) s.lane = &queue.lanes_->hold(key_of(queue, s.message), now);
-  make_ready(queue, index, false);
+  if (journal_ != nullptr && s.id >= ids_reserved_) {
+    // Ids are recorded in blocks, so a restart never hands out one again.
+    ids_reserved_ = s.id + (1u << 20);
+    journal_->ids_used(ids_reserved_);
+  }
   queue.counters_.bytes += message.size();
   queue.counters_.published_total++;
   memory_used_ += message.size() + kMessageOverhead;
+  if (queue.durable()) {
+    s.durable = true;
+    s.state = SlotState::staged;
+    queue.counters_.staged++;
+    staged_.emplace_back(journal_->stored(queue, s.id, wall_us, s.message), index);
+    return s.id;
+  }
+  if (queue.lanes_) s.lane = &queue.lanes_->hold(key_of(queue, s.message), now);
+  make_ready(queue, index, false);
   dispatch(queue, now);
   return s.id;
+}
+
+void Engine::committed(std::uint64_t seq, Micros now) {
+  Queue* last = nullptr;
+  while (!staged_.empty() && staged_.front().first <= seq) {
+    const std::uint32_t index = staged_.front().second;
+    staged_.pop_front();
+    Slot& s = store_[index];
+    Queue& queue = *s.queue;
+    queue.counters_.staged--;
+    if (queue.lanes_) s.lane = &queue.lanes_->hold(key_of(queue, s.message), now);
+    make_ready(queue, index, false);
+    // Commits cover many publishes, mostly to one queue: dispatch once per run.
+    if (last != nullptr && last != &queue) dispatch(*last, now);
+    last = &queue;
+  }
+  if (last != nullptr) dispatch(*last, now);
+}
+
+void Engine::restore(Queue& queue, std::uint64_t id, std::string_view message,
+                     std::int64_t publish_wall_us, std::uint32_t attempts, Micros not_before,
+                     Micros now) {
+  const std::uint32_t index = store_.allocate();
+  Slot& s = store_[index];
+  s.message.assign(message.data(), message.size());
+  s.id = id;
+  s.publish_wall_us = publish_wall_us;
+  s.queue = &queue;
+  s.attempt = attempts;
+  s.durable = true;
+  next_message_id_ = std::max(next_message_id_, id + 1);
+  queue.counters_.bytes += message.size();
+  memory_used_ += message.size() + kMessageOverhead;
+  if (queue.lanes_) s.lane = &queue.lanes_->hold(key_of(queue, s.message), now);
+  if (not_before > now) {
+    s.state = SlotState::delayed;
+    s.deadline = not_before;
+    deadlines_.push(index);
+    queue.counters_.delayed++;
+  } else {
+    make_ready(queue, index, false);
+  }
 }
 
 SubscribeResult Engine::subscribe(Queue& queue, DeliverySink& sink, std::uint32_t subscription_id,
@@ -265,6 +321,7 @@ errc Engine::ack(const DeliverySink& caller, std::uint64_t message_id, std::uint
   Queue& queue = *s.queue;
   Consumer& owner = end_lease(index);
   queue.counters_.acked_total++;
+  if (s.durable) journal_->removed(s.id);
   queue.counters_.bytes -= s.message.size();
   memory_used_ -= s.message.size() + kMessageOverhead;
   if (s.lane != nullptr) {
@@ -291,6 +348,7 @@ errc Engine::nack(const DeliverySink& caller, std::uint64_t message_id, std::uin
   Queue& queue = *s.queue;
   Consumer& owner = end_lease(index);
   queue.counters_.nacked_total++;
+  if (s.durable) journal_->attempted(s.id, s.attempt, delay > 0 ? now + delay : 0);
   if (delay > 0) {
     s.state = SlotState::delayed;
     s.deadline = now + delay;
@@ -372,6 +430,8 @@ void Engine::deliver(Queue& queue, std::uint32_t index, Consumer& consumer, Micr
   consumer.peak_in_flight_ = std::max(consumer.peak_in_flight_, consumer.in_flight_);
   queue.counters_.in_flight++;
   queue.counters_.delivered_total++;
+  // A restart counts this delivery as a failed attempt unless its ack is stored first.
+  if (s.durable) journal_->attempted(s.id, s.attempt, 0);
 
   protocol::Delivery d;
   d.message_id = s.id;

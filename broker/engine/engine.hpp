@@ -14,7 +14,9 @@
 // answered queue_full with a retry-after (overflow = reject).
 #pragma once
 
+#include <algorithm>
 #include <cstdint>
+#include <deque>
 #include <functional>
 #include <memory>
 #include <optional>
@@ -23,6 +25,7 @@
 #include <unordered_map>
 #include <vector>
 
+#include "journal.hpp"
 #include "message_store.hpp"
 #include "queue.hpp"
 #include "sluice/protocol/errc.hpp"
@@ -92,7 +95,28 @@ class Engine {
   const char* reconfigure(Queue& queue, const QueueOptions& options, Micros now);
 
   /// Enqueues one message (its raw encoding) and dispatches. Returns its id.
+  /// On a durable queue the message goes to the journal first and waits,
+  /// staged, until committed() says the write is on disk; the caller confirms
+  /// the publish then (the journal's sequence number tells when).
   std::uint64_t publish(Queue& queue, std::string_view message, Micros now, std::int64_t wall_us);
+
+  /// Durable queues write through `journal` (which must outlive the engine's
+  /// use of it). Without one, no queue may be durable.
+  void set_journal(Journal* journal) noexcept { journal_ = journal; }
+  /// Every journal write up to `seq` is on disk: staged messages become ready.
+  void committed(std::uint64_t seq, Micros now);
+  /// The journal cannot take new records (storage limit or disk full): publishes
+  /// to durable queues meet their overflow policy until it can again.
+  void set_storage_full(bool full, Micros now);
+  bool storage_full() const noexcept { return storage_full_; }
+  /// A message of a durable queue read back at start-up, with the deliveries it
+  /// had (counted as failed attempts) and when it may go again (0: now).
+  void restore(Queue& queue, std::uint64_t id, std::string_view message,
+               std::int64_t publish_wall_us, std::uint32_t attempts, Micros not_before, Micros now);
+  /// Message ids start at `next_id` (above every stored id).
+  void set_next_id(std::uint64_t next_id) noexcept {
+    next_message_id_ = std::max(next_message_id_, next_id);
+  }
 
   /// Adds a consumer with `credit` (max unacked deliveries it may hold) and a
   /// lease of `lease` (0: the queue's). Errors: invalid_argument when credit
@@ -187,6 +211,11 @@ class Engine {
   std::size_t max_queues_ = 0;
   std::uint64_t memory_used_ = 0;
   bool memory_full_ = false;
+
+  Journal* journal_ = nullptr;
+  std::deque<std::pair<std::uint64_t, std::uint32_t>> staged_;  // (journal seq, slot), in order
+  bool storage_full_ = false;
+  std::uint64_t ids_reserved_ = 0;  // the journal knows ids below this are taken
 };
 
 }  // namespace sluice::engine

@@ -18,6 +18,7 @@ void MessageStore::release(std::uint32_t index) {
   s.generation++;
   s.owner = nullptr;
   s.queue = nullptr;
+  s.durable = false;
   s.message.clear();  // keeps capacity for the next message
   free_.push_back(index);
 }

@@ -23,7 +23,8 @@ class Queue;
 class Consumer;
 struct KeyLane;
 
-enum class SlotState : std::uint8_t { free, ready, delayed, in_flight };
+// staged: a durable publish waiting for its commit (not deliverable yet).
+enum class SlotState : std::uint8_t { free, staged, ready, delayed, in_flight };
 
 struct Slot {
   std::string message;  // raw message encoding, sent back verbatim on delivery
@@ -39,6 +40,7 @@ struct Slot {
   std::uint32_t prev = kNil;  // owner's in-flight list
   std::uint32_t next = kNil;
   SlotState state = SlotState::free;
+  bool durable = false;  // stored in the journal: settling it must tell the journal
 };
 
 /// Owns all slots of one engine. Not thread-safe: owned by the engine's thread.

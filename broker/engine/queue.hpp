@@ -46,6 +46,9 @@ struct QueueOptions {
   // empty key), and each key gets a bucket of key_rate. Empty or rate 0: off.
   std::string key_header;
   RateLimit key_rate;
+  // Publishes are committed to the journal before they are confirmed or
+  // delivered (needs Engine::set_journal).
+  bool durable = false;
   bool keyed() const noexcept { return !key_header.empty() && key_rate.rate != 0; }
 };
 
@@ -77,6 +80,7 @@ class DeliverySink {
 
 /// Counters and gauges of one queue, as STATS reports them.
 struct QueueCounters {
+  std::uint64_t staged = 0;  // durable publishes waiting for their commit
   std::uint64_t ready = 0;
   std::uint64_t delayed = 0;
   std::uint64_t in_flight = 0;
@@ -90,7 +94,7 @@ struct QueueCounters {
   std::uint64_t refused_total = 0;   // publishes refused with queue_full (reject)
   std::uint64_t blocked_total = 0;   // times a publishing connection was blocked
 
-  std::uint64_t messages() const noexcept { return ready + delayed + in_flight; }
+  std::uint64_t messages() const noexcept { return staged + ready + delayed + in_flight; }
 };
 
 class Consumer {
@@ -132,6 +136,8 @@ class Queue {
   const std::string& name() const noexcept { return name_; }
   const QueueOptions& options() const noexcept { return options_; }
   const QueueCounters& counters() const noexcept { return counters_; }
+  /// Publishes go through the journal first (see Engine::publish).
+  bool durable() const noexcept { return options_.durable; }
   std::size_t consumer_count() const noexcept { return consumers_.size(); }
   /// Keys with a lane now (per-key rates on): the ones holding messages or still refilling.
   std::size_t key_lanes() const noexcept { return lanes_ ? lanes_->lanes() : 0; }

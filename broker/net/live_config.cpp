@@ -35,6 +35,7 @@ engine::QueueOptions to_queue_options(const config::QueueSettings& q) {
   o.max_in_flight = q.max_in_flight;
   o.key_header = q.key_header;
   o.key_rate = {q.key_rate, q.key_burst};
+  o.durable = q.durability == config::Durability::durable;
   return o;
 }
 
@@ -61,6 +62,9 @@ void for_each_restart_only(Visit&& visit) {
   visit("limits.connection_outbound_bytes", &S::connection_outbound_bytes);
   visit("limits.frame_timeout", &S::frame_timeout);
   visit("limits.handshake_timeout", &S::handshake_timeout);
+  visit("storage.path", &S::storage_path);
+  visit("storage.sync", &S::storage_sync);
+  visit("storage.max_size", &S::storage_max_size);
 }
 
 }  // namespace

@@ -47,7 +47,18 @@ constexpr std::string_view kCommandLine = "command line";
 // ---------------------------------------------------------------------------------------------
 // Value rules and text forms
 
-enum class Kind { count, duration, size, endpoint, path, log_level, rate, overflow, header_name };
+enum class Kind {
+  count,
+  duration,
+  size,
+  endpoint,
+  path,
+  log_level,
+  rate,
+  overflow,
+  header_name,
+  choice,  // one of Rule::choices; Parsed::choice is its index
+};
 
 constexpr uint64_t kMaxRateMilli = 1'000'000'000;  // 1,000,000 messages per second
 constexpr uint64_t kMinRateMilli = 100;            // 0.1 per second
@@ -57,6 +68,8 @@ struct Rule {
   uint64_t min = 0;  // milliseconds for durations, bytes for sizes
   uint64_t max = 0;
   std::string_view max_note = {};  // said instead of `max` when the real bound is another setting
+  std::span<const std::string_view> choices = {};  // Kind::choice: the words accepted
+  std::string_view choices_note = {};              // Kind::choice: what each word means
 };
 
 /// A whole number that may be negative, so "-5" can be reported as below the minimum.
@@ -278,6 +291,13 @@ std::string allowed_text(const Rule& rule) {
     case Kind::header_name:
       return "a message header name of 1 to 255 bytes without control characters, or \"\" for "
              "none";
+    case Kind::choice: {
+      std::string text = "one of";
+      for (std::size_t i = 0; i < rule.choices.size(); ++i)
+        text += (i == 0 ? " \"" : ", \"") + std::string(rule.choices[i]) + "\"";
+      if (!rule.choices_note.empty()) text += " (" + std::string(rule.choices_note) + ")";
+      return text;
+    }
   }
   return {};
 }
@@ -316,6 +336,7 @@ struct Parsed {
   uint16_t port = 0;
   LogLevel level = LogLevel::info;
   Overflow overflow = Overflow::block;
+  std::size_t choice = 0;
 };
 
 std::string describe(const toml::node& node) {
@@ -500,6 +521,15 @@ std::optional<std::string> parse_value(const Rule& rule, const Input& input, Par
       }
       out.text = input.string;
       return std::nullopt;
+    case Kind::choice:
+      if (!is_string) return "expected a string, got " + input.description;
+      for (std::size_t i = 0; i < rule.choices.size(); ++i) {
+        if (rule.choices[i] == input.string) {
+          out.choice = i;
+          return std::nullopt;
+        }
+      }
+      return "unknown value " + quote(input.string);
   }
   return "unsupported setting";
 }
@@ -590,6 +620,25 @@ constexpr Field<Settings> kLimitsFields[] = {
      .read = [](const Settings& s) { return whole(s.memory); }},
 };
 
+constexpr std::string_view kSyncChoices[] = {"fsync", "nosync"};
+constexpr std::string_view kDurabilityChoices[] = {"memory", "durable"};
+
+constexpr Field<Settings> kStorageFields[] = {
+    {.key = "path",
+     .rule = {.kind = Kind::path},
+     .store = [](Settings& s, const Parsed& v) { s.storage_path = v.text; }},
+    {.key = "sync",
+     .rule = {.kind = Kind::choice,
+              .choices = kSyncChoices,
+              .choices_note = "fsync: on disk before a publish is confirmed; nosync: faster, an OS "
+                              "crash can lose the last commits"},
+     .store = [](Settings& s, const Parsed& v) { s.storage_sync = v.choice == 0; }},
+    {.key = "max_size",
+     .rule = {.kind = Kind::size, .min = kMiB, .max = 16 * 1024 * kGiB},
+     .store = [](Settings& s, const Parsed& v) { s.storage_max_size = v.number; },
+     .read = [](const Settings& s) { return whole(s.storage_max_size); }},
+};
+
 constexpr Field<Settings> kLogFields[] = {
     {.key = "level",
      .rule = {.kind = Kind::log_level},
@@ -663,6 +712,15 @@ constexpr Field<QueueSettings> kQueueFields[] = {
      .rule = {.kind = Kind::count, .min = 1, .max = 1'000'000},
      .store = [](QueueSettings& q, const Parsed& v) { q.key_burst = uint32_t(v.number); },
      .read = [](const QueueSettings& q) { return whole(q.key_burst); }},
+    {.key = "durability",
+     .rule = {.kind = Kind::choice,
+              .choices = kDurabilityChoices,
+              .choices_note = "memory: lost on a crash; durable: committed to storage.path "
+                              "before the publish is confirmed"},
+     .store =
+         [](QueueSettings& q, const Parsed& v) {
+           q.durability = v.choice == 0 ? Durability::memory : Durability::durable;
+         }},
 };
 
 constexpr std::span<const Field<QueueSettings>> kQueueFieldSpan{kQueueFields};
@@ -672,8 +730,10 @@ struct TableSpec {
   std::span<const Field<Settings>> fields;
 };
 
-constexpr TableSpec kSettingsTables[] = {
-    {"server", kServerFields}, {"limits", kLimitsFields}, {"log", kLogFields}};
+constexpr TableSpec kSettingsTables[] = {{"server", kServerFields},
+                                         {"limits", kLimitsFields},
+                                         {"storage", kStorageFields},
+                                         {"log", kLogFields}};
 
 constexpr std::string_view kQueueDefaults = "queue_defaults";
 constexpr std::string_view kQueues = "queues";
@@ -1117,6 +1177,21 @@ std::optional<ConfigError> validate(const Settings& settings) {
       }
     }
     if (auto problem = check_queue(queue.settings, prefix)) return problem;
+  }
+  // Durable queues need somewhere to keep their messages.
+  if (settings.storage_path.empty()) {
+    std::string durable;
+    if (settings.queue_defaults.durability == Durability::durable)
+      durable = std::string(kQueueDefaults);
+    for (const auto& queue : settings.queues) {
+      if (durable.empty() && queue.settings.durability == Durability::durable)
+        durable = "queues." + queue.name;
+    }
+    if (!durable.empty()) {
+      return ConfigError{"", 0, durable + ".durability",
+                         "\"durable\" needs a data directory, and storage.path is not set",
+                         "\"memory\", or set storage.path to a directory sluiced may write"};
+    }
   }
   return std::nullopt;
 }

@@ -100,6 +100,10 @@ void check_defaults(const cfg::Settings& s) {
   CHECK(s.queue_defaults.lease_timeout == 30s);
   CHECK(s.queue_defaults.max_consumer_in_flight == 10000);
   CHECK(s.queues.empty());
+  CHECK(s.storage_path.empty());
+  CHECK(s.storage_sync);
+  CHECK(s.storage_max_size == 4ull << 30);
+  CHECK(s.queue_defaults.durability == cfg::Durability::memory);
 }
 
 }  // namespace
@@ -704,6 +708,45 @@ low_watermark = 10
     auto invalid = cfg::validate(bad);
     REQUIRE(invalid.has_value());
     CHECK(invalid->setting == "queue_defaults.low_watermark");
+  }
+
+  TEST_CASE("storage settings and durable queues") {
+    const auto s = load_ok(R"(
+[storage]
+path = "/var/lib/sluice"
+sync = "nosync"
+max_size = "64GiB"
+[queues.orders]
+durability = "durable"
+)");
+    CHECK(s.storage_path == "/var/lib/sluice");
+    CHECK_FALSE(s.storage_sync);
+    CHECK(s.storage_max_size == 64ull << 30);
+    REQUIRE(s.queues.size() == 1);
+    CHECK(s.queues[0].settings.durability == cfg::Durability::durable);
+    CHECK_FALSE(cfg::validate(s).has_value());
+
+    auto error = load_error("[storage]\nsync = \"sometimes\"\n");
+    CHECK(error.setting == "storage.sync");
+    CHECK(contains(error.problem, "unknown value \"sometimes\""));
+    CHECK(contains(error.allowed, "one of \"fsync\", \"nosync\""));
+    error = flag_error("queues.q.durability", "disk");
+    CHECK(contains(error.allowed, "\"memory\", \"durable\""));
+    error = load_error("[storage]\nmax_size = \"512KiB\"\n");
+    CHECK(contains(error.problem, "below the minimum of 1MiB"));
+
+    // A durable queue needs a data directory.
+    cfg::Settings no_path;
+    REQUIRE_FALSE(cfg::apply_setting(no_path, "queues.orders.durability", "durable"));
+    auto invalid = cfg::validate(no_path);
+    REQUIRE(invalid.has_value());
+    CHECK(invalid->setting == "queues.orders.durability");
+    CHECK(contains(invalid->problem, "storage.path is not set"));
+    cfg::Settings defaults_durable;
+    defaults_durable.queue_defaults.durability = cfg::Durability::durable;
+    invalid = cfg::validate(defaults_durable);
+    REQUIRE(invalid.has_value());
+    CHECK(invalid->setting == "queue_defaults.durability");
   }
 
   TEST_CASE("config files are ASCII; other characters go in strings as escapes") {

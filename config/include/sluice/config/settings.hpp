@@ -25,6 +25,10 @@ enum class LogLevel { trace, debug, info, warn, error };
 /// What a full queue does with a publish: make the producer wait, or refuse it.
 enum class Overflow { block, reject };
 
+/// Where a queue keeps its messages: in memory only (lost on a crash or restart), or committed
+/// to LMDB under storage.path before a publish is confirmed.
+enum class Durability { memory, durable };
+
 /// A rate in thousandths of a message per second (0.1/s = 100); 0 = no limit.
 using MilliRate = uint64_t;
 
@@ -60,6 +64,8 @@ struct QueueSettings {
   std::string key_header;
   MilliRate key_rate = 0;
   uint32_t key_burst = 1;
+  /// "memory" or "durable" (needs storage.path).
+  Durability durability = Durability::memory;
 };
 
 /// A queue named in the config ([queues.NAME]), created at start-up rather than on first use.
@@ -105,6 +111,16 @@ struct Settings {
   /// limits.max_queues [1, 1000000]: queues created by use (declared queues count too).
   uint32_t max_queues = 10000;
 
+  // [storage]
+  /// storage.path: the data directory of durable queues ("" = none: no queue may be durable).
+  std::string storage_path;
+  /// storage.sync: true = "fsync" (a commit is on disk before publishes are confirmed),
+  /// false = "nosync" (an OS crash or power loss can lose the last commits; a process crash
+  /// cannot).
+  bool storage_sync = true;
+  /// storage.max_size [1MiB, 16TiB]: the most the data file may grow to. At the limit,
+  /// publishes to durable queues get their queue's overflow policy.
+  uint64_t storage_max_size = 4ull << 30;
   // [log]
   /// log.level: "trace" | "debug" | "info" | "warn" | "error"
   LogLevel log_level = LogLevel::info;

@@ -1,0 +1,35 @@
+// Journal: what the engine tells storage about the messages of durable
+// queues, so a restart brings them back with their attempt counts and retry
+// times. Implemented over LMDB by the net layer (DurableStore); the engine
+// only calls it, on its own thread, from inside its operations.
+#pragma once
+
+#include <cstdint>
+#include <string_view>
+
+#include "message_store.hpp"
+
+namespace sluice::engine {
+
+class Queue;
+
+class Journal {
+ public:
+  /// A durable publish: store the message. Returns the sequence number of the
+  /// write; Engine::committed(seq) says later that it is on disk, and only
+  /// then is the message delivered and its publish confirmed.
+  virtual std::uint64_t stored(const Queue& queue, std::uint64_t id, std::int64_t publish_wall_us,
+                               std::string_view message) = 0;
+  /// Delivered for the `attempt`-th time, or given back to wait until
+  /// `not_before` (engine time; 0 = ready at once).
+  virtual void attempted(std::uint64_t id, std::uint32_t attempt, Micros not_before) = 0;
+  /// Settled for good: forget it.
+  virtual void removed(std::uint64_t id) = 0;
+  /// Ids below `next_id` are taken: never hand them out again, even after a restart.
+  virtual void ids_used(std::uint64_t next_id) = 0;
+
+ protected:
+  ~Journal() = default;
+};
+
+}  // namespace sluice::engine

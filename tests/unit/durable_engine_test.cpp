@@ -1,0 +1,165 @@
+// The engine's side of durable queues: a publish waits, staged, for its
+// journal write to commit before anyone can receive it; deliveries, delays
+// and acks are written through; a restart's restore brings messages back with
+// their attempts. The journal here records calls (the LMDB one is exercised
+// end to end by the integration tests against a real sluiced).
+#include "engine_fixtures.hpp"
+
+namespace sluice::test {
+namespace {
+
+struct RecordingJournal final : engine::Journal {
+  std::uint64_t seq = 0;
+  std::vector<std::string> calls;
+  std::uint64_t stored(const engine::Queue& q, std::uint64_t id, std::int64_t,
+                       std::string_view message) override {
+    calls.push_back("stored " + q.name() + " " + std::to_string(id) + " " + payload_of(message));
+    return ++seq;
+  }
+  void attempted(std::uint64_t id, std::uint32_t attempt, Micros not_before) override {
+    calls.push_back("attempted " + std::to_string(id) + " " + std::to_string(attempt) + " " +
+                    std::to_string(not_before));
+    ++seq;
+  }
+  void removed(std::uint64_t id) override {
+    calls.push_back("removed " + std::to_string(id));
+    ++seq;
+  }
+  void ids_used(std::uint64_t) override { ++seq; }
+  std::vector<std::string> take() { return std::exchange(calls, {}); }
+};
+
+engine::QueueOptions durable_options() {
+  engine::QueueOptions o;
+  o.durable = true;
+  return o;
+}
+
+}  // namespace
+
+TEST_CASE("durable: without a journal no queue can be durable") {
+  Engine e;
+  auto& q = e.queue("q");
+  CHECK(e.reconfigure(q, durable_options(), 0) != nullptr);
+  CHECK_FALSE(q.durable());
+}
+
+TEST_CASE("durable: a publish is delivered only once its write is committed, in order") {
+  Engine e;
+  RecordingJournal journal;
+  e.set_journal(&journal);
+  auto& q = e.declare("q", durable_options());
+  REQUIRE(q.durable());
+  RecordingSink sink;
+  subscribe(e, q, sink, 10);
+  const auto a = e.publish(q, encode("a"), 0, 0);
+  const auto seq_a = journal.seq;
+  const auto b = e.publish(q, encode("b"), 0, 0);
+  CHECK(sink.got.empty());
+  CHECK(q.counters().staged == 2);
+  CHECK(q.counters().messages() == 2);  // staged messages count against capacity
+  e.committed(seq_a, 1);
+  REQUIRE(sink.got.size() == 1);
+  CHECK(sink.got[0].payload == "a");
+  CHECK(sink.got[0].delivery.message_id == a);
+  e.committed(journal.seq, 2);
+  REQUIRE(sink.got.size() == 2);
+  CHECK(sink.got[1].delivery.message_id == b);
+  CHECK(q.counters().staged == 0);
+}
+
+TEST_CASE("durable: deliveries, delays and acks are written through; memory queues write nothing") {
+  Engine e;
+  RecordingJournal journal;
+  e.set_journal(&journal);
+  auto& q = e.declare("q", durable_options());
+  auto& mem = e.queue("mem");
+  RecordingSink sink;
+  subscribe(e, q, sink, 10);
+  subscribe(e, mem, sink, 10, 0, 0, 2);
+  const auto id = e.publish(q, encode("x"), 0, 0);
+  e.publish(mem, encode("m"), 0, 0);
+  e.committed(journal.seq, 0);
+  REQUIRE(sink.got.size() == 2);
+  auto calls = journal.take();
+  CHECK(calls == std::vector<std::string>{"stored q " + std::to_string(id) + " x",
+                                          "attempted " + std::to_string(id) + " 1 0"});
+  const auto& d = sink.got[0].delivery.message_id == id ? sink.got[0] : sink.got[1];
+  REQUIRE(e.nack(sink, id, d.delivery.lease_token, 5 * kSecond, kSecond) == errc::ok);
+  CHECK(journal.take() == std::vector<std::string>{"attempted " + std::to_string(id) + " 1 " +
+                                                   std::to_string(6 * kSecond)});
+  e.advance(6 * kSecond);
+  REQUIRE(sink.got.size() == 3);
+  CHECK(sink.got[2].delivery.attempt == 2);
+  journal.take();
+  REQUIRE(e.ack(sink, id, sink.got[2].delivery.lease_token, 6 * kSecond) == errc::ok);
+  CHECK(journal.take() == std::vector<std::string>{"removed " + std::to_string(id)});
+  const auto& m = sink.got[0].delivery.message_id == id ? sink.got[1] : sink.got[0];
+  REQUIRE(e.ack(sink, m.delivery.message_id, m.delivery.lease_token, 6 * kSecond) == errc::ok);
+  CHECK(journal.take().empty());
+}
+
+TEST_CASE("durable: restored messages keep their ids, attempts and retry times") {
+  Engine e;
+  RecordingJournal journal;
+  e.set_journal(&journal);
+  auto& q = e.declare("q", durable_options());
+  e.restore(q, 7, encode("seven"), 111, 2, 0, 0);
+  e.restore(q, 9, encode("nine"), 222, 1, 5 * kSecond, 0);
+  e.set_next_id(100);
+  CHECK(q.counters().ready == 1);
+  CHECK(q.counters().delayed == 1);
+  RecordingSink sink;
+  subscribe(e, q, sink, 10);
+  REQUIRE(sink.got.size() == 1);
+  CHECK(sink.got[0].delivery.message_id == 7);
+  CHECK(sink.got[0].delivery.attempt == 3);
+  CHECK(sink.got[0].delivery.publish_time_us == 111);
+  e.advance(5 * kSecond);
+  REQUIRE(sink.got.size() == 2);
+  CHECK(sink.got[1].delivery.message_id == 9);
+  CHECK(sink.got[1].delivery.attempt == 2);
+  CHECK(e.publish(q, encode("new"), 5 * kSecond, 0) >= 100);
+  // Restored messages are durable: their ack goes to the journal.
+  journal.take();
+  REQUIRE(e.ack(sink, 7, sink.got[0].delivery.lease_token, 5 * kSecond) == errc::ok);
+  CHECK(journal.take() == std::vector<std::string>{"removed 7"});
+}
+
+TEST_CASE("durable: a full store holds back publishes to durable queues only") {
+  Engine e;
+  RecordingJournal journal;
+  e.set_journal(&journal);
+  auto reject = durable_options();
+  reject.overflow = engine::Overflow::reject;
+  auto& q = e.declare("q", reject);
+  auto& mem = e.queue("mem");
+  e.set_storage_full(true, 0);
+  const auto refused = e.admit(q, 1, 0);
+  CHECK(refused.code == errc::queue_full);
+  CHECK(refused.retry_after > 0);
+  CHECK(std::string(refused.detail).find("storage") != std::string::npos);
+  CHECK(e.admit(mem, 1, 0).code == errc::ok);
+  e.set_storage_full(false, 1);
+  CHECK(e.admit(q, 1, 1).code == errc::ok);
+}
+
+TEST_CASE("durable: a blocked producer of a durable queue is let go when storage has room") {
+  Engine e;
+  RecordingJournal journal;
+  e.set_journal(&journal);
+  auto& q = e.declare("q", durable_options());
+  struct Waiter final : engine::PublishWaiter {
+    int rooms = 0;
+    void room(engine::Queue&) override { ++rooms; }
+  } waiter;
+  e.set_storage_full(true, 0);
+  REQUIRE(e.admit(q, 1, 0).code == errc::queue_full);
+  e.wait_for_room(q, waiter, 0);
+  e.advance(10 * kSecond);
+  CHECK(waiter.rooms == 0);  // no timer ends a storage wait
+  e.set_storage_full(false, 10 * kSecond);
+  CHECK(waiter.rooms == 1);
+}
+
+}  // namespace sluice::test
