@@ -7,7 +7,9 @@
 #include <boost/asio/signal_set.hpp>
 #include <csignal>
 #include <cstdio>
+#include <chrono>
 #include <cstring>
+#include <memory>
 #include <filesystem>
 #include <algorithm>
 #include <functional>
@@ -17,6 +19,7 @@
 #include <string>
 #include <string_view>
 
+#include "durable_store.hpp"
 #include "engine.hpp"
 #include "log.hpp"
 #include "server.hpp"
@@ -116,11 +119,32 @@ int main(int argc, char** argv) {
   }
   std::signal(SIGPIPE, SIG_IGN);
 
+  boost::asio::io_context io(1);
   sluice::engine::Engine engine;
+  // Storage first, so the config can declare durable queues; then what it
+  // holds comes back into those queues.
+  std::unique_ptr<net::DurableStore> store;
+  if (!settings.storage_path.empty()) {
+    store = std::make_unique<net::DurableStore>(io, engine);
+    if (auto problem =
+            store->open({settings.storage_path, settings.storage_sync, settings.storage_max_size}))
+      return fail(*problem);
+  }
   net::LiveConfig live(engine, source, settings);
   live.apply_at_start();
-
-  boost::asio::io_context io(1);
+  if (store) {
+    const auto started = std::chrono::steady_clock::now();
+    sluice::storage::RecoveryStats recovered;
+    if (auto problem = store->recover(net::Server::now(), net::Server::wall_us(), recovered))
+      return fail(*problem);
+    const auto took = std::chrono::duration_cast<std::chrono::milliseconds>(
+        std::chrono::steady_clock::now() - started);
+    sluice::log::info("recovered")
+        .str("path", settings.storage_path)
+        .unum("messages", recovered.messages)
+        .unum("orphan_attempt_records", recovered.orphan_attempts)
+        .unum("duration_ms", static_cast<std::uint64_t>(took.count()));
+  }
   net::ServerOptions options;
   options.host = settings.listen_host;
   options.port = settings.listen_port;
@@ -133,6 +157,10 @@ int main(int argc, char** argv) {
   options.frame_timeout = settings.frame_timeout;
   options.handshake_timeout = settings.handshake_timeout;
   net::Server server(io, engine, options);
+  if (store) {
+    server.set_durable(store.get());
+    store->set_after_commit([&server] { server.watch_deadlines(); });
+  }
   server.set_configure_handler([&](std::string_view queue, auto pairs) {
     auto problem = live.configure(queue, pairs, net::Server::now());
     server.watch_deadlines();  // new rates may have scheduled wake-ups

@@ -25,6 +25,7 @@
 namespace sluice::net {
 
 class Session;
+class DurableStore;
 
 struct ServerOptions {
   std::string host = "127.0.0.1";
@@ -60,6 +61,9 @@ class Server {
       std::string_view queue, std::span<const std::pair<std::string_view, std::string_view>>)>;
   void set_configure_handler(ConfigureHandler handler) { configure_ = std::move(handler); }
   const ConfigureHandler& configure_handler() const noexcept { return configure_; }
+  /// The durable store, when storage.path is set (it must outlive the server).
+  void set_durable(DurableStore* store) noexcept { durable_ = store; }
+  DurableStore* durable() const noexcept { return durable_; }
 
   // ---- used by sessions ----
   engine::Engine& engine() noexcept { return engine_; }
@@ -88,6 +92,7 @@ class Server {
   std::uint16_t bound_port_ = 0;
   bool stopping_ = false;
   ConfigureHandler configure_;
+  DurableStore* durable_ = nullptr;
   std::unordered_map<std::string, std::uint32_t> per_source_;  // open connections by address
   boost::asio::steady_timer accept_retry_;
 };

@@ -9,6 +9,7 @@
 #include <cerrno>
 #include <cstdio>
 
+#include "durable_store.hpp"
 #include "log.hpp"
 #include "server.hpp"
 
@@ -87,7 +88,8 @@ void Session::on_read(const boost::system::error_code& ec, std::size_t n) {
 }
 
 bool Session::outbound_full() const noexcept {
-  return out_.size() + writing_.size() >= server_.options().connection_outbound_bytes;
+  return out_.size() + writing_.size() + held_.size() >=
+         server_.options().connection_outbound_bytes;
 }
 
 void Session::process_frames() {
@@ -267,8 +269,47 @@ bool Session::handle_publish(std::string_view body) {
   const auto wall = Server::wall_us();
   ids_.clear();
   for (auto message : messages_) ids_.push_back(engine.publish(queue, message, now, wall));
-  protocol::encode_confirm(out(), publish.request_id, queue.pressure(), ids_);
+  if (queue.durable())
+    hold_confirm(publish.request_id, queue);
+  else
+    protocol::encode_confirm(out(), publish.request_id, queue.pressure(), ids_);
   return true;
+}
+
+void Session::hold_confirm(std::uint64_t request_id, engine::Queue& queue) {
+  DurableStore& store = *server_.durable();  // a durable queue implies a store
+  durable_confirms_.push_back({store.last_seq(), held_.size(), &queue});
+  protocol::encode_confirm(held_, request_id, 0, ids_);
+  store.when_durable(store.last_seq(), weak_from_this());
+}
+
+void Session::durable_committed(std::uint64_t seq) {
+  if (closed_) return;
+  bool released = false;
+  while (!durable_confirms_.empty() && durable_confirms_.front().seq <= seq) {
+    const DurableConfirm c = durable_confirms_.front();
+    durable_confirms_.pop_front();
+    // Pressure as it is now, when the producer learns of the publish.
+    held_[c.offset + protocol::kConfirmPressureOffset] = static_cast<char>(c.queue->pressure());
+    released = true;
+  }
+  if (!released) return;
+  release_held();
+  if (closing_ && out_.empty() && !writing_now_ && durable_confirms_.empty()) {
+    close();
+    return;
+  }
+  flush();
+}
+
+void Session::release_held() {
+  const std::size_t end =
+      durable_confirms_.empty() ? held_.size() : durable_confirms_.front().offset;
+  if (end == 0) return;
+  deliver_open_ = false;
+  out_.append(held_, 0, end);
+  held_.erase(0, end);
+  for (auto& c : durable_confirms_) c.offset -= end;
 }
 
 void Session::watch_blocked_peer() {
@@ -454,8 +495,26 @@ void Session::handle_stats(std::string_view body) {
         {F::pressure, q->pressure()},
         {F::refused_total, c.refused_total},
         {F::blocked_total, c.blocked_total},
+        {F::staged, c.staged},
     };
     writer.add_queue(q->name(), fields);
+  }
+  if (request.queue.empty() && server_.durable() != nullptr) {
+    // The broker-wide entry: queue names are never empty.
+    const StorageStats s = server_.durable()->stats();
+    using F = protocol::StatField;
+    const std::pair<F, std::uint64_t> fields[] = {
+        {F::storage_file_bytes, s.usage.file_bytes()},
+        {F::storage_used_bytes, s.usage.used_bytes()},
+        {F::storage_limit_bytes, s.limit},
+        {F::storage_commits_total, s.commits.commits},
+        {F::storage_operations_total, s.commits.operations},
+        {F::storage_median_batch, s.commits.median_batch},
+        {F::storage_waiting, s.commits.waiting},
+        {F::storage_full, s.full ? 1u : 0u},
+        {F::storage_failures_total, s.commits.failures},
+    };
+    writer.add_queue("", fields);
   }
   writer.finish();
 }
@@ -543,7 +602,7 @@ void Session::on_write(const boost::system::error_code& ec) {
     close();
     return;
   }
-  if (closing_ && out_.empty()) {
+  if (closing_ && out_.empty() && durable_confirms_.empty()) {
     close();
     return;
   }
@@ -610,7 +669,8 @@ void Session::close_after_flush(errc code, std::string_view message) {
   close_timer_->async_wait([self = shared_from_this()](const boost::system::error_code& ec) {
     if (!ec) self->close();
   });
-  if (out_.empty() && !writing_now_)
+  // Confirms still waiting for their commit go out first (or at the grace timer).
+  if (out_.empty() && !writing_now_ && durable_confirms_.empty())
     close();
   else
     flush();

@@ -9,6 +9,7 @@
 
 #include <boost/asio/ip/tcp.hpp>
 #include <boost/asio/steady_timer.hpp>
+#include <deque>
 #include <memory>
 #include <string>
 #include <unordered_map>
@@ -41,6 +42,8 @@ class Session final : public std::enable_shared_from_this<Session>,
   void released(engine::Consumer& consumer) override;
   // engine::PublishWaiter
   void room(engine::Queue& queue) override;
+  /// Every storage write up to `seq` is durable: send the confirms waiting for it.
+  void durable_committed(std::uint64_t seq);
 
  private:
   void read();
@@ -75,10 +78,17 @@ class Session final : public std::enable_shared_from_this<Session>,
                   std::uint32_t retry_after_ms = 0);
 
   /// The outbound buffer for a non-DELIVER frame (ends any open DELIVER frame).
+  /// While a durable publish waits for its commit, answers queue up behind its
+  /// confirm (answers keep request order; deliveries do not wait).
   std::string& out() noexcept {
+    if (!durable_confirms_.empty()) return held_;
     deliver_open_ = false;
     return out_;
   }
+  /// Puts the CONFIRM of a durable publish in line; it goes out once durable.
+  void hold_confirm(std::uint64_t request_id, engine::Queue& queue);
+  /// Moves the answers before the first confirm still waiting (all, if none) to out_.
+  void release_held();
   void schedule_flush();
   void flush();
   void on_write(const boost::system::error_code& ec);
@@ -92,6 +102,13 @@ class Session final : public std::enable_shared_from_this<Session>,
   protocol::FrameDecoder decoder_;
   std::string out_;      // being filled
   std::string writing_;  // being written
+  std::string held_;     // answers behind a durable publish's confirm (see out())
+  struct DurableConfirm {
+    std::uint64_t seq;     // the storage write that makes it durable
+    std::size_t offset;    // of its CONFIRM frame in held_
+    engine::Queue* queue;  // for the pressure byte, filled in when sent
+  };
+  std::deque<DurableConfirm> durable_confirms_;
   protocol::DeliverFrameWriter deliver_writer_;
   bool deliver_open_ = false;
   bool writing_now_ = false;

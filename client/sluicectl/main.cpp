@@ -65,6 +65,10 @@ constexpr const char* kStatsUsage = R"(usage: sluicectl stats [QUEUE]
 Prints one line per queue (or just QUEUE): messages ready, delayed, in flight,
 consumers, the published / delivered / acked / nacked / expired totals, how
 full it is (PRESSURE, % of its high watermark) and publishes refused as full.
+Without QUEUE, and when the broker has a data directory (durable queues), a
+STORAGE line follows: the data file's size and how much of it is in use
+against storage.max_size, commits (fsyncs) so far, the median operations per
+commit, and records waiting for room when the store is full.
 )";
 
 constexpr const char* kSetUsage = R"(usage: sluicectl set QUEUE NAME=VALUE [NAME=VALUE]...
@@ -280,6 +284,21 @@ int stats(Connection& conn, Args& args) {
         (unsigned long long)q.expired_total, (unsigned long long)q.pressure,
         (unsigned long long)q.refused_total);
   }
+  if (!queue.empty()) return 0;
+  auto storage = conn.storage_stats();
+  if (!storage) return broker_error(storage.error());
+  if (!storage->has_value()) return 0;
+  const auto& s = **storage;
+  const auto mib = [](std::uint64_t bytes) { return static_cast<double>(bytes) / (1 << 20); };
+  std::printf(
+      "\nSTORAGE  file %.1f MiB, used %.1f MiB of %.1f MiB (%.0f%%), %llu commits, %llu "
+      "operations, median batch %llu, waiting %llu%s\n",
+      mib(s.file_bytes), mib(s.used_bytes), mib(s.limit_bytes),
+      s.limit_bytes ? 100.0 * static_cast<double>(s.used_bytes) / static_cast<double>(s.limit_bytes)
+                    : 0.0,
+      (unsigned long long)s.commits_total, (unsigned long long)s.operations_total,
+      (unsigned long long)s.median_batch, (unsigned long long)s.waiting,
+      s.full ? ", FULL: durable queues push back on publishers" : "");
   return 0;
 }
 

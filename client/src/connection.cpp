@@ -919,14 +919,39 @@ Result<std::vector<QueueStats>> Connection::stats(std::string_view queue) {
           return Error{errc::malformed_frame, "bad STATS_RESULT"};
         std::vector<QueueStats> out;
         for (const auto& v : views) {
+          if (v.name.empty()) continue;  // the broker-wide entry: storage_stats()
           using F = protocol::StatField;
           out.push_back({std::string(v.name), v.get(F::ready), v.get(F::delayed),
                          v.get(F::in_flight), v.get(F::consumers), v.get(F::published_total),
                          v.get(F::delivered_total), v.get(F::acked_total), v.get(F::nacked_total),
                          v.get(F::expired_total), v.get(F::bytes), v.get(F::pressure),
-                         v.get(F::refused_total), v.get(F::blocked_total)});
+                         v.get(F::refused_total), v.get(F::blocked_total), v.get(F::staged)});
         }
         return out;
+      });
+}
+
+Result<std::optional<StorageStats>> Connection::storage_stats() {
+  return impl_->call<std::optional<StorageStats>>(
+      [](std::uint64_t request_id, std::string& out) {
+        protocol::encode_stats(out, {request_id, {}});
+      },
+      [](FrameType, std::string_view body) -> Result<std::optional<StorageStats>> {
+        std::uint64_t request_id;
+        std::vector<protocol::QueueStatsView> views;
+        if (!protocol::decode_stats_result(body, request_id, views))
+          return Error{errc::malformed_frame, "bad STATS_RESULT"};
+        for (const auto& v : views) {
+          if (!v.name.empty()) continue;
+          using F = protocol::StatField;
+          return std::optional<StorageStats>(
+              StorageStats{v.get(F::storage_file_bytes), v.get(F::storage_used_bytes),
+                           v.get(F::storage_limit_bytes), v.get(F::storage_commits_total),
+                           v.get(F::storage_operations_total), v.get(F::storage_median_batch),
+                           v.get(F::storage_waiting), v.get(F::storage_full) != 0,
+                           v.get(F::storage_failures_total)});
+        }
+        return std::optional<StorageStats>();
       });
 }
 

@@ -12,6 +12,7 @@
 #include <cstdint>
 #include <functional>
 #include <memory>
+#include <optional>
 #include <span>
 #include <string>
 #include <string_view>
@@ -132,6 +133,20 @@ struct QueueStats {
   std::uint64_t pressure = 0;  // 0..100: how full against the high watermark
   std::uint64_t refused_total = 0;
   std::uint64_t blocked_total = 0;
+  std::uint64_t staged = 0;  // durable publishes waiting for their commit
+};
+
+/// The broker's storage (durable queues), when it has a data directory.
+struct StorageStats {
+  std::uint64_t file_bytes = 0;     // the data file's size
+  std::uint64_t used_bytes = 0;     // of which in use; the rest is free for reuse
+  std::uint64_t limit_bytes = 0;    // storage.max_size
+  std::uint64_t commits_total = 0;  // transactions (fsyncs with sync = fsync)
+  std::uint64_t operations_total = 0;
+  std::uint64_t median_batch = 0;  // operations per commit, median of the last 1024
+  std::uint64_t waiting = 0;       // records waiting for room
+  bool full = false;               // durable queues push back on publishers
+  std::uint64_t failures_total = 0;
 };
 
 struct SubscribeOptions {
@@ -194,6 +209,8 @@ class Connection {
   /// Statistics of one queue, or of all queues when `queue` is empty. A named
   /// queue that does not exist yields an empty list.
   Result<std::vector<QueueStats>> stats(std::string_view queue = {});
+  /// Storage figures; nullopt when the broker has no data directory.
+  Result<std::optional<StorageStats>> storage_stats();
   /// Changes settings of `queue` in the running broker (names as in a
   /// [queues.NAME] table of the config file, values as text). All or nothing;
   /// invalid_argument carries the broker's one-line explanation.

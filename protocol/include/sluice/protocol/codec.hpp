@@ -69,6 +69,8 @@ struct PublishFrame {
 };
 PublishFrame begin_publish(std::string& out, std::uint64_t request_id, std::string_view queue);
 void end_publish(std::string& out, const PublishFrame& frame, std::uint32_t count);
+/// Where the pressure byte sits in an encoded CONFIRM frame (length, type, request id).
+inline constexpr std::size_t kConfirmPressureOffset = 4 + 1 + 8;
 void encode_confirm(std::string& out, std::uint64_t request_id, std::uint8_t pressure,
                     std::span<const std::uint64_t> ids);
 void encode_subscribe(std::string& out, const Subscribe& subscribe);

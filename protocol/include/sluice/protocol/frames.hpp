@@ -194,6 +194,17 @@ enum class StatField : std::uint16_t {
   pressure = 11,       // 0..100, as in CONFIRM
   refused_total = 12,  // publishes refused with queue_full
   blocked_total = 13,  // times a publishing connection was blocked
+  staged = 14,         // durable publishes waiting for their commit
+  // The broker-wide entry (empty name; only when all queues are asked for):
+  storage_file_bytes = 100,     // the data file's size (its high-water mark)
+  storage_used_bytes = 101,     // of which in use (the rest is free for reuse)
+  storage_limit_bytes = 102,    // storage.max_size
+  storage_commits_total = 103,  // transactions (fsyncs with sync = fsync)
+  storage_operations_total = 104,
+  storage_median_batch = 105,    // operations per commit, median of the last 1024
+  storage_waiting = 106,         // records waiting for room (store full)
+  storage_full = 107,            // 1: durable queues push back on publishers
+  storage_failures_total = 108,  // transactions that failed and were retried
 };
 
 struct QueueStatsView {

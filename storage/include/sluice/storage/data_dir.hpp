@@ -30,6 +30,7 @@ class DataDir {
   void close() noexcept;
 
   Env& env() noexcept { return env_; }
+  const Env& env() const noexcept { return env_; }
   const std::string& path() const noexcept { return path_; }
 
  private:
