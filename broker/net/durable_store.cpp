@@ -41,6 +41,9 @@ std::optional<std::string> DurableStore::open(const StorageOptions& options) {
   if (auto e = log_.open(dir_.env())) return e->to_string();
   storage::GroupCommitter::Options committer;
   committer.soft_limit = soft_limit(options.max_size);
+  // One batch may pass the soft limit by at most half the room kept above it.
+  committer.max_batch_bytes = std::min<std::uint64_t>(
+      committer.max_batch_bytes, (options.max_size - committer.soft_limit) / 2);
   committer_ = std::make_unique<storage::GroupCommitter>(
       dir_.env(),
       [alive = alive_, &io = io_](const storage::CommitResult& result) {

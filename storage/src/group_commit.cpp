@@ -122,6 +122,7 @@ void GroupCommitter::run() {
   std::uint64_t received = 0;      // sequence number of the last op taken off the ring
   std::uint64_t seen = 0;
   bool full = false;
+  bool reported_full = false;
   Status last_error;
   auto retry_at = std::chrono::steady_clock::time_point::min();
   for (;;) {
@@ -134,7 +135,10 @@ void GroupCommitter::run() {
       full = over_soft_limit();
       retry_at = std::chrono::steady_clock::now() + kRetryInterval;
       if (!full) {
-        batch = std::move(waiting);  // lower sequence numbers than anything pending
+        // What waited goes first (lower sequence numbers than anything pending),
+        // batch by batch like the rest.
+        pending.insert(pending.begin(), std::make_move_iterator(waiting.begin()),
+                       std::make_move_iterator(waiting.end()));
         waiting.clear();
       }
     }
@@ -157,6 +161,13 @@ void GroupCommitter::run() {
     pending.erase(pending.begin(), pending.begin() + static_cast<std::ptrdiff_t>(taken));
     waiting_.store(waiting.size(), std::memory_order_relaxed);
     if (batch.empty()) {
+      if (full != reported_full) {  // room again, and nothing waited for it
+        reported_full = full;
+        CommitResult result;
+        result.durable_seq = received;
+        result.full = full;
+        on_commit_(result);
+      }
       if (pending.empty() && stopping_.load()) return;  // what waits was never reported durable
       if (!full) {
         submitted_.wait(seen, std::memory_order_acquire);  // until something new arrives
@@ -198,6 +209,7 @@ void GroupCommitter::run() {
     if (!waiting.empty()) durable = std::min(durable, waiting.front().seq - 1);
     result.durable_seq = durable;
     result.full = full;
+    reported_full = full;
     if (full && !result.error) result.error = last_error;
     waiting_.store(waiting.size(), std::memory_order_relaxed);
     on_commit_(result);
