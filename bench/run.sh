@@ -5,6 +5,10 @@
 #
 #   bench/run.sh [RUNS] [sluice-bench options...]
 #   bench/run.sh 5 --messages 1000000 --size 100 --consumers 4 --in-flight 64
+#
+# SLUICE_BENCH_DURABLE=fsync (or nosync) runs the broker with a fresh data
+# directory and every queue durable; sluice-bench then also prints the
+# commits (fsyncs) per second and the median batch.
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 build=${SLUICE_BUILD_DIR:-$here/../build}
@@ -19,7 +23,14 @@ trap 'kill $broker_pid 2>/dev/null || true; rm -rf "$tmp"' EXIT
 : > "$tmp/results"
 for i in $(seq 1 "$runs"); do
   rm -f "$tmp/port"
-  "$build/broker/sluiced" --listen 127.0.0.1:0 --port-file "$tmp/port" --log-level warn &
+  storage=()
+  if [ -n "${SLUICE_BENCH_DURABLE:-}" ]; then
+    rm -rf "$tmp/data"
+    storage=(--set "storage.path=$tmp/data" --set "storage.sync=$SLUICE_BENCH_DURABLE"
+             --set queue_defaults.durability=durable)
+  fi
+  "$build/broker/sluiced" --listen 127.0.0.1:0 --port-file "$tmp/port" --log-level warn \
+    "${storage[@]}" &
   broker_pid=$!
   for _ in $(seq 1 100); do [ -s "$tmp/port" ] && break; sleep 0.05; done
   port=$(cat "$tmp/port")

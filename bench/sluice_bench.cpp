@@ -267,6 +267,10 @@ int main(int argc, char** argv) {
     if (!producers.back()) return 2;
   }
 
+  // With a durable queue, the broker's commit figures over the run.
+  auto storage_before = producers.front()->storage_stats();
+  const bool durable = storage_before.ok() && storage_before->has_value();
+
   std::atomic<std::uint64_t> publish_failures{0};
   auto on_confirm = [&publish_failures](const sluice::client::Error& e, std::uint64_t) {
     if (e) publish_failures.fetch_add(1, std::memory_order_relaxed);
@@ -331,6 +335,21 @@ int main(int argc, char** argv) {
     peak_held = std::max(peak_held, c->connection->subscription_stats(c->subscription).peak_held);
   }
   std::sort(latencies.begin(), latencies.end());
+  double commits_per_sec = 0, ops_per_commit = 0;
+  std::uint64_t median_batch = 0;
+  if (durable) {
+    auto after = producers.front()->storage_stats();
+    if (after.ok() && after->has_value()) {
+      const auto& a = **after;
+      const auto& b = **storage_before;
+      const double run_s = static_cast<double>(now_ns() - start_ns) / 1e9;
+      const auto commits = a.commits_total - b.commits_total;
+      commits_per_sec = run_s > 0 ? static_cast<double>(commits) / run_s : 0;
+      ops_per_commit =
+          commits ? static_cast<double>(a.operations_total - b.operations_total) / commits : 0;
+      median_batch = a.median_batch;
+    }
+  }
 
   const double elapsed_s = static_cast<double>(end_ns - start_ns) / 1e9;
   const double publish_s = static_cast<double>(confirmed_ns.load() - start_ns) / 1e9;
@@ -347,13 +366,16 @@ int main(int argc, char** argv) {
         "\"in_flight\":%u,\"offered_rate\":%.0f,\"elapsed_s\":%.3f,\"msgs_per_sec\":%.0f,"
         "\"publish_msgs_per_sec\":%.0f,\"p50_us\":%u,\"p99_us\":%u,\"p999_us\":%u,"
         "\"max_us\":%u,\"lost\":%llu,\"duplicates\":%llu,\"publish_failures\":%llu,"
-        "\"peak_held\":%llu,\"credit_respected\":%s}\n",
+        "\"peak_held\":%llu,\"credit_respected\":%s,\"durable\":%s,\"fsyncs_per_sec\":%.0f,"
+        "\"median_batch\":%llu,\"ops_per_commit\":%.1f}\n",
         cfg.mode.c_str(), static_cast<unsigned long long>(cfg.messages), cfg.size, cfg.producers,
         cfg.consumers, cfg.in_flight, latency_mode ? cfg.rate : 0.0, elapsed_s, msgs_per_sec,
         publish_per_sec, p50, p99, p999, max, static_cast<unsigned long long>(lost),
         static_cast<unsigned long long>(duplicates.load()),
         static_cast<unsigned long long>(publish_failures.load()),
-        static_cast<unsigned long long>(peak_held), credit_respected ? "true" : "false");
+        static_cast<unsigned long long>(peak_held), credit_respected ? "true" : "false",
+        durable ? "true" : "false", commits_per_sec, static_cast<unsigned long long>(median_batch),
+        ops_per_commit);
   } else {
     std::printf("%-24s %s\n", "mode", cfg.mode.c_str());
     std::printf("%-24s %llu x %u bytes\n", "messages",
@@ -373,6 +395,10 @@ int main(int argc, char** argv) {
     std::printf("%-24s peak held %llu of %u: %s\n", "credit",
                 static_cast<unsigned long long>(peak_held), cfg.in_flight,
                 credit_respected ? "respected" : "EXCEEDED");
+    if (durable)
+      std::printf("%-24s %.0f commits (fsyncs)/s, median batch %llu operations, mean %.1f\n",
+                  "storage", commits_per_sec, static_cast<unsigned long long>(median_batch),
+                  ops_per_commit);
   }
   return lost == 0 && credit_respected && publish_failures.load() == 0 ? 0 : 1;
 }
