@@ -114,6 +114,13 @@ TEST_CASE("durable: confirmed messages survive kill -9 with their attempts and r
   const auto restarted = std::chrono::steady_clock::now();
   TestBroker broker(durable_args(dir));
   CHECK(broker.log().find("\"event\":\"recovered\"") != std::string::npos);
+  // sluicectl shows the storage: size, use against the limit, commits.
+  const auto ctl = sluice::test::run_command(std::string(SLUICECTL_PATH) + " --broker " +
+                                             broker.address() + " stats");
+  CHECK(ctl.status == 0);
+  CHECK(ctl.out.find("STORAGE  file ") != std::string::npos);
+  CHECK(ctl.out.find("of 4096.0 MiB") != std::string::npos);
+  CHECK(ctl.out.find("median batch") != std::string::npos);
   auto stats = broker.connect()->stats("d");
   REQUIRE(stats.ok());
   REQUIRE(stats->size() == 1);
