@@ -88,8 +88,11 @@ void Session::on_read(const boost::system::error_code& ec, std::size_t n) {
 }
 
 bool Session::outbound_full() const noexcept {
-  return out_.size() + writing_.size() + held_.size() >=
-         server_.options().connection_outbound_bytes;
+  // Answers held behind a durable confirm count only far past the bound: a
+  // connection that also consumes must stay readable so its acks can free
+  // the storage that confirm may be waiting for.
+  const std::size_t bound = server_.options().connection_outbound_bytes;
+  return out_.size() + writing_.size() >= bound || held_.size() >= 4 * bound;
 }
 
 void Session::process_frames() {
@@ -321,13 +324,19 @@ void Session::watch_blocked_peer() {
     if (ec || !self->blocked_ || self->closing_ || self->closed_) return;
     // POLLRDHUP, not a peek: frames the peer sent before leaving may still
     // sit unread in the socket, and a peek would see those bytes, not the FIN.
-    // (A peer that only shut down its sending side is treated as gone too:
-    // it can send no more, and what it is owed is not yet confirmed.)
+    // The held frame is never answered: nothing of it was enqueued.
     pollfd pfd{self->socket_.native_handle(), POLLRDHUP, 0};
     const int n = ::poll(&pfd, 1, 0);
-    if ((n < 0 && errno != EINTR) || (n > 0 && (pfd.revents & (POLLRDHUP | POLLHUP | POLLERR)))) {
+    if ((n < 0 && errno != EINTR) || (n > 0 && (pfd.revents & (POLLHUP | POLLERR)))) {
       log::debug("blocked_peer_gone").str("peer", self->peer_);
       self->close();
+      return;
+    }
+    if (n > 0 && (pfd.revents & POLLRDHUP)) {
+      // It sends no more but may still read: what it is owed (durable
+      // confirms among them) goes out, then the connection closes.
+      log::debug("blocked_peer_gone").str("peer", self->peer_);
+      self->close_after_flush(errc::ok, "peer closed");
       return;
     }
     self->watch_blocked_peer();

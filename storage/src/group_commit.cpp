@@ -23,7 +23,11 @@ GroupCommitter::GroupCommitter(Env& env, OnCommit on_commit, Options options)
 }
 
 GroupCommitter::~GroupCommitter() {
-  pump();
+  // Everything submitted goes to the storage thread before it is told to stop.
+  while (!backlog_.empty()) {
+    pump();
+    if (!backlog_.empty()) std::this_thread::sleep_for(std::chrono::microseconds(100));
+  }
   stopping_.store(true);
   wake();
   thread_.join();
@@ -37,6 +41,7 @@ void GroupCommitter::wake() {
 
 std::uint64_t GroupCommitter::submit(StorageOp&& op) {
   // The ring carries operations in sequence order: nothing may pass the backlog.
+  if (!backlog_.empty()) pump();
   if (!backlog_.empty() || !queue_->ring.push(std::move(op))) backlog_.push_back(std::move(op));
   wake();
   return next_seq_++;
@@ -97,6 +102,17 @@ Status GroupCommitter::apply(const std::vector<Sequenced>& ops, bool (*include)(
   return status;
 }
 
+void GroupCommitter::report_progress(std::uint64_t received, const std::vector<Sequenced>& pending,
+                                     const std::vector<Sequenced>& waiting, bool full) {
+  CommitResult result;
+  result.durable_seq = received;
+  if (!pending.empty()) result.durable_seq = pending.front().seq - 1;
+  if (!waiting.empty()) result.durable_seq = std::min(result.durable_seq, waiting.front().seq - 1);
+  result.full = full;
+  waiting_.store(waiting.size(), std::memory_order_relaxed);
+  on_commit_(result);
+}
+
 bool GroupCommitter::over_soft_limit() {
   if (options_.soft_limit == 0) return false;
   EnvUsage usage;
@@ -125,11 +141,22 @@ void GroupCommitter::run() {
   bool reported_full = false;
   Status last_error;
   auto retry_at = std::chrono::steady_clock::time_point::min();
+  auto backoff_until = std::chrono::steady_clock::time_point::min();  // after a failed commit
   for (;;) {
+    const std::uint64_t before = received;
     queue_->ring.consume_all([&](StorageOp& op) {
       pending.push_back({++received, std::move(op)});
     });
+    const bool took = received != before;  // ring room freed: the engine may pump its backlog
     batch.clear();
+    if (std::chrono::steady_clock::now() < backoff_until) {
+      // Even small operations failed to commit (an I/O error, or no page
+      // left at all): wait a little before trying again, in order.
+      if (took) report_progress(received, pending, waiting, full);
+      if (stopping_.load()) return;  // acks not stored: redelivered after a restart, not lost
+      std::this_thread::sleep_until(backoff_until);
+      continue;
+    }
     if (full && std::chrono::steady_clock::now() >= retry_at) {
       tick();
       full = over_soft_limit();
@@ -161,14 +188,18 @@ void GroupCommitter::run() {
     pending.erase(pending.begin(), pending.begin() + static_cast<std::ptrdiff_t>(taken));
     waiting_.store(waiting.size(), std::memory_order_relaxed);
     if (batch.empty()) {
-      if (full != reported_full) {  // room again, and nothing waited for it
+      if (full != reported_full || took) {
+        // Room again with nothing waiting for it, or ops taken off the ring
+        // into the waiting line: either way the engine must hear (to push
+        // back less, or to pump its backlog into the freed ring).
         reported_full = full;
-        CommitResult result;
-        result.durable_seq = received;
-        result.full = full;
-        on_commit_(result);
+        report_progress(received, pending, waiting, full);
       }
-      if (pending.empty() && stopping_.load()) return;  // what waits was never reported durable
+      if (stopping_.load()) {
+        // Whatever arrived before the stop is committed first.
+        if (queue_->ring.read_available() != 0 || !pending.empty()) continue;
+        return;  // what still waits for room was never reported durable
+      }
       if (!full) {
         submitted_.wait(seen, std::memory_order_acquire);  // until something new arrives
         seen = submitted_.load(std::memory_order_acquire);
@@ -187,14 +218,24 @@ void GroupCommitter::run() {
       last_error = result.error;
       const Status second = apply(
           batch, [](const StorageOp& op) { return !op.grows; }, applied);
-      std::vector<Sequenced> kept;
-      for (auto& s : batch)
-        if (s.op.grows || second) kept.push_back(std::move(s));
-      kept.insert(kept.end(), std::make_move_iterator(waiting.begin()),
-                  std::make_move_iterator(waiting.end()));
-      waiting = std::move(kept);
-      std::sort(waiting.begin(), waiting.end(),
-                [](const Sequenced& a, const Sequenced& b) { return a.seq < b.seq; });
+      const auto by_seq = [](const Sequenced& a, const Sequenced& b) { return a.seq < b.seq; };
+      std::vector<Sequenced> small;
+      for (auto& s : batch) {
+        if (s.op.grows)
+          waiting.push_back(std::move(s));
+        else if (second)
+          small.push_back(std::move(s));
+      }
+      std::sort(waiting.begin(), waiting.end(), by_seq);
+      if (second) {
+        // Small operations never wait behind `full` (they are what frees
+        // space); they go back first in line, and the next try comes after
+        // a pause. Nothing newer passes them.
+        pending.insert(pending.begin(), std::make_move_iterator(small.begin()),
+                       std::make_move_iterator(small.end()));
+        std::sort(pending.begin(), pending.end(), by_seq);
+        backoff_until = std::chrono::steady_clock::now() + kRetryInterval;
+      }
       full = true;
       retry_at = std::chrono::steady_clock::now() + kRetryInterval;
     } else if (grows_bytes != 0 && over_soft_limit()) {

@@ -362,3 +362,36 @@ TEST_CASE("storage: the message log reads back what is stored, in id order") {
   CHECK(stats.orphan_attempts == 0);
   CHECK(stats.messages == 3);
 }
+
+TEST_CASE("storage: with the store full, a backlog still drains into the storage thread") {
+  // The engine pumps its backlog only when the committer reports; while full,
+  // records taken off the ring are not committed, and that must be reported too.
+  TempDir dir;
+  DataDir data;
+  REQUIRE_FALSE(data.open(dir.path.string(), {}).has_value());
+  Db db;
+  {
+    Txn txn;
+    require_ok(txn.begin(data.env(), false));
+    require_ok(txn.open_db("messages", db));
+    require_ok(txn.commit());
+  }
+  std::atomic<bool> reported{false};
+  std::atomic<bool> full{false};
+  GroupCommitter committer(data.env(),
+                           [&](const CommitResult& r) {
+                             full = r.full;
+                             reported = true;
+                           },
+                           {.capacity = 8, .soft_limit = 64 << 10});
+  committer.submit({StorageOp::Kind::put, true, false, db, "big", std::string(100 << 10, 'x')});
+  for (int i = 0; i < 500 && !full; ++i) std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  REQUIRE(full);
+  for (int i = 0; i < 100; ++i)
+    committer.submit({StorageOp::Kind::put, true, false, db, "r" + std::to_string(i), "small"});
+  for (int i = 0; i < 5000 && committer.stats().waiting < 100; ++i) {
+    if (reported.exchange(false)) committer.pump();  // as DurableStore does, on each report
+    std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  }
+  CHECK(committer.stats().waiting == 100);
+}

@@ -105,6 +105,9 @@ class GroupCommitter {
   Status apply(const std::vector<Sequenced>& ops, bool (*include)(const StorageOp&),
                std::size_t& applied);
   void record_batch(std::size_t operations);
+  /// Tells the engine how far everything is durable without a commit.
+  void report_progress(std::uint64_t received, const std::vector<Sequenced>& pending,
+                       const std::vector<Sequenced>& waiting, bool full);
   /// Whether the store is past the soft limit (counts free pages only when near it).
   bool over_soft_limit();
   /// Commits a tiny write: LMDB reuses pages freed by a transaction only two
