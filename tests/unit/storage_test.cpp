@@ -41,6 +41,16 @@ void require_ok(const Status& status) {
   REQUIRE_FALSE(status.has_value());
 }
 
+/// Creates (or opens) the database `name` in a transaction of its own.
+Db create_db(Env& env, std::string_view name) {
+  Db db;
+  Txn txn;
+  require_ok(txn.begin(env, false));
+  require_ok(txn.open_db(name, db));
+  require_ok(txn.commit());
+  return db;
+}
+
 }  // namespace
 
 TEST_CASE("storage: committed writes survive reopening; aborted ones do not") {
@@ -183,13 +193,7 @@ TEST_CASE("storage: group commit makes every submitted operation durable, many p
   TempDir dir;
   DataDir data;
   REQUIRE_FALSE(data.open(dir.path.string(), {}).has_value());
-  Db db;
-  {
-    Txn txn;
-    require_ok(txn.begin(data.env(), false));
-    require_ok(txn.open_db("messages", db));
-    require_ok(txn.commit());
-  }
+  const Db db = create_db(data.env(), "messages");
   std::atomic<std::uint64_t> durable{0};
   std::atomic<int> failed{0};
   constexpr std::uint64_t kOps = 50'000;
@@ -238,13 +242,7 @@ TEST_CASE("storage: when full, new records wait, erases go through, nothing is l
   Env::Options small;
   small.map_size = 2 << 20;  // 512 pages; a record of 8 KiB takes 3
   REQUIRE_FALSE(data.open(dir.path.string(), small).has_value());
-  Db db;
-  {
-    Txn txn;
-    require_ok(txn.begin(data.env(), false));
-    require_ok(txn.open_db("messages", db));
-    require_ok(txn.commit());
-  }
+  const Db db = create_db(data.env(), "messages");
   GroupCommitter::Options options;
   SUBCASE("at MDB_MAP_FULL") {}
   SUBCASE("at the soft limit") {
@@ -369,13 +367,7 @@ TEST_CASE("storage: with the store full, a backlog still drains into the storage
   TempDir dir;
   DataDir data;
   REQUIRE_FALSE(data.open(dir.path.string(), {}).has_value());
-  Db db;
-  {
-    Txn txn;
-    require_ok(txn.begin(data.env(), false));
-    require_ok(txn.open_db("messages", db));
-    require_ok(txn.commit());
-  }
+  const Db db = create_db(data.env(), "messages");
   std::atomic<bool> reported{false};
   std::atomic<bool> full{false};
   GroupCommitter committer(data.env(),
