@@ -87,8 +87,12 @@ void Engine::wait_for_room(Queue& queue, PublishWaiter& waiter, Micros now) {
 void Engine::set_storage_full(bool full, Micros now) {
   if (full == storage_full_) return;
   storage_full_ = full;
-  if (full || blocked_queues_.empty()) return;
-  auto blocked = blocked_queues_;
+  if (!full) release_all_waiters(now);
+}
+
+void Engine::release_all_waiters(Micros now) {
+  if (blocked_queues_.empty()) return;
+  auto blocked = blocked_queues_;  // release_waiters edits the list
   for (Queue* q : blocked) release_waiters(*q, now);
 }
 

@@ -332,11 +332,8 @@ errc Engine::ack(const DeliverySink& caller, std::uint64_t message_id, std::uint
   store_.release(index);
   credit_returned(owner);
   dispatch(queue, now);
-  if (!blocked_queues_.empty()) {
-    // Memory is shared: an ack here may be what another queue's producers wait for.
-    auto blocked = blocked_queues_;
-    for (Queue* q : blocked) release_waiters(*q, now);
-  }
+  // Memory is shared: an ack here may be what another queue's producers wait for.
+  release_all_waiters(now);
   return errc::ok;
 }
 

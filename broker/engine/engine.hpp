@@ -182,6 +182,8 @@ class Engine {
   void on_wakeup(Queue& queue, Micros now);
   /// Below the low watermark (and the memory limit) with ingress tokens: tell the waiters.
   void release_waiters(Queue& queue, Micros now);
+  /// The same for every queue with waiters (shared memory or storage freed).
+  void release_all_waiters(Micros now);
   bool below_low_watermark(const Queue& queue) const noexcept;
   Micros retry_after(const Queue& queue) const noexcept;
   void apply_rates(Queue& queue, Micros now);
