@@ -123,16 +123,20 @@ int main(int argc, char** argv) {
   sluice::engine::Engine engine;
   // Storage first, so the config can declare durable queues; then what it
   // holds comes back into those queues.
-  std::unique_ptr<net::DurableStore> store;
-  if (!settings.storage_path.empty()) {
-    store = std::make_unique<net::DurableStore>(io, engine);
-    if (auto problem =
-            store->open({settings.storage_path, settings.storage_sync, settings.storage_max_size}))
-      return fail(*problem);
-  }
+  // Without storage.path the store lives in a temporary directory: dead
+  // letters need a home, but they last only as long as the process.
+  auto store = std::make_unique<net::DurableStore>(io, engine);
+  if (auto problem =
+          store->open({settings.storage_path, settings.storage_sync, settings.storage_max_size}))
+    return fail(*problem);
+  if (store->temporary())
+    sluice::log::warn("storage_temporary")
+        .str("effect",
+             "storage.path is not set: dead letters are kept only until sluiced stops, and no "
+             "queue can be durable");
   net::LiveConfig live(engine, source, settings);
   live.apply_at_start();
-  if (store) {
+  {
     const auto started = std::chrono::steady_clock::now();
     sluice::storage::RecoveryStats recovered;
     if (auto problem = store->recover(net::Server::now(), net::Server::wall_us(), recovered))
@@ -157,10 +161,8 @@ int main(int argc, char** argv) {
   options.frame_timeout = settings.frame_timeout;
   options.handshake_timeout = settings.handshake_timeout;
   net::Server server(io, engine, options);
-  if (store) {
-    server.set_durable(store.get());
-    store->set_after_commit([&server] { server.watch_deadlines(); });
-  }
+  server.set_durable(store.get());
+  store->set_after_commit([&server] { server.watch_deadlines(); });
   server.set_configure_handler([&](std::string_view queue, auto pairs) {
     auto problem = live.configure(queue, pairs, net::Server::now());
     server.watch_deadlines();  // new rates may have scheduled wake-ups
@@ -188,6 +190,7 @@ int main(int argc, char** argv) {
           return;
         }
         sluice::log::info("stopping").str("signal", signal == SIGTERM ? "SIGTERM" : "SIGINT");
+        store->stop_timers();
         server.stop();
       };
   signals.async_wait(on_signal);

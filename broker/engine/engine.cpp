@@ -19,19 +19,23 @@ const char* Engine::reconfigure(Queue& queue, const QueueOptions& options, Micro
   const QueueOptions& old = queue.options_;
   if (options.durable && journal_ == nullptr)
     return "durability = durable needs storage.path, which is read at start-up only";
-  if ((options.keyed() != old.keyed() ||
-       (options.keyed() && options.key_header != old.key_header)) &&
+  if ((options.keyed() != old.keyed() || options.ordered != old.ordered ||
+       options.resequence != old.resequence || options.key_header != old.key_header) &&
       queue.counters_.messages() != 0)
-    return "key_header (or turning per-key rates on or off) can change only while the queue is "
-           "empty";
+    return "key_header, ordering, resequence (or turning per-key rates on or off) can change only "
+           "while the queue is empty";
   queue.options_ = options;
   apply_rates(queue, now);
   if (options.keyed()) {
     if (!queue.lanes_) queue.lanes_ = std::make_unique<KeyLanes>();
-    queue.lanes_->configure(options.key_rate.rate, options.key_rate.burst, now);
+    queue.lanes_->configure(options.key_rate.rate, options.key_rate.burst, options.ordered, now);
   } else {
     queue.lanes_.reset();
   }
+  if (options.resequence && !queue.stage_)
+    queue.stage_ = std::make_unique<Resequencer>();
+  else if (!options.resequence)
+    queue.stage_.reset();
   for (auto& c : queue.consumers_) {
     // A consumer keeps what it asked for, within the queue's new cap.
     const MilliRate cap = options.max_consumer_rate;
@@ -108,6 +112,14 @@ void Engine::on_wakeup(Queue& queue, Micros now) {
     queue.dispatch_due_ = kNever;
   }
   Micros next = kNever;
+  if (queue.stage_ && queue.counters_.held != 0) {
+    released_.clear();
+    next = queue.stage_->expire(now, queue.options_.gap_timeout, released_);
+    for (std::uint32_t slot : released_) {
+      queue.counters_.held--;
+      enqueue(queue, slot, now);
+    }
+  }
   if (queue.lanes_) queue.lanes_->wake(now, next);
   std::erase_if(queue.throttled_, [&](Consumer* c) {
     if (c->rate_due_ > now) {
@@ -165,20 +177,48 @@ std::vector<const Queue*> Engine::queues() const {
   return out;
 }
 
-std::uint64_t Engine::publish(Queue& queue, std::string_view message, Micros now,
-                              std::int64_t wall_us) {
+std::uint64_t Engine::next_id() {
+  const std::uint64_t id = next_message_id_++;
+  if (journal_ != nullptr && id >= ids_reserved_) {
+    // Ids are recorded in blocks, so a restart never hands out one again.
+    ids_reserved_ = id + (1u << 20);
+    journal_->ids_used(ids_reserved_);
+  }
+  return id;
+}
+
+Published Engine::publish(Queue& queue, std::string_view message, Micros now, std::int64_t wall_us,
+                          bool redrive) {
+  protocol::MessageParts parts;
+  protocol::SystemHeaders sys;
+  if (redrive || !protocol::parse_message(message, parts) ||
+      !protocol::read_system_headers(parts, sys))
+    sys = {};  // the session validated it; a raw caller's bad headers are ignored
+  const bool dedup = !sys.dedup_id.empty() && queue.options_.dedup_window > 0;
+  if (dedup) {
+    queue.dedup_.expire(now);
+    if (const std::uint64_t first = queue.dedup_.find(sys.dedup_id, now)) {
+      queue.counters_.duplicates_total++;
+      return {first, true};
+    }
+  }
   const std::uint32_t index = store_.allocate();
   Slot& s = store_[index];
   s.message.assign(message.data(), message.size());
-  s.id = next_message_id_++;
+  s.id = next_id();
   s.publish_wall_us = wall_us;
   s.queue = &queue;
   s.attempt = 0;
-  if (journal_ != nullptr && s.id >= ids_reserved_) {
-    // Ids are recorded in blocks, so a restart never hands out one again.
-    ids_reserved_ = s.id + (1u << 20);
-    journal_->ids_used(ids_reserved_);
+  s.deadline = 0;
+  s.redriven = redrive;
+  if (sys.delay_ms != 0) s.deadline = now + static_cast<Micros>(sys.delay_ms) * 1000;
+  if (sys.not_before_ms != 0) {
+    const auto wait = static_cast<Micros>(sys.not_before_ms) * 1000 - wall_us;
+    if (wait > 0) s.deadline = std::max(s.deadline, now + wait);
   }
+  if (dedup)
+    queue.dedup_.insert(sys.dedup_id, s.id, now + queue.options_.dedup_window,
+                        queue.options_.dedup_max_entries);
   queue.counters_.bytes += message.size();
   queue.counters_.published_total++;
   memory_used_ += message.size() + kMessageOverhead;
@@ -187,12 +227,77 @@ std::uint64_t Engine::publish(Queue& queue, std::string_view message, Micros now
     s.state = SlotState::staged;
     queue.counters_.staged++;
     staged_.emplace_back(journal_->stored(queue, s.id, wall_us, s.message), index);
-    return s.id;
+    // A delay survives a restart: the journal knows when the message may go.
+    if (s.deadline > now) journal_->attempted(s.id, 0, s.deadline);
+    return {s.id, false};
   }
-  if (queue.lanes_) s.lane = &queue.lanes_->hold(key_of(queue, s.message), now);
-  make_ready(queue, index, false);
+  arrive(queue, index, now);
   dispatch(queue, now);
-  return s.id;
+  return {s.id, false};
+}
+
+void Engine::arrive(Queue& queue, std::uint32_t index, Micros now) {
+  Slot& s = store_[index];
+  if (s.deadline > now) {
+    s.state = SlotState::delayed;
+    deadlines_.push(index);
+    queue.counters_.delayed++;
+    return;
+  }
+  arrive_now(queue, index, now);
+}
+
+void Engine::arrive_now(Queue& queue, std::uint32_t index, Micros now) {
+  if (!queue.stage_ || store_[index].redriven) {
+    enqueue(queue, index, now);
+    return;
+  }
+  Slot& s = store_[index];
+  protocol::MessageParts parts;
+  protocol::SystemHeaders sys;
+  if (!protocol::parse_message(s.message, parts) || !protocol::read_system_headers(parts, sys) ||
+      !sys.has_sequence) {
+    enqueue(queue, index, now);  // no sequence number: not the stage's business
+    return;
+  }
+  released_.clear();
+  switch (queue.stage_->offer(key_of(queue, s.message), sys.sequence, index, now, released_)) {
+    case Resequencer::Verdict::hold:
+      s.state = SlotState::held;
+      queue.counters_.held++;
+      schedule_wakeup(queue, now + queue.options_.gap_timeout);
+      return;
+    case Resequencer::Verdict::duplicate:
+      queue.counters_.duplicates_total++;
+      if (s.durable) journal_->removed(s.id);
+      drop(index, now);
+      return;
+    case Resequencer::Verdict::release:
+      for (std::uint32_t slot : released_) {
+        if (store_[slot].state == SlotState::held) queue.counters_.held--;
+        enqueue(queue, slot, now);
+      }
+      return;
+  }
+}
+
+void Engine::enqueue(Queue& queue, std::uint32_t index, Micros now) {
+  Slot& s = store_[index];
+  if (queue.lanes_ && s.lane == nullptr)
+    s.lane = &queue.lanes_->hold(key_of(queue, s.message), now);
+  make_ready(queue, index, false);
+}
+
+void Engine::drop(std::uint32_t index, Micros now) {
+  Slot& s = store_[index];
+  Queue& queue = *s.queue;
+  queue.counters_.bytes -= s.message.size();
+  memory_used_ -= s.message.size() + kMessageOverhead;
+  if (s.lane != nullptr) {
+    const Micros drop_at = queue.lanes_->release(*s.lane, now);
+    if (drop_at != kNever) schedule_wakeup(queue, drop_at);
+  }
+  store_.release(index);
 }
 
 void Engine::committed(std::uint64_t seq, Micros now) {
@@ -200,21 +305,31 @@ void Engine::committed(std::uint64_t seq, Micros now) {
   while (!staged_.empty() && staged_.front().first <= seq) {
     const std::uint32_t index = staged_.front().second;
     staged_.pop_front();
-    Slot& s = store_[index];
-    Queue& queue = *s.queue;
+    Queue& queue = *store_[index].queue;
     queue.counters_.staged--;
-    if (queue.lanes_) s.lane = &queue.lanes_->hold(key_of(queue, s.message), now);
-    make_ready(queue, index, false);
+    arrive(queue, index, now);
     // Commits cover many publishes, mostly to one queue: dispatch once per run.
     if (last != nullptr && last != &queue) dispatch(*last, now);
     last = &queue;
   }
   if (last != nullptr) dispatch(*last, now);
+  bool freed = false;
+  while (!dead_letters_.empty() && dead_letters_.front().first <= seq) {
+    const std::uint32_t index = dead_letters_.front().second;
+    dead_letters_.pop_front();
+    Queue& queue = *store_[index].queue;
+    queue.counters_.dead_lettering--;
+    queue.counters_.dead_lettered_total++;
+    drop(index, now);
+    dispatch(queue, now);  // an ordered key may go on
+    freed = true;
+  }
+  if (freed) release_all_waiters(now);
 }
 
 void Engine::restore(Queue& queue, std::uint64_t id, std::string_view message,
                      std::int64_t publish_wall_us, std::uint32_t attempts, Micros not_before,
-                     Micros now) {
+                     Micros now, std::int64_t wall_now) {
   const std::uint32_t index = store_.allocate();
   Slot& s = store_[index];
   s.message.assign(message.data(), message.size());
@@ -223,13 +338,27 @@ void Engine::restore(Queue& queue, std::uint64_t id, std::string_view message,
   s.queue = &queue;
   s.attempt = attempts;
   s.durable = true;
+  s.deadline = not_before > now ? not_before : 0;
   next_message_id_ = std::max(next_message_id_, id + 1);
   queue.counters_.bytes += message.size();
   memory_used_ += message.size() + kMessageOverhead;
+  // Its dedup id stays taken for the rest of its window.
+  protocol::MessageParts parts;
+  protocol::SystemHeaders sys;
+  if (queue.options_.dedup_window > 0 && protocol::parse_message(message, parts) &&
+      protocol::read_system_headers(parts, sys) && !sys.dedup_id.empty()) {
+    const Micros expires = now - (wall_now - publish_wall_us) + queue.options_.dedup_window;
+    if (expires > now)
+      queue.dedup_.insert(sys.dedup_id, id, expires, queue.options_.dedup_max_entries);
+  }
+  if (attempts == 0) {
+    arrive(queue, index, now);
+    return;
+  }
+  // Delivered before the restart: it has had its turn in the resequencer.
   if (queue.lanes_) s.lane = &queue.lanes_->hold(key_of(queue, s.message), now);
-  if (not_before > now) {
+  if (s.deadline > now) {
     s.state = SlotState::delayed;
-    s.deadline = not_before;
     deadlines_.push(index);
     queue.counters_.delayed++;
   } else {
@@ -271,11 +400,22 @@ void Engine::disconnect(Consumer& consumer, Micros now) {
   Queue& queue = *consumer.queue_;
   // The in-flight list runs newest → oldest; pushing each to the front in that
   // order leaves the oldest delivery first in line again.
+  // It counts as a failed attempt (a consumer that crashes on a message must
+  // not get it forever) but is retried at once: the message may be fine and
+  // the consumer merely restarting.
   while (consumer.inflight_head_ != kNil) {
     const std::uint32_t newest = consumer.inflight_head_;
     end_lease(newest);
-    requeue_front(queue, newest);
     queue.counters_.requeued_total++;
+    Slot& s = store_[newest];
+    if (queue.options_.retry.exhausted(s.attempt)) {
+      s.last_failure = now;
+      if (s.first_failure == kNever) s.first_failure = now;
+      s.reason.assign("consumer disconnected");
+      dead_letter(newest, now);
+    } else {
+      requeue_front(queue, newest);
+    }
   }
   free_consumer(consumer);
   dispatch(queue, now);
@@ -306,7 +446,7 @@ std::uint32_t Engine::live_lease(const DeliverySink& caller, std::uint64_t messa
     // The lease ran out; the timer just has not fired yet. Expire it now so
     // the answer does not depend on timer jitter.
     Queue& queue = *s.queue;
-    expire(index);
+    expire(index, now);
     dispatch(queue, now);
     return kNil;
   }
@@ -322,14 +462,7 @@ errc Engine::ack(const DeliverySink& caller, std::uint64_t message_id, std::uint
   Consumer& owner = end_lease(index);
   queue.counters_.acked_total++;
   if (s.durable) journal_->removed(s.id);
-  queue.counters_.bytes -= s.message.size();
-  memory_used_ -= s.message.size() + kMessageOverhead;
-  if (s.lane != nullptr) {
-    const Micros drop_at = queue.lanes_->release(*s.lane, now);
-    if (drop_at != kNever) schedule_wakeup(queue, drop_at);
-    s.lane = nullptr;
-  }
-  store_.release(index);
+  drop(index, now);
   credit_returned(owner);
   dispatch(queue, now);
   // Memory is shared: an ack here may be what another queue's producers wait for.
@@ -338,26 +471,58 @@ errc Engine::ack(const DeliverySink& caller, std::uint64_t message_id, std::uint
 }
 
 errc Engine::nack(const DeliverySink& caller, std::uint64_t message_id, std::uint64_t lease_token,
-                  Micros delay, Micros now) {
+                  Micros delay, Micros now, std::string_view reason, bool dead_letter) {
   const std::uint32_t index = live_lease(caller, message_id, lease_token, now);
   if (index == kNil) return errc::stale_lease;
-  Slot& s = store_[index];
-  Queue& queue = *s.queue;
+  Queue& queue = *store_[index].queue;
   Consumer& owner = end_lease(index);
   queue.counters_.nacked_total++;
+  fail(index, now, delay, reason, dead_letter);
+  credit_returned(owner);
+  dispatch(queue, now);
+  return errc::ok;
+}
+
+void Engine::fail(std::uint32_t index, Micros now, Micros delay, std::string_view reason,
+                  bool poison) {
+  Slot& s = store_[index];
+  Queue& queue = *s.queue;
+  s.last_failure = now;
+  if (s.first_failure == kNever) s.first_failure = now;
+  s.reason.assign(reason.data(), reason.size());
+  if (poison || queue.options_.retry.exhausted(s.attempt)) {
+    dead_letter(index, now);
+    return;
+  }
+  queue.counters_.retried_total++;
+  if (delay <= 0) delay = queue.options_.retry.backoff(s.attempt, rng_);
   if (s.durable) journal_->attempted(s.id, s.attempt, delay > 0 ? now + delay : 0);
   if (delay > 0) {
+    // Its key (ordered) stays blocked meanwhile: the retry keeps its place.
     s.state = SlotState::delayed;
     s.deadline = now + delay;
     deadlines_.push(index);
     queue.counters_.delayed++;
   } else {
-    // To the back: a message that fails at once must not hog the head of the queue.
-    make_ready(queue, index, false);
+    make_ready(queue, index, queue.options_.ordered);
   }
-  credit_returned(owner);
-  dispatch(queue, now);
-  return errc::ok;
+}
+
+void Engine::dead_letter(std::uint32_t index, Micros now) {
+  Slot& s = store_[index];
+  Queue& queue = *s.queue;
+  s.state = SlotState::dead_lettering;
+  queue.counters_.dead_lettering++;
+  if (journal_ == nullptr) {
+    // An engine without storage (embedded, tests): nowhere to keep it.
+    queue.counters_.dead_lettering--;
+    queue.counters_.dead_lettered_total++;
+    drop(index, now);
+    return;
+  }
+  const DeadLetter entry{queue,           next_id(),      s.id,     s.publish_wall_us, s.attempt,
+                         s.first_failure, s.last_failure, s.reason, s.message,         s.durable};
+  dead_letters_.emplace_back(journal_->dead_lettered(entry), index);
 }
 
 errc Engine::extend(const DeliverySink& caller, std::uint64_t message_id, std::uint64_t lease_token,
@@ -384,11 +549,15 @@ void Engine::advance(Micros now) {
     Slot& s = store_[index];
     Queue& queue = *s.queue;
     if (s.state == SlotState::in_flight) {
-      expire(index);
+      expire(index, now);
     } else {  // delayed: its not-before time has come
       deadlines_.remove(index);
       queue.counters_.delayed--;
-      make_ready(queue, index, false);
+      s.deadline = 0;
+      if (s.attempt > 0)
+        make_ready(queue, index, queue.options_.ordered);  // a retry: first of its key again
+      else
+        arrive_now(queue, index, now);  // a delayed publish
     }
     dispatch(queue, now);
   }
@@ -402,11 +571,11 @@ std::optional<Micros> Engine::next_deadline() const noexcept {
   return next;
 }
 
-void Engine::expire(std::uint32_t index) {
+void Engine::expire(std::uint32_t index, Micros now) {
   Queue& queue = *store_[index].queue;
   Consumer& owner = end_lease(index);
   queue.counters_.expired_total++;
-  requeue_front(queue, index);
+  fail(index, now, 0, "lease expired", false);
   credit_returned(owner);
 }
 

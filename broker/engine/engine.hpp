@@ -20,6 +20,7 @@
 #include <functional>
 #include <memory>
 #include <optional>
+#include <random>
 #include <string>
 #include <string_view>
 #include <unordered_map>
@@ -43,6 +44,12 @@ struct Admission {
   errc code = errc::ok;    // ok, queue_full, or invalid_argument (batch over the capacity)
   Micros retry_after = 0;  // with queue_full: when trying again is worthwhile
   const char* detail = "";
+};
+
+/// What became of one published message.
+struct Published {
+  std::uint64_t id = 0;
+  bool duplicate = false;  // seen before (dedup id or sequence number): not enqueued again
 };
 
 /// Not thread-safe: one engine per thread (shard); every call on that thread.
@@ -98,7 +105,14 @@ class Engine {
   /// On a durable queue the message goes to the journal first and waits,
   /// staged, until committed() says the write is on disk; the caller confirms
   /// the publish then (the journal's sequence number tells when).
-  std::uint64_t publish(Queue& queue, std::string_view message, Micros now, std::int64_t wall_us);
+  /// The message's sluice-* headers (validated by the caller) act here: a
+  /// dedup id seen within the window returns the first message's id, flagged
+  /// duplicate; a delay or not-before time holds it back; a sequence number
+  /// sends it through the queue's resequencer.
+  /// `redrive`: a dead letter coming back; its sluice-* headers were acted on
+  /// the first time and are ignored now (attempts start again from 1).
+  Published publish(Queue& queue, std::string_view message, Micros now, std::int64_t wall_us,
+                    bool redrive = false);
 
   /// Durable queues write through `journal` (which must outlive the engine's
   /// use of it). Without one, no queue may be durable.
@@ -111,8 +125,12 @@ class Engine {
   bool storage_full() const noexcept { return storage_full_; }
   /// A message of a durable queue read back at start-up, with the deliveries it
   /// had (counted as failed attempts) and when it may go again (0: now).
+  /// `wall_now`: the wall clock now (µs), to place its dedup id in the window.
   void restore(Queue& queue, std::uint64_t id, std::string_view message,
-               std::int64_t publish_wall_us, std::uint32_t attempts, Micros not_before, Micros now);
+               std::int64_t publish_wall_us, std::uint32_t attempts, Micros not_before, Micros now,
+               std::int64_t wall_now);
+  /// Seeds the generator behind retry jitter (tests replay schedules).
+  void set_seed(std::uint64_t seed) { rng_.seed(seed); }
   /// Message ids start at `next_id` (above every stored id).
   void set_next_id(std::uint64_t next_id) noexcept {
     next_message_id_ = std::max(next_message_id_, next_id);
@@ -142,16 +160,20 @@ class Engine {
   /// settled, never issued, or another connection's).
   errc ack(const DeliverySink& caller, std::uint64_t message_id, std::uint64_t lease_token,
            Micros now);
-  /// Gives a delivery back: ready after `delay` (0: at once, at the back). Errors as ack.
+  /// Gives a delivery back as a failed attempt, with the consumer's `reason`:
+  /// ready again after `delay`, or (0) after the queue's retry backoff; or to
+  /// the dead-letter queue when the attempts are used up or `dead_letter` says
+  /// the message is poison. Errors as ack.
   errc nack(const DeliverySink& caller, std::uint64_t message_id, std::uint64_t lease_token,
-            Micros delay, Micros now);
+            Micros delay, Micros now, std::string_view reason = {}, bool dead_letter = false);
   /// Moves a live lease's deadline to now + `lease`. Errors as ack; invalid_argument for 0.
   errc extend(const DeliverySink& caller, std::uint64_t message_id, std::uint64_t lease_token,
               Micros lease, Micros now);
 
-  /// Handles every deadline at or before `now`: expired leases go back to the
-  /// front of their queue, delayed messages become ready, rate-limited queues
-  /// and consumers whose tokens have come dispatch again.
+  /// Handles every deadline at or before `now`: expired leases are failed
+  /// attempts (retried after the backoff, or dead-lettered), delayed messages
+  /// become ready, rate-limited queues and consumers whose tokens have come
+  /// dispatch again, the resequencer releases what waited past its gap timeout.
   void advance(Micros now);
   /// The earliest pending deadline, if any (to arm a timer).
   std::optional<Micros> next_deadline() const noexcept;
@@ -172,7 +194,23 @@ class Engine {
   Consumer& end_lease(std::uint32_t slot);
   void offer_credit(Consumer& consumer);
   void requeue_front(Queue& queue, std::uint32_t slot);
-  void expire(std::uint32_t slot);
+  void expire(std::uint32_t slot, Micros now);
+  /// A failed attempt of a slot no longer in flight: retry after `delay` (0:
+  /// the queue's backoff), or dead-letter it when its attempts are used up or
+  /// `poison`.
+  void fail(std::uint32_t slot, Micros now, Micros delay, std::string_view reason, bool poison);
+  void dead_letter(std::uint32_t slot, Micros now);
+  /// The message is in (committed, if durable): wait for its not-before time,
+  /// then arrive_now.
+  void arrive(Queue& queue, std::uint32_t slot, Micros now);
+  /// Through the resequencer (if it carries a sequence number) into line.
+  void arrive_now(Queue& queue, std::uint32_t slot, Micros now);
+  /// Into its key's lane (or the queue's FIFO) at the back.
+  void enqueue(Queue& queue, std::uint32_t slot, Micros now);
+  /// Forgets a message for good (acked, dead-lettered, duplicate): memory, lane, slot.
+  void drop(std::uint32_t slot, Micros now);
+  /// A fresh message id (the journal learns of ids in blocks).
+  std::uint64_t next_id();
   /// A lease of `owner` ended: offer its credit again, or free it if it is
   /// draining and now holds nothing.
   void credit_returned(Consumer& owner);
@@ -216,6 +254,9 @@ class Engine {
 
   Journal* journal_ = nullptr;
   std::deque<std::pair<std::uint64_t, std::uint32_t>> staged_;  // (journal seq, slot), in order
+  std::deque<std::pair<std::uint64_t, std::uint32_t>> dead_letters_;  // the same, leaving
+  std::mt19937_64 rng_{0x5eed};
+  std::vector<std::uint32_t> released_;  // scratch for the resequencer
   bool storage_full_ = false;
   std::uint64_t ids_reserved_ = 0;  // the journal knows ids below this are taken
 };

@@ -1,7 +1,7 @@
 // Journal: what the engine tells storage about the messages of durable
 // queues, so a restart brings them back with their attempt counts and retry
-// times. Implemented over LMDB by the net layer (DurableStore); the engine
-// only calls it, on its own thread, from inside its operations.
+// times, and where every queue's dead letters go. Implemented over LMDB by the net layer
+// (DurableStore); the engine only calls it, on its own thread, from inside its operations.
 #pragma once
 
 #include <cstdint>
@@ -12,6 +12,20 @@
 namespace sluice::engine {
 
 class Queue;
+
+/// A message leaving its queue for the queue's dead-letter queue.
+struct DeadLetter {
+  const Queue& queue;
+  std::uint64_t entry_id;  // the DLQ's own id, from the message id space
+  std::uint64_t message_id;
+  std::int64_t publish_wall_us;
+  std::uint32_t attempts;
+  Micros first_failure;  // engine time
+  Micros last_failure;
+  std::string_view reason;
+  std::string_view message;
+  bool durable;  // the message is stored: the same write must remove it
+};
 
 class Journal {
  public:
@@ -25,6 +39,9 @@ class Journal {
   virtual void attempted(std::uint64_t id, std::uint32_t attempt, Micros not_before) = 0;
   /// Settled for good: forget it.
   virtual void removed(std::uint64_t id) = 0;
+  /// Writes a dead-letter entry (and removes the message if stored). Returns
+  /// the write's sequence number; Engine::committed(seq) lets the message go.
+  virtual std::uint64_t dead_lettered(const DeadLetter& entry) = 0;
   /// Ids below `next_id` are taken: never hand them out again, even after a restart.
   virtual void ids_used(std::uint64_t next_id) = 0;
 

@@ -4,7 +4,8 @@
 
 namespace sluice::engine {
 
-void KeyLanes::configure(MilliRate rate, std::uint32_t burst, Micros now) {
+void KeyLanes::configure(MilliRate rate, std::uint32_t burst, bool ordered, Micros now) {
+  ordered_ = ordered;
   rate_ = rate;
   burst_ = std::max<std::uint32_t>(burst, 1);
   for (auto& [key, lane] : lanes_) {
@@ -36,6 +37,10 @@ KeyLane& KeyLanes::hold(std::string_view key, Micros now) {
 }
 
 Micros KeyLanes::release(KeyLane& lane, Micros now) {
+  if (lane.busy) {
+    lane.busy = false;
+    make_eligible(lane);
+  }
   if (--lane.held != 0 || lane.idle) return kNever;
   lane.idle = true;
   idle_.push_back(&lane);
@@ -51,7 +56,7 @@ void KeyLanes::refund_unspent() noexcept {
 }
 
 void KeyLanes::make_eligible(KeyLane& lane) {
-  if (lane.eligible || lane.throttled || lane.ready.empty()) return;
+  if (lane.eligible || lane.throttled || lane.busy || lane.ready.empty()) return;
   lane.eligible = true;
   eligible_.push_back(&lane);
 }
@@ -63,6 +68,7 @@ void KeyLanes::push_back(KeyLane& lane, std::uint32_t slot) {
 
 void KeyLanes::push_front(KeyLane& lane, std::uint32_t slot) {
   lane.ready.push_front(slot);
+  lane.busy = false;
   make_eligible(lane);
 }
 
@@ -83,6 +89,7 @@ std::uint32_t KeyLanes::pop(Micros now, Micros& wake_at, KeyLane*& from) {
     }
     const std::uint32_t slot = lane.ready.front();
     lane.ready.pop_front();
+    if (ordered_ && !lane.key.empty()) lane.busy = true;  // until it is back or settled
     make_eligible(lane);  // to the back of the ring: one message per key per turn
     from = &lane;
     return slot;
@@ -103,7 +110,8 @@ void KeyLanes::wake(Micros now, Micros& wake_at) {
     return true;
   });
   std::erase_if(idle_, [&](KeyLane* lane) {
-    if (lane->throttled || lane->eligible || !lane->ready.empty()) return false;
+    if (lane->throttled || lane->eligible || lane->busy || lane->held != 0 || !lane->ready.empty())
+      return false;
     if (!lane->bucket.full(now)) {
       // Its bucket still remembers recent use; dropping it now would hand the
       // key a fresh burst. Drop it once it is full.

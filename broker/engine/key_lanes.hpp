@@ -4,6 +4,10 @@
 // Lanes exist only for keys that hold messages (or whose bucket is still
 // refilling): an idle key costs nothing and is reclaimed. Not thread-safe
 // (engine thread).
+//
+// Ordered lanes (ordering keys): a key with a message out is not served again
+// until that message is back in its lane (at the front: a retry keeps its
+// place) or settled for good. The empty key is never ordered.
 #pragma once
 
 #include <cstdint>
@@ -29,21 +33,26 @@ struct KeyLane {
   bool throttled = false;  // waiting for `due`
   bool prepaid = false;    // holds a token already taken
   bool idle = false;       // held == 0: in the idle list
+  bool busy = false;       // ordered: its message in flight (or waiting to retry) blocks it
 };
 
 class KeyLanes {
  public:
   /// `rate` per key (rate 0: keys unlimited, lanes still FIFO per key). The
   /// empty key (messages without the key header) is never limited.
-  void configure(MilliRate rate, std::uint32_t burst, Micros now);
+  /// `ordered`: at most one message per key out at a time.
+  void configure(MilliRate rate, std::uint32_t burst, bool ordered, Micros now);
 
   /// The lane of `key`, created on first use; counts one more message held.
   KeyLane& hold(std::string_view key, Micros now);
-  /// One message of `lane` is gone for good (acked): an empty lane goes idle.
+  /// One message of `lane` is gone for good (acked or dead-lettered): an
+  /// ordered lane may serve its next; an empty lane goes idle.
   /// Returns when wake() can drop it (its bucket full again), or kNever.
   Micros release(KeyLane& lane, Micros now);
 
   void push_back(KeyLane& lane, std::uint32_t slot);
+  /// A message back in line (retry, expiry, consumer gone): first of its key
+  /// again, and an ordered lane may serve it.
   void push_front(KeyLane& lane, std::uint32_t slot);
   /// The next ready slot by round-robin over keys that have a token, taking
   /// it; kNil when none can go now. `wake_at` is lowered to the earliest time
@@ -75,6 +84,7 @@ class KeyLanes {
   std::vector<KeyLane*> idle_;
   MilliRate rate_ = 0;
   std::uint32_t burst_ = 1;
+  bool ordered_ = false;
 };
 
 }  // namespace sluice::engine

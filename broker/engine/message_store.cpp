@@ -19,7 +19,13 @@ void MessageStore::release(std::uint32_t index) {
   s.owner = nullptr;
   s.queue = nullptr;
   s.durable = false;
+  s.redriven = false;
+  s.lane = nullptr;
+  s.first_failure = s.last_failure = kNever;
+  s.deadline = 0;
+  s.attempt = 0;
   s.message.clear();  // keeps capacity for the next message
+  s.reason.clear();
   free_.push_back(index);
 }
 

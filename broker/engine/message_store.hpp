@@ -24,13 +24,26 @@ class Consumer;
 struct KeyLane;
 
 // staged: a durable publish waiting for its commit (not deliverable yet).
-enum class SlotState : std::uint8_t { free, staged, ready, delayed, in_flight };
+// held: waiting in the resequencer for an earlier sequence number.
+// dead_lettering: its dead-letter record is being written; gone once committed.
+enum class SlotState : std::uint8_t {
+  free,
+  staged,
+  ready,
+  delayed,
+  in_flight,
+  held,
+  dead_lettering
+};
 
 struct Slot {
   std::string message;  // raw message encoding, sent back verbatim on delivery
+  std::string reason;   // the last failure's reason (for the dead-letter entry)
   std::uint64_t id = 0;
   std::int64_t publish_wall_us = 0;
-  Micros deadline = 0;  // lease end when in flight, not-before when delayed
+  Micros deadline = 0;            // lease end when in flight, not-before when delayed or staged
+  Micros first_failure = kNever;  // when an attempt first failed (kNever: none yet)
+  Micros last_failure = kNever;
   Queue* queue = nullptr;
   Consumer* owner = nullptr;     // consumer holding the lease
   KeyLane* lane = nullptr;       // its key's lane, on a queue with per-key rates
@@ -40,7 +53,8 @@ struct Slot {
   std::uint32_t prev = kNil;  // owner's in-flight list
   std::uint32_t next = kNil;
   SlotState state = SlotState::free;
-  bool durable = false;  // stored in the journal: settling it must tell the journal
+  bool durable = false;   // stored in the journal: settling it must tell the journal
+  bool redriven = false;  // back from the dead-letter queue: skips the resequencer
 };
 
 /// Owns all slots of one engine. Not thread-safe: owned by the engine's thread.

@@ -9,8 +9,11 @@
 #include <string>
 #include <vector>
 
+#include "dedup_ledger.hpp"
 #include "key_lanes.hpp"
 #include "message_store.hpp"
+#include "resequencer.hpp"
+#include "retry_policy.hpp"
 #include "sluice/protocol/frames.hpp"
 #include "token_bucket.hpp"
 
@@ -42,14 +45,27 @@ struct QueueOptions {
   MilliRate max_consumer_rate = 0;  // cap on what a consumer may ask for (0 = none)
   RateLimit ingress_rate;           // published messages/s
   std::uint32_t max_in_flight = 0;  // queue-wide concurrency cap (0 = none)
-  // Per-key rate: messages are keyed by the value of this header (absent: the
-  // empty key), and each key gets a bucket of key_rate. Empty or rate 0: off.
-  std::string key_header;
-  RateLimit key_rate;
+  // Messages are keyed by the value of this header (absent: the empty key).
+  // Keys serve per-key rates (key_rate), ordering and the resequencer.
+  std::string key_header{protocol::kKeyHeader};
+  RateLimit key_rate;  // each key gets a bucket of key_rate (0: none)
+  // Ordering keys: FIFO per key, at most one message of a key out at a time.
+  bool ordered = false;
+  RetryPolicy retry;
+  // Publishes carrying sluice-dedup-id are remembered this long (0: no dedup).
+  Micros dedup_window = 300'000'000;
+  std::uint32_t dedup_max_entries = 100'000;
+  // Resequencing stage for messages carrying sluice-seq (per key).
+  bool resequence = false;
+  Micros gap_timeout = 5'000'000;
+  // Dead-letter retention (applied by the store that keeps them).
+  std::uint64_t dlq_max_entries = 100'000;
+  Micros dlq_retention = 14LL * 24 * 3600 * 1'000'000;
   // Publishes are committed to the journal before they are confirmed or
   // delivered (needs Engine::set_journal).
   bool durable = false;
-  bool keyed() const noexcept { return !key_header.empty() && key_rate.rate != 0; }
+  /// Ready messages are split into lanes by key (per-key rates or ordering).
+  bool keyed() const noexcept { return !key_header.empty() && (key_rate.rate != 0 || ordered); }
 };
 
 /// A connection blocked from publishing into a full (overflow = block) or
@@ -82,8 +98,10 @@ class DeliverySink {
 struct QueueCounters {
   std::uint64_t staged = 0;  // durable publishes waiting for their commit
   std::uint64_t ready = 0;
-  std::uint64_t delayed = 0;
+  std::uint64_t delayed = 0;  // delayed publishes and retries waiting for their backoff
   std::uint64_t in_flight = 0;
+  std::uint64_t held = 0;            // in the resequencer
+  std::uint64_t dead_lettering = 0;  // dead-letter record being written
   std::uint64_t bytes = 0;
   std::uint64_t published_total = 0;
   std::uint64_t delivered_total = 0;
@@ -93,8 +111,13 @@ struct QueueCounters {
   std::uint64_t requeued_total = 0;  // returned at once because the consumer left
   std::uint64_t refused_total = 0;   // publishes refused with queue_full (reject)
   std::uint64_t blocked_total = 0;   // times a publishing connection was blocked
+  std::uint64_t retried_total = 0;   // failed attempts given another try
+  std::uint64_t dead_lettered_total = 0;
+  std::uint64_t duplicates_total = 0;  // publishes not enqueued again (dedup id, sequence)
 
-  std::uint64_t messages() const noexcept { return staged + ready + delayed + in_flight; }
+  std::uint64_t messages() const noexcept {
+    return staged + ready + delayed + in_flight + held + dead_lettering;
+  }
 };
 
 class Consumer {
@@ -143,6 +166,10 @@ class Queue {
   std::size_t key_lanes() const noexcept { return lanes_ ? lanes_->lanes() : 0; }
   /// How full the queue is against its high watermark, 0..100 (the CONFIRM pressure hint).
   std::uint8_t pressure() const noexcept;
+  /// Dedup entries dropped before their window ended (the ledger was full).
+  std::uint64_t dedup_evicted() const noexcept { return dedup_.evicted(); }
+  /// Gaps the resequencer released after the gap timeout.
+  std::uint64_t sequence_gaps() const noexcept { return stage_ ? stage_->gaps() : 0; }
 
  private:
   friend class Engine;
@@ -150,9 +177,11 @@ class Queue {
   std::string name_;
   QueueOptions options_;
   QueueCounters counters_;
-  std::deque<std::uint32_t> ready_;  // slot indices, oldest first (unkeyed queues)
-  std::unique_ptr<KeyLanes> lanes_;  // keyed queues: ready messages by key
-  std::deque<Consumer*> ring_;       // consumers with free credit, round-robin order
+  std::deque<std::uint32_t> ready_;     // slot indices, oldest first (unkeyed queues)
+  std::unique_ptr<KeyLanes> lanes_;     // keyed queues: ready messages by key
+  std::unique_ptr<Resequencer> stage_;  // resequencing queues
+  DedupLedger dedup_;
+  std::deque<Consumer*> ring_;  // consumers with free credit, round-robin order
   std::vector<std::unique_ptr<Consumer>> consumers_;  // including draining ones
   std::vector<Consumer*> throttled_;                  // waiting for their rate bucket
   std::vector<PublishWaiter*> waiters_;               // blocked publishers

@@ -3,6 +3,10 @@
 #include <boost/asio/post.hpp>
 
 #include <algorithm>
+#include <cerrno>
+#include <cstdlib>
+#include <cstring>
+#include <filesystem>
 
 #include "log.hpp"
 #include "server.hpp"
@@ -23,22 +27,45 @@ std::uint64_t soft_limit(std::uint64_t max_size) {
 }  // namespace
 
 DurableStore::DurableStore(boost::asio::io_context& io, engine::Engine& engine)
-    : io_(io), engine_(engine), alive_(std::make_shared<DurableStore*>(this)) {}
+    : io_(io),
+      engine_(engine),
+      redrive_timer_(io),
+      sweep_timer_(io),
+      alive_(std::make_shared<DurableStore*>(this)) {}
 
 DurableStore::~DurableStore() {
   *alive_ = nullptr;  // commits reported from here on find no one
+  redrive_timer_.cancel();
+  sweep_timer_.cancel();
   if (committer_) engine_.set_journal(nullptr);
   committer_.reset();  // commits what was handed over, joins the storage thread
   dir_.close();
+  if (temporary_) {
+    std::error_code ignored;
+    std::filesystem::remove_all(options_.path, ignored);
+  }
 }
 
 std::optional<std::string> DurableStore::open(const StorageOptions& options) {
   options_ = options;
   storage::Env::Options env;
-  env.map_size = options.max_size;
-  env.sync = options.sync;
-  if (auto problem = dir_.open(options.path, env)) return problem;
+  if (options_.path.empty()) {
+    // No data directory configured: dead letters still need a home; this one
+    // lasts as long as the process.
+    const char* tmp = std::getenv("TMPDIR");
+    std::string pattern =
+        std::string(tmp != nullptr && *tmp != '\0' ? tmp : "/tmp") + "/sluiced-XXXXXX";
+    if (::mkdtemp(pattern.data()) == nullptr)
+      return "cannot create a temporary data directory in " + pattern + ": " + std::strerror(errno);
+    options_.path = pattern;
+    options_.sync = false;
+    temporary_ = true;
+  }
+  env.map_size = options_.max_size;
+  env.sync = options_.sync;
+  if (auto problem = dir_.open(options_.path, env)) return problem;
   if (auto e = log_.open(dir_.env())) return e->to_string();
+  if (auto e = dead_letters_.open(dir_.env())) return e->to_string();
   storage::GroupCommitter::Options committer;
   committer.soft_limit = soft_limit(options.max_size);
   // One batch may pass the soft limit by at most half the room kept above it.
@@ -54,6 +81,7 @@ std::optional<std::string> DurableStore::open(const StorageOptions& options) {
       },
       committer);
   engine_.set_journal(this);
+  arm_sweep();
   return std::nullopt;
 }
 
@@ -65,9 +93,14 @@ std::optional<std::string> DurableStore::recover(engine::Micros now, std::int64_
     // A retry time is kept as wall time: the monotonic clock restarts with the machine.
     const engine::Micros not_before =
         m.not_before_wall_us > wall_now ? now + (m.not_before_wall_us - wall_now) : 0;
-    engine_.restore(queue, m.id, m.message, m.publish_wall_us, m.attempts, not_before, now);
+    engine_.restore(queue, m.id, m.message, m.publish_wall_us, m.attempts, not_before, now,
+                    wall_now);
   };
   if (auto e = log_.recover(dir_.env(), restore, next_id, recovered)) return e->to_string();
+  if (auto e = dead_letters_.count(dir_.env(), [&](std::string_view queue, std::uint64_t n) {
+        dlq_[std::string(queue)].count = n;
+      }))
+    return e->to_string();
   engine_.set_next_id(next_id);
   return std::nullopt;
 }
@@ -108,6 +141,10 @@ void DurableStore::ids_used(std::uint64_t next_id) {
 void DurableStore::on_commit(const storage::CommitResult& result) {
   const auto now = Server::now();
   committer_->pump();  // the ring has room again
+  while (!erasing_order_.empty() && erasing_order_.front().first <= result.durable_seq) {
+    erasing_.erase(erasing_order_.front().second);
+    erasing_order_.pop_front();
+  }
   engine_.committed(result.durable_seq, now);
   if (result.full != full_) {
     full_ = result.full;
@@ -125,6 +162,338 @@ void DurableStore::on_commit(const storage::CommitResult& result) {
     if (session) session->durable_committed(result.durable_seq);
   }
   if (after_commit_) after_commit_();
+}
+
+}  // namespace sluice::net
+
+namespace sluice::net {
+
+namespace {
+
+std::int64_t to_wall(engine::Micros t) {
+  return t == engine::kNever ? 0 : Server::wall_us() + (t - Server::now());
+}
+
+constexpr std::uint32_t kDefaultPage = 100;
+constexpr std::uint32_t kMaxPage = 1000;
+constexpr std::size_t kRedriveBatch =
+    1000;  // per queue per step: the engine thread stays responsive
+
+}  // namespace
+
+std::uint64_t DurableStore::dead_lettered(const engine::DeadLetter& e) {
+  storage::DeadLetterRecord r;
+  r.queue = e.queue.name();
+  r.entry_id = e.entry_id;
+  r.message_id = e.message_id;
+  r.publish_wall_us = e.publish_wall_us;
+  r.attempts = e.attempts;
+  r.first_failure_wall_us = to_wall(e.first_failure);
+  r.last_failure_wall_us = to_wall(e.last_failure);
+  r.reason = e.reason;
+  r.message = e.message;
+  const std::uint64_t seq = committer_->submit(dead_letters_.put(r));
+  if (e.durable) {
+    // After the entry: a crash in between leaves the message twice, never nowhere.
+    committer_->submit(log_.erase_message(e.message_id));
+    committer_->submit(log_.erase_attempts(e.message_id));
+  }
+  DlqState& state = dlq_[e.queue.name()];
+  state.count++;
+  trim(e.queue.name(), state);
+  log::info("dead_lettered")
+      .str("queue", e.queue.name())
+      .unum("message_id", e.message_id)
+      .unum("entry_id", e.entry_id)
+      .unum("attempts", e.attempts)
+      .str("reason", e.reason);
+  return seq;
+}
+
+void DurableStore::erase_entry(const std::string& queue, std::uint64_t entry_id) {
+  if (!erasing_.insert(entry_id).second) return;
+  erasing_order_.emplace_back(committer_->submit(dead_letters_.erase(queue, entry_id)), entry_id);
+  DlqState& state = dlq_[queue];
+  if (state.count > 0) state.count--;
+}
+
+void DurableStore::trim(const std::string& queue, DlqState& state) {
+  const engine::Queue* q = engine_.find(queue);
+  const std::uint64_t max = q != nullptr ? q->options().dlq_max_entries : 100'000;
+  if (state.count <= max) return;
+  std::uint64_t excess = state.count - max;
+  std::vector<std::uint64_t> victims;
+  (void)dead_letters_.scan(dir_.env(), queue, false, state.trimmed_to,
+                           [&](const storage::DeadLetterRecord& r) {
+                             if (erasing_.count(r.entry_id) || redrive_pending_.count(r.entry_id))
+                               return true;
+                             victims.push_back(r.entry_id);
+                             return --excess > 0;
+                           });
+  for (auto id : victims) {
+    erase_entry(queue, id);
+    state.trimmed_to = id;
+  }
+  if (!victims.empty())
+    log::info("dead_letters_trimmed").str("queue", queue).unum("entries", victims.size());
+}
+
+void DurableStore::sweep(std::int64_t wall_now) {
+  for (auto& [queue, state] : dlq_) {
+    if (state.count == 0) continue;
+    const engine::Queue* q = engine_.find(queue);
+    const engine::Micros retention =
+        q != nullptr ? q->options().dlq_retention : engine::QueueOptions{}.dlq_retention;
+    const std::int64_t cutoff = wall_now - retention;
+    std::vector<std::uint64_t> victims;
+    (void)dead_letters_.scan(
+        dir_.env(), queue, false, state.trimmed_to, [&](const storage::DeadLetterRecord& r) {
+          // Entries are in dead-letter order: the first young one ends it.
+          if (r.last_failure_wall_us >= cutoff) return false;
+          if (!erasing_.count(r.entry_id) && !redrive_pending_.count(r.entry_id))
+            victims.push_back(r.entry_id);
+          return victims.size() < 100'000;
+        });
+    for (auto id : victims) {
+      erase_entry(queue, id);
+      state.trimmed_to = id;
+    }
+    if (!victims.empty())
+      log::info("dead_letters_expired").str("queue", queue).unum("entries", victims.size());
+  }
+}
+
+void DurableStore::stop_timers() {
+  stopped_ = true;
+  redrive_timer_.cancel();
+  sweep_timer_.cancel();
+}
+
+void DurableStore::arm_sweep() {
+  if (stopped_) return;
+  sweep_timer_.expires_after(std::chrono::minutes(1));
+  sweep_timer_.async_wait([alive = alive_](const boost::system::error_code& ec) {
+    if (ec || !*alive) return;
+    (*alive)->sweep(Server::wall_us());
+    (*alive)->arm_sweep();
+  });
+}
+
+std::uint64_t DurableStore::dead_letter_count(std::string_view queue) const {
+  auto it = dlq_.find(std::string(queue));
+  return it == dlq_.end() ? 0 : it->second.count;
+}
+
+std::uint64_t DurableStore::redriving(std::string_view queue) const {
+  auto it = dlq_.find(std::string(queue));
+  return it == dlq_.end() ? 0 : it->second.redriving;
+}
+
+bool DurableStore::matches(const protocol::DeadLetterRequest& request,
+                           const storage::DeadLetterRecord& r, std::int64_t wall_now) {
+  const std::int64_t age_ms = (wall_now - r.last_failure_wall_us) / 1000;
+  if (request.min_age_ms != 0 && age_ms < static_cast<std::int64_t>(request.min_age_ms))
+    return false;
+  if (request.max_age_ms != 0 && age_ms > static_cast<std::int64_t>(request.max_age_ms))
+    return false;
+  return request.reason.empty() || r.reason.find(request.reason) != std::string_view::npos;
+}
+
+std::optional<DeadLetterError> DurableStore::dead_letters(
+    const protocol::DeadLetterRequest& request, std::string& out, std::uint32_t max_frame_bytes) {
+  using protocol::DeadLetterOp;
+  const std::string queue(request.queue);
+  const std::int64_t wall_now = Server::wall_us();
+  const auto to_entry = [](const storage::DeadLetterRecord& r) {
+    protocol::DeadLetterEntry e;
+    e.entry_id = r.entry_id;
+    e.message_id = r.message_id;
+    e.queue = r.queue;
+    e.attempts = r.attempts;
+    e.publish_time_us = static_cast<std::uint64_t>(r.publish_wall_us);
+    e.first_failure_us = static_cast<std::uint64_t>(r.first_failure_wall_us);
+    e.last_failure_us = static_cast<std::uint64_t>(r.last_failure_wall_us);
+    e.reason = r.reason;
+    e.message = r.message;
+    return e;
+  };
+  const auto failed = [](const storage::StorageError& e) {
+    return DeadLetterError{errc::internal, "dead letters: " + e.to_string()};
+  };
+  const auto live = [&](std::uint64_t id) { return erasing_.count(id) == 0; };
+  const auto exists = [&](std::uint64_t id) -> std::optional<bool> {
+    std::optional<storage::OwnedDeadLetter> found;
+    if (auto e = dead_letters_.get(dir_.env(), queue, id, found)) return std::nullopt;
+    return found.has_value() && live(id);
+  };
+
+  protocol::DeadLettersResultWriter writer(out, request.request_id);
+  std::uint64_t affected = 0, next_after = 0;
+  switch (request.op) {
+    case DeadLetterOp::list: {
+      const std::uint32_t limit =
+          request.limit == 0 ? kDefaultPage : std::min(request.limit, kMaxPage);
+      // Room for the frame header and totals; a page ends before the frame limit.
+      std::size_t room = max_frame_bytes > 4096 ? max_frame_bytes - 4096 : 0;
+      std::uint32_t taken = 0;
+      if (auto e = dead_letters_.scan(
+              dir_.env(), queue, request.flags & protocol::kDeadLettersNewestFirst, request.after,
+              [&](const storage::DeadLetterRecord& r) {
+                if (!live(r.entry_id) || !matches(request, r, wall_now)) return true;
+                const auto entry = to_entry(r);
+                const std::size_t bytes = protocol::DeadLettersResultWriter::entry_bytes(entry);
+                if (taken == limit || bytes > room) return false;
+                writer.add(entry);
+                room -= bytes;
+                taken++;
+                next_after = r.entry_id;
+                return true;
+              }))
+        return failed(*e);
+      affected = dead_letter_count(queue);
+      // A full page (or one cut by the frame size) has a cursor; the last page has none.
+      {
+        bool more = false;
+        if (taken != 0) {
+          (void)dead_letters_.scan(dir_.env(), queue,
+                                   request.flags & protocol::kDeadLettersNewestFirst, next_after,
+                                   [&](const storage::DeadLetterRecord& r) {
+                                     if (!live(r.entry_id) || !matches(request, r, wall_now))
+                                       return true;
+                                     more = true;
+                                     return false;
+                                   });
+        }
+        if (!more) next_after = 0;
+      }
+      break;
+    }
+    case DeadLetterOp::show: {
+      std::optional<storage::OwnedDeadLetter> found;
+      if (auto e = dead_letters_.get(dir_.env(), queue, request.ids[0], found)) return failed(*e);
+      if (!found || !live(request.ids[0]))
+        return DeadLetterError{errc::not_found,
+                               "no dead letter " + std::to_string(request.ids[0]) + " in " + queue};
+      const auto entry = to_entry(found->record);
+      if (protocol::DeadLettersResultWriter::entry_bytes(entry) + 4096 > max_frame_bytes)
+        return DeadLetterError{errc::payload_too_large, "the entry is larger than a frame"};
+      writer.add(entry);
+      affected = 1;
+      break;
+    }
+    case DeadLetterOp::redrive: {
+      RedriveJob job;
+      job.queue = queue;
+      if (request.rate_milli != 0)
+        job.bucket = engine::TokenBucket(request.rate_milli, 1, Server::now());
+      const auto take = [&](std::uint64_t id) {
+        if (redrive_pending_.insert(id).second) job.ids.push_back(id);
+      };
+      if (!request.ids.empty()) {
+        for (auto id : request.ids) {
+          auto present = exists(id);
+          if (!present) return DeadLetterError{errc::internal, "dead letters: read failed"};
+          if (*present) take(id);
+        }
+      } else if (auto e = dead_letters_.scan(
+                     dir_.env(), queue, false, 0, [&](const storage::DeadLetterRecord& r) {
+                       if (live(r.entry_id) && matches(request, r, wall_now)) take(r.entry_id);
+                       return true;
+                     })) {
+        return failed(*e);
+      }
+      affected = job.ids.size();
+      if (!job.ids.empty()) {
+        dlq_[queue].redriving += job.ids.size();
+        log::info("redrive_started")
+            .str("queue", queue)
+            .unum("entries", job.ids.size())
+            .unum("rate_milli", request.rate_milli);
+        redrives_.push_back(std::move(job));
+        arm_redrive();
+      }
+      break;
+    }
+    case DeadLetterOp::remove: {
+      if (request.ids.empty())
+        return DeadLetterError{errc::invalid_argument,
+                               "dead_letters: remove needs entry ids (purge removes all)"};
+      for (auto id : request.ids) {
+        auto present = exists(id);
+        if (!present) return DeadLetterError{errc::internal, "dead letters: read failed"};
+        if (!*present || redrive_pending_.count(id)) continue;
+        erase_entry(queue, id);
+        affected++;
+      }
+      break;
+    }
+    case DeadLetterOp::purge: {
+      std::vector<std::uint64_t> ids;
+      if (auto e = dead_letters_.scan(dir_.env(), queue, false, 0,
+                                      [&](const storage::DeadLetterRecord& r) {
+                                        if (live(r.entry_id) && !redrive_pending_.count(r.entry_id))
+                                          ids.push_back(r.entry_id);
+                                        return true;
+                                      }))
+        return failed(*e);
+      for (auto id : ids) erase_entry(queue, id);
+      affected = ids.size();
+      log::info("dead_letters_purged").str("queue", queue).unum("entries", affected);
+      break;
+    }
+  }
+  writer.finish(affected, next_after);
+  return std::nullopt;
+}
+
+void DurableStore::arm_redrive() {
+  if (redrive_armed_ || redrives_.empty() || stopped_) return;
+  redrive_armed_ = true;
+  redrive_timer_.expires_after(std::chrono::milliseconds(5));
+  redrive_timer_.async_wait([alive = alive_](const boost::system::error_code& ec) {
+    if (ec || !*alive) return;
+    (*alive)->redrive_armed_ = false;
+    (*alive)->redrive_step();
+  });
+}
+
+void DurableStore::redrive_step() {
+  const auto now = Server::now();
+  for (auto& job : redrives_) {
+    engine::Queue& queue = engine_.queue(job.queue);
+    std::size_t moved = 0;
+    while (!job.ids.empty() && moved < kRedriveBatch) {
+      const std::uint64_t id = job.ids.front();
+      std::optional<storage::OwnedDeadLetter> found;
+      if (auto e = dead_letters_.get(dir_.env(), job.queue, id, found)) {
+        log::warn("redrive_read_failed").str("queue", job.queue).str("detail", e->to_string());
+        break;  // try again next step
+      }
+      if (found && !erasing_.count(id)) {
+        if (!job.bucket.unlimited() && !job.bucket.try_take(now)) break;
+        // A full queue waits: redrive never pushes past the queue's limits.
+        if (engine_.admit(queue, 1, now).code != errc::ok) {
+          if (!job.bucket.unlimited()) job.bucket.refund();
+          break;
+        }
+        const auto published =
+            engine_.publish(queue, found->record.message, now, Server::wall_us(), /*redrive=*/true);
+        log::info("redriven")
+            .str("queue", job.queue)
+            .unum("entry_id", id)
+            .unum("message_id", published.id);
+        erase_entry(job.queue, id);
+        moved++;
+      }
+      job.ids.pop_front();
+      redrive_pending_.erase(id);
+      DlqState& state = dlq_[job.queue];
+      if (state.redriving > 0) state.redriving--;
+    }
+  }
+  std::erase_if(redrives_, [](const RedriveJob& job) { return job.ids.empty(); });
+  if (after_commit_) after_commit_();  // deliveries carry lease deadlines: re-arm the timer
+  arm_redrive();
 }
 
 }  // namespace sluice::net

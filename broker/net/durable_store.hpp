@@ -9,15 +9,20 @@
 #include <utility>  // before Asio: Boost 1.74 + C++20 needs it
 
 #include <boost/asio/io_context.hpp>
+#include <boost/asio/steady_timer.hpp>
 #include <cstdint>
 #include <deque>
 #include <functional>
 #include <memory>
 #include <optional>
 #include <string>
+#include <unordered_map>
+#include <unordered_set>
 
 #include "engine.hpp"
+#include "sluice/protocol/frames.hpp"
 #include "sluice/storage/data_dir.hpp"
+#include "sluice/storage/dead_letter_store.hpp"
 #include "sluice/storage/group_commit.hpp"
 #include "sluice/storage/message_log.hpp"
 
@@ -26,6 +31,7 @@ namespace sluice::net {
 class Session;
 
 struct StorageOptions {
+  /// "" : a temporary directory, removed at exit (dead letters only; no durable queues).
   std::string path;
   bool sync = true;
   std::uint64_t max_size = 4ull << 30;
@@ -37,6 +43,12 @@ struct StorageStats {
   storage::CommitStats commits;
   std::uint64_t limit = 0;
   bool full = false;
+};
+
+/// A refused dead-letter request: the code and a one-line reason.
+struct DeadLetterError {
+  errc code;
+  std::string message;
 };
 
 /// Engine thread only, except the committer's callback (which only posts).
@@ -66,6 +78,21 @@ class DurableStore final : public engine::Journal {
   /// Runs on the engine thread after each commit was applied (the server
   /// re-arms its deadline timer: new deliveries carry lease deadlines).
   void set_after_commit(std::function<void()> f) { after_commit_ = std::move(f); }
+  /// True when the data directory is a temporary one (storage.path not set).
+  bool temporary() const noexcept { return temporary_; }
+
+  /// Runs one DEAD_LETTERS request and appends its DEAD_LETTERS_RESULT frame
+  /// to `out` (a list page stops short of `max_frame_bytes`); or the error.
+  std::optional<DeadLetterError> dead_letters(const protocol::DeadLetterRequest& request,
+                                              std::string& out, std::uint32_t max_frame_bytes);
+  /// Entries in `queue`'s dead-letter queue, and those waiting to be redriven.
+  std::uint64_t dead_letter_count(std::string_view queue) const;
+  std::uint64_t redriving(std::string_view queue) const;
+  /// Applies every queue's retention by age (dlq_retention). The server calls
+  /// it once a minute; retention by count applies as entries arrive.
+  void sweep(std::int64_t wall_now);
+  /// Stops the retention and redrive timers (shutdown: io.run() may return).
+  void stop_timers();
 
   // engine::Journal
   std::uint64_t stored(const engine::Queue& queue, std::uint64_t id, std::int64_t publish_wall_us,
@@ -73,9 +100,31 @@ class DurableStore final : public engine::Journal {
   void attempted(std::uint64_t id, std::uint32_t attempt, engine::Micros not_before) override;
   void removed(std::uint64_t id) override;
   void ids_used(std::uint64_t next_id) override;
+  std::uint64_t dead_lettered(const engine::DeadLetter& entry) override;
 
  private:
   void on_commit(const storage::CommitResult& result);  // engine thread
+  struct DlqState {
+    std::uint64_t count = 0;
+    std::uint64_t trimmed_to = 0;  // entries up to this id are being erased by retention
+    std::uint64_t redriving = 0;
+  };
+  /// Erases the oldest entries of `queue` while over its dlq_max_entries.
+  void trim(const std::string& queue, DlqState& state);
+  void erase_entry(const std::string& queue, std::uint64_t entry_id);
+  /// Whether `r` passes the request's filters (age, reason).
+  static bool matches(const protocol::DeadLetterRequest& request,
+                      const storage::DeadLetterRecord& r, std::int64_t wall_now);
+  // Redrive: entries move back to their queue at the request's rate.
+  struct RedriveJob {
+    std::string queue;
+    std::deque<std::uint64_t> ids;
+    engine::TokenBucket bucket;
+  };
+  void redrive_step();
+  void arm_redrive();
+
+  void arm_sweep();
 
   boost::asio::io_context& io_;
   engine::Engine& engine_;
@@ -86,6 +135,19 @@ class DurableStore final : public engine::Journal {
   std::deque<std::pair<std::uint64_t, std::weak_ptr<Session>>> waiting_;  // in seq order
   bool full_ = false;
   std::function<void()> after_commit_;
+  bool temporary_ = false;
+  storage::DeadLetterStore dead_letters_;
+  // Entries erased but perhaps not committed yet (still visible to readers):
+  // id set plus (write seq, id) in order, pruned as commits come back.
+  std::unordered_set<std::uint64_t> erasing_;
+  std::deque<std::pair<std::uint64_t, std::uint64_t>> erasing_order_;
+  std::unordered_set<std::uint64_t> redrive_pending_;
+  std::unordered_map<std::string, DlqState> dlq_;  // by queue name
+  std::deque<RedriveJob> redrives_;
+  boost::asio::steady_timer redrive_timer_;
+  boost::asio::steady_timer sweep_timer_;
+  bool redrive_armed_ = false;
+  bool stopped_ = false;
   // Handlers posted by the storage thread hold this; cleared at destruction.
   std::shared_ptr<DurableStore*> alive_;
 };

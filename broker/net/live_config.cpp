@@ -36,6 +36,20 @@ engine::QueueOptions to_queue_options(const config::QueueSettings& q) {
   o.key_header = q.key_header;
   o.key_rate = {q.key_rate, q.key_burst};
   o.durable = q.durability == config::Durability::durable;
+  o.ordered = q.ordered;
+  o.retry.max_attempts = q.max_attempts;
+  o.retry.initial_backoff =
+      std::chrono::duration_cast<std::chrono::microseconds>(q.retry_backoff).count();
+  o.retry.max_backoff =
+      std::chrono::duration_cast<std::chrono::microseconds>(q.retry_backoff_max).count();
+  o.retry.multiplier_milli = q.retry_multiplier;
+  o.retry.jitter = static_cast<engine::Jitter>(static_cast<int>(q.retry_jitter));
+  o.dedup_window = std::chrono::duration_cast<std::chrono::microseconds>(q.dedup_window).count();
+  o.dedup_max_entries = q.dedup_max_entries;
+  o.resequence = q.resequence;
+  o.gap_timeout = std::chrono::duration_cast<std::chrono::microseconds>(q.gap_timeout).count();
+  o.dlq_max_entries = q.dlq_max_entries;
+  o.dlq_retention = std::chrono::duration_cast<std::chrono::microseconds>(q.dlq_retention).count();
   return o;
 }
 

@@ -207,6 +207,9 @@ bool Session::handle(const protocol::Frame& frame) {
     case FrameType::ping:
       handle_ping(frame.body);
       break;
+    case FrameType::dead_letters:
+      handle_dead_letters(frame.body);
+      break;
     case FrameType::hello:
       close_after_flush(errc::handshake_required, "HELLO sent twice");
       return false;
@@ -247,6 +250,17 @@ bool Session::handle_publish(std::string_view body) {
     send_error(publish.request_id, s.code, s.detail);
     return true;
   }
+  // The sluice-* headers are checked before anything is admitted: a frame is
+  // taken whole or not at all.
+  for (auto message : messages_) {
+    protocol::MessageParts parts;
+    protocol::SystemHeaders sys;
+    if (!protocol::parse_message(message, parts)) continue;  // decode_publish checked it
+    if (auto s = protocol::read_system_headers(parts, sys); !s) {
+      send_error(publish.request_id, s.code, s.detail);
+      return true;
+    }
+  }
   engine::Engine& engine = server_.engine();
   // Producers publish to the same queue frame after frame; skip the lookup.
   if (last_queue_ == nullptr || last_queue_->name() != publish.queue) {
@@ -271,18 +285,23 @@ bool Session::handle_publish(std::string_view body) {
   }
   const auto wall = Server::wall_us();
   ids_.clear();
-  for (auto message : messages_) ids_.push_back(engine.publish(queue, message, now, wall));
+  duplicates_.clear();
+  for (auto message : messages_) {
+    const auto published = engine.publish(queue, message, now, wall);
+    if (published.duplicate) duplicates_.push_back(static_cast<std::uint32_t>(ids_.size()));
+    ids_.push_back(published.id);
+  }
   if (queue.durable())
     hold_confirm(publish.request_id, queue);
   else
-    protocol::encode_confirm(out(), publish.request_id, queue.pressure(), ids_);
+    protocol::encode_confirm(out(), publish.request_id, queue.pressure(), ids_, duplicates_);
   return true;
 }
 
 void Session::hold_confirm(std::uint64_t request_id, engine::Queue& queue) {
   DurableStore& store = *server_.durable();  // a durable queue implies a store
   durable_confirms_.push_back({store.last_seq(), held_.size(), &queue});
-  protocol::encode_confirm(held_, request_id, 0, ids_);
+  protocol::encode_confirm(held_, request_id, 0, ids_, duplicates_);
   store.when_durable(store.last_seq(), weak_from_this());
 }
 
@@ -440,16 +459,13 @@ void Session::handle_nack(std::string_view body) {
   const auto now = Server::now();
   failures_.clear();
   for (const auto& n : nacks_) {
-    if (n.flags & protocol::kNackDeadLetter) {
-      // Dead-letter queues are not built yet: refuse rather than pretend.
-      failures_.push_back({n.message_id, errc::unsupported});
-      continue;
-    }
     if (auto code =
-            engine.nack(*this, n.message_id, n.lease_token, engine::Micros{n.delay_ms} * 1000, now);
+            engine.nack(*this, n.message_id, n.lease_token, engine::Micros{n.delay_ms} * 1000, now,
+                        n.reason, (n.flags & protocol::kNackDeadLetter) != 0);
         code != errc::ok)
       failures_.push_back({n.message_id, code});
   }
+  server_.watch_deadlines();  // retries wait on the engine's timer
   protocol::encode_settled(out(), request_id, failures_);
 }
 
@@ -486,6 +502,7 @@ void Session::handle_stats(std::string_view body) {
   } else if (const auto* q = engine.find(request.queue)) {
     queues.push_back(q);
   }
+  const DurableStore* store = server_.durable();
   protocol::StatsResultWriter writer(out(), request.request_id);
   for (const auto* q : queues) {
     const auto& c = q->counters();
@@ -505,10 +522,18 @@ void Session::handle_stats(std::string_view body) {
         {F::refused_total, c.refused_total},
         {F::blocked_total, c.blocked_total},
         {F::staged, c.staged},
+        {F::held, c.held},
+        {F::retried_total, c.retried_total},
+        {F::dead_lettered_total, c.dead_lettered_total},
+        {F::duplicates_total, c.duplicates_total},
+        {F::dedup_evicted_total, q->dedup_evicted()},
+        {F::sequence_gaps_total, q->sequence_gaps()},
+        {F::dead_letters, store ? store->dead_letter_count(q->name()) : 0},
+        {F::redriving, store ? store->redriving(q->name()) : 0},
     };
     writer.add_queue(q->name(), fields);
   }
-  if (request.queue.empty() && server_.durable() != nullptr) {
+  if (request.queue.empty() && store != nullptr && !store->temporary()) {
     // The broker-wide entry: queue names are never empty.
     const StorageStats s = server_.durable()->stats();
     using F = protocol::StatField;
@@ -544,6 +569,25 @@ void Session::handle_configure(std::string_view body) {
     return;
   }
   protocol::encode_ok(out(), request.request_id);
+}
+
+void Session::handle_dead_letters(std::string_view body) {
+  protocol::DeadLetterRequest& request = dead_letter_request_;
+  if (auto s = protocol::decode_dead_letters(body, request); !s) {
+    send_error(request.request_id, s.code, s.detail);
+    return;
+  }
+  DurableStore* store = server_.durable();
+  if (store == nullptr) {
+    send_error(request.request_id, errc::unsupported, "this broker keeps no dead letters");
+    return;
+  }
+  if (auto problem =
+          store->dead_letters(request, out(), server_.options().limits.max_frame_bytes)) {
+    send_error(request.request_id, problem->code, problem->message);
+    return;
+  }
+  server_.watch_deadlines();
 }
 
 void Session::handle_ping(std::string_view body) {

@@ -74,6 +74,7 @@ class Session final : public std::enable_shared_from_this<Session>,
   void handle_stats(std::string_view body);
   void handle_configure(std::string_view body);
   void handle_ping(std::string_view body);
+  void handle_dead_letters(std::string_view body);
   void send_error(std::uint64_t request_id, errc code, std::string_view message,
                   std::uint32_t retry_after_ms = 0);
 
@@ -136,6 +137,8 @@ class Session final : public std::enable_shared_from_this<Session>,
   engine::Queue* last_queue_ = nullptr;
   std::vector<std::string_view> messages_;
   std::vector<std::uint64_t> ids_;
+  std::vector<std::uint32_t> duplicates_;  // indexes into ids_
+  protocol::DeadLetterRequest dead_letter_request_;
   std::vector<protocol::AckEntry> acks_;
   std::vector<protocol::NackEntry> nacks_;
   std::vector<protocol::ExtendEntry> extends_;

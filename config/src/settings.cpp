@@ -58,6 +58,7 @@ enum class Kind {
   overflow,
   header_name,
   choice,  // one of Rule::choices; Parsed::choice is its index
+  factor,  // a number with up to 3 decimals, stored in thousandths (like rate)
 };
 
 constexpr uint64_t kMaxRateMilli = 1'000'000'000;  // 1,000,000 messages per second
@@ -179,6 +180,10 @@ std::string format(Kind kind, uint64_t value) {
   if (kind == Kind::duration) return format_duration(value);
   if (kind == Kind::size) return format_size(value);
   if (kind == Kind::rate) return format_rate(value);
+  if (kind == Kind::factor) {
+    std::string text = format_rate(value);
+    return text.substr(0, text.size() - 2);
+  }
   return std::to_string(value);
 }
 
@@ -286,6 +291,8 @@ std::string allowed_text(const Rule& rule) {
     case Kind::rate:
       return "messages per second, like 50, 0.5 or \"1000/s\" (at most 3 decimals), from 0.1/s to "
              "1000000/s, or 0 for no limit";
+    case Kind::factor:
+      return "a number like 2 or 1.5 (at most 3 decimals)" + range;
     case Kind::overflow:
       return "\"block\" (stop reading the producer) or \"reject\" (refuse with queue_full)";
     case Kind::header_name:
@@ -476,6 +483,7 @@ std::optional<std::string> parse_value(const Rule& rule, const Input& input, Par
         }
       }
       return "unknown log level " + quote(input.string);
+    case Kind::factor:
     case Kind::rate: {
       Number value;
       if (input.type == Input::Type::integer) {
@@ -494,9 +502,9 @@ std::optional<std::string> parse_value(const Rule& rule, const Input& input, Par
       } else {
         return "expected a rate, got " + input.description;
       }
-      const std::string shown = (value.negative ? "-" : "") + format_rate(value.magnitude);
+      const std::string shown = (value.negative ? "-" : "") + format(rule.kind, value.magnitude);
       if (auto problem = range_problem(rule, value, shown)) return problem;
-      if (value.magnitude != 0 && value.magnitude < kMinRateMilli)
+      if (rule.kind == Kind::rate && value.magnitude != 0 && value.magnitude < kMinRateMilli)
         return shown + " is below the minimum of 0.1/s (0 means no limit)";
       out.number = value.magnitude;
       return std::nullopt;
@@ -622,6 +630,9 @@ constexpr Field<Settings> kLimitsFields[] = {
 
 constexpr std::string_view kSyncChoices[] = {"fsync", "nosync"};
 constexpr std::string_view kDurabilityChoices[] = {"memory", "durable"};
+constexpr std::string_view kOrderingChoices[] = {"none", "key"};
+constexpr std::string_view kJitterChoices[] = {"none", "full", "equal"};
+constexpr std::string_view kOnOffChoices[] = {"off", "on"};
 
 constexpr Field<Settings> kStorageFields[] = {
     {.key = "path",
@@ -721,6 +732,74 @@ constexpr Field<QueueSettings> kQueueFields[] = {
          [](QueueSettings& q, const Parsed& v) {
            q.durability = v.choice == 0 ? Durability::memory : Durability::durable;
          }},
+    {.key = "ordering",
+     .rule = {.kind = Kind::choice,
+              .choices = kOrderingChoices,
+              .choices_note = "key: FIFO per key_header value with one message of a key out at "
+                              "a time"},
+     .store = [](QueueSettings& q, const Parsed& v) { q.ordered = v.choice == 1; }},
+    {.key = "max_attempts",
+     .rule = {.kind = Kind::count, .min = 0, .max = 1'000'000},
+     .store = [](QueueSettings& q, const Parsed& v) { q.max_attempts = uint32_t(v.number); },
+     .read = [](const QueueSettings& q) { return whole(q.max_attempts); }},
+    {.key = "retry_backoff",
+     .rule = {.kind = Kind::duration, .min = 0, .max = kHour},
+     .store =
+         [](QueueSettings& q, const Parsed& v) {
+           q.retry_backoff = std::chrono::milliseconds(int64_t(v.number));
+         },
+     .read = [](const QueueSettings& q) { return read_ms(q.retry_backoff); }},
+    {.key = "retry_backoff_max",
+     .rule = {.kind = Kind::duration, .min = 0, .max = 24 * kHour},
+     .store =
+         [](QueueSettings& q, const Parsed& v) {
+           q.retry_backoff_max = std::chrono::milliseconds(int64_t(v.number));
+         },
+     .read = [](const QueueSettings& q) { return read_ms(q.retry_backoff_max); }},
+    {.key = "retry_multiplier",
+     .rule = {.kind = Kind::factor, .min = 1000, .max = 100'000},
+     .store = [](QueueSettings& q, const Parsed& v) { q.retry_multiplier = uint32_t(v.number); },
+     .read = [](const QueueSettings& q) { return whole(q.retry_multiplier); }},
+    {.key = "retry_jitter",
+     .rule = {.kind = Kind::choice,
+              .choices = kJitterChoices,
+              .choices_note = "full: anywhere up to the backoff; equal: half of it plus up to "
+                              "the other half"},
+     .store = [](QueueSettings& q,
+                 const Parsed& v) { q.retry_jitter = static_cast<Jitter>(v.choice); }},
+    {.key = "dedup_window",
+     .rule = {.kind = Kind::duration, .min = 0, .max = 24 * kHour},
+     .store =
+         [](QueueSettings& q, const Parsed& v) {
+           q.dedup_window = std::chrono::milliseconds(int64_t(v.number));
+         },
+     .read = [](const QueueSettings& q) { return read_ms(q.dedup_window); }},
+    {.key = "dedup_max_entries",
+     .rule = {.kind = Kind::count, .min = 1, .max = 100'000'000},
+     .store = [](QueueSettings& q, const Parsed& v) { q.dedup_max_entries = uint32_t(v.number); },
+     .read = [](const QueueSettings& q) { return whole(q.dedup_max_entries); }},
+    {.key = "resequence",
+     .rule = {.kind = Kind::choice,
+              .choices = kOnOffChoices,
+              .choices_note =
+                  "on: messages with sluice-seq are released in sequence order per key"},
+     .store = [](QueueSettings& q, const Parsed& v) { q.resequence = v.choice == 1; }},
+    {.key = "gap_timeout",
+     .rule = {.kind = Kind::duration, .min = 1, .max = kHour},
+     .store = [](QueueSettings& q,
+                 const Parsed& v) { q.gap_timeout = std::chrono::milliseconds(int64_t(v.number)); },
+     .read = [](const QueueSettings& q) { return read_ms(q.gap_timeout); }},
+    {.key = "dlq_max_entries",
+     .rule = {.kind = Kind::count, .min = 1, .max = 1'000'000'000},
+     .store = [](QueueSettings& q, const Parsed& v) { q.dlq_max_entries = v.number; },
+     .read = [](const QueueSettings& q) { return whole(q.dlq_max_entries); }},
+    {.key = "dlq_retention",
+     .rule = {.kind = Kind::duration, .min = kMinute, .max = 365 * 24 * kHour},
+     .store =
+         [](QueueSettings& q, const Parsed& v) {
+           q.dlq_retention = std::chrono::milliseconds(int64_t(v.number));
+         },
+     .read = [](const QueueSettings& q) { return read_ms(q.dlq_retention); }},
 };
 
 constexpr std::span<const Field<QueueSettings>> kQueueFieldSpan{kQueueFields};
@@ -1134,6 +1213,11 @@ std::optional<ConfigError> check_queue(const QueueSettings& queue, std::string_v
                        std::to_string(queue.low_watermark) + " is not below high_watermark (" +
                            std::to_string(queue.high_watermark) + ")",
                        "a percent below " + std::string(prefix) + ".high_watermark"};
+  }
+  if ((queue.ordered || queue.resequence) && queue.key_header.empty()) {
+    return ConfigError{"", 0, std::string(prefix) + ".key_header",
+                       "ordering and resequence need a key header, and key_header is \"\"",
+                       "a header name (the default is \"sluice-key\")"};
   }
   return std::nullopt;
 }

@@ -67,6 +67,10 @@ std::string_view to_string(FrameType type) noexcept {
       return "settled";
     case FrameType::stats_result:
       return "stats_result";
+    case FrameType::dead_letters:
+      return "dead_letters";
+    case FrameType::dead_letters_result:
+      return "dead_letters_result";
     case FrameType::error:
       return "error";
   }
@@ -175,13 +179,68 @@ void end_publish(std::string& out, const PublishFrame& frame, std::uint32_t coun
 }
 
 void encode_confirm(std::string& out, std::uint64_t request_id, std::uint8_t pressure,
-                    std::span<const std::uint64_t> ids) {
+                    std::span<const std::uint64_t> ids, std::span<const std::uint32_t> duplicates) {
   auto f = begin_frame(out, FrameType::confirm);
   put::u64(out, request_id);
   put::u8(out, pressure);
   put::u32(out, static_cast<std::uint32_t>(ids.size()));
   for (auto id : ids) put::u64(out, id);
+  put::u32(out, static_cast<std::uint32_t>(duplicates.size()));
+  for (auto index : duplicates) put::u32(out, index);
   end_frame(out, f);
+}
+
+void encode_dead_letters(std::string& out, const DeadLetterRequest& request) {
+  auto f = begin_frame(out, FrameType::dead_letters);
+  put::u64(out, request.request_id);
+  put::u8(out, static_cast<std::uint8_t>(request.op));
+  put::str16(out, request.queue);
+  put::u8(out, request.flags);
+  put::u32(out, request.limit);
+  put::u64(out, request.after);
+  put::u32(out, static_cast<std::uint32_t>(request.ids.size()));
+  for (auto id : request.ids) put::u64(out, id);
+  put::u64(out, request.min_age_ms);
+  put::u64(out, request.max_age_ms);
+  put::str16(out, request.reason.substr(0, kMaxReasonBytes));
+  put::u32(out, request.rate_milli);
+  end_frame(out, f);
+}
+
+DeadLettersResultWriter::DeadLettersResultWriter(std::string& out, std::uint64_t request_id)
+    : out_(out) {
+  frame_offset_ = begin_frame(out_, FrameType::dead_letters_result);
+  put::u64(out_, request_id);
+  totals_offset_ = out_.size();
+  put::u64(out_, 0);
+  put::u64(out_, 0);
+  count_offset_ = out_.size();
+  put::u32(out_, 0);
+}
+
+void DeadLettersResultWriter::add(const DeadLetterEntry& e) {
+  put::u64(out_, e.entry_id);
+  put::u64(out_, e.message_id);
+  put::str16(out_, e.queue);
+  put::u32(out_, e.attempts);
+  put::u64(out_, e.publish_time_us);
+  put::u64(out_, e.first_failure_us);
+  put::u64(out_, e.last_failure_us);
+  put::str16(out_, e.reason.substr(0, kMaxReasonBytes));
+  put::bytes32(out_, e.message);
+  ++count_;
+}
+
+std::size_t DeadLettersResultWriter::entry_bytes(const DeadLetterEntry& e) noexcept {
+  return 8 + 8 + 2 + e.queue.size() + 4 + 8 + 8 + 8 + 2 +
+         std::min(e.reason.size(), kMaxReasonBytes) + 4 + e.message.size();
+}
+
+void DeadLettersResultWriter::finish(std::uint64_t affected, std::uint64_t next_after) {
+  std::memcpy(out_.data() + totals_offset_, &affected, 8);
+  std::memcpy(out_.data() + totals_offset_ + 8, &next_after, 8);
+  put::patch_u32(out_, count_offset_, count_);
+  end_frame(out_, frame_offset_);
 }
 
 void encode_subscribe(std::string& out, const Subscribe& s) {
@@ -436,13 +495,124 @@ std::uint64_t Confirm::message_id(std::uint32_t i) const noexcept {
   return v;
 }
 
+std::uint32_t Confirm::duplicate_index(std::uint32_t i) const noexcept {
+  std::uint32_t v = 0;
+  if (i < duplicate_count) std::memcpy(&v, duplicates.data() + std::size_t{i} * 4, 4);
+  return v;
+}
+
 Status decode_confirm(std::string_view body, Confirm& out) noexcept {
   Reader r(body);
   out.request_id = r.u64();
   out.pressure = r.u8();
   if (!read_count(r, 8, out.count)) return malformed("confirm: truncated");
   out.ids = r.bytes(std::size_t{out.count} * 8);
-  return finish(r, "confirm: truncated");
+  if (!read_count(r, 4, out.duplicate_count)) return malformed("confirm: truncated");
+  out.duplicates = r.bytes(std::size_t{out.duplicate_count} * 4);
+  if (auto s = finish(r, "confirm: truncated"); !s) return s;
+  for (std::uint32_t i = 0; i < out.duplicate_count; ++i)
+    if (out.duplicate_index(i) >= out.count)
+      return {errc::invalid_argument, "confirm: duplicate index past the message count"};
+  return {};
+}
+
+Status decode_dead_letters(std::string_view body, DeadLetterRequest& out) {
+  Reader r(body);
+  out.ids.clear();
+  out.request_id = r.u64();
+  const std::uint8_t op = r.u8();
+  out.queue = r.str16();
+  out.flags = r.u8();
+  out.limit = r.u32();
+  out.after = r.u64();
+  std::uint32_t count = 0;
+  if (!read_count(r, 8, count)) return malformed("dead_letters: truncated");
+  if (count > kMaxDeadLetterIds)
+    return {errc::invalid_argument, "dead_letters: more than 10000 ids"};
+  out.ids.resize(count);
+  for (auto& id : out.ids) id = r.u64();
+  out.min_age_ms = r.u64();
+  out.max_age_ms = r.u64();
+  out.reason = r.str16();
+  out.rate_milli = r.u32();
+  if (auto s = finish(r, "dead_letters: truncated"); !s) return s;
+  if (op < 1 || op > 5) return {errc::invalid_argument, "dead_letters: unknown operation"};
+  out.op = static_cast<DeadLetterOp>(op);
+  if (!valid_queue_name(out.queue))
+    return {errc::invalid_queue_name, "dead_letters: queue name must be 1..200 of [A-Za-z0-9_.:-]"};
+  if (out.reason.size() > kMaxReasonBytes)
+    return {errc::invalid_argument, "dead_letters: reason filter over 1024 bytes"};
+  if (out.op == DeadLetterOp::show && out.ids.size() != 1)
+    return {errc::invalid_argument, "dead_letters: show takes exactly one id"};
+  if (out.rate_milli != 0 && out.rate_milli < kMinRateMilli)
+    return {errc::invalid_argument, "dead_letters: redrive rate must be 0 (no limit) or >= 0.1/s"};
+  if (out.max_age_ms != 0 && out.max_age_ms < out.min_age_ms)
+    return {errc::invalid_argument, "dead_letters: max_age is below min_age"};
+  return {};
+}
+
+Status decode_dead_letters_result(std::string_view body, DeadLetterResult& out) {
+  Reader r(body);
+  out.entries.clear();
+  out.request_id = r.u64();
+  out.affected = r.u64();
+  out.next_after = r.u64();
+  std::uint32_t count = 0;
+  if (!read_count(r, 62, count)) return malformed("dead_letters_result: truncated");
+  out.entries.resize(count);
+  for (auto& e : out.entries) {
+    e.entry_id = r.u64();
+    e.message_id = r.u64();
+    e.queue = r.str16();
+    e.attempts = r.u32();
+    e.publish_time_us = r.u64();
+    e.first_failure_us = r.u64();
+    e.last_failure_us = r.u64();
+    e.reason = r.str16();
+    e.message = r.bytes32();
+  }
+  return finish(r, "dead_letters_result: truncated");
+}
+
+namespace {
+/// A decimal u64 of 1..19 digits, or false.
+bool parse_decimal(std::string_view text, std::uint64_t& value) noexcept {
+  if (text.empty() || text.size() > 19) return false;
+  value = 0;
+  for (char c : text) {
+    if (c < '0' || c > '9') return false;
+    value = value * 10 + static_cast<std::uint64_t>(c - '0');
+  }
+  return true;
+}
+}  // namespace
+
+Status read_system_headers(const MessageParts& parts, SystemHeaders& out) noexcept {
+  out = {};
+  Status status;
+  for_each_header(parts, [&](const Header& h) {
+    if (!status || h.key.size() < 7 || h.key.compare(0, 7, "sluice-") != 0) return;
+    if (h.key == kDedupHeader) {
+      if (h.value.empty() || h.value.size() > kMaxDedupIdBytes)
+        status = {errc::invalid_argument, "publish: sluice-dedup-id must be 1..255 bytes"};
+      out.dedup_id = h.value;
+    } else if (h.key == kSequenceHeader) {
+      if (!parse_decimal(h.value, out.sequence) || out.sequence == 0)
+        status = {errc::invalid_argument, "publish: sluice-seq must be a decimal number from 1"};
+      out.has_sequence = true;
+    } else if (h.key == kDelayHeader) {
+      if (!parse_decimal(h.value, out.delay_ms) || out.delay_ms > kMaxDelayMs)
+        status = {errc::invalid_argument,
+                  "publish: sluice-delay-ms must be decimal milliseconds up to 30 days"};
+    } else if (h.key == kNotBeforeHeader) {
+      if (!parse_decimal(h.value, out.not_before_ms))
+        status = {errc::invalid_argument,
+                  "publish: sluice-not-before-ms must be decimal Unix milliseconds"};
+    } else if (h.key == kCorrelationHeader) {
+      out.correlation_id = h.value;
+    }
+  });
+  return status;
 }
 
 Status decode_subscribe(std::string_view body, Subscribe& out) noexcept {

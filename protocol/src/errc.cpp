@@ -50,6 +50,8 @@ std::string_view to_string(errc code) noexcept {
       return "timed_out";
     case errc::too_many_queues:
       return "too_many_queues";
+    case errc::not_found:
+      return "not_found";
   }
   return "unknown";
 }

@@ -192,6 +192,14 @@ Status Cursor::next(bool& positioned) {
   return move(MDB_NEXT, std::nullopt, positioned);
 }
 
+Status Cursor::prev(bool& positioned) {
+  return move(MDB_PREV, std::nullopt, positioned);
+}
+
+Status Cursor::last(bool& positioned) {
+  return move(MDB_LAST, std::nullopt, positioned);
+}
+
 Status Cursor::move(int op, std::optional<std::string_view> from, bool& positioned) {
   MDB_val k = from ? to_val(*from) : MDB_val{}, v{};
   const int rc = mdb_cursor_get(cursor_, &k, &v, static_cast<MDB_cursor_op>(op));

@@ -26,6 +26,10 @@ struct RecordingJournal final : engine::Journal {
     ++seq;
   }
   void ids_used(std::uint64_t) override { ++seq; }
+  std::uint64_t dead_lettered(const engine::DeadLetter& d) override {
+    calls.push_back("dead_lettered " + std::to_string(d.message_id) + " " + std::string(d.reason));
+    return ++seq;
+  }
   std::vector<std::string> take() { return std::exchange(calls, {}); }
 };
 
@@ -52,9 +56,9 @@ TEST_CASE("durable: a publish is delivered only once its write is committed, in 
   REQUIRE(q.durable());
   RecordingSink sink;
   subscribe(e, q, sink, 10);
-  const auto a = e.publish(q, encode("a"), 0, 0);
+  const auto a = e.publish(q, encode("a"), 0, 0).id;
   const auto seq_a = journal.seq;
-  const auto b = e.publish(q, encode("b"), 0, 0);
+  const auto b = e.publish(q, encode("b"), 0, 0).id;
   CHECK(sink.got.empty());
   CHECK(q.counters().staged == 2);
   CHECK(q.counters().messages() == 2);  // staged messages count against capacity
@@ -77,7 +81,7 @@ TEST_CASE("durable: deliveries, delays and acks are written through; memory queu
   RecordingSink sink;
   subscribe(e, q, sink, 10);
   subscribe(e, mem, sink, 10, 0, 0, 2);
-  const auto id = e.publish(q, encode("x"), 0, 0);
+  const auto id = e.publish(q, encode("x"), 0, 0).id;
   e.publish(mem, encode("m"), 0, 0);
   e.committed(journal.seq, 0);
   REQUIRE(sink.got.size() == 2);
@@ -104,8 +108,8 @@ TEST_CASE("durable: restored messages keep their ids, attempts and retry times")
   RecordingJournal journal;
   e.set_journal(&journal);
   auto& q = e.declare("q", durable_options());
-  e.restore(q, 7, encode("seven"), 111, 2, 0, 0);
-  e.restore(q, 9, encode("nine"), 222, 1, 5 * kSecond, 0);
+  e.restore(q, 7, encode("seven"), 111, 2, 0, 0, 0);
+  e.restore(q, 9, encode("nine"), 222, 1, 5 * kSecond, 0, 0);
   e.set_next_id(100);
   CHECK(q.counters().ready == 1);
   CHECK(q.counters().delayed == 1);
@@ -119,7 +123,7 @@ TEST_CASE("durable: restored messages keep their ids, attempts and retry times")
   REQUIRE(sink.got.size() == 2);
   CHECK(sink.got[1].delivery.message_id == 9);
   CHECK(sink.got[1].delivery.attempt == 2);
-  CHECK(e.publish(q, encode("new"), 5 * kSecond, 0) >= 100);
+  CHECK(e.publish(q, encode("new"), 5 * kSecond, 0).id >= 100);
   // Restored messages are durable: their ack goes to the journal.
   journal.take();
   REQUIRE(e.ack(sink, 7, sink.got[0].delivery.lease_token, 5 * kSecond) == errc::ok);

@@ -65,7 +65,9 @@ TEST_CASE("engine: dispatch is round-robin across a queue's consumers") {
 TEST_CASE(
     "engine: an expired lease is redelivered with the next attempt, and the late ack is stale") {
   Engine e;
-  auto& q = e.queue("q");
+  engine::QueueOptions options;
+  options.retry.initial_backoff = 0;  // retry at once (backoff has tests of its own)
+  auto& q = e.declare("q", options);
   RecordingSink first, second;
   subscribe(e, q, first, 1, 5 * kSecond, 0, 1);
   e.publish(q, encode("job"), 0, 0);
@@ -96,7 +98,9 @@ TEST_CASE(
 
 TEST_CASE("engine: an ack at the deadline is stale even before the timer fires") {
   Engine e;
-  auto& q = e.queue("q");
+  engine::QueueOptions options;
+  options.retry.initial_backoff = 0;
+  auto& q = e.declare("q", options);
   RecordingSink sink;
   subscribe(e, q, sink, 1, kSecond);
   e.publish(q, encode("x"), 0, 0);
@@ -151,7 +155,9 @@ TEST_CASE("engine: a disconnect puts held messages back at the front at once, in
 
 TEST_CASE("engine: nack redelivers; with a delay, not before the delay") {
   Engine e;
-  auto& q = e.queue("q");
+  engine::QueueOptions options;
+  options.retry.initial_backoff = 0;  // a nack without a delay retries at once
+  auto& q = e.declare("q", options);
   RecordingSink sink;
   subscribe(e, q, sink, 1);
   e.publish(q, encode("a"), 0, 0);
@@ -249,6 +255,7 @@ TEST_CASE("engine: randomized run keeps every limit and loses nothing") {
     engine::QueueOptions options;
     options.max_in_flight = 6;            // queue-wide cap, below the members' total credit
     options.dispatch_rate = {20'000, 3};  // 20/s
+    options.retry.max_attempts = 0;       // nothing is dead-lettered: every message gets acked
     if (seed % 2 == 1) {                  // and per-tenant lanes with their own rate
       options.key_header = "tenant";
       options.key_rate = {5'000, 2};  // 5/s per tenant
@@ -290,7 +297,7 @@ TEST_CASE("engine: randomized run keeps every limit and loses nothing") {
         const std::string tenant = "t" + std::to_string(rng() % 6);  // "t5": no header
         const protocol::Header header{"tenant", tenant};
         protocol::encode_message(message, {&header, tenant == "t5" ? 0u : 1u}, "p");
-        published.insert(e.publish(q, message, now, 0));
+        published.insert(e.publish(q, message, now, 0).id);
       } else if (op < 70) {
         auto& m = *members[rng() % members.size()];
         if (!m.held.empty()) {

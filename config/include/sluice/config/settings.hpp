@@ -29,6 +29,9 @@ enum class Overflow { block, reject };
 /// to LMDB under storage.path before a publish is confirmed.
 enum class Durability { memory, durable };
 
+/// How retry delays are spread: none (exact), full (0..backoff), equal (backoff/2 + 0..backoff/2).
+enum class Jitter { none, full, equal };
+
 /// A rate in thousandths of a message per second (0.1/s = 100); 0 = no limit.
 using MilliRate = uint64_t;
 
@@ -58,14 +61,35 @@ struct QueueSettings {
   uint32_t ingress_burst = 1000;
   /// Unacked messages over all consumers together [0 = none, 1e6].
   uint32_t max_in_flight = 0;
-  /// Per-key (tenant) rate: messages are keyed by this header's value ("" = off, at most
-  /// 255 bytes); each key gets key_rate with key_burst [1, 1e6]. Messages without the
-  /// header are not limited per key.
-  std::string key_header;
+  /// Messages are keyed by this header's value ("" = no keys, at most 255 bytes). Keys serve
+  /// per-key (tenant) rates: each key gets key_rate with key_burst [1, 1e6]; messages without
+  /// the header are not limited per key. They also serve ordering and the resequencer.
+  std::string key_header = "sluice-key";
   MilliRate key_rate = 0;
   uint32_t key_burst = 1;
   /// "memory" or "durable" (needs storage.path).
   Durability durability = Durability::memory;
+  /// ordering = "key": FIFO per key, at most one message of a key delivered and unsettled.
+  bool ordered = false;
+  /// Deliveries before a message goes to the dead-letter queue [0 = never, 1e6].
+  uint32_t max_attempts = 10;
+  /// Backoff after failed attempt n: min(retry_backoff_max, retry_backoff × multiplier^(n-1)),
+  /// spread by retry_jitter. [0, 1h], [0, 24h], [1, 100] (thousandths here).
+  std::chrono::milliseconds retry_backoff{200};
+  std::chrono::milliseconds retry_backoff_max{60000};
+  uint32_t retry_multiplier = 2000;
+  Jitter retry_jitter = Jitter::equal;
+  /// Publishes with sluice-dedup-id are remembered this long [0 = off, 24h], at most
+  /// dedup_max_entries of them [1, 1e8] (the oldest go first).
+  std::chrono::milliseconds dedup_window{300000};
+  uint32_t dedup_max_entries = 100000;
+  /// resequence = "on": messages with sluice-seq come out in sequence order per key; a gap
+  /// is given up after gap_timeout [1ms, 1h].
+  bool resequence = false;
+  std::chrono::milliseconds gap_timeout{5000};
+  /// Dead-letter retention: most entries kept [1, 1e9] and longest [1m, 365d].
+  uint64_t dlq_max_entries = 100000;
+  std::chrono::milliseconds dlq_retention{14LL * 24 * 3600 * 1000};
 };
 
 /// A queue named in the config ([queues.NAME]), created at start-up rather than on first use.

@@ -71,8 +71,11 @@ PublishFrame begin_publish(std::string& out, std::uint64_t request_id, std::stri
 void end_publish(std::string& out, const PublishFrame& frame, std::uint32_t count);
 /// Where the pressure byte sits in an encoded CONFIRM frame (length, type, request id).
 inline constexpr std::size_t kConfirmPressureOffset = 4 + 1 + 8;
+/// `duplicates`: indexes (into `ids`) of messages confirmed but not enqueued again.
 void encode_confirm(std::string& out, std::uint64_t request_id, std::uint8_t pressure,
-                    std::span<const std::uint64_t> ids);
+                    std::span<const std::uint64_t> ids,
+                    std::span<const std::uint32_t> duplicates = {});
+void encode_dead_letters(std::string& out, const DeadLetterRequest& request);
 void encode_subscribe(std::string& out, const Subscribe& subscribe);
 void encode_unsubscribe(std::string& out, const Unsubscribe& unsubscribe);
 void encode_ack(std::string& out, std::uint64_t request_id, std::span<const AckEntry> entries);
@@ -121,6 +124,23 @@ class StatsResultWriter {
   std::uint32_t count_ = 0;
 };
 
+/// Builds a DEAD_LETTERS_RESULT frame.
+class DeadLettersResultWriter {
+ public:
+  DeadLettersResultWriter(std::string& out, std::uint64_t request_id);
+  void add(const DeadLetterEntry& entry);
+  /// What `add(entry)` would append, in bytes (to stay under the frame limit).
+  static std::size_t entry_bytes(const DeadLetterEntry& entry) noexcept;
+  void finish(std::uint64_t affected, std::uint64_t next_after);
+
+ private:
+  std::string& out_;
+  std::size_t frame_offset_;
+  std::size_t totals_offset_;
+  std::size_t count_offset_;
+  std::uint32_t count_ = 0;
+};
+
 // ---- decoders: `body` is Frame::body (the bytes after the type byte) ----
 
 Status decode_hello(std::string_view body, Hello& out) noexcept;
@@ -147,6 +167,10 @@ Status decode_configure(std::string_view body, Configure& out);
 Status decode_stats_result(std::string_view body, std::uint64_t& request_id,
                            std::vector<QueueStatsView>& out);
 Status decode_error(std::string_view body, ErrorFrame& out) noexcept;
+Status decode_dead_letters(std::string_view body, DeadLetterRequest& out);
+Status decode_dead_letters_result(std::string_view body, DeadLetterResult& out);
+/// Reads the sluice-* headers of a parsed message; invalid_argument when one is malformed.
+Status read_system_headers(const MessageParts& parts, SystemHeaders& out) noexcept;
 
 /// Checks one message encoding (as stored or delivered) and splits it into parts.
 Status parse_message(std::string_view raw, MessageParts& out) noexcept;

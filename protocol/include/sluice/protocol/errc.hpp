@@ -58,6 +58,8 @@ enum class errc : std::uint16_t {
   timed_out = 20,
   /// A new queue would pass the broker's limits.max_queues; use an existing one.
   too_many_queues = 21,
+  /// The thing asked for (a dead-letter entry) does not exist (any more).
+  not_found = 22,
 };
 
 /// Stable snake_case name of a code (e.g. "stale_lease"); "unknown" for values not listed.

@@ -36,6 +36,7 @@ enum class FrameType : std::uint8_t {
   extend = 0x32,
   stats = 0x40,
   configure = 0x41,
+  dead_letters = 0x42,
   ping = 0x50,
   // broker → client
   hello_ok = 0x81,
@@ -44,6 +45,7 @@ enum class FrameType : std::uint8_t {
   ok = 0xB1,
   settled = 0xB0,
   stats_result = 0xC0,
+  dead_letters_result = 0xC1,
   error = 0xF0,
 };
 
@@ -104,7 +106,11 @@ struct Confirm {
   std::uint8_t pressure = 0;  // 0..100: how full the queue is, in percent
   std::uint32_t count = 0;
   std::string_view ids;  // count × u64; read with message_id(i)
+  std::uint32_t duplicate_count = 0;
+  std::string_view duplicates;  // duplicate_count × u32: indexes of messages not enqueued again
   std::uint64_t message_id(std::uint32_t i) const noexcept;
+  /// The index of the `i`-th duplicate among the frame's messages.
+  std::uint32_t duplicate_index(std::uint32_t i) const noexcept;
 };
 
 struct Subscribe {
@@ -159,6 +165,24 @@ struct Delivery {
   std::string_view message;           // raw message encoding; see parse_message
 };
 
+// Headers the broker reads (user headers otherwise pass through untouched).
+/// The ordering / per-key-rate key when the queue's key_header is left at its default.
+inline constexpr std::string_view kKeyHeader = "sluice-key";
+/// A producer's id for a publish: a repeat within the queue's dedup_window is
+/// confirmed with the first message's id and not enqueued again. 1..255 bytes.
+inline constexpr std::string_view kDedupHeader = "sluice-dedup-id";
+/// Resequencing: the message's sequence number within its key, decimal, from 1.
+inline constexpr std::string_view kSequenceHeader = "sluice-seq";
+/// Delayed delivery: not before this many milliseconds from now (decimal).
+inline constexpr std::string_view kDelayHeader = "sluice-delay-ms";
+/// Delayed delivery: not before this Unix time in milliseconds (decimal).
+inline constexpr std::string_view kNotBeforeHeader = "sluice-not-before-ms";
+/// Travels with the message into deliveries, dead letters and log lines.
+inline constexpr std::string_view kCorrelationHeader = "sluice-correlation-id";
+inline constexpr std::size_t kMaxDedupIdBytes = 255;
+/// Longest delay a publish may ask for: 30 days.
+inline constexpr std::uint64_t kMaxDelayMs = 30ull * 24 * 3600 * 1000;
+
 /// A message's parts, parsed from its raw encoding.
 struct MessageParts {
   std::string_view headers;  // raw; iterate with for_each_header
@@ -173,6 +197,55 @@ struct Configure {
   std::vector<std::pair<std::string_view, std::string_view>> settings;  // name, value
 };
 inline constexpr std::uint16_t kMaxConfigureSettings = 64;
+
+/// What the broker reads from a message's sluice-* headers.
+struct SystemHeaders {
+  std::string_view dedup_id;  // empty: none
+  std::string_view correlation_id;
+  bool has_sequence = false;
+  std::uint64_t sequence = 0;
+  std::uint64_t delay_ms = 0;       // 0: none
+  std::uint64_t not_before_ms = 0;  // Unix ms; 0: none
+};
+
+/// DEAD_LETTERS: one operation on a queue's dead-letter queue.
+enum class DeadLetterOp : std::uint8_t { list = 1, show = 2, redrive = 3, remove = 4, purge = 5 };
+inline constexpr std::uint8_t kDeadLettersNewestFirst = 0x01;
+inline constexpr std::uint32_t kMaxDeadLetterIds = 10000;
+
+struct DeadLetterRequest {
+  std::uint64_t request_id = 0;
+  DeadLetterOp op = DeadLetterOp::list;
+  std::string_view queue;
+  std::uint8_t flags = 0;          // kDeadLettersNewestFirst (list)
+  std::uint32_t limit = 0;         // list: entries per page (0: 100)
+  std::uint64_t after = 0;         // list: continue after this entry id (0: from the start)
+  std::vector<std::uint64_t> ids;  // show: one; redrive/remove: these (none: by the filter)
+  std::uint64_t min_age_ms = 0;    // filter: dead-lettered at least this long ago (0: any)
+  std::uint64_t max_age_ms = 0;    // filter: dead-lettered at most this long ago (0: any)
+  std::string_view reason;         // filter: the last reason contains this ("" : any)
+  std::uint32_t rate_milli = 0;    // redrive: messages per second, 1/1000 (0: as fast as it can)
+};
+
+/// One dead-letter entry as DEAD_LETTERS_RESULT carries it.
+struct DeadLetterEntry {
+  std::uint64_t entry_id = 0;  // the DLQ's own id (increasing: dead-letter order)
+  std::uint64_t message_id = 0;
+  std::string_view queue;  // the origin queue
+  std::uint32_t attempts = 0;
+  std::uint64_t publish_time_us = 0;  // Unix µs
+  std::uint64_t first_failure_us = 0;
+  std::uint64_t last_failure_us = 0;
+  std::string_view reason;
+  std::string_view message;  // raw message encoding (headers and payload)
+};
+
+struct DeadLetterResult {
+  std::uint64_t request_id = 0;
+  std::uint64_t affected = 0;    // list: entries in the DLQ; redrive/remove/purge: entries acted on
+  std::uint64_t next_after = 0;  // list: the cursor of the next page (0: no more)
+  std::vector<DeadLetterEntry> entries;
+};
 
 struct StatsRequest {
   std::uint64_t request_id = 0;
@@ -195,6 +268,14 @@ enum class StatField : std::uint16_t {
   refused_total = 12,  // publishes refused with queue_full
   blocked_total = 13,  // times a publishing connection was blocked
   staged = 14,         // durable publishes waiting for their commit
+  held = 15,           // held by the resequencer, waiting for an earlier sequence number
+  retried_total = 16,  // failed attempts that were retried (nack, lease expiry, consumer gone)
+  dead_lettered_total = 17,
+  duplicates_total = 18,     // publishes not enqueued again (dedup id or sequence number seen)
+  dedup_evicted_total = 19,  // dedup entries dropped before their window ended (ledger full)
+  sequence_gaps_total = 20,  // resequencer gaps released after the gap timeout
+  dead_letters = 21,         // entries in the queue's dead-letter queue now
+  redriving = 22,            // dead letters waiting to be redriven
   // The broker-wide entry (empty name; only when all queues are asked for):
   storage_file_bytes = 100,     // the data file's size (its high-water mark)
   storage_used_bytes = 101,     // of which in use (the rest is free for reuse)

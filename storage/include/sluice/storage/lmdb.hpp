@@ -124,6 +124,10 @@ class Cursor {
   Status seek(std::optional<std::string_view> from, bool& positioned);
   /// Moves to the next key; false at the end.
   Status next(bool& positioned);
+  /// Moves to the previous key; false before the first.
+  Status prev(bool& positioned);
+  /// Moves to the last key; false when the database is empty.
+  Status last(bool& positioned);
   std::string_view key() const noexcept { return key_; }
   std::string_view value() const noexcept { return value_; }
 
