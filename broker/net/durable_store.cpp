@@ -2,6 +2,10 @@
 
 #include <boost/asio/post.hpp>
 
+#include <fcntl.h>
+#include <sys/file.h>
+#include <unistd.h>
+
 #include <algorithm>
 #include <cerrno>
 #include <cstdlib>
@@ -18,6 +22,21 @@ namespace {
 
 /// Room kept for erases and small updates above the point where new records
 /// stop (see GroupCommitter): an eighth of the store, from 256 KiB to 64 MiB.
+/// Removes temporary data directories of brokers that are gone (killed
+/// without a chance to clean up): their lock is free.
+void remove_stale_temporaries(const std::string& parent) {
+  std::error_code ec;
+  for (const auto& entry : std::filesystem::directory_iterator(parent, ec)) {
+    const std::string name = entry.path().filename().string();
+    if (!name.starts_with("sluiced-") || name.size() != 14 || !entry.is_directory(ec)) continue;
+    const std::string lock = entry.path().string() + "/sluiced.lock";
+    const int fd = ::open(lock.c_str(), O_RDWR | O_CLOEXEC);
+    if (fd < 0) continue;  // no lock yet: a broker may be creating it right now
+    if (::flock(fd, LOCK_EX | LOCK_NB) == 0) std::filesystem::remove_all(entry.path(), ec);
+    ::close(fd);
+  }
+}
+
 std::uint64_t soft_limit(std::uint64_t max_size) {
   const std::uint64_t reserve =
       std::clamp<std::uint64_t>(max_size / 8, std::uint64_t{256} << 10, std::uint64_t{64} << 20);
@@ -53,8 +72,9 @@ std::optional<std::string> DurableStore::open(const StorageOptions& options) {
     // No data directory configured: dead letters still need a home; this one
     // lasts as long as the process.
     const char* tmp = std::getenv("TMPDIR");
-    std::string pattern =
-        std::string(tmp != nullptr && *tmp != '\0' ? tmp : "/tmp") + "/sluiced-XXXXXX";
+    const std::string parent = tmp != nullptr && *tmp != '\0' ? tmp : "/tmp";
+    remove_stale_temporaries(parent);
+    std::string pattern = parent + "/sluiced-XXXXXX";
     if (::mkdtemp(pattern.data()) == nullptr)
       return "cannot create a temporary data directory in " + pattern + ": " + std::strerror(errno);
     options_.path = pattern;
@@ -300,6 +320,15 @@ bool DurableStore::matches(const protocol::DeadLetterRequest& request,
 }
 
 std::optional<DeadLetterError> DurableStore::dead_letters(
+    const protocol::DeadLetterRequest& request, std::string& out, std::uint32_t max_frame_bytes) {
+  // The result frame is begun before the answer is known: an error takes it back.
+  const std::size_t mark = out.size();
+  auto error = run_dead_letters(request, out, max_frame_bytes);
+  if (error) out.resize(mark);
+  return error;
+}
+
+std::optional<DeadLetterError> DurableStore::run_dead_letters(
     const protocol::DeadLetterRequest& request, std::string& out, std::uint32_t max_frame_bytes) {
   using protocol::DeadLetterOp;
   const std::string queue(request.queue);

@@ -112,6 +112,8 @@ class DurableStore final : public engine::Journal {
   /// Erases the oldest entries of `queue` while over its dlq_max_entries.
   void trim(const std::string& queue, DlqState& state);
   void erase_entry(const std::string& queue, std::uint64_t entry_id);
+  std::optional<DeadLetterError> run_dead_letters(const protocol::DeadLetterRequest& request,
+                                                  std::string& out, std::uint32_t max_frame_bytes);
   /// Whether `r` passes the request's filters (age, reason).
   static bool matches(const protocol::DeadLetterRequest& request,
                       const storage::DeadLetterRecord& r, std::int64_t wall_now);

@@ -28,6 +28,7 @@ commands:
   consume QUEUE     receive messages, print them, ack them
   stats [QUEUE]     queue depths, consumers and counters
   set QUEUE N=V...  change a queue's settings in the running broker
+  dlq OP QUEUE ...  dead letters: list, show, redrive, delete, purge
 
 'sluicectl COMMAND --help' explains each command.
 )";
@@ -271,18 +272,19 @@ int stats(Connection& conn, Args& args) {
     std::fprintf(stderr, "sluicectl: no queue named %s\n", queue.c_str());
     return 1;
   }
-  std::printf("%-24s %10s %8s %10s %9s %12s %12s %12s %10s %10s %8s %10s\n", "QUEUE", "READY",
-              "DELAYED", "IN_FLIGHT", "CONSUMERS", "PUBLISHED", "DELIVERED", "ACKED", "NACKED",
-              "EXPIRED", "PRESSURE", "REFUSED");
+  std::printf("%-24s %10s %8s %10s %9s %12s %12s %12s %10s %10s %8s %10s %10s\n", "QUEUE",
+              "READY", "DELAYED", "IN_FLIGHT", "CONSUMERS", "PUBLISHED", "DELIVERED", "ACKED",
+              "NACKED", "EXPIRED", "PRESSURE", "REFUSED", "DEAD");
   for (const auto& q : *result) {
     std::printf(
-        "%-24s %10llu %8llu %10llu %9llu %12llu %12llu %12llu %10llu %10llu %7llu%% %10llu\n",
+        "%-24s %10llu %8llu %10llu %9llu %12llu %12llu %12llu %10llu %10llu %7llu%% %10llu "
+        "%10llu\n",
         q.name.c_str(), (unsigned long long)q.ready, (unsigned long long)q.delayed,
         (unsigned long long)q.in_flight, (unsigned long long)q.consumers,
         (unsigned long long)q.published_total, (unsigned long long)q.delivered_total,
         (unsigned long long)q.acked_total, (unsigned long long)q.nacked_total,
         (unsigned long long)q.expired_total, (unsigned long long)q.pressure,
-        (unsigned long long)q.refused_total);
+        (unsigned long long)q.refused_total, (unsigned long long)q.dead_letters);
   }
   if (!queue.empty()) return 0;
   auto storage = conn.storage_stats();
@@ -299,6 +301,158 @@ int stats(Connection& conn, Args& args) {
       (unsigned long long)s.commits_total, (unsigned long long)s.operations_total,
       (unsigned long long)s.median_batch, (unsigned long long)s.waiting,
       s.full ? ", FULL: durable queues push back on publishers" : "");
+  return 0;
+}
+
+constexpr const char* kDlqUsage =
+    R"(usage: sluicectl dlq list QUEUE [--newest] [--limit N] [--after ID] [FILTERS]
+       sluicectl dlq show QUEUE ID
+       sluicectl dlq redrive QUEUE (ID... | --all | FILTERS) [--rate N]
+       sluicectl dlq delete QUEUE ID...
+       sluicectl dlq purge QUEUE
+
+A queue's dead letters: messages that used up their attempts, or that a
+consumer rejected as poison. list prints one line per entry:
+  <entry id> <message id> <attempts> <age> <reason>
+then "next: --after ID" when there is another page. show prints one entry
+with its headers and payload. redrive puts entries back into QUEUE with their
+attempts reset, at --rate messages per second (default: as fast as the queue
+takes them). delete removes entries; purge removes them all.
+
+  --newest            list newest first (default: oldest first)
+  --limit N           entries per page, at most 1000 (default 100)
+  --after ID          continue a listing after this entry id
+  --all               redrive every entry
+  --min-age DURATION  only entries dead-lettered at least this long ago (e.g. 90s, 5m, 2h, 1d)
+  --max-age DURATION  only entries dead-lettered at most this long ago
+  --reason TEXT       only entries whose last reason contains TEXT
+  --rate N            redrive at most N messages per second
+)";
+
+/// "90s", "5m", "2h", "1d", "250ms" or plain seconds; false if malformed.
+bool parse_age(std::string_view text, std::chrono::milliseconds& out) {
+  std::uint64_t scale = 1000;
+  if (text.ends_with("ms")) {
+    scale = 1, text.remove_suffix(2);
+  } else if (text.ends_with("s")) {
+    text.remove_suffix(1);
+  } else if (text.ends_with("m")) {
+    scale = 60'000, text.remove_suffix(1);
+  } else if (text.ends_with("h")) {
+    scale = 3'600'000, text.remove_suffix(1);
+  } else if (text.ends_with("d")) {
+    scale = 86'400'000, text.remove_suffix(1);
+  }
+  std::uint64_t n = 0;
+  if (!parse_u64(text, n) || n > (1ull << 40)) return false;
+  out = std::chrono::milliseconds(static_cast<std::int64_t>(n * scale));
+  return true;
+}
+
+std::string age_of(std::int64_t wall_us) {
+  const auto now = std::chrono::duration_cast<std::chrono::microseconds>(
+                       std::chrono::system_clock::now().time_since_epoch())
+                       .count();
+  const std::int64_t s = std::max<std::int64_t>(0, (now - wall_us) / 1'000'000);
+  if (s < 120) return std::to_string(s) + "s";
+  if (s < 7200) return std::to_string(s / 60) + "m";
+  if (s < 172800) return std::to_string(s / 3600) + "h";
+  return std::to_string(s / 86400) + "d";
+}
+
+int dlq(Connection& conn, Args& args) {
+  using Op = sluice::client::DeadLetterQuery::Op;
+  if (!args.more()) return usage_error("dlq needs an operation", kDlqUsage);
+  const std::string_view op = args.next();
+  sluice::client::DeadLetterQuery q;
+  if (op == "list") {
+    q.op = Op::list;
+  } else if (op == "show") {
+    q.op = Op::show;
+  } else if (op == "redrive") {
+    q.op = Op::redrive;
+  } else if (op == "delete") {
+    q.op = Op::remove;
+  } else if (op == "purge") {
+    q.op = Op::purge;
+  } else {
+    return usage_error("unknown dlq operation " + std::string(op), kDlqUsage);
+  }
+  bool all = false;
+  while (args.more()) {
+    auto a = args.next();
+    std::uint64_t n = 0;
+    if (a == "--newest") {
+      q.newest_first = true;
+    } else if (a == "--all") {
+      all = true;
+    } else if (a == "--limit" && args.more()) {
+      if (!parse_u64(args.next(), n) || n == 0 || n > 1000)
+        return usage_error("--limit needs 1 to 1000", kDlqUsage);
+      q.limit = static_cast<std::uint32_t>(n);
+    } else if (a == "--after" && args.more()) {
+      if (!parse_u64(args.next(), q.after)) return usage_error("--after needs an id", kDlqUsage);
+    } else if ((a == "--min-age" || a == "--max-age") && args.more()) {
+      if (!parse_age(args.next(), a == "--min-age" ? q.min_age : q.max_age))
+        return usage_error(std::string(a) + " needs a duration like 90s, 5m, 2h or 1d", kDlqUsage);
+    } else if (a == "--reason" && args.more()) {
+      q.reason = args.next();
+    } else if (a == "--rate" && args.more()) {
+      const std::string text(args.next());
+      char* end = nullptr;
+      q.rate = std::strtod(text.c_str(), &end);
+      if (end == text.c_str() || *end != '\0' || !(q.rate >= 0.1 && q.rate <= 1e6))
+        return usage_error("--rate needs 0.1 to 1000000", kDlqUsage);
+    } else if (!a.starts_with("-") && q.queue.empty()) {
+      q.queue = a;
+    } else if (!a.starts_with("-") && parse_u64(a, n)) {
+      q.ids.push_back(n);
+    } else {
+      return usage_error("unexpected argument " + std::string(a), kDlqUsage);
+    }
+  }
+  if (q.queue.empty()) return usage_error("dlq needs a QUEUE", kDlqUsage);
+  const bool filtered = q.min_age.count() != 0 || q.max_age.count() != 0 || !q.reason.empty();
+  if (q.op == Op::show && q.ids.size() != 1)
+    return usage_error("dlq show needs exactly one ID", kDlqUsage);
+  if (q.op == Op::remove && q.ids.empty())
+    return usage_error("dlq delete needs at least one ID (purge removes all)", kDlqUsage);
+  if (q.op == Op::redrive && q.ids.empty() && !all && !filtered)
+    return usage_error("dlq redrive needs IDs, --all or a filter", kDlqUsage);
+  auto result = conn.dead_letters(q);
+  if (!result) return broker_error(result.error());
+  switch (q.op) {
+    case Op::list:
+      for (const auto& e : result->entries)
+        std::printf("%llu %llu %u %s %s\n", (unsigned long long)e.entry_id,
+                    (unsigned long long)e.message_id, e.attempts, age_of(e.last_failure_us).c_str(),
+                    e.reason.empty() ? "-" : e.reason.c_str());
+      if (result->next_after != 0)
+        std::printf("next: --after %llu\n", (unsigned long long)result->next_after);
+      std::fprintf(stderr, "%llu dead letters in %s\n", (unsigned long long)result->affected,
+                   q.queue.c_str());
+      break;
+    case Op::show:
+      for (const auto& e : result->entries) {
+        std::printf("entry %llu\nmessage %llu\nqueue %s\nattempts %u\nreason %s\n",
+                    (unsigned long long)e.entry_id, (unsigned long long)e.message_id,
+                    e.queue.c_str(), e.attempts, e.reason.c_str());
+        std::printf("published %s ago\nfirst failure %s ago\nlast failure %s ago\n",
+                    age_of(e.publish_time_us).c_str(), age_of(e.first_failure_us).c_str(),
+                    age_of(e.last_failure_us).c_str());
+        for (const auto& [k, v] : e.message.headers)
+          std::printf("header %s=%s\n", k.c_str(), v.c_str());
+        std::printf("payload %s\n", e.message.payload.c_str());
+      }
+      break;
+    case Op::redrive:
+      std::printf("redriving %llu\n", (unsigned long long)result->affected);
+      break;
+    case Op::remove:
+    case Op::purge:
+      std::printf("deleted %llu\n", (unsigned long long)result->affected);
+      break;
+  }
   return 0;
 }
 
@@ -349,6 +503,7 @@ int main(int argc, char** argv) {
           : command == "consume" ? consume
           : command == "stats"   ? stats
           : command == "set"     ? set
+          : command == "dlq"     ? dlq
                                  : nullptr;
   if (!fn) return usage_error("unknown command " + std::string(command), kUsage);
   // --help must work without a broker.
@@ -357,6 +512,7 @@ int main(int argc, char** argv) {
       std::fputs(command == "publish"   ? kPublishUsage
                  : command == "consume" ? kConsumeUsage
                  : command == "set"     ? kSetUsage
+                 : command == "dlq"     ? kDlqUsage
                                         : kStatsUsage,
                  stdout);
       return 0;

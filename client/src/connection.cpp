@@ -133,7 +133,11 @@ class Connection::Impl {
   Result<std::uint32_t> subscribe(std::string_view queue, SubscribeOptions options,
                                   Handler handler);
   Error unsubscribe(std::uint32_t id);
-  Error settle(FrameType type, LeaseHandle lease, std::uint32_t ms);
+  Error settle(FrameType type, LeaseHandle lease, std::uint32_t ms, std::string reason = {},
+               std::uint8_t flags = 0);
+  /// One PUBLISH frame of `messages`, waited for (retrying queue_full as configured).
+  Result<std::vector<Published>> publish_frame(std::string_view queue,
+                                               std::span<const Message> messages);
   SubscriptionStats subscription_stats(std::uint32_t id) const {
     std::lock_guard lk(mutex_);
     auto it = subscription_index_.find(id);
@@ -408,7 +412,8 @@ void Connection::Impl::handle(const protocol::Frame& frame) {
     }
     case FrameType::ok:
     case FrameType::settled:
-    case FrameType::stats_result: {
+    case FrameType::stats_result:
+    case FrameType::dead_letters_result: {
       protocol::Reader r(frame.body);
       const std::uint64_t request_id = r.u64();
       if (r.ok()) answer(request_id, {}, static_cast<FrameType>(frame.type), frame.body);
@@ -755,9 +760,11 @@ Error Connection::Impl::unsubscribe(std::uint32_t id) {
   return result.error();
 }
 
-Error Connection::Impl::settle(FrameType type, LeaseHandle lease, std::uint32_t ms) {
+Error Connection::Impl::settle(FrameType type, LeaseHandle lease, std::uint32_t ms,
+                              std::string reason, std::uint8_t flags) {
   auto result = call<bool>(
-      [this, type, lease, ms](std::uint64_t request_id, std::string& out) {
+      [this, type, lease, ms, reason = std::move(reason), flags](std::uint64_t request_id,
+                                                                 std::string& out) {
         if (type != FrameType::extend) {
           auto it = handlers_.find(lease.subscription_id);
           if (it != handlers_.end()) it->second->settled();
@@ -766,7 +773,7 @@ Error Connection::Impl::settle(FrameType type, LeaseHandle lease, std::uint32_t 
           const protocol::AckEntry e{lease.message_id, lease.lease_token};
           protocol::encode_ack(out, request_id, {&e, 1});
         } else if (type == FrameType::nack) {
-          const protocol::NackEntry e{lease.message_id, lease.lease_token, ms, 0, {}};
+          const protocol::NackEntry e{lease.message_id, lease.lease_token, ms, flags, reason};
           protocol::encode_nack(out, request_id, {&e, 1});
         } else {
           const protocol::ExtendEntry e{lease.message_id, lease.lease_token, ms};
@@ -825,9 +832,25 @@ Result<std::uint64_t> Connection::publish(std::string_view queue, const Message&
   return ids.value().at(0);
 }
 
+Result<Published> Connection::publish_checked(std::string_view queue, const Message& message) {
+  auto outcomes = impl_->publish_frame(queue, {&message, 1});
+  if (!outcomes) return outcomes.error();
+  return outcomes.value().at(0);
+}
+
 Result<std::vector<std::uint64_t>> Connection::publish_batch(std::string_view queue,
                                                              std::span<const Message> messages) {
-  if (messages.empty()) return std::vector<std::uint64_t>{};
+  auto outcomes = impl_->publish_frame(queue, messages);
+  if (!outcomes) return outcomes.error();
+  std::vector<std::uint64_t> ids;
+  ids.reserve(outcomes.value().size());
+  for (const auto& p : outcomes.value()) ids.push_back(p.id);
+  return ids;
+}
+
+Result<std::vector<Published>> Connection::Impl::publish_frame(
+    std::string_view queue, std::span<const Message> messages) {
+  if (messages.empty()) return std::vector<Published>{};
   if (!protocol::valid_queue_name(queue))
     return Error{errc::invalid_queue_name, "queue name must be 1..200 of [A-Za-z0-9_.:-]"};
   std::size_t frame_bytes = kPublishFrameOverhead;
@@ -835,18 +858,18 @@ Result<std::vector<std::uint64_t>> Connection::publish_batch(std::string_view qu
     std::vector<protocol::Header> headers;
     for (const auto& [k, v] : m.headers) headers.push_back({k, v});
     if (Error e =
-            check_message(headers, m.payload, impl_->max_payload_bytes_, impl_->max_frame_bytes_))
+            check_message(headers, m.payload, max_payload_bytes_, max_frame_bytes_))
       return e;
     frame_bytes += encoded_size(headers, m.payload);
   }
-  if (frame_bytes > impl_->max_frame_bytes_)
+  if (frame_bytes > max_frame_bytes_)
     return Error{errc::invalid_argument,
                  "batch of " + std::to_string(frame_bytes) +
                      " bytes exceeds the broker's max frame; split it or use publish_async"};
   std::string q(queue);
   auto copy = std::make_shared<const std::vector<Message>>(messages.begin(), messages.end());
   auto attempt = [&] {
-    return impl_->call<std::vector<std::uint64_t>>(
+    return call<std::vector<Published>>(
         [q, copy](std::uint64_t request_id, std::string& out) {
           auto f = protocol::begin_publish(out, request_id, q);
           for (const auto& m : *copy) {
@@ -857,18 +880,20 @@ Result<std::vector<std::uint64_t>> Connection::publish_batch(std::string_view qu
           protocol::end_publish(out, f, static_cast<std::uint32_t>(copy->size()));
         },
         [n = messages.size()](FrameType type,
-                              std::string_view body) -> Result<std::vector<std::uint64_t>> {
+                              std::string_view body) -> Result<std::vector<Published>> {
           protocol::Confirm c;
           if (type != FrameType::confirm || !protocol::decode_confirm(body, c) || c.count != n)
             return Error{errc::malformed_frame, "unexpected answer to PUBLISH"};
-          std::vector<std::uint64_t> ids(c.count);
-          for (std::uint32_t i = 0; i < c.count; ++i) ids[i] = c.message_id(i);
-          return ids;
+          std::vector<Published> out(c.count);
+          for (std::uint32_t i = 0; i < c.count; ++i) out[i].id = c.message_id(i);
+          for (std::uint32_t i = 0; i < c.duplicate_count; ++i)
+            out[c.duplicate_index(i)].duplicate = true;
+          return out;
         });
   };
   // queue_full with retries on: back off (with jitter, at least the broker's
   // retry-after) and try again until the deadline.
-  const auto until = std::chrono::steady_clock::now() + impl_->options_.retry_queue_full_for;
+  const auto until = std::chrono::steady_clock::now() + options_.retry_queue_full_for;
   auto result = attempt();
   for (unsigned n = 0; !result && result.error().code == errc::queue_full; ++n) {
     thread_local std::mt19937 rng{std::random_device{}()};
@@ -902,6 +927,12 @@ Error Connection::ack(LeaseHandle lease) {
 Error Connection::nack(LeaseHandle lease, std::chrono::milliseconds delay) {
   return impl_->settle(FrameType::nack, lease, static_cast<std::uint32_t>(delay.count()));
 }
+Error Connection::nack(LeaseHandle lease, const NackOptions& options) {
+  if (options.reason.size() > protocol::kMaxReasonBytes)
+    return {errc::invalid_argument, "reason over 1024 bytes"};
+  return impl_->settle(FrameType::nack, lease, static_cast<std::uint32_t>(options.delay.count()),
+                       options.reason, options.dead_letter ? protocol::kNackDeadLetter : 0);
+}
 Error Connection::extend(LeaseHandle lease, std::chrono::milliseconds lease_time) {
   return impl_->settle(FrameType::extend, lease, static_cast<std::uint32_t>(lease_time.count()));
 }
@@ -921,11 +952,20 @@ Result<std::vector<QueueStats>> Connection::stats(std::string_view queue) {
         for (const auto& v : views) {
           if (v.name.empty()) continue;  // the broker-wide entry: storage_stats()
           using F = protocol::StatField;
-          out.push_back({std::string(v.name), v.get(F::ready), v.get(F::delayed),
-                         v.get(F::in_flight), v.get(F::consumers), v.get(F::published_total),
-                         v.get(F::delivered_total), v.get(F::acked_total), v.get(F::nacked_total),
-                         v.get(F::expired_total), v.get(F::bytes), v.get(F::pressure),
-                         v.get(F::refused_total), v.get(F::blocked_total), v.get(F::staged)});
+          QueueStats q{std::string(v.name), v.get(F::ready), v.get(F::delayed),
+                       v.get(F::in_flight), v.get(F::consumers), v.get(F::published_total),
+                       v.get(F::delivered_total), v.get(F::acked_total), v.get(F::nacked_total),
+                       v.get(F::expired_total), v.get(F::bytes), v.get(F::pressure),
+                       v.get(F::refused_total), v.get(F::blocked_total), v.get(F::staged)};
+          q.held = v.get(F::held);
+          q.retried_total = v.get(F::retried_total);
+          q.dead_lettered_total = v.get(F::dead_lettered_total);
+          q.duplicates_total = v.get(F::duplicates_total);
+          q.dedup_evicted_total = v.get(F::dedup_evicted_total);
+          q.sequence_gaps_total = v.get(F::sequence_gaps_total);
+          q.dead_letters = v.get(F::dead_letters);
+          q.redriving = v.get(F::redriving);
+          out.push_back(std::move(q));
         }
         return out;
       });
@@ -974,6 +1014,60 @@ Error Connection::configure(std::string_view queue,
           },
           [](FrameType, std::string_view) { return Result<bool>(true); })
       .error();
+}
+
+Result<DeadLetterResult> Connection::dead_letters(const DeadLetterQuery& query) {
+  if (!protocol::valid_queue_name(query.queue))
+    return Error{errc::invalid_queue_name, "queue name must be 1..200 of [A-Za-z0-9_.:-]"};
+  if (!(query.rate == 0 || (query.rate >= 0.1 && query.rate <= 1e6)))
+    return Error{errc::invalid_argument, "rate must be 0 (no limit) or 0.1 to 1000000 per second"};
+  if (query.ids.size() > protocol::kMaxDeadLetterIds)
+    return Error{errc::invalid_argument, "at most 10000 ids at once"};
+  auto q = std::make_shared<const DeadLetterQuery>(query);
+  return impl_->call<DeadLetterResult>(
+      [q](std::uint64_t request_id, std::string& out) {
+        protocol::DeadLetterRequest r;
+        r.request_id = request_id;
+        r.op = static_cast<protocol::DeadLetterOp>(q->op);
+        r.queue = q->queue;
+        r.flags = q->newest_first ? protocol::kDeadLettersNewestFirst : 0;
+        r.limit = q->limit;
+        r.after = q->after;
+        r.ids = q->ids;
+        r.min_age_ms = static_cast<std::uint64_t>(q->min_age.count());
+        r.max_age_ms = static_cast<std::uint64_t>(q->max_age.count());
+        r.reason = q->reason;
+        r.rate_milli = static_cast<std::uint32_t>(std::llround(q->rate * 1000));
+        protocol::encode_dead_letters(out, r);
+      },
+      [](FrameType type, std::string_view body) -> Result<DeadLetterResult> {
+        protocol::DeadLetterResult r;
+        if (type != FrameType::dead_letters_result || !protocol::decode_dead_letters_result(body, r))
+          return Error{errc::malformed_frame, "bad DEAD_LETTERS_RESULT"};
+        DeadLetterResult out;
+        out.affected = r.affected;
+        out.next_after = r.next_after;
+        for (const auto& e : r.entries) {
+          DeadLetter d;
+          d.entry_id = e.entry_id;
+          d.message_id = e.message_id;
+          d.queue = e.queue;
+          d.attempts = e.attempts;
+          d.publish_time_us = static_cast<std::int64_t>(e.publish_time_us);
+          d.first_failure_us = static_cast<std::int64_t>(e.first_failure_us);
+          d.last_failure_us = static_cast<std::int64_t>(e.last_failure_us);
+          d.reason = e.reason;
+          protocol::MessageParts parts;
+          if (protocol::parse_message(e.message, parts)) {
+            d.message.payload = parts.payload;
+            protocol::for_each_header(parts, [&](const protocol::Header& h) {
+              d.message.headers.emplace_back(h.key, h.value);
+            });
+          }
+          out.entries.push_back(std::move(d));
+        }
+        return out;
+      });
 }
 
 Error Connection::ping() {

@@ -558,7 +558,7 @@ Status decode_dead_letters_result(std::string_view body, DeadLetterResult& out) 
   out.affected = r.u64();
   out.next_after = r.u64();
   std::uint32_t count = 0;
-  if (!read_count(r, 62, count)) return malformed("dead_letters_result: truncated");
+  if (!read_count(r, 52, count)) return malformed("dead_letters_result: truncated");
   out.entries.resize(count);
   for (auto& e : out.entries) {
     e.entry_id = r.u64();

@@ -134,6 +134,63 @@ struct QueueStats {
   std::uint64_t refused_total = 0;
   std::uint64_t blocked_total = 0;
   std::uint64_t staged = 0;  // durable publishes waiting for their commit
+  std::uint64_t held = 0;    // in the resequencer, waiting for an earlier sequence number
+  std::uint64_t retried_total = 0;
+  std::uint64_t dead_lettered_total = 0;
+  std::uint64_t duplicates_total = 0;  // publishes not enqueued again (dedup id, sequence)
+  std::uint64_t dedup_evicted_total = 0;
+  std::uint64_t sequence_gaps_total = 0;
+  std::uint64_t dead_letters = 0;  // entries in the queue's dead-letter queue
+  std::uint64_t redriving = 0;     // dead letters waiting to be redriven
+};
+
+/// A publish's outcome: its id, and whether the broker had seen it before
+/// (same sluice-dedup-id within the window, or a sequence number seen): then
+/// the id is the first message's and nothing new was enqueued.
+struct Published {
+  std::uint64_t id = 0;
+  bool duplicate = false;
+};
+
+/// How to give a delivery back.
+struct NackOptions {
+  std::chrono::milliseconds delay{0};  // 0: the queue's retry backoff
+  std::string reason;                  // kept with the message; shown in its dead letter
+  bool dead_letter = false;            // poison: to the dead-letter queue now
+};
+
+/// One entry of a queue's dead-letter queue.
+struct DeadLetter {
+  std::uint64_t entry_id = 0;  // the DLQ's id (increasing in dead-letter order)
+  std::uint64_t message_id = 0;
+  std::string queue;  // origin queue
+  std::uint32_t attempts = 0;
+  std::int64_t publish_time_us = 0;  // Unix µs
+  std::int64_t first_failure_us = 0;
+  std::int64_t last_failure_us = 0;
+  std::string reason;
+  Message message;
+};
+
+/// One dead-letter operation (see PROTOCOL.md, DEAD_LETTERS).
+struct DeadLetterQuery {
+  enum class Op : std::uint8_t { list = 1, show = 2, redrive = 3, remove = 4, purge = 5 };
+  Op op = Op::list;
+  std::string queue;
+  bool newest_first = false;      // list
+  std::uint32_t limit = 100;      // list: per page (at most 1000)
+  std::uint64_t after = 0;        // list: the previous page's next_after
+  std::vector<std::uint64_t> ids;  // show: one; redrive/remove: these (redrive: none = filter)
+  std::chrono::milliseconds min_age{0};  // filters: dead-lettered at least / at most this long
+  std::chrono::milliseconds max_age{0};  // ago (0: any)
+  std::string reason;                    // filter: the reason contains this
+  double rate = 0;                       // redrive: messages per second (0: as fast as it can)
+};
+
+struct DeadLetterResult {
+  std::uint64_t affected = 0;    // list: entries in the DLQ; otherwise entries acted on
+  std::uint64_t next_after = 0;  // list: cursor of the next page (0: last page)
+  std::vector<DeadLetter> entries;
 };
 
 /// The broker's storage (durable queues), when it has a data directory.
@@ -180,6 +237,8 @@ class Connection {
   void publish_async(std::string_view queue, std::string_view payload, PublishCallback done);
   /// Publishes and waits for the confirm. Returns the message id.
   Result<std::uint64_t> publish(std::string_view queue, const Message& message);
+  /// Publishes and waits; says whether it was a duplicate.
+  Result<Published> publish_checked(std::string_view queue, const Message& message);
   /// Publishes many messages in one frame and waits; ids in the same order.
   Result<std::vector<std::uint64_t>> publish_batch(std::string_view queue,
                                                    std::span<const Message> messages);
@@ -196,8 +255,11 @@ class Connection {
   Error unsubscribe(std::uint32_t subscription_id);
   /// Settles a lease; errc::stale_lease if it expired or was settled already.
   Error ack(LeaseHandle lease);
-  /// Gives a lease back; redelivered after `delay`.
+  /// Gives a lease back as a failed attempt; redelivered after `delay` (0: the
+  /// queue's retry backoff), or dead-lettered once its attempts are used up.
   Error nack(LeaseHandle lease, std::chrono::milliseconds delay = std::chrono::milliseconds{0});
+  /// The same with a reason, or straight to the dead-letter queue.
+  Error nack(LeaseHandle lease, const NackOptions& options);
   /// Sets a lease to run `lease` from now.
   Error extend(LeaseHandle lease, std::chrono::milliseconds lease_time);
   /// Counters of an open subscription of this connection (zeros if unknown or
@@ -216,6 +278,9 @@ class Connection {
   /// invalid_argument carries the broker's one-line explanation.
   Error configure(std::string_view queue,
                   const std::vector<std::pair<std::string, std::string>>& settings);
+  /// Lists, shows, redrives, removes or purges dead letters of a queue.
+  /// Errors: not_found (show), invalid_argument (a bad query).
+  Result<DeadLetterResult> dead_letters(const DeadLetterQuery& query);
   /// A round trip to the broker.
   Error ping();
 
