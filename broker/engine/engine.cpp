@@ -231,26 +231,27 @@ Published Engine::publish(Queue& queue, std::string_view message, Micros now, st
     if (s.deadline > now) journal_->attempted(s.id, 0, s.deadline);
     return {s.id, false};
   }
-  arrive(queue, index, now);
+  const std::uint64_t id = s.id;
+  const bool duplicate = arrive(queue, index, now);
   dispatch(queue, now);
-  return {s.id, false};
+  return {id, duplicate};
 }
 
-void Engine::arrive(Queue& queue, std::uint32_t index, Micros now) {
+bool Engine::arrive(Queue& queue, std::uint32_t index, Micros now) {
   Slot& s = store_[index];
   if (s.deadline > now) {
     s.state = SlotState::delayed;
     deadlines_.push(index);
     queue.counters_.delayed++;
-    return;
+    return false;
   }
-  arrive_now(queue, index, now);
+  return arrive_now(queue, index, now);
 }
 
-void Engine::arrive_now(Queue& queue, std::uint32_t index, Micros now) {
+bool Engine::arrive_now(Queue& queue, std::uint32_t index, Micros now) {
   if (!queue.stage_ || store_[index].redriven) {
     enqueue(queue, index, now);
-    return;
+    return false;
   }
   Slot& s = store_[index];
   protocol::MessageParts parts;
@@ -258,7 +259,7 @@ void Engine::arrive_now(Queue& queue, std::uint32_t index, Micros now) {
   if (!protocol::parse_message(s.message, parts) || !protocol::read_system_headers(parts, sys) ||
       !sys.has_sequence) {
     enqueue(queue, index, now);  // no sequence number: not the stage's business
-    return;
+    return false;
   }
   released_.clear();
   switch (queue.stage_->offer(key_of(queue, s.message), sys.sequence, index, now, released_)) {
@@ -266,19 +267,20 @@ void Engine::arrive_now(Queue& queue, std::uint32_t index, Micros now) {
       s.state = SlotState::held;
       queue.counters_.held++;
       schedule_wakeup(queue, now + queue.options_.gap_timeout);
-      return;
+      return false;
     case Resequencer::Verdict::duplicate:
       queue.counters_.duplicates_total++;
       if (s.durable) journal_->removed(s.id);
       drop(index, now);
-      return;
+      return true;
     case Resequencer::Verdict::release:
       for (std::uint32_t slot : released_) {
         if (store_[slot].state == SlotState::held) queue.counters_.held--;
         enqueue(queue, slot, now);
       }
-      return;
+      return false;
   }
+  return false;
 }
 
 void Engine::enqueue(Queue& queue, std::uint32_t index, Micros now) {

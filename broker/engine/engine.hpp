@@ -108,7 +108,9 @@ class Engine {
   /// The message's sluice-* headers (validated by the caller) act here: a
   /// dedup id seen within the window returns the first message's id, flagged
   /// duplicate; a delay or not-before time holds it back; a sequence number
-  /// sends it through the queue's resequencer.
+  /// sends it through the queue's resequencer, which drops a number seen
+  /// before (flagged duplicate, with the new id, on memory queues; a durable
+  /// queue's stage runs after the commit, so its confirm cannot say).
   /// `redrive`: a dead letter coming back; its sluice-* headers were acted on
   /// the first time and are ignored now (attempts start again from 1).
   Published publish(Queue& queue, std::string_view message, Micros now, std::int64_t wall_us,
@@ -201,10 +203,10 @@ class Engine {
   void fail(std::uint32_t slot, Micros now, Micros delay, std::string_view reason, bool poison);
   void dead_letter(std::uint32_t slot, Micros now);
   /// The message is in (committed, if durable): wait for its not-before time,
-  /// then arrive_now.
-  void arrive(Queue& queue, std::uint32_t slot, Micros now);
+  /// then arrive_now. True when the resequencer dropped it as a duplicate.
+  bool arrive(Queue& queue, std::uint32_t slot, Micros now);
   /// Through the resequencer (if it carries a sequence number) into line.
-  void arrive_now(Queue& queue, std::uint32_t slot, Micros now);
+  bool arrive_now(Queue& queue, std::uint32_t slot, Micros now);
   /// Into its key's lane (or the queue's FIFO) at the back.
   void enqueue(Queue& queue, std::uint32_t slot, Micros now);
   /// Forgets a message for good (acked, dead-lettered, duplicate): memory, lane, slot.

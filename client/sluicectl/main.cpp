@@ -272,9 +272,9 @@ int stats(Connection& conn, Args& args) {
     std::fprintf(stderr, "sluicectl: no queue named %s\n", queue.c_str());
     return 1;
   }
-  std::printf("%-24s %10s %8s %10s %9s %12s %12s %12s %10s %10s %8s %10s %10s\n", "QUEUE",
-              "READY", "DELAYED", "IN_FLIGHT", "CONSUMERS", "PUBLISHED", "DELIVERED", "ACKED",
-              "NACKED", "EXPIRED", "PRESSURE", "REFUSED", "DEAD");
+  std::printf("%-24s %10s %8s %10s %9s %12s %12s %12s %10s %10s %8s %10s %10s\n", "QUEUE", "READY",
+              "DELAYED", "IN_FLIGHT", "CONSUMERS", "PUBLISHED", "DELIVERED", "ACKED", "NACKED",
+              "EXPIRED", "PRESSURE", "REFUSED", "DEAD");
   for (const auto& q : *result) {
     std::printf(
         "%-24s %10llu %8llu %10llu %9llu %12llu %12llu %12llu %10llu %10llu %7llu%% %10llu "

@@ -761,7 +761,7 @@ Error Connection::Impl::unsubscribe(std::uint32_t id) {
 }
 
 Error Connection::Impl::settle(FrameType type, LeaseHandle lease, std::uint32_t ms,
-                              std::string reason, std::uint8_t flags) {
+                               std::string reason, std::uint8_t flags) {
   auto result = call<bool>(
       [this, type, lease, ms, reason = std::move(reason), flags](std::uint64_t request_id,
                                                                  std::string& out) {
@@ -848,8 +848,8 @@ Result<std::vector<std::uint64_t>> Connection::publish_batch(std::string_view qu
   return ids;
 }
 
-Result<std::vector<Published>> Connection::Impl::publish_frame(
-    std::string_view queue, std::span<const Message> messages) {
+Result<std::vector<Published>> Connection::Impl::publish_frame(std::string_view queue,
+                                                               std::span<const Message> messages) {
   if (messages.empty()) return std::vector<Published>{};
   if (!protocol::valid_queue_name(queue))
     return Error{errc::invalid_queue_name, "queue name must be 1..200 of [A-Za-z0-9_.:-]"};
@@ -857,9 +857,7 @@ Result<std::vector<Published>> Connection::Impl::publish_frame(
   for (const auto& m : messages) {
     std::vector<protocol::Header> headers;
     for (const auto& [k, v] : m.headers) headers.push_back({k, v});
-    if (Error e =
-            check_message(headers, m.payload, max_payload_bytes_, max_frame_bytes_))
-      return e;
+    if (Error e = check_message(headers, m.payload, max_payload_bytes_, max_frame_bytes_)) return e;
     frame_bytes += encoded_size(headers, m.payload);
   }
   if (frame_bytes > max_frame_bytes_)
@@ -952,11 +950,12 @@ Result<std::vector<QueueStats>> Connection::stats(std::string_view queue) {
         for (const auto& v : views) {
           if (v.name.empty()) continue;  // the broker-wide entry: storage_stats()
           using F = protocol::StatField;
-          QueueStats q{std::string(v.name), v.get(F::ready), v.get(F::delayed),
-                       v.get(F::in_flight), v.get(F::consumers), v.get(F::published_total),
-                       v.get(F::delivered_total), v.get(F::acked_total), v.get(F::nacked_total),
-                       v.get(F::expired_total), v.get(F::bytes), v.get(F::pressure),
-                       v.get(F::refused_total), v.get(F::blocked_total), v.get(F::staged)};
+          QueueStats q{
+              std::string(v.name),       v.get(F::ready),         v.get(F::delayed),
+              v.get(F::in_flight),       v.get(F::consumers),     v.get(F::published_total),
+              v.get(F::delivered_total), v.get(F::acked_total),   v.get(F::nacked_total),
+              v.get(F::expired_total),   v.get(F::bytes),         v.get(F::pressure),
+              v.get(F::refused_total),   v.get(F::blocked_total), v.get(F::staged)};
           q.held = v.get(F::held);
           q.retried_total = v.get(F::retried_total);
           q.dead_lettered_total = v.get(F::dead_lettered_total);
@@ -1042,7 +1041,8 @@ Result<DeadLetterResult> Connection::dead_letters(const DeadLetterQuery& query) 
       },
       [](FrameType type, std::string_view body) -> Result<DeadLetterResult> {
         protocol::DeadLetterResult r;
-        if (type != FrameType::dead_letters_result || !protocol::decode_dead_letters_result(body, r))
+        if (type != FrameType::dead_letters_result ||
+            !protocol::decode_dead_letters_result(body, r))
           return Error{errc::malformed_frame, "bad DEAD_LETTERS_RESULT"};
         DeadLetterResult out;
         out.affected = r.affected;

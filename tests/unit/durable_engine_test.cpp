@@ -8,31 +8,6 @@
 namespace sluice::test {
 namespace {
 
-struct RecordingJournal final : engine::Journal {
-  std::uint64_t seq = 0;
-  std::vector<std::string> calls;
-  std::uint64_t stored(const engine::Queue& q, std::uint64_t id, std::int64_t,
-                       std::string_view message) override {
-    calls.push_back("stored " + q.name() + " " + std::to_string(id) + " " + payload_of(message));
-    return ++seq;
-  }
-  void attempted(std::uint64_t id, std::uint32_t attempt, Micros not_before) override {
-    calls.push_back("attempted " + std::to_string(id) + " " + std::to_string(attempt) + " " +
-                    std::to_string(not_before));
-    ++seq;
-  }
-  void removed(std::uint64_t id) override {
-    calls.push_back("removed " + std::to_string(id));
-    ++seq;
-  }
-  void ids_used(std::uint64_t) override { ++seq; }
-  std::uint64_t dead_lettered(const engine::DeadLetter& d) override {
-    calls.push_back("dead_lettered " + std::to_string(d.message_id) + " " + std::string(d.reason));
-    return ++seq;
-  }
-  std::vector<std::string> take() { return std::exchange(calls, {}); }
-};
-
 engine::QueueOptions durable_options() {
   engine::QueueOptions o;
   o.durable = true;

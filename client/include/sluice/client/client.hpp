@@ -177,9 +177,9 @@ struct DeadLetterQuery {
   enum class Op : std::uint8_t { list = 1, show = 2, redrive = 3, remove = 4, purge = 5 };
   Op op = Op::list;
   std::string queue;
-  bool newest_first = false;      // list
-  std::uint32_t limit = 100;      // list: per page (at most 1000)
-  std::uint64_t after = 0;        // list: the previous page's next_after
+  bool newest_first = false;       // list
+  std::uint32_t limit = 100;       // list: per page (at most 1000)
+  std::uint64_t after = 0;         // list: the previous page's next_after
   std::vector<std::uint64_t> ids;  // show: one; redrive/remove: these (redrive: none = filter)
   std::chrono::milliseconds min_age{0};  // filters: dead-lettered at least / at most this long
   std::chrono::milliseconds max_age{0};  // ago (0: any)
