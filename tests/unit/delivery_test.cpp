@@ -109,7 +109,7 @@ TEST_CASE(
 }
 
 TEST_CASE(
-    "retry: a nack may ask for dead-lettering at once; expiry and disconnect count attempts") {
+    "retry: a nack may ask for dead-lettering at once and expiry and disconnect count attempts") {
   Engine e;
   RecordingJournal journal;
   e.set_journal(&journal);
@@ -142,7 +142,7 @@ TEST_CASE(
   CHECK(q.counters().dead_lettered_total == 2);
 }
 
-TEST_CASE("ordering: 10,000 messages over 100 keys keep key order through random failures") {
+TEST_CASE("ordering: 10000 messages over 100 keys keep key order through random failures") {
   // Random acks, nacks (some poison), lease expiries and consumer disconnects.
   // Checked at every delivery: it is the oldest unsettled message of its key,
   // and no other message of that key is out. At the end every message was
@@ -282,7 +282,7 @@ TEST_CASE("ordering: 10,000 messages over 100 keys keep key order through random
   }
 }
 
-TEST_CASE("dedup: a repeat within the window is the first message; after it, a new one") {
+TEST_CASE("dedup: a repeat within the window is the first message and after it a new one") {
   Engine e;
   engine::QueueOptions o;
   o.dedup_window = 10 * kSecond;
@@ -310,7 +310,7 @@ TEST_CASE("dedup: a repeat within the window is the first message; after it, a n
   CHECK(e.publish(q, with_headers("x", {{"sluice-dedup-id", "id3"}}), 11 * kSecond, 0).duplicate);
 }
 
-TEST_CASE("resequencer: early arrivals wait; a gap is given up after the timeout") {
+TEST_CASE("resequencer: early arrivals wait and a gap is given up after the timeout") {
   Engine e;
   engine::QueueOptions o;
   o.resequence = true;
