@@ -46,6 +46,8 @@ Measures a running sluiced end to end (publish -> deliver -> ack).
   --rate N             latency mode: offered messages per second (default 10000)
   --duration SECONDS   latency mode: how long to offer the rate (default 5)
   --queue NAME         queue to use (default bench-<pid>-<time>, fresh each run)
+  --keys N             throughput mode: ordering keys (ordering = key on the queue;
+                       message i carries sluice-key k<i mod N>); 0 = unordered (default)
 
 burst: a burst into a bounded queue (overflow block) drained at a set rate
   --burst N            messages published at once (default 200000; slow-consumer: 100000)
@@ -73,6 +75,7 @@ struct Config {
   double rate = 10000;
   double duration_s = 5;
   std::string queue;
+  std::uint32_t keys = 0;
   bool json = false;
 };
 
@@ -182,6 +185,9 @@ int main(int argc, char** argv) {
       cfg.duration_s = n;
     } else if (arg == "--queue") {
       cfg.queue = value;
+    } else if (arg == "--keys") {
+      if (!number(0, 1'000'000)) return usage_error("--keys needs 0 to 1000000");
+      cfg.keys = static_cast<std::uint32_t>(n);
     } else if (arg == "--burst") {
       if (!number(1, 1e9)) return usage_error("--burst needs a positive count");
       flow.burst = static_cast<std::uint64_t>(n);
@@ -220,6 +226,15 @@ int main(int argc, char** argv) {
     if (cfg.messages == 0) return usage_error("--rate x --duration is less than one message");
   }
   auto open = [&] { return sluice::bench::connect_or_report(cfg.host, cfg.port, "sluice-bench"); };
+  if (cfg.keys != 0) {
+    if (latency_mode) return usage_error("--keys is for throughput mode");
+    auto admin = open();
+    if (!admin) return 2;
+    if (auto e = admin->configure(cfg.queue, {{"ordering", "key"}})) {
+      std::fprintf(stderr, "sluice-bench: ordering = key: %s\n", e.to_string().c_str());
+      return 2;
+    }
+  }
 
   // Which sequence numbers arrived, to tell lost from duplicated.
   std::unique_ptr<std::atomic<std::uint8_t>[]> seen(new std::atomic<std::uint8_t>[cfg.messages]);
@@ -297,9 +312,18 @@ int main(int argc, char** argv) {
           std::this_thread::sleep_for(std::chrono::microseconds(200));
         }
       } else {
-        for (std::uint64_t seq = p; seq < cfg.messages; seq += cfg.producers) {
-          stamp(payload, seq);
-          conn.publish_async(cfg.queue, payload, on_confirm);
+        if (cfg.keys == 0) {
+          for (std::uint64_t seq = p; seq < cfg.messages; seq += cfg.producers) {
+            stamp(payload, seq);
+            conn.publish_async(cfg.queue, payload, on_confirm);
+          }
+        } else {
+          sluice::client::Message m{payload, {{"sluice-key", ""}}};
+          for (std::uint64_t seq = p; seq < cfg.messages; seq += cfg.producers) {
+            stamp(m.payload, seq);
+            m.headers[0].second = "k" + std::to_string(seq % cfg.keys);
+            conn.publish_async(cfg.queue, m, on_confirm);
+          }
         }
       }
       conn.wait_confirms(std::chrono::minutes(10));
@@ -363,14 +387,15 @@ int main(int argc, char** argv) {
   if (cfg.json) {
     std::printf(
         "{\"mode\":\"%s\",\"messages\":%llu,\"size\":%u,\"producers\":%u,\"consumers\":%u,"
-        "\"in_flight\":%u,\"offered_rate\":%.0f,\"elapsed_s\":%.3f,\"msgs_per_sec\":%.0f,"
+        "\"in_flight\":%u,\"keys\":%u,\"offered_rate\":%.0f,\"elapsed_s\":%.3f,\"msgs_per_sec\":%."
+        "0f,"
         "\"publish_msgs_per_sec\":%.0f,\"p50_us\":%u,\"p99_us\":%u,\"p999_us\":%u,"
         "\"max_us\":%u,\"lost\":%llu,\"duplicates\":%llu,\"publish_failures\":%llu,"
         "\"peak_held\":%llu,\"credit_respected\":%s,\"durable\":%s,\"fsyncs_per_sec\":%.0f,"
         "\"median_batch\":%llu,\"ops_per_commit\":%.1f}\n",
         cfg.mode.c_str(), static_cast<unsigned long long>(cfg.messages), cfg.size, cfg.producers,
-        cfg.consumers, cfg.in_flight, latency_mode ? cfg.rate : 0.0, elapsed_s, msgs_per_sec,
-        publish_per_sec, p50, p99, p999, max, static_cast<unsigned long long>(lost),
+        cfg.consumers, cfg.in_flight, cfg.keys, latency_mode ? cfg.rate : 0.0, elapsed_s,
+        msgs_per_sec, publish_per_sec, p50, p99, p999, max, static_cast<unsigned long long>(lost),
         static_cast<unsigned long long>(duplicates.load()),
         static_cast<unsigned long long>(publish_failures.load()),
         static_cast<unsigned long long>(peak_held), credit_respected ? "true" : "false",
@@ -383,6 +408,8 @@ int main(int argc, char** argv) {
     std::printf("%-24s %u producers, %u consumers x %u in flight\n", "shape", cfg.producers,
                 cfg.consumers, cfg.in_flight);
     if (latency_mode) std::printf("%-24s %.0f msg/s\n", "offered rate", cfg.rate);
+    if (cfg.keys != 0)
+      std::printf("%-24s %u (one message of a key out at a time)\n", "ordering keys", cfg.keys);
     std::printf("%-24s %.3f s\n", "elapsed", elapsed_s);
     std::printf("%-24s %.0f msg/s\n", "end to end", msgs_per_sec);
     std::printf("%-24s %.0f msg/s\n", "publish (confirmed)", publish_per_sec);
