@@ -39,15 +39,21 @@ void decode_body(std::uint8_t type, std::string_view body) {
       if (decode_publish(body, Limits{}, p, messages)) {
         for (auto m : messages) {
           MessageParts parts;
-          if (parse_message(m, parts)) for_each_header(parts, [](const Header&) {});
+          if (parse_message(m, parts)) {
+            for_each_header(parts, [](const Header&) {});
+            SystemHeaders sys;
+            (void)read_system_headers(parts, sys);
+          }
         }
       }
       break;
     }
     case FrameType::confirm: {
       Confirm c;
-      if (decode_confirm(body, c))
+      if (decode_confirm(body, c)) {
         for (std::uint32_t i = 0; i <= c.count; ++i) (void)c.message_id(i);
+        for (std::uint32_t i = 0; i <= c.duplicate_count; ++i) (void)c.duplicate_index(i);
+      }
       break;
     }
     case FrameType::subscribe: {
@@ -103,6 +109,20 @@ void decode_body(std::uint8_t type, std::string_view body) {
     case FrameType::error: {
       ErrorFrame e;
       (void)decode_error(body, e);
+      break;
+    }
+    case FrameType::dead_letters: {
+      DeadLetterRequest r;
+      (void)decode_dead_letters(body, r);
+      break;
+    }
+    case FrameType::dead_letters_result: {
+      DeadLetterResult r;
+      if (decode_dead_letters_result(body, r))
+        for (const auto& e : r.entries) {
+          MessageParts parts;
+          (void)parse_message(e.message, parts);
+        }
       break;
     }
   }
