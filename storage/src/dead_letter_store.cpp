@@ -3,7 +3,12 @@
 #include <cerrno>
 #include <cstring>
 
+#include "le_codec.hpp"
+
 namespace sluice::storage {
+
+using detail::get_le;
+using detail::put_le;
 
 namespace {
 
@@ -22,21 +27,6 @@ bool split_key(std::string_view key, std::string_view& queue, std::uint64_t& id)
   queue = key.substr(0, key.size() - 9);
   id = 0;
   for (char c : key.substr(key.size() - 8)) id = (id << 8) | static_cast<unsigned char>(c);
-  return true;
-}
-
-template <typename T>
-void put_le(std::string& out, T value) {
-  char bytes[sizeof(T)];
-  std::memcpy(bytes, &value, sizeof(T));  // little-endian hosts only
-  out.append(bytes, sizeof(T));
-}
-
-template <typename T>
-bool get_le(std::string_view& in, T& value) {
-  if (in.size() < sizeof(T)) return false;
-  std::memcpy(&value, in.data(), sizeof(T));
-  in.remove_prefix(sizeof(T));
   return true;
 }
 

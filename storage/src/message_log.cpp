@@ -3,9 +3,14 @@
 #include <algorithm>
 #include <cerrno>
 #include <cstring>
+
+#include "le_codec.hpp"
 #include <vector>
 
 namespace sluice::storage {
+
+using detail::get_le;
+using detail::put_le;
 
 namespace {
 
@@ -22,21 +27,6 @@ std::uint64_t key_id(std::string_view key) {
   std::uint64_t id = 0;
   for (char c : key) id = (id << 8) | static_cast<unsigned char>(c);
   return id;
-}
-
-template <typename T>
-void put_le(std::string& out, T value) {
-  char bytes[sizeof(T)];
-  std::memcpy(bytes, &value, sizeof(T));  // little-endian hosts only (x86-64, aarch64)
-  out.append(bytes, sizeof(T));
-}
-
-template <typename T>
-bool get_le(std::string_view& in, T& value) {
-  if (in.size() < sizeof(T)) return false;
-  std::memcpy(&value, in.data(), sizeof(T));
-  in.remove_prefix(sizeof(T));
-  return true;
 }
 
 StorageError unreadable(std::uint64_t id, const char* what) {

@@ -13,6 +13,7 @@
 #include <vector>
 
 #include "sluice/storage/data_dir.hpp"
+#include "sluice/storage/dead_letter_store.hpp"
 #include "sluice/storage/group_commit.hpp"
 #include "sluice/storage/lmdb.hpp"
 #include "sluice/storage/message_log.hpp"
@@ -359,6 +360,69 @@ TEST_CASE("storage: the message log reads back what is stored, in id order") {
       data.env(), [](const StoredMessage&) {}, next_id, stats));
   CHECK(stats.orphan_attempts == 0);
   CHECK(stats.messages == 3);
+}
+
+TEST_CASE("storage: dead letters are listed per queue, either way, from a cursor") {
+  TempDir dir;
+  DataDir data;
+  REQUIRE_FALSE(data.open(dir.path.string(), {}).has_value());
+  DeadLetterStore store;
+  require_ok(store.open(data.env()));
+  {
+    std::atomic<std::uint64_t> durable{0};
+    GroupCommitter committer(data.env(),
+                             [&](const CommitResult& r) { durable.store(r.durable_seq); });
+    // "a" and "a.b" share a prefix: their entries must not mix.
+    for (std::uint64_t id = 1; id <= 6; ++id) {
+      DeadLetterRecord r;
+      r.queue = id % 3 == 0 ? "a.b" : "a";
+      r.entry_id = id * 10;
+      r.message_id = id;
+      r.publish_wall_us = 100;
+      r.attempts = static_cast<std::uint32_t>(id);
+      r.first_failure_wall_us = 200;
+      r.last_failure_wall_us = 300 + static_cast<std::int64_t>(id);
+      const std::string reason = "reason " + std::to_string(id);
+      r.reason = reason;
+      const std::string message = "m" + std::to_string(id);
+      r.message = message;
+      committer.submit(store.put(r));
+    }
+    committer.submit(store.erase("a", 20));
+    const auto last = committer.last_seq();
+    while (durable.load() < last) std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  }
+  const auto list = [&](std::string_view queue, bool newest, std::uint64_t after) {
+    std::vector<std::uint64_t> ids;
+    require_ok(store.scan(data.env(), queue, newest, after, [&](const DeadLetterRecord& r) {
+      CHECK(r.queue == queue);
+      CHECK(r.message == "m" + std::to_string(r.message_id));
+      CHECK(r.reason == "reason " + std::to_string(r.message_id));
+      ids.push_back(r.entry_id);
+      return true;
+    }));
+    return ids;
+  };
+  CHECK(list("a", false, 0) == std::vector<std::uint64_t>{10, 40, 50});
+  CHECK(list("a", true, 0) == std::vector<std::uint64_t>{50, 40, 10});
+  CHECK(list("a", false, 10) == std::vector<std::uint64_t>{40, 50});
+  CHECK(list("a", true, 40) == std::vector<std::uint64_t>{10});
+  CHECK(list("a", true, 45) == std::vector<std::uint64_t>{40, 10});
+  CHECK(list("a.b", true, 0) == std::vector<std::uint64_t>{60, 30});
+  CHECK(list("b", false, 0).empty());
+  CHECK(list("a.b", false, 60).empty());
+  std::optional<OwnedDeadLetter> got;
+  require_ok(store.get(data.env(), "a.b", 30, got));
+  REQUIRE(got.has_value());
+  CHECK(got->record.attempts == 3);
+  CHECK(got->record.last_failure_wall_us == 303);
+  CHECK(got->record.message == "m3");
+  require_ok(store.get(data.env(), "a", 20, got));
+  CHECK_FALSE(got.has_value());
+  std::vector<std::pair<std::string, std::uint64_t>> counts;
+  require_ok(store.count(data.env(),
+                         [&](std::string_view q, std::uint64_t n) { counts.emplace_back(q, n); }));
+  CHECK(counts == std::vector<std::pair<std::string, std::uint64_t>>{{"a", 3}, {"a.b", 2}});
 }
 
 TEST_CASE("storage: with the store full, a backlog still drains into the storage thread") {
