@@ -43,7 +43,7 @@ Micros Engine::retry_after(const Queue& queue) const noexcept {
   return std::clamp<Micros>(estimate, 10'000, 60'000'000);
 }
 
-Admission Engine::admit(Queue& queue, std::uint64_t count, Micros now) {
+Admission Engine::admit(Queue& queue, std::uint64_t count, Micros now, bool count_refusal) {
   // A PUBLISH frame is admitted whole while the queue is below its high
   // watermark, so a queue (and the memory limit) can be passed by at most one
   // frame per publishing connection; clients batch freely, whatever the capacity.
@@ -53,7 +53,7 @@ Admission Engine::admit(Queue& queue, std::uint64_t count, Micros now) {
   const std::uint64_t high_bytes =
       std::max<std::uint64_t>(1, o.max_bytes * o.high_watermark_pct / 100);
   const auto full = [&](Micros retry, const char* detail) {
-    if (o.overflow == Overflow::reject) queue.counters_.refused_total++;
+    if (o.overflow == Overflow::reject && count_refusal) queue.counters_.refused_total++;
     return Admission{errc::queue_full, retry, detail};
   };
   if (queue.full_ && below_low_watermark(queue)) queue.full_ = false;

@@ -213,7 +213,9 @@ Published Engine::publish(Queue& queue, std::string_view message, Micros now, st
   s.redriven = redrive;
   if (sys.delay_ms != 0) s.deadline = now + static_cast<Micros>(sys.delay_ms) * 1000;
   if (sys.not_before_ms != 0) {
-    const auto wait = static_cast<Micros>(sys.not_before_ms) * 1000 - wall_us;
+    // At most kMaxDelayMs ahead (the session refuses more; a raw caller is clamped).
+    constexpr auto kMax = static_cast<Micros>(protocol::kMaxDelayMs) * 1000;
+    const auto wait = std::min(static_cast<Micros>(sys.not_before_ms) * 1000 - wall_us, kMax);
     if (wait > 0) s.deadline = std::max(s.deadline, now + wait);
   }
   if (dedup)
@@ -360,6 +362,8 @@ void Engine::restore(Queue& queue, std::uint64_t id, std::string_view message,
   // Delivered before the restart: it has had its turn in the resequencer.
   if (queue.lanes_) s.lane = &queue.lanes_->hold(key_of(queue, s.message), now);
   if (s.deadline > now) {
+    // Waiting out its backoff: it is still first of its key.
+    if (s.lane != nullptr) queue.lanes_->block(*s.lane);
     s.state = SlotState::delayed;
     deadlines_.push(index);
     queue.counters_.delayed++;

@@ -85,7 +85,9 @@ class Engine {
   /// rate allows; `ok` takes the ingress tokens. A frame admitted whole may
   /// pass the watermark by itself. The caller publishes on ok, and on
   /// queue_full waits (wait_for_room) or refuses as the queue's overflow says.
-  Admission admit(Queue& queue, std::uint64_t count, Micros now);
+  /// `count_refusal`: false for a caller that polls (a redrive), so that
+  /// refused_total counts producers only.
+  Admission admit(Queue& queue, std::uint64_t count, Micros now, bool count_refusal = true);
   /// Tells `waiter` (once) when `queue` may take publishes again.
   void wait_for_room(Queue& queue, PublishWaiter& waiter, Micros now);
   /// Forgets `waiter` everywhere (its connection is closing).

@@ -54,6 +54,11 @@ class KeyLanes {
   /// A message back in line (retry, expiry, consumer gone): first of its key
   /// again, and an ordered lane may serve it.
   void push_front(KeyLane& lane, std::uint32_t slot);
+  /// An ordered lane's message is out (waiting to retry, read back at a
+  /// restart): nothing else of the key goes until it is back or settled.
+  void block(KeyLane& lane) noexcept {
+    if (ordered_ && !lane.key.empty()) lane.busy = true;
+  }
   /// The next ready slot by round-robin over keys that have a token, taking
   /// it; kNil when none can go now. `wake_at` is lowered to the earliest time
   /// a throttled lane gets its token.

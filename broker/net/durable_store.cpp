@@ -165,6 +165,11 @@ void DurableStore::on_commit(const storage::CommitResult& result) {
     erasing_.erase(erasing_order_.front().second);
     erasing_order_.pop_front();
   }
+  while (!after_durable_.empty() && after_durable_.front().first <= result.durable_seq) {
+    auto then = std::move(after_durable_.front().second);
+    after_durable_.pop_front();
+    then();
+  }
   engine_.committed(result.durable_seq, now);
   if (result.full != full_) {
     full_ = result.full;
@@ -214,9 +219,12 @@ std::uint64_t DurableStore::dead_lettered(const engine::DeadLetter& e) {
   r.message = e.message;
   const std::uint64_t seq = committer_->submit(dead_letters_.put(r));
   if (e.durable) {
-    // After the entry: a crash in between leaves the message twice, never nowhere.
-    committer_->submit(log_.erase_message(e.message_id));
-    committer_->submit(log_.erase_attempts(e.message_id));
+    // Only once the entry is committed: a full store lets erases overtake new
+    // records, and a crash in between must leave the message twice, never nowhere.
+    after_durable(seq, [this, id = e.message_id] {
+      committer_->submit(log_.erase_message(id));
+      committer_->submit(log_.erase_attempts(id));
+    });
   }
   DlqState& state = dlq_[e.queue.name()];
   state.count++;
@@ -230,11 +238,22 @@ std::uint64_t DurableStore::dead_lettered(const engine::DeadLetter& e) {
   return seq;
 }
 
-void DurableStore::erase_entry(const std::string& queue, std::uint64_t entry_id) {
+void DurableStore::erase_entry(const std::string& queue, std::uint64_t entry_id,
+                               std::uint64_t after_seq) {
   if (!erasing_.insert(entry_id).second) return;
-  erasing_order_.emplace_back(committer_->submit(dead_letters_.erase(queue, entry_id)), entry_id);
   DlqState& state = dlq_[queue];
   if (state.count > 0) state.count--;
+  auto erase = [this, queue, entry_id] {
+    erasing_order_.emplace_back(committer_->submit(dead_letters_.erase(queue, entry_id)), entry_id);
+  };
+  if (after_seq == 0)
+    erase();
+  else
+    after_durable(after_seq, std::move(erase));
+}
+
+void DurableStore::after_durable(std::uint64_t seq, std::function<void()> then) {
+  after_durable_.emplace_back(seq, std::move(then));
 }
 
 void DurableStore::trim(const std::string& queue, DlqState& state) {
@@ -369,9 +388,16 @@ std::optional<DeadLetterError> DurableStore::run_dead_letters(
               dir_.env(), queue, request.flags & protocol::kDeadLettersNewestFirst, request.after,
               [&](const storage::DeadLetterRecord& r) {
                 if (!live(r.entry_id) || !matches(request, r, wall_now)) return true;
-                const auto entry = to_entry(r);
-                const std::size_t bytes = protocol::DeadLettersResultWriter::entry_bytes(entry);
-                if (taken == limit || bytes > room) return false;
+                auto entry = to_entry(r);
+                std::size_t bytes = protocol::DeadLettersResultWriter::entry_bytes(entry);
+                if (taken == limit || (bytes > room && taken != 0)) return false;
+                if (bytes > room) {
+                  // Alone too large for a frame: listed without its message, so
+                  // the listing goes on past it (show refuses it, redrive works).
+                  entry.message = {};
+                  bytes = protocol::DeadLettersResultWriter::entry_bytes(entry);
+                  if (bytes > room) return false;
+                }
                 writer.add(entry);
                 room -= bytes;
                 taken++;
@@ -415,8 +441,10 @@ std::optional<DeadLetterError> DurableStore::run_dead_letters(
       job.queue = queue;
       if (request.rate_milli != 0)
         job.bucket = engine::TokenBucket(request.rate_milli, 1, Server::now());
+      // Marked pending only once the request has succeeded as a whole.
+      std::unordered_set<std::uint64_t> taken;
       const auto take = [&](std::uint64_t id) {
-        if (redrive_pending_.insert(id).second) job.ids.push_back(id);
+        if (!redrive_pending_.count(id) && taken.insert(id).second) job.ids.push_back(id);
       };
       if (!request.ids.empty()) {
         for (auto id : request.ids) {
@@ -432,6 +460,7 @@ std::optional<DeadLetterError> DurableStore::run_dead_letters(
         return failed(*e);
       }
       affected = job.ids.size();
+      redrive_pending_.insert(job.ids.begin(), job.ids.end());
       if (!job.ids.empty()) {
         dlq_[queue].redriving += job.ids.size();
         log::info("redrive_started")
@@ -501,7 +530,7 @@ void DurableStore::redrive_step() {
       if (found && !erasing_.count(id)) {
         if (!job.bucket.unlimited() && !job.bucket.try_take(now)) break;
         // A full queue waits: redrive never pushes past the queue's limits.
-        if (engine_.admit(queue, 1, now).code != errc::ok) {
+        if (engine_.admit(queue, 1, now, /*count_refusal=*/false).code != errc::ok) {
           if (!job.bucket.unlimited()) job.bucket.refund();
           break;
         }
@@ -511,7 +540,9 @@ void DurableStore::redrive_step() {
             .str("queue", job.queue)
             .unum("entry_id", id)
             .unum("message_id", published.id);
-        erase_entry(job.queue, id);
+        // Into a durable queue: the entry goes once the message is stored (a
+        // crash in between leaves it twice, never nowhere).
+        erase_entry(job.queue, id, queue.durable() ? committer_->last_seq() : 0);
         moved++;
       }
       job.ids.pop_front();

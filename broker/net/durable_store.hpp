@@ -111,7 +111,11 @@ class DurableStore final : public engine::Journal {
   };
   /// Erases the oldest entries of `queue` while over its dlq_max_entries.
   void trim(const std::string& queue, DlqState& state);
-  void erase_entry(const std::string& queue, std::uint64_t entry_id);
+  /// Removes an entry (hidden and uncounted at once); the write is submitted
+  /// now, or once write `after_seq` is durable.
+  void erase_entry(const std::string& queue, std::uint64_t entry_id, std::uint64_t after_seq = 0);
+  /// Runs `then` on the engine thread once every write up to `seq` is durable.
+  void after_durable(std::uint64_t seq, std::function<void()> then);
   std::optional<DeadLetterError> run_dead_letters(const protocol::DeadLetterRequest& request,
                                                   std::string& out, std::uint32_t max_frame_bytes);
   /// Whether `r` passes the request's filters (age, reason).
@@ -144,7 +148,8 @@ class DurableStore final : public engine::Journal {
   std::unordered_set<std::uint64_t> erasing_;
   std::deque<std::pair<std::uint64_t, std::uint64_t>> erasing_order_;
   std::unordered_set<std::uint64_t> redrive_pending_;
-  std::unordered_map<std::string, DlqState> dlq_;  // by queue name
+  std::deque<std::pair<std::uint64_t, std::function<void()>>> after_durable_;  // in seq order
+  std::unordered_map<std::string, DlqState> dlq_;                              // by queue name
   std::deque<RedriveJob> redrives_;
   boost::asio::steady_timer redrive_timer_;
   boost::asio::steady_timer sweep_timer_;

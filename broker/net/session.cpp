@@ -260,6 +260,13 @@ bool Session::handle_publish(std::string_view body) {
       send_error(publish.request_id, s.code, s.detail);
       return true;
     }
+    if (sys.not_before_ms != 0 &&
+        sys.not_before_ms >
+            static_cast<std::uint64_t>(Server::wall_us() / 1000) + protocol::kMaxDelayMs) {
+      send_error(publish.request_id, errc::invalid_argument,
+                 "publish: sluice-not-before-ms is more than 30 days ahead");
+      return true;
+    }
   }
   engine::Engine& engine = server_.engine();
   // Producers publish to the same queue frame after frame; skip the lookup.

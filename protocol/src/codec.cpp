@@ -605,9 +605,9 @@ Status read_system_headers(const MessageParts& parts, SystemHeaders& out) noexce
         status = {errc::invalid_argument,
                   "publish: sluice-delay-ms must be decimal milliseconds up to 30 days"};
     } else if (h.key == kNotBeforeHeader) {
-      if (!parse_decimal(h.value, out.not_before_ms))
+      if (!parse_decimal(h.value, out.not_before_ms) || out.not_before_ms > kMaxNotBeforeMs)
         status = {errc::invalid_argument,
-                  "publish: sluice-not-before-ms must be decimal Unix milliseconds"};
+                  "publish: sluice-not-before-ms must be decimal Unix milliseconds before 2100"};
     } else if (h.key == kCorrelationHeader) {
       out.correlation_id = h.value;
     }

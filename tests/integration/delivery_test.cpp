@@ -259,6 +259,8 @@ TEST_CASE(
                                                         {"sluice-delay-ms", "-5"},
                                                         {"sluice-delay-ms", "99999999999999"},
                                                         {"sluice-not-before-ms", "soon"},
+                                                        {"sluice-not-before-ms", "9999999999999"},
+                                                        {"sluice-not-before-ms", "4102444700000"},
                                                         {"sluice-dedup-id", ""}}) {
     CAPTURE(key);
     CAPTURE(value);

@@ -142,3 +142,34 @@ TEST_CASE("durable: a blocked producer of a durable queue is let go when storage
 }
 
 }  // namespace sluice::test
+
+namespace sluice::test {
+
+TEST_CASE("durable: after a restart an ordered key waits for its message that was retrying") {
+  Engine e;
+  RecordingJournal journal;
+  e.set_journal(&journal);
+  auto o = durable_options();
+  o.ordered = true;
+  auto& q = e.declare("q", o);
+  std::string a, b;
+  const protocol::Header key{"sluice-key", "k"};
+  protocol::encode_message(a, {&key, 1}, "a");
+  protocol::encode_message(b, {&key, 1}, "b");
+  // a failed once and waits out its backoff until 5 s; b was never delivered.
+  e.restore(q, 1, a, 0, 1, 5 * kSecond, 0, 0);
+  e.restore(q, 2, b, 0, 0, 0, 0, 0);
+  RecordingSink sink;
+  subscribe(e, q, sink, 10);
+  CHECK(sink.got.empty());  // b must not overtake a
+  e.advance(5 * kSecond);
+  auto got = sink.take();
+  REQUIRE(got.size() == 1);
+  CHECK(got[0].payload == "a");
+  REQUIRE(e.ack(sink, 1, got[0].delivery.lease_token, 5 * kSecond) == errc::ok);
+  got = sink.take();
+  REQUIRE(got.size() == 1);
+  CHECK(got[0].payload == "b");
+}
+
+}  // namespace sluice::test

@@ -182,6 +182,9 @@ inline constexpr std::string_view kCorrelationHeader = "sluice-correlation-id";
 inline constexpr std::size_t kMaxDedupIdBytes = 255;
 /// Longest delay a publish may ask for: 30 days.
 inline constexpr std::uint64_t kMaxDelayMs = 30ull * 24 * 3600 * 1000;
+/// Largest sluice-not-before-ms the decoder takes (2100-01-01); the broker
+/// also refuses one more than kMaxDelayMs ahead of its clock.
+inline constexpr std::uint64_t kMaxNotBeforeMs = 4'102'444'800'000;
 
 /// A message's parts, parsed from its raw encoding.
 struct MessageParts {
