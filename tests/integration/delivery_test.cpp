@@ -24,11 +24,6 @@ using sluice::test::TestBroker;
 
 namespace {
 
-struct TempDir {
-  std::filesystem::path path = sluice::test::make_temp_dir("sluice-delivery");
-  ~TempDir() { std::filesystem::remove_all(path); }
-};
-
 std::uint64_t dead_letters(sluice::client::Connection& conn, const std::string& queue) {
   auto stats = conn.stats(queue);
   return stats && !stats->empty() ? stats->front().dead_letters : 0;
@@ -51,7 +46,7 @@ using Op = sluice::client::DeadLetterQuery::Op;
 TEST_CASE(
     "dlq: a message nacked every time is retried at the backoff then dead-lettered and "
     "kept across kill -9 and redriven with attempt 1") {
-  TempDir dir;
+  sluice::test::ScopedTempDir dir("sluice-delivery");
   const std::vector<std::string> args = {"--set", "storage.path=" + (dir.path / "data").string(),
                                          "--set", "queues.jobs.max_attempts=4",
                                          "--set", "queues.jobs.retry_backoff=200ms",

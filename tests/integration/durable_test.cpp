@@ -31,8 +31,8 @@ namespace {
 
 /// A data directory for one test, removed at the end.
 struct DataDir {
-  std::filesystem::path path = sluice::test::make_temp_dir("sluice-durable") / "data";
-  ~DataDir() { std::filesystem::remove_all(path.parent_path()); }
+  sluice::test::ScopedTempDir scratch{"sluice-durable"};
+  std::filesystem::path path = scratch.path / "data";
 };
 
 std::vector<std::string> durable_args(const DataDir& dir, std::vector<std::string> more = {}) {

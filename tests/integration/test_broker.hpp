@@ -67,8 +67,20 @@ class HoldingConsumer {
   pid_t pid_ = -1;
 };
 
-/// A temporary directory removed at the end of the scope.
+/// Creates a fresh directory under the system temp directory (the caller removes it).
 std::filesystem::path make_temp_dir(const std::string& prefix);
+
+/// A fresh temporary directory, removed with everything in it at the end of the scope.
+struct ScopedTempDir {
+  explicit ScopedTempDir(const std::string& prefix) : path(make_temp_dir(prefix)) {}
+  ~ScopedTempDir() {
+    std::error_code ignored;
+    std::filesystem::remove_all(path, ignored);
+  }
+  ScopedTempDir(const ScopedTempDir&) = delete;
+  ScopedTempDir& operator=(const ScopedTempDir&) = delete;
+  std::filesystem::path path;
+};
 
 /// Runs a command with /bin/sh, feeding `input` on stdin; returns exit status and stdout.
 struct CommandResult {
