@@ -193,7 +193,13 @@ Published Engine::publish(Queue& queue, std::string_view message, Micros now, st
   protocol::SystemHeaders sys;
   if (redrive || !protocol::parse_message(message, parts) ||
       !protocol::read_system_headers(parts, sys))
-    sys = {};  // the session validated it; a raw caller's bad headers are ignored
+    sys = {};  // a raw caller's bad headers are ignored
+  return publish(queue, message, sys, now, wall_us, redrive);
+}
+
+Published Engine::publish(Queue& queue, std::string_view message,
+                          const protocol::SystemHeaders& sys, Micros now, std::int64_t wall_us,
+                          bool redrive) {
   const bool dedup = !sys.dedup_id.empty() && queue.options_.dedup_window > 0;
   if (dedup) {
     queue.dedup_.expire(now);

@@ -252,9 +252,10 @@ bool Session::handle_publish(std::string_view body) {
   }
   // The sluice-* headers are checked before anything is admitted: a frame is
   // taken whole or not at all.
+  system_headers_.clear();
   for (auto message : messages_) {
     protocol::MessageParts parts;
-    protocol::SystemHeaders sys;
+    protocol::SystemHeaders& sys = system_headers_.emplace_back();
     if (!protocol::parse_message(message, parts)) continue;  // decode_publish checked it
     if (auto s = protocol::read_system_headers(parts, sys); !s) {
       send_error(publish.request_id, s.code, s.detail);
@@ -293,8 +294,8 @@ bool Session::handle_publish(std::string_view body) {
   const auto wall = Server::wall_us();
   ids_.clear();
   duplicates_.clear();
-  for (auto message : messages_) {
-    const auto published = engine.publish(queue, message, now, wall);
+  for (std::size_t i = 0; i < messages_.size(); ++i) {
+    const auto published = engine.publish(queue, messages_[i], system_headers_[i], now, wall);
     if (published.duplicate) duplicates_.push_back(static_cast<std::uint32_t>(ids_.size()));
     ids_.push_back(published.id);
   }

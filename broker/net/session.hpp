@@ -137,7 +137,8 @@ class Session final : public std::enable_shared_from_this<Session>,
   engine::Queue* last_queue_ = nullptr;
   std::vector<std::string_view> messages_;
   std::vector<std::uint64_t> ids_;
-  std::vector<std::uint32_t> duplicates_;  // indexes into ids_
+  std::vector<std::uint32_t> duplicates_;                // indexes into ids_
+  std::vector<protocol::SystemHeaders> system_headers_;  // of messages_, read once
   protocol::DeadLetterRequest dead_letter_request_;
   std::vector<protocol::AckEntry> acks_;
   std::vector<protocol::NackEntry> nacks_;
