@@ -421,9 +421,10 @@ void Engine::disconnect(Consumer& consumer, Micros now) {
     queue.counters_.requeued_total++;
     Slot& s = store_[newest];
     if (queue.options_.retry.exhausted(s.attempt)) {
-      s.last_failure = now;
-      if (s.first_failure == kNever) s.first_failure = now;
-      s.reason.assign("consumer disconnected");
+      Failure& f = store_.failure(newest);
+      f.last = now;
+      if (f.first == kNever) f.first = now;
+      f.reason.assign("consumer disconnected");
       dead_letter(newest, now);
     } else {
       requeue_front(queue, newest);
@@ -499,9 +500,10 @@ void Engine::fail(std::uint32_t index, Micros now, Micros delay, std::string_vie
                   bool poison) {
   Slot& s = store_[index];
   Queue& queue = *s.queue;
-  s.last_failure = now;
-  if (s.first_failure == kNever) s.first_failure = now;
-  s.reason.assign(reason.data(), reason.size());
+  Failure& f = store_.failure(index);
+  f.last = now;
+  if (f.first == kNever) f.first = now;
+  f.reason.assign(reason.data(), reason.size());
   if (poison || queue.options_.retry.exhausted(s.attempt)) {
     dead_letter(index, now);
     return;
@@ -532,8 +534,9 @@ void Engine::dead_letter(std::uint32_t index, Micros now) {
     drop(index, now);
     return;
   }
-  const DeadLetter entry{queue,           next_id(),      s.id,     s.publish_wall_us, s.attempt,
-                         s.first_failure, s.last_failure, s.reason, s.message,         s.durable};
+  const Failure& f = store_.failure(index);
+  const DeadLetter entry{queue,   next_id(), s.id,     s.publish_wall_us, s.attempt,
+                         f.first, f.last,    f.reason, s.message,         s.durable};
   dead_letters_.emplace_back(journal_->dead_lettered(entry), index);
 }
 

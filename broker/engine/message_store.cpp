@@ -12,6 +12,11 @@ std::uint32_t MessageStore::allocate() {
   return static_cast<std::uint32_t>(slots_.size() - 1);
 }
 
+Failure& MessageStore::failure(std::uint32_t index) {
+  slots_[index].failed = true;
+  return failures_[index];
+}
+
 void MessageStore::release(std::uint32_t index) {
   Slot& s = slots_[index];
   s.state = SlotState::free;
@@ -21,11 +26,13 @@ void MessageStore::release(std::uint32_t index) {
   s.durable = false;
   s.redriven = false;
   s.lane = nullptr;
-  s.first_failure = s.last_failure = kNever;
+  if (s.failed) {
+    failures_.erase(index);
+    s.failed = false;
+  }
   s.deadline = 0;
   s.attempt = 0;
   s.message.clear();  // keeps capacity for the next message
-  s.reason.clear();
   free_.push_back(index);
 }
 

@@ -8,6 +8,7 @@
 #include <cstdint>
 #include <string>
 #include <string_view>
+#include <unordered_map>
 #include <vector>
 
 namespace sluice::engine {
@@ -38,12 +39,9 @@ enum class SlotState : std::uint8_t {
 
 struct Slot {
   std::string message;  // raw message encoding, sent back verbatim on delivery
-  std::string reason;   // the last failure's reason (for the dead-letter entry)
   std::uint64_t id = 0;
   std::int64_t publish_wall_us = 0;
-  Micros deadline = 0;            // lease end when in flight, not-before when delayed or staged
-  Micros first_failure = kNever;  // when an attempt first failed (kNever: none yet)
-  Micros last_failure = kNever;
+  Micros deadline = 0;  // lease end when in flight, not-before when delayed or staged
   Queue* queue = nullptr;
   Consumer* owner = nullptr;     // consumer holding the lease
   KeyLane* lane = nullptr;       // its key's lane, on a queue with per-key rates
@@ -55,11 +53,23 @@ struct Slot {
   SlotState state = SlotState::free;
   bool durable = false;   // stored in the journal: settling it must tell the journal
   bool redriven = false;  // back from the dead-letter queue: skips the resequencer
+  bool failed = false;    // has a Failure record (MessageStore::failure)
+};
+
+/// What a dead-letter entry needs to know about a message's failed attempts.
+/// Kept beside the slots, not in them: most messages never fail, and the
+/// slots stay small on the hot path.
+struct Failure {
+  Micros first = kNever;  // engine time of the first failed attempt
+  Micros last = kNever;
+  std::string reason;  // the last one's
 };
 
 /// Owns all slots of one engine. Not thread-safe: owned by the engine's thread.
 class MessageStore {
  public:
+  /// The slot's failure record, created on first use; dropped with the slot.
+  Failure& failure(std::uint32_t index);
   /// A free slot (reused when possible), state still `free`.
   std::uint32_t allocate();
   /// Returns the slot to the free list; invalidates every lease token on it.
@@ -85,6 +95,7 @@ class MessageStore {
  private:
   std::vector<Slot> slots_;
   std::vector<std::uint32_t> free_;
+  std::unordered_map<std::uint32_t, Failure> failures_;
 };
 
 /// Min-heap of slot indices ordered by Slot::deadline; each slot records its
