@@ -37,6 +37,12 @@ void remove_stale_temporaries(const std::string& parent) {
   }
 }
 
+/// Engine time as wall time (µs since the epoch): what storage keeps, since
+/// the monotonic clock restarts with the machine.
+std::int64_t wall_of(engine::Micros t) {
+  return Server::wall_us() + (t - Server::now());
+}
+
 std::uint64_t soft_limit(std::uint64_t max_size) {
   const std::uint64_t reserve =
       std::clamp<std::uint64_t>(max_size / 8, std::uint64_t{256} << 10, std::uint64_t{64} << 20);
@@ -144,9 +150,7 @@ std::uint64_t DurableStore::stored(const engine::Queue& queue, std::uint64_t id,
 }
 
 void DurableStore::attempted(std::uint64_t id, std::uint32_t attempt, engine::Micros not_before) {
-  std::int64_t wall = 0;
-  if (not_before != 0) wall = Server::wall_us() + (not_before - Server::now());
-  committer_->submit(log_.put_attempts(id, attempt, wall));
+  committer_->submit(log_.put_attempts(id, attempt, not_before != 0 ? wall_of(not_before) : 0));
 }
 
 void DurableStore::removed(std::uint64_t id) {
@@ -195,8 +199,9 @@ namespace sluice::net {
 
 namespace {
 
+/// A failure time as wall time (0: none).
 std::int64_t to_wall(engine::Micros t) {
-  return t == engine::kNever ? 0 : Server::wall_us() + (t - Server::now());
+  return t == engine::kNever ? 0 : wall_of(t);
 }
 
 constexpr std::uint32_t kDefaultPage = 100;
@@ -384,19 +389,22 @@ std::optional<DeadLetterError> DurableStore::run_dead_letters(
       // Room for the frame header and totals; a page ends before the frame limit.
       std::size_t room = max_frame_bytes > 4096 ? max_frame_bytes - 4096 : 0;
       std::uint32_t taken = 0;
+      bool more = false;  // a matching entry did not fit on this page
       if (auto e = dead_letters_.scan(
               dir_.env(), queue, request.flags & protocol::kDeadLettersNewestFirst, request.after,
               [&](const storage::DeadLetterRecord& r) {
                 if (!live(r.entry_id) || !matches(request, r, wall_now)) return true;
                 auto entry = to_entry(r);
                 std::size_t bytes = protocol::DeadLettersResultWriter::entry_bytes(entry);
-                if (taken == limit || (bytes > room && taken != 0)) return false;
+                more = taken == limit || (bytes > room && taken != 0);
+                if (more) return false;
                 if (bytes > room) {
                   // Alone too large for a frame: listed without its message, so
                   // the listing goes on past it (show refuses it, redrive works).
                   entry.message = {};
                   bytes = protocol::DeadLettersResultWriter::entry_bytes(entry);
-                  if (bytes > room) return false;
+                  more = bytes > room;
+                  if (more) return false;
                 }
                 writer.add(entry);
                 room -= bytes;
@@ -406,21 +414,8 @@ std::optional<DeadLetterError> DurableStore::run_dead_letters(
               }))
         return failed(*e);
       affected = dead_letter_count(queue);
-      // A full page (or one cut by the frame size) has a cursor; the last page has none.
-      {
-        bool more = false;
-        if (taken != 0) {
-          (void)dead_letters_.scan(dir_.env(), queue,
-                                   request.flags & protocol::kDeadLettersNewestFirst, next_after,
-                                   [&](const storage::DeadLetterRecord& r) {
-                                     if (!live(r.entry_id) || !matches(request, r, wall_now))
-                                       return true;
-                                     more = true;
-                                     return false;
-                                   });
-        }
-        if (!more) next_after = 0;
-      }
+      // A page that stopped at an entry it could not take has a cursor; the last has none.
+      if (!more) next_after = 0;
       break;
     }
     case DeadLetterOp::show: {
