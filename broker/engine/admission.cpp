@@ -52,23 +52,28 @@ Admission Engine::admit(Queue& queue, std::uint64_t count, Micros now, bool coun
       std::max<std::uint64_t>(1, o.max_messages * o.high_watermark_pct / 100);
   const std::uint64_t high_bytes =
       std::max<std::uint64_t>(1, o.max_bytes * o.high_watermark_pct / 100);
-  const auto full = [&](Micros retry, const char* detail) {
-    if (o.overflow == Overflow::reject && count_refusal) queue.counters_.refused_total++;
-    return Admission{errc::queue_full, retry, detail};
+  const auto full = [&](Micros retry, const char* detail, Throttle reason) {
+    if (count_refusal) {
+      if (o.overflow == Overflow::reject) queue.counters_.refused_total++;
+      queue.counters_.throttled_total[static_cast<std::size_t>(reason)]++;
+    }
+    return Admission{errc::queue_full, retry, detail, reason};
   };
   if (queue.full_ && below_low_watermark(queue)) queue.full_ = false;
   if (queue.counters_.messages() >= high_messages || queue.counters_.bytes >= high_bytes)
     queue.full_ = true;
-  if (queue.full_) return full(retry_after(queue), "queue is full");
+  if (queue.full_) return full(retry_after(queue), "queue is full", Throttle::capacity);
 
   if (memory_full_ && memory_used_ * 10 < memory_limit_ * 9) memory_full_ = false;
   if (memory_limit_ != 0 && memory_used_ >= memory_limit_) memory_full_ = true;
-  if (memory_full_) return full(retry_after(queue), "broker memory limit reached");
+  if (memory_full_)
+    return full(retry_after(queue), "broker memory limit reached", Throttle::memory);
   if (storage_full_ && queue.durable())
-    return full(kStorageRetry, "storage is full (storage.max_size or the disk)");
+    return full(kStorageRetry, "storage is full (storage.max_size or the disk)", Throttle::storage);
 
   if (!queue.ingress_bucket_.try_take_batch(count, now))
-    return full(queue.ingress_bucket_.next_available(now) - now, "publish rate limit of the queue");
+    return full(queue.ingress_bucket_.next_available(now) - now, "publish rate limit of the queue",
+                Throttle::rate);
   return {};
 }
 

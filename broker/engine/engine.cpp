@@ -208,6 +208,7 @@ Published Engine::publish(Queue& queue, std::string_view message,
       return {first, true};
     }
   }
+  wall_offset_ = wall_us - now;
   const std::uint32_t index = store_.allocate();
   Slot& s = store_[index];
   s.message.assign(message.data(), message.size());
@@ -340,6 +341,7 @@ void Engine::committed(std::uint64_t seq, Micros now) {
 void Engine::restore(Queue& queue, std::uint64_t id, std::string_view message,
                      std::int64_t publish_wall_us, std::uint32_t attempts, Micros not_before,
                      Micros now, std::int64_t wall_now) {
+  wall_offset_ = wall_now - now;
   const std::uint32_t index = store_.allocate();
   Slot& s = store_[index];
   s.message.assign(message.data(), message.size());
@@ -425,6 +427,7 @@ void Engine::disconnect(Consumer& consumer, Micros now) {
       f.last = now;
       if (f.first == kNever) f.first = now;
       f.reason.assign("consumer disconnected");
+      if (events_) events_->attempt_failed({queue, s.id, s.attempt, f.reason, -1, s.message});
       dead_letter(newest, now);
     } else {
       requeue_front(queue, newest);
@@ -472,6 +475,8 @@ errc Engine::ack(const DeliverySink& caller, std::uint64_t message_id, std::uint
   if (index == kNil) return errc::stale_lease;
   Slot& s = store_[index];
   Queue& queue = *s.queue;
+  const Micros delivered_at = s.extended ? extended_[index] : s.deadline - s.owner->lease_;
+  queue.processing_time_.observe(now - delivered_at);
   Consumer& owner = end_lease(index);
   queue.counters_.acked_total++;
   if (s.durable) journal_->removed(s.id);
@@ -505,11 +510,13 @@ void Engine::fail(std::uint32_t index, Micros now, Micros delay, std::string_vie
   if (f.first == kNever) f.first = now;
   f.reason.assign(reason.data(), reason.size());
   if (poison || queue.options_.retry.exhausted(s.attempt)) {
+    if (events_) events_->attempt_failed({queue, s.id, s.attempt, reason, -1, s.message});
     dead_letter(index, now);
     return;
   }
   queue.counters_.retried_total++;
   if (delay <= 0) delay = queue.options_.retry.backoff(s.attempt, rng_);
+  if (events_) events_->attempt_failed({queue, s.id, s.attempt, reason, delay, s.message});
   if (s.durable) journal_->attempted(s.id, s.attempt, delay > 0 ? now + delay : 0);
   if (delay > 0) {
     // Its key (ordered) stays blocked meanwhile: the retry keeps its place.
@@ -545,7 +552,12 @@ errc Engine::extend(const DeliverySink& caller, std::uint64_t message_id, std::u
   if (lease <= 0) return errc::invalid_argument;
   const std::uint32_t index = live_lease(caller, message_id, lease_token, now);
   if (index == kNil) return errc::stale_lease;
-  store_[index].deadline = now + lease;
+  Slot& s = store_[index];
+  if (!s.extended) {
+    extended_[index] = s.deadline - s.owner->lease_;
+    s.extended = true;
+  }
+  s.deadline = now + lease;
   deadlines_.update(index);
   return errc::ok;
 }
@@ -611,6 +623,7 @@ void Engine::deliver(Queue& queue, std::uint32_t index, Consumer& consumer, Micr
   consumer.peak_in_flight_ = std::max(consumer.peak_in_flight_, consumer.in_flight_);
   queue.counters_.in_flight++;
   queue.counters_.delivered_total++;
+  if (s.attempt == 1) queue.delivery_latency_.observe(now + wall_offset_ - s.publish_wall_us);
   // A restart counts this delivery as a failed attempt unless its ack is stored first.
   if (s.durable) journal_->attempted(s.id, s.attempt, 0);
 
@@ -633,6 +646,7 @@ void Engine::dispatch(Queue& queue, Micros now) {
     if (!queue.dispatch_bucket_.unlimited() && !queue.dispatch_prepaid_) {
       const Micros at = queue.dispatch_bucket_.next_available(now);
       if (at > now) {
+        if (queue.dispatch_due_ == kNever) queue.counters_.rate_wait_us_total += at - now;
         queue.dispatch_due_ = at;
         schedule_wakeup(queue, at);
         return;
@@ -690,6 +704,10 @@ Consumer& Engine::end_lease(std::uint32_t index) {
   if (s.next != kNil) store_[s.next].prev = s.prev;
   s.prev = s.next = kNil;
   s.owner = nullptr;
+  if (s.extended) {
+    extended_.erase(index);
+    s.extended = false;
+  }
   owner.in_flight_--;
   s.queue->counters_.in_flight--;
   return owner;
@@ -720,6 +738,19 @@ void Engine::free_consumer(Consumer& consumer) {
   if (consumer.in_ring_) std::erase(queue.ring_, &consumer);
   if (consumer.throttled_) std::erase(queue.throttled_, &consumer);
   std::erase_if(queue.consumers_, [&](const auto& c) { return c.get() == &consumer; });
+}
+
+std::int64_t Engine::oldest_ready_wall_us(const Queue& queue) const {
+  std::int64_t oldest = 0;
+  const auto consider = [&](std::uint32_t slot) {
+    const std::int64_t t = store_[slot].publish_wall_us;
+    if (oldest == 0 || t < oldest) oldest = t;
+  };
+  if (queue.lanes_)
+    queue.lanes_->for_each_head(consider);
+  else if (!queue.ready_.empty())
+    consider(queue.ready_.front());
+  return oldest;
 }
 
 }  // namespace sluice::engine

@@ -27,6 +27,7 @@
 #include <vector>
 
 #include "journal.hpp"
+#include "message_events.hpp"
 #include "message_store.hpp"
 #include "queue.hpp"
 #include "sluice/protocol/errc.hpp"
@@ -45,6 +46,7 @@ struct Admission {
   errc code = errc::ok;    // ok, queue_full, or invalid_argument (batch over the capacity)
   Micros retry_after = 0;  // with queue_full: when trying again is worthwhile
   const char* detail = "";
+  Throttle reason = Throttle::capacity;  // with queue_full
 };
 
 /// What became of one published message.
@@ -97,6 +99,7 @@ class Engine {
   /// their encoded size plus kMessageOverhead.
   void set_memory_limit(std::uint64_t bytes) noexcept { memory_limit_ = bytes; }
   std::uint64_t memory_used() const noexcept { return memory_used_; }
+  std::uint64_t memory_limit() const noexcept { return memory_limit_; }
   static constexpr std::uint64_t kMessageOverhead = 128;
   /// New options for a live queue: capacities, rates and caps apply at once;
   /// nothing held is lost or delivered twice.
@@ -189,6 +192,11 @@ class Engine {
 
   /// Messages the engine holds in any state.
   std::size_t messages() const noexcept { return store_.live(); }
+  /// Publish time (wall µs) of the oldest message of `queue` ready for
+  /// delivery, or 0 when none is. Walks every key lane of a keyed queue.
+  std::int64_t oldest_ready_wall_us(const Queue& queue) const;
+  /// Tells `events` about failed attempts (it must outlive the engine's use of it).
+  void set_events(MessageEvents* events) noexcept { events_ = events; }
 
  private:
   /// The in-flight slot a token names for `message_id`, or kNil (stale).
@@ -267,7 +275,15 @@ class Engine {
   std::mt19937_64 rng_{0x5eed};
   std::vector<std::uint32_t> released_;  // scratch for the resequencer
   bool storage_full_ = false;
-  std::uint64_t ids_reserved_ = 0;  // the journal knows ids below this are taken
+  std::uint64_t ids_reserved_ = 0;
+  MessageEvents* events_ = nullptr;
+  // Wall clock minus engine clock (µs), learnt from publish and restore: the
+  // publish-to-delivery latency compares a wall time with an engine time.
+  std::int64_t wall_offset_ = 0;
+  // Delivery time of leases that were extended (their deadline no longer
+  // tells it), by slot; the rest compute it from deadline - lease.
+  std::unordered_map<std::uint32_t, Micros>
+      extended_;  // the journal knows ids below this are taken
 };
 
 }  // namespace sluice::engine

@@ -70,6 +70,13 @@ class KeyLanes {
   /// Gives back the tokens wake() took for lanes that then sent nothing.
   void refund_unspent() noexcept;
 
+  /// Calls `f(slot)` with the first ready slot of every lane that has one.
+  template <typename F>
+  void for_each_head(F&& f) const {
+    for (const auto& [key, lane] : lanes_)
+      if (!lane->ready.empty()) f(lane->ready.front());
+  }
+
   bool any_eligible() const noexcept { return !eligible_.empty(); }
   std::size_t lanes() const noexcept { return lanes_.size(); }
   bool empty() const noexcept { return lanes_.empty(); }

@@ -10,6 +10,7 @@
 #include <vector>
 
 #include "dedup_ledger.hpp"
+#include "histogram.hpp"
 #include "key_lanes.hpp"
 #include "message_store.hpp"
 #include "resequencer.hpp"
@@ -94,6 +95,15 @@ class DeliverySink {
   ~DeliverySink() = default;
 };
 
+/// Why a publish was held back (blocked or refused): the metrics' `reason` label.
+enum class Throttle : std::uint8_t {
+  capacity,  // the queue is at its high watermark
+  memory,    // the broker-wide memory limit
+  storage,   // storage is full (durable queues)
+  rate,      // the queue's ingress rate
+};
+inline constexpr std::size_t kThrottleReasons = 4;
+
 /// Counters and gauges of one queue, as STATS reports them.
 struct QueueCounters {
   std::uint64_t staged = 0;  // durable publishes waiting for their commit
@@ -114,6 +124,10 @@ struct QueueCounters {
   std::uint64_t retried_total = 0;   // failed attempts given another try
   std::uint64_t dead_lettered_total = 0;
   std::uint64_t duplicates_total = 0;  // publishes not enqueued again (dedup id, sequence)
+  /// Publishes held back (blocked or refused) by reason, indexed by Throttle.
+  std::uint64_t throttled_total[kThrottleReasons] = {};
+  /// Time the dispatcher waited for the queue's dispatch rate (µs).
+  std::uint64_t rate_wait_us_total = 0;
 
   std::uint64_t messages() const noexcept {
     return staged + ready + delayed + in_flight + held + dead_lettering;
@@ -170,6 +184,10 @@ class Queue {
   std::uint64_t dedup_evicted() const noexcept { return dedup_.evicted(); }
   /// Gaps the resequencer released after the gap timeout.
   std::uint64_t sequence_gaps() const noexcept { return stage_ ? stage_->gaps() : 0; }
+  /// Publish to first delivery, µs (includes a delay the producer asked for).
+  const Histogram& delivery_latency() const noexcept { return delivery_latency_; }
+  /// Delivery to ack, µs.
+  const Histogram& processing_time() const noexcept { return processing_time_; }
 
  private:
   friend class Engine;
@@ -191,6 +209,8 @@ class Queue {
   bool dispatch_prepaid_ = false;  // a dispatch token taken when it came due
   Micros dispatch_due_ = kNever;
   Micros wakeup_at_ = kNever;  // earliest scheduled Engine wake-up for this queue
+  Histogram delivery_latency_{kLatencyBoundsUs};
+  Histogram processing_time_{kLatencyBoundsUs};
 };
 
 }  // namespace sluice::engine

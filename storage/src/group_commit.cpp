@@ -210,6 +210,7 @@ void GroupCommitter::run() {
     }
     CommitResult result;
     std::size_t applied = 0;
+    const auto started = std::chrono::steady_clock::now();
     result.error = apply(
         batch, [](const StorageOp&) { return true; }, applied);
     if (result.error) {
@@ -244,6 +245,10 @@ void GroupCommitter::run() {
       last_error = StorageError{ENOSPC, "storage.max_size reached"};
     }
     result.operations = applied;
+    result.duration_us =
+        static_cast<std::uint64_t>(std::chrono::duration_cast<std::chrono::microseconds>(
+                                       std::chrono::steady_clock::now() - started)
+                                       .count());
     // Everything before the first op still waiting (or not yet tried) is durable.
     std::uint64_t durable = received;
     if (!pending.empty()) durable = pending.front().seq - 1;

@@ -46,6 +46,7 @@ struct StorageOp {
 struct CommitResult {
   std::uint64_t durable_seq = 0;  // every operation up to this one is committed
   std::uint64_t operations = 0;   // operations this transaction committed
+  std::uint64_t duration_us = 0;  // the transaction(s) from begin to commit, fsync included
   bool full = false;  // operations wait for room (map or disk full): push back on publishers
   Status error;       // the failure behind `full`, for the log
 };
