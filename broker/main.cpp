@@ -21,7 +21,11 @@
 
 #include "durable_store.hpp"
 #include "engine.hpp"
+#include "http_api.hpp"
+#include "http_server.hpp"
 #include "log.hpp"
+#include "message_log.hpp"
+#include "metrics.hpp"
 #include "server.hpp"
 #include "live_config.hpp"
 #include "sluice/config/settings.hpp"
@@ -36,7 +40,8 @@ with embedded defaults; see config/sluiced.example.toml for every setting.
 options:
   --config FILE         read settings from a TOML file
   --listen HOST:PORT    protocol listener (default 127.0.0.1:7450; port 0 = any free port)
-  --port-file PATH      after binding, write the bound port to PATH
+  --http-listen HOST:PORT  HTTP API, /metrics and health (default 127.0.0.1:7451)
+  --port-file PATH      after binding, write the bound ports to PATH (protocol, then HTTP)
   --log-level LEVEL     trace | debug | info | warn | error (default info)
   --set NAME=VALUE      any setting by its dotted name, e.g. --set queue_defaults.lease_timeout=10s
   --check               validate the settings, print "config ok" and exit
@@ -53,13 +58,13 @@ int fail(const std::string& line) {
   return 2;
 }
 
-bool write_port_file(const std::string& path, std::uint16_t port) {
+bool write_port_file(const std::string& path, std::uint16_t port, std::uint16_t http_port) {
   // Write then rename, so a reader never sees a half-written file.
   const std::string tmp = path + ".tmp";
   {
     std::ofstream f(tmp, std::ios::trunc);
     if (!f) return false;
-    f << port << "\n";
+    f << port << "\n" << http_port << "\n";
     if (!f.flush()) return false;
   }
   std::error_code ec;
@@ -80,6 +85,7 @@ int main(int argc, char** argv) {
     // Flags that set one setting each, by its dotted name.
     static constexpr std::pair<std::string_view, std::string_view> kShorthands[] = {
         {"--listen", "server.listen"},
+        {"--http-listen", "http.listen"},
         {"--port-file", "server.port_file"},
         {"--log-level", "log.level"}};
     if (arg == "--help" || arg == "-h") {
@@ -121,6 +127,8 @@ int main(int argc, char** argv) {
 
   boost::asio::io_context io(1);
   sluice::engine::Engine engine;
+  net::MessageLog message_log;
+  engine.set_events(&message_log);
   // Storage first, so the config can declare durable queues; then what it
   // holds comes back into those queues.
   // Without storage.path the store lives in a temporary directory: dead
@@ -172,11 +180,40 @@ int main(int argc, char** argv) {
     return fail("cannot listen on " + settings.listen_host + ":" +
                 std::to_string(settings.listen_port) + ": " + ec.message());
   }
-  if (!settings.port_file.empty() && !write_port_file(settings.port_file, server.port()))
+
+  net::Metrics metrics(engine, server, store.get());
+  net::HttpApiOptions api_options;
+  api_options.max_payload_bytes = settings.max_payload_bytes;
+  api_options.max_wait = settings.http_max_wait;
+  net::HttpApi api(server, metrics, api_options);
+  net::HttpServerOptions http_options;
+  http_options.host = settings.http_host;
+  http_options.port = settings.http_port;
+  http_options.max_body_bytes = settings.http_max_body_bytes;
+  http_options.max_connections = settings.http_max_connections;
+  http_options.idle_timeout = settings.http_idle_timeout;
+  std::unique_ptr<net::HttpServer> http;
+  if (settings.http_enabled) {
+    http = std::make_unique<net::HttpServer>(
+        io, http_options, [&api](net::HttpRequest&& request, net::Respond respond) {
+          api.handle(std::move(request), std::move(respond));
+        });
+    if (auto ec = http->start()) {
+      return fail("cannot listen on " + settings.http_host + ":" +
+                  std::to_string(settings.http_port) + " (http.listen): " + ec.message());
+    }
+    metrics.set_http(http.get());
+  }
+  const std::uint16_t http_port = http ? http->port() : 0;
+  if (!settings.port_file.empty() && !write_port_file(settings.port_file, server.port(), http_port))
     return fail("cannot write port file " + settings.port_file);
+  api.set_ready(true);
+  metrics.set_ready(true);
   sluice::log::info("listening")
       .str("host", settings.listen_host)
       .unum("protocol_port", server.port())
+      .str("http_host", http ? settings.http_host : "")
+      .unum("http_port", http_port)
       .str("version", SLUICE_VERSION);
 
   boost::asio::signal_set signals(io, SIGINT, SIGTERM, SIGHUP);
@@ -191,6 +228,9 @@ int main(int argc, char** argv) {
         }
         sluice::log::info("stopping").str("signal", signal == SIGTERM ? "SIGTERM" : "SIGINT");
         store->stop_timers();
+        metrics.set_ready(false);
+        api.stop();
+        if (http) http->stop();
         server.stop();
       };
   signals.async_wait(on_signal);

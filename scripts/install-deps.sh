@@ -9,8 +9,9 @@ packages=(
   libboost-dev          # Asio, Beast, Lockfree (header-only in 1.74)
   liblmdb-dev           # storage
   libtomlplusplus-dev   # config file parser
-  nlohmann-json3-dev    # JSON (bench output, later HTTP API)
-  prometheus-cpp-dev    # metrics
+  nlohmann-json3-dev    # JSON (HTTP API, bench output)
+  prometheus-cpp-dev    # metrics exposition
+  prometheus            # the real server a test scrapes sluiced with; promtool for ops/ rules
   doctest-dev           # tests
   libssl-dev            # TLS
   python3               # test helpers

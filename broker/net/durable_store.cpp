@@ -13,6 +13,7 @@
 #include <filesystem>
 
 #include "log.hpp"
+#include "message_log.hpp"
 #include "server.hpp"
 #include "session.hpp"
 
@@ -165,6 +166,10 @@ void DurableStore::ids_used(std::uint64_t next_id) {
 void DurableStore::on_commit(const storage::CommitResult& result) {
   const auto now = Server::now();
   committer_->pump();  // the ring has room again
+  if (result.operations != 0) {
+    commit_duration_.observe(static_cast<std::int64_t>(result.duration_us));
+    commit_batch_.observe(static_cast<std::int64_t>(result.operations));
+  }
   while (!erasing_order_.empty() && erasing_order_.front().first <= result.durable_seq) {
     erasing_.erase(erasing_order_.front().second);
     erasing_order_.pop_front();
@@ -239,7 +244,8 @@ std::uint64_t DurableStore::dead_lettered(const engine::DeadLetter& e) {
       .unum("message_id", e.message_id)
       .unum("entry_id", e.entry_id)
       .unum("attempts", e.attempts)
-      .str("reason", e.reason);
+      .str("reason", e.reason)
+      .str("correlation_id", correlation_id_of(e.message));
   return seq;
 }
 
@@ -534,7 +540,8 @@ void DurableStore::redrive_step() {
         log::info("redriven")
             .str("queue", job.queue)
             .unum("entry_id", id)
-            .unum("message_id", published.id);
+            .unum("message_id", published.id)
+            .str("correlation_id", correlation_id_of(found->record.message));
         // Into a durable queue: the entry goes once the message is stored (a
         // crash in between leaves it twice, never nowhere).
         erase_entry(job.queue, id, queue.durable() ? committer_->last_seq() : 0);

@@ -93,6 +93,11 @@ class DurableStore final : public engine::Journal {
   void sweep(std::int64_t wall_now);
   /// Stops the retention and redrive timers (shutdown: io.run() may return).
   void stop_timers();
+  /// Runs `then` on the engine thread once every write up to `seq` is durable.
+  void after_durable(std::uint64_t seq, std::function<void()> then);
+  /// Group commits: time from begin to durable (µs), and operations per commit.
+  const engine::Histogram& commit_duration() const noexcept { return commit_duration_; }
+  const engine::Histogram& commit_batch() const noexcept { return commit_batch_; }
 
   // engine::Journal
   std::uint64_t stored(const engine::Queue& queue, std::uint64_t id, std::int64_t publish_wall_us,
@@ -114,8 +119,6 @@ class DurableStore final : public engine::Journal {
   /// Removes an entry (hidden and uncounted at once); the write is submitted
   /// now, or once write `after_seq` is durable.
   void erase_entry(const std::string& queue, std::uint64_t entry_id, std::uint64_t after_seq = 0);
-  /// Runs `then` on the engine thread once every write up to `seq` is durable.
-  void after_durable(std::uint64_t seq, std::function<void()> then);
   std::optional<DeadLetterError> run_dead_letters(const protocol::DeadLetterRequest& request,
                                                   std::string& out, std::uint32_t max_frame_bytes);
   /// Whether `r` passes the request's filters (age, reason).
@@ -155,6 +158,10 @@ class DurableStore final : public engine::Journal {
   boost::asio::steady_timer sweep_timer_;
   bool redrive_armed_ = false;
   bool stopped_ = false;
+  static constexpr std::int64_t kBatchBounds[] = {1,   2,   5,    10,   20,   50,    100,
+                                                  200, 500, 1000, 2000, 5000, 10000, 50000};
+  engine::Histogram commit_duration_{engine::kLatencyBoundsUs};
+  engine::Histogram commit_batch_{kBatchBounds};
   // Handlers posted by the storage thread hold this; cleared at destruction.
   std::shared_ptr<DurableStore*> alive_;
 };

@@ -71,6 +71,13 @@ void for_each_restart_only(Visit&& visit) {
   visit("server.max_connections", &S::max_connections);
   visit("server.max_connections_per_source", &S::max_connections_per_source);
   visit("server.shutdown_grace", &S::shutdown_grace);
+  visit("http.enabled", &S::http_enabled);
+  visit("http.listen", &S::http_host);
+  visit("http.listen", &S::http_port);
+  visit("http.max_body_bytes", &S::http_max_body_bytes);
+  visit("http.max_connections", &S::http_max_connections);
+  visit("http.idle_timeout", &S::http_idle_timeout);
+  visit("http.max_wait", &S::http_max_wait);
   visit("limits.max_frame_bytes", &S::max_frame_bytes);
   visit("limits.max_payload_bytes", &S::max_payload_bytes);
   visit("limits.connection_outbound_bytes", &S::connection_outbound_bytes);

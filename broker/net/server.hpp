@@ -55,6 +55,8 @@ class Server {
   void stop();
   /// The bound port (after start), useful when asked for port 0.
   std::uint16_t port() const noexcept { return bound_port_; }
+  /// Open protocol connections.
+  std::size_t connections() const noexcept { return sessions_.size(); }
 
   /// Applies a CONFIGURE request (sluicectl set): nullopt, or the problem as one line.
   using ConfigureHandler = std::function<std::optional<std::string>(

@@ -587,6 +587,43 @@ constexpr Field<Settings> kServerFields[] = {
      .read = [](const Settings& s) { return read_ms(s.shutdown_grace); }},
 };
 
+constexpr std::string_view kOnOffChoices[] = {"off", "on"};
+
+constexpr Field<Settings> kHttpFields[] = {
+    {.key = "enabled",
+     .rule = {.kind = Kind::choice, .choices = kOnOffChoices},
+     .store = [](Settings& s, const Parsed& v) { s.http_enabled = v.choice == 1; }},
+    {.key = "listen",
+     .rule = {.kind = Kind::endpoint},
+     .store =
+         [](Settings& s, const Parsed& v) {
+           s.http_host = v.text;
+           s.http_port = v.port;
+         }},
+    {.key = "max_body_bytes",
+     .rule = {.kind = Kind::size, .min = kKiB, .max = 64 * kMiB},
+     .store = [](Settings& s, const Parsed& v) { s.http_max_body_bytes = v.number; },
+     .read = [](const Settings& s) { return whole(s.http_max_body_bytes); }},
+    {.key = "max_connections",
+     .rule = {.kind = Kind::count, .min = 1, .max = 1'000'000},
+     .store = [](Settings& s, const Parsed& v) { s.http_max_connections = uint32_t(v.number); },
+     .read = [](const Settings& s) { return whole(s.http_max_connections); }},
+    {.key = "idle_timeout",
+     .rule = {.kind = Kind::duration, .min = 100, .max = kHour},
+     .store =
+         [](Settings& s, const Parsed& v) {
+           s.http_idle_timeout = std::chrono::milliseconds(int64_t(v.number));
+         },
+     .read = [](const Settings& s) { return read_ms(s.http_idle_timeout); }},
+    {.key = "max_wait",
+     .rule = {.kind = Kind::duration, .min = 0, .max = 5 * kMinute},
+     .store =
+         [](Settings& s, const Parsed& v) {
+           s.http_max_wait = std::chrono::milliseconds(int64_t(v.number));
+         },
+     .read = [](const Settings& s) { return read_ms(s.http_max_wait); }},
+};
+
 constexpr Field<Settings> kLimitsFields[] = {
     {.key = "max_frame_bytes",
      .rule = {.kind = Kind::size, .min = 4 * kKiB, .max = 64 * kMiB},
@@ -632,7 +669,6 @@ constexpr std::string_view kSyncChoices[] = {"fsync", "nosync"};
 constexpr std::string_view kDurabilityChoices[] = {"memory", "durable"};
 constexpr std::string_view kOrderingChoices[] = {"none", "key"};
 constexpr std::string_view kJitterChoices[] = {"none", "full", "equal"};
-constexpr std::string_view kOnOffChoices[] = {"off", "on"};
 
 constexpr Field<Settings> kStorageFields[] = {
     {.key = "path",
@@ -810,6 +846,7 @@ struct TableSpec {
 };
 
 constexpr TableSpec kSettingsTables[] = {{"server", kServerFields},
+                                         {"http", kHttpFields},
                                          {"limits", kLimitsFields},
                                          {"storage", kStorageFields},
                                          {"log", kLogFields}};
@@ -1231,6 +1268,17 @@ std::optional<ConfigError> validate(const Settings& settings) {
   if (!is_listen_host(settings.listen_host)) {
     return ConfigError{"", 0, "server.listen", "invalid host " + quote(settings.listen_host),
                        allowed_text({.kind = Kind::endpoint})};
+  }
+  if (!is_listen_host(settings.http_host)) {
+    return ConfigError{"", 0, "http.listen", "invalid host " + quote(settings.http_host),
+                       allowed_text({.kind = Kind::endpoint})};
+  }
+  if (settings.http_enabled && settings.http_port != 0 &&
+      settings.http_port == settings.listen_port && settings.http_host == settings.listen_host) {
+    return ConfigError{"", 0, "http.listen",
+                       "the same address as server.listen (" + settings.listen_host + ":" +
+                           std::to_string(settings.listen_port) + ")",
+                       "another port, or http.enabled = \"off\""};
   }
   if (static_cast<unsigned>(settings.log_level) > static_cast<unsigned>(LogLevel::error)) {
     return ConfigError{"", 0, "log.level", "not a known log level",

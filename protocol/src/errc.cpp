@@ -56,6 +56,48 @@ std::string_view to_string(errc code) noexcept {
   return "unknown";
 }
 
+unsigned http_status(errc code) noexcept {
+  switch (code) {
+    case errc::ok:
+      return 200;
+    case errc::malformed_frame:
+    case errc::unknown_frame_type:
+    case errc::unsupported_version:
+    case errc::handshake_required:
+    case errc::invalid_queue_name:
+    case errc::invalid_argument:
+      return 400;
+    case errc::unauthenticated:
+      return 401;
+    case errc::forbidden:
+      return 403;
+    case errc::not_found:
+    case errc::unknown_subscription:
+      return 404;
+    case errc::timed_out:
+      return 408;
+    case errc::stale_lease:
+    case errc::duplicate_subscription:
+    case errc::too_many_queues:
+      return 409;
+    case errc::frame_too_large:
+    case errc::payload_too_large:
+      return 413;
+    case errc::queue_full:
+      return 429;
+    case errc::unsupported:
+      return 501;
+    case errc::connection_lost:
+      return 502;
+    case errc::shutting_down:
+    case errc::too_many_connections:
+      return 503;
+    case errc::internal:
+      return 500;
+  }
+  return 500;
+}
+
 bool closes_connection(errc code) noexcept {
   switch (code) {
     case errc::frame_too_large:

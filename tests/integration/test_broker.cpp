@@ -48,8 +48,8 @@ pid_t spawn(std::vector<std::string> args, const std::filesystem::path& output, 
 TestBroker::TestBroker(std::vector<std::string> extra_args) : dir_(make_temp_dir("sluice-test")) {
   const auto port_file = dir_ / "port";
   const auto log_file = dir_ / "sluiced.log";
-  std::vector<std::string> args = {SLUICED_PATH, "--listen", "127.0.0.1:0", "--port-file",
-                                   port_file.string()};
+  std::vector<std::string> args = {SLUICED_PATH,  "--listen",    "127.0.0.1:0",     "--http-listen",
+                                   "127.0.0.1:0", "--port-file", port_file.string()};
   args.insert(args.end(), extra_args.begin(), extra_args.end());
 
   pid_ = spawn(args, log_file, STDERR_FILENO);
@@ -60,10 +60,12 @@ TestBroker::TestBroker(std::vector<std::string> extra_args) : dir_(make_temp_dir
           pid_ = -1;  // it exited: the log says why
           return true;
         }
+        // The protocol port, then the HTTP port (0 when HTTP is off).
         std::ifstream f(port_file);
-        int port = 0;
-        if (f >> port && port > 0) {
+        int port = 0, http_port = 0;
+        if (f >> port >> http_port && port > 0) {
           port_ = static_cast<std::uint16_t>(port);
+          http_port_ = static_cast<std::uint16_t>(http_port);
           return true;
         }
         return false;

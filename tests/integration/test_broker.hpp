@@ -28,6 +28,8 @@ class TestBroker {
   TestBroker& operator=(const TestBroker&) = delete;
 
   std::uint16_t port() const noexcept { return port_; }
+  /// The HTTP API's port (0 when started with http.enabled=off).
+  std::uint16_t http_port() const noexcept { return http_port_; }
   pid_t pid() const noexcept { return pid_; }
   /// "127.0.0.1:<port>"
   std::string address() const;
@@ -48,6 +50,7 @@ class TestBroker {
   std::filesystem::path dir_;
   pid_t pid_ = -1;
   std::uint16_t port_ = 0;
+  std::uint16_t http_port_ = 0;
 };
 
 /// A consumer in a process of its own (this test binary run as --hold-consumer):

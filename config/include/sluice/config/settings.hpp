@@ -117,6 +117,22 @@ struct Settings {
   /// server.shutdown_grace [0, 10min]: how long SIGTERM waits for outbound data to flush.
   std::chrono::milliseconds shutdown_grace{5000};
 
+  // [http]
+  /// http.enabled: "on" | "off" — the HTTP API, /metrics and health endpoints.
+  bool http_enabled = true;
+  /// From http.listen = "host:port" (same forms as server.listen); port 0 = any free port.
+  std::string http_host = "127.0.0.1";
+  uint16_t http_port = 7451;
+  /// http.max_body_bytes [1 KiB, 64 MiB]: largest request body (413 past it).
+  uint64_t http_max_body_bytes = 4u << 20;
+  /// http.max_connections [1, 1000000]
+  uint32_t http_max_connections = 1000;
+  /// http.idle_timeout [100ms, 1h]: an idle keep-alive connection (or a request that does
+  /// not arrive whole) is closed after this.
+  std::chrono::milliseconds http_idle_timeout{60000};
+  /// http.max_wait [0, 5min]: the longest long poll a receive may ask for.
+  std::chrono::milliseconds http_max_wait{20000};
+
   // [limits]
   /// limits.max_frame_bytes [4 KiB, 64 MiB]
   uint32_t max_frame_bytes = 4u << 20;

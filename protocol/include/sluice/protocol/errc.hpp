@@ -65,6 +65,10 @@ enum class errc : std::uint16_t {
 /// Stable snake_case name of a code (e.g. "stale_lease"); "unknown" for values not listed.
 std::string_view to_string(errc code) noexcept;
 
+/// The HTTP status the HTTP API answers this code with (200 for ok; 500 for
+/// values not listed). One status per code; see docs/http-api.md.
+unsigned http_status(errc code) noexcept;
+
 /// True when the broker closes the connection after sending this code.
 bool closes_connection(errc code) noexcept;
 

@@ -1,0 +1,70 @@
+// The HTTP listener (Boost.Beast): accepts connections and reads one request
+// at a time from each, with a body limit and an idle timeout, and hands each
+// request to a handler that answers through a Respond callback (at once or
+// later). Keep-alive; no pipelining (the next request is read after the
+// answer is written). Runs on the io_context's thread, beside the engine.
+#pragma once
+
+#include <utility>  // before Asio: Boost 1.74 + C++20 needs it
+
+#include <boost/asio/io_context.hpp>
+#include <boost/asio/ip/tcp.hpp>
+#include <boost/asio/steady_timer.hpp>
+#include <chrono>
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <string>
+#include <system_error>
+#include <unordered_set>
+
+#include "http_types.hpp"
+
+namespace sluice::net {
+
+struct HttpServerOptions {
+  std::string host = "127.0.0.1";
+  std::uint16_t port = 7451;  // 0: any free port
+  std::uint64_t max_body_bytes = 4u << 20;
+  std::uint32_t max_connections = 1000;
+  /// A connection with no request in progress is closed after this; a request
+  /// must arrive whole within it too.
+  std::chrono::milliseconds idle_timeout{60000};
+};
+
+class HttpConnection;
+
+/// Not thread-safe: every call on the io_context's thread.
+class HttpServer {
+ public:
+  using Handler = std::function<void(HttpRequest&&, Respond)>;
+  HttpServer(boost::asio::io_context& io, HttpServerOptions options, Handler handler);
+  ~HttpServer();
+
+  /// Binds and starts accepting. Errors: the bind/listen failure.
+  std::error_code start();
+  /// Stops accepting and closes every connection (answers not yet written are dropped).
+  void stop();
+  std::uint16_t port() const noexcept { return bound_port_; }
+  std::size_t connections() const noexcept { return connections_->size(); }
+
+  // ---- used by connections ----
+  const HttpServerOptions& options() const noexcept { return options_; }
+  const Handler& handler() const noexcept { return handler_; }
+  /// Open connections; each removes itself when it closes or is destroyed.
+  using ConnectionSet = std::unordered_set<HttpConnection*>;
+
+ private:
+  void accept();
+
+  boost::asio::io_context& io_;
+  HttpServerOptions options_;
+  Handler handler_;
+  boost::asio::ip::tcp::acceptor acceptor_;
+  boost::asio::steady_timer accept_retry_;
+  std::shared_ptr<ConnectionSet> connections_;
+  std::uint16_t bound_port_ = 0;
+  bool stopping_ = false;
+};
+
+}  // namespace sluice::net

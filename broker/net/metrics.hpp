@@ -1,0 +1,47 @@
+// Metrics: the Prometheus exposition of everything the broker counts. Built
+// on prometheus-cpp's data model and text serializer, but not its registry:
+// the engine already keeps its counters (plain integers on its own thread),
+// so a scrape reads them where they are instead of every operation updating a
+// second, atomic copy. Names follow Prometheus conventions (sluice_ prefix,
+// _total counters, seconds and bytes); the only labels are the queue name
+// (bounded by limits.max_queues), a state, a reason and a listener.
+//
+// Engine thread only (the HTTP listener runs there).
+#pragma once
+
+#include <prometheus/collectable.h>
+
+#include <string>
+#include <vector>
+
+namespace sluice::engine {
+class Engine;
+}
+
+namespace sluice::net {
+
+class Server;
+class HttpServer;
+class DurableStore;
+
+class Metrics final : public prometheus::Collectable {
+ public:
+  Metrics(const engine::Engine& engine, const Server& server, const DurableStore* store)
+      : engine_(engine), server_(server), store_(store) {}
+  /// The HTTP listener, once it exists (its connection count).
+  void set_http(const HttpServer* http) noexcept { http_ = http; }
+  void set_ready(bool ready) noexcept { ready_ = ready; }
+
+  std::vector<prometheus::MetricFamily> Collect() const override;
+  /// Collect() in the text exposition format (version 0.0.4).
+  std::string scrape() const;
+
+ private:
+  const engine::Engine& engine_;
+  const Server& server_;
+  const DurableStore* store_;
+  const HttpServer* http_ = nullptr;
+  bool ready_ = false;
+};
+
+}  // namespace sluice::net

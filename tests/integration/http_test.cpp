@@ -1,0 +1,388 @@
+// The HTTP API against the real sluiced, spoken by a plain HTTP client: the
+// whole pull cycle (post, receive, nack, receive after the backoff, ack),
+// 429 with Retry-After from a full reject queue, 413 and 400; HTTP consumers
+// held to the queue's concurrency cap together with protocol consumers; a
+// correlation id followed into the delivery, the dead-letter entry and the
+// log; and a real Prometheus server scraping /metrics.
+#include <doctest/doctest.h>
+#include <netinet/in.h>
+#include <signal.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <fstream>
+#include <mutex>
+#include <nlohmann/json.hpp>
+#include <sstream>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "http_client.hpp"
+#include "test_broker.hpp"
+
+using namespace std::chrono_literals;
+using json = nlohmann::json;
+using sluice::test::eventually;
+using sluice::test::http_request;
+using sluice::test::HttpResult;
+using sluice::test::TestBroker;
+
+namespace {
+
+json body_of(const HttpResult& r) {
+  INFO("status " << r.status << " body: " << r.body);
+  json j = json::parse(r.body, nullptr, false);
+  REQUIRE_FALSE(j.is_discarded());
+  return j;
+}
+
+HttpResult post(const TestBroker& b, const std::string& target, const std::string& body,
+                const std::vector<std::pair<std::string, std::string>>& headers = {}) {
+  return http_request(b.http_port(), "POST", target, body, headers);
+}
+
+/// POST /receive; the messages it returned.
+json receive(const TestBroker& b, const std::string& queue, int max_messages, int wait_ms) {
+  const auto r = post(b, "/v1/queues/" + queue + "/receive",
+                      json{{"max_messages", max_messages}, {"wait_ms", wait_ms}}.dump());
+  REQUIRE(r.status == 200);
+  return body_of(r)["messages"];
+}
+
+std::string error_code(const HttpResult& r) {
+  const json j = body_of(r);
+  return j.contains("error") ? j["error"].value("code", "") : "";
+}
+
+}  // namespace
+
+TEST_CASE(
+    "http: the pull cycle - post then receive then nack then receive after the backoff then ack") {
+  TestBroker broker(
+      {"--set", "queues.jobs.retry_backoff=400ms", "--set", "queues.jobs.retry_jitter=none"});
+  CHECK(http_request(broker.http_port(), "GET", "/healthz").status == 200);
+  CHECK(http_request(broker.http_port(), "GET", "/readyz").status == 200);
+
+  const auto posted = post(broker, "/v1/queues/jobs/messages", "resize image 42",
+                           {{"Content-Type", "text/plain"}, {"Sluice-Key", "tenant-a"}});
+  REQUIRE(posted.status == 202);
+  const std::uint64_t id = body_of(posted)["id"];
+  CHECK(id > 0);
+
+  json got = receive(broker, "jobs", 10, 2000);
+  REQUIRE(got.size() == 1);
+  CHECK(got[0]["id"] == id);
+  CHECK(got[0]["payload"] == "resize image 42");
+  CHECK(got[0]["attempt"] == 1);
+  CHECK(got[0]["headers"]["content-type"] == "text/plain");
+  CHECK(got[0]["headers"]["sluice-key"] == "tenant-a");
+  const std::string receipt = got[0]["receipt"];
+
+  const auto nacked_at = std::chrono::steady_clock::now();
+  const auto nack = post(broker, "/v1/queues/jobs/nack",
+                         json{{"receipt", receipt}, {"reason", "downstream 503"}}.dump());
+  REQUIRE(nack.status == 200);
+  CHECK(body_of(nack)["succeeded"] == 1);
+  // Waiting out its backoff: nothing to receive yet.
+  CHECK(receive(broker, "jobs", 10, 0).empty());
+
+  got = receive(broker, "jobs", 10, 5000);
+  const auto waited = std::chrono::steady_clock::now() - nacked_at;
+  REQUIRE(got.size() == 1);
+  CHECK(got[0]["id"] == id);
+  CHECK(got[0]["attempt"] == 2);
+  CHECK(waited >= 390ms);
+  CHECK(waited < 3000ms);
+
+  const std::string second = got[0]["receipt"];
+  CHECK(second != receipt);
+  // The first lease is gone: its receipt is refused, typed.
+  const auto stale = post(broker, "/v1/queues/jobs/ack", json{{"receipt", receipt}}.dump());
+  CHECK(stale.status == 409);
+  CHECK(body_of(stale)["failed"][0]["code"] == "stale_lease");
+  const auto ack = post(broker, "/v1/queues/jobs/ack", json{{"receipts", {second}}}.dump());
+  CHECK(ack.status == 200);
+  CHECK(body_of(ack)["succeeded"] == 1);
+
+  const auto stats = http_request(broker.http_port(), "GET", "/v1/queues/jobs");
+  REQUIRE(stats.status == 200);
+  const json q = body_of(stats);
+  CHECK(q["totals"]["acked"] == 1);
+  CHECK(q["totals"]["nacked"] == 1);
+  CHECK(q["totals"]["retried"] == 1);
+  CHECK(q["messages"]["ready"] == 0);
+  CHECK(q["messages"]["in_flight"] == 0);
+  CHECK(q["settings"]["retry_backoff_ms"] == 400);
+}
+
+TEST_CASE("http: 429 with Retry-After from a full reject queue - then 413 and 400 for bad input") {
+  TestBroker broker({"--set", "queues.small.max_messages=2", "--set",
+                     "queues.small.overflow=reject", "--set", "limits.max_payload_bytes=1KiB",
+                     "--set", "http.max_body_bytes=64KiB"});
+  CHECK(post(broker, "/v1/queues/small/messages", "a").status == 202);
+  CHECK(post(broker, "/v1/queues/small/messages", "b").status == 202);
+  const auto full = post(broker, "/v1/queues/small/messages", "c");
+  CHECK(full.status == 429);
+  CHECK(error_code(full) == "queue_full");
+  CHECK(std::stoi(full.header("retry-after")) >= 1);
+  CHECK(body_of(full)["error"]["retry_after_ms"].get<int>() > 0);
+
+  SUBCASE("413 - a payload over limits.max_payload_bytes or a body over http.max_body_bytes") {
+    const auto big = post(broker, "/v1/queues/other/messages", std::string(2048, 'x'));
+    CHECK(big.status == 413);
+    CHECK(error_code(big) == "payload_too_large");
+    const auto huge = post(broker, "/v1/queues/other/messages", std::string(100 * 1024, 'x'));
+    CHECK(huge.status == 413);
+    CHECK(error_code(huge) == "payload_too_large");
+  }
+  SUBCASE("400 - bad JSON or numbers or queue name or sluice header") {
+    const auto bad_json = post(broker, "/v1/queues/small/receive", "{not json");
+    CHECK(bad_json.status == 400);
+    CHECK(error_code(bad_json) == "invalid_argument");
+    const auto bad_count = post(broker, "/v1/queues/small/receive", R"({"max_messages": -3})");
+    CHECK(bad_count.status == 400);
+    const auto bad_name = post(broker, "/v1/queues/no%20spaces/messages", "x");
+    CHECK(bad_name.status == 400);
+    CHECK(error_code(bad_name) == "invalid_queue_name");
+    const auto bad_delay =
+        post(broker, "/v1/queues/other/messages", "x", {{"Sluice-Delay-Ms", "soon"}});
+    CHECK(bad_delay.status == 400);
+    CHECK(error_code(bad_delay) == "invalid_argument");
+    const auto bad_batch =
+        post(broker, "/v1/queues/other/messages/batch", R"({"messages":[{"payload":1.5}]})");
+    CHECK(bad_batch.status == 400);
+    const auto bad_receipt = post(broker, "/v1/queues/small/ack", R"({"receipt":"nonsense"})");
+    CHECK(bad_receipt.status == 400);
+    CHECK(http_request(broker.http_port(), "GET", "/v1/nowhere").status == 404);
+    CHECK(http_request(broker.http_port(), "DELETE", "/v1/queues/small/messages").status == 405);
+  }
+  // Nothing the refusals did touched what was accepted.
+  const json got = receive(broker, "small", 10, 0);
+  CHECK(got.size() == 2);
+}
+
+TEST_CASE("http: batch publish is all or nothing and keeps order") {
+  TestBroker broker;
+  const auto bad = post(broker, "/v1/queues/b/messages/batch",
+                        R"({"messages":[{"payload":"one"},{"payload":"two","delay_ms":"x"}]})");
+  CHECK(bad.status == 400);
+  const auto ok = post(
+      broker, "/v1/queues/b/messages/batch",
+      R"({"messages":[{"payload":"one"},{"payload_base64":"AP8="},{"payload":"three","headers":{"k":"v"}}]})");
+  REQUIRE(ok.status == 202);
+  CHECK(body_of(ok)["messages"].size() == 3);
+  const json got = receive(broker, "b", 10, 1000);
+  REQUIRE(got.size() == 3);
+  CHECK(got[0]["payload"] == "one");
+  CHECK(got[1]["payload_base64"] == "AP8=");
+  CHECK(got[2]["headers"]["k"] == "v");
+}
+
+TEST_CASE("http: HTTP receives count against the queue's concurrency cap with protocol consumers") {
+  TestBroker broker({"--set", "queues.capped.max_in_flight=3"});
+  for (int i = 0; i < 10; ++i)
+    REQUIRE(post(broker, "/v1/queues/capped/messages", "m").status == 202);
+  const json first = receive(broker, "capped", 10, 0);
+  CHECK(first.size() == 3);  // the cap, not the 10 asked for
+  // A protocol consumer gets nothing while HTTP holds the cap.
+  auto consumer = broker.connect("consumer");
+  std::mutex mutex;
+  std::vector<sluice::client::LeaseHandle> held;
+  REQUIRE(consumer
+              ->subscribe("capped", sluice::client::SubscribeOptions{.max_in_flight = 10},
+                          [&](const sluice::client::Delivery& d) {
+                            std::lock_guard lk(mutex);
+                            held.push_back(sluice::client::handle(d));
+                            return sluice::client::Disposition::manual;
+                          })
+              .ok());
+  std::this_thread::sleep_for(200ms);
+  {
+    std::lock_guard lk(mutex);
+    CHECK(held.empty());
+  }
+  CHECK(receive(broker, "capped", 10, 0).empty());
+  // Acking one over HTTP frees one slot, which goes to someone: never more than 3 out.
+  REQUIRE(
+      post(broker, "/v1/queues/capped/ack", json{{"receipt", first[0]["receipt"]}}.dump()).status ==
+      200);
+  CHECK(eventually([&] {
+    std::lock_guard lk(mutex);
+    return held.size() == 1;
+  }));
+  const auto stats = body_of(http_request(broker.http_port(), "GET", "/v1/queues/capped"));
+  CHECK(stats["messages"]["in_flight"] == 3);
+}
+
+TEST_CASE("http: a correlation id travels to the delivery and the dead-letter entry and the log") {
+  TestBroker broker({"--log-level", "debug", "--set", "queues.pay.max_attempts=2", "--set",
+                     "queues.pay.retry_backoff=100ms"});
+  const std::string cid = "order-7781-checkout";
+  const auto posted =
+      post(broker, "/v1/queues/pay/messages", "charge", {{"X-Correlation-Id", cid}});
+  REQUIRE(posted.status == 202);
+  CHECK(body_of(posted)["correlation_id"] == cid);
+  const std::uint64_t id = body_of(posted)["id"];
+
+  for (int attempt = 1; attempt <= 2; ++attempt) {
+    const json got = receive(broker, "pay", 1, 5000);
+    REQUIRE(got.size() == 1);
+    CHECK(got[0]["correlation_id"] == cid);
+    CHECK(got[0]["headers"]["sluice-correlation-id"] == cid);
+    REQUIRE(post(broker, "/v1/queues/pay/nack",
+                 json{{"receipt", got[0]["receipt"]}, {"reason", "card declined"}}.dump())
+                .status == 200);
+  }
+  json entries;
+  REQUIRE(eventually([&] {
+    entries = body_of(http_request(broker.http_port(), "GET", "/v1/queues/pay/dlq"))["entries"];
+    return entries.size() == 1;
+  }));
+  CHECK(entries[0]["message_id"] == id);
+  CHECK(entries[0]["correlation_id"] == cid);
+  CHECK(entries[0]["reason"] == "card declined");
+  CHECK(entries[0]["attempts"] == 2);
+
+  // A message published without one gets one, generated, in the answer and the delivery.
+  const auto plain = post(broker, "/v1/queues/pay/messages", "no id");
+  const std::string generated = body_of(plain)["correlation_id"];
+  CHECK(generated.size() == 16);
+  CHECK(receive(broker, "pay", 1, 2000)[0]["correlation_id"] == generated);
+
+  // Every log line about the message names it by its correlation id.
+  const std::string needle = "\"message_id\":" + std::to_string(id) + ",";
+  std::istringstream log(broker.log());
+  std::vector<std::string> events;
+  for (std::string line; std::getline(log, line);) {
+    if (line.find(needle) == std::string::npos) continue;
+    INFO(line);
+    CHECK(line.find("\"correlation_id\":\"" + cid + "\"") != std::string::npos);
+    events.push_back(json::parse(line)["event"]);
+  }
+  const auto seen = [&](const std::string& e) {
+    return std::find(events.begin(), events.end(), e) != events.end();
+  };
+  CHECK(seen("published"));
+  CHECK(seen("attempt_failed"));
+  CHECK(seen("dead_lettered"));
+
+  // And a redrive says so too.
+  REQUIRE(post(broker, "/v1/queues/pay/dlq/redrive", R"({"all":true})").status == 202);
+  CHECK(eventually([&] {
+    std::istringstream lines(broker.log());
+    for (std::string line; std::getline(lines, line);)
+      if (line.find("\"event\":\"redriven\"") != std::string::npos &&
+          line.find("\"correlation_id\":\"" + cid + "\"") != std::string::npos)
+        return true;
+    return false;
+  }));
+}
+
+namespace {
+
+std::uint16_t free_port() {
+  const int fd = ::socket(AF_INET, SOCK_STREAM, 0);
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  ::bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr);
+  socklen_t len = sizeof addr;
+  ::getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &len);
+  ::close(fd);
+  return ntohs(addr.sin_port);
+}
+
+/// A real Prometheus server (Debian's `prometheus`) on loopback, scraping one target.
+class PrometheusServer {
+ public:
+  PrometheusServer(std::uint16_t target_port, const std::filesystem::path& dir)
+      : port_(free_port()) {
+    const auto config = dir / "prometheus.yml";
+    std::ofstream(config) << "global:\n  scrape_interval: 1s\n  scrape_timeout: 1s\n"
+                          << "scrape_configs:\n  - job_name: sluiced\n    static_configs:\n"
+                          << "      - targets: ['127.0.0.1:" << target_port << "']\n";
+    const std::string listen = "--web.listen-address=127.0.0.1:" + std::to_string(port_);
+    const std::string storage = "--storage.tsdb.path=" + (dir / "tsdb").string();
+    const std::string config_flag = "--config.file=" + config.string();
+    const std::string log = (dir / "prometheus.log").string();
+    pid_ = ::fork();
+    if (pid_ == 0) {
+      std::freopen(log.c_str(), "w", stderr);
+      std::freopen("/dev/null", "w", stdout);
+      ::execlp("prometheus", "prometheus", config_flag.c_str(), storage.c_str(), listen.c_str(),
+               "--web.enable-lifecycle", static_cast<char*>(nullptr));
+      std::_Exit(127);
+    }
+  }
+  ~PrometheusServer() {
+    if (pid_ > 0) {
+      ::kill(pid_, SIGTERM);
+      ::waitpid(pid_, nullptr, 0);
+    }
+  }
+  PrometheusServer(const PrometheusServer&) = delete;
+  PrometheusServer& operator=(const PrometheusServer&) = delete;
+
+  /// The value of an instant query returning one sample, or -1.
+  double query(const std::string& promql) const {
+    std::string encoded;
+    for (unsigned char c : promql) {
+      if (std::isalnum(c) || c == '_' || c == '.')
+        encoded += static_cast<char>(c);
+      else {
+        char buf[4];
+        std::snprintf(buf, sizeof buf, "%%%02X", c);
+        encoded += buf;
+      }
+    }
+    const auto r = http_request(port_, "GET", "/api/v1/query?query=" + encoded);
+    if (r.status != 200) return -1;
+    const json j = json::parse(r.body, nullptr, false);
+    if (j.is_discarded() || j.value("status", "") != "success") return -1;
+    const auto& result = j["data"]["result"];
+    if (result.size() != 1) return -1;
+    return std::stod(result[0]["value"][1].get<std::string>());
+  }
+
+ private:
+  std::uint16_t port_;
+  pid_t pid_ = -1;
+};
+
+}  // namespace
+
+TEST_CASE("metrics: a real Prometheus server scrapes sluiced and sees the counts") {
+  TestBroker broker({"--set", "queues.orders.max_attempts=1"});
+  // Publish 10; ack 7; fail 3, which (one attempt each) go to the DLQ.
+  for (int i = 0; i < 10; ++i)
+    REQUIRE(post(broker, "/v1/queues/orders/messages", "o" + std::to_string(i)).status == 202);
+  const json got = receive(broker, "orders", 10, 1000);
+  REQUIRE(got.size() == 10);
+  std::vector<std::string> ack, nack;
+  for (std::size_t i = 0; i < got.size(); ++i) (i < 7 ? ack : nack).push_back(got[i]["receipt"]);
+  REQUIRE(post(broker, "/v1/queues/orders/ack", json{{"receipts", ack}}.dump()).status == 200);
+  REQUIRE(post(broker, "/v1/queues/orders/nack", json{{"receipts", nack}, {"reason", "bad"}}.dump())
+              .status == 200);
+
+  // The exposition itself parses (promtool is Prometheus's own checker).
+  const auto metrics = http_request(broker.http_port(), "GET", "/metrics");
+  REQUIRE(metrics.status == 200);
+  CHECK(metrics.header("content-type").find("text/plain; version=0.0.4") == 0);
+  const auto check = sluice::test::run_command("promtool check metrics 2>&1", metrics.body);
+  INFO(check.out);
+  CHECK(check.status == 0);
+
+  PrometheusServer prometheus(broker.http_port(), broker.dir());
+  const auto value = [&](const std::string& q) { return prometheus.query(q); };
+  CHECK(eventually([&] { return value("up{job=\"sluiced\"}") == 1; }, 60s));
+  CHECK(eventually([&] { return value("sluice_queue_published_total{queue=\"orders\"}") == 10; },
+                   30s));
+  CHECK(eventually([&] { return value("sluice_queue_acked_total{queue=\"orders\"}") == 7; }, 30s));
+  CHECK(eventually([&] { return value("sluice_queue_dead_letters{queue=\"orders\"}") == 3; }, 30s));
+  CHECK(eventually(
+      [&] { return value("sluice_queue_processing_seconds_count{queue=\"orders\"}") == 7; }, 30s));
+  CHECK(value("sluice_ready") == 1);
+}

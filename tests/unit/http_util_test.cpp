@@ -1,0 +1,48 @@
+// The HTTP API's text helpers: UTF-8 validation, base64 both ways, query strings.
+#include <doctest/doctest.h>
+
+#include "http_util.hpp"
+
+using namespace sluice::net;
+
+TEST_CASE("http_util: UTF-8 validation rejects what JSON cannot carry") {
+  CHECK(valid_utf8(""));
+  CHECK(valid_utf8("plain ascii"));
+  CHECK(valid_utf8("\xc3\xa9t\xc3\xa9 \xe2\x82\xac \xf0\x9f\x98\x80"));  // été € 😀
+  CHECK_FALSE(valid_utf8("\xff"));
+  CHECK_FALSE(valid_utf8("\xc3"));              // truncated
+  CHECK_FALSE(valid_utf8("\xc0\xaf"));          // overlong '/'
+  CHECK_FALSE(valid_utf8("\xed\xa0\x80"));      // a surrogate
+  CHECK_FALSE(valid_utf8("\xf4\x90\x80\x80"));  // past U+10FFFF
+  CHECK_FALSE(valid_utf8("ok\x80"));            // a stray continuation byte
+}
+
+TEST_CASE("http_util: base64 round-trips every length and refuses garbage") {
+  std::string bytes;
+  for (int n = 0; n < 40; ++n) {
+    const std::string encoded = base64_encode(bytes);
+    CHECK(encoded.size() % 4 == 0);
+    const auto decoded = base64_decode(encoded);
+    REQUIRE(decoded);
+    CHECK(*decoded == bytes);
+    bytes += static_cast<char>(n * 37 + 200);
+  }
+  CHECK(base64_encode(std::string("\x00\xff", 2)) == "AP8=");
+  CHECK(base64_decode("AP8") == std::string("\x00\xff", 2));  // padding optional
+  CHECK_FALSE(base64_decode("A"));
+  CHECK_FALSE(base64_decode("AP8*"));
+  CHECK_FALSE(base64_decode("AP 8"));
+}
+
+TEST_CASE("http_util: targets split into a path and decoded query pairs") {
+  auto [path, query] = split_target("/v1/queues/q/dlq?limit=5&order=newest&x=a%20b+c&flag&bad=%zz");
+  CHECK(path == "/v1/queues/q/dlq");
+  REQUIRE(query.size() == 5);
+  CHECK(query[0] == std::pair<std::string, std::string>{"limit", "5"});
+  CHECK(query[1].second == "newest");
+  CHECK(query[2].second == "a b c");
+  CHECK(query[3] == std::pair<std::string, std::string>{"flag", ""});
+  CHECK(query[4].second == "%zz");
+  CHECK(split_target("/healthz").first == "/healthz");
+  CHECK(split_target("/healthz").second.empty());
+}
