@@ -29,11 +29,12 @@ for i in $(seq 1 "$runs"); do
     storage=(--set "storage.path=$tmp/data" --set "storage.sync=$SLUICE_BENCH_DURABLE"
              --set queue_defaults.durability=durable)
   fi
-  "$build/broker/sluiced" --listen 127.0.0.1:0 --port-file "$tmp/port" --log-level warn \
+  "$build/broker/sluiced" --listen 127.0.0.1:0 --http-listen 127.0.0.1:0 --port-file "$tmp/port" \
+    --log-level warn \
     "${storage[@]}" &
   broker_pid=$!
   for _ in $(seq 1 100); do [ -s "$tmp/port" ] && break; sleep 0.05; done
-  port=$(cat "$tmp/port")
+  port=$(head -1 "$tmp/port")  # the protocol port; the HTTP port is on line 2
   "$build/bench/sluice-bench" --broker "127.0.0.1:$port" --broker-pid "$broker_pid" --json "$@" |
     tee -a "$tmp/results"
   kill "$broker_pid"; wait "$broker_pid" || true

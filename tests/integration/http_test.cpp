@@ -14,6 +14,7 @@
 #include <chrono>
 #include <fstream>
 #include <mutex>
+#include <regex>
 #include <nlohmann/json.hpp>
 #include <sstream>
 #include <string>
@@ -374,6 +375,21 @@ TEST_CASE("metrics: a real Prometheus server scrapes sluiced and sees the counts
   const auto check = sluice::test::run_command("promtool check metrics 2>&1", metrics.body);
   INFO(check.out);
   CHECK(check.status == 0);
+
+  // Every metric the alert rules, the dashboard and the docs name exists.
+  for (const char* file : {"/ops/sluice.rules.yml", "/ops/grafana-dashboard.json", "/docs/http-api.md"}) {
+    std::ifstream in(std::string(SLUICE_SOURCE_DIR) + file);
+    REQUIRE(in);
+    const std::string text((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+    const std::regex name("sluice_[a-z_]+[a-z]");
+    int names = 0;
+    for (auto it = std::sregex_iterator(text.begin(), text.end(), name);
+         it != std::sregex_iterator(); ++it, ++names) {
+      INFO(file << " names " << it->str());
+      CHECK(metrics.body.find("\n" + it->str()) != std::string::npos);
+    }
+    CHECK(names > 5);
+  }
 
   PrometheusServer prometheus(broker.http_port(), broker.dir());
   const auto value = [&](const std::string& q) { return prometheus.query(q); };

@@ -749,6 +749,38 @@ durability = "durable"
     CHECK(invalid->setting == "queue_defaults.durability");
   }
 
+  TEST_CASE("http settings: listener, limits, and a clash with the protocol listener") {
+    const auto s = load_ok(R"(
+[http]
+enabled = "on"
+listen = "0.0.0.0:8080"
+max_body_bytes = "1MiB"
+max_connections = 50
+idle_timeout = "5s"
+max_wait = "1m"
+)");
+    CHECK(s.http_enabled);
+    CHECK(s.http_host == "0.0.0.0");
+    CHECK(s.http_port == 8080);
+    CHECK(s.http_max_body_bytes == 1u << 20);
+    CHECK(s.http_max_connections == 50);
+    CHECK(s.http_idle_timeout == 5s);
+    CHECK(s.http_max_wait == 1min);
+    const cfg::Settings defaults;
+    CHECK(defaults.http_enabled);
+    CHECK(defaults.http_port == 7451);
+    CHECK_FALSE(load_ok("[http]\nenabled = \"off\"").http_enabled);
+    CHECK(contains(flag_error("http.max_wait", "6m").problem, "6m"));
+    CHECK(contains(flag_error("http.enabled", "maybe").problem, "maybe"));
+    cfg::Settings clash;
+    REQUIRE_FALSE(cfg::apply_setting(clash, "http.listen", "127.0.0.1:7450"));
+    const auto error = cfg::validate(clash);
+    REQUIRE(error);
+    CHECK(error->setting == "http.listen");
+    REQUIRE_FALSE(cfg::apply_setting(clash, "http.enabled", "off"));
+    CHECK_FALSE(cfg::validate(clash));
+  }
+
   TEST_CASE("config files are ASCII; other characters go in strings as escapes") {
     // Found by fuzzing: non-ASCII bytes reach undefined behaviour inside toml++ 3.3.
     auto error = load_error("[queue_]\nlist\xd1\x9an = \"x\"\n");
