@@ -185,6 +185,7 @@ int main(int argc, char** argv) {
   net::HttpApiOptions api_options;
   api_options.max_payload_bytes = settings.max_payload_bytes;
   api_options.max_wait = settings.http_max_wait;
+  api_options.max_response_bytes = settings.http_max_body_bytes;
   net::HttpApi api(server, metrics, api_options);
   net::HttpServerOptions http_options;
   http_options.host = settings.http_host;

@@ -118,6 +118,13 @@ std::optional<std::string> encode_draft(const Draft& d, std::string& message,
   headers.reserve(d.headers.size());
   for (const auto& [k, v] : d.headers) headers.push_back({k, v});
   if (headers.size() > protocol::kMaxHeaders) return "more than 64 headers";
+  // The encoding's lengths are 16-bit: check before encoding, not after.
+  for (const auto& h : headers) {
+    if (h.key.empty() || h.key.size() > protocol::kMaxHeaderKeyBytes)
+      return "header names must be 1..255 bytes";
+    if (h.value.size() > protocol::kMaxHeaderValueBytes)
+      return "header " + std::string(h.key) + ": value over 16384 bytes";
+  }
   message.clear();
   protocol::encode_message(message, headers, d.payload);
   protocol::MessageParts parts;
@@ -193,11 +200,22 @@ json settings_json(const engine::QueueOptions& o) {
 
 }  // namespace
 
-/// A waiting receive: its consumer, what it got so far, and its answer.
-struct HttpApi::Receive {
+/// One receive: its consumer (whose sink it is, so only its own receipts can
+/// settle its leases), what it got so far, and its answer. It lives until its
+/// consumer is freed: after the answer, while the client holds the leases.
+struct HttpApi::Receive final : engine::DeliverySink {
+  explicit Receive(HttpApi& owner) : api(owner) {}
+  bool deliver(engine::Consumer&, const protocol::Delivery& d) override {
+    return api.on_delivery(*this, d);
+  }
+  void released(engine::Consumer&) override { api.receives_.erase(id); }  // destroys this
+
+  HttpApi& api;
   std::uint64_t id = 0;
+  std::uint64_t secret = 0;  // in every receipt: guessing one is guessing 64 random bits
   engine::Consumer* consumer = nullptr;
   std::uint32_t max_messages = 1;
+  std::uint64_t bytes = 0;  // of the messages got, bounded by max_response_bytes
   struct Got {
     std::uint64_t message_id;
     std::uint64_t lease_token;
@@ -225,10 +243,10 @@ HttpApi::~HttpApi() {
 void HttpApi::stop() {
   stopping_ = true;
   ready_ = false;
-  std::vector<Receive*> waiting;
-  for (auto& [consumer, r] : receives_)
-    if (!r->finishing) waiting.push_back(r.get());
-  for (Receive* r : waiting) finish(*r);
+  std::vector<std::uint64_t> waiting;
+  for (auto& [id, r] : receives_)
+    if (!r->finishing) waiting.push_back(id);
+  for (std::uint64_t id : waiting) finish_later(id);
 }
 
 void HttpApi::handle(HttpRequest&& request, Respond respond) {
@@ -531,66 +549,71 @@ void HttpApi::receive(const HttpRequest& request, std::string_view queue_name, R
     respond(error_response(errc::too_many_queues, "limits.max_queues reached"));
     return;
   }
-  auto owned = std::make_unique<Receive>();
+  static thread_local std::mt19937_64 rng{std::random_device{}()};
+  auto owned = std::make_unique<Receive>(*this);
   Receive& r = *owned;
   r.id = next_receive_++;
+  r.secret = rng();
   r.max_messages = static_cast<std::uint32_t>(max_messages);
   r.respond = std::move(respond);
+  receives_[r.id] = std::move(owned);
   // Deliveries can arrive inside subscribe, before its consumer is known.
-  subscribing_ = &r;
   const auto now = Server::now();
   const engine::SubscribeResult sub =
-      engine_.subscribe(*queue, *this, next_subscription_++, r.max_messages,
+      engine_.subscribe(*queue, r, next_subscription_++, r.max_messages,
                         static_cast<engine::Micros>(lease_ms) * 1000, now);
-  subscribing_ = nullptr;
   if (sub.consumer == nullptr) {
-    r.respond(error_response(sub.code, std::string("receive: ") + sub.detail));
+    Respond answer = std::move(r.respond);
+    receives_.erase(r.id);
+    answer(error_response(sub.code, std::string("receive: ") + sub.detail));
     return;
   }
   r.consumer = sub.consumer;
-  receives_[sub.consumer] = std::move(owned);
   server_.watch_deadlines();
   if (!r.got.empty() || wait_ms == 0) {
-    finish(r);
+    finish_later(r.id);
     return;
   }
   r.timer = std::make_unique<boost::asio::steady_timer>(server_.io());
   r.timer->expires_after(std::chrono::milliseconds(wait_ms));
-  r.timer->async_wait(
-      [alive = alive_, consumer = sub.consumer, id = r.id](const boost::system::error_code& ec) {
-        if (ec || *alive == nullptr) return;
-        HttpApi& api = **alive;
-        auto it = api.receives_.find(consumer);
-        if (it != api.receives_.end() && it->second->id == id && !it->second->finishing)
-          api.finish(*it->second);
-      });
+  r.timer->async_wait([alive = alive_, id = r.id](const boost::system::error_code& ec) {
+    if (!ec && *alive != nullptr) (*alive)->finish_later(id);
+  });
 }
 
-bool HttpApi::deliver(engine::Consumer& consumer, const protocol::Delivery& d) {
-  Receive* r = nullptr;
-  if (auto it = receives_.find(&consumer); it != receives_.end())
-    r = it->second.get();
-  else
-    r = subscribing_;
-  if (r == nullptr || r->finishing) return false;  // not expected: pause it
-  r->got.push_back(
+void HttpApi::finish_later(std::uint64_t id) {
+  auto it = receives_.find(id);
+  if (it == receives_.end() || it->second->finishing) return;
+  try {
+    finish(*it->second);
+  } catch (const std::exception& e) {
+    // Out of memory building the answer, say: the broker stays up, the
+    // messages go back at once and the client hears of it.
+    log::error("http_receive_failed").str("error", e.what());
+    it = receives_.find(id);
+    if (it == receives_.end()) return;
+    Respond answer = std::move(it->second->respond);
+    engine_.disconnect(*it->second->consumer, Server::now());
+    receives_.erase(it);
+    server_.watch_deadlines();
+    if (answer) answer(error_response(errc::internal, "receive: internal error"));
+  }
+}
+
+bool HttpApi::on_delivery(Receive& r, const protocol::Delivery& d) {
+  if (r.finishing) return false;  // not expected: pause it
+  r.got.push_back(
       {d.message_id, d.lease_token, d.attempt, d.publish_time_us, std::string(d.message)});
-  if (r->got.size() == 1 && r->consumer != nullptr) {
+  r.bytes += d.message.size();
+  if (r.got.size() == 1 && r.consumer != nullptr) {
     // A waiting receive answers once messages came: after this engine call
     // (more may come in the same dispatch), never inside it.
-    boost::asio::post(server_.io(), [alive = alive_, c = &consumer, id = r->id] {
-      if (*alive == nullptr) return;
-      HttpApi& api = **alive;
-      auto it = api.receives_.find(c);
-      if (it != api.receives_.end() && it->second->id == id && !it->second->finishing)
-        api.finish(*it->second);
+    boost::asio::post(server_.io(), [alive = alive_, id = r.id] {
+      if (*alive != nullptr) (*alive)->finish_later(id);
     });
   }
-  return r->got.size() < r->max_messages;
-}
-
-void HttpApi::released(engine::Consumer& consumer) {
-  receives_.erase(&consumer);
+  // The answer's size is bounded too, not just its count (one message always goes).
+  return r.got.size() < r.max_messages && r.bytes < options_.max_response_bytes;
 }
 
 void HttpApi::finish(Receive& r) {
@@ -600,30 +623,34 @@ void HttpApi::finish(Receive& r) {
   // written the messages go back at once (disconnect), as for a protocol
   // consumer whose connection dropped.
   engine_.pause(*r.consumer);
+  const std::string prefix = std::to_string(r.id) + "." + std::to_string(r.secret) + ".";
   json messages = json::array();
   for (const auto& g : r.got) {
-    json m = {{"id", g.message_id},
-              {"receipt", std::to_string(g.message_id) + "." + std::to_string(g.lease_token)},
-              {"attempt", g.attempt},
-              {"published_at_ms", g.publish_time_us / 1000}};
+    json m = {
+        {"id", g.message_id},
+        {"receipt", prefix + std::to_string(g.message_id) + "." + std::to_string(g.lease_token)},
+        {"attempt", g.attempt},
+        {"published_at_ms", g.publish_time_us / 1000}};
     describe_message(g.message, m);
     messages.push_back(std::move(m));
   }
+  r.got.clear();
+  r.got.shrink_to_fit();
   HttpResponse response = json_response(200, {{"messages", std::move(messages)}});
-  response.after = [alive = alive_, consumer = r.consumer, id = r.id](bool written) {
+  response.after = [alive = alive_, id = r.id](bool written) {
     if (*alive == nullptr) return;
     HttpApi& api = **alive;
-    auto it = api.receives_.find(consumer);
-    if (it == api.receives_.end() || it->second->id != id) return;
+    auto it = api.receives_.find(id);
+    if (it == api.receives_.end()) return;
+    engine::Consumer* consumer = it->second->consumer;
     if (written) {
-      it->second->got.clear();
-      api.engine_.unsubscribe(*consumer);  // may call released() and erase it
+      api.engine_.unsubscribe(*consumer);  // may call released(), which erases the receive
     } else {
       log::info("receive_undelivered")
           .str("queue", consumer->queue().name())
-          .unum("messages", it->second->got.size());
-      api.receives_.erase(it);
-      api.engine_.disconnect(*consumer, Server::now());
+          .unum("messages", consumer->in_flight());
+      api.engine_.disconnect(*consumer, Server::now());  // frees the consumer: no released()
+      api.receives_.erase(id);
     }
     api.server_.watch_deadlines();
   };
@@ -687,30 +714,41 @@ void HttpApi::settle(const HttpRequest& request, std::string_view queue_name, st
   json failed = json::array();
   errc first_failure = errc::ok;
   for (const auto& receipt : receipts) {
-    const auto dot = receipt.find('.');
-    std::uint64_t id = 0, token = 0;
+    // "RECEIVE.SECRET.MESSAGE_ID.LEASE_TOKEN"
+    std::uint64_t parts[4] = {};
+    std::string_view rest = receipt;
+    bool well_formed = true;
+    for (int i = 0; i < 4 && well_formed; ++i) {
+      const auto dot = i < 3 ? rest.find('.') : rest.size();
+      well_formed = dot != std::string_view::npos && parse_uint(rest.substr(0, dot), parts[i]);
+      if (well_formed && i < 3) rest.remove_prefix(dot + 1);
+    }
+    const auto [receive_id, secret, id, token] = parts;
+    const auto owner = receives_.find(receive_id);
     errc code;
-    if (dot == std::string::npos || !parse_uint(std::string_view(receipt).substr(0, dot), id) ||
-        !parse_uint(std::string_view(receipt).substr(dot + 1), token)) {
+    if (!well_formed) {
       code = errc::invalid_argument;
+    } else if (owner == receives_.end() || owner->second->secret != secret) {
+      code = errc::stale_lease;  // its receive is gone, or this broker never issued it
     } else if (verb == "ack") {
-      code = engine_.ack(*this, id, token, now);
+      code = engine_.ack(*owner->second, id, token, now);
     } else if (verb == "nack") {
-      code = engine_.nack(*this, id, token, static_cast<engine::Micros>(delay_ms) * 1000, now,
-                          reason, dead_letter);
+      code = engine_.nack(*owner->second, id, token, static_cast<engine::Micros>(delay_ms) * 1000,
+                          now, reason, dead_letter);
     } else {
-      code = engine_.extend(*this, id, token, static_cast<engine::Micros>(lease_ms) * 1000, now);
+      code = engine_.extend(*owner->second, id, token, static_cast<engine::Micros>(lease_ms) * 1000,
+                            now);
     }
     if (code == errc::ok) {
       succeeded++;
       continue;
     }
     if (first_failure == errc::ok) first_failure = code;
-    failed.push_back(
-        {{"receipt", receipt},
-         {"code", to_string(code)},
-         {"message", code == errc::stale_lease ? "the lease has expired or was settled already"
-                                               : "not a receipt from this broker"}});
+    failed.push_back({{"receipt", receipt},
+                      {"code", to_string(code)},
+                      {"message", code == errc::stale_lease
+                                      ? "the lease has expired or was settled already"
+                                      : "a receipt is RECEIVE.SECRET.MESSAGE.LEASE, as received"}});
   }
   server_.watch_deadlines();
   respond(json_response(first_failure == errc::ok ? 200 : http_status(first_failure),
@@ -882,7 +920,10 @@ void HttpApi::dead_letters(const HttpRequest& request, std::string_view queue,
       const auto all_it = body->find("all");
       if (all_it != body->end() && !all_it->is_boolean()) problem = "all must be true or false";
       const bool all = all_it != body->end() && all_it->is_boolean() && all_it->get<bool>();
-      const bool filtered = req.min_age_ms || req.max_age_ms || body->contains("reason");
+      const auto reason_it = body->find("reason");
+      const bool filtered = req.min_age_ms || req.max_age_ms ||
+                            (reason_it != body->end() && reason_it->is_string() &&
+                             !reason_it->get<std::string>().empty());
       if (problem.empty() && req.ids.empty() && !all && !filtered)
         problem =
             "name the entries: \"ids\", a filter (min_age_ms, max_age_ms, reason) or \"all\": true";

@@ -34,10 +34,12 @@ struct HttpApiOptions {
   std::uint32_t max_payload_bytes = 1u << 20;  // limits.max_payload_bytes
   std::uint32_t max_batch = 1000;              // messages per batch publish
   std::uint32_t max_receive = 1000;            // max_messages per receive
-  std::chrono::milliseconds max_wait{20000};   // longest long poll
+  /// A receive takes no more messages once it holds this many bytes (one always goes).
+  std::uint64_t max_response_bytes = 4u << 20;
+  std::chrono::milliseconds max_wait{20000};  // longest long poll
 };
 
-class HttpApi final : public engine::DeliverySink {
+class HttpApi final {
  public:
   HttpApi(Server& server, const Metrics& metrics, HttpApiOptions options);
   ~HttpApi();
@@ -51,13 +53,8 @@ class HttpApi final : public engine::DeliverySink {
   /// Shutting down: /readyz fails, waiting receives answer with what they have.
   void stop();
 
-  // engine::DeliverySink: deliveries to the consumers behind waiting receives.
-  bool deliver(engine::Consumer& consumer, const protocol::Delivery& delivery) override;
-  void released(engine::Consumer& consumer) override;
-
  private:
   struct Receive;
-  struct Route;
   void route(const HttpRequest& request, Respond& respond);
 
   void publish_one(const HttpRequest& request, std::string_view queue, Respond& respond);
@@ -71,8 +68,13 @@ class HttpApi final : public engine::DeliverySink {
                     Respond& respond);
   void log_level(const HttpRequest& request, Respond& respond);
 
-  /// Finishes a receive: unsubscribes its consumer and answers with what it got.
+  /// A delivery to `receive`'s consumer; false: no more for now.
+  bool on_delivery(Receive& receive, const protocol::Delivery& delivery);
+  /// Answers a receive with what it got; its consumer is paused, then
+  /// unsubscribed once the answer is written (or disconnected if it cannot be).
   void finish(Receive& receive);
+  /// finish() from a timer or a posted handler, if the receive still waits.
+  void finish_later(std::uint64_t receive_id);
 
   Server& server_;
   engine::Engine& engine_;
@@ -82,8 +84,7 @@ class HttpApi final : public engine::DeliverySink {
   bool stopping_ = false;
   std::uint32_t next_subscription_ = 1;
   std::uint64_t next_receive_ = 1;
-  Receive* subscribing_ = nullptr;  // the receive whose subscribe is running
-  std::unordered_map<engine::Consumer*, std::unique_ptr<Receive>> receives_;
+  std::unordered_map<std::uint64_t, std::unique_ptr<Receive>> receives_;  // by id
   std::shared_ptr<HttpApi*> alive_;  // timers and posted handlers check it
 };
 

@@ -6,6 +6,7 @@
 #include <boost/beast/http/read.hpp>
 #include <boost/beast/http/string_body.hpp>
 #include <boost/beast/http/write.hpp>
+#include <array>
 #include <optional>
 
 #include "log.hpp"
@@ -135,16 +136,40 @@ class HttpConnection : public std::enable_shared_from_this<HttpConnection> {
             self->after_ = nullptr;
             after(!ec);
           }
-          if (ec || !keep_alive) {
+          if (ec)
             self->close();
-            return;
-          }
-          self->read();
+          else if (!keep_alive)
+            self->linger_close();
+          else
+            self->read();
+        });
+  }
+
+  /// Closes after the peer has read the answer: closing with unread request
+  /// bytes (a 413's body) would reset the connection and could destroy the
+  /// answer in flight. Sends FIN, then reads and drops up to 1 MiB for up to
+  /// a second.
+  void linger_close() {
+    if (closed_) return;
+    boost::system::error_code ignored;
+    stream_.socket().shutdown(asio::ip::tcp::socket::shutdown_send, ignored);
+    stream_.expires_after(std::chrono::seconds(1));
+    drain(0);
+  }
+  void drain(std::size_t drained) {
+    stream_.async_read_some(
+        asio::buffer(scratch_),
+        [self = shared_from_this(), drained](const beast::error_code& ec, std::size_t n) {
+          if (ec || self->closed_ || drained + n > (1u << 20))
+            self->close();
+          else
+            self->drain(drained + n);
         });
   }
 
   HttpServer& server_;
   beast::tcp_stream stream_;
+  std::array<char, 4096> scratch_;
   beast::flat_buffer buffer_;
   std::optional<http::request_parser<http::string_body>> parser_;
   http::response<http::string_body> response_;

@@ -109,7 +109,7 @@ std::vector<MetricFamily> Metrics::Collect() const {
           "Sequence gaps the resequencer gave up waiting for (gap_timeout).",
           [](Q q) { return q.sequence_gaps(); });
   counter("sluice_queue_publish_refused_total",
-          "Publishes refused with queue_full (overflow = reject, and every HTTP publish).",
+          "Publishes refused with queue_full by a queue with overflow = reject (HTTP included).",
           [](Q q) { return q.counters().refused_total; });
   counter("sluice_queue_publish_blocked_total",
           "Times a publishing connection was blocked (overflow = block).",

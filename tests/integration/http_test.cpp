@@ -100,6 +100,14 @@ TEST_CASE(
 
   const std::string second = got[0]["receipt"];
   CHECK(second != receipt);
+  // A receipt is its receive's: with the right message and lease but another
+  // secret, it settles nothing.
+  std::string forged = second;
+  const auto secret_at = forged.find('.', forged.find('.') + 1) - 1;  // its last digit
+  forged[secret_at] = forged[secret_at] == '1' ? '2' : '1';
+  const auto refused = post(broker, "/v1/queues/jobs/ack", json{{"receipt", forged}}.dump());
+  CHECK(refused.status == 409);
+  CHECK(body_of(refused)["failed"][0]["code"] == "stale_lease");
   // The first lease is gone: its receipt is refused, typed.
   const auto stale = post(broker, "/v1/queues/jobs/ack", json{{"receipt", receipt}}.dump());
   CHECK(stale.status == 409);
@@ -377,7 +385,8 @@ TEST_CASE("metrics: a real Prometheus server scrapes sluiced and sees the counts
   CHECK(check.status == 0);
 
   // Every metric the alert rules, the dashboard and the docs name exists.
-  for (const char* file : {"/ops/sluice.rules.yml", "/ops/grafana-dashboard.json", "/docs/http-api.md"}) {
+  for (const char* file :
+       {"/ops/sluice.rules.yml", "/ops/grafana-dashboard.json", "/docs/http-api.md"}) {
     std::ifstream in(std::string(SLUICE_SOURCE_DIR) + file);
     REQUIRE(in);
     const std::string text((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());

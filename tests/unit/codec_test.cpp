@@ -4,6 +4,7 @@
 
 #include <array>
 #include <cstring>
+#include <fstream>
 #include <functional>
 #include <memory>
 #include <random>
@@ -583,4 +584,28 @@ TEST_CASE("every error code has a name, a category message and a closing rule") 
   CHECK(closes_connection(errc::handshake_required));
   CHECK_FALSE(closes_connection(errc::unknown_frame_type));
   CHECK_FALSE(closes_connection(errc::stale_lease));
+}
+
+TEST_CASE("every error code has its HTTP status, and PROTOCOL.md's table says the same") {
+  std::ifstream in(SLUICE_SOURCE_DIR "/protocol/PROTOCOL.md");
+  REQUIRE(in);
+  int rows = 0;
+  bool in_section = false;
+  for (std::string line; std::getline(in, line);) {
+    if (line.rfind("## ", 0) == 0) in_section = line == "## Error codes";
+    // "| 9 | stale_lease | ... | | 409 |"
+    if (!in_section || line.size() < 4 || line[0] != '|' ||
+        !std::isdigit(static_cast<unsigned char>(line[2])))
+      continue;
+    const int code = std::atoi(line.c_str() + 2);
+    const auto name_begin = line.find("| ", 2) + 2;
+    const std::string name = line.substr(name_begin, line.find(' ', name_begin) - name_begin);
+    const auto last = line.rfind('|', line.size() - 2);
+    const int status = std::atoi(line.c_str() + last + 1);
+    INFO(line);
+    CHECK(sluice::to_string(static_cast<sluice::errc>(code)) == name);
+    CHECK(sluice::http_status(static_cast<sluice::errc>(code)) == static_cast<unsigned>(status));
+    ++rows;
+  }
+  CHECK(rows == 23);
 }
