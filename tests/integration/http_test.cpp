@@ -190,6 +190,32 @@ TEST_CASE("http: batch publish is all or nothing and keeps order") {
   CHECK(got[2]["headers"]["k"] == "v");
 }
 
+TEST_CASE("http: a 202 from a durable queue means on disk - it survives kill -9") {
+  sluice::test::ScopedTempDir scratch("sluice-http-durable");
+  const std::vector<std::string> args = {"--set",
+                                         "storage.path=" + (scratch.path / "data").string(),
+                                         "--set", "queues.d.durability=durable"};
+  std::vector<std::uint64_t> ids;
+  {
+    TestBroker broker(args);
+    for (int i = 0; i < 20; ++i) {
+      const auto r = post(broker, "/v1/queues/d/messages", "m" + std::to_string(i));
+      REQUIRE(r.status == 202);
+      ids.push_back(body_of(r)["id"]);
+    }
+    const auto batch = post(broker, "/v1/queues/d/messages/batch",
+                            R"({"messages":[{"payload":"b0"},{"payload":"b1"}]})");
+    REQUIRE(batch.status == 202);
+    const json confirmed = body_of(batch);
+    for (const auto& m : confirmed["messages"]) ids.push_back(m["id"]);
+    broker.kill9();
+  }
+  TestBroker restarted(args);
+  const json got = receive(restarted, "d", 100, 2000);
+  REQUIRE(got.size() == ids.size());
+  for (std::size_t i = 0; i < ids.size(); ++i) CHECK(got[i]["id"] == ids[i]);
+}
+
 TEST_CASE("http: HTTP receives count against the queue's concurrency cap with protocol consumers") {
   TestBroker broker({"--set", "queues.capped.max_in_flight=3"});
   for (int i = 0; i < 10; ++i)
