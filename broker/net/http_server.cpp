@@ -1,6 +1,5 @@
 #include "http_server.hpp"
 
-#include <boost/asio/ip/address.hpp>
 #include <boost/beast/core/flat_buffer.hpp>
 #include <boost/beast/core/tcp_stream.hpp>
 #include <boost/beast/http/read.hpp>
@@ -10,6 +9,7 @@
 #include <optional>
 
 #include "log.hpp"
+#include "server.hpp"
 
 namespace sluice::net {
 
@@ -192,20 +192,7 @@ HttpServer::~HttpServer() {
 }
 
 std::error_code HttpServer::start() {
-  boost::system::error_code ec;
-  asio::ip::tcp::endpoint endpoint;
-  if (options_.host == "localhost") {
-    endpoint = {asio::ip::address_v4::loopback(), options_.port};
-  } else {
-    auto address = asio::ip::make_address(options_.host, ec);
-    if (ec) return std::make_error_code(std::errc::invalid_argument);
-    endpoint = {address, options_.port};
-  }
-  acceptor_.open(endpoint.protocol(), ec);
-  if (!ec) acceptor_.set_option(asio::socket_base::reuse_address(true), ec);
-  if (!ec) acceptor_.bind(endpoint, ec);
-  if (!ec) acceptor_.listen(asio::socket_base::max_listen_connections, ec);
-  if (ec) return std::error_code(ec.value(), std::system_category());
+  if (auto ec = listen_on(acceptor_, options_.host, options_.port)) return ec;
   bound_port_ = acceptor_.local_endpoint().port();
   accept();
   return {};

@@ -33,21 +33,27 @@ std::int64_t Server::wall_us() noexcept {
       .count();
 }
 
-std::error_code Server::start() {
+std::error_code listen_on(asio::ip::tcp::acceptor& acceptor, const std::string& host,
+                          std::uint16_t port) {
   boost::system::error_code ec;
   asio::ip::tcp::endpoint endpoint;
-  if (options_.host == "localhost") {
-    endpoint = {asio::ip::address_v4::loopback(), options_.port};
+  if (host == "localhost") {
+    endpoint = {asio::ip::address_v4::loopback(), port};
   } else {
-    auto address = asio::ip::make_address(options_.host, ec);
+    auto address = asio::ip::make_address(host, ec);
     if (ec) return std::make_error_code(std::errc::invalid_argument);
-    endpoint = {address, options_.port};
+    endpoint = {address, port};
   }
-  acceptor_.open(endpoint.protocol(), ec);
-  if (!ec) acceptor_.set_option(asio::socket_base::reuse_address(true), ec);
-  if (!ec) acceptor_.bind(endpoint, ec);
-  if (!ec) acceptor_.listen(asio::socket_base::max_listen_connections, ec);
+  acceptor.open(endpoint.protocol(), ec);
+  if (!ec) acceptor.set_option(asio::socket_base::reuse_address(true), ec);
+  if (!ec) acceptor.bind(endpoint, ec);
+  if (!ec) acceptor.listen(asio::socket_base::max_listen_connections, ec);
   if (ec) return std::error_code(ec.value(), std::system_category());
+  return {};
+}
+
+std::error_code Server::start() {
+  if (auto ec = listen_on(acceptor_, options_.host, options_.port)) return ec;
   bound_port_ = acceptor_.local_endpoint().port();
   accept();
   return {};

@@ -42,6 +42,12 @@ struct ServerOptions {
   std::chrono::milliseconds handshake_timeout{10000};
 };
 
+/// Opens, binds and listens `acceptor` on host:port ("localhost" = 127.0.0.1;
+/// otherwise an IPv4 or IPv6 address). Errors: invalid_argument for a bad
+/// host, or the bind/listen failure.
+std::error_code listen_on(boost::asio::ip::tcp::acceptor& acceptor, const std::string& host,
+                          std::uint16_t port);
+
 /// Not thread-safe: every call on the io_context's thread.
 class Server {
  public:
