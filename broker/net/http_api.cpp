@@ -396,6 +396,26 @@ std::optional<std::string> draft_from_json(const json& m, const engine::Queue& q
 
 }  // namespace
 
+engine::Queue* HttpApi::open_queue(std::string_view name, Respond& respond) {
+  engine::Queue* queue = engine_.open(name);
+  if (queue == nullptr) respond(error_response(errc::too_many_queues, "limits.max_queues reached"));
+  return queue;
+}
+
+void HttpApi::answer_published(const engine::Queue& queue, HttpResponse response,
+                               Respond& respond) {
+  if (!queue.durable()) {
+    respond(std::move(response));
+    return;
+  }
+  // Confirmed once on disk, like a protocol CONFIRM.
+  DurableStore& store = *server_.durable();
+  store.after_durable(store.last_seq(),
+                      [respond = std::move(respond), response = std::move(response)]() mutable {
+                        respond(std::move(response));
+                      });
+}
+
 void HttpApi::publish_one(const HttpRequest& request, std::string_view queue_name,
                           Respond& respond) {
   if (request.body.size() > options_.max_payload_bytes) {
@@ -404,11 +424,8 @@ void HttpApi::publish_one(const HttpRequest& request, std::string_view queue_nam
                                                         " bytes)"));
     return;
   }
-  engine::Queue* queue = engine_.open(queue_name);
-  if (queue == nullptr) {
-    respond(error_response(errc::too_many_queues, "limits.max_queues reached"));
-    return;
-  }
+  engine::Queue* queue = open_queue(queue_name, respond);
+  if (queue == nullptr) return;
   Draft d;
   draft_from_http(request, *queue, d);
   d.payload = request.body;
@@ -437,13 +454,7 @@ void HttpApi::publish_one(const HttpRequest& request, std::string_view queue_nam
                                        {"duplicate", published.duplicate},
                                        {"correlation_id", d.correlation_id},
                                        {"pressure", queue->pressure() / 100.0}});
-  if (queue->durable()) {
-    DurableStore& store = *server_.durable();
-    store.after_durable(store.last_seq(), [respond = std::move(respond),
-                                           r = std::move(r)]() mutable { respond(std::move(r)); });
-  } else {
-    respond(std::move(r));
-  }
+  answer_published(*queue, std::move(r), respond);
 }
 
 void HttpApi::publish_batch(const HttpRequest& request, std::string_view queue_name,
@@ -462,11 +473,8 @@ void HttpApi::publish_batch(const HttpRequest& request, std::string_view queue_n
                                                        " messages"));
     return;
   }
-  engine::Queue* queue = engine_.open(queue_name);
-  if (queue == nullptr) {
-    respond(error_response(errc::too_many_queues, "limits.max_queues reached"));
-    return;
-  }
+  engine::Queue* queue = open_queue(queue_name, respond);
+  if (queue == nullptr) return;
   // Every message is checked before any is admitted: a batch goes whole or not at all.
   std::vector<std::string> encoded(messages->size());
   std::vector<protocol::SystemHeaders> sys(messages->size());
@@ -514,13 +522,7 @@ void HttpApi::publish_batch(const HttpRequest& request, std::string_view queue_n
   server_.watch_deadlines();
   HttpResponse r = json_response(
       202, {{"messages", std::move(results)}, {"pressure", queue->pressure() / 100.0}});
-  if (queue->durable()) {
-    DurableStore& store = *server_.durable();
-    store.after_durable(store.last_seq(), [respond = std::move(respond),
-                                           r = std::move(r)]() mutable { respond(std::move(r)); });
-  } else {
-    respond(std::move(r));
-  }
+  answer_published(*queue, std::move(r), respond);
 }
 
 // ---- receive and settle ----
@@ -544,11 +546,8 @@ void HttpApi::receive(const HttpRequest& request, std::string_view queue_name, R
     respond(error_response(errc::invalid_argument, "receive: max_messages must be at least 1"));
     return;
   }
-  engine::Queue* queue = engine_.open(queue_name);
-  if (queue == nullptr) {
-    respond(error_response(errc::too_many_queues, "limits.max_queues reached"));
-    return;
-  }
+  engine::Queue* queue = open_queue(queue_name, respond);
+  if (queue == nullptr) return;
   static thread_local std::mt19937_64 rng{std::random_device{}()};
   auto owned = std::make_unique<Receive>(*this);
   Receive& r = *owned;

@@ -57,6 +57,10 @@ class HttpApi final {
   struct Receive;
   void route(const HttpRequest& request, Respond& respond);
 
+  /// The queue (created on first use), or nullptr after answering too_many_queues.
+  engine::Queue* open_queue(std::string_view name, Respond& respond);
+  /// Answers a publish: now, or on a durable queue once what it wrote is on disk.
+  void answer_published(const engine::Queue& queue, HttpResponse response, Respond& respond);
   void publish_one(const HttpRequest& request, std::string_view queue, Respond& respond);
   void publish_batch(const HttpRequest& request, std::string_view queue, Respond& respond);
   void receive(const HttpRequest& request, std::string_view queue, Respond& respond);

@@ -169,7 +169,8 @@ TEST_CASE("durable: a data directory is used by one sluiced at a time") {
   DataDir dir;
   TestBroker first(durable_args(dir));
   const auto second = sluice::test::run_command(
-      std::string(SLUICED_PATH) + " --listen 127.0.0.1:0 --http-listen 127.0.0.1:0 --set storage.path=" + dir.path.string() +
+      std::string(SLUICED_PATH) +
+      " --listen 127.0.0.1:0 --http-listen 127.0.0.1:0 --set storage.path=" + dir.path.string() +
       " 2>&1");
   CHECK(second.status == 2);
   CHECK(second.out.find("is in use by another sluiced (pid " + std::to_string(first.pid())) !=
