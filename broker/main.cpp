@@ -5,6 +5,9 @@
 
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/signal_set.hpp>
+#include <boost/asio/ssl/context.hpp>
+#include <sys/resource.h>
+
 #include <csignal>
 #include <cstdio>
 #include <chrono>
@@ -29,6 +32,7 @@
 #include "server.hpp"
 #include "live_config.hpp"
 #include "sluice/config/settings.hpp"
+#include "sluice/security/tls.hpp"
 
 namespace {
 
@@ -70,6 +74,46 @@ bool write_port_file(const std::string& path, std::uint16_t port, std::uint16_t 
   std::error_code ec;
   std::filesystem::rename(tmp, path, ec);
   return !ec;
+}
+
+/// Without tokens anyone who reaches a listener may do anything: that is only
+/// acceptable on loopback. `listen` and `http` are the running listeners.
+std::optional<std::string> open_to_the_network(const sluice::config::Settings& listen,
+                                               const sluice::config::Settings& tokens) {
+  if (!tokens.tokens.empty()) return std::nullopt;
+  auto refuse = [](std::string_view setting, const std::string& host) {
+    return std::string(setting) + " is " + host +
+           ", not a loopback address, and no [tokens.NAME] are configured: anyone who can "
+           "reach it could publish, consume and administer. Add a token (sluicectl "
+           "hash-token) or listen on 127.0.0.1";
+  };
+  if (!sluice::config::is_loopback_host(listen.listen_host))
+    return refuse("server.listen", listen.listen_host);
+  if (listen.http_enabled && !sluice::config::is_loopback_host(listen.http_host))
+    return refuse("http.listen", listen.http_host);
+  return std::nullopt;
+}
+
+/// The TLS context for `settings` (nullptr without tls.cert_file); `error` on failure.
+std::shared_ptr<boost::asio::ssl::context> tls_context(const sluice::config::Settings& settings,
+                                                       std::string& error) {
+  if (settings.tls_cert_file.empty()) return nullptr;
+  return sluice::security::server_context(settings.tls_cert_file, settings.tls_key_file, error);
+}
+
+/// Many connections need many descriptors: take the hard limit.
+void raise_descriptor_limit() {
+  rlimit limit{};
+  if (getrlimit(RLIMIT_NOFILE, &limit) != 0) return;
+  if (limit.rlim_cur < limit.rlim_max) {
+    limit.rlim_cur = limit.rlim_max;
+    setrlimit(RLIMIT_NOFILE, &limit);
+    getrlimit(RLIMIT_NOFILE, &limit);
+  }
+  if (limit.rlim_cur < 4096)
+    sluice::log::warn("descriptor_limit_low")
+        .unum("limit", limit.rlim_cur)
+        .str("effect", "connections past this limit are refused; raise ulimit -n");
 }
 
 }  // namespace
@@ -124,6 +168,11 @@ int main(int argc, char** argv) {
     return 0;
   }
   std::signal(SIGPIPE, SIG_IGN);
+  if (auto problem = open_to_the_network(settings, settings)) return fail(*problem);
+  std::string tls_error;
+  auto tls = tls_context(settings, tls_error);
+  if (!tls_error.empty()) return fail(tls_error);
+  raise_descriptor_limit();
 
   boost::asio::io_context io(1);
   sluice::engine::Engine engine;
@@ -170,6 +219,8 @@ int main(int argc, char** argv) {
   options.handshake_timeout = settings.handshake_timeout;
   net::Server server(io, engine, options);
   server.set_durable(store.get());
+  server.auth().configure(settings.tokens);
+  server.set_tls(tls);
   store->set_after_commit([&server] { server.watch_deadlines(); });
   server.set_configure_handler([&](std::string_view queue, auto pairs) {
     auto problem = live.configure(queue, pairs, net::Server::now());
@@ -192,6 +243,7 @@ int main(int argc, char** argv) {
   http_options.port = settings.http_port;
   http_options.max_body_bytes = settings.http_max_body_bytes;
   http_options.max_connections = settings.http_max_connections;
+  http_options.max_connections_per_source = settings.http_max_connections_per_source;
   http_options.idle_timeout = settings.http_idle_timeout;
   std::unique_ptr<net::HttpServer> http;
   if (settings.http_enabled) {
@@ -199,6 +251,7 @@ int main(int argc, char** argv) {
         io, http_options, [&api](net::HttpRequest&& request, net::Respond respond) {
           api.handle(std::move(request), std::move(respond));
         });
+    http->set_tls(tls);
     if (auto ec = http->start()) {
       return fail("cannot listen on " + settings.http_host + ":" +
                   std::to_string(settings.http_port) + " (http.listen): " + ec.message());
@@ -210,11 +263,29 @@ int main(int argc, char** argv) {
     return fail("cannot write port file " + settings.port_file);
   api.set_ready(true);
   metrics.set_ready(true);
+  live.set_security_hook([&](const config::Settings& next) -> std::optional<std::string> {
+    const config::Settings& running = live.settings();
+    if (auto problem = open_to_the_network(running, next)) return problem;
+    if (next.tls_cert_file.empty() != running.tls_cert_file.empty())
+      return std::string("turning TLS on or off (tls.cert_file) needs a restart");
+    std::string error;
+    auto context = tls_context(next, error);
+    if (!error.empty()) return error;
+    // Certificates are read again even under the same paths: renewal replaces the files.
+    server.set_tls(context);
+    if (http) http->set_tls(context);
+    if (context) sluice::log::info("tls_reloaded").str("cert_file", next.tls_cert_file);
+    server.auth().configure(next.tokens);
+    server.recheck_grants();
+    return std::nullopt;
+  });
   sluice::log::info("listening")
       .str("host", settings.listen_host)
       .unum("protocol_port", server.port())
       .str("http_host", http ? settings.http_host : "")
       .unum("http_port", http_port)
+      .str("tls", tls ? "on" : "off")
+      .unum("tokens", settings.tokens.size())
       .str("version", SLUICE_VERSION);
 
   boost::asio::signal_set signals(io, SIGINT, SIGTERM, SIGHUP);

@@ -5,6 +5,7 @@
 #include <nlohmann/json.hpp>
 
 #include <algorithm>
+#include <cctype>
 #include <charconv>
 #include <random>
 
@@ -48,6 +49,29 @@ HttpResponse error_response(errc code, std::string_view message, engine::Micros 
   r.status = http_status(code);
   r.body = dump(json{{"error", e}});
   return r;
+}
+
+HttpResponse unauthenticated(std::string_view message) {
+  HttpResponse r = error_response(errc::unauthenticated, message);
+  r.headers.emplace_back("WWW-Authenticate", "Bearer realm=\"sluice\"");
+  return r;
+}
+
+/// The token of "Authorization: Bearer <token>" ("" if none).
+std::string_view bearer_token(const HttpRequest& request) {
+  for (const auto& [name, value] : request.headers) {
+    if (name != "authorization") continue;
+    std::string_view v = value;
+    if (v.size() < 7) return {};
+    std::string scheme(v.substr(0, 7));
+    for (char& c : scheme) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+    if (scheme != "bearer ") return {};
+    v.remove_prefix(7);
+    while (!v.empty() && v.front() == ' ') v.remove_prefix(1);
+    while (!v.empty() && v.back() == ' ') v.remove_suffix(1);
+    return v;
+  }
+  return {};
 }
 
 HttpResponse method_not_allowed(std::string_view allow) {
@@ -280,8 +304,25 @@ void HttpApi::route(const HttpRequest& request, Respond& respond) {
       respond(json_response(503, {{"status", stopping_ ? "stopping" : "starting"}}));
     return;
   }
+  // Everything past the health checks needs a token when tokens are configured.
+  Grant grant;
+  const std::string_view token = bearer_token(request);
+  if (server_.auth().authenticate(token, grant) != errc::ok) {
+    log::warn("authentication_failed")
+        .str("listener", "http")
+        .str("peer", request.peer)
+        .str("reason", token.empty() ? "no token" : "unknown token");
+    respond(unauthenticated(token.empty() ? "this broker needs Authorization: Bearer <token>"
+                                          : "the bearer token is not valid"));
+    return;
+  }
   if (path == "/metrics") {
     if (!only("GET")) return;
+    if (const errc code = server_.auth().check_metrics(grant); code != errc::ok) {
+      respond(error_response(code, "token " + std::string(grant.name()) +
+                                       " may not read /metrics (needs metrics = \"on\")"));
+      return;
+    }
     HttpResponse r;
     r.content_type = "text/plain; version=0.0.4; charset=utf-8";
     r.body = metrics_.scrape();
@@ -289,11 +330,11 @@ void HttpApi::route(const HttpRequest& request, Respond& respond) {
     return;
   }
   if (path == "/v1/log-level") {
-    log_level(request, respond);
+    if (allowed(grant, Permission::admin, kEveryQueue, respond)) log_level(request, respond);
     return;
   }
   if (path == kQueuesPrefix || path == "/v1/queues/") {
-    if (only("GET")) queue_list(respond);
+    if (only("GET")) queue_list(grant, respond);
     return;
   }
   if (path.substr(0, kQueuesPrefix.size() + 1) != "/v1/queues/") {
@@ -309,21 +350,40 @@ void HttpApi::route(const HttpRequest& request, Respond& respond) {
                            "queue names are 1..200 characters of [A-Za-z0-9_.:-]"));
     return;
   }
+  // Rights are checked before the queue is looked up: 403 whether or not it exists.
   if (action.empty()) {
-    if (only("GET")) queue_show(queue, respond);
+    if (only("GET") && allowed(grant, Permission::read, queue, respond)) queue_show(queue, respond);
   } else if (action == "messages") {
-    if (only("POST")) publish_one(request, queue, respond);
+    if (only("POST") && allowed(grant, Permission::publish, queue, respond))
+      publish_one(request, queue, respond);
   } else if (action == "messages/batch") {
-    if (only("POST")) publish_batch(request, queue, respond);
+    if (only("POST") && allowed(grant, Permission::publish, queue, respond))
+      publish_batch(request, queue, respond);
   } else if (action == "receive") {
-    if (only("POST")) receive(request, queue, respond);
+    if (only("POST") && allowed(grant, Permission::consume, queue, respond))
+      receive(request, queue, respond);
   } else if (action == "ack" || action == "nack" || action == "extend") {
-    if (only("POST")) settle(request, queue, action, respond);
+    if (only("POST") && allowed(grant, Permission::consume, queue, respond))
+      settle(request, queue, action, respond);
   } else if (action == "dlq" || action.substr(0, 4) == "dlq/") {
-    dead_letters(request, queue, action.substr(3), respond);
+    if (allowed(grant, Permission::admin, queue, respond))
+      dead_letters(request, queue, action.substr(3), respond);
   } else {
     respond(error_response(errc::not_found, "no such endpoint: " + std::string(path)));
   }
+}
+
+bool HttpApi::allowed(Grant& grant, Permission what, std::string_view queue, Respond& respond) {
+  const errc code = server_.auth().check(grant, what, queue);
+  if (code == errc::ok) return true;
+  static constexpr const char* kWhat[] = {"publish to", "consume from", "administer", "see"};
+  const std::string target =
+      queue == kEveryQueue ? std::string("the broker") : "queue " + std::string(queue);
+  respond(code == errc::unauthenticated
+              ? unauthenticated("the token was revoked")
+              : error_response(code, "token " + std::string(grant.name()) + " may not " +
+                                         kWhat[static_cast<int>(what)] + " " + target));
+  return false;
 }
 
 // ---- publish ----
@@ -800,8 +860,10 @@ json queue_json(const engine::Engine& engine, const engine::Queue& q, const Dura
 
 }  // namespace
 
-void HttpApi::queue_list(Respond& respond) {
-  auto queues = engine_.queues();
+void HttpApi::queue_list(Grant& grant, Respond& respond) {
+  std::vector<const engine::Queue*> queues;
+  for (const auto* q : engine_.queues())
+    if (server_.auth().can_see(grant, q->name())) queues.push_back(q);
   std::sort(queues.begin(), queues.end(),
             [](const auto* a, const auto* b) { return a->name() < b->name(); });
   json list = json::array();

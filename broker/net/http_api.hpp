@@ -21,6 +21,7 @@
 #include <unordered_map>
 #include <vector>
 
+#include "auth.hpp"
 #include "engine.hpp"
 #include "http_types.hpp"
 
@@ -56,6 +57,8 @@ class HttpApi final {
  private:
   struct Receive;
   void route(const HttpRequest& request, Respond& respond);
+  /// True when `grant` may do `what` on `queue`; otherwise answers 401/403 and false.
+  bool allowed(Grant& grant, Permission what, std::string_view queue, Respond& respond);
 
   /// The queue (created on first use), or nullptr after answering too_many_queues.
   engine::Queue* open_queue(std::string_view name, Respond& respond);
@@ -66,7 +69,7 @@ class HttpApi final {
   void receive(const HttpRequest& request, std::string_view queue, Respond& respond);
   void settle(const HttpRequest& request, std::string_view queue, std::string_view verb,
               Respond& respond);
-  void queue_list(Respond& respond);
+  void queue_list(Grant& grant, Respond& respond);
   void queue_show(std::string_view queue, Respond& respond);
   void dead_letters(const HttpRequest& request, std::string_view queue, std::string_view rest,
                     Respond& respond);

@@ -5,11 +5,13 @@
 #include <boost/beast/http/read.hpp>
 #include <boost/beast/http/string_body.hpp>
 #include <boost/beast/http/write.hpp>
+#include <boost/beast/ssl/ssl_stream.hpp>
 #include <array>
 #include <optional>
 
 #include "log.hpp"
 #include "server.hpp"
+#include "sluice/security/tls.hpp"
 
 namespace sluice::net {
 
@@ -32,41 +34,71 @@ HttpResponse framing_error(unsigned status, std::string_view code, std::string_v
 
 /// One HTTP connection: read a request, let the handler answer, write the
 /// answer, read the next. The handler's Respond holds the connection alive.
-class HttpConnection : public std::enable_shared_from_this<HttpConnection> {
+/// `Stream` is beast::tcp_stream, or beast::ssl_stream over one.
+template <class Stream>
+class HttpConnection final : public HttpConnectionBase,
+                             public std::enable_shared_from_this<HttpConnection<Stream>> {
+  static constexpr bool kTls = !std::is_same_v<Stream, beast::tcp_stream>;
+
  public:
-  HttpConnection(HttpServer& server, asio::ip::tcp::socket socket,
-                 std::weak_ptr<HttpServer::ConnectionSet> registry)
-      : server_(server), stream_(std::move(socket)), registry_(std::move(registry)) {
+  template <class... TlsContext>
+  HttpConnection(HttpServer& server, asio::ip::tcp::socket socket, std::string source,
+                 std::weak_ptr<HttpServer::ConnectionSet> registry, TlsContext&... tls)
+      : server_(server),
+        stream_(std::move(socket), tls...),
+        source_(std::move(source)),
+        registry_(std::move(registry)) {
     boost::system::error_code ignored;
-    const auto remote = stream_.socket().remote_endpoint(ignored);
+    const auto remote = tcp().socket().remote_endpoint(ignored);
     peer_ = remote.address().to_string() + ":" + std::to_string(remote.port());
   }
 
   // The server may be gone first (a Respond held past shutdown): the registry says.
-  ~HttpConnection() {
-    if (auto set = registry_.lock()) set->erase(this);
+  ~HttpConnection() override {
+    if (auto set = registry_.lock()) set->remove(this, source_);
   }
 
-  void start() { read(); }
+  void start() {
+    if constexpr (kTls) {
+      tcp().expires_after(server_.options().idle_timeout);
+      stream_.async_handshake(asio::ssl::stream_base::server,
+                              [self = this->shared_from_this()](const beast::error_code& ec) {
+                                if (self->closed_) return;
+                                if (ec) {
+                                  log::info("tls_handshake_failed")
+                                      .str("listener", "http")
+                                      .str("peer", self->peer_)
+                                      .str("error", security::describe_tls_error(ec));
+                                  self->close();
+                                  return;
+                                }
+                                self->read();
+                              });
+    } else {
+      read();
+    }
+  }
 
-  void close() {
+  void close() override {
     if (closed_) return;
     closed_ = true;
     boost::system::error_code ignored;
-    stream_.socket().shutdown(asio::ip::tcp::socket::shutdown_both, ignored);
-    stream_.socket().close(ignored);
-    if (auto set = registry_.lock()) set->erase(this);
+    tcp().socket().shutdown(asio::ip::tcp::socket::shutdown_both, ignored);
+    tcp().socket().close(ignored);
+    if (auto set = registry_.lock()) set->remove(this, source_);
   }
 
  private:
+  beast::tcp_stream& tcp() { return beast::get_lowest_layer(stream_); }
+
   void read() {
     if (closed_) return;
     parser_.emplace();
     parser_->body_limit(server_.options().max_body_bytes);
     parser_->header_limit(kMaxHeaderBytes);
-    stream_.expires_after(server_.options().idle_timeout);
+    tcp().expires_after(server_.options().idle_timeout);
     http::async_read(stream_, buffer_, *parser_,
-                     [self = shared_from_this()](const beast::error_code& ec, std::size_t) {
+                     [self = this->shared_from_this()](const beast::error_code& ec, std::size_t) {
                        self->on_read(ec);
                      });
   }
@@ -92,7 +124,7 @@ class HttpConnection : public std::enable_shared_from_this<HttpConnection> {
       }
       return;
     }
-    stream_.expires_never();  // the handler may take its time (a long poll)
+    tcp().expires_never();  // the handler may take its time (a long poll)
     auto& message = parser_->get();
     HttpRequest request;
     request.method = std::string(message.method_string());
@@ -107,9 +139,10 @@ class HttpConnection : public std::enable_shared_from_this<HttpConnection> {
     request.body = std::move(message.body());
     request.peer = peer_;
     const bool keep_alive = message.keep_alive();
-    server_.handler()(std::move(request), [self = shared_from_this(), keep_alive](HttpResponse r) {
-      self->write(std::move(r), keep_alive);
-    });
+    server_.handler()(std::move(request),
+                      [self = this->shared_from_this(), keep_alive](HttpResponse r) {
+                        self->write(std::move(r), keep_alive);
+                      });
   }
 
   void write(HttpResponse r, bool keep_alive) {
@@ -127,10 +160,10 @@ class HttpConnection : public std::enable_shared_from_this<HttpConnection> {
     response_.body() = std::move(r.body);
     response_.keep_alive(keep_alive);
     response_.prepare_payload();
-    stream_.expires_after(server_.options().idle_timeout);
+    tcp().expires_after(server_.options().idle_timeout);
     http::async_write(
         stream_, response_,
-        [self = shared_from_this(), keep_alive](const beast::error_code& ec, std::size_t) {
+        [self = this->shared_from_this(), keep_alive](const beast::error_code& ec, std::size_t) {
           if (self->after_) {
             auto after = std::move(self->after_);
             self->after_ = nullptr;
@@ -147,19 +180,25 @@ class HttpConnection : public std::enable_shared_from_this<HttpConnection> {
 
   /// Closes after the peer has read the answer: closing with unread request
   /// bytes (a 413's body) would reset the connection and could destroy the
-  /// answer in flight. Sends FIN, then reads and drops up to 1 MiB for up to
-  /// a second.
+  /// answer in flight. Plain: sends FIN, then reads and drops up to 1 MiB for
+  /// up to a second. TLS: sends close_notify and waits up to a second for the
+  /// peer's.
   void linger_close() {
     if (closed_) return;
-    boost::system::error_code ignored;
-    stream_.socket().shutdown(asio::ip::tcp::socket::shutdown_send, ignored);
-    stream_.expires_after(std::chrono::seconds(1));
-    drain(0);
+    tcp().expires_after(std::chrono::seconds(1));
+    if constexpr (kTls) {
+      stream_.async_shutdown(
+          [self = this->shared_from_this()](const beast::error_code&) { self->close(); });
+    } else {
+      boost::system::error_code ignored;
+      tcp().socket().shutdown(asio::ip::tcp::socket::shutdown_send, ignored);
+      drain(0);
+    }
   }
   void drain(std::size_t drained) {
     stream_.async_read_some(
         asio::buffer(scratch_),
-        [self = shared_from_this(), drained](const beast::error_code& ec, std::size_t n) {
+        [self = this->shared_from_this(), drained](const beast::error_code& ec, std::size_t n) {
           if (ec || self->closed_ || drained + n > (1u << 20))
             self->close();
           else
@@ -168,13 +207,14 @@ class HttpConnection : public std::enable_shared_from_this<HttpConnection> {
   }
 
   HttpServer& server_;
-  beast::tcp_stream stream_;
+  Stream stream_;
   std::array<char, 4096> scratch_;
   beast::flat_buffer buffer_;
   std::optional<http::request_parser<http::string_body>> parser_;
   http::response<http::string_body> response_;
   std::function<void(bool)> after_;
   std::string peer_;
+  std::string source_;
   std::weak_ptr<HttpServer::ConnectionSet> registry_;
   bool closed_ = false;
 };
@@ -210,13 +250,29 @@ void HttpServer::accept() {
       });
       return;
     }
-    if (connections_->size() >= options_.max_connections) {
-      log::warn("connection_refused").str("reason", "http.max_connections");
-      boost::system::error_code ignored;
+    boost::system::error_code ignored;
+    std::string source = socket.remote_endpoint(ignored).address().to_string();
+    const auto from_source = connections_->per_source.find(source);
+    if (connections_->open.size() >= options_.max_connections) {
+      log::warn("connection_refused").str("listener", "http").str("reason", "http.max_connections");
       socket.close(ignored);
+    } else if (from_source != connections_->per_source.end() &&
+               from_source->second >= options_.max_connections_per_source) {
+      log::warn("connection_refused")
+          .str("listener", "http")
+          .str("reason", "http.max_connections_per_source")
+          .str("source", source);
+      socket.close(ignored);
+    } else if (tls_) {
+      using Tls = HttpConnection<beast::ssl_stream<beast::tcp_stream>>;
+      auto connection =
+          std::make_shared<Tls>(*this, std::move(socket), source, connections_, *tls_);
+      connections_->add(connection.get(), source);
+      connection->start();
     } else {
-      auto connection = std::make_shared<HttpConnection>(*this, std::move(socket), connections_);
-      connections_->insert(connection.get());
+      using Plain = HttpConnection<beast::tcp_stream>;
+      auto connection = std::make_shared<Plain>(*this, std::move(socket), source, connections_);
+      connections_->add(connection.get(), source);
       connection->start();
     }
     accept();
@@ -229,8 +285,8 @@ void HttpServer::stop() {
   boost::system::error_code ignored;
   acceptor_.close(ignored);
   accept_retry_.cancel();
-  auto open = *connections_;  // close() edits the set
-  for (HttpConnection* c : open) c->close();
+  auto open = connections_->open;  // close() edits the set
+  for (HttpConnectionBase* c : open) c->close();
 }
 
 }  // namespace sluice::net

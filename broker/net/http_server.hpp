@@ -16,9 +16,14 @@
 #include <memory>
 #include <string>
 #include <system_error>
+#include <unordered_map>
 #include <unordered_set>
 
 #include "http_types.hpp"
+
+namespace boost::asio::ssl {
+class context;
+}
 
 namespace sluice::net {
 
@@ -27,12 +32,20 @@ struct HttpServerOptions {
   std::uint16_t port = 7451;  // 0: any free port
   std::uint64_t max_body_bytes = 4u << 20;
   std::uint32_t max_connections = 1000;
+  /// Connections from one IP address at once.
+  std::uint32_t max_connections_per_source = 256;
   /// A connection with no request in progress is closed after this; a request
-  /// must arrive whole within it too.
+  /// (and the TLS handshake) must arrive whole within it too, so a slow-drip
+  /// client cannot hold a connection longer than this without finishing one.
   std::chrono::milliseconds idle_timeout{60000};
 };
 
-class HttpConnection;
+/// What the server needs of a connection, TLS or not.
+class HttpConnectionBase {
+ public:
+  virtual ~HttpConnectionBase() = default;
+  virtual void close() = 0;
+};
 
 /// Not thread-safe: every call on the io_context's thread.
 class HttpServer {
@@ -46,13 +59,28 @@ class HttpServer {
   /// Stops accepting and closes every connection (answers not yet written are dropped).
   void stop();
   std::uint16_t port() const noexcept { return bound_port_; }
-  std::size_t connections() const noexcept { return connections_->size(); }
+  std::size_t connections() const noexcept { return connections_->open.size(); }
+  /// New connections speak TLS with `context` (nullptr: plain). Open ones keep theirs.
+  void set_tls(std::shared_ptr<boost::asio::ssl::context> context) { tls_ = std::move(context); }
 
   // ---- used by connections ----
   const HttpServerOptions& options() const noexcept { return options_; }
   const Handler& handler() const noexcept { return handler_; }
-  /// Open connections; each removes itself when it closes or is destroyed.
-  using ConnectionSet = std::unordered_set<HttpConnection*>;
+  /// Open connections and their count per source address; each connection
+  /// removes itself when it closes or is destroyed.
+  struct ConnectionSet {
+    std::unordered_set<HttpConnectionBase*> open;
+    std::unordered_map<std::string, std::uint32_t> per_source;
+    void add(HttpConnectionBase* c, const std::string& source) {
+      open.insert(c);
+      ++per_source[source];
+    }
+    void remove(HttpConnectionBase* c, const std::string& source) {
+      if (open.erase(c) == 0) return;
+      auto it = per_source.find(source);
+      if (it != per_source.end() && --it->second == 0) per_source.erase(it);
+    }
+  };
 
  private:
   void accept();
@@ -63,6 +91,7 @@ class HttpServer {
   boost::asio::ip::tcp::acceptor acceptor_;
   boost::asio::steady_timer accept_retry_;
   std::shared_ptr<ConnectionSet> connections_;
+  std::shared_ptr<boost::asio::ssl::context> tls_;
   std::uint16_t bound_port_ = 0;
   bool stopping_ = false;
 };

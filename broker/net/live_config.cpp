@@ -76,6 +76,7 @@ void for_each_restart_only(Visit&& visit) {
   visit("http.listen", &S::http_port);
   visit("http.max_body_bytes", &S::http_max_body_bytes);
   visit("http.max_connections", &S::http_max_connections);
+  visit("http.max_connections_per_source", &S::http_max_connections_per_source);
   visit("http.idle_timeout", &S::http_idle_timeout);
   visit("http.max_wait", &S::http_max_wait);
   visit("limits.max_frame_bytes", &S::max_frame_bytes);
@@ -113,6 +114,12 @@ void LiveConfig::reload(engine::Micros now) {
   if (auto problem = load_settings(source_, next)) {
     log::warn("reload_failed").str("problem", *problem).str("detail", "nothing changed");
     return;
+  }
+  if (security_hook_) {
+    if (auto problem = security_hook_(next)) {
+      log::warn("reload_failed").str("problem", *problem).str("detail", "nothing changed");
+      return;
+    }
   }
   std::vector<std::string_view> needs_restart;
   for_each_restart_only([&](std::string_view name, auto member) {

@@ -6,6 +6,7 @@
 // settings need a restart and are reported as such. Engine thread only.
 #pragma once
 
+#include <functional>
 #include <optional>
 #include <span>
 #include <string>
@@ -47,12 +48,18 @@ class LiveConfig {
 
   const config::Settings& settings() const noexcept { return settings_; }
 
+  /// Tokens and TLS certificates (main.cpp): checks and applies `next`'s at a
+  /// reload, before anything else changes; a problem fails the whole reload.
+  using SecurityHook = std::function<std::optional<std::string>(const config::Settings& next)>;
+  void set_security_hook(SecurityHook hook) { security_hook_ = std::move(hook); }
+
  private:
   /// The settings `queue` has under `settings` (declared, or the defaults).
   static const config::QueueSettings& queue_settings(const config::Settings& settings,
                                                      std::string_view queue);
 
   engine::Engine& engine_;
+  SecurityHook security_hook_;
   SettingsSource source_;
   config::Settings settings_;
 };

@@ -65,16 +65,15 @@ void Server::accept() {
     if (!ec) {
       boost::system::error_code ignored;
       const std::string source = socket.remote_endpoint(ignored).address().to_string();
-      auto session = std::make_shared<Session>(*this, std::move(socket));
+      auto session = std::make_shared<Session>(*this, std::move(socket), tls_);
       auto& from_source = per_source_[source];
       if (sessions_.size() >= options_.max_connections) {
-        session->close_after_flush(errc::too_many_connections,
-                                   "the broker's server.max_connections is reached");
+        session->refuse(errc::too_many_connections,
+                        "the broker's server.max_connections is reached");
         log::warn("connection_refused").str("reason", "max_connections");
       } else if (from_source >= options_.max_connections_per_source) {
-        session->close_after_flush(
-            errc::too_many_connections,
-            "this address has server.max_connections_per_source connections already");
+        session->refuse(errc::too_many_connections,
+                        "this address has server.max_connections_per_source connections already");
         log::warn("connection_refused")
             .str("reason", "max_connections_per_source")
             .str("source", source);
@@ -108,6 +107,11 @@ void Server::stop() {
   std::vector<Session*> sessions(sessions_.begin(), sessions_.end());
   for (auto* s : sessions) s->close_after_flush(errc::shutting_down, "the broker is stopping");
   deadline_timer_.cancel();
+}
+
+void Server::recheck_grants() {
+  std::vector<Session*> sessions(sessions_.begin(), sessions_.end());
+  for (auto* s : sessions) s->recheck_grant();
 }
 
 void Server::remove(Session* session) {

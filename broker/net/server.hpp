@@ -19,8 +19,13 @@
 #include <unordered_map>
 #include <unordered_set>
 
+#include "auth.hpp"
 #include "engine.hpp"
 #include "sluice/protocol/frames.hpp"
+
+namespace boost::asio::ssl {
+class context;
+}
 
 namespace sluice::net {
 
@@ -72,6 +77,12 @@ class Server {
   /// The durable store, when storage.path is set (it must outlive the server).
   void set_durable(DurableStore* store) noexcept { durable_ = store; }
   DurableStore* durable() const noexcept { return durable_; }
+  /// Who may do what; configure() it at start and on SIGHUP, then recheck_grants().
+  Authorizer& auth() noexcept { return auth_; }
+  /// After the token table changed: closes connections whose token lost its rights.
+  void recheck_grants();
+  /// New connections speak TLS with `context` (nullptr: plain TCP). Open ones keep theirs.
+  void set_tls(std::shared_ptr<boost::asio::ssl::context> context) { tls_ = std::move(context); }
 
   // ---- used by sessions ----
   engine::Engine& engine() noexcept { return engine_; }
@@ -101,6 +112,8 @@ class Server {
   bool stopping_ = false;
   ConfigureHandler configure_;
   DurableStore* durable_ = nullptr;
+  Authorizer auth_;
+  std::shared_ptr<boost::asio::ssl::context> tls_;
   std::unordered_map<std::string, std::uint32_t> per_source_;  // open connections by address
   boost::asio::steady_timer accept_retry_;
 };

@@ -1,6 +1,7 @@
 #include "session.hpp"
 
 #include <boost/asio/post.hpp>
+#include <boost/asio/ssl/error.hpp>
 #include <boost/asio/write.hpp>
 
 #include <poll.h>
@@ -34,10 +35,19 @@ std::string describe(const asio::ip::tcp::socket& socket) {
 }
 }  // namespace
 
-Session::Session(Server& server, asio::ip::tcp::socket socket)
+namespace {
+security::Transport make_transport(asio::ip::tcp::socket socket,
+                                   std::shared_ptr<asio::ssl::context> tls) {
+  if (tls) return security::Transport(std::move(socket), std::move(tls));
+  return security::Transport(std::move(socket));
+}
+}  // namespace
+
+Session::Session(Server& server, asio::ip::tcp::socket socket,
+                 std::shared_ptr<asio::ssl::context> tls)
     : server_(server),
-      socket_(std::move(socket)),
-      peer_(describe(socket_)),
+      transport_(make_transport(std::move(socket), std::move(tls))),
+      peer_(describe(transport_.socket())),
       decoder_(server.options().limits.max_frame_bytes),
       frame_timer_(server.io()),
       peer_check_timer_(server.io()),
@@ -46,30 +56,71 @@ Session::Session(Server& server, asio::ip::tcp::socket socket)
 Session::~Session() = default;
 
 void Session::start() {
+  begin(errc::ok, {});
+}
+
+void Session::refuse(errc code, std::string message) {
+  begin(code, std::move(message));
+}
+
+void Session::begin(errc refusal, std::string message) {
   boost::system::error_code ignored;
-  socket_.set_option(asio::ip::tcp::no_delay(true), ignored);
-  log::debug("connection_opened").str("peer", peer_);
+  transport_.socket().set_option(asio::ip::tcp::no_delay(true), ignored);
+  log::debug("connection_opened").str("peer", peer_).str("tls", transport_.is_tls() ? "on" : "off");
+  // One deadline for the TLS handshake and HELLO together.
   handshake_timer_.expires_after(server_.options().handshake_timeout);
   handshake_timer_.async_wait([self = shared_from_this()](const boost::system::error_code& ec) {
     if (ec || self->greeted_ || self->closing_ || self->closed_) return;
+    if (!self->transport_ready_) {
+      log::info("tls_handshake_failed").str("peer", self->peer_).str("error", "timed out");
+      self->close();  // no TLS yet: nothing can be said to it
+      return;
+    }
     self->close_after_flush(errc::timed_out, "no HELLO within limits.handshake_timeout");
   });
-  read();
+  if (!transport_.is_tls()) {
+    transport_ready_ = true;
+    after_handshake(refusal, message);
+    return;
+  }
+  transport_.tls()->async_handshake(
+      asio::ssl::stream_base::server,
+      [self = shared_from_this(), refusal,
+       message = std::move(message)](const boost::system::error_code& ec) {
+        if (self->closed_) return;
+        if (ec) {
+          // Plaintext to the TLS port, an unknown CA at the client, a scanner.
+          log::info("tls_handshake_failed")
+              .str("peer", self->peer_)
+              .str("error", security::describe_tls_error(ec));
+          self->close();
+          return;
+        }
+        self->transport_ready_ = true;
+        self->after_handshake(refusal, message);
+      });
+}
+
+void Session::after_handshake(errc refusal, const std::string& message) {
+  if (refusal != errc::ok)
+    close_after_flush(refusal, message);
+  else
+    read();
 }
 
 void Session::read() {
   if (reading_ || closing_ || closed_) return;
   reading_ = true;
   auto space = decoder_.prepare(kReadChunk);
-  socket_.async_read_some(asio::buffer(space.data(), space.size()),
-                          [self = shared_from_this()](const boost::system::error_code& ec,
-                                                      std::size_t n) { self->on_read(ec, n); });
+  transport_.async_read_some(asio::buffer(space.data(), space.size()),
+                             [self = shared_from_this()](const boost::system::error_code& ec,
+                                                         std::size_t n) { self->on_read(ec, n); });
 }
 
 void Session::on_read(const boost::system::error_code& ec, std::size_t n) {
   reading_ = false;
   if (closed_) return;
-  if (ec == asio::error::eof) {
+  if (ec == asio::error::eof || ec == asio::ssl::error::stream_truncated) {
     // The peer finished sending; it may still read. Answer what it sent, then close.
     if (decoder_.buffered() > 0)
       close_after_flush(errc::malformed_frame, "stream ended inside a frame");
@@ -233,6 +284,16 @@ void Session::handle_hello(std::string_view body) {
     close_after_flush(errc::unsupported_version, "this broker speaks protocol version 1 only");
     return;
   }
+  if (const errc code = server_.auth().authenticate(hello.token, grant_); code != errc::ok) {
+    log::warn("authentication_failed")
+        .str("listener", "protocol")
+        .str("peer", peer_)
+        .str("client", hello.client_name)
+        .str("reason", hello.token.empty() ? "no token" : "unknown token");
+    close_after_flush(code, hello.token.empty() ? "this broker needs a token in HELLO"
+                                                : "the token in HELLO is not valid");
+    return;
+  }
   greeted_ = true;
   handshake_timer_.cancel();
   protocol::HelloOk ok;
@@ -241,7 +302,43 @@ void Session::handle_hello(std::string_view body) {
   ok.max_payload_bytes = server_.options().limits.max_payload_bytes;
   ok.server_name = "sluiced " SLUICE_VERSION;
   protocol::encode_hello_ok(out(), ok);
-  log::debug("client_hello").str("peer", peer_).str("client", hello.client_name);
+  log::debug("client_hello")
+      .str("peer", peer_)
+      .str("client", hello.client_name)
+      .str("token", grant_.name());
+}
+
+bool Session::permitted(std::uint64_t request_id, Permission what, std::string_view queue) {
+  const errc code = server_.auth().check(grant_, what, queue);
+  if (code == errc::ok) return true;
+  if (code == errc::unauthenticated) {
+    close_after_flush(code, "the token was revoked");
+    return false;
+  }
+  static constexpr const char* kWhat[] = {"publish to", "consume from", "administer", "see"};
+  // The same words whether or not the queue exists.
+  send_error(request_id, code,
+             "token " + std::string(grant_.name()) + " may not " + kWhat[static_cast<int>(what)] +
+                 " queue " + std::string(queue));
+  return false;
+}
+
+void Session::recheck_grant() {
+  if (!greeted_ || closing_ || closed_) return;
+  for (const auto& [id, consumer] : subscriptions_) {
+    const std::string_view queue = consumer->queue().name();
+    const errc code = server_.auth().check(grant_, Permission::consume, queue);
+    if (code == errc::unauthenticated) {
+      close_after_flush(code, "the token was revoked");
+      return;
+    }
+    if (code != errc::ok) {
+      close_after_flush(code, "the token may no longer consume from queue " + std::string(queue));
+      return;
+    }
+  }
+  if (server_.auth().check(grant_, Permission::read, kEveryQueue) == errc::unauthenticated)
+    close_after_flush(errc::unauthenticated, "the token was revoked");
 }
 
 bool Session::handle_publish(std::string_view body) {
@@ -250,6 +347,7 @@ bool Session::handle_publish(std::string_view body) {
     send_error(publish.request_id, s.code, s.detail);
     return true;
   }
+  if (!permitted(publish.request_id, Permission::publish, publish.queue)) return true;
   // The sluice-* headers are checked before anything is admitted: a frame is
   // taken whole or not at all.
   system_headers_.clear();
@@ -352,7 +450,7 @@ void Session::watch_blocked_peer() {
     // POLLRDHUP, not a peek: frames the peer sent before leaving may still
     // sit unread in the socket, and a peek would see those bytes, not the FIN.
     // The held frame is never answered: nothing of it was enqueued.
-    pollfd pfd{self->socket_.native_handle(), POLLRDHUP, 0};
+    pollfd pfd{self->transport_.socket().native_handle(), POLLRDHUP, 0};
     const int n = ::poll(&pfd, 1, 0);
     if ((n < 0 && errno != EINTR) || (n > 0 && (pfd.revents & (POLLHUP | POLLERR)))) {
       log::debug("blocked_peer_gone").str("peer", self->peer_);
@@ -392,6 +490,7 @@ void Session::handle_subscribe(std::string_view body) {
     send_error(sub.request_id, s.code, s.detail);
     return;
   }
+  if (!permitted(sub.request_id, Permission::consume, sub.queue)) return;
   if (subscriptions_.contains(sub.subscription_id)) {
     send_error(sub.request_id, errc::duplicate_subscription,
                "subscription id already open on this connection");
@@ -504,11 +603,14 @@ void Session::handle_stats(std::string_view body) {
   engine::Engine& engine = server_.engine();
   std::vector<const engine::Queue*> queues;
   if (request.queue.empty()) {
-    queues = engine.queues();
+    // Every queue this token may see; the others are left out, not refused.
+    for (const auto* q : engine.queues())
+      if (server_.auth().can_see(grant_, q->name())) queues.push_back(q);
     std::sort(queues.begin(), queues.end(),
               [](const auto* a, const auto* b) { return a->name() < b->name(); });
-  } else if (const auto* q = engine.find(request.queue)) {
-    queues.push_back(q);
+  } else {
+    if (!permitted(request.request_id, Permission::read, request.queue)) return;
+    if (const auto* q = engine.find(request.queue)) queues.push_back(q);
   }
   const DurableStore* store = server_.durable();
   protocol::StatsResultWriter writer(out(), request.request_id);
@@ -541,7 +643,8 @@ void Session::handle_stats(std::string_view body) {
     };
     writer.add_queue(q->name(), fields);
   }
-  if (request.queue.empty() && store != nullptr && !store->temporary()) {
+  if (request.queue.empty() && store != nullptr && !store->temporary() &&
+      server_.auth().check(grant_, Permission::admin, kEveryQueue) == errc::ok) {
     // The broker-wide entry: queue names are never empty.
     const StorageStats s = server_.durable()->stats();
     using F = protocol::StatField;
@@ -567,6 +670,10 @@ void Session::handle_configure(std::string_view body) {
     send_error(request.request_id, s.code, s.detail);
     return;
   }
+  // No queue: the defaults of every queue.
+  if (!permitted(request.request_id, Permission::admin,
+                 request.queue.empty() ? kEveryQueue : request.queue))
+    return;
   const auto& configure = server_.configure_handler();
   if (!configure) {
     send_error(request.request_id, errc::unsupported, "this broker takes no live settings");
@@ -585,6 +692,7 @@ void Session::handle_dead_letters(std::string_view body) {
     send_error(request.request_id, s.code, s.detail);
     return;
   }
+  if (!permitted(request.request_id, Permission::admin, request.queue)) return;
   DurableStore* store = server_.durable();
   if (store == nullptr) {
     send_error(request.request_id, errc::unsupported, "this broker keeps no dead letters");
@@ -649,7 +757,7 @@ void Session::flush() {
   std::swap(out_, writing_);
   deliver_open_ = false;
   writing_now_ = true;
-  asio::async_write(socket_, asio::buffer(writing_),
+  asio::async_write(transport_, asio::buffer(writing_),
                     [self = shared_from_this()](const boost::system::error_code& ec, std::size_t) {
                       self->on_write(ec);
                     });
@@ -723,7 +831,7 @@ void Session::close_after_flush(errc code, std::string_view message) {
   // their lease tokens are stale from here on (PROTOCOL.md).
   release_consumers();
   boost::system::error_code ignored;
-  socket_.shutdown(asio::ip::tcp::socket::shutdown_receive, ignored);
+  transport_.socket().shutdown(asio::ip::tcp::socket::shutdown_receive, ignored);
   // A peer that never reads must not hold the connection open forever.
   close_timer_ =
       std::make_unique<asio::steady_timer>(server_.io(), server_.options().shutdown_grace);
@@ -746,8 +854,8 @@ void Session::close() {
   peer_check_timer_.cancel();
   handshake_timer_.cancel();
   boost::system::error_code ignored;
-  socket_.shutdown(asio::ip::tcp::socket::shutdown_both, ignored);
-  socket_.close(ignored);
+  transport_.socket().shutdown(asio::ip::tcp::socket::shutdown_both, ignored);
+  transport_.socket().close(ignored);
   log::debug("connection_closed").str("peer", peer_);
   server_.remove(this);
 }

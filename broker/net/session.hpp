@@ -15,8 +15,10 @@
 #include <unordered_map>
 #include <vector>
 
+#include "auth.hpp"
 #include "engine.hpp"
 #include "sluice/protocol/codec.hpp"
+#include "sluice/security/tls.hpp"
 
 namespace sluice::net {
 
@@ -26,16 +28,24 @@ class Session final : public std::enable_shared_from_this<Session>,
                       public engine::DeliverySink,
                       public engine::PublishWaiter {
  public:
-  Session(Server& server, boost::asio::ip::tcp::socket socket);
+  /// `tls`: the context to speak TLS with, or nullptr for plain TCP.
+  Session(Server& server, boost::asio::ip::tcp::socket socket,
+          std::shared_ptr<boost::asio::ssl::context> tls);
   ~Session();
 
   void start();
+  /// A connection over a limit: after the TLS handshake (if any), sends
+  /// `code` with `message` and closes.
+  void refuse(errc code, std::string message);
   /// The peer's IP address, for the per-source connection count.
   void set_source(std::string source) { source_ = std::move(source); }
   const std::string& source() const noexcept { return source_; }
   /// Sends `code` with `message` (nothing when `code` is ok: a clean end), stops reading,
   /// flushes what is queued, then closes (forcibly after shutdown_grace).
   void close_after_flush(errc code, std::string_view message);
+  /// After the token table changed: closes the connection if its token was
+  /// revoked or may no longer consume from a queue it is subscribed to.
+  void recheck_grant();
 
   // engine::DeliverySink
   bool deliver(engine::Consumer& consumer, const protocol::Delivery& delivery) override;
@@ -46,6 +56,9 @@ class Session final : public std::enable_shared_from_this<Session>,
   void durable_committed(std::uint64_t seq);
 
  private:
+  /// TLS handshake (if TLS), then `refusal` sent or reading begun.
+  void begin(errc refusal, std::string message);
+  void after_handshake(errc refusal, const std::string& message);
   void read();
   void on_read(const boost::system::error_code& ec, std::size_t n);
   /// Handles the complete frames buffered, until the outbound bound is reached
@@ -60,6 +73,9 @@ class Session final : public std::enable_shared_from_this<Session>,
   /// Handles one frame; false when the connection must close (error queued).
   bool handle(const protocol::Frame& frame);
   void handle_hello(std::string_view body);
+  /// True when this connection's token may do `what` on `queue`; otherwise
+  /// answers forbidden (or closes, when the token was revoked) and false.
+  bool permitted(std::uint64_t request_id, Permission what, std::string_view queue);
   /// False when the queue is full and blocks: the frame must wait (see unblock).
   bool handle_publish(std::string_view body);
   /// The blocking queue has room: retry the held PUBLISH, then go on.
@@ -97,9 +113,10 @@ class Session final : public std::enable_shared_from_this<Session>,
   void close();
 
   Server& server_;
-  boost::asio::ip::tcp::socket socket_;
+  security::Transport transport_;
   std::string peer_;
   std::string source_;
+  Grant grant_;  // what HELLO's token allows
   protocol::FrameDecoder decoder_;
   std::string out_;      // being filled
   std::string writing_;  // being written
@@ -117,6 +134,7 @@ class Session final : public std::enable_shared_from_this<Session>,
   bool reading_ = false;
   bool read_paused_ = false;
   bool greeted_ = false;
+  bool transport_ready_ = false;  // TLS handshake done (at once for plain TCP)
   bool closing_ = false;
   bool closed_ = false;
   bool blocked_ = false;                   // a PUBLISH waits for room in its queue

@@ -4,6 +4,7 @@
 #include <condition_variable>
 #include <cstdio>
 #include <cstdlib>
+#include <fstream>
 #include <iostream>
 #include <mutex>
 #include <optional>
@@ -13,13 +14,14 @@
 #include <vector>
 
 #include "sluice/client/client.hpp"
+#include "sluice/security/token.hpp"
 
 namespace {
 
 using sluice::client::Connection;
 using sluice::client::Disposition;
 
-constexpr const char* kUsage = R"(usage: sluicectl [--broker HOST:PORT] COMMAND [options]
+constexpr const char* kUsage = R"(usage: sluicectl [connection options] COMMAND [options]
 
 Talks to a Sluice broker (default 127.0.0.1:7450, or $SLUICE_BROKER).
 
@@ -29,8 +31,29 @@ commands:
   stats [QUEUE]     queue depths, consumers and counters
   set QUEUE N=V...  change a queue's settings in the running broker
   dlq OP QUEUE ...  dead letters: list, show, redrive, delete, purge
+  new-token         make a random token; print it and the hash for the config
+  hash-token        read a token on stdin; print the hash for the config
+
+connection options:
+  --broker HOST:PORT    the broker (default $SLUICE_BROKER or 127.0.0.1:7450)
+  --token-file FILE     read the access token from FILE (default: $SLUICE_TOKEN)
+  --tls                 speak TLS and verify the broker's certificate
+  --ca-file FILE        trust this CA (PEM) instead of the system's roots; implies --tls
+  --server-name NAME    the name the certificate must carry (default: the broker's host)
 
 'sluicectl COMMAND --help' explains each command.
+)";
+
+constexpr const char* kTokenUsage = R"(usage: sluicectl new-token [--name NAME]
+       sluicectl hash-token [--name NAME] < token-file
+
+new-token prints a fresh random token (256 bits) on the first line and, after
+it, a [tokens.NAME] table holding only its salted hash. Give the token to the
+client; put the table in sluiced's config and add the queue patterns it may
+publish, consume or administer. The token itself is stored nowhere.
+
+hash-token does the same for a token you already have (the first line of
+standard input, at least 24 characters).
 )";
 
 constexpr const char* kPublishUsage =
@@ -478,6 +501,44 @@ int set(Connection& conn, Args& args) {
   return 0;
 }
 
+/// The [tokens.NAME] table for a token's hash.
+void print_token_table(const std::string& name, const std::string& hash) {
+  std::printf(
+      "[tokens.%s]\nhash = \"%s\"\npublish = []   # queue-name patterns, e.g. [\"orders.*\"]\n"
+      "consume = []\nadmin = []\n",
+      name.c_str(), hash.c_str());
+}
+
+int token_command(std::string_view command, Args& args) {
+  std::string name = "NAME";
+  while (args.more()) {
+    auto a = args.next();
+    if (a == "--name" && args.more()) {
+      name = args.next();
+    } else {
+      return usage_error("unexpected " + std::string(a), kTokenUsage);
+    }
+  }
+  if (command == "new-token") {
+    const std::string token = sluice::security::generate_token();
+    std::printf("%s\n\n", token.c_str());
+    print_token_table(name, sluice::security::hash_token(token));
+    return 0;
+  }
+  std::string token;
+  std::getline(std::cin, token);
+  while (!token.empty() && (token.back() == '\r' || token.back() == ' ')) token.pop_back();
+  if (token.size() < sluice::security::kMinTokenLength) {
+    std::fprintf(stderr,
+                 "sluicectl: a token needs at least %zu characters to be safe with a fast "
+                 "hash; `sluicectl new-token` makes one\n",
+                 sluice::security::kMinTokenLength);
+    return 2;
+  }
+  print_token_table(name, sluice::security::hash_token(token));
+  return 0;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -485,6 +546,9 @@ int main(int argc, char** argv) {
   for (int i = 1; i < argc; ++i) args.items.emplace_back(argv[i]);
   std::string broker =
       std::getenv("SLUICE_BROKER") ? std::getenv("SLUICE_BROKER") : "127.0.0.1:7450";
+  sluice::client::Options options;
+  // The token comes from a file or the environment, never the command line (ps shows that).
+  if (const char* token = std::getenv("SLUICE_TOKEN")) options.token = token;
   while (args.more() && args.items[args.i].starts_with("-")) {
     auto a = args.next();
     if (a == "--help" || a == "-h") {
@@ -492,12 +556,38 @@ int main(int argc, char** argv) {
       return 0;
     } else if (a == "--broker" && args.more()) {
       broker = args.next();
+    } else if (a == "--token-file" && args.more()) {
+      const std::string path(args.next());
+      std::ifstream file(path);
+      if (!file || !std::getline(file, options.token)) {
+        std::fprintf(stderr, "sluicectl: cannot read a token from %s\n", path.c_str());
+        return 2;
+      }
+      while (!options.token.empty() &&
+             (options.token.back() == '\r' || options.token.back() == ' '))
+        options.token.pop_back();
+    } else if (a == "--tls") {
+      options.tls = true;
+    } else if (a == "--ca-file" && args.more()) {
+      options.tls = true;
+      options.ca_file = args.next();
+    } else if (a == "--server-name" && args.more()) {
+      options.server_name = args.next();
     } else {
       return usage_error("unknown option " + std::string(a), kUsage);
     }
   }
   if (!args.more()) return usage_error("missing COMMAND", kUsage);
   const std::string_view command = args.next();
+  if (command == "new-token" || command == "hash-token") {
+    for (std::size_t j = args.i; j < args.items.size(); ++j) {
+      if (args.items[j] == "--help" || args.items[j] == "-h") {
+        std::fputs(kTokenUsage, stdout);
+        return 0;
+      }
+    }
+    return token_command(command, args);
+  }
   using Fn = int (*)(Connection&, Args&);
   Fn fn = command == "publish"   ? publish
           : command == "consume" ? consume
@@ -519,7 +609,6 @@ int main(int argc, char** argv) {
     }
   }
 
-  sluice::client::Options options;
   const auto colon = broker.rfind(':');
   std::uint64_t port = 0;
   if (colon == std::string::npos || !parse_u64(broker.substr(colon + 1), port) || port == 0 ||

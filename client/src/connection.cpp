@@ -6,6 +6,7 @@
 #include <boost/asio/ip/tcp.hpp>
 #include <boost/asio/post.hpp>
 #include <boost/asio/steady_timer.hpp>
+#include <boost/asio/ssl/error.hpp>
 #include <boost/asio/write.hpp>
 
 #include <atomic>
@@ -24,6 +25,7 @@
 
 #include "sluice/client/client.hpp"
 #include "sluice/protocol/codec.hpp"
+#include "sluice/security/tls.hpp"
 
 namespace sluice::client {
 
@@ -186,7 +188,10 @@ class Connection::Impl {
   }
 
   asio::io_context io_{1};
-  tcp::socket socket_{io_};
+  // Plain TCP or TLS (open() decides); socket() is the TCP socket underneath.
+  std::unique_ptr<security::Transport> transport_ =
+      std::make_unique<security::Transport>(tcp::socket(io_));
+  tcp::socket& socket() { return transport_->socket(); }
   std::optional<asio::executor_work_guard<asio::io_context::executor_type>> work_;
   std::thread thread_;
   std::thread::id io_thread_id_;
@@ -230,33 +235,73 @@ Error Connection::Impl::open() {
   tcp::resolver resolver(io_);
   auto endpoints = resolver.resolve(options_.host, std::to_string(options_.port), ec);
   if (ec) return {errc::connection_lost, "cannot resolve " + options_.host + ": " + ec.message()};
+  const std::string where = options_.host + ":" + std::to_string(options_.port);
+  if (options_.tls) {
+    std::string error;
+    auto context = security::client_context(options_.ca_file, error);
+    if (!context) return {errc::invalid_argument, error};
+    transport_ = std::make_unique<security::Transport>(tcp::socket(io_), std::move(context));
+    const std::string& name = options_.server_name.empty() ? options_.host : options_.server_name;
+    if (!security::expect_server_name(*transport_->tls(), name))
+      return {errc::invalid_argument, "cannot verify the server name " + name};
+  }
 
   // Connect and handshake with deadlines: run the io_context for a bounded time.
   bool done = false;
-  asio::async_connect(socket_, endpoints,
+  asio::async_connect(socket(), endpoints,
                       [&](const boost::system::error_code& e, const tcp::endpoint&) {
                         ec = e;
                         done = true;
                       });
   io_.run_for(options_.connect_timeout);
   if (!done) {
-    socket_.close(ec);
+    socket().close(ec);
     io_.run();
     io_.restart();
-    return {errc::timed_out,
-            "connect to " + options_.host + ":" + std::to_string(options_.port) + " timed out"};
+    return {errc::timed_out, "connect to " + where + " timed out"};
   }
   io_.restart();
-  if (ec)
-    return {errc::connection_lost, "cannot connect to " + options_.host + ":" +
-                                       std::to_string(options_.port) + ": " + ec.message()};
-  socket_.set_option(tcp::no_delay(true), ec);
+  if (ec) return {errc::connection_lost, "cannot connect to " + where + ": " + ec.message()};
+  socket().set_option(tcp::no_delay(true), ec);
+
+  if (auto* tls = transport_->tls()) {
+    done = false;
+    tls->async_handshake(asio::ssl::stream_base::client, [&](const boost::system::error_code& e) {
+      ec = e;
+      done = true;
+    });
+    io_.run_for(options_.connect_timeout);
+    if (!done) {
+      socket().close(ec);
+      io_.run();
+      io_.restart();
+      return {errc::timed_out, "TLS handshake with " + where + " timed out"};
+    }
+    io_.restart();
+    if (ec)
+      return {errc::connection_lost,
+              "TLS handshake with " + where + " failed: " + security::describe_tls_error(ec)};
+  }
 
   std::string hello_frame;
   protocol::Hello hello;
   hello.client_name = options_.client_name;
+  hello.token = options_.token;
   protocol::encode_hello(hello_frame, hello);
-  asio::write(socket_, asio::buffer(hello_frame), ec);
+  bool sent = false;
+  asio::async_write(*transport_, asio::buffer(hello_frame),
+                    [&](const boost::system::error_code& e, std::size_t) {
+                      ec = e;
+                      sent = true;
+                    });
+  io_.run_for(options_.request_timeout);
+  io_.restart();
+  if (!sent) {
+    socket().close(ec);
+    io_.run();
+    io_.restart();
+    return {errc::timed_out, "sending HELLO to " + where + " timed out"};
+  }
   if (ec) return {errc::connection_lost, "sending HELLO failed: " + ec.message()};
 
   protocol::Frame frame;
@@ -265,11 +310,15 @@ Error Connection::Impl::open() {
   Error result{errc::timed_out, "no HELLO_OK from the broker"};
   std::function<void()> read_one = [&] {
     auto space = decoder_.prepare(4096);
-    socket_.async_read_some(
+    transport_->async_read_some(
         asio::buffer(space.data(), space.size()),
         [&](const boost::system::error_code& e, std::size_t n) {
           if (e) {
-            result = {errc::connection_lost, "handshake read failed: " + e.message()};
+            result = {errc::connection_lost,
+                      "handshake read failed: " + (e == asio::error::eof
+                                                       ? std::string("the broker closed the "
+                                                                     "connection (a TLS port?)")
+                                                       : security::describe_tls_error(e))};
             got = true;
             return;
           }
@@ -304,7 +353,7 @@ Error Connection::Impl::open() {
   read_one();
   io_.run_for(options_.request_timeout);
   if (!got) {
-    socket_.close(ec);
+    socket().close(ec);
     io_.run();
   }
   io_.restart();
@@ -322,8 +371,8 @@ void Connection::Impl::shutdown() {
   asio::post(io_, [this] {
     fail_all({errc::connection_lost, "the connection was closed by the client"});
     boost::system::error_code ignored;
-    socket_.shutdown(tcp::socket::shutdown_both, ignored);
-    socket_.close(ignored);
+    socket().shutdown(tcp::socket::shutdown_both, ignored);
+    socket().close(ignored);
     work_.reset();
   });
   if (thread_.joinable()) thread_.join();
@@ -333,15 +382,17 @@ void Connection::Impl::shutdown() {
 
 void Connection::Impl::read() {
   auto space = decoder_.prepare(kReadChunk);
-  socket_.async_read_some(
+  transport_->async_read_some(
       asio::buffer(space.data(), space.size()),
       [this](const boost::system::error_code& ec, std::size_t n) { on_read(ec, n); });
 }
 
 void Connection::Impl::on_read(const boost::system::error_code& ec, std::size_t n) {
   if (ec) {
-    fail_all({errc::connection_lost,
-              ec == asio::error::eof ? "the broker closed the connection" : ec.message()});
+    fail_all(
+        {errc::connection_lost, ec == asio::error::eof || ec == asio::ssl::error::stream_truncated
+                                    ? "the broker closed the connection"
+                                    : ec.message()});
     return;
   }
   decoder_.commit(n);
@@ -582,7 +633,7 @@ void Connection::Impl::flush() {
   if (writing_now_ || out_.empty()) return;
   std::swap(out_, writing_);
   writing_now_ = true;
-  asio::async_write(socket_, asio::buffer(writing_),
+  asio::async_write(*transport_, asio::buffer(writing_),
                     [this](const boost::system::error_code& ec, std::size_t) {
                       writing_now_ = false;
                       writing_.clear();
@@ -621,7 +672,7 @@ void Connection::Impl::fail_all(Error error) {
   for (auto& [id, p] : not_sent) fail(p);
   handlers_.clear();
   boost::system::error_code ignored;
-  socket_.close(ignored);
+  socket().close(ignored);
   cv_.notify_all();
 }
 

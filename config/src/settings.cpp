@@ -18,6 +18,8 @@
 
 #include <arpa/inet.h>
 
+#include "sluice/security/token.hpp"
+
 #include <algorithm>
 #include <cmath>
 #include <cerrno>
@@ -57,8 +59,10 @@ enum class Kind {
   rate,
   overflow,
   header_name,
-  choice,  // one of Rule::choices; Parsed::choice is its index
-  factor,  // a number with up to 3 decimals, stored in thousandths (like rate)
+  choice,      // one of Rule::choices; Parsed::choice is its index
+  factor,      // a number with up to 3 decimals, stored in thousandths (like rate)
+  token_hash,  // "sha256:<salt>:<digest>" (sluicectl hash-token)
+  patterns,    // an array of queue-name patterns ('*' = any run); on the command line, a,b,c
 };
 
 constexpr uint64_t kMaxRateMilli = 1'000'000'000;  // 1,000,000 messages per second
@@ -260,6 +264,23 @@ bool is_valid_queue_name(std::string_view name) {
 constexpr std::string_view kQueueNameAllowed =
     "a queue name of 1 to 200 characters from A-Z a-z 0-9 _ . : -";
 
+bool is_valid_pattern(std::string_view pattern) {
+  if (pattern.empty() || pattern.size() > 200) return false;
+  std::string without_stars;
+  for (char c : pattern)
+    if (c != '*') without_stars.push_back(c);
+  // "*" alone is fine; the rest must be queue-name characters.
+  return without_stars.empty() || is_valid_queue_name(without_stars);
+}
+
+/// Token names share the queue-name alphabet, shorter.
+bool is_valid_token_name(std::string_view name) {
+  return name.size() <= 100 && is_valid_queue_name(name);
+}
+
+constexpr std::string_view kTokenNameAllowed =
+    "a token name of 1 to 100 characters from A-Z a-z 0-9 _ . : -";
+
 constexpr std::pair<std::string_view, LogLevel> kLogLevels[] = {{"trace", LogLevel::trace},
                                                                 {"debug", LogLevel::debug},
                                                                 {"info", LogLevel::info},
@@ -298,6 +319,11 @@ std::string allowed_text(const Rule& rule) {
     case Kind::header_name:
       return "a message header name of 1 to 255 bytes without control characters, or \"\" for "
              "none";
+    case Kind::token_hash:
+      return "\"sha256:<32 hex digits>:<64 hex digits>\" as printed by `sluicectl hash-token`";
+    case Kind::patterns:
+      return "an array of queue-name patterns like [\"orders\", \"orders.*\", \"*\"] ('*' stands "
+             "for any run of characters; names use A-Z a-z 0-9 _ . : -), or [] for none";
     case Kind::choice: {
       std::string text = "one of";
       for (std::size_t i = 0; i < rule.choices.size(); ++i)
@@ -328,10 +354,12 @@ std::optional<std::string> range_problem(const Rule& rule, Number value, std::st
 
 /// A value as it arrived. TOML knows its type; the command line only has text.
 struct Input {
-  enum class Type { integer, floating, string, other } type = Type::other;
+  enum class Type { integer, floating, string, array, other } type = Type::other;
   int64_t integer = 0;
   double floating = 0;
   std::string string;
+  std::vector<std::string> strings;  // Type::array (all strings) or command-line a,b,c
+  bool array_of_strings = true;
   std::string description;  // for "got ..." in a wrong-type message
   bool from_command_line = false;
 };
@@ -344,6 +372,7 @@ struct Parsed {
   LogLevel level = LogLevel::info;
   Overflow overflow = Overflow::block;
   std::size_t choice = 0;
+  std::vector<std::string> list;  // Kind::patterns
 };
 
 std::string describe(const toml::node& node) {
@@ -389,6 +418,14 @@ Input input_from_node(const toml::node& node) {
   } else if (const auto* floating = node.as_floating_point()) {
     input.type = Input::Type::floating;
     input.floating = floating->get();
+  } else if (const auto* array = node.as_array()) {
+    input.type = Input::Type::array;
+    for (const auto& element : *array) {
+      if (const auto* string = element.as_string())
+        input.strings.push_back(string->get());
+      else
+        input.array_of_strings = false;
+    }
   }
   input.description = describe(node);
   return input;
@@ -529,6 +566,37 @@ std::optional<std::string> parse_value(const Rule& rule, const Input& input, Par
       }
       out.text = input.string;
       return std::nullopt;
+    case Kind::token_hash:
+      if (!is_string) return "expected a string, got " + input.description;
+      if (!security::is_token_hash(input.string)) {
+        // Never echo what may be a token pasted by mistake.
+        return input.string.starts_with("sluice_")
+                   ? "this looks like a token, not its hash; store only the hash"
+                   : "not a token hash";
+      }
+      out.text = input.string;
+      return std::nullopt;
+    case Kind::patterns: {
+      std::vector<std::string> items;
+      if (input.type == Input::Type::array) {
+        if (!input.array_of_strings) return "expected an array of strings, got another type inside";
+        items = input.strings;
+      } else if (is_string && input.from_command_line) {
+        std::string_view rest = input.string;
+        while (!rest.empty()) {
+          const auto comma = rest.find(',');
+          items.emplace_back(rest.substr(0, comma));
+          rest = comma == std::string_view::npos ? std::string_view{} : rest.substr(comma + 1);
+        }
+      } else {
+        return "expected an array of strings, got " + input.description;
+      }
+      for (const auto& item : items) {
+        if (!is_valid_pattern(item)) return "invalid queue-name pattern " + quote(item);
+      }
+      out.list = std::move(items);
+      return std::nullopt;
+    }
     case Kind::choice:
       if (!is_string) return "expected a string, got " + input.description;
       for (std::size_t i = 0; i < rule.choices.size(); ++i) {
@@ -608,6 +676,11 @@ constexpr Field<Settings> kHttpFields[] = {
      .rule = {.kind = Kind::count, .min = 1, .max = 1'000'000},
      .store = [](Settings& s, const Parsed& v) { s.http_max_connections = uint32_t(v.number); },
      .read = [](const Settings& s) { return whole(s.http_max_connections); }},
+    {.key = "max_connections_per_source",
+     .rule = {.kind = Kind::count, .min = 1, .max = 1'000'000},
+     .store = [](Settings& s,
+                 const Parsed& v) { s.http_max_connections_per_source = uint32_t(v.number); },
+     .read = [](const Settings& s) { return whole(s.http_max_connections_per_source); }},
     {.key = "idle_timeout",
      .rule = {.kind = Kind::duration, .min = 100, .max = kHour},
      .store =
@@ -685,6 +758,36 @@ constexpr Field<Settings> kStorageFields[] = {
      .store = [](Settings& s, const Parsed& v) { s.storage_max_size = v.number; },
      .read = [](const Settings& s) { return whole(s.storage_max_size); }},
 };
+
+constexpr Field<Settings> kTlsFields[] = {
+    {.key = "cert_file",
+     .rule = {.kind = Kind::path},
+     .store = [](Settings& s, const Parsed& v) { s.tls_cert_file = v.text; }},
+    {.key = "key_file",
+     .rule = {.kind = Kind::path},
+     .store = [](Settings& s, const Parsed& v) { s.tls_key_file = v.text; }},
+};
+
+constexpr Field<TokenSettings> kTokenFields[] = {
+    {.key = "hash",
+     .rule = {.kind = Kind::token_hash},
+     .store = [](TokenSettings& t, const Parsed& v) { t.hash = v.text; }},
+    {.key = "publish",
+     .rule = {.kind = Kind::patterns},
+     .store = [](TokenSettings& t, const Parsed& v) { t.publish = v.list; }},
+    {.key = "consume",
+     .rule = {.kind = Kind::patterns},
+     .store = [](TokenSettings& t, const Parsed& v) { t.consume = v.list; }},
+    {.key = "admin",
+     .rule = {.kind = Kind::patterns},
+     .store = [](TokenSettings& t, const Parsed& v) { t.admin = v.list; }},
+    {.key = "metrics",
+     .rule = {.kind = Kind::choice,
+              .choices = kOnOffChoices,
+              .choices_note = "on: may read /metrics, which names every queue"},
+     .store = [](TokenSettings& t, const Parsed& v) { t.metrics = v.choice == 1; }},
+};
+constexpr std::span<const Field<TokenSettings>> kTokenFieldSpan{kTokenFields};
 
 constexpr Field<Settings> kLogFields[] = {
     {.key = "level",
@@ -845,14 +948,13 @@ struct TableSpec {
   std::span<const Field<Settings>> fields;
 };
 
-constexpr TableSpec kSettingsTables[] = {{"server", kServerFields},
-                                         {"http", kHttpFields},
-                                         {"limits", kLimitsFields},
-                                         {"storage", kStorageFields},
-                                         {"log", kLogFields}};
+constexpr TableSpec kSettingsTables[] = {{"server", kServerFields}, {"http", kHttpFields},
+                                         {"limits", kLimitsFields}, {"storage", kStorageFields},
+                                         {"tls", kTlsFields},       {"log", kLogFields}};
 
 constexpr std::string_view kQueueDefaults = "queue_defaults";
 constexpr std::string_view kQueues = "queues";
+constexpr std::string_view kTokens = "tokens";
 
 const TableSpec* find_table(std::string_view name) {
   for (const auto& table : kSettingsTables) {
@@ -892,6 +994,7 @@ std::vector<std::string> all_setting_names() {
     names.push_back("queue_defaults." + std::string(field.key));
   }
   for (const auto& field : kQueueFields) names.push_back("queues.NAME." + std::string(field.key));
+  for (const auto& field : kTokenFields) names.push_back("tokens.NAME." + std::string(field.key));
   return names;
 }
 
@@ -931,6 +1034,15 @@ DeclaredQueue& declare_queue(Settings& settings, std::string_view name) {
   return settings.queues.emplace_back(DeclaredQueue{std::string(name), settings.queue_defaults});
 }
 
+TokenSettings& declare_token(Settings& settings, std::string_view name) {
+  for (auto& token : settings.tokens) {
+    if (token.name == name) return token;
+  }
+  TokenSettings& token = settings.tokens.emplace_back();
+  token.name = std::string(name);
+  return token;
+}
+
 // ---------------------------------------------------------------------------------------------
 // The file
 
@@ -953,6 +1065,8 @@ class FileLoader {
       if (name == kQueueDefaults) continue;
       if (name == kQueues) {
         load_queues(node, settings);
+      } else if (name == kTokens) {
+        load_tokens(node, settings);
       } else if (const TableSpec* spec = find_table(name)) {
         if (const auto* table = expect_table(node, std::string(name), spec->fields)) {
           apply_fields(*table, name, spec->fields, settings);
@@ -1034,11 +1148,38 @@ class FileLoader {
     }
   }
 
+  void load_tokens(const toml::node& node, Settings& settings) {
+    const auto* tokens = node.as_table();
+    if (!tokens) {
+      report(node.source(), std::string(kTokens), "expected a table, got " + describe(node),
+             "[tokens.NAME] tables with keys " + join(keys_of(kTokenFieldSpan)));
+      return;
+    }
+    std::vector<std::pair<const toml::key*, const toml::node*>> entries;
+    for (auto&& [key, token] : *tokens) entries.emplace_back(&key, &token);
+    std::stable_sort(entries.begin(), entries.end(), [](const auto& a, const auto& b) {
+      return a.first->source().begin.line < b.first->source().begin.line;
+    });
+    for (const auto& [key, token] : entries) {
+      const std::string_view name = key->str();
+      const std::string setting = "tokens." + std::string(name);
+      if (!is_valid_token_name(name)) {
+        report(key->source(), setting, "invalid token name " + quote(name),
+               std::string(kTokenNameAllowed));
+        continue;
+      }
+      if (const auto* table = expect_table(*token, setting, kTokenFieldSpan)) {
+        apply_fields(*table, setting, kTokenFieldSpan, declare_token(settings, name));
+      }
+    }
+  }
+
   void report_unknown_table(const toml::key& key) {
     std::vector<std::string> tables;
     for (const auto& table : kSettingsTables) tables.push_back(std::string(table.name));
     tables.push_back(std::string(kQueueDefaults));
     tables.push_back(std::string(kQueues));
+    tables.push_back(std::string(kTokens));
     std::string problem = "unknown table" + suggestion(key.str(), tables);
     // A key written above the first table header lands at the top level.
     for (const auto& table : kSettingsTables) {
@@ -1048,7 +1189,8 @@ class FileLoader {
       }
     }
     report(key.source(), std::string(key.str()), std::move(problem),
-           "tables [server], [limits], [log], [queue_defaults] and [queues.NAME]");
+           "tables [server], [http], [limits], [storage], [tls], [log], [queue_defaults], "
+           "[queues.NAME] and [tokens.NAME]");
   }
 
   std::string path_;
@@ -1210,6 +1352,26 @@ std::optional<ConfigError> apply_setting(Settings& settings, std::string_view na
     return std::nullopt;
   }
 
+  if (table == kTokens) {
+    const auto last_dot = rest.rfind('.');
+    const std::string_view key =
+        last_dot == std::string_view::npos ? std::string_view{} : rest.substr(last_dot + 1);
+    const std::string_view token_name =
+        last_dot == std::string_view::npos ? std::string_view{} : rest.substr(0, last_dot);
+    const Field<TokenSettings>* field = find_field(kTokenFieldSpan, key);
+    if (!field) {
+      std::vector<std::string> names;
+      for (const auto& known : keys_of(kTokenFieldSpan)) names.push_back("tokens.NAME." + known);
+      return error("expected tokens.NAME.SETTING" + suggestion(name, names), join(names));
+    }
+    if (!is_valid_token_name(token_name))
+      return error("invalid token name " + quote(token_name), std::string(kTokenNameAllowed));
+    if (auto problem = parse_value(field->rule, input, parsed))
+      return error(std::move(*problem), allowed_text(field->rule));
+    field->store(declare_token(settings, token_name), parsed);
+    return std::nullopt;
+  }
+
   const TableSpec* spec = find_table(table);
   const Field<Settings>* field = spec ? find_field(spec->fields, rest) : nullptr;
   if (!field) return unknown();
@@ -1310,6 +1472,46 @@ std::optional<ConfigError> validate(const Settings& settings) {
     }
     if (auto problem = check_queue(queue.settings, prefix)) return problem;
   }
+  if (settings.tls_cert_file.empty() != settings.tls_key_file.empty()) {
+    const bool cert = !settings.tls_cert_file.empty();
+    return ConfigError{
+        "", 0, cert ? "tls.key_file" : "tls.cert_file",
+        std::string(cert ? "tls.cert_file" : "tls.key_file") + " is set and this one is not",
+        "both tls.cert_file and tls.key_file, or neither"};
+  }
+  for (size_t i = 0; i < settings.tokens.size(); ++i) {
+    const TokenSettings& token = settings.tokens[i];
+    const std::string prefix = "tokens." + token.name;
+    if (!is_valid_token_name(token.name))
+      return ConfigError{"", 0, prefix, "invalid token name " + quote(token.name),
+                         std::string(kTokenNameAllowed)};
+    for (size_t j = 0; j < i; ++j) {
+      if (settings.tokens[j].name == token.name)
+        return ConfigError{"", 0, prefix, "token " + quote(token.name) + " is declared twice",
+                           "each token name declared once"};
+      if (settings.tokens[j].hash == token.hash)
+        return ConfigError{"", 0, prefix + ".hash",
+                           "the same hash as tokens." + settings.tokens[j].name,
+                           "a hash of its own (`sluicectl hash-token` salts each one)"};
+    }
+    if (!security::is_token_hash(token.hash))
+      return ConfigError{"", 0, prefix + ".hash",
+                         token.hash.empty() ? "missing" : "not a token hash",
+                         allowed_text({.kind = Kind::token_hash})};
+    for (const auto* list : {&token.publish, &token.consume, &token.admin}) {
+      for (const auto& pattern : *list) {
+        if (!is_valid_pattern(pattern))
+          return ConfigError{"", 0, prefix, "invalid queue-name pattern " + quote(pattern),
+                             allowed_text({.kind = Kind::patterns})};
+      }
+    }
+    if (token.publish.empty() && token.consume.empty() && token.admin.empty() && !token.metrics)
+      return ConfigError{"", 0, prefix,
+                         "the token may do nothing: publish, consume and admin are all empty and "
+                         "metrics is off",
+                         "at least one of publish, consume or admin with a queue-name pattern, or "
+                         "metrics = \"on\""};
+  }
   // Durable queues need somewhere to keep their messages.
   if (settings.storage_path.empty()) {
     std::string durable;
@@ -1354,6 +1556,38 @@ bool parse_endpoint(std::string_view text, std::string& host, uint16_t& port) {
   host = std::string(host_part);
   port = static_cast<uint16_t>(*number);
   return true;
+}
+
+bool is_loopback_host(std::string_view host) {
+  if (host == "localhost") return true;
+  if (host.find('\0') != std::string_view::npos) return false;
+  const std::string text(host);
+  unsigned char address[16] = {};
+  if (inet_pton(AF_INET, text.c_str(), address) == 1) return address[0] == 127;
+  static constexpr unsigned char kV6Loopback[16] = {0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1};
+  return inet_pton(AF_INET6, text.c_str(), address) == 1 &&
+         std::equal(address, address + 16, kV6Loopback);
+}
+
+bool pattern_matches(std::string_view pattern, std::string_view name) {
+  // Greedy glob with one backtrack point: linear enough for names of 200 characters.
+  std::size_t p = 0, n = 0, star = std::string_view::npos, resume = 0;
+  while (n < name.size()) {
+    if (p < pattern.size() && pattern[p] == '*') {
+      star = p++;
+      resume = n;
+    } else if (p < pattern.size() && pattern[p] == name[n]) {
+      ++p;
+      ++n;
+    } else if (star != std::string_view::npos) {
+      p = star + 1;
+      n = ++resume;
+    } else {
+      return false;
+    }
+  }
+  while (p < pattern.size() && pattern[p] == '*') ++p;
+  return p == pattern.size();
 }
 
 std::string_view to_string(LogLevel level) {

@@ -220,6 +220,9 @@ lease_timeout = "45s"
                             "port_file =",
                             "max_connections =",
                             "max_connections_per_source =",
+                            "cert_file =",
+                            "key_file =",
+                            "[tokens.",
                             "shutdown_grace =",
                             "max_frame_bytes =",
                             "max_payload_bytes =",
@@ -793,5 +796,105 @@ max_wait = "1m"
     CHECK(error.line == 2);
     const auto s = load_ok("[server]\nport_file = \"/tmp/\\u00e9t\\u00e9.port\"\n");
     CHECK(s.port_file == "/tmp/\xc3\xa9t\xc3\xa9.port");
+  }
+}
+
+TEST_SUITE("config: security") {
+  constexpr std::string_view kHash =
+      "sha256:00112233445566778899aabbccddeeff:"
+      "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef";
+
+  TEST_CASE("tokens are read from [tokens.NAME] tables, in file order") {
+    const auto s =
+        load_ok(std::string("[tokens.writer]\nhash = \"") + std::string(kHash) +
+                "\"\npublish = [\"orders.*\", \"audit\"]\n"
+                "[tokens.ops]\nhash = \"" +
+                std::string(kHash).replace(7, 1, "1") + "\"\nadmin = [\"*\"]\nmetrics = \"on\"\n");
+    REQUIRE(s.tokens.size() == 2);
+    CHECK(s.tokens[0].name == "writer");
+    CHECK(s.tokens[0].publish == std::vector<std::string>{"orders.*", "audit"});
+    CHECK(s.tokens[0].consume.empty());
+    CHECK_FALSE(s.tokens[0].metrics);
+    CHECK(s.tokens[1].name == "ops");
+    CHECK(s.tokens[1].admin == std::vector<std::string>{"*"});
+    CHECK(s.tokens[1].metrics);
+    CHECK_FALSE(cfg::validate(s));
+  }
+
+  TEST_CASE("bad tokens are refused with the setting named, and a token is never echoed") {
+    auto error = load_error("[tokens.t]\nhash = \"sluice_0123456789abcdef0123456789abcdef\"\n");
+    CHECK(error.setting == "tokens.t.hash");
+    CHECK(contains(error.problem, "looks like a token"));
+    CHECK_FALSE(contains(error.problem, "0123456789abcdef"));
+    error = load_error("[tokens.t]\nhash = \"md5:abc\"\n");
+    CHECK(contains(error.problem, "not a token hash"));
+    error = load_error(std::string("[tokens.t]\nhash = \"") + std::string(kHash) +
+                       "\"\npublish = [\"bad name!\"]\n");
+    CHECK(error.setting == "tokens.t.publish");
+    CHECK(contains(error.problem, "bad name!"));
+    error = load_error(std::string("[tokens.t]\nhash = \"") + std::string(kHash) +
+                       "\"\nconsume = [1, 2]\n");
+    CHECK(contains(error.problem, "array of strings"));
+    error = load_error("[tokens.\"a b\"]\npublish = [\"q\"]\n");
+    CHECK(contains(error.problem, "invalid token name"));
+    error = load_error("[tokens.t]\nread = [\"q\"]\n");
+    CHECK(error.setting == "tokens.t.read");
+
+    cfg::Settings s;
+    REQUIRE_FALSE(cfg::apply_setting(s, "tokens.t.publish", "orders.*,audit"));
+    auto problem = cfg::validate(s);
+    REQUIRE(problem);  // no hash yet
+    CHECK(problem->setting == "tokens.t.hash");
+    REQUIRE_FALSE(cfg::apply_setting(s, "tokens.t.hash", kHash));
+    CHECK_FALSE(cfg::validate(s));
+    CHECK(s.tokens[0].publish == std::vector<std::string>{"orders.*", "audit"});
+    cfg::Settings idle;
+    REQUIRE_FALSE(cfg::apply_setting(idle, "tokens.idle.hash", kHash));
+    problem = cfg::validate(idle);
+    REQUIRE(problem);
+    CHECK(contains(problem->problem, "may do nothing"));
+  }
+
+  TEST_CASE("tls needs both files") {
+    const auto s = load_ok(
+        "[tls]\ncert_file = \"/etc/sluice/cert.pem\"\n"
+        "key_file = \"/etc/sluice/key.pem\"\n");
+    CHECK(s.tls_cert_file == "/etc/sluice/cert.pem");
+    CHECK_FALSE(cfg::validate(s));
+    cfg::Settings half;
+    REQUIRE_FALSE(cfg::apply_setting(half, "tls.cert_file", "/x.pem"));
+    const auto problem = cfg::validate(half);
+    REQUIRE(problem);
+    CHECK(problem->setting == "tls.key_file");
+  }
+
+  TEST_CASE("queue-name patterns") {
+    CHECK(cfg::pattern_matches("orders", "orders"));
+    CHECK_FALSE(cfg::pattern_matches("orders", "orders.eu"));
+    CHECK(cfg::pattern_matches("orders.*", "orders.eu"));
+    CHECK(cfg::pattern_matches("orders.*", "orders."));
+    CHECK_FALSE(cfg::pattern_matches("orders.*", "orders"));
+    CHECK_FALSE(cfg::pattern_matches("orders.*", "billing"));
+    CHECK(cfg::pattern_matches("*", "billing"));
+    CHECK(cfg::pattern_matches("*.dlq", "a.b.dlq"));
+    CHECK(cfg::pattern_matches("a*b*c", "aXXbYYbc"));
+    CHECK_FALSE(cfg::pattern_matches("a*b*c", "aXXbYYb"));
+    // Only a pattern of stars matches the name "*" (the broker-wide admin right).
+    CHECK(cfg::pattern_matches("*", "*"));
+    CHECK(cfg::pattern_matches("**", "*"));
+    CHECK_FALSE(cfg::pattern_matches("orders*", "*"));
+    CHECK_FALSE(cfg::pattern_matches("*.x", "*"));
+  }
+
+  TEST_CASE("loopback hosts") {
+    CHECK(cfg::is_loopback_host("127.0.0.1"));
+    CHECK(cfg::is_loopback_host("127.9.9.9"));
+    CHECK(cfg::is_loopback_host("localhost"));
+    CHECK(cfg::is_loopback_host("::1"));
+    CHECK(cfg::is_loopback_host("0:0:0:0:0:0:0:1"));
+    CHECK_FALSE(cfg::is_loopback_host("0.0.0.0"));
+    CHECK_FALSE(cfg::is_loopback_host("::"));
+    CHECK_FALSE(cfg::is_loopback_host("10.0.0.1"));
+    CHECK_FALSE(cfg::is_loopback_host(std::string_view("127.0.0.1\0x", 11)));
   }
 }

@@ -104,6 +104,15 @@ struct Options {
   std::string host = "127.0.0.1";
   std::uint16_t port = 7450;
   std::string client_name = "sluice-client";
+  /// The access token HELLO presents ("" = none; a broker with tokens configured
+  /// then refuses the connection with unauthenticated).
+  std::string token;
+  /// Speak TLS and verify the broker's certificate chain against `ca_file`
+  /// ("" = the system's trusted roots) and its name against `server_name`
+  /// ("" = `host`; a DNS name or an IP address).
+  bool tls = false;
+  std::string ca_file;
+  std::string server_name;
   std::chrono::milliseconds connect_timeout{5000};
   /// How long blocking calls wait for the broker's answer.
   std::chrono::milliseconds request_timeout{30000};

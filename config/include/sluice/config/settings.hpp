@@ -100,6 +100,23 @@ struct DeclaredQueue {
   QueueSettings settings;
 };
 
+/// An access token ([tokens.NAME]): who may do what, on which queues.
+struct TokenSettings {
+  /// [A-Za-z0-9_.:-]{1,100}; names the token in logs (never the token itself).
+  std::string name;
+  /// "sha256:<32 hex salt>:<64 hex digest>", as `sluicectl hash-token` prints it.
+  std::string hash;
+  /// Queue-name patterns, each a name in which '*' stands for any run of characters
+  /// ("orders", "orders.*", "*"). publish: publish. consume: receive (subscribe) and settle.
+  /// admin: both, plus dead letters, live settings and stats; admin on "*" also covers the
+  /// broker-wide actions (the log level, stats of every queue).
+  std::vector<std::string> publish;
+  std::vector<std::string> consume;
+  std::vector<std::string> admin;
+  /// metrics = "on": may read /metrics (every queue's name and counts). Admin on "*" may too.
+  bool metrics = false;
+};
+
 /// The whole start-up configuration of sluiced; the defaults are the documented defaults.
 struct Settings {
   // [server]
@@ -127,6 +144,8 @@ struct Settings {
   uint64_t http_max_body_bytes = 4u << 20;
   /// http.max_connections [1, 1000000]
   uint32_t http_max_connections = 1000;
+  /// http.max_connections_per_source [1, 1000000]: connections from one IP address.
+  uint32_t http_max_connections_per_source = 256;
   /// http.idle_timeout [100ms, 1h]: an idle keep-alive connection (or a request that does
   /// not arrive whole) is closed after this.
   std::chrono::milliseconds http_idle_timeout{60000};
@@ -161,6 +180,15 @@ struct Settings {
   /// storage.max_size [1MiB, 16TiB]: the most the data file may grow to. At the limit,
   /// publishes to durable queues get their queue's overflow policy.
   uint64_t storage_max_size = 4ull << 30;
+  // [tls]
+  /// tls.cert_file and tls.key_file (PEM; both or neither): when set, both listeners speak
+  /// TLS only (1.2 and 1.3). Read again on SIGHUP.
+  std::string tls_cert_file;
+  std::string tls_key_file;
+  // [tokens.NAME]
+  /// With none, anyone who can connect may do anything, so sluiced then listens on loopback
+  /// addresses only. With any, every connection and request must present one.
+  std::vector<TokenSettings> tokens;
   // [log]
   /// log.level: "trace" | "debug" | "info" | "warn" | "error"
   LogLevel log_level = LogLevel::info;
@@ -218,6 +246,11 @@ std::optional<ConfigError> validate(const Settings& settings);
 /// port is above 65535, leaving both untouched.
 bool parse_endpoint(std::string_view text, std::string& host, uint16_t& port);
 
+/// True when `host` (as server.listen stores it) is a loopback address: 127.0.0.0/8, ::1 or
+/// "localhost".
+bool is_loopback_host(std::string_view host);
+/// True when the queue name `name` matches `pattern` ('*' = any run of characters).
+bool pattern_matches(std::string_view pattern, std::string_view name);
 /// "trace", "debug", "info", "warn" or "error" (the spelling log.level accepts).
 std::string_view to_string(LogLevel level);
 
