@@ -36,6 +36,8 @@ std::shared_ptr<ssl::context> server_context(const std::string& cert_file,
   context->use_private_key_file(key_file, ssl::context::pem, ec);
   if (ec) {
     error = "cannot use tls.key_file " + key_file + ": " + reason(ec);
+    if (error.find("mismatch") != std::string::npos)
+      error += " (the key does not match the certificate in " + cert_file + ")";
     return nullptr;
   }
   if (SSL_CTX_check_private_key(context->native_handle()) != 1) {

@@ -51,13 +51,12 @@ class SecuredBroker {
     extra.insert(extra.begin(), {"--config", config_.string()});
     broker_ = std::make_unique<TestBroker>(extra);
   }
-  void rewrite(const std::vector<Token>& tokens) {
-    std::ofstream(config_) << tokens_toml(tokens);
-  }
+  void rewrite(const std::vector<Token>& tokens) { std::ofstream(config_) << tokens_toml(tokens); }
   void reload() {
     const auto before = broker_->log().size();
     ::kill(broker_->pid(), SIGHUP);
-    REQUIRE(eventually([&] { return broker_->log().find("\"reloaded\"", before) != std::string::npos; }));
+    REQUIRE(eventually(
+        [&] { return broker_->log().find("\"reloaded\"", before) != std::string::npos; }));
   }
   TestBroker& broker() { return *broker_; }
 
