@@ -9,6 +9,8 @@
 #include <array>
 #include <optional>
 
+#include "http_beast.hpp"
+#include "http_parse.hpp"
 #include "log.hpp"
 #include "server.hpp"
 #include "sluice/security/tls.hpp"
@@ -20,8 +22,6 @@ namespace beast = boost::beast;
 namespace http = boost::beast::http;
 
 namespace {
-/// Request line and headers together; generous for tokens and long targets.
-constexpr std::uint32_t kMaxHeaderBytes = 64 * 1024;
 
 HttpResponse framing_error(unsigned status, std::string_view code, std::string_view message) {
   HttpResponse r;
@@ -95,7 +95,7 @@ class HttpConnection final : public HttpConnectionBase,
     if (closed_) return;
     parser_.emplace();
     parser_->body_limit(server_.options().max_body_bytes);
-    parser_->header_limit(kMaxHeaderBytes);
+    parser_->header_limit(kMaxHttpHeaderBytes);
     tcp().expires_after(server_.options().idle_timeout);
     http::async_read(stream_, buffer_, *parser_,
                      [self = this->shared_from_this()](const beast::error_code& ec, std::size_t) {
@@ -126,19 +126,8 @@ class HttpConnection final : public HttpConnectionBase,
     }
     tcp().expires_never();  // the handler may take its time (a long poll)
     auto& message = parser_->get();
-    HttpRequest request;
-    request.method = std::string(message.method_string());
-    request.target = std::string(message.target());
-    request.headers.reserve(8);
-    for (const auto& field : message) {
-      std::string name(field.name_string());
-      for (char& c : name)
-        if (c >= 'A' && c <= 'Z') c = static_cast<char>(c - 'A' + 'a');
-      request.headers.emplace_back(std::move(name), std::string(field.value()));
-    }
-    request.body = std::move(message.body());
-    request.peer = peer_;
     const bool keep_alive = message.keep_alive();
+    HttpRequest request = to_http_request(message, peer_);
     server_.handler()(std::move(request),
                       [self = this->shared_from_this(), keep_alive](HttpResponse r) {
                         self->write(std::move(r), keep_alive);
@@ -220,8 +209,7 @@ class HttpConnection final : public HttpConnectionBase,
 };
 
 HttpServer::HttpServer(asio::io_context& io, HttpServerOptions options, Handler handler)
-    : io_(io),
-      options_(std::move(options)),
+    : options_(std::move(options)),
       handler_(std::move(handler)),
       acceptor_(io),
       accept_retry_(io),

@@ -85,7 +85,6 @@ class HttpServer {
  private:
   void accept();
 
-  boost::asio::io_context& io_;
   HttpServerOptions options_;
   Handler handler_;
   boost::asio::ip::tcp::acceptor acceptor_;

@@ -1,0 +1,17 @@
+// Between Beast and the API's plain values; included only by the sluice_http
+// sources that already compile Beast (the listener and http_parse).
+#pragma once
+
+#include <boost/beast/http/message.hpp>
+#include <boost/beast/http/string_body.hpp>
+#include <string>
+
+#include "http_types.hpp"
+
+namespace sluice::net {
+
+/// The request as the handlers see it: header names lower-cased, the body moved out.
+HttpRequest to_http_request(boost::beast::http::request<boost::beast::http::string_body>& message,
+                            std::string peer);
+
+}  // namespace sluice::net
