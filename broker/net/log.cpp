@@ -1,5 +1,7 @@
 #include "log.hpp"
 
+#include "utf8.hpp"
+
 #include <unistd.h>
 
 #include <atomic>
@@ -15,7 +17,20 @@ std::atomic<int> g_level{static_cast<int>(Level::info)};
 constexpr std::string_view kLevelNames[] = {"trace", "debug", "info", "warn", "error"};
 
 void append_escaped(std::string& out, std::string_view s) {
-  for (unsigned char c : s) {
+  for (std::size_t at = 0; at < s.size(); ++at) {
+    const auto c = static_cast<unsigned char>(s[at]);
+    if (c >= 0x80) {
+      // Whatever a client sends, the line stays valid JSON: bytes that are not
+      // UTF-8 become U+FFFD.
+      const std::size_t n = net::utf8_sequence_length(s, at);
+      if (n == 0) {
+        out += "\\ufffd";
+      } else {
+        out.append(s.substr(at, n));
+        at += n - 1;
+      }
+      continue;
+    }
     switch (c) {
       case '"':
         out += "\\\"";

@@ -14,6 +14,9 @@
 #include <thread>
 #include <optional>
 #include <random>
+#include <sstream>
+
+#include <nlohmann/json.hpp>
 
 #include "sluice/protocol/codec.hpp"
 #include "test_broker.hpp"
@@ -121,6 +124,62 @@ class RawClient {
   bool timed_out_ = false;
 };
 
+/// One valid frame of every type a client sends after HELLO, by name.
+std::vector<std::pair<std::string, std::string>> valid_requests() {
+  std::vector<std::pair<std::string, std::string>> frames;
+  auto add = [&](std::string name, auto&& encode) {
+    std::string out;
+    encode(out);
+    frames.emplace_back(std::move(name), std::move(out));
+  };
+  add("publish", [](std::string& out) {
+    auto p = protocol::begin_publish(out, 1, "catalog");
+    const protocol::Header headers[] = {{"sluice-key", "k"}, {"h", "v"}};
+    protocol::encode_message(out, headers, "payload");
+    protocol::end_publish(out, p, 1);
+  });
+  const protocol::AckEntry ack{1, 2};
+  add("ack", [&](std::string& out) { protocol::encode_ack(out, 2, {&ack, 1}); });
+  const protocol::NackEntry nack{1, 2, 100, 0, "reason"};
+  add("nack", [&](std::string& out) { protocol::encode_nack(out, 3, {&nack, 1}); });
+  const protocol::ExtendEntry extend{1, 2, 1000};
+  add("extend", [&](std::string& out) { protocol::encode_extend(out, 4, {&extend, 1}); });
+  add("subscribe", [](std::string& out) {
+    protocol::encode_subscribe(out, protocol::Subscribe{5, 3, "catalog", 10, 1000, 0, 1});
+  });
+  add("unsubscribe", [](std::string& out) {
+    protocol::encode_unsubscribe(out, protocol::Unsubscribe{6, 3});
+  });
+  add("stats", [](std::string& out) {
+    protocol::encode_stats(out, protocol::StatsRequest{7, "catalog"});
+  });
+  add("configure", [](std::string& out) {
+    protocol::encode_configure(out, protocol::Configure{8, "catalog", {{"max_attempts", "3"}}});
+  });
+  add("ping", [](std::string& out) { protocol::encode_ping(out, 9); });
+  add("dead_letters", [](std::string& out) {
+    protocol::DeadLetterRequest r;
+    r.request_id = 10;
+    r.op = protocol::DeadLetterOp::redrive;
+    r.queue = "catalog";
+    r.reason = "x";
+    protocol::encode_dead_letters(out, r);
+  });
+  return frames;
+}
+
+std::vector<std::string> lines_of(const std::string& text) {
+  std::vector<std::string> lines;
+  std::istringstream in(text);
+  for (std::string line; std::getline(in, line);)
+    if (!line.empty()) lines.push_back(line);
+  return lines;
+}
+
+bool valid_json(const std::string& line) {
+  return nlohmann::json::accept(line);
+}
+
 std::string le32(std::uint32_t v) {
   std::string s(4, '\0');
   std::memcpy(s.data(), &v, 4);
@@ -170,8 +229,9 @@ class Bystander {
 }  // namespace
 
 TEST_CASE("bad input gets the documented error and leaves other clients alone") {
-  TestBroker broker(
-      {"--set", "limits.frame_timeout=500ms", "--set", "limits.handshake_timeout=500ms"});
+  // Debug logging: the client names of HELLO reach the log, bad UTF-8 included.
+  TestBroker broker({"--set", "limits.frame_timeout=500ms", "--set",
+                     "limits.handshake_timeout=500ms", "--log-level", "debug"});
   Bystander bystander(broker);
   RawClient raw(broker.port());
 
@@ -257,6 +317,131 @@ TEST_CASE("bad input gets the documented error and leaves other clients alone") 
     raw.send(out);
     CHECK(raw.expect_error() == errc::unsupported_version);
     CHECK(raw.expect_closed());
+  }
+  SUBCASE("every request frame truncated at every length: malformed_frame, and it lives") {
+    raw.hello();
+    for (const auto& [name, frame] : valid_requests()) {
+      const std::string_view body = std::string_view(frame).substr(5);
+      for (std::size_t keep = 0; keep < body.size(); ++keep) {
+        CAPTURE(name);
+        CAPTURE(keep);
+        raw.send(le32(static_cast<std::uint32_t>(1 + keep)) + frame[4] +
+                 std::string(body.substr(0, keep)));
+        CHECK(raw.expect_error() == errc::malformed_frame);
+      }
+    }
+    CHECK(raw.ping_ok());
+  }
+  SUBCASE("every request frame with bytes left over: malformed_frame, and it lives") {
+    raw.hello();
+    for (const auto& [name, frame] : valid_requests()) {
+      CAPTURE(name);
+      std::string longer = frame + "xyz";
+      const std::uint32_t length = static_cast<std::uint32_t>(longer.size() - 4);
+      std::memcpy(longer.data(), &length, 4);
+      raw.send(longer);
+      CHECK(raw.expect_error() == errc::malformed_frame);
+    }
+    CHECK(raw.ping_ok());
+  }
+  SUBCASE("oversized fields and values of the wrong kind get their own codes, and it lives") {
+    raw.hello();
+    std::string out;
+    auto expect = [&](errc code) {
+      raw.send(out);
+      out.clear();
+      CHECK(raw.expect_error() == code);
+    };
+    const std::string long_name(201, 'q');
+    protocol::encode_subscribe(out, protocol::Subscribe{1, 1, long_name, 10, 0, 0, 1});
+    expect(errc::invalid_queue_name);
+    auto publish = protocol::begin_publish(out, 2, "q");
+    protocol::encode_message(out, {}, std::string((1u << 20) + 1, 'p'));  // over max_payload_bytes
+    protocol::end_publish(out, publish, 1);
+    expect(errc::payload_too_large);
+    // A string length running past the end of the body.
+    out = le32(1 + 8 + 2) + "\x10" + std::string(8, '\0') + "\xff\xff";
+    expect(errc::malformed_frame);
+    protocol::encode_subscribe(out, protocol::Subscribe{3, 1, "q", 0, 0, 0, 1});  // credit 0
+    expect(errc::invalid_argument);
+    protocol::Configure configure{4, "q", {{"max_attempts", "many"}}};
+    protocol::encode_configure(out, configure);
+    expect(errc::invalid_argument);
+    protocol::DeadLetterRequest dlq;
+    dlq.request_id = 5;
+    dlq.op = static_cast<protocol::DeadLetterOp>(99);
+    dlq.queue = "q";
+    protocol::encode_dead_letters(out, dlq);
+    raw.send(out);
+    out.clear();
+    const errc code = raw.expect_error();
+    CHECK((code == errc::malformed_frame || code == errc::invalid_argument));
+    CHECK(raw.ping_ok());
+  }
+  SUBCASE("bad UTF-8 in names: invalid_queue_name, the log stays valid, and it lives") {
+    std::string out;
+    protocol::encode_hello(out, protocol::Hello{1, 1, "bad\xc3\x28name\xff", ""});
+    raw.send(out);
+    auto ok = raw.next_frame();
+    REQUIRE(ok.has_value());
+    CHECK(ok->first == static_cast<std::uint8_t>(protocol::FrameType::hello_ok));
+    out.clear();
+    for (const char* name : {"\xc3\x28", "q\xff", "\xed\xa0\x80", "caf\xc3\xa9"}) {
+      CAPTURE(name);
+      protocol::encode_subscribe(out, protocol::Subscribe{1, 9, name, 10, 0, 0, 1});
+      raw.send(out);
+      out.clear();
+      CHECK(raw.expect_error() == errc::invalid_queue_name);
+      auto publish = protocol::begin_publish(out, 2, name);
+      protocol::encode_message(out, {}, "m");
+      protocol::end_publish(out, publish, 1);
+      raw.send(out);
+      out.clear();
+      CHECK(raw.expect_error() == errc::invalid_queue_name);
+    }
+    CHECK(raw.ping_ok());
+    const std::string log = broker.log();
+    CHECK(log.find("bad\\ufffd(name\\ufffd") != std::string::npos);
+    for (const auto& line : lines_of(log)) CHECK_MESSAGE(valid_json(line), line);
+  }
+  SUBCASE("garbage pipelined after a valid frame: the frame is answered, then closed") {
+    raw.hello();
+    std::string out;
+    protocol::encode_ping(out, 77);
+    out += "\xff\xff\xff\xff garbage after a good frame";
+    raw.send(out);
+    auto f = raw.next_frame();
+    REQUIRE(f.has_value());
+    CHECK(f->first == static_cast<std::uint8_t>(protocol::FrameType::ok));
+    CHECK(raw.expect_error() == errc::frame_too_large);
+    CHECK(raw.expect_closed());
+  }
+  SUBCASE("a flood of HELLOs on one connection: one HELLO_OK, then handshake_required, closed") {
+    std::string out;
+    for (int i = 0; i < 200; ++i) protocol::encode_hello(out, protocol::Hello{1, 1, "flood", ""});
+    raw.send(out);
+    auto f = raw.next_frame();
+    REQUIRE(f.has_value());
+    CHECK(f->first == static_cast<std::uint8_t>(protocol::FrameType::hello_ok));
+    CHECK(raw.expect_error() == errc::handshake_required);
+    CHECK(raw.expect_closed());
+  }
+  SUBCASE("a flood of connections, each with a HELLO and gone: the broker carries on") {
+    for (int round = 0; round < 5; ++round) {
+      std::vector<std::unique_ptr<RawClient>> burst;
+      for (int i = 0; i < 100; ++i) burst.push_back(std::make_unique<RawClient>(broker.port()));
+      std::string out;
+      protocol::encode_hello(out, protocol::Hello{1, 1, "burst", ""});
+      for (auto& c : burst) c->send(out);
+      // Half leave without reading the answer, half read it.
+      for (std::size_t i = 0; i < burst.size(); i += 2) {
+        auto f = burst[i]->next_frame();
+        REQUIRE(f.has_value());
+        CHECK(f->first == static_cast<std::uint8_t>(protocol::FrameType::hello_ok));
+      }
+    }
+    raw.hello();
+    CHECK(raw.ping_ok());
   }
 
   bystander.check_undisturbed();
