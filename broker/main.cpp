@@ -214,6 +214,7 @@ int main(int argc, char** argv) {
   options.limits.max_frame_bytes = settings.max_frame_bytes;
   options.limits.max_payload_bytes = settings.max_payload_bytes;
   options.connection_outbound_bytes = settings.connection_outbound_bytes;
+  options.max_pending_publishes = settings.max_pending_publishes;
   options.shutdown_grace = settings.shutdown_grace;
   options.frame_timeout = settings.frame_timeout;
   options.handshake_timeout = settings.handshake_timeout;

@@ -83,6 +83,7 @@ void for_each_restart_only(Visit&& visit) {
   visit("limits.max_payload_bytes", &S::max_payload_bytes);
   visit("limits.connection_outbound_bytes", &S::connection_outbound_bytes);
   visit("limits.frame_timeout", &S::frame_timeout);
+  visit("limits.max_pending_publishes", &S::max_pending_publishes);
   visit("limits.handshake_timeout", &S::handshake_timeout);
   visit("storage.path", &S::storage_path);
   visit("storage.sync", &S::storage_sync);

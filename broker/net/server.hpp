@@ -40,6 +40,9 @@ struct ServerOptions {
   std::uint32_t max_connections_per_source = 1000;
   protocol::Limits limits;
   std::size_t connection_outbound_bytes = 8u << 20;
+  /// Messages published on one connection and awaiting their durable commit;
+  /// past it the connection is not read (limits.max_pending_publishes).
+  std::uint32_t max_pending_publishes = 100000;
   std::chrono::milliseconds shutdown_grace{5000};
   /// A frame begun must be complete within this (see limits.frame_timeout).
   std::chrono::milliseconds frame_timeout{30000};

@@ -143,7 +143,8 @@ bool Session::outbound_full() const noexcept {
   // connection that also consumes must stay readable so its acks can free
   // the storage that confirm may be waiting for.
   const std::size_t bound = server_.options().connection_outbound_bytes;
-  return out_.size() + writing_.size() >= bound || held_.size() >= 4 * bound;
+  return out_.size() + writing_.size() >= bound || held_.size() >= 4 * bound ||
+         pending_publishes_ >= server_.options().max_pending_publishes;
 }
 
 void Session::process_frames() {
@@ -157,6 +158,7 @@ void Session::process_frames() {
     // buffer all of theirs. The rest waits in the decoder until on_write.
     if (outbound_full()) {
       read_paused_ = true;
+      paused_self_ = shared_from_this();
       break;
     }
     switch (decoder_.next(frame, framing_error)) {
@@ -406,7 +408,9 @@ bool Session::handle_publish(std::string_view body) {
 
 void Session::hold_confirm(std::uint64_t request_id, engine::Queue& queue) {
   DurableStore& store = *server_.durable();  // a durable queue implies a store
-  durable_confirms_.push_back({store.last_seq(), held_.size(), &queue});
+  const auto messages = static_cast<std::uint32_t>(ids_.size());
+  durable_confirms_.push_back({store.last_seq(), held_.size(), &queue, messages});
+  pending_publishes_ += messages;
   protocol::encode_confirm(held_, request_id, 0, ids_, duplicates_);
   store.when_durable(store.last_seq(), weak_from_this());
 }
@@ -417,6 +421,7 @@ void Session::durable_committed(std::uint64_t seq) {
   while (!durable_confirms_.empty() && durable_confirms_.front().seq <= seq) {
     const DurableConfirm c = durable_confirms_.front();
     durable_confirms_.pop_front();
+    pending_publishes_ -= c.messages;
     // Pressure as it is now, when the producer learns of the publish.
     held_[c.offset + protocol::kConfirmPressureOffset] = static_cast<char>(c.queue->pressure());
     released = true;
@@ -786,6 +791,8 @@ void Session::on_write(const boost::system::error_code& ec) {
     }
     if (read_paused_) {
       read_paused_ = false;
+      // Let go once this call is over, not in the middle of it.
+      asio::post(server_.io(), [keep = std::move(paused_self_)] {});
       process_frames();  // what is already buffered first; it reads again when done
       return;
     }
@@ -808,6 +815,7 @@ void Session::release_consumers() {
     // Let go once this call is over, not in the middle of it.
     asio::post(server_.io(), [keep = std::move(blocked_self_)] {});
   }
+  if (paused_self_) asio::post(server_.io(), [keep = std::move(paused_self_)] {});
   // Pause them all first, so what one gives back is not dispatched to another
   // consumer of this same dying connection.
   for (auto& [id, consumer] : subscriptions) engine.pause(*consumer);

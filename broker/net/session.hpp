@@ -122,10 +122,12 @@ class Session final : public std::enable_shared_from_this<Session>,
   std::string writing_;  // being written
   std::string held_;     // answers behind a durable publish's confirm (see out())
   struct DurableConfirm {
-    std::uint64_t seq;     // the storage write that makes it durable
-    std::size_t offset;    // of its CONFIRM frame in held_
-    engine::Queue* queue;  // for the pressure byte, filled in when sent
+    std::uint64_t seq;       // the storage write that makes it durable
+    std::size_t offset;      // of its CONFIRM frame in held_
+    engine::Queue* queue;    // for the pressure byte, filled in when sent
+    std::uint32_t messages;  // published in that frame
   };
+  std::size_t pending_publishes_ = 0;  // messages in durable_confirms_
   std::deque<DurableConfirm> durable_confirms_;
   protocol::DeliverFrameWriter deliver_writer_;
   bool deliver_open_ = false;
@@ -140,6 +142,9 @@ class Session final : public std::enable_shared_from_this<Session>,
   bool blocked_ = false;                   // a PUBLISH waits for room in its queue
   protocol::Frame held_frame_;             // that PUBLISH
   std::shared_ptr<Session> blocked_self_;  // keeps this alive while blocked
+  // Keeps this alive while reading is paused: when only durable confirms wait
+  // (no write pending), nothing else holds it until the commit lands.
+  std::shared_ptr<Session> paused_self_;
   std::unique_ptr<boost::asio::steady_timer> close_timer_;
   boost::asio::steady_timer frame_timer_;  // limits.frame_timeout for a frame begun
   bool frame_timer_armed_ = false;

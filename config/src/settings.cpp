@@ -714,6 +714,10 @@ constexpr Field<Settings> kLimitsFields[] = {
      .rule = {.kind = Kind::size, .min = 64 * kKiB, .max = kGiB},
      .store = [](Settings& s, const Parsed& v) { s.connection_outbound_bytes = v.number; },
      .read = [](const Settings& s) { return whole(s.connection_outbound_bytes); }},
+    {.key = "max_pending_publishes",
+     .rule = {.kind = Kind::count, .min = 1, .max = 10'000'000},
+     .store = [](Settings& s, const Parsed& v) { s.max_pending_publishes = uint32_t(v.number); },
+     .read = [](const Settings& s) { return whole(s.max_pending_publishes); }},
     {.key = "frame_timeout",
      .rule = {.kind = Kind::duration, .min = 100, .max = kHour},
      .store =

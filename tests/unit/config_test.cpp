@@ -227,6 +227,7 @@ lease_timeout = "45s"
                             "max_frame_bytes =",
                             "max_payload_bytes =",
                             "connection_outbound_bytes =",
+                            "max_pending_publishes =",
                             "frame_timeout =",
                             "handshake_timeout =",
                             "max_queues =",

@@ -159,6 +159,9 @@ struct Settings {
   uint32_t max_payload_bytes = 1u << 20;
   /// limits.connection_outbound_bytes [64 KiB, 1 GiB]: per-connection outbound buffer bound.
   uint64_t connection_outbound_bytes = 8u << 20;
+  /// limits.max_pending_publishes [1, 10000000]: messages published on one connection and
+  /// awaiting their durable commit; past it the connection is not read until commits land.
+  uint32_t max_pending_publishes = 100000;
   /// limits.frame_timeout [100ms, 1h]: a frame begun must be complete within this, or the
   /// connection is closed with timed_out (a stalled or truncated sender cannot pin a buffer).
   std::chrono::milliseconds frame_timeout{30000};
