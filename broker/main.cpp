@@ -213,6 +213,8 @@ int main(int argc, char** argv) {
   options.max_connections_per_source = settings.max_connections_per_source;
   options.limits.max_frame_bytes = settings.max_frame_bytes;
   options.limits.max_payload_bytes = settings.max_payload_bytes;
+  options.limits.max_headers = static_cast<std::uint16_t>(settings.max_headers);
+  options.limits.max_header_bytes = settings.max_header_bytes;
   options.connection_outbound_bytes = settings.connection_outbound_bytes;
   options.max_pending_publishes = settings.max_pending_publishes;
   options.shutdown_grace = settings.shutdown_grace;

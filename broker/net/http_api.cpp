@@ -136,8 +136,8 @@ struct Draft {
 
 /// Encodes a draft and checks it like a PUBLISH frame's message: header
 /// limits, sluice-* values, a not-before time at most 30 days ahead.
-std::optional<std::string> encode_draft(const Draft& d, std::string& message,
-                                        protocol::SystemHeaders& sys) {
+std::optional<std::string> encode_draft(const Draft& d, const protocol::Limits& limits,
+                                        std::string& message, protocol::SystemHeaders& sys) {
   std::vector<protocol::Header> headers;
   headers.reserve(d.headers.size());
   for (const auto& [k, v] : d.headers) headers.push_back({k, v});
@@ -153,6 +153,7 @@ std::optional<std::string> encode_draft(const Draft& d, std::string& message,
   protocol::encode_message(message, headers, d.payload);
   protocol::MessageParts parts;
   if (auto s = protocol::parse_message(message, parts); !s) return std::string(s.detail);
+  if (auto s = protocol::check_header_limits(parts, limits); !s) return std::string(s.detail);
   if (auto s = protocol::read_system_headers(parts, sys); !s) return std::string(s.detail);
   if (sys.not_before_ms != 0 &&
       sys.not_before_ms >
@@ -493,7 +494,7 @@ void HttpApi::publish_one(const HttpRequest& request, std::string_view queue_nam
   d.headers.emplace_back(protocol::kCorrelationHeader, d.correlation_id);
   std::string message;
   protocol::SystemHeaders sys;
-  if (auto problem = encode_draft(d, message, sys)) {
+  if (auto problem = encode_draft(d, server_.options().limits, message, sys)) {
     respond(error_response(errc::invalid_argument, *problem));
     return;
   }
@@ -552,7 +553,7 @@ void HttpApi::publish_batch(const HttpRequest& request, std::string_view queue_n
       if (d.correlation_id.empty()) d.correlation_id = new_correlation_id();
       d.headers.emplace_back(protocol::kCorrelationHeader, d.correlation_id);
       correlation[i] = d.correlation_id;
-      p = encode_draft(d, encoded[i], sys[i]);
+      p = encode_draft(d, server_.options().limits, encoded[i], sys[i]);
     }
     if (p) {
       respond(error_response(errc::invalid_argument,

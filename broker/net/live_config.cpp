@@ -84,6 +84,8 @@ void for_each_restart_only(Visit&& visit) {
   visit("limits.connection_outbound_bytes", &S::connection_outbound_bytes);
   visit("limits.frame_timeout", &S::frame_timeout);
   visit("limits.max_pending_publishes", &S::max_pending_publishes);
+  visit("limits.max_headers", &S::max_headers);
+  visit("limits.max_header_bytes", &S::max_header_bytes);
   visit("limits.handshake_timeout", &S::handshake_timeout);
   visit("storage.path", &S::storage_path);
   visit("storage.sync", &S::storage_sync);

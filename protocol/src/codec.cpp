@@ -452,6 +452,16 @@ Status parse_message(std::string_view raw, MessageParts& out) noexcept {
   return finish(r, "message: truncated");
 }
 
+Status check_header_limits(const MessageParts& parts, const Limits& limits) noexcept {
+  if (parts.header_count > limits.max_headers)
+    return {errc::invalid_argument, "message: more headers than the broker's max_headers"};
+  // Each header is encoded as two 2-byte lengths plus its key and value.
+  const std::size_t bytes = parts.headers.size() - 4u * parts.header_count;
+  if (bytes > limits.max_header_bytes)
+    return {errc::invalid_argument, "message: headers over the broker's max_header_bytes"};
+  return {};
+}
+
 Status decode_publish(std::string_view body, const Limits& limits, Publish& out,
                       std::vector<std::string_view>& messages) {
   messages.clear();
@@ -484,6 +494,7 @@ Status decode_publish(std::string_view body, const Limits& limits, Publish& out,
     std::string_view raw(begin, static_cast<std::size_t>(r.position() - begin));
     MessageParts parts;
     if (auto s = parse_message(raw, parts); !s) return s;
+    if (auto s = check_header_limits(parts, limits); !s) return s;
     messages.push_back(raw);
   }
   return finish(r, "publish: truncated");

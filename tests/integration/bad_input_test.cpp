@@ -19,6 +19,7 @@
 #include <nlohmann/json.hpp>
 
 #include "sluice/protocol/codec.hpp"
+#include "http_client.hpp"
 #include "test_broker.hpp"
 
 using namespace std::chrono_literals;
@@ -483,4 +484,31 @@ TEST_CASE("a client that does not read its answers is paused, not buffered witho
     if (++answered == 3000) break;
   }
   CHECK(answered == 3000);
+}
+
+TEST_CASE("limits.max_headers and limits.max_header_bytes hold on both ports") {
+  TestBroker broker({"--set", "limits.max_headers=2", "--set", "limits.max_header_bytes=100"});
+  auto conn = broker.connect("headers");
+  sluice::client::Message m;
+  m.payload = "p";
+  m.headers = {{"a", "1"}, {"b", "2"}};
+  CHECK(conn->publish("h", m).ok());
+  m.headers.emplace_back("c", "3");
+  auto refused = conn->publish("h", m);
+  REQUIRE_FALSE(refused.ok());
+  CHECK(refused.error().code == errc::invalid_argument);
+  CHECK(refused.error().message.find("max_headers") != std::string::npos);
+  m.headers = {{"big", std::string(98, 'v')}};  // 3 + 98 bytes
+  refused = conn->publish("h", m);
+  REQUIRE_FALSE(refused.ok());
+  CHECK(refused.error().message.find("max_header_bytes") != std::string::npos);
+  CHECK(conn->connected());
+  const auto r = sluice::test::http_request(
+      broker.http_port(), "POST", "/v1/queues/h/messages", "p",
+      {{"Sluice-Header-A", "1"}, {"Sluice-Header-B", "2"}, {"Sluice-Header-C", "3"}});
+  CHECK(r.status == 400);
+  CHECK(r.body.find("max_headers") != std::string::npos);
+  auto stats = conn->stats("h");
+  REQUIRE(stats.ok());
+  CHECK(stats->front().published_total == 1);
 }

@@ -159,6 +159,10 @@ struct Settings {
   uint32_t max_payload_bytes = 1u << 20;
   /// limits.connection_outbound_bytes [64 KiB, 1 GiB]: per-connection outbound buffer bound.
   uint64_t connection_outbound_bytes = 8u << 20;
+  /// limits.max_headers [0, 64]: headers per message.
+  uint32_t max_headers = 64;
+  /// limits.max_header_bytes [0, 1 MiB]: one message's header keys and values together.
+  uint32_t max_header_bytes = 64u << 10;
   /// limits.max_pending_publishes [1, 10000000]: messages published on one connection and
   /// awaiting their durable commit; past it the connection is not read until commits land.
   uint32_t max_pending_publishes = 100000;

@@ -174,6 +174,10 @@ Status read_system_headers(const MessageParts& parts, SystemHeaders& out) noexce
 
 /// Checks one message encoding (as stored or delivered) and splits it into parts.
 Status parse_message(std::string_view raw, MessageParts& out) noexcept;
+/// A parsed message against the broker's header limits: invalid_argument for
+/// more than limits.max_headers headers, or keys and values together over
+/// limits.max_header_bytes.
+Status check_header_limits(const MessageParts& parts, const Limits& limits) noexcept;
 /// Calls `fn(Header)` for each header of a message parsed by parse_message.
 template <typename Fn>
 void for_each_header(const MessageParts& parts, Fn&& fn);

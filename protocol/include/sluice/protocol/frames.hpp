@@ -56,6 +56,10 @@ std::string_view to_string(FrameType type) noexcept;
 struct Limits {
   std::uint32_t max_frame_bytes = kDefaultMaxFrameBytes;
   std::uint32_t max_payload_bytes = kDefaultMaxPayloadBytes;
+  /// Headers per message, at most kMaxHeaders (limits.max_headers).
+  std::uint16_t max_headers = kMaxHeaders;
+  /// The bytes of one message's header keys and values together (limits.max_header_bytes).
+  std::uint32_t max_header_bytes = 64 * 1024;
 };
 
 /// Outcome of decoding one frame body: `ok` or a typed error with a static,
