@@ -8,6 +8,7 @@
 #include <algorithm>
 #include <atomic>
 #include <chrono>
+#include <cstdlib>
 #include <condition_variable>
 #include <cstdio>
 #include <cstring>
@@ -31,6 +32,11 @@ std::unique_ptr<client::Connection> connect_or_report(const std::string& host, s
   options.port = port;
   options.client_name = name;
   options.max_unconfirmed = max_unconfirmed;
+  // bench/run.sh with SLUICE_BENCH_TLS=1 runs the broker with TLS and says which CA to trust.
+  if (const char* ca = std::getenv("SLUICE_BENCH_TLS_CA"); ca && *ca) {
+    options.tls = true;
+    options.ca_file = ca;
+  }
   auto c = client::Connection::connect(options);
   if (!c) {
     std::fprintf(stderr, "sluice-bench: cannot reach %s:%u: %s\n", host.c_str(), port,

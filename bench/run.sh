@@ -9,6 +9,8 @@
 # SLUICE_BENCH_DURABLE=fsync (or nosync) runs the broker with a fresh data
 # directory and every queue durable; sluice-bench then also prints the
 # commits (fsyncs) per second and the median batch.
+# SLUICE_BENCH_TLS=1 runs the broker with TLS (a throwaway CA and certificate
+# made with openssl) and sluice-bench verifies it (SLUICE_BENCH_TLS_CA).
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 build=${SLUICE_BUILD_DIR:-$here/../build}
@@ -21,6 +23,20 @@ done
 tmp=$(mktemp -d)
 trap 'kill $broker_pid 2>/dev/null || true; rm -rf "$tmp"' EXIT
 : > "$tmp/results"
+tls=()
+if [ "${SLUICE_BENCH_TLS:-0}" = 1 ]; then
+  (cd "$tmp" &&
+    openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 1 \
+      -subj /CN=bench-ca -keyout ca.key -out ca.pem \
+      -addext basicConstraints=critical,CA:TRUE -addext keyUsage=critical,keyCertSign &&
+    openssl req -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -subj /CN=localhost \
+      -keyout server.key -out server.csr &&
+    printf 'subjectAltName=IP:127.0.0.1\n' > server.ext &&
+    openssl x509 -req -in server.csr -CA ca.pem -CAkey ca.key -CAcreateserial -days 1 \
+      -extfile server.ext -out server.pem) >/dev/null 2>&1
+  tls=(--set "tls.cert_file=$tmp/server.pem" --set "tls.key_file=$tmp/server.key")
+  export SLUICE_BENCH_TLS_CA=$tmp/ca.pem
+fi
 for i in $(seq 1 "$runs"); do
   rm -f "$tmp/port"
   storage=()
@@ -31,7 +47,7 @@ for i in $(seq 1 "$runs"); do
   fi
   "$build/broker/sluiced" --listen 127.0.0.1:0 --http-listen 127.0.0.1:0 --port-file "$tmp/port" \
     --log-level warn \
-    "${storage[@]}" &
+    "${storage[@]}" "${tls[@]}" &
   broker_pid=$!
   for _ in $(seq 1 100); do [ -s "$tmp/port" ] && break; sleep 0.05; done
   port=$(head -1 "$tmp/port")  # the protocol port; the HTTP port is on line 2
