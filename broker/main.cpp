@@ -280,6 +280,7 @@ int main(int argc, char** argv) {
     if (context) sluice::log::info("tls_reloaded").str("cert_file", next.tls_cert_file);
     server.auth().configure(next.tokens);
     server.recheck_grants();
+    api.recheck_grants();
     return std::nullopt;
   });
   sluice::log::info("listening")

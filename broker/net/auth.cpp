@@ -55,6 +55,7 @@ bool Authorizer::refresh(Grant& grant) const {
 errc Authorizer::check(Grant& grant, Permission what, std::string_view queue) const {
   if (!refresh(grant)) return errc::unauthenticated;
   if (!enabled()) return errc::ok;
+  if (!grant.principal) return errc::unauthenticated;
   const Principal& p = *grant.principal;
   if (any_matches(p.admin, queue)) return errc::ok;
   switch (what) {
@@ -73,7 +74,9 @@ errc Authorizer::check(Grant& grant, Permission what, std::string_view queue) co
 
 errc Authorizer::check_metrics(Grant& grant) const {
   if (!refresh(grant)) return errc::unauthenticated;
-  if (!enabled() || grant.principal->metrics) return errc::ok;
+  if (!enabled()) return errc::ok;
+  if (!grant.principal) return errc::unauthenticated;
+  if (grant.principal->metrics) return errc::ok;
   return any_matches(grant.principal->admin, kEveryQueue) ? errc::ok : errc::forbidden;
 }
 

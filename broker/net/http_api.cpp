@@ -238,6 +238,7 @@ struct HttpApi::Receive final : engine::DeliverySink {
   HttpApi& api;
   std::uint64_t id = 0;
   std::uint64_t secret = 0;  // in every receipt: guessing one is guessing 64 random bits
+  Grant grant;               // the token it was made with: a reload may revoke it
   engine::Consumer* consumer = nullptr;
   std::uint32_t max_messages = 1;
   std::uint64_t bytes = 0;  // of the messages got, bounded by max_response_bytes
@@ -362,7 +363,7 @@ void HttpApi::route(const HttpRequest& request, Respond& respond) {
       publish_batch(request, queue, respond);
   } else if (action == "receive") {
     if (only("POST") && allowed(grant, Permission::consume, queue, respond))
-      receive(request, queue, respond);
+      receive(request, queue, grant, respond);
   } else if (action == "ack" || action == "nack" || action == "extend") {
     if (only("POST") && allowed(grant, Permission::consume, queue, respond))
       settle(request, queue, action, respond);
@@ -588,7 +589,8 @@ void HttpApi::publish_batch(const HttpRequest& request, std::string_view queue_n
 
 // ---- receive and settle ----
 
-void HttpApi::receive(const HttpRequest& request, std::string_view queue_name, Respond& respond) {
+void HttpApi::receive(const HttpRequest& request, std::string_view queue_name, const Grant& grant,
+                      Respond& respond) {
   if (stopping_) {
     respond(error_response(errc::shutting_down, "the broker is stopping"));
     return;
@@ -615,6 +617,7 @@ void HttpApi::receive(const HttpRequest& request, std::string_view queue_name, R
   r.id = next_receive_++;
   r.secret = rng();
   r.max_messages = static_cast<std::uint32_t>(max_messages);
+  r.grant = grant;
   r.respond = std::move(respond);
   receives_[r.id] = std::move(owned);
   // Deliveries can arrive inside subscribe, before its consumer is known.
@@ -676,6 +679,34 @@ bool HttpApi::on_delivery(Receive& r, const protocol::Delivery& d) {
   return r.got.size() < r.max_messages && r.bytes < options_.max_response_bytes;
 }
 
+void HttpApi::recheck_grants() {
+  std::vector<std::pair<std::uint64_t, errc>> lost;
+  for (auto& [id, r] : receives_) {
+    if (r->consumer == nullptr) continue;
+    const errc code =
+        server_.auth().check(r->grant, Permission::consume, r->consumer->queue().name());
+    if (code != errc::ok) lost.emplace_back(id, code);
+  }
+  for (const auto& [id, code] : lost) {
+    auto it = receives_.find(id);
+    Receive& r = *it->second;
+    if (r.timer) r.timer->cancel();
+    log::info("receive_revoked")
+        .str("queue", r.consumer->queue().name())
+        .str("token", r.grant.name())
+        .unum("messages", r.consumer->in_flight());
+    // What it holds goes back to the queue at once, as for a dropped connection.
+    engine_.disconnect(*r.consumer, Server::now());  // frees the consumer: no released()
+    Respond respond = std::move(r.respond);
+    receives_.erase(it);
+    if (!respond) continue;  // answered already; its leases were what it held
+    respond(code == errc::unauthenticated
+                ? unauthenticated("the token was revoked")
+                : error_response(code, "the token may no longer consume from this queue"));
+  }
+  server_.watch_deadlines();
+}
+
 void HttpApi::finish(Receive& r) {
   r.finishing = true;
   if (r.timer) r.timer->cancel();
@@ -720,7 +751,6 @@ void HttpApi::finish(Receive& r) {
 
 void HttpApi::settle(const HttpRequest& request, std::string_view queue_name, std::string_view verb,
                      Respond& respond) {
-  (void)queue_name;  // the receipt names the message; the path says what the client meant
   std::string problem;
   auto body = parse_body(request, false, problem);
   std::vector<std::string> receipts;
@@ -788,8 +818,12 @@ void HttpApi::settle(const HttpRequest& request, std::string_view queue_name, st
     errc code;
     if (!well_formed) {
       code = errc::invalid_argument;
-    } else if (owner == receives_.end() || owner->second->secret != secret) {
-      code = errc::stale_lease;  // its receive is gone, or this broker never issued it
+    } else if (owner == receives_.end() || owner->second->secret != secret ||
+               owner->second->consumer == nullptr ||
+               owner->second->consumer->queue().name() != queue_name) {
+      // Its receive is gone, this broker never issued it, or it is another
+      // queue's (the path's queue is the one whose consume right was checked).
+      code = errc::stale_lease;
     } else if (verb == "ack") {
       code = engine_.ack(*owner->second, id, token, now);
     } else if (verb == "nack") {

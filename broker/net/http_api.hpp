@@ -53,6 +53,10 @@ class HttpApi final {
   void set_ready(bool ready) noexcept { ready_ = ready; }
   /// Shutting down: /readyz fails, waiting receives answer with what they have.
   void stop();
+  /// After the token table changed: a receive whose token lost the right to
+  /// consume its queue gives its messages back at once (and a waiting one
+  /// answers 401 or 403).
+  void recheck_grants();
 
  private:
   struct Receive;
@@ -66,7 +70,8 @@ class HttpApi final {
   void answer_published(const engine::Queue& queue, HttpResponse response, Respond& respond);
   void publish_one(const HttpRequest& request, std::string_view queue, Respond& respond);
   void publish_batch(const HttpRequest& request, std::string_view queue, Respond& respond);
-  void receive(const HttpRequest& request, std::string_view queue, Respond& respond);
+  void receive(const HttpRequest& request, std::string_view queue, const Grant& grant,
+               Respond& respond);
   void settle(const HttpRequest& request, std::string_view queue, std::string_view verb,
               Respond& respond);
   void queue_list(Grant& grant, Respond& respond);

@@ -41,11 +41,13 @@ class HttpConnection final : public HttpConnectionBase,
   static constexpr bool kTls = !std::is_same_v<Stream, beast::tcp_stream>;
 
  public:
-  template <class... TlsContext>
+  /// `tls`: the context a TLS stream is made with (kept alive with it); null for plain.
   HttpConnection(HttpServer& server, asio::ip::tcp::socket socket, std::string source,
-                 std::weak_ptr<HttpServer::ConnectionSet> registry, TlsContext&... tls)
+                 std::weak_ptr<HttpServer::ConnectionSet> registry,
+                 std::shared_ptr<asio::ssl::context> tls)
       : server_(server),
-        stream_(std::move(socket), tls...),
+        tls_(std::move(tls)),
+        stream_(make_stream(std::move(socket), tls_.get())),
         source_(std::move(source)),
         registry_(std::move(registry)) {
     boost::system::error_code ignored;
@@ -90,6 +92,12 @@ class HttpConnection final : public HttpConnectionBase,
 
  private:
   beast::tcp_stream& tcp() { return beast::get_lowest_layer(stream_); }
+  static Stream make_stream(asio::ip::tcp::socket socket, asio::ssl::context* tls) {
+    if constexpr (kTls)
+      return Stream(std::move(socket), *tls);
+    else
+      return Stream(std::move(socket));
+  }
 
   void read() {
     if (closed_) return;
@@ -196,6 +204,7 @@ class HttpConnection final : public HttpConnectionBase,
   }
 
   HttpServer& server_;
+  std::shared_ptr<asio::ssl::context> tls_;  // declared before stream_, which uses it
   Stream stream_;
   std::array<char, 4096> scratch_;
   beast::flat_buffer buffer_;
@@ -253,13 +262,13 @@ void HttpServer::accept() {
       socket.close(ignored);
     } else if (tls_) {
       using Tls = HttpConnection<beast::ssl_stream<beast::tcp_stream>>;
-      auto connection =
-          std::make_shared<Tls>(*this, std::move(socket), source, connections_, *tls_);
+      auto connection = std::make_shared<Tls>(*this, std::move(socket), source, connections_, tls_);
       connections_->add(connection.get(), source);
       connection->start();
     } else {
       using Plain = HttpConnection<beast::tcp_stream>;
-      auto connection = std::make_shared<Plain>(*this, std::move(socket), source, connections_);
+      auto connection =
+          std::make_shared<Plain>(*this, std::move(socket), source, connections_, nullptr);
       connections_->add(connection.get(), source);
       connection->start();
     }

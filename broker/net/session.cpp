@@ -60,6 +60,12 @@ void Session::start() {
 }
 
 void Session::refuse(errc code, std::string message) {
+  // Over TLS, saying why would cost a handshake on the engine's thread for
+  // every refused connection, which is what a flood wants: close at once.
+  if (transport_.is_tls()) {
+    close();
+    return;
+  }
   begin(code, std::move(message));
 }
 
@@ -143,8 +149,11 @@ bool Session::outbound_full() const noexcept {
   // connection that also consumes must stay readable so its acks can free
   // the storage that confirm may be waiting for.
   const std::size_t bound = server_.options().connection_outbound_bytes;
+  // The pending-publish bound pauses only connections that do not consume,
+  // for the same reason.
   return out_.size() + writing_.size() >= bound || held_.size() >= 4 * bound ||
-         pending_publishes_ >= server_.options().max_pending_publishes;
+         (pending_publishes_ >= server_.options().max_pending_publishes && subscriptions_.empty() &&
+          draining_.empty());
 }
 
 void Session::process_frames() {
@@ -327,7 +336,11 @@ bool Session::permitted(std::uint64_t request_id, Permission what, std::string_v
 
 void Session::recheck_grant() {
   if (!greeted_ || closing_ || closed_) return;
-  for (const auto& [id, consumer] : subscriptions_) {
+  // Unsubscribed consumers still holding leases (draining_) count too: their
+  // leases can still be settled and extended.
+  std::vector<engine::Consumer*> consumers(draining_.begin(), draining_.end());
+  for (const auto& [id, consumer] : subscriptions_) consumers.push_back(consumer);
+  for (engine::Consumer* consumer : consumers) {
     const std::string_view queue = consumer->queue().name();
     const errc code = server_.auth().check(grant_, Permission::consume, queue);
     if (code == errc::unauthenticated) {

@@ -589,7 +589,9 @@ std::optional<std::string> parse_value(const Rule& rule, const Input& input, Par
           rest = comma == std::string_view::npos ? std::string_view{} : rest.substr(comma + 1);
         }
       } else {
-        return "expected an array of strings, got " + input.description;
+        // Not the value itself: under [tokens] a stray string may be a pasted token.
+        return "expected an array of strings, got " +
+               (is_string ? std::string("a string") : input.description);
       }
       for (const auto& item : items) {
         if (!is_valid_pattern(item)) return "invalid queue-name pattern " + quote(item);
@@ -715,7 +717,7 @@ constexpr Field<Settings> kLimitsFields[] = {
      .store = [](Settings& s, const Parsed& v) { s.connection_outbound_bytes = v.number; },
      .read = [](const Settings& s) { return whole(s.connection_outbound_bytes); }},
     {.key = "max_headers",
-     .rule = {.kind = Kind::count, .min = 0, .max = 64},
+     .rule = {.kind = Kind::count, .min = 1, .max = 64},
      .store = [](Settings& s, const Parsed& v) { s.max_headers = uint32_t(v.number); },
      .read = [](const Settings& s) { return whole(s.max_headers); }},
     {.key = "max_header_bytes",
@@ -1161,9 +1163,11 @@ class FileLoader {
   }
 
   void load_tokens(const toml::node& node, Settings& settings) {
+    // Strings are described by type only: under [tokens] one may be a pasted token.
+    auto what = [](const toml::node& n) { return n.is_string() ? "a string" : describe(n); };
     const auto* tokens = node.as_table();
     if (!tokens) {
-      report(node.source(), std::string(kTokens), "expected a table, got " + describe(node),
+      report(node.source(), std::string(kTokens), "expected a table, got " + what(node),
              "[tokens.NAME] tables with keys " + join(keys_of(kTokenFieldSpan)));
       return;
     }
@@ -1180,9 +1184,13 @@ class FileLoader {
                std::string(kTokenNameAllowed));
         continue;
       }
-      if (const auto* table = expect_table(*token, setting, kTokenFieldSpan)) {
-        apply_fields(*table, setting, kTokenFieldSpan, declare_token(settings, name));
+      const auto* table = token->as_table();
+      if (!table) {
+        report(token->source(), setting, "expected a table, got " + what(*token),
+               "a table [" + setting + "] with keys " + join(keys_of(kTokenFieldSpan)));
+        continue;
       }
+      apply_fields(*table, setting, kTokenFieldSpan, declare_token(settings, name));
     }
   }
 

@@ -5,6 +5,8 @@
 #include <signal.h>
 
 #include <fstream>
+#include <future>
+#include <thread>
 #include <map>
 #include <nlohmann/json.hpp>
 
@@ -255,6 +257,47 @@ TEST_CASE("tokens: SIGHUP revokes a removed token and closes its connections") {
   CHECK(b.http("POST", "/v1/queues/q/receive", drop.secret, "{}").status == 401);
   CHECK(kept->publish("q", msg("still fine")).ok());
   CHECK(b.http("POST", "/v1/queues/q/messages", keep.secret, "m").status == 202);
+}
+
+TEST_CASE(
+    "tokens: a reload ends a revoked token's HTTP long poll, and receipts stay in their queue") {
+  const Token keep{"keep", security::generate_token(), "publish = [\"*\"]\nconsume = [\"*\"]"};
+  const Token drop{"drop", security::generate_token(), "consume = [\"q\"]"};
+  SecuredBroker b({keep, drop});
+  // A receipt from queue a is not good under queue b's path.
+  REQUIRE(b.http("POST", "/v1/queues/a/messages", keep.secret, "m").status == 202);
+  const auto got = nlohmann::json::parse(
+      b.http("POST", "/v1/queues/a/receive", keep.secret, R"({"max_messages":1})").body);
+  REQUIRE(got["messages"].size() == 1);
+  const std::string receipt = got["messages"][0]["receipt"];
+  const std::string settle = nlohmann::json{{"receipt", receipt}}.dump();
+  auto r = b.http("POST", "/v1/queues/b/ack", keep.secret, settle);
+  CHECK(r.status == 409);
+  CHECK(r.body.find("stale_lease") != std::string::npos);
+  r = b.http("POST", "/v1/queues/a/ack", keep.secret, settle);
+  CHECK(r.status == 200);
+  CHECK(nlohmann::json::parse(r.body)["succeeded"] == 1);
+
+  // A long poll of the token about to go: the reload answers it at once.
+  std::promise<sluice::test::HttpResult> waiting;
+  std::thread poller([&] {
+    waiting.set_value(b.http("POST", "/v1/queues/q/receive", drop.secret,
+                             R"({"max_messages":1,"wait_ms":15000})"));
+  });
+  std::this_thread::sleep_for(300ms);  // the poll is in
+  const auto started = std::chrono::steady_clock::now();
+  b.rewrite({keep});
+  b.reload();
+  auto answer = waiting.get_future();
+  REQUIRE(answer.wait_for(5s) == std::future_status::ready);
+  CHECK(answer.get().status == 401);
+  CHECK(std::chrono::steady_clock::now() - started < 5s);
+  poller.join();
+  // A message published now is not taken by the ended poll.
+  REQUIRE(b.http("POST", "/v1/queues/q/messages", keep.secret, "after").status == 202);
+  const auto later = nlohmann::json::parse(
+      b.http("POST", "/v1/queues/q/receive", keep.secret, R"({"max_messages":1})").body);
+  CHECK(later["messages"].size() == 1);
 }
 
 TEST_CASE("tokens: without any, sluiced refuses to listen beyond loopback") {

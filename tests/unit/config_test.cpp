@@ -842,6 +842,13 @@ TEST_SUITE("config: security") {
     CHECK(contains(error.problem, "invalid token name"));
     error = load_error("[tokens.t]\nread = [\"q\"]\n");
     CHECK(error.setting == "tokens.t.read");
+    // A token pasted where a table or a list belongs is not echoed either.
+    for (const char* text : {"[tokens]\nprod = \"sluice_0123456789abcdef\"\n",
+                             "tokens = \"sluice_0123456789abcdef\"\n",
+                             "[tokens.t]\npublish = \"sluice_0123456789abcdef\"\n"}) {
+      error = load_error(text);
+      CHECK_FALSE(contains(error.to_string(), "0123456789abcdef"));
+    }
 
     cfg::Settings s;
     REQUIRE_FALSE(cfg::apply_setting(s, "tokens.t.publish", "orders.*,audit"));

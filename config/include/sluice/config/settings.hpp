@@ -159,7 +159,7 @@ struct Settings {
   uint32_t max_payload_bytes = 1u << 20;
   /// limits.connection_outbound_bytes [64 KiB, 1 GiB]: per-connection outbound buffer bound.
   uint64_t connection_outbound_bytes = 8u << 20;
-  /// limits.max_headers [0, 64]: headers per message.
+  /// limits.max_headers [1, 64]: headers per message (an HTTP publish's correlation id is one).
   uint32_t max_headers = 64;
   /// limits.max_header_bytes [0, 1 MiB]: one message's header keys and values together.
   uint32_t max_header_bytes = 64u << 10;
