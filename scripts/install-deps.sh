@@ -14,6 +14,7 @@ packages=(
   prometheus            # the real server a test scrapes sluiced with; promtool for ops/ rules
   doctest-dev           # tests
   libssl-dev            # TLS
+  openssl curl          # the TLS test makes certificates and talks HTTPS with curl
   python3               # test helpers
   clang-14 libclang-rt-14-dev  # libFuzzer targets (scripts/fuzz.sh)
 )
