@@ -16,9 +16,7 @@ bool any_matches(const std::vector<std::string>& patterns, std::string_view queu
 void Authorizer::configure(const std::vector<config::TokenSettings>& tokens) {
   std::vector<std::shared_ptr<const Principal>> table;
   table.reserve(tokens.size());
-  for (const auto& t : tokens)
-    table.push_back(std::make_shared<const Principal>(
-        Principal{t.name, t.hash, t.publish, t.consume, t.admin, t.metrics}));
+  for (const auto& t : tokens) table.push_back(std::make_shared<const Principal>(t));
   tokens_ = std::move(table);
   ++generation_;
 }

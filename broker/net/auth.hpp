@@ -33,15 +33,8 @@ enum class Permission : std::uint8_t {
 /// broker-wide admin right (log level, stats of all queues, queue defaults).
 inline constexpr std::string_view kEveryQueue = "*";
 
-/// An authenticated token.
-struct Principal {
-  std::string name;
-  std::string hash;
-  std::vector<std::string> publish;
-  std::vector<std::string> consume;
-  std::vector<std::string> admin;
-  bool metrics = false;
-};
+/// An authenticated token: its entry in the config.
+using Principal = config::TokenSettings;
 
 /// What a connection (or one HTTP request) authenticated as.
 struct Grant {

@@ -122,6 +122,9 @@ class Connection::Impl {
       : options_(std::move(options)), decoder_(protocol::kDefaultMaxFrameBytes) {}
 
   Error open();
+  /// open()'s steps: runs the io_context until `done` or `timeout`; on timeout
+  /// closes the socket (the aborted handler runs). True when done in time.
+  bool run_until(const bool& done, std::chrono::milliseconds timeout);
   void start();
   void shutdown();
 
@@ -230,6 +233,18 @@ class Connection::Impl {
 
 // ------------------------------------------------------------ connect
 
+bool Connection::Impl::run_until(const bool& done, std::chrono::milliseconds timeout) {
+  io_.run_for(timeout);
+  if (!done) {
+    // Give up: closing aborts the operation, whose handler then runs.
+    boost::system::error_code ignored;
+    socket().close(ignored);
+    io_.run();
+  }
+  io_.restart();
+  return done;
+}
+
 Error Connection::Impl::open() {
   boost::system::error_code ec;
   tcp::resolver resolver(io_);
@@ -253,14 +268,8 @@ Error Connection::Impl::open() {
                         ec = e;
                         done = true;
                       });
-  io_.run_for(options_.connect_timeout);
-  if (!done) {
-    socket().close(ec);
-    io_.run();
-    io_.restart();
+  if (!run_until(done, options_.connect_timeout))
     return {errc::timed_out, "connect to " + where + " timed out"};
-  }
-  io_.restart();
   if (ec) return {errc::connection_lost, "cannot connect to " + where + ": " + ec.message()};
   socket().set_option(tcp::no_delay(true), ec);
 
@@ -270,14 +279,8 @@ Error Connection::Impl::open() {
       ec = e;
       done = true;
     });
-    io_.run_for(options_.connect_timeout);
-    if (!done) {
-      socket().close(ec);
-      io_.run();
-      io_.restart();
+    if (!run_until(done, options_.connect_timeout))
       return {errc::timed_out, "TLS handshake with " + where + " timed out"};
-    }
-    io_.restart();
     if (ec)
       return {errc::connection_lost,
               "TLS handshake with " + where + " failed: " + security::describe_tls_error(ec)};
@@ -288,20 +291,14 @@ Error Connection::Impl::open() {
   hello.client_name = options_.client_name;
   hello.token = options_.token;
   protocol::encode_hello(hello_frame, hello);
-  bool sent = false;
+  done = false;
   asio::async_write(*transport_, asio::buffer(hello_frame),
                     [&](const boost::system::error_code& e, std::size_t) {
                       ec = e;
-                      sent = true;
+                      done = true;
                     });
-  io_.run_for(options_.request_timeout);
-  io_.restart();
-  if (!sent) {
-    socket().close(ec);
-    io_.run();
-    io_.restart();
+  if (!run_until(done, options_.request_timeout))
     return {errc::timed_out, "sending HELLO to " + where + " timed out"};
-  }
   if (ec) return {errc::connection_lost, "sending HELLO failed: " + ec.message()};
 
   protocol::Frame frame;
@@ -351,12 +348,7 @@ Error Connection::Impl::open() {
         });
   };
   read_one();
-  io_.run_for(options_.request_timeout);
-  if (!got) {
-    socket().close(ec);
-    io_.run();
-  }
-  io_.restart();
+  run_until(got, options_.request_timeout);
   return result;
 }
 
