@@ -93,12 +93,6 @@ client::DeadLetterQuery list_dlq(const std::string& queue) {
   return q;
 }
 
-client::Message msg(std::string payload) {
-  client::Message m;
-  m.payload = std::move(payload);
-  return m;
-}
-
 errc subscribe_code(client::Connection& c, const std::string& queue) {
   auto sub = c.subscribe(queue, {.max_in_flight = 1},
                          [](const client::Delivery&) { return client::Disposition::ack; });
@@ -129,7 +123,7 @@ TEST_CASE("tokens: least privilege over the protocol") {
 
   SUBCASE("consume-only cannot publish or touch the DLQ") {
     auto c = b.connect_ok(consumer);
-    auto published = c->publish("orders.eu", msg("m"));
+    auto published = c->publish("orders.eu", sluice::test::text_message("m"));
     REQUIRE_FALSE(published.ok());
     CHECK(published.error().code == errc::forbidden);
     auto dlq = c->dead_letters(list_dlq("orders.eu"));
@@ -143,14 +137,14 @@ TEST_CASE("tokens: least privilege over the protocol") {
   SUBCASE("publish-only cannot consume") {
     auto c = b.connect_ok(producer);
     CHECK(subscribe_code(*c, "orders.eu") == errc::forbidden);
-    CHECK(c->publish("orders.eu", msg("m")).ok());
+    CHECK(c->publish("orders.eu", sluice::test::text_message("m")).ok());
     auto dlq = c->dead_letters(list_dlq("orders.eu"));
     CHECK(dlq.error().code == errc::forbidden);
   }
 
   SUBCASE("admin can do all") {
     auto c = b.connect_ok(admin);
-    CHECK(c->publish("billing", msg("m")).ok());
+    CHECK(c->publish("billing", sluice::test::text_message("m")).ok());
     std::atomic<int> got{0};
     auto sub = c->subscribe("billing", {.max_in_flight = 4}, [&](const client::Delivery&) {
       got.fetch_add(1);
@@ -168,14 +162,14 @@ TEST_CASE("tokens: least privilege over the protocol") {
   SUBCASE("a token for orders.* cannot reach billing, whether billing exists or not") {
     {
       auto a = b.connect_ok(admin);
-      REQUIRE(a->publish("billing", msg("secret invoice")).ok());
+      REQUIRE(a->publish("billing", sluice::test::text_message("secret invoice")).ok());
     }
     auto c = b.connect_ok(orders);
-    CHECK(c->publish("orders.us", msg("m")).ok());
+    CHECK(c->publish("orders.us", sluice::test::text_message("m")).ok());
     CHECK(c->dead_letters(list_dlq("orders.us")).ok());
     for (const std::string queue : {"billing", "billing-never-made"}) {
       CAPTURE(queue);
-      auto p = c->publish(queue, msg("m"));
+      auto p = c->publish(queue, sluice::test::text_message("m"));
       REQUIRE_FALSE(p.ok());
       CHECK(p.error().code == errc::forbidden);
       CHECK(p.error().message == "token orders-team may not publish to queue " + queue);
@@ -255,7 +249,7 @@ TEST_CASE("tokens: SIGHUP revokes a removed token and closes its connections") {
   CHECK(dropped->last_error().code == errc::unauthenticated);
   CHECK(b.connect(drop.secret).error().code == errc::unauthenticated);
   CHECK(b.http("POST", "/v1/queues/q/receive", drop.secret, "{}").status == 401);
-  CHECK(kept->publish("q", msg("still fine")).ok());
+  CHECK(kept->publish("q", sluice::test::text_message("still fine")).ok());
   CHECK(b.http("POST", "/v1/queues/q/messages", keep.secret, "m").status == 202);
 }
 
@@ -313,7 +307,7 @@ TEST_CASE("tokens: without any, sluiced refuses to listen beyond loopback") {
   const Token t{"t", security::generate_token(), "publish = [\"q\"]"};
   SecuredBroker b({t}, {"--listen", "0.0.0.0:0", "--http-listen", "0.0.0.0:0"});
   CHECK(b.connect("").error().code == errc::unauthenticated);
-  CHECK(b.connect_ok(t)->publish("q", msg("m")).ok());
+  CHECK(b.connect_ok(t)->publish("q", sluice::test::text_message("m")).ok());
 }
 
 TEST_CASE("tokens: sluicectl new-token makes a token the broker takes") {

@@ -33,15 +33,7 @@ namespace {
 /// A plain TCP socket speaking raw bytes, for sending what no client library would.
 class RawClient {
  public:
-  explicit RawClient(std::uint16_t port) {
-    fd_ = ::socket(AF_INET, SOCK_STREAM, 0);
-    REQUIRE(fd_ >= 0);
-    sockaddr_in addr{};
-    addr.sin_family = AF_INET;
-    addr.sin_port = htons(port);
-    addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    REQUIRE(::connect(fd_, reinterpret_cast<sockaddr*>(&addr), sizeof addr) == 0);
-  }
+  explicit RawClient(std::uint16_t port) : fd_(sluice::test::connect_loopback(port)) {}
   ~RawClient() { ::close(fd_); }
 
   void send(std::string_view bytes) {

@@ -24,16 +24,7 @@ using sluice::test::TestBroker;
 
 namespace {
 
-int connect_to(std::uint16_t port) {
-  const int fd = ::socket(AF_INET, SOCK_STREAM, 0);
-  REQUIRE(fd >= 0);
-  sockaddr_in addr{};
-  addr.sin_family = AF_INET;
-  addr.sin_port = htons(port);
-  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  REQUIRE(::connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr) == 0);
-  return fd;
-}
+using sluice::test::connect_loopback;
 
 /// True once the broker has closed `fd`: reading gives end of stream or an
 /// error (what it sent first, such as a timed_out ERROR, is read and dropped).
@@ -71,10 +62,10 @@ TEST_CASE("1,000 idle or slow-drip connections: a normal client still works, and
                      "http.max_connections_per_source=2000", "--set", "http.max_connections=2000"});
   constexpr int kIdleProtocol = 400, kDripProtocol = 100, kIdleHttp = 400, kDripHttp = 100;
   std::vector<int> idle, drip_protocol, drip_http;
-  for (int i = 0; i < kIdleProtocol; ++i) idle.push_back(connect_to(broker.port()));
-  for (int i = 0; i < kIdleHttp; ++i) idle.push_back(connect_to(broker.http_port()));
-  for (int i = 0; i < kDripProtocol; ++i) drip_protocol.push_back(connect_to(broker.port()));
-  for (int i = 0; i < kDripHttp; ++i) drip_http.push_back(connect_to(broker.http_port()));
+  for (int i = 0; i < kIdleProtocol; ++i) idle.push_back(connect_loopback(broker.port()));
+  for (int i = 0; i < kIdleHttp; ++i) idle.push_back(connect_loopback(broker.http_port()));
+  for (int i = 0; i < kDripProtocol; ++i) drip_protocol.push_back(connect_loopback(broker.port()));
+  for (int i = 0; i < kDripHttp; ++i) drip_http.push_back(connect_loopback(broker.http_port()));
   const auto opened = std::chrono::steady_clock::now();
 
   // The drip: one more byte of a HELLO, or of a request line, every 200 ms,
@@ -136,7 +127,7 @@ TEST_CASE("1,000 idle or slow-drip connections: a normal client still works, and
   dripper.join();
   CHECK(eventually([&] { return connections(broker.http_port(), "protocol") == 1; }));
   CHECK(conn->connected());
-  CHECK(conn->publish("work", sluice::client::Message{"after", {}}).ok());
+  CHECK(conn->publish("work", sluice::test::text_message("after")).ok());
   for (auto* fds : {&idle, &drip_protocol, &drip_http})
     for (int fd : *fds) ::close(fd);
 }
@@ -147,11 +138,11 @@ TEST_CASE("per-source connection caps on both ports") {
   for (const std::uint16_t port : {broker.port(), broker.http_port()}) {
     CAPTURE(port);
     std::vector<int> held;
-    for (int i = 0; i < 5; ++i) held.push_back(connect_to(port));
+    for (int i = 0; i < 5; ++i) held.push_back(connect_loopback(port));
     // Let the broker accept them before the sixth arrives (no /metrics here:
     // on the HTTP port that request would be the sixth).
     std::this_thread::sleep_for(300ms);
-    const int sixth = connect_to(port);
+    const int sixth = connect_loopback(port);
     CHECK(eventually([&] { return closed_by_peer(sixth); }, 3s));
     ::close(sixth);
     for (int fd : held) CHECK_FALSE(closed_by_peer(fd));

@@ -70,6 +70,13 @@ class HoldingConsumer {
   pid_t pid_ = -1;
 };
 
+/// A TCP connection to 127.0.0.1:`port` as a raw descriptor (the caller closes
+/// it), for sending what no client library would; fails the test if refused.
+int connect_loopback(std::uint16_t port);
+
+/// A message with `payload` and no headers.
+client::Message text_message(std::string payload);
+
 /// Creates a fresh directory under the system temp directory (the caller removes it).
 std::filesystem::path make_temp_dir(const std::string& prefix);
 

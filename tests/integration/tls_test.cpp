@@ -65,12 +65,6 @@ client::Options tls_options(const TestBroker& broker, const std::string& ca) {
   return o;
 }
 
-client::Message msg(std::string payload) {
-  client::Message m;
-  m.payload = std::move(payload);
-  return m;
-}
-
 /// curl's exit status and output (-s: quiet, -S: errors, -w: the status code).
 sluice::test::CommandResult curl(const std::string& args) {
   return run_command("curl -sS --max-time 5 -o /dev/null -w '%{http_code}' " + args + " 2>&1");
@@ -93,7 +87,7 @@ TEST_CASE("tls: the client library, sluicectl and curl connect, verify and work"
     REQUIRE(c.ok());
     auto& conn = **c;
     for (int i = 0; i < 100; ++i)
-      conn.publish_async("secure", msg("m" + std::to_string(i)), nullptr);
+      conn.publish_async("secure", sluice::test::text_message("m" + std::to_string(i)), nullptr);
     REQUIRE(conn.wait_confirms(10s));
     std::atomic<int> got{0};
     auto sub = conn.subscribe("secure", {.max_in_flight = 16}, [&](const client::Delivery&) {
@@ -182,7 +176,7 @@ TEST_CASE("tls: the client library, sluicectl and curl connect, verify and work"
     REQUIRE(eventually([&] { return broker.log().find("tls_reloaded") != std::string::npos; }));
     CHECK(client::Connection::connect(tls_options(broker, certs.path("ca2.pem"))).ok());
     CHECK_FALSE(client::Connection::connect(tls_options(broker, certs.path("ca1.pem"))).ok());
-    CHECK((*before)->publish("q", msg("still open")).ok());
+    CHECK((*before)->publish("q", sluice::test::text_message("still open")).ok());
     // A broken certificate fails the reload and changes nothing.
     std::ofstream(certs.dir() / "live.pem") << "not a certificate";
     const auto at = broker.log().size();
