@@ -56,14 +56,22 @@ std::unique_ptr<Connection> open(const FlowConfig& cfg, const char* name,
   return connect_or_report(cfg.host, cfg.port, name, max_unconfirmed);
 }
 
-/// Peak resident size of `pid` in MiB (VmHWM), or -1 when unknown.
-double peak_rss_mib(pid_t pid) {
+/// A "Vm...:" line of /proc/PID/status in MiB, or -1 when unknown.
+double status_mib(pid_t pid, const char* field) {
   if (pid <= 0) return -1;
   std::ifstream status("/proc/" + std::to_string(pid) + "/status");
   for (std::string line; std::getline(status, line);)
-    if (line.rfind("VmHWM:", 0) == 0) return std::stod(line.substr(6)) / 1024.0;
+    if (line.rfind(field, 0) == 0) return std::stod(line.substr(std::strlen(field))) / 1024.0;
   return -1;
 }
+
+}  // namespace
+
+double peak_rss_mib(pid_t pid) {
+  return status_mib(pid, "VmHWM:");
+}
+
+namespace {
 
 /// Counts one consumer's deliveries (sequence numbers in the first 8 bytes).
 struct Counter {
@@ -126,14 +134,22 @@ int run_burst(const FlowConfig& cfg) {
     if (!sub) return 2;
   }
 
-  // Watch the depth while it runs.
+  // Watch the depth (and, for --series, the broker's RSS) while it runs.
   std::atomic<bool> running{true};
   std::uint64_t peak_depth = 0;
+  std::ofstream series;
+  if (!cfg.series.empty()) series.open(cfg.series);
+  const auto watch_start = Clock::now();
   std::thread watcher([&] {
-    while (running) {
+    for (int tick = 0; running; ++tick) {
       if (auto s = admin->stats(cfg.queue); s && !s->empty()) {
         const auto& q = s->front();
-        peak_depth = std::max(peak_depth, q.ready + q.delayed + q.in_flight);
+        const std::uint64_t depth = q.ready + q.delayed + q.in_flight;
+        peak_depth = std::max(peak_depth, depth);
+        if (series.is_open() && tick % 4 == 0)
+          series << std::chrono::duration<double>(Clock::now() - watch_start).count() << ' '
+                 << depth << ' ' << status_mib(cfg.broker_pid, "VmRSS:") << ' '
+                 << all.received.load() / 10 << '\n';
       }
       std::this_thread::sleep_for(std::chrono::milliseconds(5));
     }
@@ -284,6 +300,77 @@ int run_slow_consumer(const FlowConfig& cfg) {
     std::printf("%-34s %.1f %%\n", "slowdown", slowdown);
   }
   return 0;
+}
+
+int run_rate_limit(const FlowConfig& cfg) {
+  struct Step {
+    double rate, window_s;
+  };
+  // Long enough windows that one delivery more or less is a small error.
+  const Step steps[] = {{1, 8}, {10, 5}, {100, 4}, {1000, 3}, {10000, 3}, {100000, 3}};
+  auto admin = open(cfg, "sluice-bench-admin");
+  auto producer = open(cfg, "sluice-bench-producer");
+  if (!admin || !producer) return 2;
+  std::string json = "{\"mode\":\"rate-limit\",\"rates\":[";
+  if (!cfg.json)
+    std::printf("%14s %14s %9s %10s %8s %6s\n", "configured/s", "achieved/s", "error", "delivered",
+                "window", "burst");
+  bool all_ok = true;
+  for (const Step& step : steps) {
+    // The bucket holds 10 ms of tokens (at least one): deliveries after the
+    // first `burst` show the steady rate.
+    const auto burst = static_cast<std::uint64_t>(std::max(1.0, step.rate / 100));
+    const std::string queue = cfg.queue + "-rate" + std::to_string(static_cast<long>(step.rate));
+    if (auto e = admin->configure(queue,
+                                  {{"dispatch_rate", std::to_string(static_cast<long>(step.rate))},
+                                   {"dispatch_burst", std::to_string(burst)}})) {
+      std::fprintf(stderr, "sluice-bench: configure: %s\n", e.to_string().c_str());
+      return 2;
+    }
+    // A backlog that outlasts the window: the queue is never empty while measured.
+    const auto backlog = static_cast<std::uint64_t>(step.rate * step.window_s * 1.5) + burst + 10;
+    std::string payload(cfg.size, 'x');
+    for (std::uint64_t i = 0; i < backlog; ++i) producer->publish_async(queue, payload, nullptr);
+    producer->wait_confirms(std::chrono::minutes(1));
+
+    std::vector<std::int64_t> got;
+    got.reserve(backlog);
+    {
+      // A connection of its own per rate: closing it (joining its I/O thread)
+      // ends the handler's use of `got`.
+      auto consumer = open(cfg, "sluice-bench-consumer");
+      if (!consumer) return 2;
+      auto sub = consumer->subscribe(queue, {.max_in_flight = 1000}, [&](const client::Delivery&) {
+        got.push_back(Clock::now().time_since_epoch().count());
+        return client::Disposition::ack;
+      });
+      if (!sub) return 2;
+      std::this_thread::sleep_for(std::chrono::duration<double>(step.window_s));
+    }
+    // Rate over the deliveries after the burst: (n - 1) intervals.
+    double achieved = 0, window = 0;
+    std::uint64_t counted = 0;
+    if (got.size() > burst + 1) {
+      counted = got.size() - burst;
+      window = static_cast<double>(got.back() - got[burst]) / 1e9;
+      achieved = window > 0 ? static_cast<double>(counted - 1) / window : 0;
+    }
+    const double error_pct = step.rate > 0 ? (achieved / step.rate - 1) * 100 : 0;
+    all_ok = all_ok && counted > 1;
+    char row[256];
+    std::snprintf(row, sizeof row,
+                  "%s{\"configured\":%.0f,\"achieved\":%.3f,\"error_pct\":%.3f,\"delivered\":%zu,"
+                  "\"burst\":%llu,\"window_s\":%.3f}",
+                  &step == steps ? "" : ",", step.rate, achieved, error_pct, got.size(),
+                  static_cast<unsigned long long>(burst), window);
+    json += row;
+    if (!cfg.json)
+      std::printf("%14.0f %14.2f %+8.2f%% %10zu %7.2fs %6llu\n", step.rate, achieved, error_pct,
+                  got.size(), window, static_cast<unsigned long long>(burst));
+  }
+  json += "]}";
+  if (cfg.json) std::printf("%s\n", json.c_str());
+  return all_ok ? 0 : 1;
 }
 
 }  // namespace sluice::bench

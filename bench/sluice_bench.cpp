@@ -5,7 +5,8 @@
 //               C consumers (credit K each) ack them; msg/s is N over the time
 //               from the first publish to the last delivery.
 //   latency:    one producer offers a fixed rate; publish→deliver percentiles.
-//   burst, slow-consumer: flow control (see flow_scenarios.hpp).
+//   burst, slow-consumer, rate-limit: flow control (see flow_scenarios.hpp).
+//   queues, connections: scale (10,000 queues; 1,000 consumer connections).
 //
 // Every run also checks the broker's promises at full scale: every message
 // delivered (none lost) and no consumer ever holding more than its credit.
@@ -37,7 +38,8 @@ constexpr const char* kUsage = R"(usage: sluice-bench [options]
 Measures a running sluiced end to end (publish -> deliver -> ack).
 
   --broker HOST:PORT   broker address (default 127.0.0.1:7450, or $SLUICE_BROKER)
-  --mode MODE          throughput (default), latency, burst or slow-consumer
+  --mode MODE          throughput (default), latency, burst, slow-consumer,
+                       rate-limit, queues or connections
   --messages N         messages in throughput mode (default 1000000)
   --size BYTES         payload size, at least 16 (default 100)
   --producers N        producer connections (default 1; latency mode uses 1)
@@ -54,8 +56,13 @@ burst: a burst into a bounded queue (overflow block) drained at a set rate
   --capacity N         the queue's max_messages (default 20000)
   --dispatch-rate R    the queue's dispatch rate, msg/s (default 50000)
   --broker-pid PID     read the broker's peak RSS from /proc (bench/run.sh passes it)
+  --series FILE        burst: write "seconds depth rss_mib delivered/10" every 20 ms
 slow-consumer: one consumer's rate alone, then beside one that stops reading
   (uses --burst as the message count, --in-flight, --size)
+rate-limit: the achieved dispatch rate against 1, 10, ... 100,000 msg/s configured
+queues: 10 messages through each of --queues N queues (default 10000)
+connections: --connections N consumer connections (default 1000, credit 8 each)
+  on one queue, 200,000 messages (or --burst)
   --json               print one JSON object instead of a table
   --help               print this help
 
@@ -159,8 +166,11 @@ int main(int argc, char** argv) {
       cfg.port = static_cast<std::uint16_t>(n);
     } else if (arg == "--mode") {
       if (value != "throughput" && value != "latency" && value != "burst" &&
-          value != "slow-consumer")
-        return usage_error("--mode is throughput, latency, burst or slow-consumer");
+          value != "slow-consumer" && value != "rate-limit" && value != "queues" &&
+          value != "connections")
+        return usage_error(
+            "--mode is throughput, latency, burst, slow-consumer, rate-limit, queues or "
+            "connections");
       cfg.mode = value;
     } else if (arg == "--messages") {
       if (!number(1, 1e10)) return usage_error("--messages needs a positive count");
@@ -198,6 +208,14 @@ int main(int argc, char** argv) {
     } else if (arg == "--dispatch-rate") {
       if (!number(0, 1e6)) return usage_error("--dispatch-rate needs 0 to 1000000");
       flow.dispatch_rate = n;
+    } else if (arg == "--series") {
+      flow.series = value;
+    } else if (arg == "--queues") {
+      if (!number(1, 1e6)) return usage_error("--queues needs 1 to 1000000");
+      flow.queues = static_cast<std::uint32_t>(n);
+    } else if (arg == "--connections") {
+      if (!number(1, 100000)) return usage_error("--connections needs 1 to 100000");
+      flow.connections = static_cast<std::uint32_t>(n);
     } else if (arg == "--broker-pid") {
       if (!number(1, 1e9)) return usage_error("--broker-pid needs a process id");
       flow.broker_pid = static_cast<pid_t>(n);
@@ -207,7 +225,7 @@ int main(int argc, char** argv) {
   }
   if (cfg.queue.empty())
     cfg.queue = "bench-" + std::to_string(::getpid()) + "-" + std::to_string(now_ns() % 1000000);
-  if (cfg.mode == "burst" || cfg.mode == "slow-consumer") {
+  if (cfg.mode != "throughput" && cfg.mode != "latency") {
     flow.host = cfg.host;
     flow.port = cfg.port;
     flow.queue = cfg.queue;
@@ -216,6 +234,12 @@ int main(int argc, char** argv) {
     flow.consumers = cfg.consumers;
     flow.in_flight = cfg.in_flight;
     if (cfg.mode == "burst") return sluice::bench::run_burst(flow);
+    if (cfg.mode == "rate-limit") return sluice::bench::run_rate_limit(flow);
+    if (cfg.mode == "queues") return sluice::bench::run_queues(flow);
+    if (cfg.mode == "connections") {
+      if (!burst_given) flow.burst = 200'000;
+      return sluice::bench::run_connections(flow);
+    }
     if (!burst_given) flow.burst = 100'000;
     return sluice::bench::run_slow_consumer(flow);
   }
