@@ -2,6 +2,10 @@
 # Installs, from Debian 12 packages, whatever Sluice needs to build and test
 # that this machine does not have yet. Safe to run again: it only calls
 # apt-get when a package is missing.
+#
+#   scripts/install-deps.sh           what building and testing need
+#   scripts/install-deps.sh --bench   that, and the peer brokers, gnuplot and
+#                                     perf for bench/ (scripts/bench.sh)
 set -euo pipefail
 
 packages=(
@@ -18,6 +22,15 @@ packages=(
   python3               # test helpers
   clang-14 libclang-rt-14-dev  # libFuzzer targets (scripts/fuzz.sh)
 )
+
+if [ "${1:-}" = --bench ]; then
+  packages+=(
+    redis-server beanstalkd rabbitmq-server nats-server  # the peers bench/bench.py compare runs
+    gnuplot-nox           # the report's plots
+    linux-perf            # profiling the hot path
+    iproute2              # ss: which process listens on a port (RabbitMQ's beam.smp)
+  )
+fi
 
 missing=()
 for p in "${packages[@]}"; do

@@ -1,0 +1,531 @@
+#!/usr/bin/env python3
+"""Sluice's benchmark scenarios, each one command that prints a table and
+writes JSON (and, for the report, gnuplot PNGs) into bench/results/.
+
+  bench/bench.py compare       Sluice beside Redis, beanstalkd, RabbitMQ and
+                               NATS JetStream: throughput, latency at a fixed
+                               rate, durable throughput; plots for the report
+  bench/bench.py throughput    Sluice end to end, memory and durable queues
+  bench/bench.py latency       publish->deliver at fixed offered rates
+  bench/bench.py burst         a burst into a bounded queue: depth and RSS over time
+  bench/bench.py rate-limit    dispatch-rate accuracy from 1/s to 100,000/s
+  bench/bench.py ordering      ordering keys: 1, 100 and 10,000 keys
+  bench/bench.py queues        10,000 queues
+  bench/bench.py connections   1,000 consumer connections
+
+Every scenario starts its own brokers on loopback (fresh directories, free
+ports) and stops them. `scripts/bench.sh` installs what is missing, builds a
+Release tree and runs this; see bench/README.md for the figures.
+"""
+import argparse
+import json
+import os
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+BUILD = os.environ.get("SLUICE_BUILD_DIR", os.path.join(HERE, "..", "build"))
+SLUICED = os.path.join(BUILD, "broker", "sluiced")
+BENCH = os.path.join(BUILD, "bench", "sluice-bench")
+COMPARE = os.path.join(BUILD, "bench", "sluice-compare")
+PEERS = ["sluice", "redis", "beanstalkd", "rabbitmq", "nats"]
+TITLES = {"sluice": "Sluice", "redis": "Redis 7.0 (LMOVE + LREM)",
+          "beanstalkd": "beanstalkd 1.12", "rabbitmq": "RabbitMQ 3.10 (classic)",
+          "nats": "NATS JetStream 2.9"}
+
+
+def say(*args):
+    print(*args, file=sys.stderr, flush=True)
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_port(port, seconds, proc):
+    deadline = time.time() + seconds
+    while time.time() < deadline:
+        if proc.poll() is not None:
+            return False
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.2):
+                return True
+        except OSError:
+            time.sleep(0.1)
+    return False
+
+
+def listener_pid(port):
+    """The process listening on `port` (RabbitMQ's is beam.smp, not the script started)."""
+    out = subprocess.run(["ss", "-Hltnp", f"sport = :{port}"], capture_output=True,
+                         text=True).stdout
+    for part in out.split("pid=")[1:]:
+        return int(part.split(",")[0])
+    return None
+
+
+class Server:
+    """One broker process on loopback with a directory of its own."""
+
+    def __init__(self, peer, durable, extra=()):
+        self.peer, self.durable = peer, durable
+        self.dir = tempfile.mkdtemp(prefix=f"sluice-bench-{peer}-")
+        self.port = free_port()
+        self.pid = None
+        env = dict(os.environ)
+        log = open(os.path.join(self.dir, "server.log"), "w")
+        if peer == "sluice":
+            cmd = [SLUICED, "--listen", "127.0.0.1:0", "--http-listen", "127.0.0.1:0",
+                   "--port-file", os.path.join(self.dir, "port"), "--log-level", "warn",
+                   "--set", f"storage.path={self.dir}/data", "--set", "storage.sync=fsync"]
+            if durable:  # sluice-compare asks per queue; sluice-bench's queues take the default
+                cmd += ["--set", "queue_defaults.durability=durable"]
+            cmd += list(extra)
+        elif peer == "redis":
+            cmd = ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1",
+                   "--dir", self.dir, "--save", ""]
+            cmd += (["--appendonly", "yes", "--appendfsync", "always"] if durable
+                    else ["--appendonly", "no"])
+        elif peer == "beanstalkd":
+            cmd = ["beanstalkd", "-l", "127.0.0.1", "-p", str(self.port)]
+            if durable:
+                cmd += ["-b", self.dir, "-f", "0"]  # fsync every binlog write
+        elif peer == "rabbitmq":
+            with open(os.path.join(self.dir, "enabled_plugins"), "w") as f:
+                f.write("[].\n")
+            env.update(HOME=self.dir, RABBITMQ_NODE_PORT=str(self.port),
+                       RABBITMQ_NODENAME=f"bench{self.port}@localhost",
+                       RABBITMQ_MNESIA_BASE=os.path.join(self.dir, "mnesia"),
+                       RABBITMQ_LOG_BASE=os.path.join(self.dir, "log"),
+                       RABBITMQ_ENABLED_PLUGINS_FILE=os.path.join(self.dir, "enabled_plugins"),
+                       RABBITMQ_DIST_PORT=str(free_port()))
+            cmd = ["/usr/lib/rabbitmq/bin/rabbitmq-server"]
+        elif peer == "nats":
+            cmd = ["nats-server", "-a", "127.0.0.1", "-p", str(self.port), "-js",
+                   "-sd", os.path.join(self.dir, "js")]
+        self.proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env,
+                                     start_new_session=True)
+        if peer == "sluice":
+            path = os.path.join(self.dir, "port")
+            for _ in range(200):
+                if os.path.exists(path) and os.path.getsize(path) > 0:
+                    break
+                time.sleep(0.05)
+            with open(path) as f:
+                self.port = int(f.readline())
+        if not wait_port(self.port, 60, self.proc):
+            self.stop()
+            raise RuntimeError(f"{peer} did not start; see {self.dir}/server.log")
+        self.pid = self.proc.pid if peer != "rabbitmq" else listener_pid(self.port)
+
+    def stop(self):
+        try:
+            os.killpg(self.proc.pid, signal.SIGTERM)
+            self.proc.wait(timeout=30)
+        except (ProcessLookupError, subprocess.TimeoutExpired):
+            try:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        if self.pid and self.pid != self.proc.pid:  # beam.smp, if it outlived its script
+            try:
+                os.kill(self.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+
+def installed(peer):
+    exe = {"sluice": SLUICED, "redis": "redis-server", "beanstalkd": "beanstalkd",
+           "rabbitmq": "/usr/lib/rabbitmq/bin/rabbitmq-server", "nats": "nats-server"}[peer]
+    return shutil.which(exe) is not None or os.access(exe, os.X_OK)
+
+
+def run_json(cmd):
+    """Runs a bench binary with --json; its last stdout line, parsed."""
+    p = subprocess.run(cmd + ["--json"], capture_output=True, text=True)
+    if p.stderr.strip():
+        say(p.stderr.strip())
+    lines = [l for l in p.stdout.splitlines() if l.startswith("{")]
+    if not lines:
+        raise RuntimeError(f"{' '.join(cmd)} printed no result (exit {p.returncode})")
+    result = json.loads(lines[-1])
+    result["exit_status"] = p.returncode
+    return result
+
+
+def median_of(runs, key):
+    values = [r[key] for r in runs if r.get(key) is not None]
+    return statistics.median(values) if values else None
+
+
+def fmt(n, digits=0):
+    if n is None:
+        return "-"
+    return f"{n:,.{digits}f}"
+
+
+def print_table(title, header, rows):
+    widths = [max(len(str(x)) for x in col) for col in zip(header, *rows)]
+    print(f"\n{title}")
+    print("  ".join(str(h).ljust(w) if i == 0 else str(h).rjust(w)
+                    for i, (h, w) in enumerate(zip(header, widths))))
+    print("  ".join("-" * w for w in widths))
+    for row in rows:
+        print("  ".join(str(c).ljust(w) if i == 0 else str(c).rjust(w)
+                        for i, (c, w) in enumerate(zip(row, widths))))
+
+
+def machine():
+    cpu = "unknown CPU"
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    cpu = line.split(":", 1)[1].strip()
+                    break
+    except OSError:
+        pass
+    mem = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
+    commit = subprocess.run(["git", "-C", HERE, "rev-parse", "--short", "HEAD"],
+                            capture_output=True, text=True).stdout.strip() or "unknown"
+    return {"cpus": os.cpu_count(), "cpu": cpu, "memory_gib": round(mem), "commit": commit,
+            "date": time.strftime("%Y-%m-%d")}
+
+
+def write_json(out, name, data):
+    os.makedirs(out, exist_ok=True)
+    path = os.path.join(out, f"{name}.json")
+    with open(path, "w") as f:
+        json.dump(data, f, indent=1)
+    print(f"\nwrote {path}")
+    return path
+
+
+def gnuplot(script, out):
+    if shutil.which("gnuplot") is None:
+        say("gnuplot is not installed: no plots (scripts/install-deps.sh --bench)")
+        return
+    subprocess.run(["gnuplot"], input=script, text=True, cwd=out, check=True)
+
+
+# ---- compare ---------------------------------------------------------------
+
+def compare(args):
+    out = args.out
+    os.makedirs(out, exist_ok=True)
+    peers = [p for p in args.peers.split(",") if p]
+    shape = ["--size", str(args.size), "--producers", "1", "--consumers", "4",
+             "--prefetch", "64", "--window", "16384"]
+    results = {"machine": machine(), "shape": {
+        "size": args.size, "producers": 1, "consumers": 4, "prefetch": 64, "window": 16384,
+        "messages": args.messages, "runs": args.runs, "latency_rate": args.rate,
+        "latency_duration_s": args.duration, "durable_messages": args.durable_messages},
+        "peers": {}}
+    started = time.time()
+    for peer in peers:
+        entry = results["peers"].setdefault(peer, {"throughput": [], "latency": [],
+                                                   "durable": []})
+        if not installed(peer):
+            entry["skipped"] = "not installed (scripts/install-deps.sh --bench)"
+            say(f"{peer}: skipped, {entry['skipped']}")
+            continue
+        for durable in (False, True):
+            if durable and args.durable_messages == 0:
+                continue
+            say(f"{peer}: starting ({'durable' if durable else 'memory'})")
+            server = Server(peer, durable)
+            try:
+                base = [COMPARE, "--peer", peer, "--broker", f"127.0.0.1:{server.port}"] + shape
+                if server.pid:
+                    base += ["--broker-pid", str(server.pid)]
+                if durable:
+                    for i in range(args.durable_runs):
+                        r = run_json(base + ["--durable", "--messages",
+                                             str(args.durable_messages),
+                                             "--queue", f"durable{i}"])
+                        entry["durable"].append(r)
+                        say(f"  durable throughput: {fmt(r['msgs_per_sec'])} msg/s")
+                    continue
+                for i in range(args.runs):
+                    r = run_json(base + ["--messages", str(args.messages),
+                                         "--queue", f"tput{i}"])
+                    entry["throughput"].append(r)
+                    say(f"  throughput: {fmt(r['msgs_per_sec'])} msg/s, client "
+                        f"{r['client_cpu_pct']:.0f}% broker {r['broker_cpu_pct']:.0f}% CPU")
+                for i in range(args.latency_runs):
+                    cdf = os.path.join(out, f"cdf-{peer}-{i}.dat")
+                    r = run_json(base + ["--mode", "latency", "--rate", str(args.rate),
+                                         "--duration", str(args.duration), "--cdf", cdf,
+                                         "--queue", f"lat{i}"])
+                    r["cdf"] = os.path.basename(cdf)
+                    entry["latency"].append(r)
+                    say(f"  latency at {args.rate}/s: p50 {r['p50_us']} p99 {r['p99_us']} "
+                        f"p99.9 {r['p999_us']} us")
+            finally:
+                server.stop()
+    results["elapsed_s"] = round(time.time() - started, 1)
+
+    # The latency run whose p99 is the median stands for the peer in the CDF plot.
+    for peer, e in results["peers"].items():
+        e["median"] = {
+            "msgs_per_sec": median_of(e["throughput"], "msgs_per_sec"),
+            "client_cpu_pct": median_of(e["throughput"], "client_cpu_pct"),
+            "broker_cpu_pct": median_of(e["throughput"], "broker_cpu_pct"),
+            "p50_us": median_of(e["latency"], "p50_us"),
+            "p99_us": median_of(e["latency"], "p99_us"),
+            "p999_us": median_of(e["latency"], "p999_us"),
+            "durable_msgs_per_sec": median_of(e["durable"], "msgs_per_sec"),
+        }
+        if e["latency"]:
+            by_p99 = sorted(e["latency"], key=lambda r: r["p99_us"])
+            e["median"]["cdf"] = by_p99[len(by_p99) // 2]["cdf"]
+        e["all_ok"] = all(r.get("ok") for r in e["throughput"] + e["latency"] + e["durable"])
+
+    s = results["peers"].get("sluice", {}).get("median", {})
+    rows = []
+    for peer, e in results["peers"].items():
+        m = e.get("median", {})
+        if e.get("skipped"):
+            rows.append([TITLES[peer], e["skipped"]] + [""] * 8)
+            continue
+        ratio = lambda a, b: f"{a / b:.1f}x" if a and b else "-"
+        rows.append([
+            TITLES[peer], fmt(m["msgs_per_sec"]),
+            "-" if peer == "sluice" else ratio(s.get("msgs_per_sec"), m["msgs_per_sec"]),
+            fmt(m["p50_us"]), fmt(m["p99_us"]), fmt(m["p999_us"]),
+            "-" if peer == "sluice" else ratio(m["p99_us"], s.get("p99_us")),
+            fmt(m["durable_msgs_per_sec"]),
+            "-" if peer == "sluice" else ratio(s.get("durable_msgs_per_sec"),
+                                               m["durable_msgs_per_sec"]),
+            f"{fmt(m['client_cpu_pct'])} / {fmt(m['broker_cpu_pct'])}",
+            "yes" if e["all_ok"] else "NO"])
+    print_table(
+        f"{args.size}-byte messages, at-least-once: confirmed publishes, manual acks; "
+        f"1 producer, 4 consumers x 64 prefetch; medians of {args.runs} runs "
+        f"({args.messages:,} messages), latency at {args.rate:,}/s for {args.duration} s "
+        f"(median of {args.latency_runs}); ratios are Sluice's advantage",
+        ["broker", "msg/s", "Sluice", "p50 us", "p99 us", "p99.9 us", "peer/Sluice p99",
+         "durable msg/s", "Sluice", "CPU % client/broker", "none lost"], rows)
+    print(f"\nwhole comparison: {results['elapsed_s']:.0f} s")
+    write_json(out, "compare", results)
+    plot_compare(results, out)
+    return 0 if all(e.get("all_ok", True) for e in results["peers"].values()) else 1
+
+
+def plot_compare(results, out):
+    peers = [p for p, e in results["peers"].items() if not e.get("skipped")]
+    with open(os.path.join(out, "throughput.dat"), "w") as f:
+        for p in peers:
+            m = results["peers"][p]["median"]
+            f.write(f'"{TITLES[p].split(" (")[0]}" {m["msgs_per_sec"] or 0} '
+                    f'{m["durable_msgs_per_sec"] or 0}\n')
+    sh = results["shape"]
+    gnuplot(f"""
+set terminal pngcairo size 1000,500 font ",11"
+set output "throughput.png"
+set title "End-to-end throughput, {sh['size']}-byte messages, at-least-once (higher is better)"
+set style data histograms
+set style histogram clustered gap 1
+set style fill solid 0.8 border -1
+set logscale y
+set yrange [1000:*]
+set ylabel "messages per second (log scale)"
+set grid ytics
+set key top right
+plot "throughput.dat" using 2:xtic(1) title "memory", "" using 3 title "durable (each broker's persistent mode)"
+""", out)
+    lines = []
+    for p in peers:
+        cdf = results["peers"][p]["median"].get("cdf")
+        if cdf:
+            lines.append(f'"{cdf}" using 1:2 with lines lw 2 title "{TITLES[p].split(" (")[0]}"')
+    if lines:
+        gnuplot(f"""
+set terminal pngcairo size 900,500 font ",11"
+set output "latency-cdf.png"
+set title "Publish to deliver latency at {sh['latency_rate']:,} msg/s offered, {sh['size']}-byte messages"
+set logscale x
+set xlabel "microseconds (log scale)"
+set ylabel "fraction of messages delivered within"
+set yrange [0:1]
+set grid
+set key bottom right
+plot {", ".join(lines)}
+""", out)
+
+
+# ---- Sluice-only scenarios -----------------------------------------------
+
+def with_sluice(fn, durable=False, extra=()):
+    server = Server("sluice", durable, extra)
+    try:
+        return fn(server)
+    finally:
+        server.stop()
+
+
+def bench_cmd(server, *args):
+    return [BENCH, "--broker", f"127.0.0.1:{server.port}", "--broker-pid", str(server.pid),
+            *args]
+
+
+def scenario_throughput(args):
+    rows, runs = [], {}
+    for name, durable in (("memory", False), ("durable (fsync)", True)):
+        got = []
+        for _ in range(args.runs):
+            got.append(with_sluice(lambda s: run_json(bench_cmd(
+                s, "--messages", str(args.messages), "--size", str(args.size),
+                "--producers", "4", "--consumers", "4", "--in-flight", "64")), durable))
+        runs[name] = got
+        rows.append([name, fmt(median_of(got, "msgs_per_sec")),
+                     fmt(median_of(got, "publish_msgs_per_sec")),
+                     fmt(median_of(got, "p99_us")), sum(r["lost"] for r in got)])
+    print_table(f"End to end, {args.size}-byte messages, 4 producers, 4 consumers x 64; "
+                f"medians of {args.runs} runs of {args.messages:,}",
+                ["queue", "msg/s", "publish msg/s", "p99 us (queueing)", "lost"], rows)
+    write_json(args.out, "throughput", {"machine": machine(), "runs": runs})
+    return 0
+
+
+def scenario_latency(args):
+    rows, runs = [], {}
+    for rate in (1000, 10000, 50000, 100000):
+        got = [with_sluice(lambda s: run_json(bench_cmd(
+            s, "--mode", "latency", "--rate", str(rate), "--duration", str(args.duration),
+            "--size", str(args.size)))) for _ in range(args.runs)]
+        runs[rate] = got
+        rows.append([fmt(rate), fmt(median_of(got, "p50_us")), fmt(median_of(got, "p99_us")),
+                     fmt(median_of(got, "p999_us")), sum(r["lost"] for r in got)])
+    print_table(f"Publish->deliver at fixed offered rates, {args.size}-byte messages, "
+                f"medians of {args.runs} runs of {args.duration} s",
+                ["offered msg/s", "p50 us", "p99 us", "p99.9 us", "lost"], rows)
+    write_json(args.out, "latency", {"machine": machine(), "runs": runs})
+    return 0
+
+
+def scenario_burst(args):
+    series = os.path.join(args.out, "burst-series.dat")
+    os.makedirs(args.out, exist_ok=True)
+    r = with_sluice(lambda s: run_json(bench_cmd(
+        s, "--mode", "burst", "--burst", "200000", "--capacity", "20000",
+        "--dispatch-rate", "50000", "--series", series)))
+    print_table("Burst of 200,000 into a queue of 20,000 (overflow block), drained at 50,000/s",
+                ["peak depth", "peak RSS MiB", "producer throttled s", "drain msg/s", "lost"],
+                [[fmt(r["peak_depth"]), fmt(r["peak_rss_mib"], 1),
+                  fmt(r["producer_throttled_s"], 2), fmt(r["drain_msgs_per_sec"]), r["lost"]]])
+    write_json(args.out, "burst", {"machine": machine(), "run": r})
+    gnuplot("""
+set terminal pngcairo size 900,500 font ",11"
+set output "burst-depth.png"
+set title "Burst of 200,000 into a 20,000-message queue (overflow block), drained at 50,000/s"
+set xlabel "seconds since the burst began"
+set ylabel "messages in the queue"
+set y2label "broker RSS (MiB)"
+set ytics nomirror
+set y2tics
+set yrange [0:*]
+set y2range [0:*]
+set grid
+set key top right
+plot "burst-series.dat" using 1:2 with lines lw 2 title "depth (ready + in flight)", \\
+     "" using 1:4 with lines lw 2 title "delivered so far / 10" , \\
+     "" using 1:3 axes x1y2 with lines lw 2 dt 2 title "broker RSS (right axis)"
+""", args.out)
+    return 0 if r["lost"] == 0 else 1
+
+
+def scenario_rate_limit(args):
+    r = with_sluice(lambda s: run_json(bench_cmd(s, "--mode", "rate-limit")))
+    rows = [[fmt(x["configured"]), fmt(x["achieved"], 2), f"{x['error_pct']:+.2f}%",
+             fmt(x["delivered"]), f"{x['window_s']:.1f}"] for x in r["rates"]]
+    print_table("Dispatch-rate accuracy: achieved over the configured rate, steady state",
+                ["configured /s", "achieved /s", "error", "delivered", "window s"], rows)
+    write_json(args.out, "rate-limit", {"machine": machine(), "run": r})
+    return r["exit_status"]
+
+
+def scenario_ordering(args):
+    rows, runs = [], {}
+    for keys, messages in ((0, args.messages), (1, 200000), (100, args.messages),
+                           (10000, args.messages)):
+        got = [with_sluice(lambda s: run_json(bench_cmd(
+            s, "--messages", str(messages), "--size", str(args.size), "--consumers", "4",
+            "--in-flight", "64", "--keys", str(keys)))) for _ in range(args.runs)]
+        runs[keys] = got
+        rows.append([keys or "none", fmt(messages), fmt(median_of(got, "msgs_per_sec")),
+                     max(r["peak_held"] for r in got), sum(r["lost"] for r in got)])
+    print_table(f"Ordering keys (one message of a key out at a time), 4 consumers x 64; "
+                f"medians of {args.runs}", ["keys", "messages", "msg/s", "peak held", "lost"],
+                rows)
+    write_json(args.out, "ordering", {"machine": machine(), "runs": runs})
+    return 0
+
+
+def scenario_queues(args):
+    r = with_sluice(lambda s: run_json(bench_cmd(s, "--mode", "queues", "--queues", "10000")))
+    print_table("10,000 queues: one message into each, then each drained by a consumer",
+                ["queues", "publish msg/s", "consume msg/s", "subscribe s", "broker RSS MiB",
+                 "lost"],
+                [[fmt(r["queues"]), fmt(r["publish_msgs_per_sec"]),
+                  fmt(r["consume_msgs_per_sec"]), f"{r['subscribe_s']:.2f}",
+                  fmt(r["peak_rss_mib"], 1), r["lost"]]])
+    write_json(args.out, "queues", {"machine": machine(), "run": r})
+    return r["exit_status"]
+
+
+def scenario_connections(args):
+    # 1,000 consumers, a producer and an admin connection, all from 127.0.0.1.
+    r = with_sluice(lambda s: run_json(bench_cmd(s, "--mode", "connections",
+                                                 "--connections", "1000")),
+                    extra=["--set", "server.max_connections_per_source=1100"])
+    print_table("1,000 consumer connections on one queue, one producer",
+                ["connections", "msg/s", "fewest per consumer", "most per consumer",
+                 "peak held", "broker RSS MiB", "lost"],
+                [[fmt(r["connections"]), fmt(r["msgs_per_sec"]), fmt(r["min_per_consumer"]),
+                  fmt(r["max_per_consumer"]), r["peak_held"], fmt(r["peak_rss_mib"], 1),
+                  r["lost"]]])
+    write_json(args.out, "connections", {"machine": machine(), "run": r})
+    return r["exit_status"]
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("scenario", choices=["compare", "throughput", "latency", "burst",
+                                         "rate-limit", "ordering", "queues", "connections"])
+    ap.add_argument("--out", default=os.path.join(HERE, "results"),
+                    help="where JSON, data and plots go (default bench/results)")
+    ap.add_argument("--runs", type=int, default=3, help="runs per figure; medians reported")
+    ap.add_argument("--messages", type=int, default=500000)
+    ap.add_argument("--size", type=int, default=100)
+    ap.add_argument("--rate", type=int, default=10000, help="compare: latency offered rate")
+    ap.add_argument("--duration", type=float, default=5, help="latency run length, seconds")
+    ap.add_argument("--latency-runs", type=int, default=3)
+    ap.add_argument("--durable-messages", type=int, default=100000,
+                    help="compare: messages per durable run (0: none)")
+    ap.add_argument("--durable-runs", type=int, default=1)
+    ap.add_argument("--peers", default=",".join(PEERS))
+    args = ap.parse_args()
+    for exe in (SLUICED, BENCH, COMPARE):
+        if not os.access(exe, os.X_OK):
+            say(f"bench.py: {exe} is not built (scripts/bench.sh builds it)")
+            return 2
+    fn = {"compare": compare, "throughput": scenario_throughput, "latency": scenario_latency,
+          "burst": scenario_burst, "rate-limit": scenario_rate_limit,
+          "ordering": scenario_ordering, "queues": scenario_queues,
+          "connections": scenario_connections}[args.scenario]
+    return fn(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

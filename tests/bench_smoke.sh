@@ -1,0 +1,25 @@
+#!/usr/bin/env bash
+# A short run of the benchmark scenarios, so that bench/ keeps working: the
+# peer comparison (Sluice, and whichever quick-starting peers are installed)
+# with small counts, and the burst, queues and connections scenarios. Fails
+# when a scenario fails or loses a message. The figures mean nothing here.
+set -euo pipefail
+build=$1
+here=$(cd "$(dirname "$0")/.." && pwd)
+out=$(mktemp -d)
+trap 'rm -rf "$out"' EXIT
+export SLUICE_BUILD_DIR=$build
+python3 "$here/bench/bench.py" compare --peers sluice,redis,beanstalkd,nats --runs 1 \
+  --messages 20000 --duration 0.5 --latency-runs 1 --durable-messages 2000 --out "$out"
+python3 - "$out/compare.json" <<'PY'
+import json, sys
+r = json.load(open(sys.argv[1]))
+s = r["peers"]["sluice"]
+assert s["all_ok"] and s["median"]["msgs_per_sec"] > 0 and s["median"]["p99_us"] > 0, s
+assert s["median"]["durable_msgs_per_sec"] > 0, s
+print("compare.json: Sluice", s["median"]["msgs_per_sec"], "msg/s;",
+      ", ".join(p + (" skipped" if e.get("skipped") else " ok") for p, e in r["peers"].items()))
+PY
+for scenario in burst queues connections; do
+  python3 "$here/bench/bench.py" "$scenario" --out "$out"
+done
