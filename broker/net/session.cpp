@@ -187,7 +187,10 @@ void Session::process_frames() {
     }
   }
   server_.watch_deadlines();
-  flush();
+  // Posted, like the deliveries this batch made to other connections, and
+  // after them: a consumer's message goes out before this producer's
+  // confirms rather than behind their write.
+  schedule_flush();
   if (closing_) return;
   watch_partial_frame(progressed);
   if (!read_paused_ && !blocked_) read();
