@@ -25,10 +25,15 @@
 
 #include <unistd.h>
 
+#include "bench_util.hpp"
 #include "flow_scenarios.hpp"
 #include "sluice/client/client.hpp"
 
 namespace {
+
+using sluice::bench::now_ns;
+using sluice::bench::parse_number;
+using sluice::bench::percentile;
 
 using Clock = std::chrono::steady_clock;
 using sluice::client::Connection;
@@ -86,12 +91,6 @@ struct Config {
   bool json = false;
 };
 
-std::uint64_t now_ns() {
-  return static_cast<std::uint64_t>(
-      std::chrono::duration_cast<std::chrono::nanoseconds>(Clock::now().time_since_epoch())
-          .count());
-}
-
 /// One consumer connection. The handler runs on that connection's I/O thread
 /// only, so its vectors need no lock; the counters are read by the main thread.
 struct Consumer {
@@ -109,22 +108,9 @@ void stamp(std::string& payload, std::uint64_t seq) {
   std::memcpy(payload.data() + 8, &t, 8);
 }
 
-bool parse_number(std::string_view text, double& out) {
-  std::string copy(text);
-  char* end = nullptr;
-  out = std::strtod(copy.c_str(), &end);
-  return !copy.empty() && *end == '\0' && out >= 0 && std::isfinite(out);
-}
-
 int usage_error(const std::string& why) {
   std::fprintf(stderr, "sluice-bench: %s (see --help)\n", why.c_str());
   return 2;
-}
-
-std::uint32_t percentile(const std::vector<std::uint32_t>& sorted, double p) {
-  if (sorted.empty()) return 0;
-  const auto rank = static_cast<std::size_t>(std::ceil(p * static_cast<double>(sorted.size())));
-  return sorted[std::min(sorted.size() - 1, rank == 0 ? 0 : rank - 1)];
 }
 
 }  // namespace

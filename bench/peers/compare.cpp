@@ -31,9 +31,14 @@
 #include <thread>
 #include <vector>
 
+#include "../bench_util.hpp"
 #include "peer.hpp"
 
 namespace {
+
+using sluice::bench::now_ns;
+using sluice::bench::parse_number;
+using sluice::bench::percentile;
 
 using namespace sluice::bench::peers;
 using Clock = std::chrono::steady_clock;
@@ -75,12 +80,6 @@ struct Config {
   std::string queue, cdf;
 };
 
-std::uint64_t now_ns() {
-  return static_cast<std::uint64_t>(
-      std::chrono::duration_cast<std::chrono::nanoseconds>(Clock::now().time_since_epoch())
-          .count());
-}
-
 /// CPU seconds (user + system) this process has used.
 double own_cpu_s() {
   rusage u{};
@@ -106,22 +105,9 @@ double process_cpu_s(long pid) {
   return (utime + stime) / static_cast<double>(::sysconf(_SC_CLK_TCK));
 }
 
-bool parse_number(std::string_view text, double& out) {
-  std::string copy(text);
-  char* end = nullptr;
-  out = std::strtod(copy.c_str(), &end);
-  return !copy.empty() && *end == '\0' && out >= 0 && std::isfinite(out);
-}
-
 int usage_error(const std::string& why) {
   std::fprintf(stderr, "sluice-compare: %s (see --help)\n", why.c_str());
   return 2;
-}
-
-std::uint32_t percentile(const std::vector<std::uint32_t>& sorted, double p) {
-  if (sorted.empty()) return 0;
-  const auto rank = static_cast<std::size_t>(std::ceil(p * static_cast<double>(sorted.size())));
-  return sorted[std::min(sorted.size() - 1, rank == 0 ? 0 : rank - 1)];
 }
 
 /// Per consumer: its handler runs on one thread, so these need no lock.

@@ -1,0 +1,38 @@
+// Small pieces sluice-bench and sluice-compare share: the clock both stamp
+// payloads with, number parsing for their options, and percentiles.
+#pragma once
+
+#include <algorithm>
+#include <chrono>
+#include <cmath>
+#include <cstdint>
+#include <cstdlib>
+#include <string>
+#include <string_view>
+#include <vector>
+
+namespace sluice::bench {
+
+/// Steady-clock nanoseconds: publish and delivery are stamped in one process.
+inline std::uint64_t now_ns() {
+  return static_cast<std::uint64_t>(std::chrono::duration_cast<std::chrono::nanoseconds>(
+                                        std::chrono::steady_clock::now().time_since_epoch())
+                                        .count());
+}
+
+/// A finite, non-negative number, the whole of `text`.
+inline bool parse_number(std::string_view text, double& out) {
+  std::string copy(text);
+  char* end = nullptr;
+  out = std::strtod(copy.c_str(), &end);
+  return !copy.empty() && *end == '\0' && out >= 0 && std::isfinite(out);
+}
+
+/// The nearest-rank percentile `p` (0..1) of sorted values; 0 when empty.
+inline std::uint32_t percentile(const std::vector<std::uint32_t>& sorted, double p) {
+  if (sorted.empty()) return 0;
+  const auto rank = static_cast<std::size_t>(std::ceil(p * static_cast<double>(sorted.size())));
+  return sorted[std::min(sorted.size() - 1, rank == 0 ? 0 : rank - 1)];
+}
+
+}  // namespace sluice::bench
