@@ -3,12 +3,14 @@
 #pragma once
 
 #include <algorithm>
+#include <atomic>
 #include <chrono>
 #include <cmath>
 #include <cstdint>
 #include <cstdlib>
 #include <string>
 #include <string_view>
+#include <thread>
 #include <vector>
 
 namespace sluice::bench {
@@ -33,6 +35,22 @@ inline std::uint32_t percentile(const std::vector<std::uint32_t>& sorted, double
   if (sorted.empty()) return 0;
   const auto rank = static_cast<std::size_t>(std::ceil(p * static_cast<double>(sorted.size())));
   return sorted[std::min(sorted.size() - 1, rank == 0 ? 0 : rank - 1)];
+}
+
+/// Waits until `count` reaches `target`; false once 30 s pass without it moving.
+inline bool wait_for_count(const std::atomic<std::uint64_t>& count, std::uint64_t target) {
+  std::uint64_t last = count.load();
+  auto progress = std::chrono::steady_clock::now();
+  while (count.load() < target) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(2));
+    if (const auto now = count.load(); now != last) {
+      last = now;
+      progress = std::chrono::steady_clock::now();
+    } else if (std::chrono::steady_clock::now() - progress > std::chrono::seconds(30)) {
+      return false;
+    }
+  }
+  return true;
 }
 
 }  // namespace sluice::bench

@@ -13,6 +13,7 @@
 #include <thread>
 #include <vector>
 
+#include "bench_util.hpp"
 #include "flow_scenarios.hpp"
 #include "sluice/client/client.hpp"
 
@@ -33,22 +34,6 @@ double rss_mib(pid_t pid) {
   for (std::string line; std::getline(status, line);)
     if (line.rfind("VmRSS:", 0) == 0) return std::stod(line.substr(6)) / 1024.0;
   return -1;
-}
-
-/// Waits until `count` reaches `target` or nothing arrives for 30 s.
-bool wait_count(const std::atomic<std::uint64_t>& count, std::uint64_t target) {
-  std::uint64_t last = 0;
-  auto progress = Clock::now();
-  while (count.load() < target) {
-    std::this_thread::sleep_for(std::chrono::milliseconds(2));
-    if (const auto now = count.load(); now != last) {
-      last = now;
-      progress = Clock::now();
-    } else if (seconds_since(progress) > 30) {
-      return false;
-    }
-  }
-  return true;
 }
 
 /// Each connection is a client I/O thread with a socket, an epoll and an
@@ -114,7 +99,7 @@ int run_queues(const FlowConfig& cfg) {
     }
   producer->wait_confirms(std::chrono::minutes(5));
   const double publish_s = seconds_since(start);
-  wait_count(unique, messages);
+  wait_for_count(unique, messages);
   const double end_to_end_s =
       static_cast<double>(last_ns.load() - start.time_since_epoch().count()) / 1e9;
   const std::uint64_t lost = messages - unique.load();
@@ -195,7 +180,7 @@ int run_connections(const FlowConfig& cfg) {
     producer->publish_async(cfg.queue, payload, nullptr);
   }
   producer->wait_confirms(std::chrono::minutes(5));
-  wait_count(unique, messages);
+  wait_for_count(unique, messages);
   const double elapsed =
       static_cast<double>(last_ns.load() - start.time_since_epoch().count()) / 1e9;
   for (auto& s : subscribers) s.connection->ping();  // the last acks are out

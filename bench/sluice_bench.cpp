@@ -345,18 +345,7 @@ int main(int argc, char** argv) {
   for (auto& t : threads) t.join();
 
   // Wait for the last delivery; give up after 30 s without progress.
-  std::uint64_t last_seen = 0;
-  auto last_progress = Clock::now();
-  while (unique.load() < cfg.messages) {
-    std::this_thread::sleep_for(std::chrono::milliseconds(2));
-    const auto u = unique.load();
-    if (u != last_seen) {
-      last_seen = u;
-      last_progress = Clock::now();
-    } else if (Clock::now() - last_progress > std::chrono::seconds(30)) {
-      break;
-    }
-  }
+  sluice::bench::wait_for_count(unique, cfg.messages);
   std::uint64_t end_ns = start_ns;
   for (auto& c : consumers) end_ns = std::max(end_ns, c->last_delivery_ns.load());
   // Let the last acks go out, then read the credit counters.

@@ -294,17 +294,7 @@ int main(int argc, char** argv) {
   for (auto& t : threads) t.join();
 
   // Wait for the last delivery; give up after 30 s without progress.
-  std::uint64_t last_seen = 0;
-  auto last_progress = Clock::now();
-  while (unique.load() < cfg.messages) {
-    std::this_thread::sleep_for(std::chrono::milliseconds(2));
-    if (const auto u = unique.load(); u != last_seen) {
-      last_seen = u;
-      last_progress = Clock::now();
-    } else if (Clock::now() - last_progress > std::chrono::seconds(30)) {
-      break;
-    }
-  }
+  sluice::bench::wait_for_count(unique, cfg.messages);
   std::uint64_t end_ns = start_ns;
   for (auto& t : tallies) end_ns = std::max(end_ns, t->last_delivery_ns.load());
   const double client_cpu_s = own_cpu_s() - client_cpu_before;
