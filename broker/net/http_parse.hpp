@@ -3,8 +3,12 @@
 // HttpRequest), without a socket: for the fuzz target and tests.
 #pragma once
 
+#include <cstddef>
 #include <cstdint>
+#include <string>
 #include <string_view>
+#include <optional>
+#include <vector>
 
 #include "http_types.hpp"
 
@@ -16,10 +20,42 @@ inline constexpr std::uint32_t kMaxHttpHeaderBytes = 64 * 1024;
 enum class HttpParse {
   request,            // `out` holds one whole request; `input` advanced past it
   need_more,          // `input` ends inside a request
-  bad_request,        // 400: not HTTP/1.x
+  bad_request,        // 400: not HTTP/1.x, or framing RFC 9112 forbids (see check_framing)
+  not_implemented,    // 501: a transfer coding other than chunked
   body_too_large,     // 413: over max_body_bytes
   headers_too_large,  // 431: over kMaxHttpHeaderBytes
 };
+
+/// Where the header block at the front of a connection's bytes stands.
+struct HeaderBlockScan {
+  enum State { complete, need_more, bad } state = need_more;
+  std::size_t size = 0;       // complete: bytes up to and including the empty line
+  const char* problem = "";  // bad: why
+};
+
+/// Checks the raw header block (request line and fields) before Beast sees it,
+/// for what Beast accepts and RFC 9112 does not: a bare CR or LF (§2.2) and an
+/// obs-fold, a line that starts with a space or tab (§5.2). Both would let a
+/// proxy in front of us and this parser read different requests from the same
+/// bytes.
+HeaderBlockScan scan_header_block(std::string_view bytes) noexcept;
+
+/// A request whose framing is refused: answered, then the connection closes.
+struct FramingError {
+  unsigned status = 400;  // 400, or 501 for an unimplemented transfer coding
+  std::string message;
+};
+
+/// The framing rules of RFC 9112 §6.1 and §6.3 that Beast leaves to us, checked
+/// on the parsed header fields. `transfer_encodings`: every Transfer-Encoding
+/// field's value; `content_lengths`: every Content-Length field's value.
+/// Only a lone final `chunked` is a transfer coding we implement (anything
+/// else would leave the body's bytes to be read as the next request); a
+/// Transfer-Encoding with a Content-Length, a repeated or listed Content-Length
+/// and a Transfer-Encoding on an HTTP/1.0 request are refused.
+std::optional<FramingError> check_framing(const std::vector<std::string_view>& transfer_encodings,
+                                          const std::vector<std::string_view>& content_lengths,
+                                          unsigned http_version);
 
 /// Parses the request at the front of `input`. `keep_alive`: whether the
 /// connection would stay open after the answer.

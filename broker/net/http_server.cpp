@@ -5,6 +5,7 @@
 #include <boost/beast/http/read.hpp>
 #include <boost/beast/http/string_body.hpp>
 #include <boost/beast/http/write.hpp>
+#include <algorithm>
 #include <boost/beast/ssl/ssl_stream.hpp>
 #include <array>
 #include <optional>
@@ -105,9 +106,67 @@ class HttpConnection final : public HttpConnectionBase,
     parser_->body_limit(server_.options().max_body_bytes);
     parser_->header_limit(kMaxHttpHeaderBytes);
     tcp().expires_after(server_.options().idle_timeout);
+    read_header_block();
+  }
+
+  /// Reads until the whole header block is buffered and checks its raw bytes
+  /// (scan_header_block) before Beast parses it: Beast unfolds obs-folds,
+  /// which RFC 9112 has a server refuse.
+  void read_header_block() {
+    if (closed_) return;
+    const auto data = buffer_.data();
+    const std::string_view bytes(static_cast<const char*>(data.data()), data.size());
+    const HeaderBlockScan scan = scan_header_block(bytes);
+    if (scan.state == HeaderBlockScan::bad) {
+      write(framing_error(400, "malformed_frame",
+                          std::string("malformed HTTP request: ") + scan.problem),
+            false);
+      return;
+    }
+    if (scan.state == HeaderBlockScan::complete) {
+      http::async_read_header(
+          stream_, buffer_, *parser_,
+          [self = this->shared_from_this()](const beast::error_code& ec, std::size_t) {
+            self->on_header(ec);
+          });
+      return;
+    }
+    if (bytes.size() >= kMaxHttpHeaderBytes) {
+      on_read(http::error::header_limit);
+      return;
+    }
+    const std::size_t room = std::min<std::size_t>(kMaxHttpHeaderBytes - bytes.size(), 8192);
+    stream_.async_read_some(
+        buffer_.prepare(room),
+        [self = this->shared_from_this()](const beast::error_code& ec, std::size_t n) {
+          if (self->closed_) return;
+          if (ec) {
+            self->on_read(ec);
+            return;
+          }
+          self->buffer_.commit(n);
+          self->read_header_block();
+        });
+  }
+
+  /// The header is parsed: refuse framing that could smuggle a second request
+  /// (check_framing) before reading any body.
+  void on_header(const beast::error_code& ec) {
+    if (closed_) return;
+    if (ec) {
+      on_read(ec);
+      return;
+    }
+    if (auto refused = check_framing(parser_->get().base())) {
+      write(framing_error(refused->status,
+                          refused->status == 501 ? "unsupported" : "malformed_frame",
+                          "malformed HTTP request: " + refused->message),
+            false);
+      return;
+    }
     http::async_read(stream_, buffer_, *parser_,
-                     [self = this->shared_from_this()](const beast::error_code& ec, std::size_t) {
-                       self->on_read(ec);
+                     [self = this->shared_from_this()](const beast::error_code& e, std::size_t) {
+                       self->on_read(e);
                      });
   }
 

@@ -2,9 +2,11 @@
 
 #include <arpa/inet.h>
 #include <netinet/in.h>
+#include <poll.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <cstdlib>
 #include <cstring>
 
 namespace sluice::test {
@@ -65,6 +67,51 @@ HttpResult http_request(std::uint16_t port, const std::string& method, const std
     line = end + 2;
   }
   result.body = raw.substr(head_end + 4);
+  return result;
+}
+
+std::size_t RawHttpExchange::responses() const {
+  std::size_t n = 0;
+  for (std::size_t at = received.find("HTTP/1.1 "); at != std::string::npos;
+       at = received.find("HTTP/1.1 ", at + 1))
+    if (at == 0 || received[at - 1] == '\n') ++n;
+  return n;
+}
+
+int RawHttpExchange::first_status() const {
+  return received.rfind("HTTP/1.1 ", 0) == 0 ? std::atoi(received.c_str() + 9) : 0;
+}
+
+RawHttpExchange http_raw(std::uint16_t port, const std::string& bytes,
+                         std::chrono::milliseconds timeout) {
+  RawHttpExchange result;
+  const int fd = ::socket(AF_INET, SOCK_STREAM, 0);
+  if (fd < 0) return result;
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_port = htons(port);
+  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  if (::connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr) != 0) {
+    ::close(fd);
+    return result;
+  }
+  for (std::size_t sent = 0; sent < bytes.size();) {
+    const ssize_t n = ::send(fd, bytes.data() + sent, bytes.size() - sent, MSG_NOSIGNAL);
+    if (n <= 0) break;
+    sent += static_cast<std::size_t>(n);
+  }
+  char buf[65536];
+  for (;;) {
+    pollfd p{fd, POLLIN, 0};
+    if (::poll(&p, 1, static_cast<int>(timeout.count())) <= 0) break;  // quiet: still open
+    const ssize_t n = ::recv(fd, buf, sizeof buf, 0);
+    if (n <= 0) {
+      result.closed = true;
+      break;
+    }
+    result.received.append(buf, static_cast<std::size_t>(n));
+  }
+  ::close(fd);
   return result;
 }
 
