@@ -349,7 +349,7 @@ void HttpApi::route(const HttpRequest& request, Respond& respond) {
   const std::string_view action = slash == std::string_view::npos ? "" : rest.substr(slash + 1);
   if (!protocol::valid_queue_name(queue)) {
     respond(error_response(errc::invalid_queue_name,
-                           "queue names are 1..200 characters of [A-Za-z0-9_.:-]"));
+                           "queue names are " + std::string(protocol::kQueueNameRule)));
     return;
   }
   // Rights are checked before the queue is looked up: 403 whether or not it exists.

@@ -253,16 +253,20 @@ bool is_listen_host(std::string_view host) {
   return host == "localhost" || is_valid_ip(AF_INET, host) || is_valid_ip(AF_INET6, host);
 }
 
+bool is_name_char(char c) {
+  return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || is_digit(c) || c == '_' || c == '.' ||
+         c == ':' || c == '-';
+}
+
+/// The protocol's rule (protocol::valid_queue_name): "." and ".." are out, as
+/// a URL path normaliser would change them.
 bool is_valid_queue_name(std::string_view name) {
-  if (name.empty() || name.size() > 200) return false;
-  return std::all_of(name.begin(), name.end(), [](char c) {
-    return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || is_digit(c) || c == '_' ||
-           c == '.' || c == ':' || c == '-';
-  });
+  if (name.empty() || name.size() > 200 || name == "." || name == "..") return false;
+  return std::all_of(name.begin(), name.end(), is_name_char);
 }
 
 constexpr std::string_view kQueueNameAllowed =
-    "a queue name of 1 to 200 characters from A-Z a-z 0-9 _ . : -";
+    "a queue name of 1 to 200 characters from A-Z a-z 0-9 _ . : -, not \".\" or \"..\"";
 
 bool is_valid_pattern(std::string_view pattern) {
   if (pattern.empty() || pattern.size() > 200) return false;
@@ -270,7 +274,7 @@ bool is_valid_pattern(std::string_view pattern) {
   for (char c : pattern)
     if (c != '*') without_stars.push_back(c);
   // "*" alone is fine; the rest must be queue-name characters.
-  return without_stars.empty() || is_valid_queue_name(without_stars);
+  return std::all_of(without_stars.begin(), without_stars.end(), is_name_char);
 }
 
 /// Token names share the queue-name alphabet, shorter.

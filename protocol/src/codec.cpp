@@ -404,7 +404,7 @@ bool valid_queue_name(std::string_view name) noexcept {
                     c == '_' || c == '.' || c == ':' || c == '-';
     if (!ok) return false;
   }
-  return true;
+  return name != "." && name != "..";
 }
 
 Status decode_hello(std::string_view body, Hello& out) noexcept {
@@ -473,7 +473,8 @@ Status decode_publish(std::string_view body, const Limits& limits, Publish& out,
   if (!read_count(r, 7, count))
     return malformed("publish: truncated or count larger than the frame");
   if (!valid_queue_name(out.queue))
-    return {errc::invalid_queue_name, "publish: queue name must be 1..200 of [A-Za-z0-9_.:-]"};
+    return {errc::invalid_queue_name,
+            "publish: queue name must be 1..200 of [A-Za-z0-9_.:-], and not \".\" or \"..\""};
   if (count == 0) return {errc::invalid_argument, "publish: no messages"};
   messages.reserve(count);
   for (std::uint32_t i = 0; i < count; ++i) {
@@ -550,7 +551,8 @@ Status decode_dead_letters(std::string_view body, DeadLetterRequest& out) {
   if (op < 1 || op > 5) return {errc::invalid_argument, "dead_letters: unknown operation"};
   out.op = static_cast<DeadLetterOp>(op);
   if (!valid_queue_name(out.queue))
-    return {errc::invalid_queue_name, "dead_letters: queue name must be 1..200 of [A-Za-z0-9_.:-]"};
+    return {errc::invalid_queue_name,
+            "dead_letters: queue name must be 1..200 of [A-Za-z0-9_.:-], and not \".\" or \"..\""};
   if (out.reason.size() > kMaxReasonBytes)
     return {errc::invalid_argument, "dead_letters: reason filter over 1024 bytes"};
   if (out.op == DeadLetterOp::show && out.ids.size() != 1)
@@ -637,7 +639,8 @@ Status decode_subscribe(std::string_view body, Subscribe& out) noexcept {
   out.burst = r.u32();
   if (auto s = finish(r, "subscribe: truncated"); !s) return s;
   if (!valid_queue_name(out.queue))
-    return {errc::invalid_queue_name, "subscribe: queue name must be 1..200 of [A-Za-z0-9_.:-]"};
+    return {errc::invalid_queue_name,
+            "subscribe: queue name must be 1..200 of [A-Za-z0-9_.:-], and not \".\" or \"..\""};
   if (out.max_in_flight == 0)
     return {errc::invalid_argument, "subscribe: max_in_flight must be at least 1"};
   if (out.rate_milli != 0 && (out.rate_milli < kMinRateMilli || out.burst == 0))
@@ -763,7 +766,8 @@ Status decode_stats(std::string_view body, StatsRequest& out) noexcept {
   out.queue = r.str16();
   if (auto s = finish(r, "stats: truncated"); !s) return s;
   if (!out.queue.empty() && !valid_queue_name(out.queue))
-    return {errc::invalid_queue_name, "stats: queue name must be 1..200 of [A-Za-z0-9_.:-]"};
+    return {errc::invalid_queue_name,
+            "stats: queue name must be 1..200 of [A-Za-z0-9_.:-], and not \".\" or \"..\""};
   return {};
 }
 
@@ -818,7 +822,8 @@ Status decode_configure(std::string_view body, Configure& out) {
   }
   if (auto s = finish(r, "configure: truncated"); !s) return s;
   if (!valid_queue_name(out.queue))
-    return {errc::invalid_queue_name, "configure: queue name must be 1..200 of [A-Za-z0-9_.:-]"};
+    return {errc::invalid_queue_name,
+            "configure: queue name must be 1..200 of [A-Za-z0-9_.:-], and not \".\" or \"..\""};
   if (count == 0) return {errc::invalid_argument, "configure: no settings"};
   return {};
 }

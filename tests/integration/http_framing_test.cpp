@@ -118,6 +118,24 @@ TEST_CASE("http framing: no smuggling variant is answered twice or makes the smu
   CHECK(http_request(broker.http_port(), "GET", "/v1/queues/smuggled").status == 404);
 }
 
+TEST_CASE("http: the queue names . and .. are refused with invalid_queue_name, never made") {
+  TestBroker broker;
+  for (const char* target : {"/v1/queues/../messages", "/v1/queues/./messages",
+                             "/v1/queues/../receive", "/v1/queues/.."}) {
+    CAPTURE(target);
+    const std::string method = std::string(target).ends_with("..") ? "GET" : "POST";
+    const auto got = http_raw(broker.http_port(), method + " " + target +
+                                                      " HTTP/1.1\r\nHost: x\r\nContent-Length: "
+                                                      "1\r\nConnection: close\r\n\r\nx");
+    INFO("received: " << got.received);
+    CHECK(got.first_status() == 400);
+    CHECK(got.received.find("invalid_queue_name") != std::string::npos);
+  }
+  const auto list = http_request(broker.http_port(), "GET", "/v1/queues");
+  CHECK(list.status == 200);
+  CHECK(nlohmann::json::parse(list.body)["queues"].empty());
+}
+
 TEST_CASE("http framing: pipelined well-framed requests are each answered, in order") {
   TestBroker broker;
   const std::string one = front("Content-Type: text/plain\r\nContent-Length: 3\r\n") + "one";

@@ -253,7 +253,8 @@ TEST_CASE("publish enforces names, payload limit and message grammar") {
   std::vector<std::string_view> messages;
   SUBCASE("bad queue name") {
     for (std::string_view name : {std::string_view(""), std::string_view("has space"),
-                                  std::string_view("slash/no"), std::string_view("x\0y", 3)}) {
+                                  std::string_view("slash/no"), std::string_view("x\0y", 3),
+                                  std::string_view("."), std::string_view("..")}) {
       CAPTURE(name);
       CHECK(decode_publish(body_of(publish_frame(1, name, {"a"})), Limits{}, p, messages).code ==
             errc::invalid_queue_name);
@@ -263,6 +264,9 @@ TEST_CASE("publish enforces names, payload limit and message grammar") {
               .code == errc::invalid_queue_name);
     CHECK(decode_publish(body_of(publish_frame(1, std::string(200, 'q'), {"a"})), Limits{}, p,
                          messages));
+    // Dots are fine where a path normaliser leaves them alone.
+    for (std::string_view name : {"...", ".a", "a.", "..b", "orders.v2"})
+      CHECK(valid_queue_name(name));
   }
   SUBCASE("payload over the limit") {
     Limits limits;

@@ -393,6 +393,14 @@ lease_timeout = "45s"
     CHECK(error.setting == "queues.bad name");
     CHECK(error.problem == "invalid queue name \"bad name\"");
     CHECK(contains(error.allowed, "1 to 200 characters"));
+
+    // A URL path normaliser would change these: HTTP could never reach them.
+    for (const char* name : {".", ".."}) {
+      CAPTURE(name);
+      error = load_error(std::string("[queues.\"") + name + "\"]\n");
+      CHECK(error.problem == std::string("invalid queue name \"") + name + "\"");
+      CHECK(contains(error.allowed, "not \".\" or \"..\""));
+    }
   }
 
   TEST_CASE("the first problem in file order is reported and nothing is applied") {

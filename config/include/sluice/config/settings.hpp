@@ -94,7 +94,7 @@ struct QueueSettings {
 
 /// A queue named in the config ([queues.NAME]), created at start-up rather than on first use.
 struct DeclaredQueue {
-  /// [A-Za-z0-9_.:-]{1,200}
+  /// [A-Za-z0-9_.:-]{1,200}, not "." or ".."
   std::string name;
   /// Starts as a copy of Settings::queue_defaults at the moment the queue is declared.
   QueueSettings settings;

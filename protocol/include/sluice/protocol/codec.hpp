@@ -182,7 +182,11 @@ Status check_header_limits(const MessageParts& parts, const Limits& limits) noex
 template <typename Fn>
 void for_each_header(const MessageParts& parts, Fn&& fn);
 
-/// True when `name` is 1..200 bytes of [A-Za-z0-9_.:-].
+/// The queue-name rule in words, for every error that refuses a name.
+inline constexpr std::string_view kQueueNameRule =
+    "1..200 of [A-Za-z0-9_.:-], and not \".\" or \"..\"";
+/// True when `name` is 1..200 bytes of [A-Za-z0-9_.:-] and not "." or ".."
+/// (a URL path normaliser would change those: HTTP could never reach them).
 bool valid_queue_name(std::string_view name) noexcept;
 
 }  // namespace sluice::protocol

@@ -24,7 +24,7 @@ enum class errc : std::uint16_t {
   unsupported_version = 4,
   /// The first frame was not HELLO, or HELLO came twice; connection closed.
   handshake_required = 5,
-  /// Queue name empty, too long, or with characters outside [A-Za-z0-9_.:-].
+  /// Queue name empty, too long, with characters outside [A-Za-z0-9_.:-], or "." or "..".
   invalid_queue_name = 6,
   /// A message payload exceeds the broker's maximum payload size.
   payload_too_large = 7,
