@@ -188,24 +188,35 @@ std::uint64_t Engine::next_id() {
 }
 
 Published Engine::publish(Queue& queue, std::string_view message, Micros now, std::int64_t wall_us,
-                          bool redrive) {
+                          std::uint64_t redriven_from) {
   protocol::MessageParts parts;
   protocol::SystemHeaders sys;
-  if (redrive || !protocol::parse_message(message, parts) ||
+  if (redriven_from != 0 || !protocol::parse_message(message, parts) ||
       !protocol::read_system_headers(parts, sys))
     sys = {};  // a raw caller's bad headers are ignored
-  return publish(queue, message, sys, now, wall_us, redrive);
+  return publish(queue, message, sys, now, wall_us, redriven_from);
 }
 
 Published Engine::publish(Queue& queue, std::string_view message,
                           const protocol::SystemHeaders& sys, Micros now, std::int64_t wall_us,
-                          bool redrive) {
+                          std::uint64_t redriven_from) {
   const bool dedup = !sys.dedup_id.empty() && queue.options_.dedup_window > 0;
   if (dedup) {
     queue.dedup_.expire(now);
     if (const std::uint64_t first = queue.dedup_.find(sys.dedup_id, now)) {
       queue.counters_.duplicates_total++;
       return {first, true};
+    }
+  }
+  if (sys.has_sequence && queue.stage_ && redriven_from == 0) {
+    // A number the resequencer has seen is not published again: the answer
+    // names the held message it repeats, or 0 once that one went on (the
+    // stage keeps numbers, not ids). A repeat of a durable publish still being
+    // committed is caught by the stage after the commit instead.
+    std::uint32_t held = kNil;
+    if (queue.stage_->seen(key_of(queue, message), sys.sequence, held)) {
+      queue.counters_.duplicates_total++;
+      return {held != kNil ? store_[held].id : 0, true};
     }
   }
   wall_offset_ = wall_us - now;
@@ -217,7 +228,7 @@ Published Engine::publish(Queue& queue, std::string_view message,
   s.queue = &queue;
   s.attempt = 0;
   s.deadline = 0;
-  s.redriven = redrive;
+  s.redriven = redriven_from != 0;
   if (sys.delay_ms != 0) s.deadline = now + static_cast<Micros>(sys.delay_ms) * 1000;
   if (sys.not_before_ms != 0) {
     // At most kMaxDelayMs ahead (the session refuses more; a raw caller is clamped).
@@ -235,7 +246,7 @@ Published Engine::publish(Queue& queue, std::string_view message,
     s.durable = true;
     s.state = SlotState::staged;
     queue.counters_.staged++;
-    staged_.emplace_back(journal_->stored(queue, s.id, wall_us, s.message), index);
+    staged_.emplace_back(journal_->stored(queue, s.id, wall_us, s.message, redriven_from), index);
     // A delay survives a restart: the journal knows when the message may go.
     if (s.deadline > now) journal_->attempted(s.id, 0, s.deadline);
     return {s.id, false};
@@ -340,7 +351,7 @@ void Engine::committed(std::uint64_t seq, Micros now) {
 
 void Engine::restore(Queue& queue, std::uint64_t id, std::string_view message,
                      std::int64_t publish_wall_us, std::uint32_t attempts, Micros not_before,
-                     Micros now, std::int64_t wall_now) {
+                     Micros now, std::int64_t wall_now, bool interrupted) {
   wall_offset_ = wall_now - now;
   const std::uint32_t index = store_.allocate();
   Slot& s = store_[index];
@@ -369,7 +380,14 @@ void Engine::restore(Queue& queue, std::uint64_t id, std::string_view message,
   }
   // Delivered before the restart: it has had its turn in the resequencer.
   if (queue.lanes_) s.lane = &queue.lanes_->hold(key_of(queue, s.message), now);
-  if (s.deadline > now) {
+  if (interrupted) {
+    // Out when the broker stopped: its key waits for it, as for any delivery,
+    // until finish_recovery() fails the attempt.
+    // (Marked delayed, though in no timer heap: it has no lease to settle.)
+    if (s.lane != nullptr) queue.lanes_->block(*s.lane);
+    s.state = SlotState::delayed;
+    interrupted_.push_back(index);
+  } else if (s.deadline > now) {
     // Waiting out its backoff: it is still first of its key.
     if (s.lane != nullptr) queue.lanes_->block(*s.lane);
     s.state = SlotState::delayed;
@@ -378,6 +396,14 @@ void Engine::restore(Queue& queue, std::uint64_t id, std::string_view message,
   } else {
     make_ready(queue, index, false);
   }
+}
+
+void Engine::finish_recovery(Micros now) {
+  for (const std::uint32_t index : interrupted_) {
+    store_[index].deadline = 0;
+    fail(index, now, 0, "broker restarted during delivery", false);
+  }
+  interrupted_.clear();
 }
 
 SubscribeResult Engine::subscribe(Queue& queue, DeliverySink& sink, std::uint32_t subscription_id,
@@ -625,7 +651,7 @@ void Engine::deliver(Queue& queue, std::uint32_t index, Consumer& consumer, Micr
   queue.counters_.delivered_total++;
   if (s.attempt == 1) queue.delivery_latency_.observe(now + wall_offset_ - s.publish_wall_us);
   // A restart counts this delivery as a failed attempt unless its ack is stored first.
-  if (s.durable) journal_->attempted(s.id, s.attempt, 0);
+  if (s.durable) journal_->delivered(s.id, s.attempt);
 
   protocol::Delivery d;
   d.message_id = s.id;

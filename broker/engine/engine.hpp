@@ -117,14 +117,16 @@ class Engine {
   /// sends it through the queue's resequencer, which drops a number seen
   /// before (flagged duplicate, with the new id, on memory queues; a durable
   /// queue's stage runs after the commit, so its confirm cannot say).
-  /// `redrive`: a dead letter coming back; its sluice-* headers were acted on
-  /// the first time and are ignored now (attempts start again from 1).
+  /// `redriven_from`: the dead-letter entry this message comes back from (0:
+  /// a publish); its sluice-* headers were acted on the first time and are
+  /// ignored now (attempts start again from 1). A durable queue's journal
+  /// removes the entry in the write that stores the message.
   Published publish(Queue& queue, std::string_view message, Micros now, std::int64_t wall_us,
-                    bool redrive = false);
+                    std::uint64_t redriven_from = 0);
   /// The same with the message's sluice-* headers already read (and checked)
   /// by the caller: the hot path parses each message once.
   Published publish(Queue& queue, std::string_view message, const protocol::SystemHeaders& sys,
-                    Micros now, std::int64_t wall_us, bool redrive = false);
+                    Micros now, std::int64_t wall_us, std::uint64_t redriven_from = 0);
 
   /// Durable queues write through `journal` (which must outlive the engine's
   /// use of it). Without one, no queue may be durable.
@@ -138,9 +140,16 @@ class Engine {
   /// A message of a durable queue read back at start-up, with the deliveries it
   /// had (counted as failed attempts) and when it may go again (0: now).
   /// `wall_now`: the wall clock now (µs), to place its dedup id in the window.
+  /// `interrupted`: its last delivery was out, unsettled, when the broker
+  /// stopped; finish_recovery() counts it as a failed attempt.
   void restore(Queue& queue, std::uint64_t id, std::string_view message,
                std::int64_t publish_wall_us, std::uint32_t attempts, Micros not_before, Micros now,
-               std::int64_t wall_now);
+               std::int64_t wall_now, bool interrupted = false);
+  /// After every restore() and set_next_id(): each interrupted delivery is a
+  /// failed attempt with the reason "broker restarted during delivery", so it
+  /// is retried after its backoff, or dead-lettered when that was its last
+  /// attempt: a restart never gives a message more than max_attempts.
+  void finish_recovery(Micros now);
   /// Seeds the generator behind retry jitter (tests replay schedules).
   void set_seed(std::uint64_t seed) { rng_.seed(seed); }
   /// Message ids start at `next_id` (above every stored id).
@@ -274,6 +283,7 @@ class Engine {
   std::deque<std::pair<std::uint64_t, std::uint32_t>> dead_letters_;  // the same, leaving
   std::mt19937_64 rng_{0x5eed};
   std::vector<std::uint32_t> released_;  // scratch for the resequencer
+  std::vector<std::uint32_t> interrupted_;  // restored deliveries for finish_recovery()
   bool storage_full_ = false;
   std::uint64_t ids_reserved_ = 0;
   MessageEvents* events_ = nullptr;

@@ -32,14 +32,20 @@ class Journal {
   /// A durable publish: store the message. Returns the sequence number of the
   /// write; Engine::committed(seq) says later that it is on disk, and only
   /// then is the message delivered and its publish confirmed.
+  /// `redriven_from`: the dead-letter entry of `queue` it comes back from (0:
+  /// none), removed by the same write, so a crash leaves it in one place.
   virtual std::uint64_t stored(const Queue& queue, std::uint64_t id, std::int64_t publish_wall_us,
-                               std::string_view message) = 0;
-  /// Delivered for the `attempt`-th time, or given back to wait until
-  /// `not_before` (engine time; 0 = ready at once).
+                               std::string_view message, std::uint64_t redriven_from) = 0;
+  /// Delivered for the `attempt`-th time and not settled yet: a restart
+  /// before its settlement is stored counts this delivery as a failed attempt.
+  virtual void delivered(std::uint64_t id, std::uint32_t attempt) = 0;
+  /// Failed `attempt` times (or, with 0, delayed at publish) and waiting
+  /// until `not_before` (engine time; 0 = ready at once).
   virtual void attempted(std::uint64_t id, std::uint32_t attempt, Micros not_before) = 0;
   /// Settled for good: forget it.
   virtual void removed(std::uint64_t id) = 0;
-  /// Writes a dead-letter entry (and removes the message if stored). Returns
+  /// Writes a dead-letter entry and, if stored, removes the message in the
+  /// same write (after a crash it is in exactly one of the two). Returns
   /// the write's sequence number; Engine::committed(seq) lets the message go.
   virtual std::uint64_t dead_lettered(const DeadLetter& entry) = 0;
   /// Ids below `next_id` are taken: never hand them out again, even after a restart.

@@ -33,6 +33,19 @@ Resequencer::Verdict Resequencer::offer(std::string_view key, std::uint64_t sequ
   return Verdict::release;
 }
 
+bool Resequencer::seen(std::string_view key, std::uint64_t sequence,
+                       std::uint32_t& held_slot) const {
+  held_slot = kNil;
+  const auto it = keys_.find(key);
+  if (it == keys_.end()) return false;
+  const KeyState& state = it->second;
+  if (sequence < state.expected) return state.skipped.count(sequence) == 0;
+  const auto held = state.held.find(sequence);
+  if (held == state.held.end()) return false;
+  held_slot = held->second.first;
+  return true;
+}
+
 void Resequencer::release_run(KeyState& state, std::vector<std::uint32_t>& released) {
   while (!state.held.empty() && state.held.begin()->first == state.expected) {
     released.push_back(state.held.begin()->second.first);

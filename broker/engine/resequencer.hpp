@@ -35,6 +35,10 @@ class Resequencer {
   /// `released` gets the slots that may go now, in order (this one first).
   Verdict offer(std::string_view key, std::uint64_t sequence, std::uint32_t slot, Micros now,
                 std::vector<std::uint32_t>& released);
+  /// Whether offer() would call `sequence` of `key` a duplicate now: a number
+  /// below the key's next (and not one a gap release skipped) or one held.
+  /// `held_slot` gets the held message's slot (kNil when it went already).
+  bool seen(std::string_view key, std::uint64_t sequence, std::uint32_t& held_slot) const;
   /// Keys whose oldest held message has waited `gap_timeout` release what they
   /// hold (appended to `released`, in order per key). Returns the earliest time
   /// another key will time out, or kNever.

@@ -115,20 +115,23 @@ std::optional<std::string> DurableStore::open(const StorageOptions& options) {
 std::optional<std::string> DurableStore::recover(engine::Micros now, std::int64_t wall_now,
                                                  storage::RecoveryStats& recovered) {
   std::uint64_t next_id = 1;
+  // Counted first: finishing the recovery may dead-letter more.
+  if (auto e = dead_letters_.count(dir_.env(), [&](std::string_view queue, std::uint64_t n) {
+        dlq_[std::string(queue)].count = n;
+      }))
+    return e->to_string();
   const auto restore = [&](const storage::StoredMessage& m) {
     engine::Queue& queue = engine_.queue(m.queue);
     // A retry time is kept as wall time: the monotonic clock restarts with the machine.
     const engine::Micros not_before =
         m.not_before_wall_us > wall_now ? now + (m.not_before_wall_us - wall_now) : 0;
     engine_.restore(queue, m.id, m.message, m.publish_wall_us, m.attempts, not_before, now,
-                    wall_now);
+                    wall_now, m.interrupted);
   };
   if (auto e = log_.recover(dir_.env(), restore, next_id, recovered)) return e->to_string();
-  if (auto e = dead_letters_.count(dir_.env(), [&](std::string_view queue, std::uint64_t n) {
-        dlq_[std::string(queue)].count = n;
-      }))
-    return e->to_string();
+  // Ids first: a delivery the restart interrupted may take a dead-letter entry id.
   engine_.set_next_id(next_id);
+  engine_.finish_recovery(now);
   return std::nullopt;
 }
 
@@ -146,8 +149,20 @@ StorageStats DurableStore::stats() const {
 }
 
 std::uint64_t DurableStore::stored(const engine::Queue& queue, std::uint64_t id,
-                                   std::int64_t publish_wall_us, std::string_view message) {
-  return committer_->submit(log_.put_message(id, queue.name(), publish_wall_us, message));
+                                   std::int64_t publish_wall_us, std::string_view message,
+                                   std::uint64_t redriven_from) {
+  storage::StorageOp op = log_.put_message(id, queue.name(), publish_wall_us, message);
+  if (redriven_from == 0) return committer_->submit(std::move(op));
+  // Back from the queue's own dead-letter queue: the write that stores the
+  // message erases the entry, so after any crash it is in exactly one place.
+  op.also.push_back(dead_letters_.erase(queue.name(), redriven_from));
+  const std::uint64_t seq = committer_->submit(std::move(op));
+  if (forget_entry(queue.name(), redriven_from)) erasing_order_.emplace_back(seq, redriven_from);
+  return seq;
+}
+
+void DurableStore::delivered(std::uint64_t id, std::uint32_t attempt) {
+  committer_->submit(log_.put_delivery(id, attempt));
 }
 
 void DurableStore::attempted(std::uint64_t id, std::uint32_t attempt, engine::Micros not_before) {
@@ -155,8 +170,7 @@ void DurableStore::attempted(std::uint64_t id, std::uint32_t attempt, engine::Mi
 }
 
 void DurableStore::removed(std::uint64_t id) {
-  committer_->submit(log_.erase_message(id));
-  committer_->submit(log_.erase_attempts(id));
+  committer_->submit(log_.erase(id));
 }
 
 void DurableStore::ids_used(std::uint64_t next_id) {
@@ -227,15 +241,11 @@ std::uint64_t DurableStore::dead_lettered(const engine::DeadLetter& e) {
   r.last_failure_wall_us = to_wall(e.last_failure);
   r.reason = e.reason;
   r.message = e.message;
-  const std::uint64_t seq = committer_->submit(dead_letters_.put(r));
-  if (e.durable) {
-    // Only once the entry is committed: a full store lets erases overtake new
-    // records, and a crash in between must leave the message twice, never nowhere.
-    after_durable(seq, [this, id = e.message_id] {
-      committer_->submit(log_.erase_message(id));
-      committer_->submit(log_.erase_attempts(id));
-    });
-  }
+  storage::StorageOp op = dead_letters_.put(r);
+  // One write: after any crash the message is in its queue or in the
+  // dead-letter queue, never both and never neither.
+  if (e.durable) op.also.push_back(log_.erase(e.message_id));
+  const std::uint64_t seq = committer_->submit(std::move(op));
   DlqState& state = dlq_[e.queue.name()];
   state.count++;
   trim(e.queue.name(), state);
@@ -249,18 +259,16 @@ std::uint64_t DurableStore::dead_lettered(const engine::DeadLetter& e) {
   return seq;
 }
 
-void DurableStore::erase_entry(const std::string& queue, std::uint64_t entry_id,
-                               std::uint64_t after_seq) {
-  if (!erasing_.insert(entry_id).second) return;
+bool DurableStore::forget_entry(const std::string& queue, std::uint64_t entry_id) {
+  if (!erasing_.insert(entry_id).second) return false;
   DlqState& state = dlq_[queue];
   if (state.count > 0) state.count--;
-  auto erase = [this, queue, entry_id] {
-    erasing_order_.emplace_back(committer_->submit(dead_letters_.erase(queue, entry_id)), entry_id);
-  };
-  if (after_seq == 0)
-    erase();
-  else
-    after_durable(after_seq, std::move(erase));
+  return true;
+}
+
+void DurableStore::erase_entry(const std::string& queue, std::uint64_t entry_id) {
+  if (!forget_entry(queue, entry_id)) return;
+  erasing_order_.emplace_back(committer_->submit(dead_letters_.erase(queue, entry_id)), entry_id);
 }
 
 void DurableStore::after_durable(std::uint64_t seq, std::function<void()> then) {
@@ -536,15 +544,15 @@ void DurableStore::redrive_step() {
           break;
         }
         const auto published =
-            engine_.publish(queue, found->record.message, now, Server::wall_us(), /*redrive=*/true);
+            engine_.publish(queue, found->record.message, now, Server::wall_us(), id);
         log::info("redriven")
             .str("queue", job.queue)
             .unum("entry_id", id)
             .unum("message_id", published.id)
             .str("correlation_id", correlation_id_of(found->record.message));
-        // Into a durable queue: the entry goes once the message is stored (a
-        // crash in between leaves it twice, never nowhere).
-        erase_entry(job.queue, id, queue.durable() ? committer_->last_seq() : 0);
+        // Into a durable queue, the write that stored the message erased the
+        // entry too (DurableStore::stored); into a memory queue it goes now.
+        if (!queue.durable()) erase_entry(job.queue, id);
         moved++;
       }
       job.ids.pop_front();

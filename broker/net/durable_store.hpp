@@ -101,7 +101,8 @@ class DurableStore final : public engine::Journal {
 
   // engine::Journal
   std::uint64_t stored(const engine::Queue& queue, std::uint64_t id, std::int64_t publish_wall_us,
-                       std::string_view message) override;
+                       std::string_view message, std::uint64_t redriven_from) override;
+  void delivered(std::uint64_t id, std::uint32_t attempt) override;
   void attempted(std::uint64_t id, std::uint32_t attempt, engine::Micros not_before) override;
   void removed(std::uint64_t id) override;
   void ids_used(std::uint64_t next_id) override;
@@ -116,9 +117,11 @@ class DurableStore final : public engine::Journal {
   };
   /// Erases the oldest entries of `queue` while over its dlq_max_entries.
   void trim(const std::string& queue, DlqState& state);
-  /// Removes an entry (hidden and uncounted at once); the write is submitted
-  /// now, or once write `after_seq` is durable.
-  void erase_entry(const std::string& queue, std::uint64_t entry_id, std::uint64_t after_seq = 0);
+  /// Removes an entry: hidden and uncounted at once, the write submitted now.
+  void erase_entry(const std::string& queue, std::uint64_t entry_id);
+  /// Hides and uncounts an entry whose erase the caller writes (false: it was
+  /// going already). The caller records the write in erasing_order_.
+  bool forget_entry(const std::string& queue, std::uint64_t entry_id);
   std::optional<DeadLetterError> run_dead_letters(const protocol::DeadLetterRequest& request,
                                                   std::string& out, std::uint32_t max_frame_bytes);
   /// Whether `r` passes the request's filters (age, reason).

@@ -58,7 +58,7 @@ Status DeadLetterStore::open(Env& env) {
 }
 
 StorageOp DeadLetterStore::put(const DeadLetterRecord& r) const {
-  StorageOp op{StorageOp::Kind::put, true, false, db_, entry_key(r.queue, r.entry_id), {}};
+  StorageOp op{StorageOp::Kind::put, true, false, db_, entry_key(r.queue, r.entry_id), {}, {}};
   op.value.reserve(1 + 8 + 8 + 4 + 8 + 8 + 2 + r.reason.size() + r.message.size());
   op.value.push_back(static_cast<char>(kRecordVersion));
   put_le(op.value, r.message_id);
@@ -74,7 +74,7 @@ StorageOp DeadLetterStore::put(const DeadLetterRecord& r) const {
 }
 
 StorageOp DeadLetterStore::erase(std::string_view queue, std::uint64_t entry_id) const {
-  return {StorageOp::Kind::erase, false, false, db_, entry_key(queue, entry_id), {}};
+  return {StorageOp::Kind::erase, false, false, db_, entry_key(queue, entry_id), {}, {}};
 }
 
 Status DeadLetterStore::scan(Env& env, std::string_view queue, bool newest_first,

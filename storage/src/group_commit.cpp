@@ -77,6 +77,13 @@ void GroupCommitter::record_batch(std::size_t operations) {
   operations_.fetch_add(operations, std::memory_order_relaxed);
 }
 
+namespace {
+Status apply_one(Txn& txn, const StorageOp& op) {
+  if (op.kind == StorageOp::Kind::put) return txn.put(op.db, op.key, op.value, op.append);
+  return txn.erase(op.db, op.key);
+}
+}  // namespace
+
 Status GroupCommitter::apply(const std::vector<Sequenced>& ops, bool (*include)(const StorageOp&),
                              std::size_t& applied) {
   applied = 0;
@@ -85,10 +92,8 @@ Status GroupCommitter::apply(const std::vector<Sequenced>& ops, bool (*include)(
   for (std::size_t i = 0; i < ops.size() && !status; ++i) {
     const StorageOp& op = ops[i].op;
     if (!include(op)) continue;
-    if (op.kind == StorageOp::Kind::put)
-      status = txn.put(op.db, op.key, op.value, op.append);
-    else
-      status = txn.erase(op.db, op.key);
+    status = apply_one(txn, op);
+    for (std::size_t j = 0; j < op.also.size() && !status; ++j) status = apply_one(txn, op.also[j]);
     ++applied;
   }
   if (!status && applied != 0) status = txn.commit();

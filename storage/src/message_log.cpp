@@ -16,6 +16,7 @@ namespace {
 
 constexpr std::uint8_t kRecordVersion = 1;
 constexpr std::string_view kNextIdKey = "next_id";
+constexpr std::int64_t kDeliveryOut = -1;  // the not-before of a delivery not settled yet
 
 std::string id_key(std::uint64_t id) {
   std::string key(8, '\0');
@@ -47,7 +48,7 @@ Status MessageLog::open(Env& env) {
 
 StorageOp MessageLog::put_message(std::uint64_t id, std::string_view queue,
                                   std::int64_t publish_wall_us, std::string_view message) const {
-  StorageOp op{StorageOp::Kind::put, true, true, messages_, id_key(id), {}};
+  StorageOp op{StorageOp::Kind::put, true, true, messages_, id_key(id), {}, {}};
   op.value.reserve(1 + 2 + queue.size() + 8 + message.size());
   op.value.push_back(static_cast<char>(kRecordVersion));
   put_le(op.value, static_cast<std::uint16_t>(queue.size()));
@@ -59,22 +60,24 @@ StorageOp MessageLog::put_message(std::uint64_t id, std::string_view queue,
 
 StorageOp MessageLog::put_attempts(std::uint64_t id, std::uint32_t attempts,
                                    std::int64_t not_before_wall_us) const {
-  StorageOp op{StorageOp::Kind::put, false, false, attempts_, id_key(id), {}};
+  StorageOp op{StorageOp::Kind::put, false, false, attempts_, id_key(id), {}, {}};
   put_le(op.value, attempts);
   put_le(op.value, not_before_wall_us);
   return op;
 }
 
-StorageOp MessageLog::erase_message(std::uint64_t id) const {
-  return {StorageOp::Kind::erase, false, false, messages_, id_key(id), {}};
+StorageOp MessageLog::put_delivery(std::uint64_t id, std::uint32_t attempts) const {
+  return put_attempts(id, attempts, kDeliveryOut);
 }
 
-StorageOp MessageLog::erase_attempts(std::uint64_t id) const {
-  return {StorageOp::Kind::erase, false, false, attempts_, id_key(id), {}};
+StorageOp MessageLog::erase(std::uint64_t id) const {
+  StorageOp op{StorageOp::Kind::erase, false, false, messages_, id_key(id), {}, {}};
+  op.also.push_back({StorageOp::Kind::erase, false, false, attempts_, id_key(id), {}, {}});
+  return op;
 }
 
 StorageOp MessageLog::put_next_id(std::uint64_t next_id) const {
-  StorageOp op{StorageOp::Kind::put, false, false, meta_, std::string(kNextIdKey), {}};
+  StorageOp op{StorageOp::Kind::put, false, false, meta_, std::string(kNextIdKey), {}, {}};
   put_le(op.value, next_id);
   return op;
 }
@@ -112,6 +115,10 @@ Status MessageLog::recover(Env& env, const std::function<void(const StoredMessag
         std::string_view v = attempts.value();
         if (!get_le(v, m.attempts) || !get_le(v, m.not_before_wall_us))
           return unreadable(m.id, "attempts");
+        if (m.not_before_wall_us == kDeliveryOut) {
+          m.interrupted = m.attempts > 0;
+          m.not_before_wall_us = 0;
+        }
         if (auto e = attempts.next(have_attempts)) return e;
       }
       std::string_view v = messages.value();

@@ -62,7 +62,7 @@ TEST_CASE("durable: deliveries, delays and acks are written through; memory queu
   REQUIRE(sink.got.size() == 2);
   auto calls = journal.take();
   CHECK(calls == std::vector<std::string>{"stored q " + std::to_string(id) + " x",
-                                          "attempted " + std::to_string(id) + " 1 0"});
+                                          "delivered " + std::to_string(id) + " 1"});
   const auto& d = sink.got[0].delivery.message_id == id ? sink.got[0] : sink.got[1];
   REQUIRE(e.nack(sink, id, d.delivery.lease_token, 5 * kSecond, kSecond) == errc::ok);
   CHECK(journal.take() == std::vector<std::string>{"attempted " + std::to_string(id) + " 1 " +
@@ -170,6 +170,63 @@ TEST_CASE("durable: after a restart an ordered key waits for its message that wa
   got = sink.take();
   REQUIRE(got.size() == 1);
   CHECK(got[0].payload == "b");
+}
+
+TEST_CASE("durable: a delivery the restart interrupted is a failed attempt - retried after its backoff") {
+  Engine e;
+  RecordingJournal journal;
+  e.set_journal(&journal);
+  auto o = durable_options();
+  o.retry.max_attempts = 3;
+  o.retry.initial_backoff = 2 * kSecond;
+  o.retry.jitter = engine::Jitter::none;
+  auto& q = e.declare("q", o);
+  // Delivered once (out when the broker stopped), and never delivered.
+  e.restore(q, 7, encode("seven"), 0, 1, 0, 0, 0, /*interrupted=*/true);
+  e.restore(q, 8, encode("eight"), 0, 0, 0, 0, 0);
+  e.set_next_id(100);
+  e.finish_recovery(0);
+  CHECK(q.counters().delayed == 1);
+  CHECK(journal.take() ==
+        std::vector<std::string>{"attempted 7 1 " + std::to_string(2 * kSecond)});
+  RecordingSink sink;
+  subscribe(e, q, sink, 10);
+  REQUIRE(sink.got.size() == 1);
+  CHECK(sink.got[0].delivery.message_id == 8);
+  e.advance(2 * kSecond);
+  REQUIRE(sink.got.size() == 2);
+  CHECK(sink.got[1].delivery.message_id == 7);
+  CHECK(sink.got[1].delivery.attempt == 2);
+}
+
+TEST_CASE("durable: a restart never gives a message more than max_attempts - the last goes to the DLQ") {
+  Engine e;
+  RecordingJournal journal;
+  e.set_journal(&journal);
+  auto o = durable_options();
+  o.retry.max_attempts = 1;
+  o.ordered = true;
+  auto& q = e.declare("q", o);
+  std::string a, b;
+  const protocol::Header key{"sluice-key", "k"};
+  protocol::encode_message(a, {&key, 1}, "a");
+  protocol::encode_message(b, {&key, 1}, "b");
+  e.restore(q, 1, a, 0, 1, 0, 0, 0, /*interrupted=*/true);
+  e.restore(q, 2, b, 0, 0, 0, 0, 0);
+  e.set_next_id(100);
+  RecordingSink sink;
+  subscribe(e, q, sink, 10);
+  CHECK(sink.got.empty());  // b waits behind a, whose delivery was out
+  e.finish_recovery(0);
+  CHECK(journal.take() ==
+        std::vector<std::string>{"dead_lettered 1 broker restarted during delivery"});
+  CHECK(q.counters().dead_lettering == 1);
+  CHECK(sink.got.empty());  // a leaves its key only once the DLQ entry is written
+  e.committed(journal.seq, 0);
+  CHECK(q.counters().dead_lettered_total == 1);
+  REQUIRE(sink.got.size() == 1);
+  CHECK(sink.got[0].payload == "b");
+  CHECK(sink.got[0].delivery.attempt == 1);
 }
 
 }  // namespace sluice::test

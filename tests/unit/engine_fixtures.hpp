@@ -56,9 +56,13 @@ struct RecordingJournal final : engine::Journal {
   std::uint64_t seq = 0;
   std::vector<std::string> calls;
   std::uint64_t stored(const engine::Queue& q, std::uint64_t id, std::int64_t,
-                       std::string_view message) override {
+                       std::string_view message, std::uint64_t) override {
     calls.push_back("stored " + q.name() + " " + std::to_string(id) + " " + payload_of(message));
     return ++seq;
+  }
+  void delivered(std::uint64_t id, std::uint32_t attempt) override {
+    calls.push_back("delivered " + std::to_string(id) + " " + std::to_string(attempt));
+    ++seq;
   }
   void attempted(std::uint64_t id, std::uint32_t attempt, Micros not_before) override {
     calls.push_back("attempted " + std::to_string(id) + " " + std::to_string(attempt) + " " +

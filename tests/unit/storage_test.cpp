@@ -209,10 +209,10 @@ TEST_CASE("storage: group commit makes every submitted operation durable, many p
     std::uint64_t seq = 0;
     for (std::uint64_t i = 0; i < kOps; ++i) {
       seq = committer.submit(
-          {StorageOp::Kind::put, true, false, db, "k" + std::to_string(i), std::string(100, 'v')});
+          {StorageOp::Kind::put, true, false, db, "k" + std::to_string(i), std::string(100, 'v'), {}});
       if (i % 10 == 9)  // erase every tenth, later in the stream
         seq = committer.submit(
-            {StorageOp::Kind::erase, false, false, db, "k" + std::to_string(i), {}});
+            {StorageOp::Kind::erase, false, false, db, "k" + std::to_string(i), {}, {}});
       if (i % 1000 == 0) committer.pump();
     }
     CHECK(seq == committer.last_seq());
@@ -273,12 +273,12 @@ TEST_CASE("storage: when full, new records wait, erases go through, nothing is l
   std::uint64_t seq = 0;
   for (int i = 0; i < 100; ++i)
     seq = committer.submit(
-        {StorageOp::Kind::put, true, false, db, "a" + std::to_string(i), std::string(8192, 'x')});
+        {StorageOp::Kind::put, true, false, db, "a" + std::to_string(i), std::string(8192, 'x'), {}});
   REQUIRE(wait_until([&](const CommitResult& r) { return r.durable_seq == seq; }));
   std::uint64_t first_waiting = 0;
   for (int i = 0; i < 100; ++i) {
     const auto s = committer.submit(
-        {StorageOp::Kind::put, true, false, db, "b" + std::to_string(i), std::string(8192, 'x')});
+        {StorageOp::Kind::put, true, false, db, "b" + std::to_string(i), std::string(8192, 'x'), {}});
     if (i == 0) first_waiting = s;
   }
   REQUIRE(
@@ -289,7 +289,7 @@ TEST_CASE("storage: when full, new records wait, erases go through, nothing is l
   }
   // Erases still commit while records wait (this is how consumers free space)...
   for (int i = 0; i < 100; ++i)
-    committer.submit({StorageOp::Kind::erase, false, false, db, "a" + std::to_string(i), {}});
+    committer.submit({StorageOp::Kind::erase, false, false, db, "a" + std::to_string(i), {}, {}});
   seq = committer.last_seq();
   // ...and then what waited fits, in order: everything becomes durable.
   const bool all_durable = wait_until([&](const CommitResult& r) {
@@ -330,10 +330,13 @@ TEST_CASE("storage: the message log reads back what is stored, in id order") {
                                        "message " + std::to_string(id)));
     committer.submit(log.put_attempts(2, 3, 0));
     committer.submit(log.put_attempts(4, 1, 1'800'000'000'000'000));
-    committer.submit(log.erase_message(3));  // acked
-    committer.submit(log.erase_attempts(3));
+    committer.submit(log.put_delivery(3, 1));
+    committer.submit(log.erase(3));  // acked: both records in one op
     committer.submit(log.put_attempts(5, 1, 0));
-    committer.submit(log.erase_message(5));       // acked, its attempts record left behind
+    StorageOp message_only = log.erase(5);
+    message_only.also.clear();
+    committer.submit(std::move(message_only));    // acked, its attempts record left behind
+    committer.submit(log.put_delivery(1, 2));     // out, unsettled, when the broker stopped
     committer.submit(log.put_attempts(9, 2, 0));  // no message at all
     const auto last = committer.last_seq();
     while (durable.load() < last) std::this_thread::sleep_for(std::chrono::milliseconds(1));
@@ -347,10 +350,12 @@ TEST_CASE("storage: the message log reads back what is stored, in id order") {
         seen.push_back(std::to_string(m.id) + " " + std::string(m.queue) + " " +
                        std::to_string(m.attempts) + " " + std::to_string(m.not_before_wall_us) +
                        " " + std::string(m.message) + " " +
-                       std::to_string(m.publish_wall_us - 1'700'000'000'000'000));
+                       std::to_string(m.publish_wall_us - 1'700'000'000'000'000) +
+                       (m.interrupted ? " interrupted" : ""));
       },
       next_id, stats));
-  CHECK(seen == std::vector<std::string>{"1 odd 0 0 message 1 1", "2 even 3 0 message 2 2",
+  CHECK(seen == std::vector<std::string>{"1 odd 2 0 message 1 1 interrupted",
+                                         "2 even 3 0 message 2 2",
                                          "4 even 1 1800000000000000 message 4 4"});
   CHECK(next_id == 1000);
   CHECK(stats.messages == 3);
@@ -440,11 +445,11 @@ TEST_CASE("storage: with the store full, a backlog still drains into the storage
                              reported = true;
                            },
                            {.capacity = 8, .soft_limit = 64 << 10});
-  committer.submit({StorageOp::Kind::put, true, false, db, "big", std::string(100 << 10, 'x')});
+  committer.submit({StorageOp::Kind::put, true, false, db, "big", std::string(100 << 10, 'x'), {}});
   for (int i = 0; i < 500 && !full; ++i) std::this_thread::sleep_for(std::chrono::milliseconds(1));
   REQUIRE(full);
   for (int i = 0; i < 100; ++i)
-    committer.submit({StorageOp::Kind::put, true, false, db, "r" + std::to_string(i), "small"});
+    committer.submit({StorageOp::Kind::put, true, false, db, "r" + std::to_string(i), "small", {}});
   for (int i = 0; i < 5000 && committer.stats().waiting < 100; ++i) {
     if (reported.exchange(false)) committer.pump();  // as DurableStore does, on each report
     std::this_thread::sleep_for(std::chrono::milliseconds(1));

@@ -40,6 +40,10 @@ struct StorageOp {
   Db db;
   std::string key;
   std::string value;  // put only
+  /// Changes committed in the same transaction as this one, or not at all: a
+  /// message moving into its dead-letter queue (or back out) is in exactly one
+  /// place after any crash. They share this op's sequence number and `grows`.
+  std::vector<StorageOp> also;
 };
 
 /// What one commit (or one failed attempt) did.

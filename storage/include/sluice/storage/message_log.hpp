@@ -6,11 +6,13 @@
 //               name, i64 publish wall time (µs), then the message exactly as
 //               the protocol encodes it (headers and payload)
 //   "attempts"  key: as above. value: u32 deliveries so far, i64 not-before
-//               wall time (µs; 0 = ready now). Absent: never delivered.
+//               wall time (µs; 0 = ready now; -1 = the last delivery is out,
+//               unsettled). Absent: never delivered. (A build before -1 was
+//               written reads it as "ready now", as it read every delivery.)
 //   "meta"      "next_id": u64 little-endian, above every id handed out
 //
 // Records are written by the storage thread (GroupCommitter) from the
-// StorageOps built here; an ack erases both records of a message.
+// StorageOps built here; an ack erases both records of a message in one op.
 #pragma once
 
 #include <cstdint>
@@ -30,6 +32,8 @@ struct StoredMessage {
   std::int64_t publish_wall_us = 0;
   std::uint32_t attempts = 0;
   std::int64_t not_before_wall_us = 0;  // 0: ready at once
+  /// Its last delivery was out, unsettled, when the broker stopped: a failed attempt.
+  bool interrupted = false;
   std::string_view message;
 };
 
@@ -47,8 +51,11 @@ class MessageLog {
                         std::string_view message) const;
   StorageOp put_attempts(std::uint64_t id, std::uint32_t attempts,
                          std::int64_t not_before_wall_us) const;
-  StorageOp erase_message(std::uint64_t id) const;
-  StorageOp erase_attempts(std::uint64_t id) const;
+  /// Delivered for the `attempts`-th time and not settled yet: a restart
+  /// before the settlement is stored counts it as a failed attempt.
+  StorageOp put_delivery(std::uint64_t id, std::uint32_t attempts) const;
+  /// Erases the message and its attempts record in one op.
+  StorageOp erase(std::uint64_t id) const;
   /// Records that ids below `next_id` are used (they are never handed out again).
   StorageOp put_next_id(std::uint64_t next_id) const;
 
