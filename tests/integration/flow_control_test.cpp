@@ -90,10 +90,15 @@ TEST_CASE("block: 10x the capacity goes through a 1,000/s consumer, memory stays
   CHECK(std::set<int>(seen.begin(), seen.end()).size() == kMessages);  // none twice
   CHECK(*seen.begin() == 0);
   CHECK(*seen.rbegin() == kMessages - 1);
+  // The promise is an upper bound: never more than rate·t + burst. Measured
+  // here, on the consumer's side of a socket, so 100 ms of slack for a late
+  // first arrival; below, the rate only has to be in the right range, since a
+  // busy machine may well deliver slower.
   const double seconds = std::chrono::duration<double>(arrivals.back() - arrivals.front()).count();
   const double rate = (kMessages - 1) / seconds;
   CAPTURE(rate);
-  CHECK(rate == doctest::Approx(1000).epsilon(0.02));
+  CHECK(kMessages - 1 <= 1000 * (seconds + 0.1) + 1);
+  CHECK(rate > 500);
 
   const auto stats = (*producer)->stats("burst");
   REQUIRE(stats.ok());
