@@ -485,10 +485,18 @@ std::optional<DeadLetterError> DurableStore::run_dead_letters(
       if (request.ids.empty())
         return DeadLetterError{errc::invalid_argument,
                                "dead_letters: remove needs entry ids (purge removes all)"};
+      // All or nothing: an id that is not there (or is being redriven) is
+      // not_found, and then nothing is removed.
       for (auto id : request.ids) {
         auto present = exists(id);
         if (!present) return DeadLetterError{errc::internal, "dead letters: read failed"};
-        if (!*present || redrive_pending_.count(id)) continue;
+        if (!*present || redrive_pending_.count(id))
+          return DeadLetterError{errc::not_found,
+                                 "no dead letter " + std::to_string(id) + " in " + queue +
+                                     (*present ? " (it is being redriven)" : "")};
+      }
+      for (auto id : request.ids) {
+        if (erasing_.count(id)) continue;  // named twice
         erase_entry(queue, id);
         affected++;
       }

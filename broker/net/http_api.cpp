@@ -7,7 +7,9 @@
 #include <algorithm>
 #include <cctype>
 #include <charconv>
+#include <initializer_list>
 #include <random>
+#include <set>
 
 #include "durable_store.hpp"
 #include "http_util.hpp"
@@ -82,16 +84,64 @@ HttpResponse method_not_allowed(std::string_view allow) {
   return r;
 }
 
-/// A JSON request body: an object, or (when empty and allowed) {}.
-std::optional<json> parse_body(const HttpRequest& request, bool empty_ok, std::string& problem) {
-  if (request.body.empty() && empty_ok) return json::object();
-  json j = json::parse(request.body, nullptr, false);
+/// Parses `text` as strictly as the config file is read: no byte order mark,
+/// no key twice in one object. nullopt with the problem otherwise.
+std::optional<json> parse_strict(std::string_view text, std::string& problem) {
+  if (text.starts_with("\xEF\xBB\xBF")) {
+    problem = "the body starts with a byte order mark; send plain UTF-8 JSON";
+    return std::nullopt;
+  }
+  std::vector<std::set<std::string>> keys;  // of each object being read, innermost last
+  std::string duplicate;
+  const json::parser_callback_t seen = [&](int, json::parse_event_t event, json& parsed) {
+    if (event == json::parse_event_t::object_start) {
+      keys.emplace_back();
+    } else if (event == json::parse_event_t::object_end) {
+      if (!keys.empty()) keys.pop_back();
+    } else if (event == json::parse_event_t::key && !keys.empty() && duplicate.empty()) {
+      const auto& name = parsed.get_ref<const std::string&>();
+      if (!keys.back().insert(name).second) duplicate = name;
+    }
+    return true;
+  };
+  json j = json::parse(text, seen, false);
   if (j.is_discarded()) {
     problem = "the body is not valid JSON";
     return std::nullopt;
   }
-  if (!j.is_object()) {
+  if (!duplicate.empty()) {
+    problem = "the field \"" + duplicate.substr(0, 64) + "\" appears twice";
+    return std::nullopt;
+  }
+  return j;
+}
+
+/// A field of `object` that is not one of `allowed`: the problem, or nullopt.
+std::optional<std::string> unknown_field(const json& object,
+                                         std::initializer_list<std::string_view> allowed) {
+  for (const auto& [name, value] : object.items()) {
+    if (std::find(allowed.begin(), allowed.end(), name) != allowed.end()) continue;
+    std::string list;
+    for (std::string_view a : allowed) list += (list.empty() ? "" : ", ") + std::string(a);
+    return "unknown field \"" + name.substr(0, 64) + "\" (allowed: " + list + ")";
+  }
+  return std::nullopt;
+}
+
+/// A JSON request body: an object with only `allowed` fields, or (when empty
+/// and allowed) {}. Strict: see parse_strict.
+std::optional<json> parse_body(const HttpRequest& request, bool empty_ok,
+                               std::initializer_list<std::string_view> allowed,
+                               std::string& problem) {
+  if (request.body.empty() && empty_ok) return json::object();
+  auto j = parse_strict(request.body, problem);
+  if (!j) return std::nullopt;
+  if (!j->is_object()) {
     problem = "the body must be a JSON object";
+    return std::nullopt;
+  }
+  if (auto unknown = unknown_field(*j, allowed)) {
+    problem = *unknown;
     return std::nullopt;
   }
   return j;
@@ -413,20 +463,29 @@ void draft_from_http(const HttpRequest& request, const engine::Queue& queue, Dra
 /// The draft of one entry of a batch publish; the problem, or nullopt.
 std::optional<std::string> draft_from_json(const json& m, const engine::Queue& queue, Draft& d) {
   if (!m.is_object()) return "each message must be a JSON object";
-  const auto text = [&](const char* name, std::string& out) -> std::optional<std::string> {
+  if (auto unknown = unknown_field(m, {"payload", "payload_base64", "key", "dedup_id", "seq",
+                                       "delay_ms", "not_before_ms", "correlation_id", "headers"}))
+    return unknown;
+  // Text fields take a string; the numeric ones (seq, delay_ms,
+  // not_before_ms) a non-negative integer or its decimal string.
+  const auto text = [&](const char* name, std::string& out,
+                        bool number_ok = false) -> std::optional<std::string> {
     const auto it = m.find(name);
     if (it == m.end() || it->is_null()) return std::nullopt;
     if (it->is_string()) {
       out = it->get<std::string>();
       return std::nullopt;
     }
-    if (it->is_number_unsigned()) {
+    if (number_ok && it->is_number_unsigned()) {
       out = std::to_string(it->get<std::uint64_t>());
       return std::nullopt;
     }
-    return std::string(name) + " must be a string";
+    return std::string(name) + (number_ok ? " must be a non-negative integer or a string"
+                                          : " must be a string");
   };
   std::string value;
+  if (m.contains("payload") && m.contains("payload_base64"))
+    return "give payload or payload_base64, not both";
   if (auto p = text("payload", d.payload)) return p;
   if (auto it = m.find("payload_base64"); it != m.end()) {
     if (!it->is_string()) return "payload_base64 must be a string";
@@ -442,7 +501,8 @@ std::optional<std::string> draft_from_json(const json& m, const engine::Queue& q
       {"not_before_ms", std::string(protocol::kNotBeforeHeader)}};
   for (const auto& [name, header] : fields) {
     value.clear();
-    if (auto p = text(name, value)) return p;
+    const std::string_view n = name;
+    if (auto p = text(name, value, n == "seq" || n == "delay_ms" || n == "not_before_ms")) return p;
     if (m.contains(name) && !m[name].is_null()) d.headers.emplace_back(header, value);
   }
   if (auto p = text("correlation_id", d.correlation_id)) return p;
@@ -522,7 +582,7 @@ void HttpApi::publish_one(const HttpRequest& request, std::string_view queue_nam
 void HttpApi::publish_batch(const HttpRequest& request, std::string_view queue_name,
                             Respond& respond) {
   std::string problem;
-  auto body = parse_body(request, false, problem);
+  auto body = parse_body(request, false, {"messages"}, problem);
   if (!body) {
     respond(error_response(errc::invalid_argument, "batch: " + problem));
     return;
@@ -596,7 +656,7 @@ void HttpApi::receive(const HttpRequest& request, std::string_view queue_name, c
     return;
   }
   std::string problem;
-  auto body = parse_body(request, true, problem);
+  auto body = parse_body(request, true, {"max_messages", "wait_ms", "lease_ms"}, problem);
   std::uint64_t max_messages = 1, wait_ms = 0, lease_ms = 0;
   if (!body || !read_uint(*body, "max_messages", options_.max_receive, 1, max_messages, problem) ||
       !read_uint(*body, "wait_ms", static_cast<std::uint64_t>(options_.max_wait.count()), 0,
@@ -752,11 +812,22 @@ void HttpApi::finish(Receive& r) {
 void HttpApi::settle(const HttpRequest& request, std::string_view queue_name, std::string_view verb,
                      Respond& respond) {
   std::string problem;
-  auto body = parse_body(request, false, problem);
+  std::optional<json> body;
+  if (verb == "ack")
+    body = parse_body(request, false, {"receipt", "receipts"}, problem);
+  else if (verb == "nack")
+    body = parse_body(request, false, {"receipt", "receipts", "delay_ms", "reason", "dead_letter"},
+                      problem);
+  else
+    body = parse_body(request, false, {"receipt", "receipts", "lease_ms"}, problem);
   std::vector<std::string> receipts;
   if (body) {
-    if (auto it = body->find("receipt"); it != body->end() && it->is_string())
-      receipts.push_back(it->get<std::string>());
+    if (auto it = body->find("receipt"); it != body->end() && !it->is_null()) {
+      if (it->is_string())
+        receipts.push_back(it->get<std::string>());
+      else
+        problem = "receipt must be a string";
+    }
     if (auto it = body->find("receipts"); it != body->end()) {
       if (!it->is_array()) {
         problem = "receipts must be an array of strings";
@@ -845,8 +916,19 @@ void HttpApi::settle(const HttpRequest& request, std::string_view queue_name, st
                                       : "a receipt is RECEIVE.SECRET.MESSAGE.LEASE, as received"}});
   }
   server_.watch_deadlines();
-  respond(json_response(first_failure == errc::ok ? 200 : http_status(first_failure),
-                        {{"succeeded", succeeded}, {"failed", std::move(failed)}}));
+  if (first_failure == errc::ok) {
+    respond(json_response(200, {{"succeeded", succeeded}, {"failed", std::move(failed)}}));
+    return;
+  }
+  // The one error shape, with what was settled and what was not beside it.
+  HttpResponse r = error_response(
+      first_failure, std::string(verb) + ": " + std::to_string(failed.size()) + " of " +
+                         std::to_string(receipts.size()) + " receipts not settled");
+  json j = json::parse(r.body);
+  j["succeeded"] = succeeded;
+  j["failed"] = std::move(failed);
+  r.body = dump(j);
+  respond(std::move(r));
 }
 
 // ---- admin ----
@@ -919,7 +1001,7 @@ void HttpApi::log_level(const HttpRequest& request, Respond& respond) {
   static constexpr const char* kLevels[] = {"trace", "debug", "info", "warn", "error"};
   if (request.method == "PUT") {
     std::string problem;
-    auto body = parse_body(request, false, problem);
+    auto body = parse_body(request, false, {"level"}, problem);
     int level = -1;
     if (body) {
       if (auto it = body->find("level"); it != body->end() && it->is_string())
@@ -981,7 +1063,11 @@ void HttpApi::dead_letters(const HttpRequest& request, std::string_view queue,
     req.ids.push_back(single);
   } else if ((rest == "/redrive" || rest == "/delete") && request.method == "POST") {
     req.op = rest == "/redrive" ? protocol::DeadLetterOp::redrive : protocol::DeadLetterOp::remove;
-    body = parse_body(request, false, problem);
+    if (req.op == protocol::DeadLetterOp::redrive)
+      body = parse_body(request, false, {"ids", "min_age_ms", "max_age_ms", "reason", "rate", "all"},
+                        problem);
+    else
+      body = parse_body(request, false, {"ids"}, problem);
     if (body) {
       std::uint64_t rate_milli = 0;
       if (auto it = body->find("ids"); it != body->end()) {

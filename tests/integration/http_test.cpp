@@ -437,3 +437,91 @@ TEST_CASE("metrics: a real Prometheus server scrapes sluiced and sees the counts
       [&] { return value("sluice_queue_processing_seconds_count{queue=\"orders\"}") == 7; }, 30s));
   CHECK(value("sluice_ready") == 1);
 }
+
+TEST_CASE("http: request bodies are strict - wrong type, unknown field, duplicate key, BOM") {
+  TestBroker broker;
+  struct Case {
+    std::string target, body, names;  // names: text the message must contain
+  };
+  const std::vector<Case> cases = {
+      {"/v1/queues/q/messages/batch", R"({"messages":[{"payload":1}]})", "payload must be a string"},
+      {"/v1/queues/q/messages/batch", R"({"messages":[{"payload":"a","colour":"red"}]})",
+       "unknown field \"colour\""},
+      {"/v1/queues/q/messages/batch", R"({"messages":[{"payload":"a"}],"mesages":[]})",
+       "unknown field \"mesages\""},
+      {"/v1/queues/q/messages/batch", R"({"messages":[{"payload":"a","payload":"b"}]})",
+       "\"payload\" appears twice"},
+      {"/v1/queues/q/messages/batch", "\xEF\xBB\xBF{\"messages\":[{\"payload\":\"a\"}]}",
+       "byte order mark"},
+      {"/v1/queues/q/messages/batch", R"({"messages":[{"payload":"a","key":7}]})",
+       "key must be a string"},
+      {"/v1/queues/q/receive", R"({"max_messages":1,"wait":5})", "unknown field \"wait\""},
+      {"/v1/queues/q/receive", R"({"max_messages":1,"max_messages":2})", "appears twice"},
+      {"/v1/queues/q/ack", R"({"receipt":"1.2.3.4","delay_ms":5})", "unknown field \"delay_ms\""},
+      {"/v1/queues/q/ack", R"({"receipt":5})", "receipt must be a string"},
+      {"/v1/queues/q/nack", R"({"receipt":"1.2.3.4","dead_letter":"yes"})",
+       "dead_letter must be true or false"},
+      {"/v1/queues/q/extend", R"({"receipt":"1.2.3.4","lease":5})", "unknown field \"lease\""},
+      {"/v1/queues/q/dlq/redrive", R"({"all":true,"speed":5})", "unknown field \"speed\""},
+      {"/v1/queues/q/dlq/delete", R"({"ids":[1],"all":true})", "unknown field \"all\""},
+  };
+  for (const auto& c : cases) {
+    CAPTURE(c.target);
+    CAPTURE(c.body);
+    const auto r = post(broker, c.target, c.body, {{"Content-Type", "application/json"}});
+    CHECK(r.status == 400);
+    CHECK(error_code(r) == "invalid_argument");
+    CHECK(body_of(r)["error"]["message"].get<std::string>().find(c.names) != std::string::npos);
+  }
+  // Numbers are fine where the field is a number; nothing above was published.
+  const auto ok = post(broker, "/v1/queues/q/messages/batch",
+                       R"({"messages":[{"payload":"a","delay_ms":0,"seq":1,"key":"k"}]})");
+  CHECK(ok.status == 202);
+  const auto q = body_of(http_request(broker.http_port(), "GET", "/v1/queues/q"));
+  CHECK(q["totals"]["published"] == 1);
+}
+
+TEST_CASE("http: settle and dead-letter refusals use the one error shape; a missing dead letter is 404") {
+  TestBroker broker({"--set", "queues.pay.max_attempts=1"});
+  REQUIRE(post(broker, "/v1/queues/pay/messages", "card").status == 202);
+  json got = receive(broker, "pay", 1, 2000);
+  REQUIRE(got.size() == 1);
+  const std::string receipt = got[0]["receipt"];
+  // One good receipt and one stale one: 409, the error shape, and what happened.
+  const auto both =
+      post(broker, "/v1/queues/pay/nack",
+           json{{"receipts", {receipt, "1.2.3.4"}}, {"reason", "declined"}}.dump());
+  CHECK(both.status == 409);
+  CHECK(error_code(both) == "stale_lease");
+  CHECK(body_of(both)["succeeded"] == 1);
+  CHECK(body_of(both)["failed"].size() == 1);
+  std::uint64_t entry = 0;
+  REQUIRE(eventually([&] {
+    const auto list = http_request(broker.http_port(), "GET", "/v1/queues/pay/dlq");
+    const json j = json::parse(list.body, nullptr, false);
+    if (j.is_discarded() || !j.contains("entries") || j["entries"].empty()) return false;
+    entry = j["entries"][0]["entry_id"];
+    return true;
+  }));
+  const std::string missing = std::to_string(entry + 1000);
+  const auto del = http_request(broker.http_port(), "DELETE", "/v1/queues/pay/dlq/" + missing);
+  CHECK(del.status == 404);
+  CHECK(error_code(del) == "not_found");
+  // POST .../delete naming a missing id is 404 too, and deletes nothing (all or nothing).
+  const auto post_del = post(broker, "/v1/queues/pay/dlq/delete",
+                             json{{"ids", {entry, entry + 1000}}}.dump());
+  CHECK(post_del.status == 404);
+  CHECK(error_code(post_del) == "not_found");
+  CHECK(http_request(broker.http_port(), "GET", "/v1/queues/pay/dlq/" + std::to_string(entry))
+            .status == 200);
+  // sluicectl says so with exit status 1.
+  const auto ctl = sluice::test::run_command(std::string(SLUICECTL_PATH) + " --broker " +
+                                             broker.address() + " dlq delete pay " + missing +
+                                             " 2>&1");
+  CHECK(ctl.status == 1);
+  CHECK(ctl.out.find("not_found") != std::string::npos);
+  // The entry that is there goes; a second delete of it is 404.
+  CHECK(post(broker, "/v1/queues/pay/dlq/delete", json{{"ids", {entry}}}.dump()).status == 200);
+  CHECK(http_request(broker.http_port(), "DELETE", "/v1/queues/pay/dlq/" + std::to_string(entry))
+            .status == 404);
+}
