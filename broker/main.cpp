@@ -220,6 +220,7 @@ int main(int argc, char** argv) {
   options.shutdown_grace = settings.shutdown_grace;
   options.frame_timeout = settings.frame_timeout;
   options.handshake_timeout = settings.handshake_timeout;
+  options.settle_after_commit = settings.storage_settle_commit;
   net::Server server(io, engine, options);
   server.set_durable(store.get());
   server.auth().configure(settings.tokens);

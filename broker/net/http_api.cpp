@@ -871,6 +871,7 @@ void HttpApi::settle(const HttpRequest& request, std::string_view queue_name, st
     return;
   }
   const auto now = Server::now();
+  const std::uint64_t written = server_.durable() != nullptr ? server_.durable()->last_seq() : 0;
   std::uint64_t succeeded = 0;
   json failed = json::array();
   errc first_failure = errc::ok;
@@ -916,18 +917,27 @@ void HttpApi::settle(const HttpRequest& request, std::string_view queue_name, st
                                       : "a receipt is RECEIVE.SECRET.MESSAGE.LEASE, as received"}});
   }
   server_.watch_deadlines();
+  HttpResponse r;
   if (first_failure == errc::ok) {
-    respond(json_response(200, {{"succeeded", succeeded}, {"failed", std::move(failed)}}));
+    r = json_response(200, {{"succeeded", succeeded}, {"failed", std::move(failed)}});
+  } else {
+    // The one error shape, with what was settled and what was not beside it.
+    r = error_response(first_failure, std::string(verb) + ": " + std::to_string(failed.size()) +
+                                          " of " + std::to_string(receipts.size()) +
+                                          " receipts not settled");
+    json j = json::parse(r.body);
+    j["succeeded"] = succeeded;
+    j["failed"] = std::move(failed);
+    r.body = dump(j);
+  }
+  DurableStore* store = server_.durable();
+  if (server_.options().settle_after_commit && store != nullptr && store->last_seq() != written) {
+    // storage.settle = "commit": answered once what it wrote is committed.
+    store->after_durable(store->last_seq(), [respond = std::move(respond), r = std::move(r)]() mutable {
+      respond(std::move(r));
+    });
     return;
   }
-  // The one error shape, with what was settled and what was not beside it.
-  HttpResponse r = error_response(
-      first_failure, std::string(verb) + ": " + std::to_string(failed.size()) + " of " +
-                         std::to_string(receipts.size()) + " receipts not settled");
-  json j = json::parse(r.body);
-  j["succeeded"] = succeeded;
-  j["failed"] = std::move(failed);
-  r.body = dump(j);
   respond(std::move(r));
 }
 

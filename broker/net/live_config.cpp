@@ -90,6 +90,7 @@ void for_each_restart_only(Visit&& visit) {
   visit("storage.path", &S::storage_path);
   visit("storage.sync", &S::storage_sync);
   visit("storage.max_size", &S::storage_max_size);
+  visit("storage.settle", &S::storage_settle_commit);
 }
 
 }  // namespace

@@ -48,6 +48,9 @@ struct ServerOptions {
   std::chrono::milliseconds frame_timeout{30000};
   /// HELLO must arrive within this (see limits.handshake_timeout).
   std::chrono::milliseconds handshake_timeout{10000};
+  /// storage.settle = "commit": acks, nacks and extends that changed storage
+  /// are answered only once that change is committed.
+  bool settle_after_commit = false;
 };
 
 /// Opens, binds and listens `acceptor` on host:port ("localhost" = 127.0.0.1;

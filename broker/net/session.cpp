@@ -439,7 +439,8 @@ void Session::durable_committed(std::uint64_t seq) {
     durable_confirms_.pop_front();
     pending_publishes_ -= c.messages;
     // Pressure as it is now, when the producer learns of the publish.
-    held_[c.offset + protocol::kConfirmPressureOffset] = static_cast<char>(c.queue->pressure());
+    if (c.queue != nullptr)  // (a held SETTLED has none)
+      held_[c.offset + protocol::kConfirmPressureOffset] = static_cast<char>(c.queue->pressure());
     released = true;
   }
   if (!released) return;
@@ -569,12 +570,32 @@ void Session::handle_ack(std::string_view body) {
   }
   engine::Engine& engine = server_.engine();
   const auto now = Server::now();
+  const std::uint64_t written = storage_seq();
   failures_.clear();
   for (const auto& a : acks_) {
     if (auto code = engine.ack(*this, a.message_id, a.lease_token, now); code != errc::ok)
       failures_.push_back({a.message_id, code});
   }
-  protocol::encode_settled(out(), request_id, failures_);
+  answer_settled(request_id, written);
+}
+
+std::uint64_t Session::storage_seq() const {
+  const DurableStore* store = server_.durable();
+  return store != nullptr ? store->last_seq() : 0;
+}
+
+void Session::answer_settled(std::uint64_t request_id, std::uint64_t written_before) {
+  DurableStore* store = server_.durable();
+  if (!server_.options().settle_after_commit || store == nullptr ||
+      store->last_seq() == written_before) {
+    protocol::encode_settled(out(), request_id, failures_);
+    return;
+  }
+  // storage.settle = "commit": held, like a durable publish's CONFIRM, until
+  // what this request wrote is committed (answers stay in request order).
+  durable_confirms_.push_back({store->last_seq(), held_.size(), nullptr, 0});
+  protocol::encode_settled(held_, request_id, failures_);
+  store->when_durable(store->last_seq(), weak_from_this());
 }
 
 void Session::handle_nack(std::string_view body) {
@@ -585,6 +606,7 @@ void Session::handle_nack(std::string_view body) {
   }
   engine::Engine& engine = server_.engine();
   const auto now = Server::now();
+  const std::uint64_t written = storage_seq();
   failures_.clear();
   for (const auto& n : nacks_) {
     if (auto code =
@@ -594,7 +616,7 @@ void Session::handle_nack(std::string_view body) {
       failures_.push_back({n.message_id, code});
   }
   server_.watch_deadlines();  // retries wait on the engine's timer
-  protocol::encode_settled(out(), request_id, failures_);
+  answer_settled(request_id, written);
 }
 
 void Session::handle_extend(std::string_view body) {

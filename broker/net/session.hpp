@@ -102,6 +102,11 @@ class Session final : public std::enable_shared_from_this<Session>,
     deliver_open_ = false;
     return out_;
   }
+  /// The storage's last write sequence number (0 without storage).
+  std::uint64_t storage_seq() const;
+  /// SETTLED for `request_id` with failures_, now, or held until the writes
+  /// made since `written_before` are committed (storage.settle = "commit").
+  void answer_settled(std::uint64_t request_id, std::uint64_t written_before);
   /// Puts the CONFIRM of a durable publish in line; it goes out once durable.
   void hold_confirm(std::uint64_t request_id, engine::Queue& queue);
   /// Moves the answers before the first confirm still waiting (all, if none) to out_.

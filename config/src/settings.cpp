@@ -757,6 +757,7 @@ constexpr Field<Settings> kLimitsFields[] = {
 };
 
 constexpr std::string_view kSyncChoices[] = {"fsync", "nosync"};
+constexpr std::string_view kSettleChoices[] = {"at_once", "commit"};
 constexpr std::string_view kDurabilityChoices[] = {"memory", "durable"};
 constexpr std::string_view kOrderingChoices[] = {"none", "key"};
 constexpr std::string_view kJitterChoices[] = {"none", "full", "equal"};
@@ -775,6 +776,12 @@ constexpr Field<Settings> kStorageFields[] = {
      .rule = {.kind = Kind::size, .min = kMiB, .max = 16 * 1024 * kGiB},
      .store = [](Settings& s, const Parsed& v) { s.storage_max_size = v.number; },
      .read = [](const Settings& s) { return whole(s.storage_max_size); }},
+    {.key = "settle",
+     .rule = {.kind = Kind::choice,
+              .choices = kSettleChoices,
+              .choices_note = "at_once: acks and nacks of durable queues are answered when "
+                              "applied; commit: when their change is committed"},
+     .store = [](Settings& s, const Parsed& v) { s.storage_settle_commit = v.choice == 1; }},
 };
 
 constexpr Field<Settings> kTlsFields[] = {

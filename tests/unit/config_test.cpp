@@ -103,6 +103,7 @@ void check_defaults(const cfg::Settings& s) {
   CHECK(s.storage_path.empty());
   CHECK(s.storage_sync);
   CHECK(s.storage_max_size == 4ull << 30);
+  CHECK_FALSE(s.storage_settle_commit);
   CHECK(s.queue_defaults.durability == cfg::Durability::memory);
 }
 
@@ -730,16 +731,21 @@ low_watermark = 10
 path = "/var/lib/sluice"
 sync = "nosync"
 max_size = "64GiB"
+settle = "commit"
 [queues.orders]
 durability = "durable"
 )");
     CHECK(s.storage_path == "/var/lib/sluice");
+    CHECK(s.storage_settle_commit);
     CHECK_FALSE(s.storage_sync);
     CHECK(s.storage_max_size == 64ull << 30);
     REQUIRE(s.queues.size() == 1);
     CHECK(s.queues[0].settings.durability == cfg::Durability::durable);
     CHECK_FALSE(cfg::validate(s).has_value());
 
+    auto settle = load_error("[storage]\nsettle = \"later\"\n");
+    CHECK(settle.setting == "storage.settle");
+    CHECK(contains(settle.allowed, "commit"));
     auto error = load_error("[storage]\nsync = \"sometimes\"\n");
     CHECK(error.setting == "storage.sync");
     CHECK(contains(error.problem, "unknown value \"sometimes\""));

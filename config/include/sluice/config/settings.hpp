@@ -187,6 +187,10 @@ struct Settings {
   /// storage.max_size [1MiB, 16TiB]: the most the data file may grow to. At the limit,
   /// publishes to durable queues get their queue's overflow policy.
   uint64_t storage_max_size = 4ull << 30;
+  /// storage.settle: false = "at_once" (an ack, nack or extend of a durable queue's message is
+  /// answered once applied; a crash before its commit can undo it), true = "commit" (answered
+  /// once its change is committed, as a durable publish's confirm is).
+  bool storage_settle_commit = false;
   // [tls]
   /// tls.cert_file and tls.key_file (PEM; both or neither): when set, both listeners speak
   /// TLS only (1.2 and 1.3). Read again on SIGHUP.
