@@ -633,3 +633,37 @@ TEST_CASE("durable: with storage.settle = commit an answered ack survives kill -
     if (std::string(settle) == "commit") CHECK(came_back == 0);
   }
 }
+
+// The same over the protocol: the client library's ack() returns on SETTLED.
+TEST_CASE("durable: with storage.settle = commit a SETTLED ack survives kill -9") {
+  DataDir dir;
+  const auto args = durable_args(dir, {"--set", "storage.settle=commit"});
+  {
+    TestBroker broker(args);
+    auto conn = broker.connect();
+    std::vector<sluice::client::Message> batch;
+    for (int i = 0; i < 100; ++i) batch.push_back({"m" + std::to_string(i), {}});
+    REQUIRE(conn->publish_batch("d", batch).ok());
+    std::mutex mutex;
+    std::vector<sluice::client::LeaseHandle> held;
+    REQUIRE(conn->subscribe("d", {.max_in_flight = 100},
+                            [&](const Delivery& d) {
+                              std::lock_guard lk(mutex);
+                              held.push_back(sluice::client::handle(d));
+                              return Disposition::manual;
+                            })
+                .ok());
+    REQUIRE(eventually([&] {
+      std::lock_guard lk(mutex);
+      return held.size() == 100;
+    }));
+    std::lock_guard lk(mutex);
+    for (const auto& h : held) REQUIRE_FALSE(conn->ack(h));
+    broker.kill9();  // right after the last SETTLED
+  }
+  TestBroker broker(args);
+  auto stats = broker.connect()->stats("d");
+  REQUIRE(stats.ok());
+  const std::uint64_t back = stats->empty() ? 0 : (*stats)[0].ready + (*stats)[0].delayed;
+  CHECK(back == 0);
+}
