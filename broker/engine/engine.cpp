@@ -456,6 +456,8 @@ void Engine::disconnect(Consumer& consumer, Micros now) {
       if (events_) events_->attempt_failed({queue, s.id, s.attempt, f.reason, -1, s.message});
       dead_letter(newest, now);
     } else {
+      // Back in line, not out: a restart must not count this attempt twice.
+      if (s.durable) journal_->attempted(s.id, s.attempt, 0);
       requeue_front(queue, newest);
     }
   }

@@ -77,7 +77,9 @@ std::uint32_t KeyLanes::pop(Micros now, Micros& wake_at, KeyLane*& from) {
     KeyLane& lane = *eligible_.front();
     eligible_.pop_front();
     lane.eligible = false;
-    if (lane.ready.empty()) continue;
+    // Blocked after it joined the ring (an ordered key's message out, or read
+    // back at a restart): it rejoins when that message is back or settled.
+    if (lane.ready.empty() || lane.busy) continue;
     if (lane.prepaid) {
       lane.prepaid = false;
     } else if (!lane.bucket.try_take(now)) {

@@ -139,6 +139,14 @@ void DurableStore::when_durable(std::uint64_t seq, std::weak_ptr<Session> sessio
   waiting_.emplace_back(seq, std::move(session));
 }
 
+void DurableStore::when_settled(std::uint64_t seq, std::weak_ptr<Session> session) {
+  settle_waiting_.emplace_back(seq, std::move(session));
+}
+
+void DurableStore::after_settled(std::uint64_t seq, std::function<void()> then) {
+  after_settled_.emplace_back(seq, std::move(then));
+}
+
 StorageStats DurableStore::stats() const {
   StorageStats s;
   (void)dir_.env().usage(s.usage, true);
@@ -207,7 +215,17 @@ void DurableStore::on_commit(const storage::CommitResult& result) {
   while (!waiting_.empty() && waiting_.front().first <= result.durable_seq) {
     auto session = waiting_.front().second.lock();
     waiting_.pop_front();
-    if (session) session->durable_committed(result.durable_seq);
+    if (session) session->durable_committed(result.durable_seq, result.settled_seq);
+  }
+  while (!settle_waiting_.empty() && settle_waiting_.front().first <= result.settled_seq) {
+    auto session = settle_waiting_.front().second.lock();
+    settle_waiting_.pop_front();
+    if (session) session->durable_committed(result.durable_seq, result.settled_seq);
+  }
+  while (!after_settled_.empty() && after_settled_.front().first <= result.settled_seq) {
+    auto then = std::move(after_settled_.front().second);
+    after_settled_.pop_front();
+    then();
   }
   if (after_commit_) after_commit_();
 }

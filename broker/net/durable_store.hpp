@@ -72,6 +72,12 @@ class DurableStore final : public engine::Journal {
   /// `session->durable_committed(seq)` once every write up to `seq` is durable
   /// (not called if the session is gone by then).
   void when_durable(std::uint64_t seq, std::weak_ptr<Session> session);
+  /// `session->durable_committed(...)` once every write up to `seq` is
+  /// committed except new records waiting for room: for answers to acks,
+  /// nacks and extends, whose writes never wait (storage.settle = "commit").
+  void when_settled(std::uint64_t seq, std::weak_ptr<Session> session);
+  /// Runs `then` on the engine thread once write `seq` is settled (as above).
+  void after_settled(std::uint64_t seq, std::function<void()> then);
   /// The sequence number of the last write handed to storage.
   std::uint64_t last_seq() const noexcept { return committer_->last_seq(); }
   StorageStats stats() const;
@@ -145,6 +151,8 @@ class DurableStore final : public engine::Journal {
   storage::MessageLog log_;
   std::unique_ptr<storage::GroupCommitter> committer_;
   std::deque<std::pair<std::uint64_t, std::weak_ptr<Session>>> waiting_;  // in seq order
+  std::deque<std::pair<std::uint64_t, std::weak_ptr<Session>>> settle_waiting_;
+  std::deque<std::pair<std::uint64_t, std::function<void()>>> after_settled_;
   bool full_ = false;
   std::function<void()> after_commit_;
   bool temporary_ = false;

@@ -933,7 +933,7 @@ void HttpApi::settle(const HttpRequest& request, std::string_view queue_name, st
   DurableStore* store = server_.durable();
   if (server_.options().settle_after_commit && store != nullptr && store->last_seq() != written) {
     // storage.settle = "commit": answered once what it wrote is committed.
-    store->after_durable(store->last_seq(), [respond = std::move(respond), r = std::move(r)]() mutable {
+    store->after_settled(store->last_seq(), [respond = std::move(respond), r = std::move(r)]() mutable {
       respond(std::move(r));
     });
     return;

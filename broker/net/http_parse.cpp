@@ -26,43 +26,47 @@ HttpRequest to_http_request(http::request<http::string_body>& message, std::stri
   return request;
 }
 
-HeaderBlockScan scan_header_block(std::string_view bytes) noexcept {
-  HeaderBlockScan scan;
-  std::size_t i = 0;
-  // Empty lines before the request line are not this scan's business (RFC
-  // 9112 §2.2 lets a server skip them; Beast refuses them as a bad method).
-  while (i + 1 < bytes.size() && bytes[i] == '\r' && bytes[i + 1] == '\n') i += 2;
-  std::size_t line_start = i;
-  bool first_line = true;
+void scan_header_block(std::string_view bytes, HeaderBlockScan& scan) noexcept {
+  std::size_t i = scan.resume;
+  std::size_t line_start = scan.line_start;
+  if (i == 0 && !scan.past_request_line) {
+    // Empty lines before the request line are not this scan's business (RFC
+    // 9112 §2.2 lets a server skip them; Beast refuses them as a bad method).
+    while (i + 1 < bytes.size() && bytes[i] == '\r' && bytes[i + 1] == '\n') i += 2;
+    line_start = i;
+  }
+  bool first_line = !scan.past_request_line;
   for (; i < bytes.size(); ++i) {
     const char c = bytes[i];
     if (i == line_start && !first_line && (c == ' ' || c == '\t')) {
       scan.state = HeaderBlockScan::bad;
       scan.problem = "a header line starts with whitespace (obs-fold is not accepted)";
-      return scan;
+      return;
     }
     if (c == '\n') {
       scan.state = HeaderBlockScan::bad;
       scan.problem = "bare LF in the header block (lines end with CRLF)";
-      return scan;
+      return;
     }
     if (c != '\r') continue;
     if (i + 1 == bytes.size()) break;  // the LF may be in the next read
     if (bytes[i + 1] != '\n') {
       scan.state = HeaderBlockScan::bad;
       scan.problem = "bare CR in the header block";
-      return scan;
+      return;
     }
     if (i == line_start && !first_line) {  // the empty line: the block is whole
       scan.state = HeaderBlockScan::complete;
       scan.size = i + 2;
-      return scan;
+      return;
     }
     first_line = false;
     ++i;  // past the LF
     line_start = i + 1;
   }
-  return scan;
+  scan.resume = i;  // at the end, or at a CR whose LF has not come yet
+  scan.line_start = line_start;
+  scan.past_request_line = !first_line;
 }
 
 namespace {
@@ -146,7 +150,8 @@ HttpParse parse_http_request(std::string_view& input, std::uint64_t max_body_byt
   parser.body_limit(max_body_bytes);
   parser.header_limit(kMaxHttpHeaderBytes);
   parser.eager(true);
-  const HeaderBlockScan scan = scan_header_block(input);
+  HeaderBlockScan scan;
+  scan_header_block(input, scan);
   if (scan.state == HeaderBlockScan::bad) return HttpParse::bad_request;
   if (scan.state == HeaderBlockScan::need_more)
     return input.size() > kMaxHttpHeaderBytes ? HttpParse::headers_too_large : HttpParse::need_more;

@@ -31,6 +31,12 @@ struct HeaderBlockScan {
   enum State { complete, need_more, bad } state = need_more;
   std::size_t size = 0;       // complete: bytes up to and including the empty line
   const char* problem = "";  // bad: why
+  // need_more: where the next scan of the same, longer, bytes resumes, so a
+  // slow sender costs no rescans: the next byte to look at, the start of its
+  // line, and whether the request line is behind.
+  std::size_t resume = 0;
+  std::size_t line_start = 0;
+  bool past_request_line = false;
 };
 
 /// Checks the raw header block (request line and fields) before Beast sees it,
@@ -38,7 +44,9 @@ struct HeaderBlockScan {
 /// obs-fold, a line that starts with a space or tab (§5.2). Both would let a
 /// proxy in front of us and this parser read different requests from the same
 /// bytes.
-HeaderBlockScan scan_header_block(std::string_view bytes) noexcept;
+/// `scan` is a fresh HeaderBlockScan, or the need_more answer for a prefix of
+/// `bytes` (the scan then goes on where it stopped).
+void scan_header_block(std::string_view bytes, HeaderBlockScan& scan) noexcept;
 
 /// A request whose framing is refused: answered, then the connection closes.
 struct FramingError {

@@ -106,6 +106,7 @@ class HttpConnection final : public HttpConnectionBase,
     parser_->body_limit(server_.options().max_body_bytes);
     parser_->header_limit(kMaxHttpHeaderBytes);
     tcp().expires_after(server_.options().idle_timeout);
+    scan_ = {};
     read_header_block();
   }
 
@@ -116,14 +117,14 @@ class HttpConnection final : public HttpConnectionBase,
     if (closed_) return;
     const auto data = buffer_.data();
     const std::string_view bytes(static_cast<const char*>(data.data()), data.size());
-    const HeaderBlockScan scan = scan_header_block(bytes);
-    if (scan.state == HeaderBlockScan::bad) {
+    scan_header_block(bytes, scan_);
+    if (scan_.state == HeaderBlockScan::bad) {
       write(framing_error(400, "malformed_frame",
-                          std::string("malformed HTTP request: ") + scan.problem),
+                          std::string("malformed HTTP request: ") + scan_.problem),
             false);
       return;
     }
-    if (scan.state == HeaderBlockScan::complete) {
+    if (scan_.state == HeaderBlockScan::complete) {
       http::async_read_header(
           stream_, buffer_, *parser_,
           [self = this->shared_from_this()](const beast::error_code& ec, std::size_t) {
@@ -268,6 +269,7 @@ class HttpConnection final : public HttpConnectionBase,
   std::array<char, 4096> scratch_;
   beast::flat_buffer buffer_;
   std::optional<http::request_parser<http::string_body>> parser_;
+  HeaderBlockScan scan_;  // of the request being read
   http::response<http::string_body> response_;
   std::function<void(bool)> after_;
   std::string peer_;

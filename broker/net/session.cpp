@@ -431,10 +431,13 @@ void Session::hold_confirm(std::uint64_t request_id, engine::Queue& queue) {
   store.when_durable(store.last_seq(), weak_from_this());
 }
 
-void Session::durable_committed(std::uint64_t seq) {
+void Session::durable_committed(std::uint64_t seq, std::uint64_t settled) {
   if (closed_) return;
   bool released = false;
-  while (!durable_confirms_.empty() && durable_confirms_.front().seq <= seq) {
+  // A held SETTLED (no queue) waits only for its own small writes.
+  while (!durable_confirms_.empty() &&
+         durable_confirms_.front().seq <=
+             (durable_confirms_.front().queue != nullptr ? seq : settled)) {
     const DurableConfirm c = durable_confirms_.front();
     durable_confirms_.pop_front();
     pending_publishes_ -= c.messages;
@@ -595,7 +598,7 @@ void Session::answer_settled(std::uint64_t request_id, std::uint64_t written_bef
   // what this request wrote is committed (answers stay in request order).
   durable_confirms_.push_back({store->last_seq(), held_.size(), nullptr, 0});
   protocol::encode_settled(held_, request_id, failures_);
-  store->when_durable(store->last_seq(), weak_from_this());
+  store->when_settled(store->last_seq(), weak_from_this());
 }
 
 void Session::handle_nack(std::string_view body) {

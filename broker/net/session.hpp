@@ -52,8 +52,10 @@ class Session final : public std::enable_shared_from_this<Session>,
   void released(engine::Consumer& consumer) override;
   // engine::PublishWaiter
   void room(engine::Queue& queue) override;
-  /// Every storage write up to `seq` is durable: send the confirms waiting for it.
-  void durable_committed(std::uint64_t seq);
+  /// Every storage write up to `seq` is durable, and up to `settled` all but
+  /// new records waiting for room: send the confirms (and held SETTLEDs)
+  /// waiting for them, in request order.
+  void durable_committed(std::uint64_t seq, std::uint64_t settled);
 
  private:
   /// TLS handshake (if TLS), then `refusal` sent or reading begun.

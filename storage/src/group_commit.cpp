@@ -78,9 +78,12 @@ void GroupCommitter::record_batch(std::size_t operations) {
 }
 
 namespace {
+/// `op` and, depth first, everything in its `also` (which may nest).
 Status apply_one(Txn& txn, const StorageOp& op) {
-  if (op.kind == StorageOp::Kind::put) return txn.put(op.db, op.key, op.value, op.append);
-  return txn.erase(op.db, op.key);
+  Status status = op.kind == StorageOp::Kind::put ? txn.put(op.db, op.key, op.value, op.append)
+                                                  : txn.erase(op.db, op.key);
+  for (std::size_t i = 0; i < op.also.size() && !status; ++i) status = apply_one(txn, op.also[i]);
+  return status;
 }
 }  // namespace
 
@@ -93,7 +96,6 @@ Status GroupCommitter::apply(const std::vector<Sequenced>& ops, bool (*include)(
     const StorageOp& op = ops[i].op;
     if (!include(op)) continue;
     status = apply_one(txn, op);
-    for (std::size_t j = 0; j < op.also.size() && !status; ++j) status = apply_one(txn, op.also[j]);
     ++applied;
   }
   if (!status && applied != 0) status = txn.commit();
@@ -112,6 +114,7 @@ void GroupCommitter::report_progress(std::uint64_t received, const std::vector<S
   CommitResult result;
   result.durable_seq = received;
   if (!pending.empty()) result.durable_seq = pending.front().seq - 1;
+  result.settled_seq = result.durable_seq;
   if (!waiting.empty()) result.durable_seq = std::min(result.durable_seq, waiting.front().seq - 1);
   result.full = full;
   waiting_.store(waiting.size(), std::memory_order_relaxed);
@@ -207,10 +210,16 @@ void GroupCommitter::run() {
       }
       if (!full) {
         submitted_.wait(seen, std::memory_order_acquire);  // until something new arrives
-        seen = submitted_.load(std::memory_order_acquire);
       } else {
-        std::this_thread::sleep_until(retry_at);  // storage full: rare, a poll is fine
+        // Storage full (rare): new records are retried at retry_at, but what
+        // arrives meanwhile (acks: erases, which free space and may have an
+        // answer waiting on them) goes at once. A 1 ms poll: atomic waits
+        // have no timeout.
+        while (std::chrono::steady_clock::now() < retry_at &&
+               submitted_.load(std::memory_order_acquire) == seen && !stopping_.load())
+          std::this_thread::sleep_for(std::chrono::milliseconds(1));
       }
+      seen = submitted_.load(std::memory_order_acquire);
       continue;
     }
     CommitResult result;
@@ -257,6 +266,7 @@ void GroupCommitter::run() {
     // Everything before the first op still waiting (or not yet tried) is durable.
     std::uint64_t durable = received;
     if (!pending.empty()) durable = pending.front().seq - 1;
+    result.settled_seq = durable;
     if (!waiting.empty()) durable = std::min(durable, waiting.front().seq - 1);
     result.durable_seq = durable;
     result.full = full;

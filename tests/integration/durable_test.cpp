@@ -7,6 +7,7 @@
 #include <algorithm>
 #include <atomic>
 #include <cstdio>
+#include <deque>
 #include <filesystem>
 #include <map>
 #include <mutex>
@@ -666,4 +667,75 @@ TEST_CASE("durable: with storage.settle = commit a SETTLED ack survives kill -9"
   REQUIRE(stats.ok());
   const std::uint64_t back = stats->empty() ? 0 : (*stats)[0].ready + (*stats)[0].delayed;
   CHECK(back == 0);
+}
+
+// storage.settle = "commit" while the store is full and publishes wait for
+// room: an ack's answer waits only for its own erase (which never waits), so
+// a consumer that acks one message at a time frees the store and everything
+// gets through, rather than every ack waiting behind the waiting publishes.
+TEST_CASE("durable: storage.settle = commit - acks are answered while the store is full") {
+  DataDir dir;
+  TestBroker broker(durable_args(dir, {"--set", "storage.max_size=1MiB", "--set",
+                                       "storage.settle=commit"}));
+  const std::string payload(1000, 'x');
+  auto producer = broker.connect("producer");
+  std::atomic<int> confirmed{0}, failed{0};
+  constexpr int kMessages = 2000;  // ~2 MB: twice what fits
+  for (int i = 0; i < kMessages; ++i)
+    producer->publish_async("d", std::to_string(i) + payload,
+                            [&](const sluice::client::Error& e, std::uint64_t) {
+                              (e ? failed : confirmed).fetch_add(1);
+                            });
+  auto admin = broker.connect("admin");  // the producer's answers wait behind its confirms
+  REQUIRE(eventually([&] {
+    auto st = admin->storage_stats();
+    return st.ok() && st->has_value() && (*st)->full;
+  }));
+  auto consumer = broker.connect("consumer");
+  std::mutex mutex;
+  std::deque<sluice::client::LeaseHandle> handles;
+  REQUIRE(consumer
+              ->subscribe("d", {.max_in_flight = 1},
+                          [&](const Delivery& d) {
+                            std::lock_guard lk(mutex);
+                            handles.push_back(sluice::client::handle(d));
+                            return Disposition::manual;
+                          })
+              .ok());
+  // One ack at a time, each waiting for its SETTLED.
+  int acked = 0;
+  const auto deadline = std::chrono::steady_clock::now() + 20s;
+  while (acked < kMessages && std::chrono::steady_clock::now() < deadline) {
+    std::optional<sluice::client::LeaseHandle> h;
+    {
+      std::lock_guard lk(mutex);
+      if (!handles.empty()) {
+        h = handles.front();
+        handles.pop_front();
+      }
+    }
+    if (!h) {
+      std::this_thread::sleep_for(1ms);
+      continue;
+    }
+    REQUIRE_FALSE(consumer->ack(*h));
+    ++acked;
+  }
+  {
+    auto q = admin->stats("d");
+    auto st = admin->storage_stats();
+    INFO("acked " << acked << " confirmed " << confirmed << " staged "
+                  << (q.ok() && !q->empty() ? (*q)[0].staged : 0) << " ready "
+                  << (q.ok() && !q->empty() ? (*q)[0].ready : 0) << " in_flight "
+                  << (q.ok() && !q->empty() ? (*q)[0].in_flight : 0) << " storage used "
+                  << (st.ok() && st->has_value() ? (*st)->used_bytes : 0) << " file "
+                  << (st.ok() && st->has_value() ? (*st)->file_bytes : 0) << " waiting "
+                  << (st.ok() && st->has_value() ? (*st)->waiting : 0) << " full "
+                  << (st.ok() && st->has_value() ? (*st)->full : 0) << "\n"
+                  << broker.log().substr(broker.log().size() > 3000 ? broker.log().size() - 3000 : 0));
+    CHECK(acked == kMessages);
+  }
+  CHECK(producer->wait_confirms(10s));
+  CHECK(confirmed == kMessages);
+  CHECK(failed == 0);
 }

@@ -229,4 +229,53 @@ TEST_CASE("durable: a restart never gives a message more than max_attempts - the
   CHECK(sink.got[0].delivery.attempt == 1);
 }
 
+TEST_CASE("durable: after a restart an ordered key waits for its later-published message that was out") {
+  Engine e;
+  RecordingJournal journal;
+  e.set_journal(&journal);
+  auto o = durable_options();
+  o.ordered = true;
+  o.retry.initial_backoff = 2 * kSecond;
+  o.retry.jitter = engine::Jitter::none;
+  auto& q = e.declare("q", o);
+  std::string c, b;
+  const protocol::Header key{"sluice-key", "k"};
+  protocol::encode_message(c, {&key, 1}, "c");
+  protocol::encode_message(b, {&key, 1}, "b");
+  // c (id 1) was published with a delay that ran out meanwhile; b (id 2) went
+  // first and was out when the broker stopped. Restored in id order.
+  e.restore(q, 1, c, 0, 0, 0, 0, 0);
+  e.restore(q, 2, b, 0, 1, 0, 0, 0, /*interrupted=*/true);
+  e.set_next_id(100);
+  e.finish_recovery(0);
+  RecordingSink sink;
+  subscribe(e, q, sink, 10);
+  CHECK(sink.got.empty());  // b is still the key's message out: c waits
+  e.advance(2 * kSecond);
+  auto got = sink.take();
+  REQUIRE(got.size() == 1);
+  CHECK(got[0].payload == "b");
+  CHECK(got[0].delivery.attempt == 2);
+  REQUIRE(e.ack(sink, 2, got[0].delivery.lease_token, 2 * kSecond) == errc::ok);
+  got = sink.take();
+  REQUIRE(got.size() == 1);
+  CHECK(got[0].payload == "c");
+}
+
+TEST_CASE("durable: a consumer that disconnects puts its messages back in line, not out") {
+  Engine e;
+  RecordingJournal journal;
+  e.set_journal(&journal);
+  auto& q = e.declare("q", durable_options());
+  const auto id = e.publish(q, encode("x"), 0, 0).id;
+  e.committed(journal.seq, 0);
+  RecordingSink sink;
+  auto* consumer = subscribe(e, q, sink, 10);
+  REQUIRE(sink.got.size() == 1);
+  journal.take();
+  e.disconnect(*consumer, kSecond);
+  // Its attempt counted and stored as back in line: a restart now does not fail it again.
+  CHECK(journal.take() == std::vector<std::string>{"attempted " + std::to_string(id) + " 1 0"});
+}
+
 }  // namespace sluice::test

@@ -42,13 +42,18 @@ struct StorageOp {
   std::string value;  // put only
   /// Changes committed in the same transaction as this one, or not at all: a
   /// message moving into its dead-letter queue (or back out) is in exactly one
-  /// place after any crash. They share this op's sequence number and `grows`.
+  /// place after any crash. They share this op's sequence number and `grows`,
+  /// and may carry `also` ops of their own.
   std::vector<StorageOp> also;
 };
 
 /// What one commit (or one failed attempt) did.
 struct CommitResult {
   std::uint64_t durable_seq = 0;  // every operation up to this one is committed
+  /// Every operation up to this one is committed except new records still
+  /// waiting for room (>= durable_seq): what erases and small updates, which
+  /// never wait, may be answered on, even while the store is full.
+  std::uint64_t settled_seq = 0;
   std::uint64_t operations = 0;   // operations this transaction committed
   std::uint64_t duration_us = 0;  // the transaction(s) from begin to commit, fsync included
   bool full = false;  // operations wait for room (map or disk full): push back on publishers
