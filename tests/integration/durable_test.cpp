@@ -44,6 +44,28 @@ std::vector<std::string> durable_args(const DataDir& dir, std::vector<std::strin
   return args;
 }
 
+/// True once queue "d" holds nothing (ready, delayed, out or being committed), within 60 s.
+bool queue_drained(Connection& conn) {
+  return eventually(
+      [&] {
+        auto s = conn.stats("d");
+        return s.ok() && !s->empty() &&
+               (*s)[0].ready + (*s)[0].delayed + (*s)[0].in_flight + (*s)[0].staged == 0;
+      },
+      60s);
+}
+
+/// Publishes `n` messages ("<i><payload>") to "d" without waiting, counting
+/// the confirms and the refusals as they come.
+void publish_counted(Connection& producer, int n, const std::string& payload,
+                     std::atomic<int>& confirmed, std::atomic<int>& failed) {
+  for (int i = 0; i < n; ++i)
+    producer.publish_async("d", std::to_string(i) + payload,
+                           [&](const sluice::client::Error& e, std::uint64_t) {
+                             (e ? failed : confirmed).fetch_add(1);
+                           });
+}
+
 /// Publishes one message and waits for its confirm: since commits go in
 /// order, everything this connection's broker was told before is durable too.
 void barrier(Connection& conn) {
@@ -233,11 +255,7 @@ TEST_CASE("durable: at storage.max_size publishes meet the overflow policy, then
     auto producer = broker.connect("producer");
     std::atomic<int> confirmed{0}, failed{0};
     constexpr int kMessages = 2000;  // ~2 MB: twice what fits
-    for (int i = 0; i < kMessages; ++i)
-      producer->publish_async("d", std::to_string(i) + payload,
-                              [&](const sluice::client::Error& e, std::uint64_t) {
-                                (e ? failed : confirmed).fetch_add(1);
-                              });
+    publish_counted(*producer, kMessages, payload, confirmed, failed);
     std::this_thread::sleep_for(1s);
     CHECK(confirmed < kMessages);  // held back
     CHECK(failed == 0);
@@ -297,14 +315,7 @@ TEST_CASE("durable: kill -9 at random moments loses no confirmed message") {
     REQUIRE(consumer->subscribe("d", {.max_in_flight = 64}, consume).ok());
     if (round == kKills) {
       // The last start: drain everything, then check.
-      auto stats_conn = broker.connect("stats");
-      REQUIRE(eventually(
-          [&] {
-            auto s = stats_conn->stats("d");
-            return s.ok() && !s->empty() &&
-                   (*s)[0].ready + (*s)[0].delayed + (*s)[0].in_flight + (*s)[0].staged == 0;
-          },
-          60s));
+      REQUIRE(queue_drained(*broker.connect("stats")));
       break;
     }
     std::atomic<bool> stop{false};
@@ -562,13 +573,7 @@ TEST_CASE("durable: kill -9 while messages move into and out of the DLQ - each i
                             return Disposition::ack;
                           })
               .ok());
-  REQUIRE(eventually(
-      [&] {
-        auto s = conn->stats("d");
-        return s.ok() && !s->empty() &&
-               (*s)[0].ready + (*s)[0].delayed + (*s)[0].in_flight + (*s)[0].staged == 0;
-      },
-      60s));
+  REQUIRE(queue_drained(*conn));
   std::lock_guard lk(mutex);
   std::size_t missing = 0, twice = 0, unknown = 0;
   for (const auto& payload : confirmed) {
@@ -681,11 +686,7 @@ TEST_CASE("durable: storage.settle = commit - acks are answered while the store 
   auto producer = broker.connect("producer");
   std::atomic<int> confirmed{0}, failed{0};
   constexpr int kMessages = 2000;  // ~2 MB: twice what fits
-  for (int i = 0; i < kMessages; ++i)
-    producer->publish_async("d", std::to_string(i) + payload,
-                            [&](const sluice::client::Error& e, std::uint64_t) {
-                              (e ? failed : confirmed).fetch_add(1);
-                            });
+  publish_counted(*producer, kMessages, payload, confirmed, failed);
   auto admin = broker.connect("admin");  // the producer's answers wait behind its confirms
   REQUIRE(eventually([&] {
     auto st = admin->storage_stats();
