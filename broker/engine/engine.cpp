@@ -335,6 +335,16 @@ void Engine::committed(std::uint64_t seq, Micros now) {
     last = &queue;
   }
   if (last != nullptr) dispatch(*last, now);
+  durable_seq_ = std::max(durable_seq_, seq);
+  while (!retry_records_.empty() && retry_records_.front().seq <= seq) {
+    const RetryRecord r = retry_records_.front();
+    retry_records_.pop_front();
+    Slot& s = store_[r.slot];
+    Queue& queue = *s.queue;
+    queue.counters_.delayed--;
+    retry_after_record(queue, r.slot, 0, s.deadline > now ? s.deadline - now : 0, r.front, now);
+    dispatch(queue, now);
+  }
   bool freed = false;
   while (!dead_letters_.empty() && dead_letters_.front().first <= seq) {
     const std::uint32_t index = dead_letters_.front().second;
@@ -457,8 +467,8 @@ void Engine::disconnect(Consumer& consumer, Micros now) {
       dead_letter(newest, now);
     } else {
       // Back in line, not out: a restart must not count this attempt twice.
-      if (s.durable) journal_->attempted(s.id, s.attempt, 0);
-      requeue_front(queue, newest);
+      const std::uint64_t seq = s.durable ? journal_->attempted(s.id, s.attempt, 0) : 0;
+      retry_after_record(queue, newest, seq, 0, true, now);
     }
   }
   free_consumer(consumer);
@@ -545,7 +555,22 @@ void Engine::fail(std::uint32_t index, Micros now, Micros delay, std::string_vie
   queue.counters_.retried_total++;
   if (delay <= 0) delay = queue.options_.retry.backoff(s.attempt, rng_);
   if (events_) events_->attempt_failed({queue, s.id, s.attempt, reason, delay, s.message});
-  if (s.durable) journal_->attempted(s.id, s.attempt, delay > 0 ? now + delay : 0);
+  const std::uint64_t seq =
+      s.durable ? journal_->attempted(s.id, s.attempt, delay > 0 ? now + delay : 0) : 0;
+  retry_after_record(queue, index, seq, delay, queue.options_.ordered, now);
+}
+
+void Engine::retry_after_record(Queue& queue, std::uint32_t index, std::uint64_t seq, Micros delay,
+                                bool front, Micros now) {
+  Slot& s = store_[index];
+  if (seq > durable_seq_) {
+    // Waits for its record (its key, if ordered, stays blocked meanwhile).
+    s.state = SlotState::delayed;
+    s.deadline = delay > 0 ? now + delay : 0;
+    queue.counters_.delayed++;
+    retry_records_.push_back({seq, index, front});
+    return;
+  }
   if (delay > 0) {
     // Its key (ordered) stays blocked meanwhile: the retry keeps its place.
     s.state = SlotState::delayed;
@@ -553,7 +578,7 @@ void Engine::fail(std::uint32_t index, Micros now, Micros delay, std::string_vie
     deadlines_.push(index);
     queue.counters_.delayed++;
   } else {
-    make_ready(queue, index, queue.options_.ordered);
+    make_ready(queue, index, front);
   }
 }
 
@@ -746,10 +771,6 @@ void Engine::offer_credit(Consumer& consumer) {
     consumer.queue_->ring_.push_back(&consumer);
     consumer.in_ring_ = true;
   }
-}
-
-void Engine::requeue_front(Queue& queue, std::uint32_t index) {
-  make_ready(queue, index, true);
 }
 
 void Engine::credit_returned(Consumer& owner) {

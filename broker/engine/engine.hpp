@@ -219,13 +219,16 @@ class Engine {
   /// Returns the consumer that held it.
   Consumer& end_lease(std::uint32_t slot);
   void offer_credit(Consumer& consumer);
-  void requeue_front(Queue& queue, std::uint32_t slot);
   void expire(std::uint32_t slot, Micros now);
   /// A failed attempt of a slot no longer in flight: retry after `delay` (0:
   /// the queue's backoff), or dead-letter it when its attempts are used up or
   /// `poison`.
   void fail(std::uint32_t slot, Micros now, Micros delay, std::string_view reason, bool poison);
   void dead_letter(std::uint32_t slot, Micros now);
+  /// Back in line after a failed attempt: after `delay` (0: now, first in line
+  /// if `front`), once its attempt record (write `seq`, 0 = none) is on disk.
+  void retry_after_record(Queue& queue, std::uint32_t slot, std::uint64_t seq, Micros delay,
+                          bool front, Micros now);
   /// The message is in (committed, if durable): wait for its not-before time,
   /// then arrive_now. True when the resequencer dropped it as a duplicate.
   bool arrive(Queue& queue, std::uint32_t slot, Micros now);
@@ -284,6 +287,17 @@ class Engine {
   std::mt19937_64 rng_{0x5eed};
   std::vector<std::uint32_t> released_;  // scratch for the resequencer
   std::vector<std::uint32_t> interrupted_;  // restored deliveries for finish_recovery()
+  /// Durable messages given back (a failed attempt) whose attempt record is
+  /// not on disk yet: counted delayed, they go on once it is (committed()),
+  /// so a crash can never show a consumer an attempt number lower than one
+  /// it has seen. In journal order.
+  struct RetryRecord {
+    std::uint64_t seq;
+    std::uint32_t slot;
+    bool front;  // then first in line (and of its key), not behind the ready
+  };
+  std::deque<RetryRecord> retry_records_;
+  std::uint64_t durable_seq_ = 0;  // every journal write up to here is on disk
   bool storage_full_ = false;
   std::uint64_t ids_reserved_ = 0;
   MessageEvents* events_ = nullptr;

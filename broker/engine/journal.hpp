@@ -40,8 +40,9 @@ class Journal {
   /// before its settlement is stored counts this delivery as a failed attempt.
   virtual void delivered(std::uint64_t id, std::uint32_t attempt) = 0;
   /// Failed `attempt` times (or, with 0, delayed at publish) and waiting
-  /// until `not_before` (engine time; 0 = ready at once).
-  virtual void attempted(std::uint64_t id, std::uint32_t attempt, Micros not_before) = 0;
+  /// until `not_before` (engine time; 0 = ready at once). Returns the write's
+  /// sequence number: a retry is not delivered before it is on disk.
+  virtual std::uint64_t attempted(std::uint64_t id, std::uint32_t attempt, Micros not_before) = 0;
   /// Settled for good: forget it.
   virtual void removed(std::uint64_t id) = 0;
   /// Writes a dead-letter entry and, if stored, removes the message in the

@@ -173,8 +173,9 @@ void DurableStore::delivered(std::uint64_t id, std::uint32_t attempt) {
   committer_->submit(log_.put_delivery(id, attempt));
 }
 
-void DurableStore::attempted(std::uint64_t id, std::uint32_t attempt, engine::Micros not_before) {
-  committer_->submit(log_.put_attempts(id, attempt, not_before != 0 ? wall_of(not_before) : 0));
+std::uint64_t DurableStore::attempted(std::uint64_t id, std::uint32_t attempt,
+                                      engine::Micros not_before) {
+  return committer_->submit(log_.put_attempts(id, attempt, not_before != 0 ? wall_of(not_before) : 0));
 }
 
 void DurableStore::removed(std::uint64_t id) {

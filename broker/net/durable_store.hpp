@@ -109,7 +109,8 @@ class DurableStore final : public engine::Journal {
   std::uint64_t stored(const engine::Queue& queue, std::uint64_t id, std::int64_t publish_wall_us,
                        std::string_view message, std::uint64_t redriven_from) override;
   void delivered(std::uint64_t id, std::uint32_t attempt) override;
-  void attempted(std::uint64_t id, std::uint32_t attempt, engine::Micros not_before) override;
+  std::uint64_t attempted(std::uint64_t id, std::uint32_t attempt,
+                          engine::Micros not_before) override;
   void removed(std::uint64_t id) override;
   void ids_used(std::uint64_t next_id) override;
   std::uint64_t dead_lettered(const engine::DeadLetter& entry) override;

@@ -589,8 +589,10 @@ TEST_CASE("durable: kill -9 while messages move into and out of the DLQ - each i
       "DLQ crash test (seed %u): %d kills, %zu confirmed, %zu deliveries, %zu redriven, "
       "finally %zu dead letters and %zu in the queue; %zu missing, %zu in two places\n",
       seed, kKills, confirmed.size(), deliveries, redrives, dead, drained.load(), missing, twice);
+  std::string first_problems;
   for (std::size_t i = 0; i < std::min<std::size_t>(problems.size(), 10); ++i)
-    INFO(problems[i]);
+    first_problems += problems[i] + "\n";
+  INFO(problems.size() << " problems, the first:\n" << first_problems);
   CHECK(problems.empty());
   CHECK(confirmed.size() == std::size_t{kKills} * kPerRound);
   CHECK(missing == 0);

@@ -68,6 +68,8 @@ TEST_CASE("durable: deliveries, delays and acks are written through; memory queu
   CHECK(journal.take() == std::vector<std::string>{"attempted " + std::to_string(id) + " 1 " +
                                                    std::to_string(6 * kSecond)});
   e.advance(6 * kSecond);
+  CHECK(sink.got.size() == 2);  // due, but its attempt record is not on disk yet
+  e.committed(journal.seq, 6 * kSecond);
   REQUIRE(sink.got.size() == 3);
   CHECK(sink.got[2].delivery.attempt == 2);
   journal.take();
@@ -189,6 +191,7 @@ TEST_CASE("durable: a delivery the restart interrupted is a failed attempt - ret
   CHECK(q.counters().delayed == 1);
   CHECK(journal.take() ==
         std::vector<std::string>{"attempted 7 1 " + std::to_string(2 * kSecond)});
+  e.committed(journal.seq, 0);
   RecordingSink sink;
   subscribe(e, q, sink, 10);
   REQUIRE(sink.got.size() == 1);
@@ -248,6 +251,7 @@ TEST_CASE("durable: after a restart an ordered key waits for its later-published
   e.restore(q, 2, b, 0, 1, 0, 0, 0, /*interrupted=*/true);
   e.set_next_id(100);
   e.finish_recovery(0);
+  e.committed(journal.seq, 0);
   RecordingSink sink;
   subscribe(e, q, sink, 10);
   CHECK(sink.got.empty());  // b is still the key's message out: c waits
@@ -276,6 +280,40 @@ TEST_CASE("durable: a consumer that disconnects puts its messages back in line, 
   e.disconnect(*consumer, kSecond);
   // Its attempt counted and stored as back in line: a restart now does not fail it again.
   CHECK(journal.take() == std::vector<std::string>{"attempted " + std::to_string(id) + " 1 0"});
+}
+
+TEST_CASE("durable: a retry is not delivered before its attempt record is on disk") {
+  Engine e;
+  RecordingJournal journal;
+  e.set_journal(&journal);
+  auto o = durable_options();
+  o.retry.initial_backoff = 1000;  // 1 ms: shorter than a commit
+  o.retry.jitter = engine::Jitter::none;
+  auto& q = e.declare("q", o);
+  const auto id = e.publish(q, encode("x"), 0, 0).id;
+  e.committed(journal.seq, 0);
+  RecordingSink sink;
+  auto* consumer = subscribe(e, q, sink, 10);
+  REQUIRE(sink.got.size() == 1);
+  // A nack: attempt 1's failure is written; attempt 2 waits for that write,
+  // even past its backoff, so a crash can never bring back attempt 1's state
+  // after the consumer has seen attempt 2.
+  REQUIRE(e.nack(sink, id, sink.got[0].delivery.lease_token, 0, 0) == errc::ok);
+  e.advance(kSecond);
+  CHECK(sink.got.size() == 1);
+  CHECK(q.counters().delayed == 1);
+  e.committed(journal.seq, kSecond);
+  REQUIRE(sink.got.size() == 2);
+  CHECK(sink.got[1].delivery.attempt == 2);
+  CHECK(q.counters().delayed == 0);
+  // The same for a consumer that disconnects: back first in line once written.
+  e.disconnect(*consumer, 2 * kSecond);
+  RecordingSink other;
+  subscribe(e, q, other, 10, 0, 2 * kSecond, 2);
+  CHECK(other.got.empty());
+  e.committed(journal.seq, 2 * kSecond);
+  REQUIRE(other.got.size() == 1);
+  CHECK(other.got[0].delivery.attempt == 3);
 }
 
 }  // namespace sluice::test

@@ -64,10 +64,10 @@ struct RecordingJournal final : engine::Journal {
     calls.push_back("delivered " + std::to_string(id) + " " + std::to_string(attempt));
     ++seq;
   }
-  void attempted(std::uint64_t id, std::uint32_t attempt, Micros not_before) override {
+  std::uint64_t attempted(std::uint64_t id, std::uint32_t attempt, Micros not_before) override {
     calls.push_back("attempted " + std::to_string(id) + " " + std::to_string(attempt) + " " +
                     std::to_string(not_before));
-    ++seq;
+    return ++seq;
   }
   void removed(std::uint64_t id) override {
     calls.push_back("removed " + std::to_string(id));

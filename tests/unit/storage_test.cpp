@@ -247,7 +247,7 @@ TEST_CASE("storage: when full, new records wait, erases go through, nothing is l
   GroupCommitter::Options options;
   SUBCASE("at MDB_MAP_FULL") {}
   SUBCASE("at the soft limit") {
-    options.soft_limit = 1 << 20;
+    options.soft_limit = 7 << 18;  // 1.75 MiB: above the 130 records alone, below all 190
   }
   std::mutex mutex;
   CommitResult last;
@@ -269,14 +269,22 @@ TEST_CASE("storage: when full, new records wait, erases go through, nothing is l
       std::this_thread::sleep_for(std::chrono::milliseconds(1));
     return condition(reported());
   };
-  // Fill the map half, then ask for more than the other half.
+  // Fill the map to a third (60 records: below the soft limit however the
+  // committer batches them), then ask for more than the rest.
   std::uint64_t seq = 0;
-  for (int i = 0; i < 100; ++i)
+  for (int i = 0; i < 60; ++i)
     seq = committer.submit(
         {StorageOp::Kind::put, true, false, db, "a" + std::to_string(i), std::string(8192, 'x'), {}});
-  REQUIRE(wait_until([&](const CommitResult& r) { return r.durable_seq == seq; }));
+  INFO("soft limit " << options.soft_limit);
+  const bool first_durable = wait_until([&](const CommitResult& r) { return r.durable_seq == seq; });
+  INFO("durable " << reported().durable_seq << " of " << seq << ", full " << reported().full
+                  << ", waiting " << committer.stats().waiting << ", error "
+                  << (reported().error ? reported().error->to_string() : "none"));
+  REQUIRE(first_durable);
+  // 130 more (390 pages): past the 512-page map with the first 60, within it alone.
+  constexpr int kMoreRecords = 130;
   std::uint64_t first_waiting = 0;
-  for (int i = 0; i < 100; ++i) {
+  for (int i = 0; i < kMoreRecords; ++i) {
     const auto s = committer.submit(
         {StorageOp::Kind::put, true, false, db, "b" + std::to_string(i), std::string(8192, 'x'), {}});
     if (i == 0) first_waiting = s;
@@ -288,7 +296,7 @@ TEST_CASE("storage: when full, new records wait, erases go through, nothing is l
     CHECK(saw_full);
   }
   // Erases still commit while records wait (this is how consumers free space)...
-  for (int i = 0; i < 100; ++i)
+  for (int i = 0; i < 60; ++i)
     committer.submit({StorageOp::Kind::erase, false, false, db, "a" + std::to_string(i), {}, {}});
   seq = committer.last_seq();
   // ...and then what waited fits, in order: everything becomes durable.
@@ -307,11 +315,11 @@ TEST_CASE("storage: when full, new records wait, erases go through, nothing is l
   require_ok(reader.get(db, "a0", value));
   CHECK_FALSE(value.has_value());
   int stored = 0;
-  for (int i = 0; i < 100; ++i) {
+  for (int i = 0; i < kMoreRecords; ++i) {
     require_ok(reader.get(db, "b" + std::to_string(i), value));
     stored += value.has_value();
   }
-  CHECK(stored == 100);
+  CHECK(stored == kMoreRecords);
 }
 
 TEST_CASE("storage: the message log reads back what is stored, in id order") {
