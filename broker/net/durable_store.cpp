@@ -44,6 +44,17 @@ std::int64_t wall_of(engine::Micros t) {
   return Server::wall_us() + (t - Server::now());
 }
 
+/// Pops the entries of `queue` (in sequence order) up to write `seq`, handing
+/// each one's value to `f`.
+template <typename T, typename F>
+void take_through(std::deque<std::pair<std::uint64_t, T>>& queue, std::uint64_t seq, F&& f) {
+  while (!queue.empty() && queue.front().first <= seq) {
+    auto value = std::move(queue.front().second);
+    queue.pop_front();
+    f(value);
+  }
+}
+
 std::uint64_t soft_limit(std::uint64_t max_size) {
   const std::uint64_t reserve =
       std::clamp<std::uint64_t>(max_size / 8, std::uint64_t{256} << 10, std::uint64_t{64} << 20);
@@ -193,15 +204,9 @@ void DurableStore::on_commit(const storage::CommitResult& result) {
     commit_duration_.observe(static_cast<std::int64_t>(result.duration_us));
     commit_batch_.observe(static_cast<std::int64_t>(result.operations));
   }
-  while (!erasing_order_.empty() && erasing_order_.front().first <= result.durable_seq) {
-    erasing_.erase(erasing_order_.front().second);
-    erasing_order_.pop_front();
-  }
-  while (!after_durable_.empty() && after_durable_.front().first <= result.durable_seq) {
-    auto then = std::move(after_durable_.front().second);
-    after_durable_.pop_front();
-    then();
-  }
+  const auto run = [](auto& then) { then(); };
+  take_through(erasing_order_, result.durable_seq, [&](std::uint64_t id) { erasing_.erase(id); });
+  take_through(after_durable_, result.durable_seq, run);
   engine_.committed(result.durable_seq, now);
   if (result.full != full_) {
     full_ = result.full;
@@ -213,21 +218,12 @@ void DurableStore::on_commit(const storage::CommitResult& result) {
       log::info("storage_has_room");
     engine_.set_storage_full(full_, now);
   }
-  while (!waiting_.empty() && waiting_.front().first <= result.durable_seq) {
-    auto session = waiting_.front().second.lock();
-    waiting_.pop_front();
-    if (session) session->durable_committed(result.durable_seq, result.settled_seq);
-  }
-  while (!settle_waiting_.empty() && settle_waiting_.front().first <= result.settled_seq) {
-    auto session = settle_waiting_.front().second.lock();
-    settle_waiting_.pop_front();
-    if (session) session->durable_committed(result.durable_seq, result.settled_seq);
-  }
-  while (!after_settled_.empty() && after_settled_.front().first <= result.settled_seq) {
-    auto then = std::move(after_settled_.front().second);
-    after_settled_.pop_front();
-    then();
-  }
+  const auto tell = [&](const std::weak_ptr<Session>& waiter) {
+    if (auto session = waiter.lock()) session->durable_committed(result.durable_seq, result.settled_seq);
+  };
+  take_through(waiting_, result.durable_seq, tell);
+  take_through(settle_waiting_, result.settled_seq, tell);
+  take_through(after_settled_, result.settled_seq, run);
   if (after_commit_) after_commit_();
 }
 

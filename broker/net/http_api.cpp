@@ -9,10 +9,10 @@
 #include <charconv>
 #include <initializer_list>
 #include <random>
-#include <set>
 
 #include "durable_store.hpp"
 #include "http_util.hpp"
+#include "json_body.hpp"
 #include "log.hpp"
 #include "metrics.hpp"
 #include "server.hpp"
@@ -82,50 +82,6 @@ HttpResponse method_not_allowed(std::string_view allow) {
   r.status = 405;
   r.headers.emplace_back("Allow", std::string(allow));
   return r;
-}
-
-/// Parses `text` as strictly as the config file is read: no byte order mark,
-/// no key twice in one object. nullopt with the problem otherwise.
-std::optional<json> parse_strict(std::string_view text, std::string& problem) {
-  if (text.starts_with("\xEF\xBB\xBF")) {
-    problem = "the body starts with a byte order mark; send plain UTF-8 JSON";
-    return std::nullopt;
-  }
-  std::vector<std::set<std::string>> keys;  // of each object being read, innermost last
-  std::string duplicate;
-  const json::parser_callback_t seen = [&](int, json::parse_event_t event, json& parsed) {
-    if (event == json::parse_event_t::object_start) {
-      keys.emplace_back();
-    } else if (event == json::parse_event_t::object_end) {
-      if (!keys.empty()) keys.pop_back();
-    } else if (event == json::parse_event_t::key && !keys.empty() && duplicate.empty()) {
-      const auto& name = parsed.get_ref<const std::string&>();
-      if (!keys.back().insert(name).second) duplicate = name;
-    }
-    return true;
-  };
-  json j = json::parse(text, seen, false);
-  if (j.is_discarded()) {
-    problem = "the body is not valid JSON";
-    return std::nullopt;
-  }
-  if (!duplicate.empty()) {
-    problem = "the field \"" + duplicate.substr(0, 64) + "\" appears twice";
-    return std::nullopt;
-  }
-  return j;
-}
-
-/// A field of `object` that is not one of `allowed`: the problem, or nullopt.
-std::optional<std::string> unknown_field(const json& object,
-                                         std::initializer_list<std::string_view> allowed) {
-  for (const auto& [name, value] : object.items()) {
-    if (std::find(allowed.begin(), allowed.end(), name) != allowed.end()) continue;
-    std::string list;
-    for (std::string_view a : allowed) list += (list.empty() ? "" : ", ") + std::string(a);
-    return "unknown field \"" + name.substr(0, 64) + "\" (allowed: " + list + ")";
-  }
-  return std::nullopt;
 }
 
 /// A JSON request body: an object with only `allowed` fields, or (when empty

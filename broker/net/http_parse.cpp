@@ -1,6 +1,7 @@
 #include "http_parse.hpp"
 
 #include <boost/asio/buffer.hpp>
+#include <boost/beast/core/string.hpp>
 #include <boost/beast/http/error.hpp>
 #include <boost/beast/http/parser.hpp>
 
@@ -77,17 +78,6 @@ std::string_view trim_ows(std::string_view s) {
   return s;
 }
 
-bool iequals(std::string_view a, std::string_view b) {
-  if (a.size() != b.size()) return false;
-  for (std::size_t i = 0; i < a.size(); ++i) {
-    char x = a[i], y = b[i];
-    if (x >= 'A' && x <= 'Z') x = static_cast<char>(x - 'A' + 'a');
-    if (y >= 'A' && y <= 'Z') y = static_cast<char>(y - 'A' + 'a');
-    if (x != y) return false;
-  }
-  return true;
-}
-
 /// `s` cut to 64 bytes with every byte that is not a token character (RFC 9110
 /// §5.6.2) as '?': safe to quote in a JSON message and a log line.
 std::string printable_token(std::string_view s) {
@@ -128,7 +118,7 @@ std::optional<FramingError> check_framing(const std::vector<std::string_view>& t
     }
   }
   for (std::string_view coding : codings)
-    if (!iequals(coding, "chunked"))
+    if (!boost::beast::iequals(boost::beast::string_view(coding.data(), coding.size()), "chunked"))
       return FramingError{501, "transfer coding " + printable_token(coding) +
                                    " is not implemented (only chunked is)"};
   if (codings.size() != 1) return FramingError{400, "Transfer-Encoding must be chunked, once"};
