@@ -2,12 +2,14 @@
 
 #include <arpa/inet.h>
 #include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <poll.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
 #include <cstdlib>
 #include <cstring>
+#include <thread>
 
 namespace sluice::test {
 
@@ -92,14 +94,20 @@ int RawHttpExchange::first_status() const {
 }
 
 RawHttpExchange http_raw(std::uint16_t port, const std::string& bytes,
-                         std::chrono::milliseconds timeout) {
+                         std::chrono::milliseconds timeout, bool one_byte_per_segment) {
   RawHttpExchange result;
   const int fd = connect_to(port);
   if (fd < 0) return result;
+  if (one_byte_per_segment) {
+    int one = 1;
+    ::setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+  }
   for (std::size_t sent = 0; sent < bytes.size();) {
-    const ssize_t n = ::send(fd, bytes.data() + sent, bytes.size() - sent, MSG_NOSIGNAL);
+    const std::size_t chunk = one_byte_per_segment ? 1 : bytes.size() - sent;
+    const ssize_t n = ::send(fd, bytes.data() + sent, chunk, MSG_NOSIGNAL);
     if (n <= 0) break;
     sent += static_cast<std::size_t>(n);
+    if (one_byte_per_segment) std::this_thread::sleep_for(std::chrono::microseconds(200));
   }
   char buf[65536];
   for (;;) {

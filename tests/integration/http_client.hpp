@@ -36,8 +36,10 @@ struct RawHttpExchange {
   int first_status() const;
 };
 
-/// Sends `bytes` to 127.0.0.1:`port` over a fresh connection, exactly as given.
+/// Sends `bytes` to 127.0.0.1:`port` over a fresh connection, exactly as given;
+/// with `one_byte_per_segment`, a byte per TCP segment, as a slow sender would.
 RawHttpExchange http_raw(std::uint16_t port, const std::string& bytes,
-                         std::chrono::milliseconds timeout = std::chrono::milliseconds(3000));
+                         std::chrono::milliseconds timeout = std::chrono::milliseconds(3000),
+                         bool one_byte_per_segment = false);
 
 }  // namespace sluice::test

@@ -3,16 +3,9 @@
 // second request, and the queue that second request names is never made.
 #include <doctest/doctest.h>
 
-#include <netinet/in.h>
-#include <netinet/tcp.h>
-#include <poll.h>
-#include <sys/socket.h>
-#include <unistd.h>
-
 #include <chrono>
 #include <nlohmann/json.hpp>
 #include <string>
-#include <thread>
 #include <vector>
 
 #include "http_client.hpp"
@@ -156,47 +149,23 @@ TEST_CASE("http framing: pipelined well-framed requests are each answered, in or
   CHECK(got.closed);
 }
 
-namespace {
-
-/// Sends `bytes` one byte per TCP segment and reads the answer until close.
-std::string drip(std::uint16_t port, const std::string& bytes) {
-  const int fd = sluice::test::connect_loopback(port);
-  int one = 1;
-  ::setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
-  for (char c : bytes) {
-    if (::send(fd, &c, 1, MSG_NOSIGNAL) != 1) break;
-    std::this_thread::sleep_for(std::chrono::microseconds(200));
-  }
-  std::string got;
-  char buf[4096];
-  for (;;) {
-    pollfd p{fd, POLLIN, 0};
-    if (::poll(&p, 1, 5000) <= 0) break;
-    const ssize_t n = ::recv(fd, buf, sizeof buf, 0);
-    if (n <= 0) break;
-    got.append(buf, static_cast<std::size_t>(n));
-  }
-  ::close(fd);
-  return got;
-}
-
-}  // namespace
-
 TEST_CASE("http framing: a header block that arrives a byte at a time is checked the same") {
   TestBroker broker;
   // Well framed: answered.
-  const auto ok = drip(broker.http_port(),
-                       front("Content-Type: text/plain\r\nContent-Length: 2\r\nConnection: "
-                             "close\r\n") +
-                           "hi");
-  CHECK(ok.rfind("HTTP/1.1 202", 0) == 0);
+  const auto drip = [&](const std::string& bytes) {
+    return http_raw(broker.http_port(), bytes, std::chrono::milliseconds(5000), true);
+  };
+  const auto ok =
+      drip(front("Content-Type: text/plain\r\nContent-Length: 2\r\nConnection: close\r\n") +
+           "hi");
+  CHECK(ok.first_status() == 202);
   // An obs-fold, a bare CR and a bare LF split across reads are still refused.
   for (const std::string& bad :
        {front("X-Pad: a\r\n b\r\nContent-Length: 0\r\n"),
         std::string("POST /v1/queues/orders/messages HTTP/1.1\r\nHost: x\rY: z\r\n\r\n"),
         std::string("POST /v1/queues/orders/messages HTTP/1.1\r\nHost: x\nY: z\r\n\r\n")}) {
     CAPTURE(bad);
-    CHECK(drip(broker.http_port(), bad).rfind("HTTP/1.1 400", 0) == 0);
+    CHECK(drip(bad).first_status() == 400);
   }
   // Only the well-framed one was published.
   const auto orders = http_request(broker.http_port(), "GET", "/v1/queues/orders");

@@ -16,15 +16,6 @@ using engine::Jitter;
 using engine::RetryPolicy;
 constexpr Micros kMs = 1000;
 
-std::string with_headers(std::string_view payload,
-                         std::vector<std::pair<std::string, std::string>> headers) {
-  std::vector<protocol::Header> h;
-  for (const auto& [k, v] : headers) h.push_back({k, v});
-  std::string out;
-  protocol::encode_message(out, h, payload);
-  return out;
-}
-
 }  // namespace
 
 TEST_CASE("retry: the backoff schedule is exact with jitter none and inside its bounds otherwise") {

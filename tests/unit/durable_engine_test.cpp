@@ -154,10 +154,8 @@ TEST_CASE("durable: after a restart an ordered key waits for its message that wa
   auto o = durable_options();
   o.ordered = true;
   auto& q = e.declare("q", o);
-  std::string a, b;
-  const protocol::Header key{"sluice-key", "k"};
-  protocol::encode_message(a, {&key, 1}, "a");
-  protocol::encode_message(b, {&key, 1}, "b");
+  const std::string a = with_headers("a", {{"sluice-key", "k"}});
+  const std::string b = with_headers("b", {{"sluice-key", "k"}});
   // a failed once and waits out its backoff until 5 s; b was never delivered.
   e.restore(q, 1, a, 0, 1, 5 * kSecond, 0, 0);
   e.restore(q, 2, b, 0, 0, 0, 0, 0);
@@ -210,10 +208,8 @@ TEST_CASE("durable: a restart never gives a message more than max_attempts - the
   o.retry.max_attempts = 1;
   o.ordered = true;
   auto& q = e.declare("q", o);
-  std::string a, b;
-  const protocol::Header key{"sluice-key", "k"};
-  protocol::encode_message(a, {&key, 1}, "a");
-  protocol::encode_message(b, {&key, 1}, "b");
+  const std::string a = with_headers("a", {{"sluice-key", "k"}});
+  const std::string b = with_headers("b", {{"sluice-key", "k"}});
   e.restore(q, 1, a, 0, 1, 0, 0, 0, /*interrupted=*/true);
   e.restore(q, 2, b, 0, 0, 0, 0, 0);
   e.set_next_id(100);
@@ -241,10 +237,8 @@ TEST_CASE("durable: after a restart an ordered key waits for its later-published
   o.retry.initial_backoff = 2 * kSecond;
   o.retry.jitter = engine::Jitter::none;
   auto& q = e.declare("q", o);
-  std::string c, b;
-  const protocol::Header key{"sluice-key", "k"};
-  protocol::encode_message(c, {&key, 1}, "c");
-  protocol::encode_message(b, {&key, 1}, "b");
+  const std::string c = with_headers("c", {{"sluice-key", "k"}});
+  const std::string b = with_headers("b", {{"sluice-key", "k"}});
   // c (id 1) was published with a delay that ran out meanwhile; b (id 2) went
   // first and was out when the broker stopped. Restored in id order.
   e.restore(q, 1, c, 0, 0, 0, 0, 0);

@@ -24,6 +24,16 @@ inline std::string encode(std::string_view payload) {
   return out;
 }
 
+/// A message with `payload` and these headers, in order.
+inline std::string with_headers(std::string_view payload,
+                                std::vector<std::pair<std::string, std::string>> headers) {
+  std::vector<protocol::Header> h;
+  for (const auto& [k, v] : headers) h.push_back({k, v});
+  std::string out;
+  protocol::encode_message(out, h, payload);
+  return out;
+}
+
 inline std::string payload_of(std::string_view raw) {
   protocol::MessageParts parts;
   REQUIRE(protocol::parse_message(raw, parts));
