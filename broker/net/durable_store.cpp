@@ -186,7 +186,8 @@ void DurableStore::delivered(std::uint64_t id, std::uint32_t attempt) {
 
 std::uint64_t DurableStore::attempted(std::uint64_t id, std::uint32_t attempt,
                                       engine::Micros not_before) {
-  return committer_->submit(log_.put_attempts(id, attempt, not_before != 0 ? wall_of(not_before) : 0));
+  return committer_->submit(
+      log_.put_attempts(id, attempt, not_before != 0 ? wall_of(not_before) : 0));
 }
 
 void DurableStore::removed(std::uint64_t id) {
@@ -219,7 +220,8 @@ void DurableStore::on_commit(const storage::CommitResult& result) {
     engine_.set_storage_full(full_, now);
   }
   const auto tell = [&](const std::weak_ptr<Session>& waiter) {
-    if (auto session = waiter.lock()) session->durable_committed(result.durable_seq, result.settled_seq);
+    if (auto session = waiter.lock())
+      session->durable_committed(result.durable_seq, result.settled_seq);
   };
   take_through(waiting_, result.durable_seq, tell);
   take_through(settle_waiting_, result.settled_seq, tell);
@@ -506,9 +508,9 @@ std::optional<DeadLetterError> DurableStore::run_dead_letters(
         auto present = exists(id);
         if (!present) return DeadLetterError{errc::internal, "dead letters: read failed"};
         if (!*present || redrive_pending_.count(id))
-          return DeadLetterError{errc::not_found,
-                                 "no dead letter " + std::to_string(id) + " in " + queue +
-                                     (*present ? " (it is being redriven)" : "")};
+          return DeadLetterError{errc::not_found, "no dead letter " + std::to_string(id) + " in " +
+                                                      queue +
+                                                      (*present ? " (it is being redriven)" : "")};
       }
       for (auto id : request.ids) {
         if (erasing_.count(id)) continue;  // named twice

@@ -436,8 +436,8 @@ std::optional<std::string> draft_from_json(const json& m, const engine::Queue& q
       out = std::to_string(it->get<std::uint64_t>());
       return std::nullopt;
     }
-    return std::string(name) + (number_ok ? " must be a non-negative integer or a string"
-                                          : " must be a string");
+    return std::string(name) +
+           (number_ok ? " must be a non-negative integer or a string" : " must be a string");
   };
   std::string value;
   if (m.contains("payload") && m.contains("payload_base64"))
@@ -889,9 +889,9 @@ void HttpApi::settle(const HttpRequest& request, std::string_view queue_name, st
   DurableStore* store = server_.durable();
   if (server_.options().settle_after_commit && store != nullptr && store->last_seq() != written) {
     // storage.settle = "commit": answered once what it wrote is committed.
-    store->after_settled(store->last_seq(), [respond = std::move(respond), r = std::move(r)]() mutable {
-      respond(std::move(r));
-    });
+    store->after_settled(
+        store->last_seq(),
+        [respond = std::move(respond), r = std::move(r)]() mutable { respond(std::move(r)); });
     return;
   }
   respond(std::move(r));
@@ -1030,8 +1030,8 @@ void HttpApi::dead_letters(const HttpRequest& request, std::string_view queue,
   } else if ((rest == "/redrive" || rest == "/delete") && request.method == "POST") {
     req.op = rest == "/redrive" ? protocol::DeadLetterOp::redrive : protocol::DeadLetterOp::remove;
     if (req.op == protocol::DeadLetterOp::redrive)
-      body = parse_body(request, false, {"ids", "min_age_ms", "max_age_ms", "reason", "rate", "all"},
-                        problem);
+      body = parse_body(request, false,
+                        {"ids", "min_age_ms", "max_age_ms", "reason", "rate", "all"}, problem);
     else
       body = parse_body(request, false, {"ids"}, problem);
     if (body) {

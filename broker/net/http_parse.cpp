@@ -83,8 +83,7 @@ std::string_view trim_ows(std::string_view s) {
 std::string printable_token(std::string_view s) {
   std::string out(s.substr(0, 64));
   for (char& c : out) {
-    const bool tchar = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') ||
-                       (c >= '0' && c <= '9') ||
+    const bool tchar = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
                        std::string_view("!#$%&'*+-.^_`|~").find(c) != std::string_view::npos;
     if (!tchar) c = '?';
   }
@@ -96,8 +95,7 @@ std::string printable_token(std::string_view s) {
 std::optional<FramingError> check_framing(const std::vector<std::string_view>& transfer_encodings,
                                           const std::vector<std::string_view>& content_lengths,
                                           unsigned http_version) {
-  if (content_lengths.size() > 1)
-    return FramingError{400, "more than one Content-Length field"};
+  if (content_lengths.size() > 1) return FramingError{400, "more than one Content-Length field"};
   if (content_lengths.size() == 1) {
     const std::string_view v = trim_ows(content_lengths.front());
     if (v.empty() || v.find_first_not_of("0123456789") != std::string_view::npos)
@@ -128,8 +126,10 @@ std::optional<FramingError> check_framing(const std::vector<std::string_view>& t
 std::optional<FramingError> check_framing(const http::request_header<>& header) {
   std::vector<std::string_view> te, cl;
   for (const auto& field : header) {
-    if (field.name() == http::field::transfer_encoding) te.emplace_back(field.value().data(), field.value().size());
-    if (field.name() == http::field::content_length) cl.emplace_back(field.value().data(), field.value().size());
+    if (field.name() == http::field::transfer_encoding)
+      te.emplace_back(field.value().data(), field.value().size());
+    if (field.name() == http::field::content_length)
+      cl.emplace_back(field.value().data(), field.value().size());
   }
   return check_framing(te, cl, header.version());
 }

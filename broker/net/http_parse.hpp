@@ -29,7 +29,7 @@ enum class HttpParse {
 /// Where the header block at the front of a connection's bytes stands.
 struct HeaderBlockScan {
   enum State { complete, need_more, bad } state = need_more;
-  std::size_t size = 0;       // complete: bytes up to and including the empty line
+  std::size_t size = 0;      // complete: bytes up to and including the empty line
   const char* problem = "";  // bad: why
   // need_more: where the next scan of the same, longer, bytes resumes, so a
   // slow sender costs no rescans: the next byte to look at, the start of its

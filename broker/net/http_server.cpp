@@ -137,17 +137,16 @@ class HttpConnection final : public HttpConnectionBase,
       return;
     }
     const std::size_t room = std::min<std::size_t>(kMaxHttpHeaderBytes - bytes.size(), 8192);
-    stream_.async_read_some(
-        buffer_.prepare(room),
-        [self = this->shared_from_this()](const beast::error_code& ec, std::size_t n) {
-          if (self->closed_) return;
-          if (ec) {
-            self->on_read(ec);
-            return;
-          }
-          self->buffer_.commit(n);
-          self->read_header_block();
-        });
+    stream_.async_read_some(buffer_.prepare(room), [self = this->shared_from_this()](
+                                                       const beast::error_code& ec, std::size_t n) {
+      if (self->closed_) return;
+      if (ec) {
+        self->on_read(ec);
+        return;
+      }
+      self->buffer_.commit(n);
+      self->read_header_block();
+    });
   }
 
   /// The header is parsed: refuse framing that could smuggle a second request
@@ -159,10 +158,10 @@ class HttpConnection final : public HttpConnectionBase,
       return;
     }
     if (auto refused = check_framing(parser_->get().base())) {
-      write(framing_error(refused->status,
-                          refused->status == 501 ? "unsupported" : "malformed_frame",
-                          "malformed HTTP request: " + refused->message),
-            false);
+      write(
+          framing_error(refused->status, refused->status == 501 ? "unsupported" : "malformed_frame",
+                        "malformed HTTP request: " + refused->message),
+          false);
       return;
     }
     http::async_read(stream_, buffer_, *parser_,

@@ -678,7 +678,10 @@ void Connection::Impl::publish_async(std::string_view queue,
     return;
   }
   if (!protocol::valid_queue_name(queue)) {
-    if (done) done({errc::invalid_queue_name, "queue name must be " + std::string(protocol::kQueueNameRule)}, 0);
+    if (done)
+      done(
+          {errc::invalid_queue_name, "queue name must be " + std::string(protocol::kQueueNameRule)},
+          0);
     return;
   }
   std::unique_lock lk(mutex_);
@@ -895,7 +898,8 @@ Result<std::vector<Published>> Connection::Impl::publish_frame(std::string_view 
                                                                std::span<const Message> messages) {
   if (messages.empty()) return std::vector<Published>{};
   if (!protocol::valid_queue_name(queue))
-    return Error{errc::invalid_queue_name, "queue name must be " + std::string(protocol::kQueueNameRule)};
+    return Error{errc::invalid_queue_name,
+                 "queue name must be " + std::string(protocol::kQueueNameRule)};
   std::size_t frame_bytes = kPublishFrameOverhead;
   for (const auto& m : messages) {
     std::vector<protocol::Header> headers;
@@ -953,7 +957,8 @@ bool Connection::wait_confirms(std::chrono::milliseconds timeout) {
 Result<std::uint32_t> Connection::subscribe(std::string_view queue, SubscribeOptions options,
                                             Handler handler) {
   if (!protocol::valid_queue_name(queue))
-    return Error{errc::invalid_queue_name, "queue name must be " + std::string(protocol::kQueueNameRule)};
+    return Error{errc::invalid_queue_name,
+                 "queue name must be " + std::string(protocol::kQueueNameRule)};
   if (!(options.rate == 0 || (options.rate >= 0.1 && options.rate <= 1e6)))
     return Error{errc::invalid_argument, "rate must be 0 (no limit) or 0.1 to 1000000 per second"};
   return impl_->subscribe(queue, options, std::move(handler));
@@ -1040,7 +1045,8 @@ Result<std::optional<StorageStats>> Connection::storage_stats() {
 Error Connection::configure(std::string_view queue,
                             const std::vector<std::pair<std::string, std::string>>& settings) {
   if (!protocol::valid_queue_name(queue))
-    return {errc::invalid_queue_name, "queue name must be " + std::string(protocol::kQueueNameRule)};
+    return {errc::invalid_queue_name,
+            "queue name must be " + std::string(protocol::kQueueNameRule)};
   if (settings.empty() || settings.size() > protocol::kMaxConfigureSettings)
     return {errc::invalid_argument, "between 1 and 64 settings at once"};
   std::string q(queue);
@@ -1060,7 +1066,8 @@ Error Connection::configure(std::string_view queue,
 
 Result<DeadLetterResult> Connection::dead_letters(const DeadLetterQuery& query) {
   if (!protocol::valid_queue_name(query.queue))
-    return Error{errc::invalid_queue_name, "queue name must be " + std::string(protocol::kQueueNameRule)};
+    return Error{errc::invalid_queue_name,
+                 "queue name must be " + std::string(protocol::kQueueNameRule)};
   if (!(query.rate == 0 || (query.rate >= 0.1 && query.rate <= 1e6)))
     return Error{errc::invalid_argument, "rate must be 0 (no limit) or 0.1 to 1000000 per second"};
   if (query.ids.size() > protocol::kMaxDeadLetterIds)

@@ -421,11 +421,12 @@ TEST_CASE("durable: a delivery out at a restart is a failed attempt - never past
   }
 }
 
-TEST_CASE("durable: a restart during a delivery costs one attempt; the rest come back after backoff") {
+TEST_CASE(
+    "durable: a restart during a delivery costs one attempt; the rest come back after backoff") {
   DataDir dir;
-  const auto args = durable_args(dir, {"--set", "queues.d.max_attempts=3", "--set",
-                                       "queues.d.retry_backoff=1s", "--set",
-                                       "queues.d.retry_jitter=none"});
+  const auto args =
+      durable_args(dir, {"--set", "queues.d.max_attempts=3", "--set", "queues.d.retry_backoff=1s",
+                         "--set", "queues.d.retry_jitter=none"});
   {
     TestBroker broker(args);
     auto conn = broker.connect();
@@ -469,7 +470,8 @@ TEST_CASE("durable: a restart during a delivery costs one attempt; the rest come
 // sluiced is killed at random moments. Moving is one write each way, so after
 // every crash each message is in exactly one place, and no delivery's attempt
 // number is below one seen before the crash or above max_attempts.
-TEST_CASE("durable: kill -9 while messages move into and out of the DLQ - each in exactly one place") {
+TEST_CASE(
+    "durable: kill -9 while messages move into and out of the DLQ - each in exactly one place") {
   DataDir dir;
   constexpr int kKills = 20;
   constexpr int kPerRound = 150;
@@ -477,9 +479,9 @@ TEST_CASE("durable: kill -9 while messages move into and out of the DLQ - each i
   const unsigned seed = std::random_device{}();
   std::mt19937 rng(seed);
   INFO("seed " << seed);
-  const auto args = durable_args(
-      dir, {"--set", "queues.d.max_attempts=" + std::to_string(kMaxAttempts), "--set",
-            "queues.d.retry_backoff=1ms", "--set", "queues.d.retry_jitter=none"});
+  const auto args =
+      durable_args(dir, {"--set", "queues.d.max_attempts=" + std::to_string(kMaxAttempts), "--set",
+                         "queues.d.retry_backoff=1ms", "--set", "queues.d.retry_jitter=none"});
   std::mutex mutex;
   std::set<std::string> confirmed;
   std::map<std::uint64_t, std::uint32_t> top_attempt;  // message id -> highest attempt seen
@@ -564,8 +566,7 @@ TEST_CASE("durable: kill -9 while messages move into and out of the DLQ - each i
                           [&](const Delivery& d) {
                             std::lock_guard lk(mutex);
                             places[std::string(d.payload)]++;
-                            if (d.attempt < top_attempt[d.message_id] ||
-                                d.attempt > kMaxAttempts)
+                            if (d.attempt < top_attempt[d.message_id] || d.attempt > kMaxAttempts)
                               problems.push_back("message " + std::to_string(d.message_id) +
                                                  " drained as attempt " +
                                                  std::to_string(d.attempt));
@@ -616,8 +617,9 @@ TEST_CASE("durable: with storage.settle = commit an answered ack survives kill -
         REQUIRE(sluice::test::http_request(broker.http_port(), "POST", "/v1/queues/d/messages",
                                            "m" + std::to_string(i))
                     .status == 202);
-      const auto got = sluice::test::http_request(broker.http_port(), "POST", "/v1/queues/d/receive",
-                                                  R"({"max_messages":200,"wait_ms":2000})");
+      const auto got =
+          sluice::test::http_request(broker.http_port(), "POST", "/v1/queues/d/receive",
+                                     R"({"max_messages":200,"wait_ms":2000})");
       REQUIRE(got.status == 200);
       std::string receipts;
       for (std::size_t at = got.body.find("\"receipt\":\""); at != std::string::npos;
@@ -682,8 +684,8 @@ TEST_CASE("durable: with storage.settle = commit a SETTLED ack survives kill -9"
 // gets through, rather than every ack waiting behind the waiting publishes.
 TEST_CASE("durable: storage.settle = commit - acks are answered while the store is full") {
   DataDir dir;
-  TestBroker broker(durable_args(dir, {"--set", "storage.max_size=1MiB", "--set",
-                                       "storage.settle=commit"}));
+  TestBroker broker(
+      durable_args(dir, {"--set", "storage.max_size=1MiB", "--set", "storage.settle=commit"}));
   const std::string payload(1000, 'x');
   auto producer = broker.connect("producer");
   std::atomic<int> confirmed{0}, failed{0};
@@ -735,7 +737,8 @@ TEST_CASE("durable: storage.settle = commit - acks are answered while the store 
                   << (st.ok() && st->has_value() ? (*st)->file_bytes : 0) << " waiting "
                   << (st.ok() && st->has_value() ? (*st)->waiting : 0) << " full "
                   << (st.ok() && st->has_value() ? (*st)->full : 0) << "\n"
-                  << broker.log().substr(broker.log().size() > 3000 ? broker.log().size() - 3000 : 0));
+                  << broker.log().substr(broker.log().size() > 3000 ? broker.log().size() - 3000
+                                                                    : 0));
     CHECK(acked == kMessages);
   }
   CHECK(producer->wait_confirms(10s));

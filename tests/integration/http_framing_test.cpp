@@ -41,10 +41,10 @@ TEST_CASE("http framing: no smuggling variant is answered twice or makes the smu
     variants.push_back({std::string("Transfer-Encoding: ") + coding,
                         front(std::string("Transfer-Encoding: ") + coding + "\r\n") + kSmuggled,
                         501});
-  variants.push_back({"Transfer-Encoding twice",
-                      front("Transfer-Encoding: gzip\r\nTransfer-Encoding: chunked\r\n") +
-                          "0\r\n\r\n" + kSmuggled,
-                      501});
+  variants.push_back(
+      {"Transfer-Encoding twice",
+       front("Transfer-Encoding: gzip\r\nTransfer-Encoding: chunked\r\n") + "0\r\n\r\n" + kSmuggled,
+       501});
   variants.push_back({"Transfer-Encoding: chunked, chunked",
                       front("Transfer-Encoding: chunked, chunked\r\n") + "0\r\n\r\n" + kSmuggled,
                       400});
@@ -53,45 +53,42 @@ TEST_CASE("http framing: no smuggling variant is answered twice or makes the smu
                             std::to_string(5 + kSmuggled.size()) + "\r\n") +
                           "0\r\n\r\n" + kSmuggled,
                       400});
-  variants.push_back({"Content-Length then Transfer-Encoding",
-                      front("Content-Length: 5\r\nTransfer-Encoding: chunked\r\n") + "0\r\n\r\n" +
-                          kSmuggled,
-                      400});
+  variants.push_back(
+      {"Content-Length then Transfer-Encoding",
+       front("Content-Length: 5\r\nTransfer-Encoding: chunked\r\n") + "0\r\n\r\n" + kSmuggled,
+       400});
   variants.push_back({"unimplemented coding with Content-Length",
                       front("Transfer-Encoding: gzip\r\nContent-Length: 0\r\n") + kSmuggled, 400});
-  variants.push_back({"conflicting Content-Length",
-                      front("Content-Length: 0\r\nContent-Length: " +
-                            std::to_string(kSmuggled.size()) + "\r\n") +
-                          kSmuggled,
-                      400});
+  variants.push_back(
+      {"conflicting Content-Length",
+       front("Content-Length: 0\r\nContent-Length: " + std::to_string(kSmuggled.size()) + "\r\n") +
+           kSmuggled,
+       400});
   variants.push_back({"repeated equal Content-Length",
                       front("Content-Length: 0\r\nContent-Length: 0\r\n") + kSmuggled, 400});
-  variants.push_back({"a Content-Length list",
-                      front("Content-Length: 0, 0\r\n") + kSmuggled, 400});
+  variants.push_back({"a Content-Length list", front("Content-Length: 0, 0\r\n") + kSmuggled, 400});
   variants.push_back({"Transfer-Encoding on HTTP/1.0",
                       "POST /v1/queues/orders/messages HTTP/1.0\r\nHost: x\r\n"
                       "Transfer-Encoding: chunked\r\n\r\n0\r\n\r\n" +
                           kSmuggled,
                       400});
-  variants.push_back({"obs-fold hiding a Transfer-Encoding",
-                      front("X-Pad: a\r\n Transfer-Encoding: chunked\r\nContent-Length: 0\r\n") +
-                          kSmuggled,
-                      400});
-  variants.push_back({"obs-fold in a value", front("X-Pad: a\r\n\tb\r\nContent-Length: 0\r\n") +
-                                                 kSmuggled,
-                      400});
-  variants.push_back({"bare LF ending a field line",
-                      "POST /v1/queues/orders/messages HTTP/1.1\r\nHost: x\nContent-Length: 0\r\n\r\n" +
-                          kSmuggled,
-                      400});
-  variants.push_back({"bare LF line endings throughout",
-                      "POST /v1/queues/orders/messages HTTP/1.1\nHost: x\nContent-Length: 0\n\n" +
-                          kSmuggled,
-                      400});
-  variants.push_back({"bare CR inside the header block",
-                      "POST /v1/queues/orders/messages HTTP/1.1\r\nHost: x\rContent-Length: 0\r\n\r\n" +
-                          kSmuggled,
-                      400});
+  variants.push_back(
+      {"obs-fold hiding a Transfer-Encoding",
+       front("X-Pad: a\r\n Transfer-Encoding: chunked\r\nContent-Length: 0\r\n") + kSmuggled, 400});
+  variants.push_back(
+      {"obs-fold in a value", front("X-Pad: a\r\n\tb\r\nContent-Length: 0\r\n") + kSmuggled, 400});
+  variants.push_back(
+      {"bare LF ending a field line",
+       "POST /v1/queues/orders/messages HTTP/1.1\r\nHost: x\nContent-Length: 0\r\n\r\n" + kSmuggled,
+       400});
+  variants.push_back(
+      {"bare LF line endings throughout",
+       "POST /v1/queues/orders/messages HTTP/1.1\nHost: x\nContent-Length: 0\n\n" + kSmuggled,
+       400});
+  variants.push_back(
+      {"bare CR inside the header block",
+       "POST /v1/queues/orders/messages HTTP/1.1\r\nHost: x\rContent-Length: 0\r\n\r\n" + kSmuggled,
+       400});
 
   for (const auto& v : variants) {
     CAPTURE(v.name);
@@ -111,9 +108,9 @@ TEST_CASE("http framing: no smuggling variant is answered twice or makes the smu
   CHECK(http_request(broker.http_port(), "GET", "/v1/queues/smuggled").status == 404);
   CHECK(http_request(broker.http_port(), "GET", "/v1/queues/orders").status == 404);
   // The listener is fine: a well-framed request still works, chunked too.
-  const auto ok = http_raw(broker.http_port(),
-                           front("Transfer-Encoding: chunked\r\nConnection: close\r\n") +
-                               "5\r\nhello\r\n0\r\n\r\n");
+  const auto ok =
+      http_raw(broker.http_port(), front("Transfer-Encoding: chunked\r\nConnection: close\r\n") +
+                                       "5\r\nhello\r\n0\r\n\r\n");
   CHECK(ok.first_status() == 202);
   CHECK(ok.responses() == 1);
   CHECK(http_request(broker.http_port(), "GET", "/v1/queues/smuggled").status == 404);
@@ -140,8 +137,7 @@ TEST_CASE("http: the queue names . and .. are refused with invalid_queue_name, n
 TEST_CASE("http framing: pipelined well-framed requests are each answered, in order") {
   TestBroker broker;
   const std::string one = front("Content-Type: text/plain\r\nContent-Length: 3\r\n") + "one";
-  const std::string two =
-      "GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n";
+  const std::string two = "GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n";
   const auto got = http_raw(broker.http_port(), one + two);
   INFO("received: " << got.received);
   CHECK(got.responses() == 2);
@@ -156,8 +152,7 @@ TEST_CASE("http framing: a header block that arrives a byte at a time is checked
     return http_raw(broker.http_port(), bytes, std::chrono::milliseconds(5000), true);
   };
   const auto ok =
-      drip(front("Content-Type: text/plain\r\nContent-Length: 2\r\nConnection: close\r\n") +
-           "hi");
+      drip(front("Content-Type: text/plain\r\nContent-Length: 2\r\nConnection: close\r\n") + "hi");
   CHECK(ok.first_status() == 202);
   // An obs-fold, a bare CR and a bare LF split across reads are still refused.
   for (const std::string& bad :

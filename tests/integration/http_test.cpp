@@ -444,7 +444,8 @@ TEST_CASE("http: request bodies are strict - wrong type, unknown field, duplicat
     std::string target, body, names;  // names: text the message must contain
   };
   const std::vector<Case> cases = {
-      {"/v1/queues/q/messages/batch", R"({"messages":[{"payload":1}]})", "payload must be a string"},
+      {"/v1/queues/q/messages/batch", R"({"messages":[{"payload":1}]})",
+       "payload must be a string"},
       {"/v1/queues/q/messages/batch", R"({"messages":[{"payload":"a","colour":"red"}]})",
        "unknown field \"colour\""},
       {"/v1/queues/q/messages/batch", R"({"messages":[{"payload":"a"}],"mesages":[]})",
@@ -481,16 +482,16 @@ TEST_CASE("http: request bodies are strict - wrong type, unknown field, duplicat
   CHECK(q["totals"]["published"] == 1);
 }
 
-TEST_CASE("http: settle and dead-letter refusals use the one error shape; a missing dead letter is 404") {
+TEST_CASE(
+    "http: settle and dead-letter refusals use the one error shape; a missing dead letter is 404") {
   TestBroker broker({"--set", "queues.pay.max_attempts=1"});
   REQUIRE(post(broker, "/v1/queues/pay/messages", "card").status == 202);
   json got = receive(broker, "pay", 1, 2000);
   REQUIRE(got.size() == 1);
   const std::string receipt = got[0]["receipt"];
   // One good receipt and one stale one: 409, the error shape, and what happened.
-  const auto both =
-      post(broker, "/v1/queues/pay/nack",
-           json{{"receipts", {receipt, "1.2.3.4"}}, {"reason", "declined"}}.dump());
+  const auto both = post(broker, "/v1/queues/pay/nack",
+                         json{{"receipts", {receipt, "1.2.3.4"}}, {"reason", "declined"}}.dump());
   CHECK(both.status == 409);
   CHECK(error_code(both) == "stale_lease");
   CHECK(body_of(both)["succeeded"] == 1);
@@ -508,16 +509,16 @@ TEST_CASE("http: settle and dead-letter refusals use the one error shape; a miss
   CHECK(del.status == 404);
   CHECK(error_code(del) == "not_found");
   // POST .../delete naming a missing id is 404 too, and deletes nothing (all or nothing).
-  const auto post_del = post(broker, "/v1/queues/pay/dlq/delete",
-                             json{{"ids", {entry, entry + 1000}}}.dump());
+  const auto post_del =
+      post(broker, "/v1/queues/pay/dlq/delete", json{{"ids", {entry, entry + 1000}}}.dump());
   CHECK(post_del.status == 404);
   CHECK(error_code(post_del) == "not_found");
   CHECK(http_request(broker.http_port(), "GET", "/v1/queues/pay/dlq/" + std::to_string(entry))
             .status == 200);
   // sluicectl says so with exit status 1.
-  const auto ctl = sluice::test::run_command(std::string(SLUICECTL_PATH) + " --broker " +
-                                             broker.address() + " dlq delete pay " + missing +
-                                             " 2>&1");
+  const auto ctl =
+      sluice::test::run_command(std::string(SLUICECTL_PATH) + " --broker " + broker.address() +
+                                " dlq delete pay " + missing + " 2>&1");
   CHECK(ctl.status == 1);
   CHECK(ctl.out.find("not_found") != std::string::npos);
   // The entry that is there goes; a second delete of it is 404.

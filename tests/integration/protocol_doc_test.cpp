@@ -226,8 +226,8 @@ void run(const std::vector<Line>& session) {
     while (!expected.empty()) {
       const auto frame = wire.frame();
       if (!frame) {
-        const bool closed_expected = std::any_of(expected.begin(), expected.end(),
-                                                 [](const Line* l) { return l->closed; });
+        const bool closed_expected =
+            std::any_of(expected.begin(), expected.end(), [](const Line* l) { return l->closed; });
         CHECK_MESSAGE(closed_expected, "the broker closed the connection early");
         std::erase_if(expected, [](const Line* l) { return l->closed; });
         REQUIRE(expected.empty());
@@ -251,7 +251,8 @@ void run(const std::vector<Line>& session) {
 
 }  // namespace
 
-TEST_CASE("protocol: PROTOCOL.md's byte-by-byte sessions, sent to sluiced, get the answers it shows") {
+TEST_CASE(
+    "protocol: PROTOCOL.md's byte-by-byte sessions, sent to sluiced, get the answers it shows") {
   const auto all = sessions("## A session, byte by byte");
   REQUIRE(all.size() == 2);
   for (const auto& session : all) {

@@ -252,9 +252,9 @@ TEST_CASE("publish enforces names, payload limit and message grammar") {
   Publish p;
   std::vector<std::string_view> messages;
   SUBCASE("bad queue name") {
-    for (std::string_view name : {std::string_view(""), std::string_view("has space"),
-                                  std::string_view("slash/no"), std::string_view("x\0y", 3),
-                                  std::string_view("."), std::string_view("..")}) {
+    for (std::string_view name :
+         {std::string_view(""), std::string_view("has space"), std::string_view("slash/no"),
+          std::string_view("x\0y", 3), std::string_view("."), std::string_view("..")}) {
       CAPTURE(name);
       CHECK(decode_publish(body_of(publish_frame(1, name, {"a"})), Limits{}, p, messages).code ==
             errc::invalid_queue_name);

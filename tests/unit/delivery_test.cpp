@@ -369,14 +369,16 @@ TEST_CASE("delay: a publish with sluice-delay-ms or sluice-not-before-ms waits")
   CHECK(sink.got.empty());
 }
 
-TEST_CASE("resequencer: a repeated number is a duplicate - the held one's id or 0, never published") {
+TEST_CASE(
+    "resequencer: a repeated number is a duplicate - the held one's id or 0, never published") {
   Engine e;
   engine::QueueOptions o;
   o.resequence = true;
   o.gap_timeout = kSecond;
   auto& q = e.declare("q", o);
   const auto seq = [](int n) {
-    return with_headers("s" + std::to_string(n), {{"sluice-key", "k"}, {"sluice-seq", std::to_string(n)}});
+    return with_headers("s" + std::to_string(n),
+                        {{"sluice-key", "k"}, {"sluice-seq", std::to_string(n)}});
   };
   const auto first = e.publish(q, seq(1), 0, 0);
   CHECK_FALSE(first.duplicate);

@@ -172,7 +172,8 @@ TEST_CASE("durable: after a restart an ordered key waits for its message that wa
   CHECK(got[0].payload == "b");
 }
 
-TEST_CASE("durable: a delivery the restart interrupted is a failed attempt - retried after its backoff") {
+TEST_CASE(
+    "durable: a delivery the restart interrupted is a failed attempt - retried after its backoff") {
   Engine e;
   RecordingJournal journal;
   e.set_journal(&journal);
@@ -187,8 +188,7 @@ TEST_CASE("durable: a delivery the restart interrupted is a failed attempt - ret
   e.set_next_id(100);
   e.finish_recovery(0);
   CHECK(q.counters().delayed == 1);
-  CHECK(journal.take() ==
-        std::vector<std::string>{"attempted 7 1 " + std::to_string(2 * kSecond)});
+  CHECK(journal.take() == std::vector<std::string>{"attempted 7 1 " + std::to_string(2 * kSecond)});
   e.committed(journal.seq, 0);
   RecordingSink sink;
   subscribe(e, q, sink, 10);
@@ -200,7 +200,8 @@ TEST_CASE("durable: a delivery the restart interrupted is a failed attempt - ret
   CHECK(sink.got[1].delivery.attempt == 2);
 }
 
-TEST_CASE("durable: a restart never gives a message more than max_attempts - the last goes to the DLQ") {
+TEST_CASE(
+    "durable: a restart never gives a message more than max_attempts - the last goes to the DLQ") {
   Engine e;
   RecordingJournal journal;
   e.set_journal(&journal);
@@ -228,7 +229,8 @@ TEST_CASE("durable: a restart never gives a message more than max_attempts - the
   CHECK(sink.got[0].delivery.attempt == 1);
 }
 
-TEST_CASE("durable: after a restart an ordered key waits for its later-published message that was out") {
+TEST_CASE(
+    "durable: after a restart an ordered key waits for its later-published message that was out") {
   Engine e;
   RecordingJournal journal;
   e.set_journal(&journal);

@@ -208,8 +208,13 @@ TEST_CASE("storage: group commit makes every submitted operation durable, many p
                              {.capacity = 1024});
     std::uint64_t seq = 0;
     for (std::uint64_t i = 0; i < kOps; ++i) {
-      seq = committer.submit(
-          {StorageOp::Kind::put, true, false, db, "k" + std::to_string(i), std::string(100, 'v'), {}});
+      seq = committer.submit({StorageOp::Kind::put,
+                              true,
+                              false,
+                              db,
+                              "k" + std::to_string(i),
+                              std::string(100, 'v'),
+                              {}});
       if (i % 10 == 9)  // erase every tenth, later in the stream
         seq = committer.submit(
             {StorageOp::Kind::erase, false, false, db, "k" + std::to_string(i), {}, {}});
@@ -273,10 +278,16 @@ TEST_CASE("storage: when full, new records wait, erases go through, nothing is l
   // committer batches them), then ask for more than the rest.
   std::uint64_t seq = 0;
   for (int i = 0; i < 60; ++i)
-    seq = committer.submit(
-        {StorageOp::Kind::put, true, false, db, "a" + std::to_string(i), std::string(8192, 'x'), {}});
+    seq = committer.submit({StorageOp::Kind::put,
+                            true,
+                            false,
+                            db,
+                            "a" + std::to_string(i),
+                            std::string(8192, 'x'),
+                            {}});
   INFO("soft limit " << options.soft_limit);
-  const bool first_durable = wait_until([&](const CommitResult& r) { return r.durable_seq == seq; });
+  const bool first_durable =
+      wait_until([&](const CommitResult& r) { return r.durable_seq == seq; });
   INFO("durable " << reported().durable_seq << " of " << seq << ", full " << reported().full
                   << ", waiting " << committer.stats().waiting << ", error "
                   << (reported().error ? reported().error->to_string() : "none"));
@@ -285,8 +296,13 @@ TEST_CASE("storage: when full, new records wait, erases go through, nothing is l
   constexpr int kMoreRecords = 130;
   std::uint64_t first_waiting = 0;
   for (int i = 0; i < kMoreRecords; ++i) {
-    const auto s = committer.submit(
-        {StorageOp::Kind::put, true, false, db, "b" + std::to_string(i), std::string(8192, 'x'), {}});
+    const auto s = committer.submit({StorageOp::Kind::put,
+                                     true,
+                                     false,
+                                     db,
+                                     "b" + std::to_string(i),
+                                     std::string(8192, 'x'),
+                                     {}});
     if (i == 0) first_waiting = s;
   }
   REQUIRE(
