@@ -27,9 +27,11 @@
 #include "http_api.hpp"
 #include "http_server.hpp"
 #include "log.hpp"
-#include "message_log.hpp"
+#include "attempt_log.hpp"
 #include "metrics.hpp"
-#include "server.hpp"
+#include "broker.hpp"
+#include "listener.hpp"
+#include "session.hpp"
 #include "live_config.hpp"
 #include "sluice/config/settings.hpp"
 #include "sluice/security/tls.hpp"
@@ -176,8 +178,8 @@ int main(int argc, char** argv) {
 
   boost::asio::io_context io(1);
   sluice::engine::Engine engine;
-  net::MessageLog message_log;
-  engine.set_events(&message_log);
+  net::AttemptLog attempt_log;
+  engine.set_events(&attempt_log);
   // Storage first, so the config can declare durable queues; then what it
   // holds comes back into those queues.
   // Without storage.path the store lives in a temporary directory: dead
@@ -196,7 +198,7 @@ int main(int argc, char** argv) {
   {
     const auto started = std::chrono::steady_clock::now();
     sluice::storage::RecoveryStats recovered;
-    if (auto problem = store->recover(net::Server::now(), net::Server::wall_us(), recovered))
+    if (auto problem = store->recover(net::mono_us(), net::wall_us(), recovered))
       return fail(*problem);
     const auto took = std::chrono::duration_cast<std::chrono::milliseconds>(
         std::chrono::steady_clock::now() - started);
@@ -206,11 +208,7 @@ int main(int argc, char** argv) {
         .unum("orphan_attempt_records", recovered.orphan_attempts)
         .unum("duration_ms", static_cast<std::uint64_t>(took.count()));
   }
-  net::ServerOptions options;
-  options.host = settings.listen_host;
-  options.port = settings.listen_port;
-  options.max_connections = settings.max_connections;
-  options.max_connections_per_source = settings.max_connections_per_source;
+  net::BrokerOptions options;
   options.limits.max_frame_bytes = settings.max_frame_bytes;
   options.limits.max_payload_bytes = settings.max_payload_bytes;
   options.limits.max_headers = static_cast<std::uint16_t>(settings.max_headers);
@@ -221,27 +219,31 @@ int main(int argc, char** argv) {
   options.frame_timeout = settings.frame_timeout;
   options.handshake_timeout = settings.handshake_timeout;
   options.settle_after_commit = settings.storage_settle_commit;
-  net::Server server(io, engine, options);
-  server.set_durable(store.get());
-  server.auth().configure(settings.tokens);
-  server.set_tls(tls);
-  store->set_after_commit([&server] { server.watch_deadlines(); });
-  server.set_configure_handler([&](std::string_view queue, auto pairs) {
-    auto problem = live.configure(queue, pairs, net::Server::now());
-    server.watch_deadlines();  // new rates may have scheduled wake-ups
-    return problem;
+  net::Broker broker(io, engine, options, store.get());
+  broker.auth().configure(settings.tokens);
+  broker.set_configure_handler([&](std::string_view queue, auto pairs) {
+    return live.configure(queue, pairs, net::mono_us());
   });
+  net::Listener server(io,
+                       {"protocol", settings.listen_host, settings.listen_port,
+                        settings.max_connections, settings.max_connections_per_source,
+                        "server.max_connections", "server.max_connections_per_source"},
+                       [&broker](net::Accepted&& accepted, net::Listener& listener) {
+                         net::accept_session(broker, std::move(accepted), listener);
+                       });
+  server.set_tls(tls);
   if (auto ec = server.start()) {
     return fail("cannot listen on " + settings.listen_host + ":" +
                 std::to_string(settings.listen_port) + ": " + ec.message());
   }
 
-  net::Metrics metrics(engine, server, store.get());
+  net::Metrics metrics(broker);
+  metrics.set_protocol(&server);
   net::HttpApiOptions api_options;
   api_options.max_payload_bytes = settings.max_payload_bytes;
   api_options.max_wait = settings.http_max_wait;
   api_options.max_response_bytes = settings.http_max_body_bytes;
-  net::HttpApi api(server, metrics, api_options);
+  net::HttpApi api(broker, metrics, api_options);
   net::HttpServerOptions http_options;
   http_options.host = settings.http_host;
   http_options.port = settings.http_port;
@@ -279,8 +281,8 @@ int main(int argc, char** argv) {
     server.set_tls(context);
     if (http) http->set_tls(context);
     if (context) sluice::log::info("tls_reloaded").str("cert_file", next.tls_cert_file);
-    server.auth().configure(next.tokens);
-    server.recheck_grants();
+    broker.auth().configure(next.tokens);
+    for (net::ListenedConnection* c : server.open()) c->recheck_grant();
     api.recheck_grants();
     return std::nullopt;
   });
@@ -298,17 +300,17 @@ int main(int argc, char** argv) {
       [&](const boost::system::error_code& ec, int signal) {
         if (ec) return;
         if (signal == SIGHUP) {
-          live.reload(net::Server::now());
-          server.watch_deadlines();
+          live.reload(net::mono_us());
           signals.async_wait(on_signal);
           return;
         }
         sluice::log::info("stopping").str("signal", signal == SIGTERM ? "SIGTERM" : "SIGINT");
-        store->stop_timers();
+        store->dead_letters().stop_timers();
         metrics.set_ready(false);
         api.stop();
         if (http) http->stop();
         server.stop();
+        broker.stop();
       };
   signals.async_wait(on_signal);
 

@@ -11,6 +11,7 @@
 #include <unordered_map>
 
 #include "message_store.hpp"
+#include "string_map.hpp"
 
 namespace sluice::engine {
 
@@ -34,13 +35,7 @@ class DedupLedger {
     std::uint64_t message_id;
     Micros expires;
   };
-  struct Hash {
-    using is_transparent = void;
-    std::size_t operator()(std::string_view s) const noexcept {
-      return std::hash<std::string_view>{}(s);
-    }
-  };
-  std::unordered_map<std::string, Entry, Hash, std::equal_to<>> entries_;
+  StringMap<Entry> entries_;
   // Insertion order (= expiry order while the window does not change); an
   // entry whose id was inserted again later is skipped when its time comes.
   std::deque<std::pair<Micros, std::string>> order_;

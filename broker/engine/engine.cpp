@@ -101,6 +101,7 @@ void Engine::schedule_wakeup(Queue& queue, Micros at) {
   queue.wakeup_at_ = at;
   wakeups_.emplace_back(at, &queue);
   std::push_heap(wakeups_.begin(), wakeups_.end(), std::greater<>{});
+  deadline_moved(at);
 }
 
 void Engine::on_wakeup(Queue& queue, Micros now) {
@@ -261,7 +262,7 @@ bool Engine::arrive(Queue& queue, std::uint32_t index, Micros now) {
   Slot& s = store_[index];
   if (s.deadline > now) {
     s.state = SlotState::delayed;
-    deadlines_.push(index);
+    watch_deadline(index);
     queue.counters_.delayed++;
     return false;
   }
@@ -401,7 +402,7 @@ void Engine::restore(Queue& queue, std::uint64_t id, std::string_view message,
     // Waiting out its backoff: it is still first of its key.
     if (s.lane != nullptr) queue.lanes_->block(*s.lane);
     s.state = SlotState::delayed;
-    deadlines_.push(index);
+    watch_deadline(index);
     queue.counters_.delayed++;
   } else {
     make_ready(queue, index, false);
@@ -575,7 +576,7 @@ void Engine::retry_after_record(Queue& queue, std::uint32_t index, std::uint64_t
     // Its key (ordered) stays blocked meanwhile: the retry keeps its place.
     s.state = SlotState::delayed;
     s.deadline = now + delay;
-    deadlines_.push(index);
+    watch_deadline(index);
     queue.counters_.delayed++;
   } else {
     make_ready(queue, index, front);
@@ -612,10 +613,30 @@ errc Engine::extend(const DeliverySink& caller, std::uint64_t message_id, std::u
   }
   s.deadline = now + lease;
   deadlines_.update(index);
+  deadline_moved(s.deadline);
   return errc::ok;
 }
 
+void Engine::set_deadline_listener(std::function<void(Micros)> listener) {
+  on_deadline_ = std::move(listener);
+  told_deadline_ = kNever;
+  if (auto next = next_deadline()) deadline_moved(*next);
+}
+
+void Engine::deadline_moved(Micros at) {
+  if (at >= told_deadline_) return;
+  told_deadline_ = at;
+  if (on_deadline_) on_deadline_(at);
+}
+
+void Engine::watch_deadline(std::uint32_t slot) {
+  deadlines_.push(slot);
+  deadline_moved(store_[slot].deadline);
+}
+
 void Engine::advance(Micros now) {
+  // The owner's timer fired: nothing is armed until told again below.
+  told_deadline_ = kNever;
   while (!wakeups_.empty() && wakeups_.front().first <= now) {
     std::pop_heap(wakeups_.begin(), wakeups_.end(), std::greater<>{});
     Queue& queue = *wakeups_.back().second;
@@ -641,6 +662,7 @@ void Engine::advance(Micros now) {
     }
     dispatch(queue, now);
   }
+  if (auto next = next_deadline()) deadline_moved(*next);
 }
 
 std::optional<Micros> Engine::next_deadline() const noexcept {
@@ -666,7 +688,7 @@ void Engine::deliver(Queue& queue, std::uint32_t index, Consumer& consumer, Micr
   s.attempt++;
   s.owner = &consumer;
   s.deadline = now + consumer.lease_;
-  deadlines_.push(index);
+  watch_deadline(index);
   // Link at the head of the consumer's in-flight list.
   s.prev = kNil;
   s.next = consumer.inflight_head_;

@@ -32,6 +32,7 @@
 #include "queue.hpp"
 #include "sluice/protocol/errc.hpp"
 #include "sluice/protocol/frames.hpp"
+#include "string_map.hpp"
 
 namespace sluice::engine {
 
@@ -196,8 +197,14 @@ class Engine {
   /// become ready, rate-limited queues and consumers whose tokens have come
   /// dispatch again, the resequencer releases what waited past its gap timeout.
   void advance(Micros now);
-  /// The earliest pending deadline, if any (to arm a timer).
+  /// The earliest pending deadline, if any.
   std::optional<Micros> next_deadline() const noexcept;
+  /// The owner's one timer: `listener(at)` is called (from inside whichever
+  /// engine call moved it) whenever the earliest deadline becomes earlier than
+  /// the one last told, and at the end of advance() with the next one. The
+  /// owner arms its timer for `at` and calls advance() when it fires; nobody
+  /// else needs to look at deadlines. Called at once if one is pending.
+  void set_deadline_listener(std::function<void(Micros)> listener);
 
   /// Messages the engine holds in any state.
   std::size_t messages() const noexcept { return store_.live(); }
@@ -244,6 +251,10 @@ class Engine {
   /// draining and now holds nothing.
   void credit_returned(Consumer& owner);
   void free_consumer(Consumer& consumer);
+  /// Tells the deadline listener when `at` is earlier than what it was told.
+  void deadline_moved(Micros at);
+  /// Puts `slot` on the deadline heap (its deadline set) and tells the listener.
+  void watch_deadline(std::uint32_t slot);
   /// Asks advance() to look at `queue` again at `at` (a rate bucket refills).
   void schedule_wakeup(Queue& queue, Micros at);
   void on_wakeup(Queue& queue, Micros now);
@@ -262,16 +273,10 @@ class Engine {
   QueueOptions defaults_;
   MessageStore store_;
   DeadlineHeap deadlines_{store_};
+  std::function<void(Micros)> on_deadline_;
+  Micros told_deadline_ = kNever;  // the earliest deadline the listener knows of
   std::uint64_t next_message_id_ = 1;
-  struct NameHash {
-    using is_transparent = void;
-    std::size_t operator()(std::string_view s) const noexcept {
-      return std::hash<std::string_view>{}(s);
-    }
-  };
-  template <typename T>
-  using ByName = std::unordered_map<std::string, T, NameHash, std::equal_to<>>;
-  ByName<std::unique_ptr<Queue>> queues_;
+  StringMap<std::unique_ptr<Queue>> queues_;
 
   using Wakeup = std::pair<Micros, Queue*>;
   std::vector<Wakeup> wakeups_;  // min-heap on time (std::greater); stale entries are harmless
@@ -299,15 +304,14 @@ class Engine {
   std::deque<RetryRecord> retry_records_;
   std::uint64_t durable_seq_ = 0;  // every journal write up to here is on disk
   bool storage_full_ = false;
-  std::uint64_t ids_reserved_ = 0;
+  std::uint64_t ids_reserved_ = 0;  // the journal knows ids below this are taken
   MessageEvents* events_ = nullptr;
   // Wall clock minus engine clock (µs), learnt from publish and restore: the
   // publish-to-delivery latency compares a wall time with an engine time.
   std::int64_t wall_offset_ = 0;
   // Delivery time of leases that were extended (their deadline no longer
   // tells it), by slot; the rest compute it from deadline - lease.
-  std::unordered_map<std::uint32_t, Micros>
-      extended_;  // the journal knows ids below this are taken
+  std::unordered_map<std::uint32_t, Micros> extended_;  // bounded by the leases in flight
 };
 
 }  // namespace sluice::engine

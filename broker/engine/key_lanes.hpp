@@ -20,6 +20,7 @@
 
 #include "message_store.hpp"
 #include "token_bucket.hpp"
+#include "string_map.hpp"
 
 namespace sluice::engine {
 
@@ -84,13 +85,7 @@ class KeyLanes {
  private:
   void make_eligible(KeyLane& lane);
 
-  struct Hash {
-    using is_transparent = void;
-    std::size_t operator()(std::string_view s) const noexcept {
-      return std::hash<std::string_view>{}(s);
-    }
-  };
-  std::unordered_map<std::string, std::unique_ptr<KeyLane>, Hash, std::equal_to<>> lanes_;
+  StringMap<std::unique_ptr<KeyLane>> lanes_;
   std::deque<KeyLane*> eligible_;
   std::vector<KeyLane*> throttled_;
   std::vector<KeyLane*> idle_;

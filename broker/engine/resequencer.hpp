@@ -22,6 +22,7 @@
 #include <vector>
 
 #include "message_store.hpp"
+#include "string_map.hpp"
 
 namespace sluice::engine {
 
@@ -58,13 +59,7 @@ class Resequencer {
   void release_run(KeyState& state, std::vector<std::uint32_t>& released);
   void trim_idle_keys();
 
-  struct Hash {
-    using is_transparent = void;
-    std::size_t operator()(std::string_view s) const noexcept {
-      return std::hash<std::string_view>{}(s);
-    }
-  };
-  std::unordered_map<std::string, KeyState, Hash, std::equal_to<>> keys_;
+  StringMap<KeyState> keys_;
   std::size_t held_ = 0;
   std::uint64_t gaps_ = 0;
 };

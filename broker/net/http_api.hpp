@@ -27,7 +27,7 @@
 
 namespace sluice::net {
 
-class Server;
+class Broker;
 class DurableStore;
 class Metrics;
 
@@ -42,7 +42,7 @@ struct HttpApiOptions {
 
 class HttpApi final {
  public:
-  HttpApi(Server& server, const Metrics& metrics, HttpApiOptions options);
+  HttpApi(Broker& broker, const Metrics& metrics, HttpApiOptions options);
   ~HttpApi();
   HttpApi(const HttpApi&) = delete;
   HttpApi& operator=(const HttpApi&) = delete;
@@ -68,16 +68,24 @@ class HttpApi final {
   engine::Queue* open_queue(std::string_view name, Respond& respond);
   /// Answers a publish: now, or on a durable queue once what it wrote is on disk.
   void answer_published(const engine::Queue& queue, HttpResponse response, Respond& respond);
-  void publish_one(const HttpRequest& request, std::string_view queue, Respond& respond);
-  void publish_batch(const HttpRequest& request, std::string_view queue, Respond& respond);
-  void receive(const HttpRequest& request, std::string_view queue, const Grant& grant,
-               Respond& respond);
-  void settle(const HttpRequest& request, std::string_view queue, std::string_view verb,
-              Respond& respond);
+  /// One request to an endpoint under /v1/queues/{queue}/ (see kQueueRoutes).
+  struct QueueCall {
+    const HttpRequest& request;
+    std::string_view queue;
+    std::string_view action;  // what follows the queue name
+    std::string_view rest;  // the action's path after its name ("" or "/...")
+    const Grant& grant;
+  };
+  struct QueueRoute;
+  static const QueueRoute kQueueRoutes[];
+  void publish_one(const QueueCall& call, Respond& respond);
+  void publish_batch(const QueueCall& call, Respond& respond);
+  void receive(const QueueCall& call, Respond& respond);
+  /// ack, nack or extend (the action names it).
+  void settle(const QueueCall& call, Respond& respond);
   void queue_list(Grant& grant, Respond& respond);
-  void queue_show(std::string_view queue, Respond& respond);
-  void dead_letters(const HttpRequest& request, std::string_view queue, std::string_view rest,
-                    Respond& respond);
+  void queue_show(const QueueCall& call, Respond& respond);
+  void dead_letters(const QueueCall& call, Respond& respond);
   void log_level(const HttpRequest& request, Respond& respond);
 
   /// A delivery to `receive`'s consumer; false: no more for now.
@@ -88,7 +96,7 @@ class HttpApi final {
   /// finish() from a timer or a posted handler, if the receive still waits.
   void finish_later(std::uint64_t receive_id);
 
-  Server& server_;
+  Broker& broker_;
   engine::Engine& engine_;
   const Metrics& metrics_;
   HttpApiOptions options_;

@@ -13,7 +13,6 @@
 #include "http_beast.hpp"
 #include "http_parse.hpp"
 #include "log.hpp"
-#include "server.hpp"
 #include "sluice/security/tls.hpp"
 
 namespace sluice::net {
@@ -37,31 +36,28 @@ HttpResponse framing_error(unsigned status, std::string_view code, std::string_v
 /// answer, read the next. The handler's Respond holds the connection alive.
 /// `Stream` is beast::tcp_stream, or beast::ssl_stream over one.
 template <class Stream>
-class HttpConnection final : public HttpConnectionBase,
+class HttpConnection final : public ListenedConnection,
                              public std::enable_shared_from_this<HttpConnection<Stream>> {
   static constexpr bool kTls = !std::is_same_v<Stream, beast::tcp_stream>;
 
  public:
   /// `tls`: the context a TLS stream is made with (kept alive with it); null for plain.
-  HttpConnection(HttpServer& server, asio::ip::tcp::socket socket, std::string source,
-                 std::weak_ptr<HttpServer::ConnectionSet> registry,
+  HttpConnection(HttpServer& server, asio::ip::tcp::socket socket,
                  std::shared_ptr<asio::ssl::context> tls)
       : server_(server),
         tls_(std::move(tls)),
-        stream_(make_stream(std::move(socket), tls_.get())),
-        source_(std::move(source)),
-        registry_(std::move(registry)) {
+        stream_(make_stream(std::move(socket), tls_.get())) {
     boost::system::error_code ignored;
     const auto remote = tcp().socket().remote_endpoint(ignored);
     peer_ = remote.address().to_string() + ":" + std::to_string(remote.port());
   }
 
-  // The server may be gone first (a Respond held past shutdown): the registry says.
-  ~HttpConnection() override {
-    if (auto set = registry_.lock()) set->remove(this, source_);
-  }
+  // Uncounted when destroyed (slot_); the server may be gone first (a
+  // Respond held past shutdown): the slot knows.
+  void shut_down() override { close(); }
 
-  void start() {
+  void start(ConnectionSlot slot) {
+    slot_ = std::move(slot);
     if constexpr (kTls) {
       tcp().expires_after(server_.options().idle_timeout);
       stream_.async_handshake(asio::ssl::stream_base::server,
@@ -82,13 +78,13 @@ class HttpConnection final : public HttpConnectionBase,
     }
   }
 
-  void close() override {
+  void close() {
     if (closed_) return;
     closed_ = true;
     boost::system::error_code ignored;
     tcp().socket().shutdown(asio::ip::tcp::socket::shutdown_both, ignored);
     tcp().socket().close(ignored);
-    if (auto set = registry_.lock()) set->remove(this, source_);
+    slot_.reset();
   }
 
  private:
@@ -272,78 +268,38 @@ class HttpConnection final : public HttpConnectionBase,
   http::response<http::string_body> response_;
   std::function<void(bool)> after_;
   std::string peer_;
-  std::string source_;
-  std::weak_ptr<HttpServer::ConnectionSet> registry_;
+  ConnectionSlot slot_;
   bool closed_ = false;
 };
 
 HttpServer::HttpServer(asio::io_context& io, HttpServerOptions options, Handler handler)
     : options_(std::move(options)),
       handler_(std::move(handler)),
-      acceptor_(io),
-      accept_retry_(io),
-      connections_(std::make_shared<ConnectionSet>()) {}
+      listener_(io,
+                ListenerOptions{"http", options_.host, options_.port, options_.max_connections,
+                                options_.max_connections_per_source, "http.max_connections",
+                                "http.max_connections_per_source"},
+                [this](Accepted&& a, Listener& l) { accepted(std::move(a), l); }) {}
 
 HttpServer::~HttpServer() {
   stop();
 }
 
-std::error_code HttpServer::start() {
-  if (auto ec = listen_on(acceptor_, options_.host, options_.port)) return ec;
-  bound_port_ = acceptor_.local_endpoint().port();
-  accept();
-  return {};
-}
-
-void HttpServer::accept() {
-  acceptor_.async_accept([this](const boost::system::error_code& ec, asio::ip::tcp::socket socket) {
-    if (ec == asio::error::operation_aborted || stopping_) return;
-    if (ec) {
-      // EMFILE and friends: wait a little rather than spin.
-      log::warn("accept_failed").str("listener", "http").str("error", ec.message());
-      accept_retry_.expires_after(std::chrono::milliseconds(100));
-      accept_retry_.async_wait([this](const boost::system::error_code& e) {
-        if (!e && !stopping_) accept();
-      });
-      return;
-    }
+void HttpServer::accepted(Accepted&& a, Listener& listener) {
+  if (!a.refusal.empty()) {
     boost::system::error_code ignored;
-    std::string source = socket.remote_endpoint(ignored).address().to_string();
-    const auto from_source = connections_->per_source.find(source);
-    if (connections_->open.size() >= options_.max_connections) {
-      log::warn("connection_refused").str("listener", "http").str("reason", "http.max_connections");
-      socket.close(ignored);
-    } else if (from_source != connections_->per_source.end() &&
-               from_source->second >= options_.max_connections_per_source) {
-      log::warn("connection_refused")
-          .str("listener", "http")
-          .str("reason", "http.max_connections_per_source")
-          .str("source", source);
-      socket.close(ignored);
-    } else if (tls_) {
-      using Tls = HttpConnection<beast::ssl_stream<beast::tcp_stream>>;
-      auto connection = std::make_shared<Tls>(*this, std::move(socket), source, connections_, tls_);
-      connections_->add(connection.get(), source);
-      connection->start();
-    } else {
-      using Plain = HttpConnection<beast::tcp_stream>;
-      auto connection =
-          std::make_shared<Plain>(*this, std::move(socket), source, connections_, nullptr);
-      connections_->add(connection.get(), source);
-      connection->start();
-    }
-    accept();
-  });
-}
-
-void HttpServer::stop() {
-  if (stopping_) return;
-  stopping_ = true;
-  boost::system::error_code ignored;
-  acceptor_.close(ignored);
-  accept_retry_.cancel();
-  auto open = connections_->open;  // close() edits the set
-  for (HttpConnectionBase* c : open) c->close();
+    a.socket.close(ignored);
+    return;
+  }
+  if (a.tls) {
+    using Tls = HttpConnection<beast::ssl_stream<beast::tcp_stream>>;
+    auto connection = std::make_shared<Tls>(*this, std::move(a.socket), a.tls);
+    connection->start(listener.admit(*connection, a.source));
+  } else {
+    using Plain = HttpConnection<beast::tcp_stream>;
+    auto connection = std::make_shared<Plain>(*this, std::move(a.socket), nullptr);
+    connection->start(listener.admit(*connection, a.source));
+  }
 }
 
 }  // namespace sluice::net

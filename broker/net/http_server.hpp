@@ -1,4 +1,4 @@
-// The HTTP listener (Boost.Beast): accepts connections and reads one request
+// The HTTP server (Boost.Beast) on the shared Listener: reads one request
 // at a time from each, with a body limit and an idle timeout, and hands each
 // request to a handler that answers through a Respond callback (at once or
 // later). Keep-alive; no pipelining (the next request is read after the
@@ -20,6 +20,7 @@
 #include <unordered_set>
 
 #include "http_types.hpp"
+#include "listener.hpp"
 
 namespace boost::asio::ssl {
 class context;
@@ -40,13 +41,6 @@ struct HttpServerOptions {
   std::chrono::milliseconds idle_timeout{60000};
 };
 
-/// What the server needs of a connection, TLS or not.
-class HttpConnectionBase {
- public:
-  virtual ~HttpConnectionBase() = default;
-  virtual void close() = 0;
-};
-
 /// Not thread-safe: every call on the io_context's thread.
 class HttpServer {
  public:
@@ -55,44 +49,26 @@ class HttpServer {
   ~HttpServer();
 
   /// Binds and starts accepting. Errors: the bind/listen failure.
-  std::error_code start();
+  std::error_code start() { return listener_.start(); }
   /// Stops accepting and closes every connection (answers not yet written are dropped).
-  void stop();
-  std::uint16_t port() const noexcept { return bound_port_; }
-  std::size_t connections() const noexcept { return connections_->open.size(); }
+  void stop() { listener_.stop(); }
+  std::uint16_t port() const noexcept { return listener_.port(); }
+  std::size_t connections() const noexcept { return listener_.connections(); }
   /// New connections speak TLS with `context` (nullptr: plain). Open ones keep theirs.
-  void set_tls(std::shared_ptr<boost::asio::ssl::context> context) { tls_ = std::move(context); }
+  void set_tls(std::shared_ptr<boost::asio::ssl::context> context) {
+    listener_.set_tls(std::move(context));
+  }
 
   // ---- used by connections ----
   const HttpServerOptions& options() const noexcept { return options_; }
   const Handler& handler() const noexcept { return handler_; }
-  /// Open connections and their count per source address; each connection
-  /// removes itself when it closes or is destroyed.
-  struct ConnectionSet {
-    std::unordered_set<HttpConnectionBase*> open;
-    std::unordered_map<std::string, std::uint32_t> per_source;
-    void add(HttpConnectionBase* c, const std::string& source) {
-      open.insert(c);
-      ++per_source[source];
-    }
-    void remove(HttpConnectionBase* c, const std::string& source) {
-      if (open.erase(c) == 0) return;
-      auto it = per_source.find(source);
-      if (it != per_source.end() && --it->second == 0) per_source.erase(it);
-    }
-  };
 
  private:
-  void accept();
+  void accepted(Accepted&& accepted, Listener& listener);
 
   HttpServerOptions options_;
   Handler handler_;
-  boost::asio::ip::tcp::acceptor acceptor_;
-  boost::asio::steady_timer accept_retry_;
-  std::shared_ptr<ConnectionSet> connections_;
-  std::shared_ptr<boost::asio::ssl::context> tls_;
-  std::uint16_t bound_port_ = 0;
-  bool stopping_ = false;
+  Listener listener_;
 };
 
 }  // namespace sluice::net

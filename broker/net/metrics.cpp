@@ -10,7 +10,8 @@
 #include "durable_store.hpp"
 #include "engine.hpp"
 #include "http_server.hpp"
-#include "server.hpp"
+#include "broker.hpp"
+#include "listener.hpp"
 
 namespace sluice::net {
 
@@ -150,7 +151,7 @@ std::vector<MetricFamily> Metrics::Collect() const {
   gauge("sluice_queue_consumers", "Consumers subscribed (HTTP receives while they wait).",
         [](Q q) { return q.consumer_count(); });
   {
-    const std::int64_t wall_now = Server::wall_us();
+    const std::int64_t wall_now = wall_us();
     gauge("sluice_queue_oldest_ready_age_seconds",
           "Age of the oldest message ready for delivery (0 when none is): the consumer lag.",
           [&](Q q) {
@@ -161,9 +162,9 @@ std::vector<MetricFamily> Metrics::Collect() const {
   }
   if (store_ != nullptr) {
     gauge("sluice_queue_dead_letters", "Entries in the queue's dead-letter queue.",
-          [&](Q q) { return store_->dead_letter_count(q.name()); });
+          [&](Q q) { return store_->dead_letters().count(q.name()); });
     gauge("sluice_queue_redriving", "Dead letters waiting to be redriven.",
-          [&](Q q) { return store_->redriving(q.name()); });
+          [&](Q q) { return store_->dead_letters().redriving(q.name()); });
   }
   {
     MetricFamily& f =
@@ -192,9 +193,19 @@ std::vector<MetricFamily> Metrics::Collect() const {
   {
     MetricFamily& f =
         family(out, "sluice_connections", "Open client connections.", MetricType::Gauge);
-    sample(f, {{"listener", "protocol"}}, static_cast<double>(server_.connections()));
+    if (protocol_ != nullptr)
+      sample(f, {{"listener", "protocol"}}, static_cast<double>(protocol_->connections()));
     if (http_ != nullptr)
       sample(f, {{"listener", "http"}}, static_cast<double>(http_->connections()));
+  }
+  {
+    MetricFamily& f = family(out, "sluice_connections_closed_total",
+                             "Protocol connections that ended, by why.", MetricType::Counter);
+    for (std::size_t i = 0; i < kCloseReasons; ++i) {
+      const auto reason = static_cast<CloseReason>(i);
+      sample(f, {{"listener", "protocol"}, {"reason", std::string(to_string(reason))}},
+             static_cast<double>(broker_.closed(reason)));
+    }
   }
   single("sluice_queues", "Queues that exist.", MetricType::Gauge,
          static_cast<double>(engine_.queue_count()));
@@ -229,6 +240,9 @@ std::vector<MetricFamily> Metrics::Collect() const {
   }
   return out;
 }
+
+Metrics::Metrics(const Broker& broker)
+    : broker_(broker), engine_(broker.engine()), store_(broker.store()) {}
 
 std::string Metrics::scrape() const {
   return prometheus::TextSerializer().Serialize(Collect());

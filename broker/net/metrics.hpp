@@ -20,15 +20,17 @@ class Engine;
 
 namespace sluice::net {
 
-class Server;
+class Broker;
+class Listener;
 class HttpServer;
 class DurableStore;
 
 class Metrics final : public prometheus::Collectable {
  public:
-  Metrics(const engine::Engine& engine, const Server& server, const DurableStore* store)
-      : engine_(engine), server_(server), store_(store) {}
-  /// The HTTP listener, once it exists (its connection count).
+  /// `broker.store()` may be null (no storage).
+  explicit Metrics(const Broker& broker);
+  /// The listeners, once they exist (their connection counts).
+  void set_protocol(const Listener* protocol) noexcept { protocol_ = protocol; }
   void set_http(const HttpServer* http) noexcept { http_ = http; }
   void set_ready(bool ready) noexcept { ready_ = ready; }
 
@@ -37,9 +39,10 @@ class Metrics final : public prometheus::Collectable {
   std::string scrape() const;
 
  private:
+  const Broker& broker_;
   const engine::Engine& engine_;
-  const Server& server_;
   const DurableStore* store_;
+  const Listener* protocol_ = nullptr;
   const HttpServer* http_ = nullptr;
   bool ready_ = false;
 };

@@ -12,7 +12,6 @@
 
 #include "durable_store.hpp"
 #include "log.hpp"
-#include "server.hpp"
 
 namespace sluice::net {
 
@@ -43,19 +42,29 @@ security::Transport make_transport(asio::ip::tcp::socket socket,
 }
 }  // namespace
 
-Session::Session(Server& server, asio::ip::tcp::socket socket,
+void accept_session(Broker& broker, Accepted&& accepted, Listener& listener) {
+  auto session = std::make_shared<Session>(broker, std::move(accepted.socket), accepted.tls);
+  if (!accepted.refusal.empty()) {
+    session->refuse(errc::too_many_connections, std::move(accepted.refusal));
+    return;
+  }
+  session->start(listener.admit(*session, accepted.source));
+}
+
+Session::Session(Broker& broker, asio::ip::tcp::socket socket,
                  std::shared_ptr<asio::ssl::context> tls)
-    : server_(server),
+    : broker_(broker),
       transport_(make_transport(std::move(socket), std::move(tls))),
       peer_(describe(transport_.socket())),
-      decoder_(server.options().limits.max_frame_bytes),
-      frame_timer_(server.io()),
-      peer_check_timer_(server.io()),
-      handshake_timer_(server.io()) {}
+      decoder_(broker.options().limits.max_frame_bytes),
+      frame_timer_(broker.io()),
+      peer_check_timer_(broker.io()),
+      handshake_timer_(broker.io()) {}
 
 Session::~Session() = default;
 
-void Session::start() {
+void Session::start(ConnectionSlot slot) {
+  slot_ = std::move(slot);
   begin(errc::ok, {});
 }
 
@@ -63,10 +72,21 @@ void Session::refuse(errc code, std::string message) {
   // Over TLS, saying why would cost a handshake on the engine's thread for
   // every refused connection, which is what a flood wants: close at once.
   if (transport_.is_tls()) {
+    closing_because(CloseReason::refused);
     close();
     return;
   }
   begin(code, std::move(message));
+}
+
+void Session::shut_down() {
+  close_after_flush(errc::shutting_down, "the broker is stopping");
+}
+
+void Session::closing_because(CloseReason reason) {
+  if (close_counted_) return;
+  close_counted_ = true;
+  broker_.count_close(reason);
 }
 
 void Session::begin(errc refusal, std::string message) {
@@ -74,11 +94,12 @@ void Session::begin(errc refusal, std::string message) {
   transport_.socket().set_option(asio::ip::tcp::no_delay(true), ignored);
   log::debug("connection_opened").str("peer", peer_).str("tls", transport_.is_tls() ? "on" : "off");
   // One deadline for the TLS handshake and HELLO together.
-  handshake_timer_.expires_after(server_.options().handshake_timeout);
+  handshake_timer_.expires_after(broker_.options().handshake_timeout);
   handshake_timer_.async_wait([self = shared_from_this()](const boost::system::error_code& ec) {
     if (ec || self->greeted_ || self->closing_ || self->closed_) return;
     if (!self->transport_ready_) {
       log::info("tls_handshake_failed").str("peer", self->peer_).str("error", "timed out");
+      self->closing_because(CloseReason::timeout);
       self->close();  // no TLS yet: nothing can be said to it
       return;
     }
@@ -99,6 +120,7 @@ void Session::begin(errc refusal, std::string message) {
           log::info("tls_handshake_failed")
               .str("peer", self->peer_)
               .str("error", security::describe_tls_error(ec));
+          self->closing_because(CloseReason::protocol_error);
           self->close();
           return;
         }
@@ -148,11 +170,11 @@ bool Session::outbound_full() const noexcept {
   // Answers held behind a durable confirm count only far past the bound: a
   // connection that also consumes must stay readable so its acks can free
   // the storage that confirm may be waiting for.
-  const std::size_t bound = server_.options().connection_outbound_bytes;
+  const std::size_t bound = broker_.options().connection_outbound_bytes;
   // The pending-publish bound pauses only connections that do not consume,
   // for the same reason.
   return out_.size() + writing_.size() >= bound || held_.size() >= 4 * bound ||
-         (pending_publishes_ >= server_.options().max_pending_publishes && subscriptions_.empty() &&
+         (pending_publishes_ >= broker_.options().max_pending_publishes && subscriptions_.empty() &&
           draining_.empty());
 }
 
@@ -186,7 +208,6 @@ void Session::process_frames() {
         break;
     }
   }
-  server_.watch_deadlines();
   // Posted, like the deliveries this batch made to other connections, and
   // after them: a consumer's message goes out before this producer's
   // confirms rather than behind their write.
@@ -209,7 +230,7 @@ void Session::watch_partial_frame(bool progressed) {
   // A handler already queued when the timer is re-armed still runs with
   // success; the generation tells it that it is out of date.
   const std::uint64_t generation = ++frame_timer_generation_;
-  frame_timer_.expires_after(server_.options().frame_timeout);
+  frame_timer_.expires_after(broker_.options().frame_timeout);
   frame_timer_.async_wait(
       [self = shared_from_this(), generation](const boost::system::error_code& ec) {
         if (ec || self->closing_ || self->closed_ || generation != self->frame_timer_generation_)
@@ -298,7 +319,7 @@ void Session::handle_hello(std::string_view body) {
     close_after_flush(errc::unsupported_version, "this broker speaks protocol version 1 only");
     return;
   }
-  if (const errc code = server_.auth().authenticate(hello.token, grant_); code != errc::ok) {
+  if (const errc code = broker_.auth().authenticate(hello.token, grant_); code != errc::ok) {
     log::warn("authentication_failed")
         .str("listener", "protocol")
         .str("peer", peer_)
@@ -312,8 +333,8 @@ void Session::handle_hello(std::string_view body) {
   handshake_timer_.cancel();
   protocol::HelloOk ok;
   ok.version = protocol::kProtocolVersion;
-  ok.max_frame_bytes = server_.options().limits.max_frame_bytes;
-  ok.max_payload_bytes = server_.options().limits.max_payload_bytes;
+  ok.max_frame_bytes = broker_.options().limits.max_frame_bytes;
+  ok.max_payload_bytes = broker_.options().limits.max_payload_bytes;
   ok.server_name = "sluiced " SLUICE_VERSION;
   protocol::encode_hello_ok(out(), ok);
   log::debug("client_hello")
@@ -323,7 +344,7 @@ void Session::handle_hello(std::string_view body) {
 }
 
 bool Session::permitted(std::uint64_t request_id, Permission what, std::string_view queue) {
-  const errc code = server_.auth().check(grant_, what, queue);
+  const errc code = broker_.auth().check(grant_, what, queue);
   if (code == errc::ok) return true;
   if (code == errc::unauthenticated) {
     close_after_flush(code, "the token was revoked");
@@ -345,7 +366,7 @@ void Session::recheck_grant() {
   for (const auto& [id, consumer] : subscriptions_) consumers.push_back(consumer);
   for (engine::Consumer* consumer : consumers) {
     const std::string_view queue = consumer->queue().name();
-    const errc code = server_.auth().check(grant_, Permission::consume, queue);
+    const errc code = broker_.auth().check(grant_, Permission::consume, queue);
     if (code == errc::unauthenticated) {
       close_after_flush(code, "the token was revoked");
       return;
@@ -355,13 +376,13 @@ void Session::recheck_grant() {
       return;
     }
   }
-  if (server_.auth().check(grant_, Permission::read, kEveryQueue) == errc::unauthenticated)
+  if (broker_.auth().check(grant_, Permission::read, kEveryQueue) == errc::unauthenticated)
     close_after_flush(errc::unauthenticated, "the token was revoked");
 }
 
 bool Session::handle_publish(std::string_view body) {
   protocol::Publish publish;
-  if (auto s = protocol::decode_publish(body, server_.options().limits, publish, messages_); !s) {
+  if (auto s = protocol::decode_publish(body, broker_.options().limits, publish, messages_); !s) {
     send_error(publish.request_id, s.code, s.detail);
     return true;
   }
@@ -379,13 +400,13 @@ bool Session::handle_publish(std::string_view body) {
     }
     if (sys.not_before_ms != 0 &&
         sys.not_before_ms >
-            static_cast<std::uint64_t>(Server::wall_us() / 1000) + protocol::kMaxDelayMs) {
+            static_cast<std::uint64_t>(wall_us() / 1000) + protocol::kMaxDelayMs) {
       send_error(publish.request_id, errc::invalid_argument,
                  "publish: sluice-not-before-ms is more than 30 days ahead");
       return true;
     }
   }
-  engine::Engine& engine = server_.engine();
+  engine::Engine& engine = broker_.engine();
   // Producers publish to the same queue frame after frame; skip the lookup.
   if (last_queue_ == nullptr || last_queue_->name() != publish.queue) {
     last_queue_ = engine.open(publish.queue);
@@ -395,11 +416,10 @@ bool Session::handle_publish(std::string_view body) {
     }
   }
   engine::Queue& queue = *last_queue_;
-  const auto now = Server::now();
+  const auto now = mono_us();
   const auto admission = engine.admit(queue, messages_.size(), now);
   if (admission.code == errc::queue_full && queue.options().overflow == engine::Overflow::block) {
     engine.wait_for_room(queue, *this, now);
-    server_.watch_deadlines();  // a rate wait ends on the engine's timer
     return false;
   }
   if (admission.code != errc::ok) {
@@ -407,7 +427,7 @@ bool Session::handle_publish(std::string_view body) {
     send_error(publish.request_id, admission.code, admission.detail, retry_ms);
     return true;
   }
-  const auto wall = Server::wall_us();
+  const auto wall = wall_us();
   ids_.clear();
   duplicates_.clear();
   for (std::size_t i = 0; i < messages_.size(); ++i) {
@@ -423,46 +443,61 @@ bool Session::handle_publish(std::string_view body) {
 }
 
 void Session::hold_confirm(std::uint64_t request_id, engine::Queue& queue) {
-  DurableStore& store = *server_.durable();  // a durable queue implies a store
-  const auto messages = static_cast<std::uint32_t>(ids_.size());
-  durable_confirms_.push_back({store.last_seq(), held_.size(), &queue, messages});
-  pending_publishes_ += messages;
-  protocol::encode_confirm(held_, request_id, 0, ids_, duplicates_);
-  store.when_durable(store.last_seq(), weak_from_this());
+  const DurableStore& store = *broker_.store();  // a durable queue implies a store
+  pending_publishes_ += ids_.size();
+  wait({store.last_seq(), held_.size(), request_id, &queue, ids_, duplicates_, {}});
 }
 
-void Session::durable_committed(std::uint64_t seq, std::uint64_t settled) {
-  if (closed_) return;
-  bool released = false;
-  // A held SETTLED (no queue) waits only for its own small writes.
-  while (!durable_confirms_.empty() &&
-         durable_confirms_.front().seq <=
-             (durable_confirms_.front().queue != nullptr ? seq : settled)) {
-    const DurableConfirm c = durable_confirms_.front();
-    durable_confirms_.pop_front();
-    pending_publishes_ -= c.messages;
-    // Pressure as it is now, when the producer learns of the publish.
-    if (c.queue != nullptr)  // (a held SETTLED has none)
-      held_[c.offset + protocol::kConfirmPressureOffset] = static_cast<char>(c.queue->pressure());
-    released = true;
+void Session::wait(WaitingAnswer answer) {
+  waiting_.push_back(std::move(answer));
+  if (waiting_.size() == 1) wait_for_front();
+}
+
+void Session::wait_for_front() {
+  // One wake-up asked for at a time, for the first answer in line.
+  DurableStore& store = *broker_.store();
+  const WaitingAnswer& front = waiting_.front();
+  auto wake = [weak = weak_from_this()] {
+    if (auto self = weak.lock()) self->release_committed();
+  };
+  if (front.queue != nullptr)
+    store.after_durable(front.seq, std::move(wake));
+  else  // a held SETTLED waits only for its own small writes
+    store.after_settled(front.seq, std::move(wake));
+}
+
+void Session::release_committed() {
+  if (closed_ || waiting_.empty()) return;
+  const DurableStore& store = *broker_.store();
+  deliver_open_ = false;
+  std::size_t moved = 0;  // bytes of held_ now in out_
+  while (!waiting_.empty()) {
+    const WaitingAnswer& a = waiting_.front();
+    if (a.seq > (a.queue != nullptr ? store.durable_seq() : store.settled_seq())) break;
+    out_.append(held_, moved, a.offset - moved);
+    moved = a.offset;
+    if (a.queue != nullptr) {
+      // Pressure as it is now, when the producer learns of the publish.
+      protocol::encode_confirm(out_, a.request_id, a.queue->pressure(), a.ids, a.duplicates);
+      pending_publishes_ -= a.ids.size();
+    } else {
+      protocol::encode_settled(out_, a.request_id, a.failures);
+    }
+    waiting_.pop_front();
   }
-  if (!released) return;
-  release_held();
-  if (closing_ && out_.empty() && !writing_now_ && durable_confirms_.empty()) {
+  if (waiting_.empty()) {
+    out_.append(held_, moved);
+    held_.clear();
+  } else {
+    held_.erase(0, moved);
+    for (auto& a : waiting_) a.offset -= moved;
+    wait_for_front();
+  }
+  if (closing_ && out_.empty() && !writing_now_ && waiting_.empty()) {
     close();
     return;
   }
   flush();
-}
-
-void Session::release_held() {
-  const std::size_t end =
-      durable_confirms_.empty() ? held_.size() : durable_confirms_.front().offset;
-  if (end == 0) return;
-  deliver_open_ = false;
-  out_.append(held_, 0, end);
-  held_.erase(0, end);
-  for (auto& c : durable_confirms_) c.offset -= end;
 }
 
 void Session::watch_blocked_peer() {
@@ -495,7 +530,7 @@ void Session::watch_blocked_peer() {
 
 void Session::room(engine::Queue&) {
   // Called from inside an engine operation (maybe another session's): retry later.
-  asio::post(server_.io(), [self = shared_from_this()] { self->unblock(); });
+  asio::post(broker_.io(), [self = shared_from_this()] { self->unblock(); });
 }
 
 void Session::unblock() {
@@ -521,14 +556,14 @@ void Session::handle_subscribe(std::string_view body) {
                "subscription id already open on this connection");
     return;
   }
-  engine::Engine& engine = server_.engine();
+  engine::Engine& engine = broker_.engine();
   engine::Queue* found = engine.open(sub.queue);
   if (found == nullptr) {
     send_error(sub.request_id, errc::too_many_queues, kTooManyQueues);
     return;
   }
   engine::Queue& queue = *found;
-  const auto now = Server::now();
+  const auto now = mono_us();
   auto result =
       engine.subscribe(queue, *this, sub.subscription_id, sub.max_in_flight,
                        engine::Micros{sub.lease_ms} * 1000, now, {sub.rate_milli, sub.burst});
@@ -561,7 +596,7 @@ void Session::handle_unsubscribe(std::string_view body) {
   std::erase(paused_, consumer);
   // Tracked until the engine releases it: its leases stay ackable meanwhile.
   draining_.push_back(consumer);
-  server_.engine().unsubscribe(*consumer);
+  broker_.engine().unsubscribe(*consumer);
   protocol::encode_ok(out(), unsub.request_id);
 }
 
@@ -571,8 +606,8 @@ void Session::handle_ack(std::string_view body) {
     send_error(request_id, s.code, s.detail);
     return;
   }
-  engine::Engine& engine = server_.engine();
-  const auto now = Server::now();
+  engine::Engine& engine = broker_.engine();
+  const auto now = mono_us();
   const std::uint64_t written = storage_seq();
   failures_.clear();
   for (const auto& a : acks_) {
@@ -583,22 +618,20 @@ void Session::handle_ack(std::string_view body) {
 }
 
 std::uint64_t Session::storage_seq() const {
-  const DurableStore* store = server_.durable();
+  const DurableStore* store = broker_.store();
   return store != nullptr ? store->last_seq() : 0;
 }
 
 void Session::answer_settled(std::uint64_t request_id, std::uint64_t written_before) {
-  DurableStore* store = server_.durable();
-  if (!server_.options().settle_after_commit || store == nullptr ||
+  DurableStore* store = broker_.store();
+  if (!broker_.options().settle_after_commit || store == nullptr ||
       store->last_seq() == written_before) {
     protocol::encode_settled(out(), request_id, failures_);
     return;
   }
   // storage.settle = "commit": held, like a durable publish's CONFIRM, until
   // what this request wrote is committed (answers stay in request order).
-  durable_confirms_.push_back({store->last_seq(), held_.size(), nullptr, 0});
-  protocol::encode_settled(held_, request_id, failures_);
-  store->when_settled(store->last_seq(), weak_from_this());
+  wait({store->last_seq(), held_.size(), request_id, nullptr, {}, {}, failures_});
 }
 
 void Session::handle_nack(std::string_view body) {
@@ -607,8 +640,8 @@ void Session::handle_nack(std::string_view body) {
     send_error(request_id, s.code, s.detail);
     return;
   }
-  engine::Engine& engine = server_.engine();
-  const auto now = Server::now();
+  engine::Engine& engine = broker_.engine();
+  const auto now = mono_us();
   const std::uint64_t written = storage_seq();
   failures_.clear();
   for (const auto& n : nacks_) {
@@ -618,7 +651,6 @@ void Session::handle_nack(std::string_view body) {
         code != errc::ok)
       failures_.push_back({n.message_id, code});
   }
-  server_.watch_deadlines();  // retries wait on the engine's timer
   answer_settled(request_id, written);
 }
 
@@ -628,8 +660,8 @@ void Session::handle_extend(std::string_view body) {
     send_error(request_id, s.code, s.detail);
     return;
   }
-  engine::Engine& engine = server_.engine();
-  const auto now = Server::now();
+  engine::Engine& engine = broker_.engine();
+  const auto now = mono_us();
   failures_.clear();
   for (const auto& e : extends_) {
     if (auto code = engine.extend(*this, e.message_id, e.lease_token,
@@ -646,19 +678,19 @@ void Session::handle_stats(std::string_view body) {
     send_error(request.request_id, s.code, s.detail);
     return;
   }
-  engine::Engine& engine = server_.engine();
+  engine::Engine& engine = broker_.engine();
   std::vector<const engine::Queue*> queues;
   if (request.queue.empty()) {
     // Every queue this token may see; the others are left out, not refused.
     for (const auto* q : engine.queues())
-      if (server_.auth().can_see(grant_, q->name())) queues.push_back(q);
+      if (broker_.auth().can_see(grant_, q->name())) queues.push_back(q);
     std::sort(queues.begin(), queues.end(),
               [](const auto* a, const auto* b) { return a->name() < b->name(); });
   } else {
     if (!permitted(request.request_id, Permission::read, request.queue)) return;
     if (const auto* q = engine.find(request.queue)) queues.push_back(q);
   }
-  const DurableStore* store = server_.durable();
+  const DurableStore* store = broker_.store();
   protocol::StatsResultWriter writer(out(), request.request_id);
   for (const auto* q : queues) {
     const auto& c = q->counters();
@@ -684,15 +716,15 @@ void Session::handle_stats(std::string_view body) {
         {F::duplicates_total, c.duplicates_total},
         {F::dedup_evicted_total, q->dedup_evicted()},
         {F::sequence_gaps_total, q->sequence_gaps()},
-        {F::dead_letters, store ? store->dead_letter_count(q->name()) : 0},
-        {F::redriving, store ? store->redriving(q->name()) : 0},
+        {F::dead_letters, store ? store->dead_letters().count(q->name()) : 0},
+        {F::redriving, store ? store->dead_letters().redriving(q->name()) : 0},
     };
     writer.add_queue(q->name(), fields);
   }
   if (request.queue.empty() && store != nullptr && !store->temporary() &&
-      server_.auth().check(grant_, Permission::admin, kEveryQueue) == errc::ok) {
+      broker_.auth().check(grant_, Permission::admin, kEveryQueue) == errc::ok) {
     // The broker-wide entry: queue names are never empty.
-    const StorageStats s = server_.durable()->stats();
+    const StorageStats s = broker_.store()->stats();
     using F = protocol::StatField;
     const std::pair<F, std::uint64_t> fields[] = {
         {F::storage_file_bytes, s.usage.file_bytes()},
@@ -720,7 +752,7 @@ void Session::handle_configure(std::string_view body) {
   if (!permitted(request.request_id, Permission::admin,
                  request.queue.empty() ? kEveryQueue : request.queue))
     return;
-  const auto& configure = server_.configure_handler();
+  const auto& configure = broker_.configure_handler();
   if (!configure) {
     send_error(request.request_id, errc::unsupported, "this broker takes no live settings");
     return;
@@ -739,17 +771,21 @@ void Session::handle_dead_letters(std::string_view body) {
     return;
   }
   if (!permitted(request.request_id, Permission::admin, request.queue)) return;
-  DurableStore* store = server_.durable();
-  if (store == nullptr) {
+  DeadLetters* dead_letters = broker_.dead_letters();
+  if (dead_letters == nullptr) {
     send_error(request.request_id, errc::unsupported, "this broker keeps no dead letters");
     return;
   }
-  if (auto problem =
-          store->dead_letters(request, out(), server_.options().limits.max_frame_bytes)) {
+  // Room for the frame header and totals: a page ends before the frame limit.
+  const std::uint32_t frame = broker_.options().limits.max_frame_bytes;
+  if (auto problem = dead_letters->run(request, frame > 4096 ? frame - 4096 : 0, dead_letter_result_)) {
     send_error(request.request_id, problem->code, problem->message);
     return;
   }
-  server_.watch_deadlines();
+  protocol::DeadLettersResultWriter writer(out(), request.request_id);
+  for (const DeadLetter& e : dead_letter_result_.entries) writer.add(e.view());
+  writer.finish(dead_letter_result_.affected, dead_letter_result_.next_after);
+  dead_letter_result_.entries.clear();
 }
 
 void Session::handle_ping(std::string_view body) {
@@ -778,7 +814,7 @@ bool Session::deliver(engine::Consumer& consumer, const protocol::Delivery& deli
   }
   deliver_writer_.add(out_, delivery);
   schedule_flush();
-  if (out_.size() + writing_.size() < server_.options().connection_outbound_bytes) return true;
+  if (out_.size() + writing_.size() < broker_.options().connection_outbound_bytes) return true;
   paused_.push_back(&consumer);  // the engine pauses it; resumed in on_write
   return false;
 }
@@ -792,7 +828,7 @@ void Session::schedule_flush() {
   flush_posted_ = true;
   // Posted, not immediate: everything the current handler delivers goes out
   // in one write.
-  asio::post(server_.io(), [self = shared_from_this()] {
+  asio::post(broker_.io(), [self = shared_from_this()] {
     self->flush_posted_ = false;
     self->flush();
   });
@@ -817,23 +853,22 @@ void Session::on_write(const boost::system::error_code& ec) {
     close();
     return;
   }
-  if (closing_ && out_.empty() && durable_confirms_.empty()) {
+  if (closing_ && out_.empty() && waiting_.empty()) {
     close();
     return;
   }
-  const std::size_t low_water = server_.options().connection_outbound_bytes / 2;
+  const std::size_t low_water = broker_.options().connection_outbound_bytes / 2;
   if (out_.size() < low_water) {
     if (!paused_.empty()) {
       auto paused = std::move(paused_);
       paused_.clear();
-      const auto now = Server::now();
-      for (auto* consumer : paused) server_.engine().resume(*consumer, now);
-      server_.watch_deadlines();  // the deliveries just made carry new lease deadlines
+      const auto now = mono_us();
+      for (auto* consumer : paused) broker_.engine().resume(*consumer, now);
     }
     if (read_paused_) {
       read_paused_ = false;
       // Let go once this call is over, not in the middle of it.
-      asio::post(server_.io(), [keep = std::move(paused_self_)] {});
+      asio::post(broker_.io(), [keep = std::move(paused_self_)] {});
       process_frames();  // what is already buffered first; it reads again when done
       return;
     }
@@ -842,8 +877,8 @@ void Session::on_write(const boost::system::error_code& ec) {
 }
 
 void Session::release_consumers() {
-  engine::Engine& engine = server_.engine();
-  const auto now = Server::now();
+  engine::Engine& engine = broker_.engine();
+  const auto now = mono_us();
   auto subscriptions = std::move(subscriptions_);
   subscriptions_.clear();
   // disconnect frees each consumer without calling released(), so take a copy.
@@ -854,19 +889,19 @@ void Session::release_consumers() {
   blocked_ = false;
   if (blocked_self_) {
     // Let go once this call is over, not in the middle of it.
-    asio::post(server_.io(), [keep = std::move(blocked_self_)] {});
+    asio::post(broker_.io(), [keep = std::move(blocked_self_)] {});
   }
-  if (paused_self_) asio::post(server_.io(), [keep = std::move(paused_self_)] {});
+  if (paused_self_) asio::post(broker_.io(), [keep = std::move(paused_self_)] {});
   // Pause them all first, so what one gives back is not dispatched to another
   // consumer of this same dying connection.
   for (auto& [id, consumer] : subscriptions) engine.pause(*consumer);
   for (auto& [id, consumer] : subscriptions) engine.disconnect(*consumer, now);
   for (auto* consumer : draining) engine.disconnect(*consumer, now);
-  server_.watch_deadlines();
 }
 
 void Session::close_after_flush(errc code, std::string_view message) {
   if (closing_ || closed_) return;
+  closing_because(close_reason_of(code));
   if (code != errc::ok) {
     log::info("connection_closing")
         .str("peer", peer_)
@@ -883,12 +918,12 @@ void Session::close_after_flush(errc code, std::string_view message) {
   transport_.socket().shutdown(asio::ip::tcp::socket::shutdown_receive, ignored);
   // A peer that never reads must not hold the connection open forever.
   close_timer_ =
-      std::make_unique<asio::steady_timer>(server_.io(), server_.options().shutdown_grace);
+      std::make_unique<asio::steady_timer>(broker_.io(), broker_.options().shutdown_grace);
   close_timer_->async_wait([self = shared_from_this()](const boost::system::error_code& ec) {
     if (!ec) self->close();
   });
   // Confirms still waiting for their commit go out first (or at the grace timer).
-  if (out_.empty() && !writing_now_ && durable_confirms_.empty())
+  if (out_.empty() && !writing_now_ && waiting_.empty())
     close();
   else
     flush();
@@ -906,7 +941,8 @@ void Session::close() {
   transport_.socket().shutdown(asio::ip::tcp::socket::shutdown_both, ignored);
   transport_.socket().close(ignored);
   log::debug("connection_closed").str("peer", peer_);
-  server_.remove(this);
+  closing_because(CloseReason::peer);  // a read or write failed: the peer went away
+  slot_.reset();
 }
 
 }  // namespace sluice::net

@@ -2,7 +2,12 @@
 // them to the engine, and writes answers and deliveries through exactly one
 // write loop. Every buffer is bounded: the decoder by the max frame size, the
 // outbound buffer by connection_outbound_bytes (past it the session stops
-// reading and pauses its consumers until the peer catches up).
+// reading and pauses its consumers until the peer catches up), answers held
+// behind a durable confirm by 4 x that, and confirms waiting for their commit
+// by limits.max_pending_publishes.
+//
+// session.cpp: the connection (I/O, flow control, held answers, closing);
+// session_requests.cpp: one handler per request frame.
 #pragma once
 
 #include <utility>  // before Asio: Boost 1.74 + C++20 needs it
@@ -16,46 +21,51 @@
 #include <vector>
 
 #include "auth.hpp"
+#include "broker.hpp"
+#include "dead_letters.hpp"
 #include "engine.hpp"
+#include "listener.hpp"
 #include "sluice/protocol/codec.hpp"
 #include "sluice/security/tls.hpp"
 
 namespace sluice::net {
 
-class Server;
+enum class CloseReason : std::uint8_t;
+
+/// The protocol listener's factory: a session for an accepted socket (which
+/// says why it is refused, or is counted in `listener` until it closes).
+void accept_session(Broker& broker, Accepted&& accepted, Listener& listener);
 
 class Session final : public std::enable_shared_from_this<Session>,
+                      public ListenedConnection,
                       public engine::DeliverySink,
                       public engine::PublishWaiter {
  public:
   /// `tls`: the context to speak TLS with, or nullptr for plain TCP.
-  Session(Server& server, boost::asio::ip::tcp::socket socket,
+  Session(Broker& broker, boost::asio::ip::tcp::socket socket,
           std::shared_ptr<boost::asio::ssl::context> tls);
   ~Session();
 
-  void start();
+  /// Begins the connection, counted in its listener through `slot`.
+  void start(ConnectionSlot slot);
   /// A connection over a limit: after the TLS handshake (if any), sends
   /// `code` with `message` and closes.
   void refuse(errc code, std::string message);
-  /// The peer's IP address, for the per-source connection count.
-  void set_source(std::string source) { source_ = std::move(source); }
-  const std::string& source() const noexcept { return source_; }
   /// Sends `code` with `message` (nothing when `code` is ok: a clean end), stops reading,
   /// flushes what is queued, then closes (forcibly after shutdown_grace).
   void close_after_flush(errc code, std::string_view message);
+  // ListenedConnection
+  /// The broker is stopping: answers what it has read, sends shutting_down, closes.
+  void shut_down() override;
   /// After the token table changed: closes the connection if its token was
   /// revoked or may no longer consume from a queue it is subscribed to.
-  void recheck_grant();
+  void recheck_grant() override;
 
   // engine::DeliverySink
   bool deliver(engine::Consumer& consumer, const protocol::Delivery& delivery) override;
   void released(engine::Consumer& consumer) override;
   // engine::PublishWaiter
   void room(engine::Queue& queue) override;
-  /// Every storage write up to `seq` is durable, and up to `settled` all but
-  /// new records waiting for room: send the confirms (and held SETTLEDs)
-  /// waiting for them, in request order.
-  void durable_committed(std::uint64_t seq, std::uint64_t settled);
 
  private:
   /// TLS handshake (if TLS), then `refusal` sent or reading begun.
@@ -97,10 +107,10 @@ class Session final : public std::enable_shared_from_this<Session>,
                   std::uint32_t retry_after_ms = 0);
 
   /// The outbound buffer for a non-DELIVER frame (ends any open DELIVER frame).
-  /// While a durable publish waits for its commit, answers queue up behind its
-  /// confirm (answers keep request order; deliveries do not wait).
+  /// While an answer waits for its commit, the answers after it queue up
+  /// behind it (answers keep request order; deliveries do not wait).
   std::string& out() noexcept {
-    if (!durable_confirms_.empty()) return held_;
+    if (!waiting_.empty()) return held_;
     deliver_open_ = false;
     return out_;
   }
@@ -109,33 +119,45 @@ class Session final : public std::enable_shared_from_this<Session>,
   /// SETTLED for `request_id` with failures_, now, or held until the writes
   /// made since `written_before` are committed (storage.settle = "commit").
   void answer_settled(std::uint64_t request_id, std::uint64_t written_before);
-  /// Puts the CONFIRM of a durable publish in line; it goes out once durable.
+  /// Puts the CONFIRM of a durable publish (ids_, duplicates_) in line; it is
+  /// encoded and sent once its writes are durable.
   void hold_confirm(std::uint64_t request_id, engine::Queue& queue);
-  /// Moves the answers before the first confirm still waiting (all, if none) to out_.
-  void release_held();
+  /// An answer waiting for write `seq`; the first one asks the store to wake us.
+  struct WaitingAnswer;
+  void wait(WaitingAnswer answer);
+  /// Asks the store to call release_committed() once the first waiting answer's write is in.
+  void wait_for_front();
+  /// Encodes the answers whose writes are in, with what queued behind them, into out_.
+  void release_committed();
   void schedule_flush();
   void flush();
   void on_write(const boost::system::error_code& ec);
   /// Frees engine state and the socket. Idempotent.
   void close();
+  /// Counts why the connection ended (the first reason given wins).
+  void closing_because(CloseReason reason);
 
-  Server& server_;
+  Broker& broker_;
+  ConnectionSlot slot_;  // counted in the listener until close()
   security::Transport transport_;
   std::string peer_;
-  std::string source_;
+  bool close_counted_ = false;
   Grant grant_;  // what HELLO's token allows
   protocol::FrameDecoder decoder_;
   std::string out_;      // being filled
   std::string writing_;  // being written
-  std::string held_;     // answers behind a durable publish's confirm (see out())
-  struct DurableConfirm {
-    std::uint64_t seq;       // the storage write that makes it durable
-    std::size_t offset;      // of its CONFIRM frame in held_
-    engine::Queue* queue;    // for the pressure byte, filled in when sent
-    std::uint32_t messages;  // published in that frame
+  std::string held_;     // answers behind one waiting for its commit (see out())
+  struct WaitingAnswer {
+    std::uint64_t seq;      // the storage write it waits for
+    std::size_t offset;     // where it goes in held_ (what follows it is queued there)
+    std::uint64_t request_id;
+    engine::Queue* queue;   // CONFIRM: its queue (pressure read when sent); null: SETTLED
+    std::vector<std::uint64_t> ids;                 // CONFIRM
+    std::vector<std::uint32_t> duplicates;          // CONFIRM
+    std::vector<protocol::SettleFailure> failures;  // SETTLED
   };
-  std::size_t pending_publishes_ = 0;  // messages in durable_confirms_
-  std::deque<DurableConfirm> durable_confirms_;
+  std::size_t pending_publishes_ = 0;  // messages in waiting_ (limits.max_pending_publishes)
+  std::deque<WaitingAnswer> waiting_;  // in request order
   protocol::DeliverFrameWriter deliver_writer_;
   bool deliver_open_ = false;
   bool writing_now_ = false;
@@ -170,6 +192,7 @@ class Session final : public std::enable_shared_from_this<Session>,
   std::vector<std::uint32_t> duplicates_;                // indexes into ids_
   std::vector<protocol::SystemHeaders> system_headers_;  // of messages_, read once
   protocol::DeadLetterRequest dead_letter_request_;
+  DeadLetterResult dead_letter_result_;
   std::vector<protocol::AckEntry> acks_;
   std::vector<protocol::NackEntry> nacks_;
   std::vector<protocol::ExtendEntry> extends_;

@@ -17,7 +17,7 @@
 #include "http_parse.hpp"
 #include "log.hpp"
 #include "metrics.hpp"
-#include "server.hpp"
+#include "broker.hpp"
 #include "sluice/security/token.hpp"
 
 using namespace sluice;
@@ -49,12 +49,12 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
   boost::asio::io_context io(1);
   engine::Engine engine;
   engine.set_max_queues(64);
-  net::Server server(io, engine, net::ServerOptions{});
+  net::Broker server(io, engine, net::BrokerOptions{});
   if (input.starts_with("AUTH\n")) {
     input.remove_prefix(5);
     server.auth().configure(tokens);
   }
-  net::Metrics metrics(engine, server, nullptr);
+  net::Metrics metrics(server);
   net::HttpApiOptions options;
   options.max_batch = 64;
   options.max_receive = 64;

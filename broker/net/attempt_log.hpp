@@ -15,7 +15,7 @@ std::string_view correlation_id_of(std::string_view raw_message) noexcept;
 /// Logs each failed attempt ("attempt_failed", debug level: a flood of
 /// failures must not flood the log unless asked) with queue, message id,
 /// attempt, reason, retry delay and correlation id.
-class MessageLog final : public engine::MessageEvents {
+class AttemptLog final : public engine::MessageEvents {
  public:
   void attempt_failed(const engine::FailedAttempt& event) override;
 };

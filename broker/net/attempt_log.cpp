@@ -1,4 +1,4 @@
-#include "message_log.hpp"
+#include "attempt_log.hpp"
 
 #include "log.hpp"
 #include "queue.hpp"
@@ -14,7 +14,7 @@ std::string_view correlation_id_of(std::string_view raw_message) noexcept {
   return sys.correlation_id;
 }
 
-void MessageLog::attempt_failed(const engine::FailedAttempt& e) {
+void AttemptLog::attempt_failed(const engine::FailedAttempt& e) {
   if (!log::enabled(log::Level::debug)) return;
   auto line = log::debug("attempt_failed");
   line.str("queue", e.queue.name())

@@ -1,0 +1,110 @@
+// The broker core: what every front end (protocol sessions, the HTTP API)
+// works through. It owns the engine's one deadline timer, the token table and
+// the live-settings hook, and knows the durable store. Sessions and the HTTP
+// API are given a Broker&; nothing reaches the listeners through it. Engine
+// thread only.
+#pragma once
+
+#include <utility>  // before Asio: Boost 1.74 + C++20 needs it
+
+#include <boost/asio/io_context.hpp>
+#include <boost/asio/steady_timer.hpp>
+#include <chrono>
+#include <cstdint>
+#include <functional>
+#include <optional>
+#include <span>
+#include <string>
+#include <string_view>
+
+#include "auth.hpp"
+#include "clock.hpp"
+#include "engine.hpp"
+#include "sluice/protocol/frames.hpp"
+
+namespace sluice::net {
+
+class DurableStore;
+class DeadLetters;
+
+/// Why a protocol connection ended, as sluice_connections_closed_total counts it.
+/// (There is no "slow consumer": a consumer that does not read is paused, not closed.)
+enum class CloseReason : std::uint8_t {
+  peer,            // the client closed or reset it
+  timeout,         // no HELLO, or a frame not completed, in time
+  protocol_error,  // bad framing, HELLO twice, unsupported version, failed TLS handshake
+  auth,            // no or bad token, or the token was revoked
+  shutdown,        // the broker is stopping
+  refused,         // over server.max_connections or max_connections_per_source
+};
+inline constexpr std::size_t kCloseReasons = 6;
+std::string_view to_string(CloseReason reason) noexcept;
+/// The reason a connection closed with error `code` ends under.
+CloseReason close_reason_of(errc code) noexcept;
+
+struct BrokerOptions {
+  protocol::Limits limits;
+  std::size_t connection_outbound_bytes = 8u << 20;
+  /// Messages published on one connection and awaiting their durable commit;
+  /// past it the connection is not read (limits.max_pending_publishes).
+  std::uint32_t max_pending_publishes = 100000;
+  std::chrono::milliseconds shutdown_grace{5000};
+  /// A frame begun must be complete within this (see limits.frame_timeout).
+  std::chrono::milliseconds frame_timeout{30000};
+  /// HELLO must arrive within this (see limits.handshake_timeout).
+  std::chrono::milliseconds handshake_timeout{10000};
+  /// storage.settle = "commit": acks, nacks and extends that changed storage
+  /// are answered only once that change is committed.
+  bool settle_after_commit = false;
+};
+
+class Broker {
+ public:
+  /// `store` may be null (no storage: the fuzzer); when given it must outlive the broker.
+  Broker(boost::asio::io_context& io, engine::Engine& engine, BrokerOptions options,
+         DurableStore* store = nullptr);
+  ~Broker();
+  Broker(const Broker&) = delete;
+  Broker& operator=(const Broker&) = delete;
+
+  engine::Engine& engine() noexcept { return engine_; }
+  const engine::Engine& engine() const noexcept { return engine_; }
+  boost::asio::io_context& io() noexcept { return io_; }
+  const BrokerOptions& options() const noexcept { return options_; }
+  /// Who may do what; configure() it at start and on SIGHUP.
+  Authorizer& auth() noexcept { return auth_; }
+  DurableStore* store() const noexcept { return store_; }
+  /// The dead-letter queues (they live in the store); null without one.
+  DeadLetters* dead_letters() const noexcept;
+
+  /// Applies a live settings change (sluicectl set, PATCH): nullopt, or the problem as one line.
+  using ConfigureHandler = std::function<std::optional<std::string>(
+      std::string_view queue, std::span<const std::pair<std::string_view, std::string_view>>)>;
+  void set_configure_handler(ConfigureHandler handler) { configure_ = std::move(handler); }
+  const ConfigureHandler& configure_handler() const noexcept { return configure_; }
+
+  /// Counts a protocol connection that ended.
+  void count_close(CloseReason reason) noexcept { ++closed_[static_cast<std::size_t>(reason)]; }
+  std::uint64_t closed(CloseReason reason) const noexcept {
+    return closed_[static_cast<std::size_t>(reason)];
+  }
+
+  /// Stopping: the deadline timer is not armed again, so io.run() can return.
+  void stop();
+  bool stopping() const noexcept { return stopping_; }
+
+ private:
+  void arm(engine::Micros at);
+
+  boost::asio::io_context& io_;
+  engine::Engine& engine_;
+  BrokerOptions options_;
+  DurableStore* store_;
+  Authorizer auth_;
+  ConfigureHandler configure_;
+  boost::asio::steady_timer deadline_timer_;
+  std::uint64_t closed_[kCloseReasons] = {};
+  bool stopping_ = false;
+};
+
+}  // namespace sluice::net

@@ -1,0 +1,279 @@
+// The HTTP API's publish: one message per request, or a JSON batch.
+#include "http_api.hpp"
+
+#include <boost/asio/post.hpp>
+#include <boost/asio/steady_timer.hpp>
+
+#include <algorithm>
+#include <cstdio>
+#include <random>
+#include <vector>
+
+#include "broker.hpp"
+#include "durable_store.hpp"
+#include "http_json.hpp"
+#include "http_util.hpp"
+#include "json_body.hpp"
+#include "log.hpp"
+#include "sluice/protocol/codec.hpp"
+
+namespace sluice::net {
+
+namespace {
+
+/// A fresh correlation id: 16 hex digits.
+std::string new_correlation_id() {
+  static thread_local std::mt19937_64 rng{std::random_device{}()};
+  char buf[17];
+  std::snprintf(buf, sizeof buf, "%016llx", static_cast<unsigned long long>(rng()));
+  return buf;
+}
+
+/// What one message to publish consists of, before it is encoded.
+struct Draft {
+  std::vector<std::pair<std::string, std::string>> headers;
+  std::string payload;
+  std::string correlation_id;
+};
+
+/// Encodes a draft and checks it like a PUBLISH frame's message: header
+/// limits, sluice-* values, a not-before time at most 30 days ahead.
+std::optional<std::string> encode_draft(const Draft& d, const protocol::Limits& limits,
+                                        std::string& message, protocol::SystemHeaders& sys) {
+  std::vector<protocol::Header> headers;
+  headers.reserve(d.headers.size());
+  for (const auto& [k, v] : d.headers) headers.push_back({k, v});
+  if (headers.size() > protocol::kMaxHeaders) return "more than 64 headers";
+  // The encoding's lengths are 16-bit: check before encoding, not after.
+  for (const auto& h : headers) {
+    if (h.key.empty() || h.key.size() > protocol::kMaxHeaderKeyBytes)
+      return "header names must be 1..255 bytes";
+    if (h.value.size() > protocol::kMaxHeaderValueBytes)
+      return "header " + std::string(h.key) + ": value over 16384 bytes";
+  }
+  message.clear();
+  protocol::encode_message(message, headers, d.payload);
+  protocol::MessageParts parts;
+  if (auto s = protocol::parse_message(message, parts); !s) return std::string(s.detail);
+  if (auto s = protocol::check_header_limits(parts, limits); !s) return std::string(s.detail);
+  if (auto s = protocol::read_system_headers(parts, sys); !s) return std::string(s.detail);
+  if (sys.not_before_ms != 0 &&
+      sys.not_before_ms >
+          static_cast<std::uint64_t>(wall_us() / 1000) + protocol::kMaxDelayMs)
+    return "sluice-not-before-ms is more than 30 days ahead";
+  return std::nullopt;
+}
+
+std::string key_header_of(const engine::Queue& queue) {
+  return queue.options().key_header.empty() ? std::string(protocol::kKeyHeader)
+                                            : queue.options().key_header;
+}
+
+
+/// The draft's headers from one HTTP request's Sluice-* headers.
+void draft_from_http(const HttpRequest& request, const engine::Queue& queue, Draft& d) {
+  for (const auto& [name, value] : request.headers) {
+    if (name == "sluice-key") {
+      d.headers.emplace_back(key_header_of(queue), value);
+    } else if (name == protocol::kDedupHeader || name == protocol::kSequenceHeader ||
+               name == protocol::kDelayHeader || name == protocol::kNotBeforeHeader) {
+      d.headers.emplace_back(name, value);
+    } else if (name == protocol::kCorrelationHeader || name == "x-correlation-id") {
+      if (d.correlation_id.empty()) d.correlation_id = value;
+    } else if (name.starts_with("sluice-header-") && name.size() > 14) {
+      d.headers.emplace_back(name.substr(14), value);
+    } else if (name == "content-type") {
+      d.headers.emplace_back(name, value);
+    }
+  }
+}
+
+/// The draft of one entry of a batch publish; the problem, or nullopt.
+std::optional<std::string> draft_from_json(const json& m, const engine::Queue& queue, Draft& d) {
+  if (!m.is_object()) return "each message must be a JSON object";
+  if (auto unknown = unknown_field(m, {"payload", "payload_base64", "key", "dedup_id", "seq",
+                                       "delay_ms", "not_before_ms", "correlation_id", "headers"}))
+    return unknown;
+  // Text fields take a string; the numeric ones (seq, delay_ms,
+  // not_before_ms) a non-negative integer or its decimal string.
+  const auto text = [&](const char* name, std::string& out,
+                        bool number_ok = false) -> std::optional<std::string> {
+    const auto it = m.find(name);
+    if (it == m.end() || it->is_null()) return std::nullopt;
+    if (it->is_string()) {
+      out = it->get<std::string>();
+      return std::nullopt;
+    }
+    if (number_ok && it->is_number_unsigned()) {
+      out = std::to_string(it->get<std::uint64_t>());
+      return std::nullopt;
+    }
+    return std::string(name) +
+           (number_ok ? " must be a non-negative integer or a string" : " must be a string");
+  };
+  std::string value;
+  if (m.contains("payload") && m.contains("payload_base64"))
+    return "give payload or payload_base64, not both";
+  if (auto p = text("payload", d.payload)) return p;
+  if (auto it = m.find("payload_base64"); it != m.end()) {
+    if (!it->is_string()) return "payload_base64 must be a string";
+    auto decoded = base64_decode(it->get<std::string>());
+    if (!decoded) return "payload_base64 is not valid base64";
+    d.payload = std::move(*decoded);
+  }
+  const std::pair<const char*, std::string> fields[] = {
+      {"key", key_header_of(queue)},
+      {"dedup_id", std::string(protocol::kDedupHeader)},
+      {"seq", std::string(protocol::kSequenceHeader)},
+      {"delay_ms", std::string(protocol::kDelayHeader)},
+      {"not_before_ms", std::string(protocol::kNotBeforeHeader)}};
+  for (const auto& [name, header] : fields) {
+    value.clear();
+    const std::string_view n = name;
+    if (auto p = text(name, value, n == "seq" || n == "delay_ms" || n == "not_before_ms")) return p;
+    if (m.contains(name) && !m[name].is_null()) d.headers.emplace_back(header, value);
+  }
+  if (auto p = text("correlation_id", d.correlation_id)) return p;
+  if (auto it = m.find("headers"); it != m.end() && !it->is_null()) {
+    if (!it->is_object()) return "headers must be an object of strings";
+    for (const auto& [k, v] : it->items()) {
+      if (!v.is_string()) return "headers must be an object of strings";
+      d.headers.emplace_back(k, v.get<std::string>());
+    }
+  }
+  return std::nullopt;
+}
+
+}  // namespace
+
+engine::Queue* HttpApi::open_queue(std::string_view name, Respond& respond) {
+  engine::Queue* queue = engine_.open(name);
+  if (queue == nullptr) respond(error_response(errc::too_many_queues, "limits.max_queues reached"));
+  return queue;
+}
+
+void HttpApi::answer_published(const engine::Queue& queue, HttpResponse response,
+                               Respond& respond) {
+  if (!queue.durable()) {
+    respond(std::move(response));
+    return;
+  }
+  // Confirmed once on disk, like a protocol CONFIRM.
+  DurableStore& store = *broker_.store();
+  store.after_durable(store.last_seq(),
+                      [respond = std::move(respond), response = std::move(response)]() mutable {
+                        respond(std::move(response));
+                      });
+}
+
+void HttpApi::publish_one(const QueueCall& call, Respond& respond) {
+  const HttpRequest& request = call.request;
+  const std::string_view queue_name = call.queue;
+  if (request.body.size() > options_.max_payload_bytes) {
+    respond(error_response(errc::payload_too_large, "payload over limits.max_payload_bytes (" +
+                                                        std::to_string(options_.max_payload_bytes) +
+                                                        " bytes)"));
+    return;
+  }
+  engine::Queue* queue = open_queue(queue_name, respond);
+  if (queue == nullptr) return;
+  Draft d;
+  draft_from_http(request, *queue, d);
+  d.payload = request.body;
+  if (d.correlation_id.empty()) d.correlation_id = new_correlation_id();
+  d.headers.emplace_back(protocol::kCorrelationHeader, d.correlation_id);
+  std::string message;
+  protocol::SystemHeaders sys;
+  if (auto problem = encode_draft(d, broker_.options().limits, message, sys)) {
+    respond(error_response(errc::invalid_argument, *problem));
+    return;
+  }
+  const auto now = mono_us();
+  const engine::Admission admission = engine_.admit(*queue, 1, now);
+  if (admission.code != errc::ok) {
+    respond(error_response(admission.code, admission.detail, admission.retry_after));
+    return;
+  }
+  const engine::Published published = engine_.publish(*queue, message, sys, now, wall_us());
+  log::debug("published")
+      .str("queue", queue->name())
+      .unum("message_id", published.id)
+      .str("correlation_id", d.correlation_id)
+      .str("via", "http");
+  HttpResponse r = json_response(202, {{"id", published.id},
+                                       {"duplicate", published.duplicate},
+                                       {"correlation_id", d.correlation_id},
+                                       {"pressure", queue->pressure() / 100.0}});
+  answer_published(*queue, std::move(r), respond);
+}
+
+void HttpApi::publish_batch(const QueueCall& call, Respond& respond) {
+  const HttpRequest& request = call.request;
+  const std::string_view queue_name = call.queue;
+  std::string problem;
+  auto body = parse_body(request, false, {"messages"}, problem);
+  if (!body) {
+    respond(error_response(errc::invalid_argument, "batch: " + problem));
+    return;
+  }
+  const auto messages = body->find("messages");
+  if (messages == body->end() || !messages->is_array() || messages->empty() ||
+      messages->size() > options_.max_batch) {
+    respond(error_response(errc::invalid_argument, "batch: \"messages\" must be an array of 1.." +
+                                                       std::to_string(options_.max_batch) +
+                                                       " messages"));
+    return;
+  }
+  engine::Queue* queue = open_queue(queue_name, respond);
+  if (queue == nullptr) return;
+  // Every message is checked before any is admitted: a batch goes whole or not at all.
+  std::vector<std::string> encoded(messages->size());
+  std::vector<protocol::SystemHeaders> sys(messages->size());
+  std::vector<std::string> correlation(messages->size());
+  for (std::size_t i = 0; i < messages->size(); ++i) {
+    Draft d;
+    auto p = draft_from_json((*messages)[i], *queue, d);
+    if (!p && d.payload.size() > options_.max_payload_bytes) {
+      respond(error_response(
+          errc::payload_too_large,
+          "batch: message " + std::to_string(i) + ": payload over limits.max_payload_bytes"));
+      return;
+    }
+    if (!p) {
+      if (d.correlation_id.empty()) d.correlation_id = new_correlation_id();
+      d.headers.emplace_back(protocol::kCorrelationHeader, d.correlation_id);
+      correlation[i] = d.correlation_id;
+      p = encode_draft(d, broker_.options().limits, encoded[i], sys[i]);
+    }
+    if (p) {
+      respond(error_response(errc::invalid_argument,
+                             "batch: message " + std::to_string(i) + ": " + *p));
+      return;
+    }
+  }
+  const auto now = mono_us();
+  const engine::Admission admission = engine_.admit(*queue, encoded.size(), now);
+  if (admission.code != errc::ok) {
+    respond(error_response(admission.code, admission.detail, admission.retry_after));
+    return;
+  }
+  json results = json::array();
+  const auto wall = wall_us();
+  for (std::size_t i = 0; i < encoded.size(); ++i) {
+    const auto published = engine_.publish(*queue, encoded[i], sys[i], now, wall);
+    results.push_back({{"id", published.id},
+                       {"duplicate", published.duplicate},
+                       {"correlation_id", correlation[i]}});
+    log::debug("published")
+        .str("queue", queue->name())
+        .unum("message_id", published.id)
+        .str("correlation_id", correlation[i])
+        .str("via", "http");
+  }
+  HttpResponse r = json_response(
+      202, {{"messages", std::move(results)}, {"pressure", queue->pressure() / 100.0}});
+  answer_published(*queue, std::move(r), respond);
+}
+
+
+}  // namespace sluice::net
