@@ -59,7 +59,8 @@ void end_frame(std::string& out, std::size_t frame_offset);
 void encode_hello(std::string& out, const Hello& hello);
 void encode_hello_ok(std::string& out, const HelloOk& ok);
 /// Appends one message's encoding (not a frame); used inside PUBLISH frames.
-/// Headers beyond the protocol limits are the caller's error (see validate_message).
+/// Headers beyond the protocol limits are the caller's error (check them
+/// first: parse_message and check_header_limits read what this writes).
 void encode_message(std::string& out, std::span<const Header> headers, std::string_view payload);
 /// Starts a PUBLISH frame; append `count` messages with encode_message, then
 /// patch the count at the returned offset and call end_frame.
@@ -69,8 +70,6 @@ struct PublishFrame {
 };
 PublishFrame begin_publish(std::string& out, std::uint64_t request_id, std::string_view queue);
 void end_publish(std::string& out, const PublishFrame& frame, std::uint32_t count);
-/// Where the pressure byte sits in an encoded CONFIRM frame (length, type, request id).
-inline constexpr std::size_t kConfirmPressureOffset = 4 + 1 + 8;
 /// `duplicates`: indexes (into `ids`) of messages confirmed but not enqueued again.
 void encode_confirm(std::string& out, std::uint64_t request_id, std::uint8_t pressure,
                     std::span<const std::uint64_t> ids,

@@ -1,5 +1,5 @@
 // The one list of error codes Sluice speaks: on the wire (u16 in ERROR and
-// SETTLED frames), in the client library, and (later) as HTTP statuses.
+// SETTLED frames), in the client library, and as HTTP statuses (http_status).
 // Values are part of the protocol: never renumber, only append.
 #pragma once
 
