@@ -181,9 +181,12 @@ class Session final : public std::enable_shared_from_this<Session>,
   boost::asio::steady_timer peer_check_timer_;  // while blocked
   boost::asio::steady_timer handshake_timer_;   // until HELLO
 
+  // Subscriptions by id: each a consumer in the engine, whose count the
+  // queue's and connection's frames bound (a SUBSCRIBE per entry, read only
+  // while the outbound buffer has room).
   std::unordered_map<std::uint32_t, engine::Consumer*> subscriptions_;
-  std::vector<engine::Consumer*> draining_;
-  std::vector<engine::Consumer*> paused_;
+  std::vector<engine::Consumer*> draining_;  // unsubscribed, still holding leases: <= subscriptions
+  std::vector<engine::Consumer*> paused_;    // <= subscriptions
 
   // Scratch reused across frames so the steady state allocates nothing.
   engine::Queue* last_queue_ = nullptr;

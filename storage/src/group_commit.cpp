@@ -142,7 +142,9 @@ void GroupCommitter::tick() {
 void GroupCommitter::run() {
   std::vector<Sequenced> pending;  // taken off the ring, not yet tried, in order
   std::vector<Sequenced> batch;
-  std::vector<Sequenced> waiting;  // new records kept back while full, in order
+  // New records kept back while full, in order: bounded like the backlog
+  // (the broker admits no more than its limits hold; see submit()).
+  std::vector<Sequenced> waiting;
   std::uint64_t received = 0;      // sequence number of the last op taken off the ring
   std::uint64_t seen = 0;
   bool full = false;

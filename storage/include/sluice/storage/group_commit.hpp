@@ -95,7 +95,9 @@ class GroupCommitter {
   GroupCommitter& operator=(const GroupCommitter&) = delete;
 
   /// Hands `op` to the storage thread and returns its sequence number
-  /// (1, 2, ...). Never refuses: a full ring leaves it in the backlog.
+  /// (1, 2, ...). Never refuses: a full ring leaves it in the backlog, which
+  /// the caller bounds (the broker writes only for messages and dead letters
+  /// its limits admitted: queue capacities, limits.memory, storage.max_size).
   std::uint64_t submit(StorageOp&& op);
   /// Moves the backlog into the ring as far as it fits. Call after commits.
   void pump();
@@ -130,7 +132,8 @@ class GroupCommitter {
   Options options_;
   Db tick_db_;
   std::unique_ptr<Queue> queue_;
-  std::vector<StorageOp> backlog_;  // submitting thread only
+  // Submitting thread only; bounded by the caller (see submit()).
+  std::vector<StorageOp> backlog_;
   std::uint64_t next_seq_ = 1;      // submitting thread only
   std::atomic<std::uint64_t> submitted_{0};
   std::atomic<bool> stopping_{false};

@@ -1,0 +1,214 @@
+// The client's private core, shared by its source files: Connection::Impl (one
+// connection: its I/O thread and everything that thread owns, plus what user
+// threads hand it under a mutex) and the state of a subscription.
+//
+// connection.cpp: connecting and the I/O loop (read, dispatch, write, close);
+// publisher.cpp: publishing and confirms; consumer.cpp: deliveries, settling
+// and subscriptions; client.cpp: the public API (Connection's methods).
+#pragma once
+
+#include <utility>  // before Asio: Boost 1.74 + C++20 needs it
+
+#include <boost/asio/executor_work_guard.hpp>
+#include <boost/asio/io_context.hpp>
+#include <boost/asio/ip/tcp.hpp>
+#include <boost/asio/post.hpp>
+#include <boost/asio/steady_timer.hpp>
+
+#include <atomic>
+#include <condition_variable>
+#include <functional>
+#include <future>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <thread>
+#include <random>
+#include <string>
+#include <unordered_map>
+#include <unordered_set>
+#include <vector>
+
+#include "sluice/client/client.hpp"
+#include "sluice/protocol/codec.hpp"
+#include "sluice/security/tls.hpp"
+
+namespace sluice::client {
+
+namespace asio = boost::asio;
+using asio::ip::tcp;
+using protocol::FrameType;
+
+/// A subscription as the I/O thread sees it. Counters are atomics so user
+/// threads can read them.
+struct SubscriptionState {
+  Connection::Handler handler;
+  std::atomic<std::uint64_t> received{0};
+  std::atomic<std::uint64_t> held{0};
+  std::atomic<std::uint64_t> peak_held{0};
+
+  void settled(std::uint64_t n = 1) { held.fetch_sub(n, std::memory_order_relaxed); }
+};
+
+class Connection::Impl {
+ public:
+  /// An answer the I/O thread waits for, by request id.
+  struct Pending {
+    std::vector<PublishCallback> publish;  // PUBLISH: one callback per message
+    std::function<void(const Error&, FrameType, std::string_view)> answer;  // anything else
+    // PUBLISH with queue_full retries on: the frame as sent, to send again.
+    std::size_t frame_offset = 0;  // in pending_, until take_pending copies it out
+    std::string frame;
+    std::chrono::steady_clock::time_point retry_until;
+    unsigned attempts = 0;
+  };
+
+  explicit Impl(Options options)
+      : options_(std::move(options)), decoder_(protocol::kDefaultMaxFrameBytes) {}
+
+  Error open();
+  /// open()'s steps: runs the io_context until `done` or `timeout`; on timeout
+  /// closes the socket (the aborted handler runs). True when done in time.
+  bool run_until(const bool& done, std::chrono::milliseconds timeout);
+  void start();
+  void shutdown();
+
+  void publish_async(std::string_view queue, std::span<const protocol::Header> headers,
+                     std::string_view payload, PublishCallback done);
+  bool wait_confirms(std::chrono::milliseconds timeout);
+
+  template <typename T, typename Encode, typename Parse>
+  Result<T> call(Encode encode, Parse parse);
+
+  Result<std::uint32_t> subscribe(std::string_view queue, SubscribeOptions options,
+                                  Handler handler);
+  Error unsubscribe(std::uint32_t id);
+  Error settle(FrameType type, LeaseHandle lease, std::uint32_t ms, std::string reason = {},
+               std::uint8_t flags = 0);
+  /// One PUBLISH frame of `messages`, waited for (retrying queue_full as configured).
+  Result<std::vector<Published>> publish_frame(std::string_view queue,
+                                               std::span<const Message> messages);
+  SubscriptionStats subscription_stats(std::uint32_t id) const {
+    std::lock_guard lk(mutex_);
+    auto it = subscription_index_.find(id);
+    if (it == subscription_index_.end()) return {};
+    return {it->second->received.load(), it->second->held.load(), it->second->peak_held.load()};
+  }
+
+  bool on_io_thread() const noexcept { return std::this_thread::get_id() == io_thread_id_; }
+  bool connected() const {
+    std::lock_guard lk(mutex_);
+    return !closed_;
+  }
+  Error last_error() const {
+    std::lock_guard lk(mutex_);
+    return close_error_;
+  }
+
+  std::uint32_t max_payload_bytes_ = protocol::kDefaultMaxPayloadBytes;
+  std::uint32_t max_frame_bytes_ = protocol::kDefaultMaxFrameBytes;
+  std::unordered_set<std::shared_ptr<asio::steady_timer>> retry_timers_;  // I/O thread
+  std::mt19937 rng_{std::random_device{}()};                              // I/O thread
+  std::atomic<std::uint64_t> refused_auto_acks_{0};
+  std::atomic<std::uint8_t> pressure_{0};
+  const Options options_;
+
+ private:
+  void read();
+  void on_read(const boost::system::error_code& ec, std::size_t n);
+  void handle(const protocol::Frame& frame);
+  void handle_deliver(std::string_view body);
+  void handle_confirm(std::string_view body);
+  void answer(std::uint64_t request_id, const Error& error, FrameType type, std::string_view body);
+  void take_pending();
+  void send_settlements();
+  void flush();
+  void fail_all(Error error);
+  /// Completes every callback of a PUBLISH with `error`.
+  void fail_publish(Pending& p, const Error& error);
+  /// queue_full with retries on: sends the frame again after a backoff, if
+  /// that is still before its deadline. False: give up (the caller fails it).
+  bool retry_publish(Pending& p, const Error& error);
+
+  std::uint64_t register_request(Pending pending) {
+    const std::uint64_t id = next_request_id_++;
+    in_flight_.emplace(id, std::move(pending));
+    return id;
+  }
+
+  asio::io_context io_{1};
+  // Plain TCP or TLS (open() decides); socket() is the TCP socket underneath.
+  std::unique_ptr<security::Transport> transport_ =
+      std::make_unique<security::Transport>(tcp::socket(io_));
+  tcp::socket& socket() { return transport_->socket(); }
+  std::optional<asio::executor_work_guard<asio::io_context::executor_type>> work_;
+  std::thread thread_;
+  std::thread::id io_thread_id_;
+  protocol::FrameDecoder decoder_;
+
+  // Shared with user threads, under mutex_.
+  mutable std::mutex mutex_;
+  std::condition_variable cv_;
+  std::string pending_;  // PUBLISH frames not yet handed to the I/O thread
+  std::vector<std::pair<std::uint64_t, Pending>> pending_requests_;
+  bool publish_open_ = false;
+  protocol::PublishFrame open_frame_{};
+  std::string open_queue_;
+  std::uint32_t open_count_ = 0;
+  bool wake_posted_ = false;
+  std::size_t unconfirmed_ = 0;
+  bool closed_ = false;
+  Error close_error_;
+  std::atomic<std::uint64_t> next_request_id_{1};
+  std::atomic<std::uint32_t> next_subscription_id_{1};
+  std::unordered_map<std::uint32_t, std::shared_ptr<SubscriptionState>> subscription_index_;
+
+  // I/O thread only.
+  std::unordered_map<std::uint64_t, Pending> in_flight_;
+  std::unordered_map<std::uint32_t, std::shared_ptr<SubscriptionState>> handlers_;
+  std::string out_;
+  std::string writing_;
+  bool writing_now_ = false;
+  std::vector<protocol::Delivery> deliveries_;
+  std::vector<protocol::AckEntry> acks_;
+  std::vector<protocol::NackEntry> nacks_;
+  std::vector<SubscriptionState*> ack_owners_;   // parallel to acks_
+  std::vector<SubscriptionState*> nack_owners_;  // parallel to nacks_ (null: not ours)
+  Delivery view_;
+};
+
+// ------------------------------------------------------------ requests
+
+// call() is here, not in a source file, because every one of them sends requests.
+template <typename T, typename Encode, typename Parse>
+Result<T> Connection::Impl::call(Encode encode, Parse parse) {
+  if (on_io_thread())
+    return Error{errc::invalid_argument,
+                 "blocking call from the client's I/O thread (inside a handler or callback)"};
+  auto promise = std::make_shared<std::promise<Result<T>>>();
+  auto future = promise->get_future();
+  asio::post(io_, [this, promise, encode = std::move(encode), parse = std::move(parse)]() mutable {
+    {
+      std::lock_guard lk(mutex_);
+      if (closed_) {
+        promise->set_value(Result<T>(close_error_));
+        return;
+      }
+    }
+    Pending p;
+    p.answer = [promise, parse = std::move(parse)](const Error& e, FrameType type,
+                                                   std::string_view body) {
+      if (e)
+        promise->set_value(Result<T>(e));
+      else
+        promise->set_value(parse(type, body));
+    };
+    encode(register_request(std::move(p)), out_);
+    flush();
+  });
+  if (future.wait_for(options_.request_timeout) != std::future_status::ready)
+    return Error{errc::timed_out, "no answer from the broker within request_timeout"};
+  return future.get();
+}
+
+}  // namespace sluice::client

@@ -1,0 +1,174 @@
+// Consuming: deliveries handed to their subscription's handler on the I/O
+// thread, automatic acks and nacks sent in batches; and, from user threads,
+// subscribe, unsubscribe and settling a lease (ack, nack, extend).
+#include "connection_impl.hpp"
+
+#include <cmath>
+
+namespace sluice::client {
+
+// ------------------------------------------------------------ I/O thread
+
+void Connection::Impl::handle_deliver(std::string_view body) {
+  std::uint32_t subscription_id = 0;
+  if (!protocol::decode_deliver(body, subscription_id, deliveries_)) return;
+  auto it = handlers_.find(subscription_id);
+  SubscriptionState* sub = it == handlers_.end() ? nullptr : it->second.get();
+  for (const auto& d : deliveries_) {
+    if (sub == nullptr) {
+      nacks_.push_back({d.message_id, d.lease_token, 0, 0, {}});  // not ours any more: give it back
+      nack_owners_.push_back(nullptr);
+      continue;
+    }
+    sub->received.fetch_add(1, std::memory_order_relaxed);
+    const auto held = sub->held.fetch_add(1, std::memory_order_relaxed) + 1;
+    if (held > sub->peak_held.load(std::memory_order_relaxed))
+      sub->peak_held.store(held, std::memory_order_relaxed);
+    protocol::MessageParts parts;
+    if (!protocol::parse_message(d.message, parts)) {
+      // The broker validated it at publish, so this is corruption: give it back.
+      nacks_.push_back({d.message_id, d.lease_token, 0, 0, {}});
+      nack_owners_.push_back(sub);
+      continue;
+    }
+    view_.subscription_id = subscription_id;
+    view_.message_id = d.message_id;
+    view_.lease_token = d.lease_token;
+    view_.attempt = d.attempt;
+    view_.publish_time_us = static_cast<std::int64_t>(d.publish_time_us);
+    view_.payload = parts.payload;
+    view_.headers.clear();
+    protocol::for_each_header(
+        parts, [&](const protocol::Header& h) { view_.headers.emplace_back(h.key, h.value); });
+    switch (sub->handler(view_)) {
+      case Disposition::ack:
+        acks_.push_back({d.message_id, d.lease_token});
+        ack_owners_.push_back(sub);
+        break;
+      case Disposition::nack:
+        nacks_.push_back({d.message_id, d.lease_token, 0, 0, {}});
+        nack_owners_.push_back(sub);
+        break;
+      case Disposition::manual:
+        break;
+    }
+  }
+}
+
+void Connection::Impl::send_settlements() {
+  auto count_refusals = [this](const Error&, FrameType type, std::string_view body) {
+    if (type != FrameType::settled) return;
+    std::uint64_t request_id;
+    std::vector<protocol::SettleFailure> failures;
+    if (protocol::decode_settled(body, request_id, failures)) refused_auto_acks_ += failures.size();
+  };
+  const auto settle_request = [&] {
+    Pending p;
+    p.answer = count_refusals;
+    return register_request(std::move(p));
+  };
+  // A delivery stops counting as held only now, when its settlement is on its
+  // way: the broker cannot have freed the credit any earlier.
+  if (!acks_.empty()) {
+    protocol::encode_ack(out_, settle_request(), acks_);
+    for (auto* owner : ack_owners_) owner->settled();
+    acks_.clear();
+    ack_owners_.clear();
+  }
+  if (!nacks_.empty()) {
+    protocol::encode_nack(out_, settle_request(), nacks_);
+    for (auto* owner : nack_owners_)
+      if (owner) owner->settled();
+    nacks_.clear();
+    nack_owners_.clear();
+  }
+}
+
+// ------------------------------------------------------------ user threads
+
+Result<std::uint32_t> Connection::Impl::subscribe(std::string_view queue, SubscribeOptions so,
+                                                  Handler handler) {
+  const std::uint32_t id = next_subscription_id_++;
+  auto state = std::make_shared<SubscriptionState>();
+  state->handler = std::move(handler);
+  {
+    std::lock_guard lk(mutex_);
+    subscription_index_[id] = state;
+  }
+  std::string q(queue);
+  auto result = call<std::uint32_t>(
+      [this, id, q, so, state](std::uint64_t request_id, std::string& out) mutable {
+        handlers_[id] = state;  // before SUBSCRIBE: deliveries may follow at once
+        protocol::Subscribe s;
+        s.request_id = request_id;
+        s.subscription_id = id;
+        s.queue = q;
+        s.max_in_flight = so.max_in_flight;
+        s.lease_ms = static_cast<std::uint32_t>(so.lease.count());
+        s.rate_milli = static_cast<std::uint32_t>(std::llround(so.rate * 1000));
+        s.burst = std::max<std::uint32_t>(so.burst, 1);
+        protocol::encode_subscribe(out, s);
+      },
+      [id](FrameType, std::string_view) { return Result<std::uint32_t>(id); });
+  if (!result) {
+    const bool maybe_open = result.error().code == errc::timed_out;
+    asio::post(io_, [this, id, maybe_open] {
+      handlers_.erase(id);
+      // The broker may have opened it after we stopped waiting: close it, or
+      // every delivery would bounce off the missing handler forever.
+      if (maybe_open) protocol::encode_unsubscribe(out_, {register_request({}), id});
+      flush();
+    });
+    std::lock_guard lk(mutex_);
+    subscription_index_.erase(id);
+  }
+  return result;
+}
+
+Error Connection::Impl::unsubscribe(std::uint32_t id) {
+  auto result = call<bool>(
+      [id](std::uint64_t request_id, std::string& out) {
+        protocol::encode_unsubscribe(out, {request_id, id});
+      },
+      [](FrameType, std::string_view) { return Result<bool>(true); });
+  if (result) {
+    asio::post(io_, [this, id] { handlers_.erase(id); });
+    std::lock_guard lk(mutex_);
+    subscription_index_.erase(id);
+  }
+  return result.error();
+}
+
+Error Connection::Impl::settle(FrameType type, LeaseHandle lease, std::uint32_t ms,
+                               std::string reason, std::uint8_t flags) {
+  auto result = call<bool>(
+      [this, type, lease, ms, reason = std::move(reason), flags](std::uint64_t request_id,
+                                                                 std::string& out) {
+        if (type != FrameType::extend) {
+          auto it = handlers_.find(lease.subscription_id);
+          if (it != handlers_.end()) it->second->settled();
+        }
+        if (type == FrameType::ack) {
+          const protocol::AckEntry e{lease.message_id, lease.lease_token};
+          protocol::encode_ack(out, request_id, {&e, 1});
+        } else if (type == FrameType::nack) {
+          const protocol::NackEntry e{lease.message_id, lease.lease_token, ms, flags, reason};
+          protocol::encode_nack(out, request_id, {&e, 1});
+        } else {
+          const protocol::ExtendEntry e{lease.message_id, lease.lease_token, ms};
+          protocol::encode_extend(out, request_id, {&e, 1});
+        }
+      },
+      [](FrameType, std::string_view body) -> Result<bool> {
+        std::uint64_t request_id;
+        std::vector<protocol::SettleFailure> failures;
+        if (!protocol::decode_settled(body, request_id, failures))
+          return Error{errc::malformed_frame, "bad SETTLED"};
+        if (!failures.empty())
+          return Error{failures[0].code, std::string(to_string(failures[0].code))};
+        return true;
+      });
+  return result.error();
+}
+
+}  // namespace sluice::client

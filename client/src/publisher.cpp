@@ -1,0 +1,260 @@
+// Publishing: messages checked and batched into PUBLISH frames on user
+// threads, handed to the I/O thread, then confirmed or failed (queue_full
+// retried with backoff when configured); and the blocking publish of one frame.
+#include "connection_impl.hpp"
+
+#include <cstring>
+
+namespace sluice::client {
+
+namespace {
+/// Exponential backoff with jitter: from 10 ms doubling up to 1 s, each wait a
+/// random point in the upper half (so retrying producers spread out), and never
+/// sooner than the broker's retry-after.
+std::chrono::milliseconds backoff_delay(unsigned attempt, std::chrono::milliseconds at_least,
+                                        std::mt19937& rng) {
+  const std::int64_t cap = std::min<std::int64_t>(1000, std::int64_t{10} << std::min(attempt, 7u));
+  std::uniform_int_distribution<std::int64_t> jitter(cap / 2, cap);
+  return std::max(at_least, std::chrono::milliseconds(jitter(rng)));
+}
+
+/// Rewrites the request id of an encoded PUBLISH frame (right after length and type).
+void put_request_id(std::string& frame, std::uint64_t id) {
+  std::memcpy(frame.data() + protocol::kFrameHeaderBytes, &id, sizeof id);
+}
+
+/// Room in a PUBLISH frame besides its messages: length, type, request id,
+/// queue name (at most 200 bytes) and count, rounded up.
+constexpr std::size_t kPublishFrameOverhead = 512;
+
+/// Bytes `encode_message` writes for this message.
+std::size_t encoded_size(std::span<const protocol::Header> headers, std::string_view payload) {
+  std::size_t n = 1 + 2 + 4 + payload.size();
+  for (const auto& h : headers) n += 4 + h.key.size() + h.value.size();
+  return n;
+}
+
+/// Checks a message against the protocol limits before it is queued, so a bad
+/// message fails alone instead of failing the whole batch at the broker.
+Error check_message(std::span<const protocol::Header> headers, std::string_view payload,
+                    std::uint32_t max_payload, std::uint32_t max_frame) {
+  if (payload.size() > max_payload)
+    return {errc::payload_too_large, "payload over the broker's max_payload_bytes"};
+  if (headers.size() > protocol::kMaxHeaders)
+    return {errc::invalid_argument, "more than 64 headers"};
+  for (const auto& h : headers) {
+    if (h.key.empty() || h.key.size() > protocol::kMaxHeaderKeyBytes)
+      return {errc::invalid_argument, "header key must be 1..255 bytes"};
+    if (h.value.size() > protocol::kMaxHeaderValueBytes)
+      return {errc::invalid_argument, "header value over 16384 bytes"};
+  }
+  if (encoded_size(headers, payload) + kPublishFrameOverhead > max_frame)
+    return {errc::payload_too_large, "payload and headers together exceed the broker's frame size"};
+  return {};
+}
+}  // namespace
+
+// ------------------------------------------------------------ user threads
+
+void Connection::Impl::publish_async(std::string_view queue,
+                                     std::span<const protocol::Header> headers,
+                                     std::string_view payload, PublishCallback done) {
+  if (Error e = check_message(headers, payload, max_payload_bytes_, max_frame_bytes_)) {
+    if (done) done(e, 0);
+    return;
+  }
+  if (!protocol::valid_queue_name(queue)) {
+    if (done)
+      done(
+          {errc::invalid_queue_name, "queue name must be " + std::string(protocol::kQueueNameRule)},
+          0);
+    return;
+  }
+  std::unique_lock lk(mutex_);
+  // From the I/O thread we must not wait (nothing would ever confirm).
+  if (!on_io_thread())
+    cv_.wait(lk, [&] { return unconfirmed_ < options_.max_unconfirmed || closed_; });
+  if (closed_) {
+    Error e = close_error_;
+    lk.unlock();
+    if (done) done(e, 0);
+    return;
+  }
+  const std::size_t batch_limit =
+      std::min<std::size_t>(options_.max_batch_bytes, max_frame_bytes_ - kPublishFrameOverhead);
+  if (!publish_open_ || open_queue_ != queue ||
+      pending_.size() - open_frame_.frame_offset + encoded_size(headers, payload) > batch_limit) {
+    if (publish_open_) protocol::end_publish(pending_, open_frame_, open_count_);
+    const std::uint64_t id = next_request_id_++;
+    open_frame_ = protocol::begin_publish(pending_, id, queue);
+    open_queue_.assign(queue);
+    open_count_ = 0;
+    publish_open_ = true;
+    pending_requests_.emplace_back(id, Pending{});
+    pending_requests_.back().second.frame_offset = open_frame_.frame_offset;
+  }
+  protocol::encode_message(pending_, headers, payload);
+  ++open_count_;
+  pending_requests_.back().second.publish.push_back(std::move(done));
+  ++unconfirmed_;
+  if (!wake_posted_) {
+    wake_posted_ = true;
+    asio::post(io_, [this] { take_pending(); });
+  }
+}
+
+bool Connection::Impl::wait_confirms(std::chrono::milliseconds timeout) {
+  std::unique_lock lk(mutex_);
+  return cv_.wait_for(lk, timeout, [&] { return unconfirmed_ == 0 || closed_; });
+}
+
+Result<std::vector<Published>> Connection::Impl::publish_frame(std::string_view queue,
+                                                               std::span<const Message> messages) {
+  if (messages.empty()) return std::vector<Published>{};
+  if (!protocol::valid_queue_name(queue))
+    return Error{errc::invalid_queue_name,
+                 "queue name must be " + std::string(protocol::kQueueNameRule)};
+  std::size_t frame_bytes = kPublishFrameOverhead;
+  for (const auto& m : messages) {
+    std::vector<protocol::Header> headers;
+    for (const auto& [k, v] : m.headers) headers.push_back({k, v});
+    if (Error e = check_message(headers, m.payload, max_payload_bytes_, max_frame_bytes_)) return e;
+    frame_bytes += encoded_size(headers, m.payload);
+  }
+  if (frame_bytes > max_frame_bytes_)
+    return Error{errc::invalid_argument,
+                 "batch of " + std::to_string(frame_bytes) +
+                     " bytes exceeds the broker's max frame; split it or use publish_async"};
+  std::string q(queue);
+  auto copy = std::make_shared<const std::vector<Message>>(messages.begin(), messages.end());
+  auto attempt = [&] {
+    return call<std::vector<Published>>(
+        [q, copy](std::uint64_t request_id, std::string& out) {
+          auto f = protocol::begin_publish(out, request_id, q);
+          for (const auto& m : *copy) {
+            std::vector<protocol::Header> headers;
+            for (const auto& [k, v] : m.headers) headers.push_back({k, v});
+            protocol::encode_message(out, headers, m.payload);
+          }
+          protocol::end_publish(out, f, static_cast<std::uint32_t>(copy->size()));
+        },
+        [n = messages.size()](FrameType type,
+                              std::string_view body) -> Result<std::vector<Published>> {
+          protocol::Confirm c;
+          if (type != FrameType::confirm || !protocol::decode_confirm(body, c) || c.count != n)
+            return Error{errc::malformed_frame, "unexpected answer to PUBLISH"};
+          std::vector<Published> out(c.count);
+          for (std::uint32_t i = 0; i < c.count; ++i) out[i].id = c.message_id(i);
+          for (std::uint32_t i = 0; i < c.duplicate_count; ++i)
+            out[c.duplicate_index(i)].duplicate = true;
+          return out;
+        });
+  };
+  // queue_full with retries on: back off (with jitter, at least the broker's
+  // retry-after) and try again until the deadline.
+  const auto until = std::chrono::steady_clock::now() + options_.retry_queue_full_for;
+  auto result = attempt();
+  for (unsigned n = 0; !result && result.error().code == errc::queue_full; ++n) {
+    thread_local std::mt19937 rng{std::random_device{}()};
+    const auto delay = backoff_delay(n, result.error().retry_after, rng);
+    if (std::chrono::steady_clock::now() + delay > until) break;
+    std::this_thread::sleep_for(delay);
+    result = attempt();
+  }
+  return result;
+}
+
+// ------------------------------------------------------------ I/O thread
+
+void Connection::Impl::take_pending() {
+  {
+    std::lock_guard lk(mutex_);
+    wake_posted_ = false;
+    if (publish_open_) {
+      protocol::end_publish(pending_, open_frame_, open_count_);
+      publish_open_ = false;
+    }
+    // With queue_full retries on, each PUBLISH keeps a copy of its frame to resend.
+    const bool keep_frames = options_.retry_queue_full_for.count() > 0;
+    for (std::size_t i = 0; i < pending_requests_.size(); ++i) {
+      auto& [id, p] = pending_requests_[i];
+      if (keep_frames) {
+        const std::size_t end = i + 1 < pending_requests_.size()
+                                    ? pending_requests_[i + 1].second.frame_offset
+                                    : pending_.size();
+        p.frame.assign(pending_, p.frame_offset, end - p.frame_offset);
+        p.retry_until = std::chrono::steady_clock::now() + options_.retry_queue_full_for;
+      }
+      in_flight_.emplace(id, std::move(p));
+    }
+    pending_requests_.clear();
+    if (out_.empty())
+      out_.swap(pending_);
+    else
+      out_.append(pending_);
+    pending_.clear();
+  }
+  flush();
+}
+
+void Connection::Impl::handle_confirm(std::string_view body) {
+  protocol::Confirm c;
+  if (!protocol::decode_confirm(body, c)) {
+    fail_all({errc::malformed_frame, "the broker sent a malformed CONFIRM"});
+    return;
+  }
+  pressure_.store(c.pressure, std::memory_order_relaxed);
+  auto it = in_flight_.find(c.request_id);
+  if (it == in_flight_.end()) return;
+  Pending p = std::move(it->second);
+  in_flight_.erase(it);
+  if (p.answer) {  // a blocking publish/publish_batch
+    p.answer({}, FrameType::confirm, body);
+    return;
+  }
+  const std::size_t n = p.publish.size();
+  for (std::size_t i = 0; i < n; ++i) {
+    if (!p.publish[i]) continue;  // fire and forget
+    p.publish[i](i < c.count ? Error{} : Error{errc::internal, "confirm without an id"},
+                 c.message_id(static_cast<std::uint32_t>(i)));
+  }
+  std::lock_guard lk(mutex_);
+  unconfirmed_ -= n;
+  cv_.notify_all();
+}
+
+void Connection::Impl::fail_publish(Pending& p, const Error& error) {
+  for (auto& cb : p.publish)
+    if (cb) cb(error, 0);
+  std::lock_guard lk(mutex_);
+  unconfirmed_ -= p.publish.size();
+  cv_.notify_all();
+}
+
+bool Connection::Impl::retry_publish(Pending& p, const Error& error) {
+  const auto delay = backoff_delay(p.attempts++, error.retry_after, rng_);
+  if (std::chrono::steady_clock::now() + delay > p.retry_until) return false;
+  auto timer = std::make_shared<asio::steady_timer>(io_, delay);
+  retry_timers_.insert(timer);
+  timer->async_wait([this, timer, p = std::move(p)](const boost::system::error_code& ec) mutable {
+    retry_timers_.erase(timer);
+    Error closed_with;
+    {
+      std::lock_guard lk(mutex_);
+      if (closed_) closed_with = close_error_;
+    }
+    if (ec || closed_with) {
+      fail_publish(p,
+                   closed_with ? closed_with : Error{errc::connection_lost, "connection closed"});
+      return;
+    }
+    const std::uint64_t id = next_request_id_++;
+    put_request_id(p.frame, id);
+    out_.append(p.frame);
+    in_flight_.emplace(id, std::move(p));
+    flush();
+  });
+  return true;
+}
+
+}  // namespace sluice::client

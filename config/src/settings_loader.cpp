@@ -1,0 +1,413 @@
+// The file and the command line: load_file() and load_text() read TOML, apply_setting() one
+// "name=value" flag; both check each value against the field tables.
+
+#include "settings_internal.hpp"
+
+// Debian ships toml++ as a compiled library; use it instead of compiling the whole parser into
+// this object (the CMake target passes the same two definitions).
+#ifndef TOML_HEADER_ONLY
+#define TOML_HEADER_ONLY 0
+#endif
+#ifndef TOML_SHARED_LIB
+#define TOML_SHARED_LIB 1
+#endif
+#include <toml++/toml.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <cstdio>
+#include <filesystem>
+#include <memory>
+#include <sstream>
+#include <system_error>
+
+namespace sluice::config {
+// The helpers of settings_internal.hpp.
+using namespace detail;
+
+namespace {
+
+constexpr std::string_view kCommandLine = "command line";
+
+// ---------------------------------------------------------------------------------------------
+// One value on its way in, from TOML
+
+std::string describe(const toml::node& node) {
+  // toml++ prints each scalar in its TOML spelling.
+  auto shown = [](std::string_view what, const auto* value) {
+    std::ostringstream out;
+    out << what << " (" << *value << ")";
+    return out.str();
+  };
+  switch (node.type()) {
+    case toml::node_type::integer:
+      return shown("an integer", node.as_integer());
+    case toml::node_type::string:
+      return "a string (" + quote(node.as_string()->get()) + ")";
+    case toml::node_type::floating_point:
+      return shown("a float", node.as_floating_point());
+    case toml::node_type::boolean:
+      return shown("a boolean", node.as_boolean());
+    case toml::node_type::date:
+      return shown("a date", node.as_date());
+    case toml::node_type::time:
+      return shown("a time", node.as_time());
+    case toml::node_type::date_time:
+      return shown("a date-time", node.as_date_time());
+    case toml::node_type::table:
+      return "a table";
+    case toml::node_type::array:
+      return "an array";
+    case toml::node_type::none:
+      break;
+  }
+  return "nothing";
+}
+
+Input input_from_node(const toml::node& node) {
+  Input input;
+  if (const auto* integer = node.as_integer()) {
+    input.type = Input::Type::integer;
+    input.integer = integer->get();
+  } else if (const auto* string = node.as_string()) {
+    input.type = Input::Type::string;
+    input.string = string->get();
+  } else if (const auto* floating = node.as_floating_point()) {
+    input.type = Input::Type::floating;
+    input.floating = floating->get();
+  } else if (const auto* array = node.as_array()) {
+    input.type = Input::Type::array;
+    for (const auto& element : *array) {
+      if (const auto* string = element.as_string())
+        input.strings.push_back(string->get());
+      else
+        input.array_of_strings = false;
+    }
+  }
+  input.description = describe(node);
+  return input;
+}
+
+// ---------------------------------------------------------------------------------------------
+// The file
+
+/// Collects every problem of one file, so the earliest in file order can be reported (toml++
+/// tables iterate by key, not by position).
+class FileLoader {
+ public:
+  explicit FileLoader(const std::string& path) : path_(path) {}
+
+  void load(const toml::table& root, Settings& settings) {
+    // Declared queues start from the defaults, so those go first wherever they are written.
+    if (const toml::node* defaults = root.get(kQueueDefaults)) {
+      if (const auto* table =
+              expect_table(*defaults, std::string(kQueueDefaults), kQueueFieldSpan)) {
+        apply_fields(*table, kQueueDefaults, kQueueFieldSpan, settings.queue_defaults);
+      }
+    }
+    for (auto&& [key, node] : root) {
+      const std::string_view name = key.str();
+      if (name == kQueueDefaults) continue;
+      if (name == kQueues) {
+        load_queues(node, settings);
+      } else if (name == kTokens) {
+        load_tokens(node, settings);
+      } else if (const TableSpec* spec = find_table(name)) {
+        if (const auto* table = expect_table(node, std::string(name), spec->fields)) {
+          apply_fields(*table, name, spec->fields, settings);
+        }
+      } else {
+        report_unknown_table(key);
+      }
+    }
+  }
+
+  std::optional<ConfigError> first_problem() const {
+    if (problems_.empty()) return std::nullopt;
+    // Line 0 (position unknown) sorts last; ties keep the order found.
+    return *std::min_element(problems_.begin(), problems_.end(), [](const auto& a, const auto& b) {
+      return unsigned(a.line - 1) < unsigned(b.line - 1);
+    });
+  }
+
+ private:
+  void report(const toml::source_region& where, std::string setting, std::string problem,
+              std::string allowed) {
+    problems_.push_back(ConfigError{path_, static_cast<int>(where.begin.line), std::move(setting),
+                                    std::move(problem), std::move(allowed)});
+  }
+
+  template <class Target>
+  const toml::table* expect_table(const toml::node& node, const std::string& setting,
+                                  std::span<const Field<Target>> fields) {
+    if (const auto* table = node.as_table()) return table;
+    report(node.source(), setting, "expected a table, got " + describe(node),
+           "a table [" + setting + "] with keys " + join(keys_of(fields)));
+    return nullptr;
+  }
+
+  template <class Target>
+  void apply_fields(const toml::table& table, std::string_view prefix,
+                    std::span<const Field<Target>> fields, Target& target) {
+    for (auto&& [key, node] : table) {
+      const std::string setting = std::string(prefix) + "." + std::string(key.str());
+      const Field<Target>* field = find_field(fields, key.str());
+      if (!field) {
+        report(key.source(), setting, "unknown setting" + suggestion(key.str(), keys_of(fields)),
+               "keys in [" + std::string(prefix) + "]: " + join(keys_of(fields)));
+        continue;
+      }
+      Parsed value;
+      if (auto problem = parse_value(field->rule, input_from_node(node), value)) {
+        report(node.source(), setting, std::move(*problem), allowed_text(field->rule));
+        continue;
+      }
+      field->store(target, value);
+    }
+  }
+
+  void load_queues(const toml::node& node, Settings& settings) {
+    const auto* queues = node.as_table();
+    if (!queues) {
+      report(node.source(), std::string(kQueues), "expected a table, got " + describe(node),
+             "[queues.NAME] tables with keys " + join(keys_of(kQueueFieldSpan)));
+      return;
+    }
+    // Declare in file order, so logs and admin listings follow the file.
+    std::vector<std::pair<const toml::key*, const toml::node*>> entries;
+    for (auto&& [key, queue] : *queues) entries.emplace_back(&key, &queue);
+    std::stable_sort(entries.begin(), entries.end(), [](const auto& a, const auto& b) {
+      return a.first->source().begin.line < b.first->source().begin.line;
+    });
+    for (const auto& [key, queue] : entries) {
+      const std::string_view name = key->str();
+      const std::string setting = "queues." + std::string(name);
+      if (!is_valid_queue_name(name)) {
+        report(key->source(), setting, "invalid queue name " + quote(name),
+               std::string(kQueueNameAllowed));
+        continue;
+      }
+      if (const auto* table = expect_table(*queue, setting, kQueueFieldSpan)) {
+        apply_fields(*table, setting, kQueueFieldSpan, declare_queue(settings, name).settings);
+      }
+    }
+  }
+
+  void load_tokens(const toml::node& node, Settings& settings) {
+    // Strings are described by type only: under [tokens] one may be a pasted token.
+    auto what = [](const toml::node& n) { return n.is_string() ? "a string" : describe(n); };
+    const auto* tokens = node.as_table();
+    if (!tokens) {
+      report(node.source(), std::string(kTokens), "expected a table, got " + what(node),
+             "[tokens.NAME] tables with keys " + join(keys_of(kTokenFieldSpan)));
+      return;
+    }
+    std::vector<std::pair<const toml::key*, const toml::node*>> entries;
+    for (auto&& [key, token] : *tokens) entries.emplace_back(&key, &token);
+    std::stable_sort(entries.begin(), entries.end(), [](const auto& a, const auto& b) {
+      return a.first->source().begin.line < b.first->source().begin.line;
+    });
+    for (const auto& [key, token] : entries) {
+      const std::string_view name = key->str();
+      const std::string setting = "tokens." + std::string(name);
+      if (!is_valid_token_name(name)) {
+        report(key->source(), setting, "invalid token name " + quote(name),
+               std::string(kTokenNameAllowed));
+        continue;
+      }
+      const auto* table = token->as_table();
+      if (!table) {
+        report(token->source(), setting, "expected a table, got " + what(*token),
+               "a table [" + setting + "] with keys " + join(keys_of(kTokenFieldSpan)));
+        continue;
+      }
+      apply_fields(*table, setting, kTokenFieldSpan, declare_token(settings, name));
+    }
+  }
+
+  void report_unknown_table(const toml::key& key) {
+    std::vector<std::string> tables;
+    for (const auto& table : kSettingsTables) tables.push_back(std::string(table.name));
+    tables.push_back(std::string(kQueueDefaults));
+    tables.push_back(std::string(kQueues));
+    tables.push_back(std::string(kTokens));
+    std::string problem = "unknown table" + suggestion(key.str(), tables);
+    // A key written above the first table header lands at the top level.
+    for (const auto& table : kSettingsTables) {
+      if (find_field(table.fields, key.str())) {
+        problem = "setting outside its table; did you mean " + std::string(key.str()) + " under [" +
+                  std::string(table.name) + "]?";
+      }
+    }
+    report(key.source(), std::string(key.str()), std::move(problem),
+           "tables [server], [http], [limits], [storage], [tls], [log], [queue_defaults], "
+           "[queues.NAME] and [tokens.NAME]");
+  }
+
+  std::string path_;
+  std::vector<ConfigError> problems_;
+};
+
+std::optional<ConfigError> read_whole_file(const std::string& path, std::string& content) {
+  auto unreadable = [&](std::string problem) {
+    return ConfigError{path, 0, "", "cannot read the config file: " + problem,
+                       "a readable TOML file (see sluiced.example.toml)"};
+  };
+  std::error_code ignored;
+  if (std::filesystem::is_directory(path, ignored)) return unreadable("it is a directory");
+  std::unique_ptr<std::FILE, int (*)(std::FILE*)> file(std::fopen(path.c_str(), "rb"),
+                                                       &std::fclose);
+  if (!file) return unreadable(std::generic_category().message(errno));
+  char buffer[16 * 1024];
+  while (size_t n = std::fread(buffer, 1, sizeof buffer, file.get())) content.append(buffer, n);
+  if (std::ferror(file.get())) return unreadable(std::generic_category().message(errno));
+  return std::nullopt;
+}
+
+}  // namespace
+
+// ---------------------------------------------------------------------------------------------
+// Public API
+
+std::optional<ConfigError> load_file(const std::string& path, Settings& settings) {
+  std::string content;
+  if (auto problem = read_whole_file(path, content)) return problem;
+  return load_text(content, path, settings);
+}
+
+namespace {
+
+/// Config files are ASCII. Debian's toml++ 3.3 reaches an "unreachable"
+/// branch (undefined behaviour, found by fuzzing) for some Unicode code points
+/// wherever it tests for whitespace, which includes error paths no pre-parse
+/// can predict; so no byte above 0x7F gets to it. Strings can still hold any
+/// character as a \uXXXX escape. Returns the 1-based line and column of the
+/// first such byte, or nullopt.
+std::optional<std::pair<int, int>> first_non_ascii(std::string_view text) {
+  int line = 1, column = 0;
+  for (const char c : text) {
+    ++column;
+    if (static_cast<unsigned char>(c) >= 0x80) return std::pair{line, column};
+    if (c == '\n') {
+      ++line;
+      column = 0;
+    }
+  }
+  return std::nullopt;
+}
+
+}  // namespace
+
+std::optional<ConfigError> load_text(std::string_view content, const std::string& path,
+                                     Settings& settings) {
+  if (auto where = first_non_ascii(content)) {
+    return ConfigError{path, where->first, "",
+                       "non-ASCII byte at column " + std::to_string(where->second),
+                       "an ASCII file; write other characters in strings as \\uXXXX escapes "
+                       "(e.g. \"caf\\u00e9\")"};
+  }
+
+  try {
+    toml::table root;
+    try {
+      root = toml::parse(content, path);
+    } catch (const toml::parse_error& err) {
+      const auto& where = err.source().begin;
+      return ConfigError{path, static_cast<int>(where.line), "",
+                         "TOML syntax error at column " + std::to_string(where.column) + ": " +
+                             std::string(err.description()),
+                         "TOML 1.0 syntax (https://toml.io/en/v1.0.0)"};
+    }
+    // Apply to a copy so a rejected file leaves the caller's settings as they were.
+    Settings updated = settings;
+    FileLoader loader(path);
+    loader.load(root, updated);
+    if (auto problem = loader.first_problem()) return problem;
+    settings = std::move(updated);
+    return std::nullopt;
+  } catch (const std::exception& err) {
+    return ConfigError{path, 0, "", std::string("cannot load the config file: ") + err.what(), ""};
+  }
+}
+
+std::optional<ConfigError> apply_setting(Settings& settings, std::string_view name,
+                                         std::string_view value) {
+  auto error = [&](std::string problem, std::string allowed) {
+    return ConfigError{std::string(kCommandLine), 0, std::string(name), std::move(problem),
+                       std::move(allowed)};
+  };
+  auto unknown = [&]() {
+    const auto names = all_setting_names();
+    return error("unknown setting" + suggestion(name, names), join(names));
+  };
+  const Input input = input_from_text(value);
+  Parsed parsed;
+
+  const auto dot = name.find('.');
+  if (dot == std::string_view::npos) return unknown();
+  const std::string_view table = name.substr(0, dot);
+  const std::string_view rest = name.substr(dot + 1);
+
+  if (table == kQueues || table == kQueueDefaults) {
+    const bool is_default = table == kQueueDefaults;
+    // Queue names may contain dots; the setting is always the last part.
+    const auto last_dot = rest.rfind('.');
+    const bool has_queue_name = last_dot != std::string_view::npos;
+    const std::string_view key = has_queue_name ? rest.substr(last_dot + 1) : rest;
+    const std::string_view queue_name = has_queue_name ? rest.substr(0, last_dot) : "";
+    const Field<QueueSettings>* field = find_field(kQueueFieldSpan, key);
+    // queue_defaults.SETTING has no queue name; queues.NAME.SETTING must have one.
+    if (!field || is_default == has_queue_name) {
+      const std::string prefix =
+          is_default ? "queue_defaults."
+                     : "queues." + std::string(has_queue_name ? queue_name : "NAME") + ".";
+      std::vector<std::string> names;
+      for (const auto& known : keys_of(kQueueFieldSpan)) names.push_back(prefix + known);
+      const bool missing_name = !is_default && !has_queue_name;
+      return error(missing_name ? "expected queues.NAME.SETTING"
+                                : "unknown setting" + suggestion(name, names),
+                   join(names));
+    }
+    if (table == kQueues && !is_valid_queue_name(queue_name)) {
+      return error("invalid queue name " + quote(queue_name), std::string(kQueueNameAllowed));
+    }
+    if (auto problem = parse_value(field->rule, input, parsed)) {
+      return error(std::move(*problem), allowed_text(field->rule));
+    }
+    field->store(
+        table == kQueues ? declare_queue(settings, queue_name).settings : settings.queue_defaults,
+        parsed);
+    return std::nullopt;
+  }
+
+  if (table == kTokens) {
+    const auto last_dot = rest.rfind('.');
+    const std::string_view key =
+        last_dot == std::string_view::npos ? std::string_view{} : rest.substr(last_dot + 1);
+    const std::string_view token_name =
+        last_dot == std::string_view::npos ? std::string_view{} : rest.substr(0, last_dot);
+    const Field<TokenSettings>* field = find_field(kTokenFieldSpan, key);
+    if (!field) {
+      std::vector<std::string> names;
+      for (const auto& known : keys_of(kTokenFieldSpan)) names.push_back("tokens.NAME." + known);
+      return error("expected tokens.NAME.SETTING" + suggestion(name, names), join(names));
+    }
+    if (!is_valid_token_name(token_name))
+      return error("invalid token name " + quote(token_name), std::string(kTokenNameAllowed));
+    if (auto problem = parse_value(field->rule, input, parsed))
+      return error(std::move(*problem), allowed_text(field->rule));
+    field->store(declare_token(settings, token_name), parsed);
+    return std::nullopt;
+  }
+
+  const TableSpec* spec = find_table(table);
+  const Field<Settings>* field = spec ? find_field(spec->fields, rest) : nullptr;
+  if (!field) return unknown();
+  if (auto problem = parse_value(field->rule, input, parsed)) {
+    return error(std::move(*problem), allowed_text(field->rule));
+  }
+  field->store(settings, parsed);
+  return std::nullopt;
+}
+
+}  // namespace sluice::config
