@@ -26,17 +26,15 @@ std::int64_t to_wall(engine::Micros t) {
 }
 
 DeadLetter owned(const storage::DeadLetterRecord& r) {
-  DeadLetter e;
-  e.entry_id = r.entry_id;
-  e.message_id = r.message_id;
-  e.queue = r.queue;
-  e.attempts = r.attempts;
-  e.publish_wall_us = r.publish_wall_us;
-  e.first_failure_wall_us = r.first_failure_wall_us;
-  e.last_failure_wall_us = r.last_failure_wall_us;
-  e.reason = r.reason;
-  e.message = r.message;
-  return e;
+  return {r.entry_id,
+          r.message_id,
+          std::string(r.queue),
+          r.attempts,
+          r.publish_wall_us,
+          r.first_failure_wall_us,
+          r.last_failure_wall_us,
+          std::string(r.reason),
+          std::string(r.message)};
 }
 
 /// What an entry costs in a list page: its size in DEAD_LETTERS_RESULT.
@@ -275,34 +273,32 @@ std::optional<DeadLetterError> DeadLetters::list(const protocol::DeadLetterReque
                                                  std::size_t max_bytes, DeadLetterResult& result) {
   const std::string queue(request.queue);
   const std::int64_t wall_now = wall_us();
-  const std::uint32_t limit =
-      request.limit == 0 ? kDefaultPage : std::min(request.limit, kMaxPage);
+  const std::uint32_t limit = request.limit == 0 ? kDefaultPage : std::min(request.limit, kMaxPage);
   std::size_t room = max_bytes;
   std::uint32_t taken = 0;
   bool more = false;  // a matching entry did not fit on this page
-  if (auto e = db_.scan(
-          *env_, queue, request.flags & protocol::kDeadLettersNewestFirst, request.after,
-          [&](const storage::DeadLetterRecord& r) {
-            if (!live(r.entry_id) || !matches(request, r, wall_now)) return true;
-            bool with_message = true;
-            std::size_t bytes = cost(r, true);
-            more = taken == limit || (bytes > room && taken != 0);
-            if (more) return false;
-            if (bytes > room) {
-              // Alone too large for a page: listed without its message, so
-              // the listing goes on past it (show refuses it, redrive works).
-              with_message = false;
-              bytes = cost(r, false);
-              more = bytes > room;
-              if (more) return false;
-            }
-            result.entries.push_back(owned(r));
-            if (!with_message) result.entries.back().message.clear();
-            room -= bytes;
-            taken++;
-            result.next_after = r.entry_id;
-            return true;
-          }))
+  if (auto e = db_.scan(*env_, queue, request.flags & protocol::kDeadLettersNewestFirst,
+                        request.after, [&](const storage::DeadLetterRecord& r) {
+                          if (!live(r.entry_id) || !matches(request, r, wall_now)) return true;
+                          bool with_message = true;
+                          std::size_t bytes = cost(r, true);
+                          more = taken == limit || (bytes > room && taken != 0);
+                          if (more) return false;
+                          if (bytes > room) {
+                            // Alone too large for a page: listed without its message, so
+                            // the listing goes on past it (show refuses it, redrive works).
+                            with_message = false;
+                            bytes = cost(r, false);
+                            more = bytes > room;
+                            if (more) return false;
+                          }
+                          result.entries.push_back(owned(r));
+                          if (!with_message) result.entries.back().message.clear();
+                          room -= bytes;
+                          taken++;
+                          result.next_after = r.entry_id;
+                          return true;
+                        }))
     return read_failed(*e);
   result.affected = count(queue);
   // A page that stopped at an entry it could not take has a cursor; the last has none.

@@ -14,11 +14,7 @@
 #include "sluice/security/token.hpp"
 #include "test_broker.hpp"
 
-using namespace std::chrono_literals;
-using sluice::errc;
-using sluice::test::eventually;
 using sluice::test::http_request;
-using sluice::test::TestBroker;
 namespace client = sluice::client;
 namespace security = sluice::security;
 

@@ -22,10 +22,6 @@
 #include "http_client.hpp"
 #include "test_broker.hpp"
 
-using namespace std::chrono_literals;
-using sluice::errc;
-using sluice::test::eventually;
-using sluice::test::TestBroker;
 namespace protocol = sluice::protocol;
 
 namespace {
@@ -456,21 +452,13 @@ TEST_CASE("a flood of connections, each with a HELLO and gone: the broker carrie
   bystander.check_undisturbed();
 }
 
-namespace {
-std::uint64_t resident_kib(pid_t pid) {
-  std::ifstream status("/proc/" + std::to_string(pid) + "/status");
-  for (std::string line; std::getline(status, line);)
-    if (line.rfind("VmRSS:", 0) == 0) return std::stoull(line.substr(6));
-  return 0;
-}
-}  // namespace
 
 TEST_CASE("a client that does not read its answers is paused, not buffered without bound") {
   TestBroker broker({"--set", "limits.connection_outbound_bytes=64KiB"});
   auto admin = broker.connect("admin");
   for (int q = 0; q < 400; ++q)
     REQUIRE(admin->publish("queue-" + std::to_string(q), {"x", {}}).ok());
-  const std::uint64_t before = resident_kib(broker.pid());
+  const std::uint64_t before = sluice::test::proc_status_kib(broker.pid(), "VmRSS:");
 
   // 3,000 STATS requests of every queue (45 KB sent) ask for ~120 MB of answers.
   RawClient greedy(broker.port());
@@ -479,7 +467,7 @@ TEST_CASE("a client that does not read its answers is paused, not buffered witho
   for (std::uint64_t i = 1; i <= 3000; ++i) protocol::encode_stats(requests, {i, ""});
   greedy.send(requests);
   std::this_thread::sleep_for(500ms);  // the broker does what it will with them
-  const std::uint64_t during = resident_kib(broker.pid());
+  const std::uint64_t during = sluice::test::proc_status_kib(broker.pid(), "VmRSS:");
   CAPTURE(before);
   CAPTURE(during);
   CHECK(during < before + 16 * 1024);  // bounded by the outbound limit, not by the requests

@@ -12,14 +12,6 @@
 
 #include "test_broker.hpp"
 
-using namespace std::chrono_literals;
-using sluice::errc;
-using sluice::client::Delivery;
-using sluice::client::Disposition;
-using sluice::client::LeaseHandle;
-using sluice::client::SubscribeOptions;
-using sluice::test::eventually;
-using sluice::test::TestBroker;
 
 namespace {
 

@@ -17,10 +17,7 @@
 #include "sluice/protocol/codec.hpp"
 #include "test_broker.hpp"
 
-using namespace std::chrono_literals;
-using sluice::test::eventually;
 using sluice::test::http_request;
-using sluice::test::TestBroker;
 
 namespace {
 

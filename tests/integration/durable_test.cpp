@@ -21,13 +21,7 @@
 #include "http_client.hpp"
 #include "test_broker.hpp"
 
-using namespace std::chrono_literals;
-using sluice::errc;
 using sluice::client::Connection;
-using sluice::client::Delivery;
-using sluice::client::Disposition;
-using sluice::test::eventually;
-using sluice::test::TestBroker;
 
 namespace {
 

@@ -14,24 +14,9 @@
 
 #include "test_broker.hpp"
 
-using namespace std::chrono_literals;
-using sluice::errc;
-using sluice::client::Delivery;
-using sluice::client::Disposition;
-using sluice::client::LeaseHandle;
-using sluice::client::SubscribeOptions;
-using sluice::test::eventually;
-using sluice::test::TestBroker;
 
 namespace {
 
-/// Peak resident memory of a process, in KiB (VmHWM).
-std::uint64_t peak_rss_kib(pid_t pid) {
-  std::ifstream status("/proc/" + std::to_string(pid) + "/status");
-  for (std::string line; std::getline(status, line);)
-    if (line.rfind("VmHWM:", 0) == 0) return std::stoull(line.substr(6));
-  return 0;
-}
 
 /// Publishes `count` numbered messages of `size` bytes; returns how many were confirmed.
 int publish_numbered(sluice::client::Connection& producer, const std::string& queue, int count,
@@ -105,7 +90,7 @@ TEST_CASE("block: 10x the capacity goes through a 1,000/s consumer, memory stays
   CHECK(stats->front().blocked_total > 0);  // the producer really was held back
   // Bounded: the memory limit plus the fixed overhead stated in the README (an idle broker,
   // and per connection one max frame in and the outbound bound out).
-  const std::uint64_t peak = peak_rss_kib(broker.pid());
+  const std::uint64_t peak = sluice::test::proc_status_kib(broker.pid(), "VmHWM:");
   CAPTURE(peak);
   CHECK(peak < (16 + 40) * 1024);
 }

@@ -13,7 +13,6 @@
 
 using sluice::test::http_raw;
 using sluice::test::http_request;
-using sluice::test::TestBroker;
 
 namespace {
 

@@ -24,12 +24,9 @@
 #include "http_client.hpp"
 #include "test_broker.hpp"
 
-using namespace std::chrono_literals;
 using json = nlohmann::json;
-using sluice::test::eventually;
 using sluice::test::http_request;
 using sluice::test::HttpResult;
-using sluice::test::TestBroker;
 
 namespace {
 

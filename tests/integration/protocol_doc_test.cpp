@@ -20,7 +20,6 @@
 
 #include "test_broker.hpp"
 
-using sluice::test::TestBroker;
 
 namespace {
 

@@ -6,7 +6,6 @@
 #include "test_broker.hpp"
 
 using sluice::test::run_command;
-using sluice::test::TestBroker;
 
 namespace {
 

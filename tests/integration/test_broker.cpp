@@ -178,6 +178,13 @@ client::Message text_message(std::string payload) {
   return m;
 }
 
+std::uint64_t proc_status_kib(pid_t pid, std::string_view field) {
+  std::ifstream status("/proc/" + std::to_string(pid) + "/status");
+  for (std::string line; std::getline(status, line);)
+    if (line.starts_with(field)) return std::stoull(line.substr(field.size()));
+  return 0;
+}
+
 CommandResult run_command(const std::string& command, const std::string& input) {
   auto dir = make_temp_dir("sluice-cmd");
   const auto in_path = dir / "stdin";

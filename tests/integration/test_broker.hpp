@@ -10,6 +10,7 @@
 #include <filesystem>
 #include <thread>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "sluice/client/client.hpp"
@@ -110,4 +111,17 @@ bool eventually(F condition, std::chrono::milliseconds timeout = std::chrono::mi
   return condition();
 }
 
+/// A line of /proc/PID/status in KiB: "VmRSS:" (resident now), "VmHWM:" (peak).
+std::uint64_t proc_status_kib(pid_t pid, std::string_view field);
+
 }  // namespace sluice::test
+
+// The names the integration tests share, brought in once (test files only).
+using namespace std::chrono_literals;
+using sluice::errc;
+using sluice::client::Delivery;
+using sluice::client::Disposition;
+using sluice::client::LeaseHandle;
+using sluice::client::SubscribeOptions;
+using sluice::test::eventually;
+using sluice::test::TestBroker;

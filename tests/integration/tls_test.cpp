@@ -9,11 +9,7 @@
 
 #include "test_broker.hpp"
 
-using namespace std::chrono_literals;
-using sluice::errc;
-using sluice::test::eventually;
 using sluice::test::run_command;
-using sluice::test::TestBroker;
 namespace client = sluice::client;
 namespace fs = std::filesystem;
 
