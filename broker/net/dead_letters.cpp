@@ -78,8 +78,7 @@ protocol::DeadLetterEntry DeadLetter::view() const noexcept {
 }
 
 DeadLetters::DeadLetters(boost::asio::io_context& io, engine::Engine& engine, DurableStore& store)
-    : io_(io),
-      engine_(engine),
+    : engine_(engine),
       store_(store),
       redrive_timer_(io),
       sweep_timer_(io),

@@ -126,7 +126,6 @@ class DeadLetters {
   void arm_redrive();
   void arm_sweep();
 
-  boost::asio::io_context& io_;
   engine::Engine& engine_;
   DurableStore& store_;
   storage::Env* env_ = nullptr;
