@@ -215,7 +215,6 @@ void Engine::expire(std::uint32_t index, Micros now) {
   credit_returned(owner);
 }
 
-
 Consumer& Engine::end_lease(std::uint32_t index) {
   Slot& s = store_[index];
   Consumer& owner = *s.owner;

@@ -5,8 +5,8 @@
 namespace sluice::net {
 
 std::string_view to_string(CloseReason reason) noexcept {
-  static constexpr std::string_view kNames[kCloseReasons] = {
-      "peer", "timeout", "protocol_error", "auth", "shutdown", "refused"};
+  static constexpr std::string_view kNames[kCloseReasons] = {"peer", "timeout",  "protocol_error",
+                                                             "auth", "shutdown", "refused"};
   return kNames[static_cast<std::size_t>(reason)];
 }
 
@@ -30,11 +30,7 @@ CloseReason close_reason_of(errc code) noexcept {
 
 Broker::Broker(boost::asio::io_context& io, engine::Engine& engine, BrokerOptions options,
                DurableStore* store)
-    : io_(io),
-      engine_(engine),
-      options_(std::move(options)),
-      store_(store),
-      deadline_timer_(io) {
+    : io_(io), engine_(engine), options_(std::move(options)), store_(store), deadline_timer_(io) {
   engine_.set_deadline_listener([this](engine::Micros at) { arm(at); });
 }
 

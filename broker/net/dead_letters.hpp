@@ -108,7 +108,7 @@ class DeadLetters {
     engine::TokenBucket bucket;
   };
   std::optional<DeadLetterError> list(const protocol::DeadLetterRequest& request,
-                                       std::size_t max_bytes, DeadLetterResult& result);
+                                      std::size_t max_bytes, DeadLetterResult& result);
   std::optional<DeadLetterError> redrive(const protocol::DeadLetterRequest& request,
                                          DeadLetterResult& result);
   std::optional<DeadLetterError> remove(const protocol::DeadLetterRequest& request,

@@ -57,7 +57,6 @@ json settings_json(const engine::QueueOptions& o) {
   };
 }
 
-
 json queue_json(const engine::Engine& engine, const engine::Queue& q, const DurableStore* store) {
   const auto& c = q.counters();
   const std::int64_t oldest = engine.oldest_ready_wall_us(q);
@@ -148,7 +147,6 @@ void HttpApi::log_level(const HttpRequest& request, Respond& respond) {
     if (log::enabled(static_cast<log::Level>(i))) current = i;
   respond(json_response(200, {{"level", kLevels[current]}}));
 }
-
 
 void HttpApi::dead_letters(const QueueCall& call, Respond& respond) {
   const HttpRequest& request = call.request;
@@ -293,6 +291,5 @@ void HttpApi::dead_letters(const QueueCall& call, Respond& respond) {
                             {{"affected", result.affected}}));
   }
 }
-
 
 }  // namespace sluice::net

@@ -64,7 +64,6 @@ std::string_view bearer_token(const HttpRequest& request) {
   return {};
 }
 
-
 }  // namespace
 
 void HttpApi::handle(HttpRequest&& request, Respond respond) {
@@ -146,8 +145,9 @@ void HttpApi::route(const HttpRequest& request, Respond& respond) {
   }
   // Rights are checked before the queue is looked up: 403 whether or not it exists.
   for (const QueueRoute& r : kQueueRoutes) {
-    const bool hit = r.prefix ? action == r.action || action.starts_with(std::string(r.action) + "/")
-                              : action == r.action;
+    const bool hit = r.prefix
+                         ? action == r.action || action.starts_with(std::string(r.action) + "/")
+                         : action == r.action;
     if (!hit) continue;
     if (!r.method.empty() && !only(r.method)) return;
     if (!allowed(grant, r.need, queue, respond)) return;
@@ -169,6 +169,5 @@ bool HttpApi::allowed(Grant& grant, Permission what, std::string_view queue, Res
                                          kWhat[static_cast<int>(what)] + " " + target));
   return false;
 }
-
 
 }  // namespace sluice::net

@@ -73,7 +73,7 @@ class HttpApi final {
     const HttpRequest& request;
     std::string_view queue;
     std::string_view action;  // what follows the queue name
-    std::string_view rest;  // the action's path after its name ("" or "/...")
+    std::string_view rest;    // the action's path after its name ("" or "/...")
     const Grant& grant;
   };
   struct QueueRoute;

@@ -101,5 +101,4 @@ void describe_message(std::string_view raw, json& out) {
     out["payload_base64"] = base64_encode(parts.payload);
 }
 
-
 }  // namespace sluice::net

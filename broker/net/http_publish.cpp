@@ -58,8 +58,7 @@ std::optional<std::string> encode_draft(const Draft& d, const protocol::Limits& 
   if (auto s = protocol::check_header_limits(parts, limits); !s) return std::string(s.detail);
   if (auto s = protocol::read_system_headers(parts, sys); !s) return std::string(s.detail);
   if (sys.not_before_ms != 0 &&
-      sys.not_before_ms >
-          static_cast<std::uint64_t>(wall_us() / 1000) + protocol::kMaxDelayMs)
+      sys.not_before_ms > static_cast<std::uint64_t>(wall_us() / 1000) + protocol::kMaxDelayMs)
     return "sluice-not-before-ms is more than 30 days ahead";
   return std::nullopt;
 }
@@ -68,7 +67,6 @@ std::string key_header_of(const engine::Queue& queue) {
   return queue.options().key_header.empty() ? std::string(protocol::kKeyHeader)
                                             : queue.options().key_header;
 }
-
 
 /// The draft's headers from one HTTP request's Sluice-* headers.
 void draft_from_http(const HttpRequest& request, const engine::Queue& queue, Draft& d) {
@@ -274,6 +272,5 @@ void HttpApi::publish_batch(const QueueCall& call, Respond& respond) {
       202, {{"messages", std::move(results)}, {"pressure", queue->pressure() / 100.0}});
   answer_published(*queue, std::move(r), respond);
 }
-
 
 }  // namespace sluice::net

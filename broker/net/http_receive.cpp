@@ -46,7 +46,6 @@ struct HttpApi::Receive final : engine::DeliverySink {
   bool finishing = false;  // answered (or about to be): no more deliveries
 };
 
-
 HttpApi::HttpApi(Broker& broker, const Metrics& metrics, HttpApiOptions options)
     : broker_(broker),
       engine_(broker.engine()),
@@ -357,6 +356,5 @@ void HttpApi::settle(const QueueCall& call, Respond& respond) {
   }
   respond(std::move(r));
 }
-
 
 }  // namespace sluice::net

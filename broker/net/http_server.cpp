@@ -44,9 +44,7 @@ class HttpConnection final : public ListenedConnection,
   /// `tls`: the context a TLS stream is made with (kept alive with it); null for plain.
   HttpConnection(HttpServer& server, asio::ip::tcp::socket socket,
                  std::shared_ptr<asio::ssl::context> tls)
-      : server_(server),
-        tls_(std::move(tls)),
-        stream_(make_stream(std::move(socket), tls_.get())) {
+      : server_(server), tls_(std::move(tls)), stream_(make_stream(std::move(socket), tls_.get())) {
     boost::system::error_code ignored;
     const auto remote = tcp().socket().remote_endpoint(ignored);
     peer_ = remote.address().to_string() + ":" + std::to_string(remote.port());

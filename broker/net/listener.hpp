@@ -45,7 +45,7 @@ class ListenedConnection {
 /// The open connections of one listener: bounded by its max_connections.
 struct ConnectionRegistry {
   std::unordered_map<ListenedConnection*, std::string> open;  // -> source address
-  StringMap<std::uint32_t> per_source;                      // open connections by address
+  StringMap<std::uint32_t> per_source;                        // open connections by address
 };
 
 /// A connection's place in its listener's count. Move-only; giving it up

@@ -148,11 +148,11 @@ class Session final : public std::enable_shared_from_this<Session>,
   std::string writing_;  // being written
   std::string held_;     // answers behind one waiting for its commit (see out())
   struct WaitingAnswer {
-    std::uint64_t seq;      // the storage write it waits for
-    std::size_t offset;     // where it goes in held_ (what follows it is queued there)
+    std::uint64_t seq;   // the storage write it waits for
+    std::size_t offset;  // where it goes in held_ (what follows it is queued there)
     std::uint64_t request_id;
-    engine::Queue* queue;   // CONFIRM: its queue (pressure read when sent); null: SETTLED
-    std::vector<std::uint64_t> ids;                 // CONFIRM
+    engine::Queue* queue;            // CONFIRM: its queue (pressure read when sent); null: SETTLED
+    std::vector<std::uint64_t> ids;  // CONFIRM
     std::vector<std::uint32_t> duplicates;          // CONFIRM
     std::vector<protocol::SettleFailure> failures;  // SETTLED
   };

@@ -171,8 +171,7 @@ bool Session::handle_publish(std::string_view body) {
       return true;
     }
     if (sys.not_before_ms != 0 &&
-        sys.not_before_ms >
-            static_cast<std::uint64_t>(wall_us() / 1000) + protocol::kMaxDelayMs) {
+        sys.not_before_ms > static_cast<std::uint64_t>(wall_us() / 1000) + protocol::kMaxDelayMs) {
       send_error(publish.request_id, errc::invalid_argument,
                  "publish: sluice-not-before-ms is more than 30 days ahead");
       return true;
@@ -448,7 +447,8 @@ void Session::handle_dead_letters(std::string_view body) {
   }
   // Room for the frame header and totals: a page ends before the frame limit.
   const std::uint32_t frame = broker_.options().limits.max_frame_bytes;
-  if (auto problem = dead_letters->run(request, frame > 4096 ? frame - 4096 : 0, dead_letter_result_)) {
+  if (auto problem =
+          dead_letters->run(request, frame > 4096 ? frame - 4096 : 0, dead_letter_result_)) {
     send_error(request.request_id, problem->code, problem->message);
     return;
   }

@@ -452,7 +452,6 @@ TEST_CASE("a flood of connections, each with a HELLO and gone: the broker carrie
   bystander.check_undisturbed();
 }
 
-
 TEST_CASE("a client that does not read its answers is paused, not buffered without bound") {
   TestBroker broker({"--set", "limits.connection_outbound_bytes=64KiB"});
   auto admin = broker.connect("admin");

@@ -12,7 +12,6 @@
 
 #include "test_broker.hpp"
 
-
 namespace {
 
 sluice::client::QueueStats queue_stats(sluice::client::Connection& c, const std::string& queue) {

@@ -15,7 +15,6 @@
 
 #include "test_broker.hpp"
 
-
 namespace {
 
 std::uint64_t dead_letters(sluice::client::Connection& conn, const std::string& queue) {

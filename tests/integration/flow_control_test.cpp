@@ -14,9 +14,7 @@
 
 #include "test_broker.hpp"
 
-
 namespace {
-
 
 /// Publishes `count` numbered messages of `size` bytes; returns how many were confirmed.
 int publish_numbered(sluice::client::Connection& producer, const std::string& queue, int count,

@@ -20,7 +20,6 @@
 
 #include "test_broker.hpp"
 
-
 namespace {
 
 /// One piece of a line: literal bytes, or a placeholder.
