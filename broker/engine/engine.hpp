@@ -290,7 +290,7 @@ class Engine {
   std::deque<std::pair<std::uint64_t, std::uint32_t>> staged_;  // (journal seq, slot), in order
   std::deque<std::pair<std::uint64_t, std::uint32_t>> dead_letters_;  // the same, leaving
   std::mt19937_64 rng_{0x5eed};
-  std::vector<std::uint32_t> released_;  // scratch for the resequencer
+  std::vector<std::uint32_t> released_;     // scratch for the resequencer
   std::vector<std::uint32_t> interrupted_;  // restored deliveries for finish_recovery()
   /// Durable messages given back (a failed attempt) whose attempt record is
   /// not on disk yet: counted delayed, they go on once it is (committed()),

@@ -145,7 +145,7 @@ void GroupCommitter::run() {
   // New records kept back while full, in order: bounded like the backlog
   // (the broker admits no more than its limits hold; see submit()).
   std::vector<Sequenced> waiting;
-  std::uint64_t received = 0;      // sequence number of the last op taken off the ring
+  std::uint64_t received = 0;  // sequence number of the last op taken off the ring
   std::uint64_t seen = 0;
   bool full = false;
   bool reported_full = false;
