@@ -6,6 +6,7 @@
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/signal_set.hpp>
 #include <boost/asio/ssl/context.hpp>
+#include <CLI/CLI.hpp>
 #include <sys/resource.h>
 
 #include <csignal>
@@ -118,6 +119,51 @@ void raise_descriptor_limit() {
         .str("effect", "connections past this limit are refused; raise ulimit -n");
 }
 
+/// Reads the command line into `source` and `check_only`. An exit code when
+/// sluiced should stop at once: 0 after --help or --version, 2 on a usage error.
+std::optional<int> parse_command_line(int argc, char** argv, sluice::net::SettingsSource& source,
+                                      bool& check_only) {
+  CLI::App app("sluiced");
+  app.formatter_fn(
+      [](const CLI::App*, std::string, CLI::AppFormatMode) { return std::string(kUsage); });
+  app.set_version_flag("--version", "sluiced " SLUICE_VERSION);
+  app.option_defaults()->multi_option_policy(CLI::MultiOptionPolicy::TakeLast);
+  app.add_option("--config", source.config_file);
+  app.add_flag("--check", check_only);
+  // Flags that set a setting are kept in the order given: a later one wins.
+  auto setting = [&](const std::string& flag, std::string name) {
+    app.add_option_function<std::string>(
+           flag,
+           [&source, name](const std::string& value) { source.flags.emplace_back(name, value); })
+        ->trigger_on_parse();
+  };
+  setting("--listen", "server.listen");
+  setting("--http-listen", "http.listen");
+  setting("--port-file", "server.port_file");
+  setting("--log-level", "log.level");
+  app.add_option_function<std::string>(
+         "--set",
+         [&source](const std::string& pair) {
+           const auto eq = pair.find('=');
+           if (eq == std::string::npos || eq == 0)
+             throw CLI::ValidationError("--set", "needs NAME=VALUE, got " + pair);
+           source.flags.emplace_back(pair.substr(0, eq), pair.substr(eq + 1));
+         })
+      ->trigger_on_parse();
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::CallForHelp&) {
+    std::fputs(kUsage.data(), stdout);
+    return 0;
+  } catch (const CLI::CallForVersion& version) {
+    std::puts(version.what());
+    return 0;
+  } catch (const CLI::ParseError& e) {
+    return fail(std::string(e.what()) + " (see --help)");
+  }
+  return std::nullopt;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -125,43 +171,7 @@ int main(int argc, char** argv) {
   namespace net = sluice::net;
   net::SettingsSource source;
   bool check_only = false;
-  for (int i = 1; i < argc; ++i) {
-    const std::string_view arg = argv[i];
-    const char* value = i + 1 < argc ? argv[i + 1] : nullptr;
-    // Flags that set one setting each, by its dotted name.
-    static constexpr std::pair<std::string_view, std::string_view> kShorthands[] = {
-        {"--listen", "server.listen"},
-        {"--http-listen", "http.listen"},
-        {"--port-file", "server.port_file"},
-        {"--log-level", "log.level"}};
-    if (arg == "--help" || arg == "-h") {
-      std::fputs(kUsage.data(), stdout);
-      return 0;
-    } else if (arg == "--version") {
-      std::puts("sluiced " SLUICE_VERSION);
-      return 0;
-    } else if (arg == "--check") {
-      check_only = true;
-    } else if (arg == "--config") {
-      if (!value) return fail("--config needs a file path");
-      source.config_file = value;
-      ++i;
-    } else if (arg == "--set") {
-      const std::string_view kv = value ? value : "";
-      const auto eq = kv.find('=');
-      if (eq == std::string_view::npos || eq == 0) return fail("--set needs NAME=VALUE");
-      source.flags.emplace_back(kv.substr(0, eq), kv.substr(eq + 1));
-      ++i;
-    } else if (auto it = std::find_if(std::begin(kShorthands), std::end(kShorthands),
-                                      [&](const auto& s) { return s.first == arg; });
-               it != std::end(kShorthands)) {
-      if (!value) return fail(std::string(arg) + " needs a value (see --help)");
-      source.flags.emplace_back(it->second, value);
-      ++i;
-    } else {
-      return fail("unknown option " + std::string(arg) + " (see --help)");
-    }
-  }
+  if (auto exit_code = parse_command_line(argc, argv, source, check_only)) return *exit_code;
   // The file first, then the flags in order, whatever their order on the line.
   config::Settings settings;
   if (auto problem = net::load_settings(source, settings)) return fail(*problem);

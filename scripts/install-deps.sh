@@ -16,6 +16,7 @@ packages=(
   nlohmann-json3-dev    # JSON (HTTP API, bench output)
   prometheus-cpp-dev    # metrics exposition
   prometheus            # the real server a test scrapes sluiced with; promtool for ops/ rules
+  libcli11-dev          # command-line parsing (sluiced, sluicectl)
   doctest-dev           # tests
   libssl-dev            # TLS
   openssl curl          # the TLS test makes certificates and talks HTTPS with curl

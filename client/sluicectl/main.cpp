@@ -1,5 +1,6 @@
 // sluicectl: the broker's command line for people. publish, consume, stats.
-// Arguments and commands are here; output.cpp prints the broker's answers.
+// Arguments (CLI11) and commands are here; output.cpp prints the broker's answers.
+// Every argument is checked before any connection is made: a usage error exits 2.
 #include <atomic>
 #include <chrono>
 #include <condition_variable>
@@ -13,6 +14,8 @@
 #include <string_view>
 #include <thread>
 #include <vector>
+
+#include <CLI/CLI.hpp>
 
 #include "output.hpp"
 #include "sluice/client/client.hpp"
@@ -110,11 +113,6 @@ allowed. The change lasts until the broker restarts or reloads its config
 file (SIGHUP), which puts the file's values back.
 )";
 
-int usage_error(const std::string& message, const char* usage) {
-  std::fprintf(stderr, "sluicectl: %s\n\n%s", message.c_str(), usage);
-  return 2;
-}
-
 int broker_error(const sluice::client::Error& e) {
   std::fprintf(stderr, "sluicectl: %s\n", e.to_string().c_str());
   return 1;
@@ -128,58 +126,45 @@ bool parse_u64(std::string_view s, std::uint64_t& out) {
   return end && *end == '\0' && copy[0] != '-';
 }
 
-struct Args {
-  std::vector<std::string_view> items;
-  std::size_t i = 0;
-  bool more() const { return i < items.size(); }
-  std::string_view next() { return items[i++]; }
+/// A usage error found after CLI11 parsed the line (a malformed KEY=VALUE, a
+/// missing id): reported like CLI11's own, with the command's usage.
+struct UsageError {
+  std::string message;
 };
 
-int publish(Connection& conn, Args& args) {
+std::pair<std::string, std::string> split_pair(const std::string& text, const char* what) {
+  const auto eq = text.find('=');
+  if (eq == std::string::npos || eq == 0)
+    throw UsageError{std::string(what) + " needs KEY=VALUE, got " + text};
+  return {text.substr(0, eq), text.substr(eq + 1)};
+}
+
+/// What one command was given on the line.
+struct PublishArgs {
   std::string queue;
-  std::optional<std::string> body;
-  sluice::client::Message message;
+  std::string body;
+  bool has_body = false;
+  std::vector<std::string> headers;
   std::uint64_t count = 1;
   bool quiet = false;
-  while (args.more()) {
-    auto a = args.next();
-    if (a == "--help" || a == "-h") {
-      std::fputs(kPublishUsage, stdout);
-      return 0;
-    } else if (a == "--body" && args.more()) {
-      body = std::string(args.next());
-    } else if (a == "--header" && args.more()) {
-      auto kv = args.next();
-      auto eq = kv.find('=');
-      if (eq == std::string_view::npos || eq == 0)
-        return usage_error("--header needs KEY=VALUE", kPublishUsage);
-      message.headers.emplace_back(std::string(kv.substr(0, eq)), std::string(kv.substr(eq + 1)));
-    } else if (a == "--count" && args.more()) {
-      if (!parse_u64(args.next(), count) || count == 0)
-        return usage_error("--count needs a positive number", kPublishUsage);
-    } else if (a == "--quiet") {
-      quiet = true;
-    } else if (!a.starts_with("-") && queue.empty()) {
-      queue = a;
-    } else {
-      return usage_error("unexpected argument " + std::string(a), kPublishUsage);
-    }
-  }
-  if (queue.empty()) return usage_error("publish needs a QUEUE", kPublishUsage);
+};
 
+int publish(Connection& conn, const PublishArgs& args) {
   std::mutex m;
   std::optional<sluice::client::Error> first_error;
   std::vector<std::uint64_t> ids;
+  sluice::client::Message message;
+  for (const auto& h : args.headers) message.headers.push_back(split_pair(h, "--header"));
   auto publish_one = [&](std::string payload) {
     message.payload = std::move(payload);
-    conn.publish_async(queue, message, [&](const sluice::client::Error& e, std::uint64_t id) {
+    conn.publish_async(args.queue, message, [&](const sluice::client::Error& e, std::uint64_t id) {
       std::lock_guard lk(m);
       if (e && !first_error) first_error = e;
       if (!e) ids.push_back(id);
     });
   };
-  if (body) {
-    for (std::uint64_t n = 0; n < count; ++n) publish_one(*body);
+  if (args.has_body) {
+    for (std::uint64_t n = 0; n < args.count; ++n) publish_one(args.body);
   } else {
     std::string line;
     while (std::getline(std::cin, line)) publish_one(line);
@@ -189,63 +174,35 @@ int publish(Connection& conn, Args& args) {
     return 1;
   }
   std::lock_guard lk(m);
-  if (!quiet)
+  if (!args.quiet)
     for (auto id : ids) std::printf("%llu\n", static_cast<unsigned long long>(id));
   if (first_error) return broker_error(*first_error);
   return 0;
 }
 
-int consume(Connection& conn, Args& args) {
+struct ConsumeArgs {
   std::string queue;
-  std::uint64_t count = 0, max_in_flight = 16;
+  std::uint64_t count = 0;  // 0: no limit
+  std::uint64_t max_in_flight = 16;
   double rate = 0;
-  std::chrono::milliseconds timeout{0};  // 0: wait forever
-  bool nack = false, show_headers = false;
-  while (args.more()) {
-    auto a = args.next();
-    if (a == "--help" || a == "-h") {
-      std::fputs(kConsumeUsage, stdout);
-      return 0;
-    } else if (a == "--count" && args.more()) {
-      if (!parse_u64(args.next(), count) || count == 0)
-        return usage_error("--count needs a positive number", kConsumeUsage);
-    } else if (a == "--max-in-flight" && args.more()) {
-      if (!parse_u64(args.next(), max_in_flight) || max_in_flight == 0 || max_in_flight > 1000000)
-        return usage_error("--max-in-flight needs a number from 1 to 1000000", kConsumeUsage);
-    } else if (a == "--timeout" && args.more()) {
-      const std::string text(args.next());
-      char* end = nullptr;
-      const double seconds = std::strtod(text.c_str(), &end);
-      if (text.empty() || *end != '\0' || !(seconds > 0) || seconds > 86400 * 365)
-        return usage_error("--timeout needs a positive number of seconds, e.g. 2.5", kConsumeUsage);
-      timeout = std::chrono::milliseconds(static_cast<std::int64_t>(seconds * 1000 + 0.5));
-    } else if (a == "--rate" && args.more()) {
-      const std::string text(args.next());
-      char* end = nullptr;
-      rate = std::strtod(text.c_str(), &end);
-      if (text.empty() || *end != '\0' || !(rate >= 0.1 && rate <= 1e6))
-        return usage_error("--rate needs 0.1 to 1000000 messages per second", kConsumeUsage);
-    } else if (a == "--nack") {
-      nack = true;
-    } else if (a == "--headers") {
-      show_headers = true;
-    } else if (!a.starts_with("-") && queue.empty()) {
-      queue = a;
-    } else {
-      return usage_error("unexpected argument " + std::string(a), kConsumeUsage);
-    }
-  }
-  if (queue.empty()) return usage_error("consume needs a QUEUE", kConsumeUsage);
-  if (count > 0 && max_in_flight > count) max_in_flight = count;
+  double timeout_seconds = 0;  // 0: wait forever
+  bool nack = false;
+  bool show_headers = false;
+};
 
+int consume(Connection& conn, const ConsumeArgs& args) {
+  const std::uint64_t count = args.count;
+  const std::chrono::milliseconds timeout(
+      static_cast<std::int64_t>(args.timeout_seconds * 1000 + 0.5));
   std::mutex m;
   std::condition_variable cv;
   std::uint64_t received = 0;
   auto last = std::chrono::steady_clock::now();
   sluice::client::SubscribeOptions options;
-  options.max_in_flight = static_cast<std::uint32_t>(max_in_flight);
-  options.rate = rate;
-  auto sub = conn.subscribe(queue, options, [&](const sluice::client::Delivery& d) {
+  options.max_in_flight = static_cast<std::uint32_t>(
+      count > 0 && args.max_in_flight > count ? count : args.max_in_flight);
+  options.rate = args.rate;
+  auto sub = conn.subscribe(args.queue, options, [&](const sluice::client::Delivery& d) {
     std::lock_guard lk(m);
     if (count > 0 && received >= count)
       return Disposition::nack;  // beyond what was asked: give back
@@ -253,12 +210,12 @@ int consume(Connection& conn, Args& args) {
     last = std::chrono::steady_clock::now();
     std::string line = std::to_string(d.message_id) + " " + std::to_string(d.attempt) + " ";
     line.append(d.payload);
-    if (show_headers)
+    if (args.show_headers)
       for (const auto& [k, v] : d.headers) line.append(" ").append(k).append("=").append(v);
     std::puts(line.c_str());
     std::fflush(stdout);
     cv.notify_all();
-    return nack ? Disposition::nack : Disposition::ack;
+    return args.nack ? Disposition::nack : Disposition::ack;
   });
   if (!sub) return broker_error(sub.error());
   std::unique_lock lk(m);
@@ -278,19 +235,7 @@ int consume(Connection& conn, Args& args) {
   return 0;
 }
 
-int stats(Connection& conn, Args& args) {
-  std::string queue;
-  while (args.more()) {
-    auto a = args.next();
-    if (a == "--help" || a == "-h") {
-      std::fputs(kStatsUsage, stdout);
-      return 0;
-    } else if (!a.starts_with("-") && queue.empty()) {
-      queue = a;
-    } else {
-      return usage_error("unexpected argument " + std::string(a), kStatsUsage);
-    }
-  }
+int stats(Connection& conn, const std::string& queue) {
   auto result = conn.stats(queue);
   if (!result) return broker_error(result.error());
   if (!queue.empty() && result->empty()) {
@@ -351,89 +296,46 @@ bool parse_age(std::string_view text, std::chrono::milliseconds& out) {
   return true;
 }
 
-int dlq(Connection& conn, Args& args) {
-  using Op = sluice::client::DeadLetterQuery::Op;
-  if (!args.more()) return usage_error("dlq needs an operation", kDlqUsage);
-  const std::string_view op = args.next();
-  sluice::client::DeadLetterQuery q;
-  if (op == "list") {
-    q.op = Op::list;
-  } else if (op == "show") {
-    q.op = Op::show;
-  } else if (op == "redrive") {
-    q.op = Op::redrive;
-  } else if (op == "delete") {
-    q.op = Op::remove;
-  } else if (op == "purge") {
-    q.op = Op::purge;
-  } else {
-    return usage_error("unknown dlq operation " + std::string(op), kDlqUsage);
-  }
+struct DlqArgs {
+  std::string op;
+  sluice::client::DeadLetterQuery query;
   bool all = false;
-  while (args.more()) {
-    auto a = args.next();
-    std::uint64_t n = 0;
-    if (a == "--newest") {
-      q.newest_first = true;
-    } else if (a == "--all") {
-      all = true;
-    } else if (a == "--limit" && args.more()) {
-      if (!parse_u64(args.next(), n) || n == 0 || n > 1000)
-        return usage_error("--limit needs 1 to 1000", kDlqUsage);
-      q.limit = static_cast<std::uint32_t>(n);
-    } else if (a == "--after" && args.more()) {
-      if (!parse_u64(args.next(), q.after)) return usage_error("--after needs an id", kDlqUsage);
-    } else if ((a == "--min-age" || a == "--max-age") && args.more()) {
-      if (!parse_age(args.next(), a == "--min-age" ? q.min_age : q.max_age))
-        return usage_error(std::string(a) + " needs a duration like 90s, 5m, 2h or 1d", kDlqUsage);
-    } else if (a == "--reason" && args.more()) {
-      q.reason = args.next();
-    } else if (a == "--rate" && args.more()) {
-      const std::string text(args.next());
-      char* end = nullptr;
-      q.rate = std::strtod(text.c_str(), &end);
-      if (end == text.c_str() || *end != '\0' || !(q.rate >= 0.1 && q.rate <= 1e6))
-        return usage_error("--rate needs 0.1 to 1000000", kDlqUsage);
-    } else if (!a.starts_with("-") && q.queue.empty()) {
-      q.queue = a;
-    } else if (!a.starts_with("-") && parse_u64(a, n)) {
-      q.ids.push_back(n);
-    } else {
-      return usage_error("unexpected argument " + std::string(a), kDlqUsage);
-    }
-  }
-  if (q.queue.empty()) return usage_error("dlq needs a QUEUE", kDlqUsage);
+  std::string min_age, max_age;
+};
+
+/// The query for `args`, checked; throws UsageError.
+sluice::client::DeadLetterQuery dlq_query(const DlqArgs& args) {
+  using Op = sluice::client::DeadLetterQuery::Op;
+  sluice::client::DeadLetterQuery q = args.query;
+  q.op = args.op == "list"      ? Op::list
+         : args.op == "show"    ? Op::show
+         : args.op == "redrive" ? Op::redrive
+         : args.op == "delete"  ? Op::remove
+                                : Op::purge;
+  const auto age = [](const std::string& text, const char* flag, std::chrono::milliseconds& out) {
+    if (!text.empty() && !parse_age(text, out))
+      throw UsageError{std::string(flag) + " needs a duration like 90s, 5m, 2h or 1d"};
+  };
+  age(args.min_age, "--min-age", q.min_age);
+  age(args.max_age, "--max-age", q.max_age);
   const bool filtered = q.min_age.count() != 0 || q.max_age.count() != 0 || !q.reason.empty();
-  if (q.op == Op::show && q.ids.size() != 1)
-    return usage_error("dlq show needs exactly one ID", kDlqUsage);
+  if (q.op == Op::show && q.ids.size() != 1) throw UsageError{"dlq show needs exactly one ID"};
   if (q.op == Op::remove && q.ids.empty())
-    return usage_error("dlq delete needs at least one ID (purge removes all)", kDlqUsage);
-  if (q.op == Op::redrive && q.ids.empty() && !all && !filtered)
-    return usage_error("dlq redrive needs IDs, --all or a filter", kDlqUsage);
+    throw UsageError{"dlq delete needs at least one ID (purge removes all)"};
+  if (q.op == Op::redrive && q.ids.empty() && !args.all && !filtered)
+    throw UsageError{"dlq redrive needs IDs, --all or a filter"};
+  return q;
+}
+
+int dlq(Connection& conn, const sluice::client::DeadLetterQuery& q) {
   auto result = conn.dead_letters(q);
   if (!result) return broker_error(result.error());
   sluicectl::print_dead_letters(q, *result);
   return 0;
 }
 
-int set(Connection& conn, Args& args) {
-  std::string queue;
-  std::vector<std::pair<std::string, std::string>> settings;
-  while (args.more()) {
-    auto a = args.next();
-    if (a == "--help" || a == "-h") {
-      std::fputs(kSetUsage, stdout);
-      return 0;
-    } else if (!a.starts_with("-") && queue.empty()) {
-      queue = a;
-    } else if (const auto eq = a.find('='); eq != std::string_view::npos && eq > 0) {
-      settings.emplace_back(a.substr(0, eq), a.substr(eq + 1));
-    } else {
-      return usage_error("expected NAME=VALUE, got " + std::string(a), kSetUsage);
-    }
-  }
-  if (queue.empty() || settings.empty())
-    return usage_error("set needs a QUEUE and at least one NAME=VALUE", kSetUsage);
+int set(Connection& conn, const std::string& queue,
+        const std::vector<std::pair<std::string, std::string>>& settings) {
   if (auto error = conn.configure(queue, settings)) return broker_error(error);
   return 0;
 }
@@ -446,22 +348,14 @@ void print_token_table(const std::string& name, const std::string& hash) {
       name.c_str(), hash.c_str());
 }
 
-int token_command(std::string_view command, Args& args) {
-  std::string name = "NAME";
-  while (args.more()) {
-    auto a = args.next();
-    if (a == "--name" && args.more()) {
-      name = args.next();
-    } else {
-      return usage_error("unexpected " + std::string(a), kTokenUsage);
-    }
-  }
-  if (command == "new-token") {
-    const std::string token = sluice::security::generate_token();
-    std::printf("%s\n\n", token.c_str());
-    print_token_table(name, sluice::security::hash_token(token));
-    return 0;
-  }
+int new_token(const std::string& name) {
+  const std::string token = sluice::security::generate_token();
+  std::printf("%s\n\n", token.c_str());
+  print_token_table(name, sluice::security::hash_token(token));
+  return 0;
+}
+
+int hash_token(const std::string& name) {
   std::string token;
   std::getline(std::cin, token);
   while (!token.empty() && (token.back() == '\r' || token.back() == ' ')) token.pop_back();
@@ -476,87 +370,195 @@ int token_command(std::string_view command, Args& args) {
   return 0;
 }
 
-}  // namespace
+/// The connection options from the line and the environment; throws UsageError.
+struct ConnectionArgs {
+  std::string broker;
+  std::string token_file;
+  bool tls = false;
+  std::string ca_file;
+  std::string server_name;
 
-int main(int argc, char** argv) {
-  Args args;
-  for (int i = 1; i < argc; ++i) args.items.emplace_back(argv[i]);
-  std::string broker =
-      std::getenv("SLUICE_BROKER") ? std::getenv("SLUICE_BROKER") : "127.0.0.1:7450";
-  sluice::client::Options options;
-  // The token comes from a file or the environment, never the command line (ps shows that).
-  if (const char* token = std::getenv("SLUICE_TOKEN")) options.token = token;
-  while (args.more() && args.items[args.i].starts_with("-")) {
-    auto a = args.next();
-    if (a == "--help" || a == "-h") {
-      std::fputs(kUsage, stdout);
-      return 0;
-    } else if (a == "--broker" && args.more()) {
-      broker = args.next();
-    } else if (a == "--token-file" && args.more()) {
-      const std::string path(args.next());
-      std::ifstream file(path);
-      if (!file || !std::getline(file, options.token)) {
-        std::fprintf(stderr, "sluicectl: cannot read a token from %s\n", path.c_str());
-        return 2;
-      }
+  sluice::client::Options options() const {
+    sluice::client::Options options;
+    // The token comes from a file or the environment, never the command line (ps shows that).
+    if (const char* token = std::getenv("SLUICE_TOKEN")) options.token = token;
+    if (!token_file.empty()) {
+      std::ifstream file(token_file);
+      if (!file || !std::getline(file, options.token))
+        throw UsageError{"cannot read a token from " + token_file};
       while (!options.token.empty() &&
              (options.token.back() == '\r' || options.token.back() == ' '))
         options.token.pop_back();
-    } else if (a == "--tls") {
-      options.tls = true;
-    } else if (a == "--ca-file" && args.more()) {
-      options.tls = true;
-      options.ca_file = args.next();
-    } else if (a == "--server-name" && args.more()) {
-      options.server_name = args.next();
-    } else {
-      return usage_error("unknown option " + std::string(a), kUsage);
     }
+    options.tls = tls || !ca_file.empty();
+    options.ca_file = ca_file;
+    options.server_name = server_name;
+    const auto colon = broker.rfind(':');
+    std::uint64_t port = 0;
+    if (colon == std::string::npos || !parse_u64(broker.substr(colon + 1), port) || port == 0 ||
+        port > 65535)
+      throw UsageError{"--broker needs HOST:PORT, got " + broker};
+    options.host = broker.substr(0, colon);
+    if (options.host.size() > 2 && options.host.front() == '[')
+      options.host = options.host.substr(1, options.host.size() - 2);
+    options.port = static_cast<std::uint16_t>(port);
+    options.client_name = "sluicectl";
+    return options;
   }
-  if (!args.more()) return usage_error("missing COMMAND", kUsage);
-  const std::string_view command = args.next();
-  if (command == "new-token" || command == "hash-token") {
-    for (std::size_t j = args.i; j < args.items.size(); ++j) {
-      if (args.items[j] == "--help" || args.items[j] == "-h") {
-        std::fputs(kTokenUsage, stdout);
-        return 0;
-      }
-    }
-    return token_command(command, args);
-  }
-  using Fn = int (*)(Connection&, Args&);
-  Fn fn = command == "publish"   ? publish
-          : command == "consume" ? consume
-          : command == "stats"   ? stats
-          : command == "set"     ? set
-          : command == "dlq"     ? dlq
-                                 : nullptr;
-  if (!fn) return usage_error("unknown command " + std::string(command), kUsage);
-  // --help must work without a broker.
-  for (std::size_t j = args.i; j < args.items.size(); ++j) {
-    if (args.items[j] == "--help" || args.items[j] == "-h") {
-      std::fputs(command == "publish"   ? kPublishUsage
-                 : command == "consume" ? kConsumeUsage
-                 : command == "set"     ? kSetUsage
-                 : command == "dlq"     ? kDlqUsage
-                                        : kStatsUsage,
-                 stdout);
-      return 0;
-    }
-  }
+};
 
-  const auto colon = broker.rfind(':');
-  std::uint64_t port = 0;
-  if (colon == std::string::npos || !parse_u64(broker.substr(colon + 1), port) || port == 0 ||
-      port > 65535)
-    return usage_error("--broker needs HOST:PORT, got " + broker, kUsage);
-  options.host = broker.substr(0, colon);
-  if (options.host.size() > 2 && options.host.front() == '[')
-    options.host = options.host.substr(1, options.host.size() - 2);
-  options.port = static_cast<std::uint16_t>(port);
-  options.client_name = "sluicectl";
+/// A check that a value is a number from `lo` to `hi`; `allowed` says so in words.
+CLI::Validator number_in(double lo, double hi, const std::string& allowed) {
+  return CLI::Validator(
+      [=](std::string& text) -> std::string {
+        char* end = nullptr;
+        const double value = std::strtod(text.c_str(), &end);
+        if (text.empty() || *end != '\0' || !(value >= lo && value <= hi))
+          return "needs " + allowed + ", got " + text;
+        return {};
+      },
+      "");
+}
+
+/// A subcommand whose --help prints `usage`, word for word.
+CLI::App* command(CLI::App& app, const char* name, const char* usage) {
+  CLI::App* sub = app.add_subcommand(name);
+  sub->formatter_fn(
+      [usage](const CLI::App*, std::string, CLI::AppFormatMode) { return std::string(usage); });
+  return sub;
+}
+
+/// What a usage error prints: the message, then the usage of the command it is about.
+int usage_error(const std::string& message, const CLI::App& app) {
+  std::fprintf(stderr, "sluicectl: %s\n\n%s", message.c_str(), app.help().c_str());
+  return 2;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  CLI::App app("sluicectl");
+  app.formatter_fn([](const CLI::App*, std::string, CLI::AppFormatMode) { return kUsage; });
+  app.set_version_flag("--version", "sluicectl " SLUICE_VERSION);
+  // Connection options may come before or after the command (fallthrough).
+  app.fallthrough();
+  // An option given twice takes its last value, so an alias can be overridden.
+  app.option_defaults()->multi_option_policy(CLI::MultiOptionPolicy::TakeLast);
+  ConnectionArgs connection;
+  connection.broker =
+      std::getenv("SLUICE_BROKER") ? std::getenv("SLUICE_BROKER") : "127.0.0.1:7450";
+  app.add_option("--broker", connection.broker);
+  app.add_option("--token-file", connection.token_file);
+  app.add_flag("--tls", connection.tls);
+  app.add_option("--ca-file", connection.ca_file);
+  app.add_option("--server-name", connection.server_name);
+  app.require_subcommand(0, 1);
+
+  const CLI::Validator kPositive = number_in(1, 1.8e19, "a positive whole number");
+  const CLI::Validator kRate = number_in(0.1, 1e6, "0.1 to 1000000 messages per second");
+
+  PublishArgs publish_args;
+  CLI::App* publish_cmd = command(app, "publish", kPublishUsage);
+  publish_cmd->add_option("QUEUE", publish_args.queue)->required();
+  publish_cmd->add_option("--body", publish_args.body);
+  publish_cmd->add_option("--header", publish_args.headers);
+  publish_cmd->add_option("--count", publish_args.count)->check(kPositive);
+  publish_cmd->add_flag("--quiet", publish_args.quiet);
+
+  ConsumeArgs consume_args;
+  CLI::App* consume_cmd = command(app, "consume", kConsumeUsage);
+  consume_cmd->add_option("QUEUE", consume_args.queue)->required();
+  consume_cmd->add_option("--count", consume_args.count)->check(kPositive);
+  consume_cmd->add_option("--max-in-flight", consume_args.max_in_flight)
+      ->check(number_in(1, 1e6, "a number from 1 to 1000000"));
+  consume_cmd->add_option("--timeout", consume_args.timeout_seconds)
+      ->check(number_in(0.001, 86400.0 * 365, "a positive number of seconds, e.g. 2.5"));
+  consume_cmd->add_option("--rate", consume_args.rate)->check(kRate);
+  consume_cmd->add_flag("--nack", consume_args.nack);
+  consume_cmd->add_flag("--headers", consume_args.show_headers);
+
+  std::string stats_queue;
+  CLI::App* stats_cmd = command(app, "stats", kStatsUsage);
+  stats_cmd->add_option("QUEUE", stats_queue);
+
+  std::string set_queue;
+  std::vector<std::string> set_pairs;
+  CLI::App* set_cmd = command(app, "set", kSetUsage);
+  set_cmd->add_option("QUEUE", set_queue)->required();
+  set_cmd->add_option("NAME=VALUE", set_pairs)->required();
+
+  DlqArgs dlq_args;
+  CLI::App* dlq_cmd = command(app, "dlq", kDlqUsage);
+  dlq_cmd->add_option("OP", dlq_args.op)
+      ->required()
+      ->check(CLI::IsMember({"list", "show", "redrive", "delete", "purge"}));
+  dlq_cmd->add_option("QUEUE", dlq_args.query.queue)->required();
+  dlq_cmd->add_option("ID", dlq_args.query.ids);
+  dlq_cmd->add_flag("--newest", dlq_args.query.newest_first);
+  dlq_cmd->add_flag("--all", dlq_args.all);
+  dlq_cmd->add_option("--limit", dlq_args.query.limit)->check(number_in(1, 1000, "1 to 1000"));
+  dlq_cmd->add_option("--after", dlq_args.query.after);
+  dlq_cmd->add_option("--min-age", dlq_args.min_age);
+  dlq_cmd->add_option("--max-age", dlq_args.max_age);
+  dlq_cmd->add_option("--reason", dlq_args.query.reason);
+  dlq_cmd->add_option("--rate", dlq_args.query.rate)->check(kRate);
+
+  std::string token_name = "NAME";
+  CLI::App* new_token_cmd = command(app, "new-token", kTokenUsage);
+  new_token_cmd->add_option("--name", token_name);
+  CLI::App* hash_token_cmd = command(app, "hash-token", kTokenUsage);
+  hash_token_cmd->add_option("--name", token_name);
+
+  // Extras fall through to here and are reported with the usage of their command.
+  app.allow_extras();
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::CallForHelp&) {
+    std::fputs(app.help().c_str(), stdout);
+    return 0;
+  } catch (const CLI::CallForVersion& version) {
+    std::puts(version.what());
+    return 0;
+  } catch (const CLI::ParseError& e) {
+    return usage_error(e.what(), app);
+  }
+  const auto chosen = app.get_subcommands();
+  if (!app.remaining().empty()) {
+    const std::string first = app.remaining().front();
+    if (chosen.empty() && !first.starts_with("-"))
+      return usage_error("unknown command " + first, app);
+    return usage_error("unexpected argument " + first, app);
+  }
+  if (chosen.empty()) return usage_error("missing COMMAND", app);
+  const CLI::App* cmd = chosen.front();
+  if (cmd == new_token_cmd) return new_token(token_name);
+  if (cmd == hash_token_cmd) return hash_token(token_name);
+
+  // Everything is checked before connecting.
+  std::function<int(Connection&)> run;
+  sluice::client::Options options;
+  try {
+    options = connection.options();
+    if (cmd == publish_cmd) {
+      publish_args.has_body = publish_cmd->count("--body") > 0;
+      for (const auto& h : publish_args.headers) split_pair(h, "--header");
+      run = [&](Connection& conn) { return publish(conn, publish_args); };
+    } else if (cmd == consume_cmd) {
+      run = [&](Connection& conn) { return consume(conn, consume_args); };
+    } else if (cmd == stats_cmd) {
+      run = [&](Connection& conn) { return stats(conn, stats_queue); };
+    } else if (cmd == set_cmd) {
+      std::vector<std::pair<std::string, std::string>> settings;
+      for (const auto& pair : set_pairs) settings.push_back(split_pair(pair, "a setting"));
+      run = [&, settings](Connection& conn) { return set(conn, set_queue, settings); };
+    } else {
+      auto query = dlq_query(dlq_args);
+      run = [&, query](Connection& conn) { return dlq(conn, query); };
+    }
+  } catch (const UsageError& e) {
+    return usage_error(e.message, app);
+  }
   auto conn = Connection::connect(options);
   if (!conn) return broker_error(conn.error());
-  return fn(**conn, args);
+  return run(**conn);
 }

@@ -40,11 +40,67 @@ TEST_CASE("sluicectl --help, on every subcommand") {
   CHECK(contains(r.out, "unknown command"));
 }
 
+TEST_CASE("usage errors exit 2 before any connection; --version; options anywhere") {
+  // Nothing listens on port 9 (discard) here: a connection attempt would exit 1.
+  const std::string ctl = std::string(SLUICECTL_PATH) + " --broker 127.0.0.1:9";
+  struct Case {
+    std::string args;
+    std::string says;
+  };
+  for (const Case& c : std::vector<Case>{
+           {"publish", "QUEUE is required"},
+           {"publish q --count 0", "--count: needs a positive whole number"},
+           {"publish q --header nope", "--header needs KEY=VALUE"},
+           {"publish q stray", "unexpected argument stray"},
+           {"consume q --max-in-flight 0", "--max-in-flight: needs a number from 1 to 1000000"},
+           {"consume q --timeout soon", "--timeout: needs a positive number of seconds"},
+           {"set q", "NAME=VALUE is required"},
+           {"set q nope", "a setting needs KEY=VALUE, got nope"},
+           {"dlq frob q", "OP: frob not in"},
+           {"dlq show q", "dlq show needs exactly one ID"},
+           {"dlq redrive q", "dlq redrive needs IDs, --all or a filter"},
+           {"dlq list q --min-age soon", "--min-age needs a duration"},
+           {"stats --broker nohost", "--broker needs HOST:PORT, got nohost"},
+           {"stats --bogus", "unexpected argument --bogus"},
+       }) {
+    CAPTURE(c.args);
+    auto r = run_command(ctl + " " + c.args + " 2>&1 </dev/null");
+    CHECK(r.status == 2);
+    CHECK(contains(r.out, "sluicectl: " + c.says));
+    CHECK(contains(r.out, "usage: sluicectl"));
+    CHECK(!contains(r.out, "connection_lost"));
+  }
+  auto r = run_command(std::string(SLUICECTL_PATH) + " --version");
+  CHECK(r.status == 0);
+  CHECK(r.out == "sluicectl " SLUICE_VERSION "\n");
+  r = run_command(std::string(SLUICED_PATH) + " --version");
+  CHECK(r.status == 0);
+  CHECK(r.out == "sluiced " SLUICE_VERSION "\n");
+  r = run_command(std::string(SLUICED_PATH) + " --check --frobnicate 2>&1");
+  CHECK(r.status == 2);
+  CHECK(contains(r.out, "--frobnicate"));
+  r = run_command(std::string(SLUICED_PATH) + " --set nope --check 2>&1");
+  CHECK(r.status == 2);
+  CHECK(contains(r.out, "--set: needs NAME=VALUE"));
+
+  // Connection options after the command, and the command's options before its queue.
+  TestBroker broker;
+  const std::string bare = SLUICECTL_PATH;
+  r = run_command(bare + " publish --count 2 anywhere --body x --broker " + broker.address());
+  REQUIRE(r.status == 0);
+  CHECK(lines(r.out).size() == 2);
+  r = run_command(bare + " stats anywhere --broker " + broker.address());
+  REQUIRE(r.status == 0);
+  REQUIRE(lines(r.out).size() == 2);
+  CHECK(contains(lines(r.out)[1], "anywhere"));
+}
+
 TEST_CASE("sluicectl publishes, shows stats and consumes") {
   TestBroker broker;
   const std::string ctl = std::string(SLUICECTL_PATH) + " --broker " + broker.address();
 
-  auto r = run_command(ctl + " publish greetings --body hello --header lang=en --count 3");
+  auto r = run_command(
+      ctl + " publish greetings --body hello --header lang=en --header tier=gold --count 3");
   REQUIRE(r.status == 0);
   CHECK(lines(r.out).size() == 3);  // one id per message
 
@@ -71,6 +127,7 @@ TEST_CASE("sluicectl publishes, shows stats and consumes") {
   REQUIRE(got.size() == 5);
   CHECK(contains(got[0], " 1 hello"));  // "<id> <attempt> <payload>"
   CHECK(contains(got[0], "lang=en"));
+  CHECK(contains(got[0], "tier=gold"));  // a repeated option keeps every value
   CHECK(contains(got[4], "from stdin 2"));
 
   r = run_command(ctl + " stats greetings");
