@@ -72,15 +72,37 @@ void Engine::make_ready(Queue& queue, std::uint32_t index, bool front) {
   }
 }
 
-std::string_view Engine::key_of(const Queue& queue, std::string_view message) {
-  protocol::MessageParts parts;
-  std::string_view key;
-  if (protocol::parse_message(message, parts)) {
-    protocol::for_each_header(parts, [&](const protocol::Header& h) {
-      if (key.empty() && h.key == queue.options_.key_header) key = h.value;
-    });
+void Engine::keep_key(Slot& s, std::string_view message, std::string_view key) noexcept {
+  if (key.empty()) {
+    s.key_at = 0;
+    return;
   }
-  return key;
+  const auto at = static_cast<std::size_t>(key.data() - message.data());
+  s.key_at = at < kKeyBeyond ? static_cast<std::uint16_t>(at) : kKeyBeyond;
+}
+
+std::string_view Engine::key_of(const Slot& s) noexcept {
+  if (s.key_at == 0) return {};
+  if (s.key_at != kKeyBeyond) {
+    // The value is a str16: its length comes right before it.
+    return protocol::Reader(std::string_view(s.message).substr(s.key_at - 2)).str16();
+  }
+  return read_arrival(*s.queue, s.message).key;  // past 64 KiB of headers: rare
+}
+
+protocol::SystemHeaders Engine::read_arrival(const Queue& queue,
+                                             std::string_view message) noexcept {
+  protocol::MessageParts parts;
+  protocol::SystemHeaders sys;
+  if (!protocol::parse_message(message, parts) ||
+      !protocol::read_system_headers(parts, sys, queue.options_.key_header))
+    return {};  // checked at the door; a raw caller's bad headers are ignored
+  return sys;
+}
+
+const QueueOptions& Engine::options_for(std::string_view name) const noexcept {
+  const Queue* q = find(name);
+  return q != nullptr ? q->options_ : defaults_;
 }
 
 Queue& Engine::queue(std::string_view name) {
@@ -123,11 +145,13 @@ std::uint64_t Engine::next_id() {
 
 Published Engine::publish(Queue& queue, std::string_view message, Micros now, std::int64_t wall_us,
                           std::uint64_t redriven_from) {
-  protocol::MessageParts parts;
-  protocol::SystemHeaders sys;
-  if (redriven_from != 0 || !protocol::parse_message(message, parts) ||
-      !protocol::read_system_headers(parts, sys))
-    sys = {};  // a raw caller's bad headers are ignored
+  protocol::SystemHeaders sys = read_arrival(queue, message);
+  // A redriven message's sluice-* headers acted the first time; its key still orders it.
+  if (redriven_from != 0) {
+    const std::string_view key = sys.key;
+    sys = {};
+    sys.key = key;
+  }
   return publish(queue, message, sys, now, wall_us, redriven_from);
 }
 
@@ -148,7 +172,7 @@ Published Engine::publish(Queue& queue, std::string_view message,
     // stage keeps numbers, not ids). A repeat of a durable publish still being
     // committed is caught by the stage after the commit instead.
     std::uint32_t held = kNil;
-    if (queue.stage_->seen(key_of(queue, message), sys.sequence, held)) {
+    if (queue.stage_->seen(sys.key, sys.sequence, held)) {
       queue.counters_.duplicates_total++;
       return {held != kNil ? store_[held].id : 0, true};
     }
@@ -157,6 +181,7 @@ Published Engine::publish(Queue& queue, std::string_view message,
   const std::uint32_t index = store_.allocate();
   Slot& s = store_[index];
   s.message.assign(message.data(), message.size());
+  keep_key(s, message, sys.key);
   s.id = next_id();
   s.publish_wall_us = wall_us;
   s.queue = &queue;
@@ -180,18 +205,19 @@ Published Engine::publish(Queue& queue, std::string_view message,
     s.durable = true;
     s.state = SlotState::staged;
     queue.counters_.staged++;
-    staged_.emplace_back(journal_->stored(queue, s.id, wall_us, s.message, redriven_from), index);
+    staged_.push_back({journal_->stored(queue, s.id, wall_us, s.message, redriven_from), index,
+                       sys.has_sequence ? sys.sequence : 0});
     // A delay survives a restart: the journal knows when the message may go.
     if (s.deadline > now) journal_->attempted(s.id, 0, s.deadline);
     return {s.id, false};
   }
   const std::uint64_t id = s.id;
-  const bool duplicate = arrive(queue, index, now);
+  const bool duplicate = arrive(queue, index, now, sys.has_sequence ? sys.sequence : 0);
   dispatch(queue, now);
   return {id, duplicate};
 }
 
-bool Engine::arrive(Queue& queue, std::uint32_t index, Micros now) {
+bool Engine::arrive(Queue& queue, std::uint32_t index, Micros now, std::uint64_t sequence) {
   Slot& s = store_[index];
   if (s.deadline > now) {
     s.state = SlotState::delayed;
@@ -199,24 +225,17 @@ bool Engine::arrive(Queue& queue, std::uint32_t index, Micros now) {
     queue.counters_.delayed++;
     return false;
   }
-  return arrive_now(queue, index, now);
+  return arrive_now(queue, index, now, sequence);
 }
 
-bool Engine::arrive_now(Queue& queue, std::uint32_t index, Micros now) {
-  if (!queue.stage_ || store_[index].redriven) {
-    enqueue(queue, index, now);
-    return false;
-  }
+bool Engine::arrive_now(Queue& queue, std::uint32_t index, Micros now, std::uint64_t sequence) {
   Slot& s = store_[index];
-  protocol::MessageParts parts;
-  protocol::SystemHeaders sys;
-  if (!protocol::parse_message(s.message, parts) || !protocol::read_system_headers(parts, sys) ||
-      !sys.has_sequence) {
+  if (!queue.stage_ || s.redriven || sequence == 0) {
     enqueue(queue, index, now);  // no sequence number: not the stage's business
     return false;
   }
   released_.clear();
-  switch (queue.stage_->offer(key_of(queue, s.message), sys.sequence, index, now, released_)) {
+  switch (queue.stage_->offer(key_of(s), sequence, index, now, released_)) {
     case Resequencer::Verdict::hold:
       s.state = SlotState::held;
       queue.counters_.held++;
@@ -239,8 +258,7 @@ bool Engine::arrive_now(Queue& queue, std::uint32_t index, Micros now) {
 
 void Engine::enqueue(Queue& queue, std::uint32_t index, Micros now) {
   Slot& s = store_[index];
-  if (queue.lanes_ && s.lane == nullptr)
-    s.lane = &queue.lanes_->hold(key_of(queue, s.message), now);
+  if (queue.lanes_ && s.lane == nullptr) s.lane = &queue.lanes_->hold(key_of(s), now);
   make_ready(queue, index, false);
 }
 
@@ -258,12 +276,12 @@ void Engine::drop(std::uint32_t index, Micros now) {
 
 void Engine::committed(std::uint64_t seq, Micros now) {
   Queue* last = nullptr;
-  while (!staged_.empty() && staged_.front().first <= seq) {
-    const std::uint32_t index = staged_.front().second;
+  while (!staged_.empty() && staged_.front().seq <= seq) {
+    const Staged staged = staged_.front();
     staged_.pop_front();
-    Queue& queue = *store_[index].queue;
+    Queue& queue = *store_[staged.slot].queue;
     queue.counters_.staged--;
-    arrive(queue, index, now);
+    arrive(queue, staged.slot, now, staged.sequence);
     // Commits cover many publishes, mostly to one queue: dispatch once per run.
     if (last != nullptr && last != &queue) dispatch(*last, now);
     last = &queue;
@@ -300,6 +318,8 @@ void Engine::restore(Queue& queue, std::uint64_t id, std::string_view message,
   const std::uint32_t index = store_.allocate();
   Slot& s = store_[index];
   s.message.assign(message.data(), message.size());
+  const protocol::SystemHeaders sys = read_arrival(queue, message);
+  keep_key(s, message, sys.key);
   s.id = id;
   s.publish_wall_us = publish_wall_us;
   s.queue = &queue;
@@ -310,20 +330,17 @@ void Engine::restore(Queue& queue, std::uint64_t id, std::string_view message,
   queue.counters_.bytes += message.size();
   memory_used_ += message.size() + kMessageOverhead;
   // Its dedup id stays taken for the rest of its window.
-  protocol::MessageParts parts;
-  protocol::SystemHeaders sys;
-  if (queue.options_.dedup_window > 0 && protocol::parse_message(message, parts) &&
-      protocol::read_system_headers(parts, sys) && !sys.dedup_id.empty()) {
+  if (queue.options_.dedup_window > 0 && !sys.dedup_id.empty()) {
     const Micros expires = now - (wall_now - publish_wall_us) + queue.options_.dedup_window;
     if (expires > now)
       queue.dedup_.insert(sys.dedup_id, id, expires, queue.options_.dedup_max_entries);
   }
   if (attempts == 0) {
-    arrive(queue, index, now);
+    arrive(queue, index, now, sys.has_sequence ? sys.sequence : 0);
     return;
   }
   // Delivered before the restart: it has had its turn in the resequencer.
-  if (queue.lanes_) s.lane = &queue.lanes_->hold(key_of(queue, s.message), now);
+  if (queue.lanes_) s.lane = &queue.lanes_->hold(key_of(s), now);
   if (interrupted) {
     // Out when the broker stopped: its key waits for it, as for any delivery,
     // until finish_recovery() fails the attempt.

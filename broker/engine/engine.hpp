@@ -80,6 +80,8 @@ class Engine {
   std::size_t queue_count() const noexcept { return queues_.size(); }
   /// The queue if it exists.
   Queue* find(std::string_view name) const noexcept;
+  /// The options of queue `name`: its own, or the defaults it would be created with.
+  const QueueOptions& options_for(std::string_view name) const noexcept;
   /// Every queue, in no particular order.
   std::vector<const Queue*> queues() const;
 
@@ -124,8 +126,9 @@ class Engine {
   /// removes the entry in the write that stores the message.
   Published publish(Queue& queue, std::string_view message, Micros now, std::int64_t wall_us,
                     std::uint64_t redriven_from = 0);
-  /// The same with the message's sluice-* headers already read (and checked)
-  /// by the caller: the hot path parses each message once.
+  /// The same with the message's sluice-* headers and key already read (and
+  /// checked) by the caller, with the queue's key header: the door (net's
+  /// Intake) parses each message once, and the slot keeps where its key is.
   Published publish(Queue& queue, std::string_view message, const protocol::SystemHeaders& sys,
                     Micros now, std::int64_t wall_us, std::uint64_t redriven_from = 0);
 
@@ -238,9 +241,14 @@ class Engine {
                           bool front, Micros now);
   /// The message is in (committed, if durable): wait for its not-before time,
   /// then arrive_now. True when the resequencer dropped it as a duplicate.
-  bool arrive(Queue& queue, std::uint32_t slot, Micros now);
+  /// `sequence`: its sluice-seq (0: none), as read at the door.
+  bool arrive(Queue& queue, std::uint32_t slot, Micros now, std::uint64_t sequence);
   /// Through the resequencer (if it carries a sequence number) into line.
-  bool arrive_now(Queue& queue, std::uint32_t slot, Micros now);
+  bool arrive_now(Queue& queue, std::uint32_t slot, Micros now, std::uint64_t sequence);
+  /// The sequence number of a delayed publish whose time has come (0: none).
+  /// The one place a header is read again: a slot does not keep the number
+  /// (8 bytes a message) for a delayed message on a resequencing queue.
+  std::uint64_t sequence_of(std::uint32_t slot) const noexcept;
   /// Into its key's lane (or the queue's FIFO) at the back.
   void enqueue(Queue& queue, std::uint32_t slot, Micros now);
   /// Forgets a message for good (acked, dead-lettered, duplicate): memory, lane, slot.
@@ -267,8 +275,14 @@ class Engine {
   void apply_rates(Queue& queue, Micros now);
   /// Puts a slot among the ready: its key's lane on a keyed queue, or the queue's FIFO.
   void make_ready(Queue& queue, std::uint32_t slot, bool front);
-  /// The value of the queue's key header in `message` ("" when absent).
-  static std::string_view key_of(const Queue& queue, std::string_view message);
+  /// Remembers where the key (a view into `message`) is, for the slot's copy.
+  static void keep_key(Slot& s, std::string_view message, std::string_view key) noexcept;
+  /// The slot's ordering key ("" when it has none).
+  static std::string_view key_of(const Slot& s) noexcept;
+  /// A stored message's sluice-* headers and key, for paths that did not
+  /// come through the door (recovery, redrive, a raw publish).
+  static protocol::SystemHeaders read_arrival(const Queue& queue,
+                                              std::string_view message) noexcept;
 
   QueueOptions defaults_;
   MessageStore store_;
@@ -287,7 +301,13 @@ class Engine {
   bool memory_full_ = false;
 
   Journal* journal_ = nullptr;
-  std::deque<std::pair<std::uint64_t, std::uint32_t>> staged_;  // (journal seq, slot), in order
+  /// Durable publishes waiting for their journal write, in journal order.
+  struct Staged {
+    std::uint64_t seq;  // the journal write
+    std::uint32_t slot;
+    std::uint64_t sequence;  // its sluice-seq, read at the door (0: none)
+  };
+  std::deque<Staged> staged_;
   std::deque<std::pair<std::uint64_t, std::uint32_t>> dead_letters_;  // the same, leaving
   std::mt19937_64 rng_{0x5eed};
   std::vector<std::uint32_t> released_;     // scratch for the resequencer

@@ -115,11 +115,18 @@ void Engine::advance(Micros now) {
       if (s.attempt > 0)
         make_ready(queue, index, queue.options_.ordered);  // a retry: first of its key again
       else
-        arrive_now(queue, index, now);  // a delayed publish
+        arrive_now(queue, index, now, sequence_of(index));  // a delayed publish
     }
     dispatch(queue, now);
   }
   if (auto next = next_deadline()) deadline_moved(*next);
+}
+
+std::uint64_t Engine::sequence_of(std::uint32_t index) const noexcept {
+  const Slot& s = store_[index];
+  if (!s.queue->stage_ || s.redriven) return 0;
+  const protocol::SystemHeaders sys = read_arrival(*s.queue, s.message);
+  return sys.has_sequence ? sys.sequence : 0;
 }
 
 std::optional<Micros> Engine::next_deadline() const noexcept {

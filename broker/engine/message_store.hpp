@@ -56,7 +56,13 @@ struct Slot {
   bool redriven : 1 = false;  // back from the dead-letter queue: skips the resequencer
   bool failed : 1 = false;    // has a Failure record (MessageStore::failure)
   bool extended : 1 = false;  // its lease was extended (Engine::extended_ knows when it began)
+  // Its ordering key, read once at the door: where the key header's value
+  // starts in `message` (0: no key; kKeyBeyond: further in, read it again).
+  std::uint16_t key_at = 0;
 };
+static_assert(sizeof(Slot) == 104, "a bigger slot costs throughput and memory per message");
+
+inline constexpr std::uint16_t kKeyBeyond = 0xffff;
 
 /// What a dead-letter entry needs to know about a message's failed attempts.
 /// Kept beside the slots, not in them: most messages never fail, and the

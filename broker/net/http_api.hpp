@@ -24,6 +24,7 @@
 #include "auth.hpp"
 #include "engine.hpp"
 #include "http_types.hpp"
+#include "intake.hpp"
 
 namespace sluice::net {
 
@@ -100,6 +101,8 @@ class HttpApi final {
   engine::Engine& engine_;
   const Metrics& metrics_;
   HttpApiOptions options_;
+  Intake intake_;
+  IntakeResult taken_;  // of the last publish
   bool ready_ = false;
   bool stopping_ = false;
   std::uint32_t next_subscription_ = 1;

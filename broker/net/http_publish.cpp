@@ -13,6 +13,7 @@
 #include "durable_store.hpp"
 #include "http_json.hpp"
 #include "http_util.hpp"
+#include "intake.hpp"
 #include "json_body.hpp"
 #include "log.hpp"
 #include "sluice/protocol/codec.hpp"
@@ -36,15 +37,13 @@ struct Draft {
   std::string correlation_id;
 };
 
-/// Encodes a draft and checks it like a PUBLISH frame's message: header
-/// limits, sluice-* values, a not-before time at most 30 days ahead.
-std::optional<std::string> encode_draft(const Draft& d, const protocol::Limits& limits,
-                                        std::string& message, protocol::SystemHeaders& sys) {
+/// Encodes a draft; what the encoding cannot carry (its lengths are 16-bit)
+/// is refused first. The Intake checks the rest, as for a PUBLISH frame.
+std::optional<std::string> encode_draft(const Draft& d, std::string& message) {
   std::vector<protocol::Header> headers;
   headers.reserve(d.headers.size());
   for (const auto& [k, v] : d.headers) headers.push_back({k, v});
   if (headers.size() > protocol::kMaxHeaders) return "more than 64 headers";
-  // The encoding's lengths are 16-bit: check before encoding, not after.
   for (const auto& h : headers) {
     if (h.key.empty() || h.key.size() > protocol::kMaxHeaderKeyBytes)
       return "header names must be 1..255 bytes";
@@ -53,23 +52,15 @@ std::optional<std::string> encode_draft(const Draft& d, const protocol::Limits& 
   }
   message.clear();
   protocol::encode_message(message, headers, d.payload);
-  protocol::MessageParts parts;
-  if (auto s = protocol::parse_message(message, parts); !s) return std::string(s.detail);
-  if (auto s = protocol::check_header_limits(parts, limits); !s) return std::string(s.detail);
-  if (auto s = protocol::read_system_headers(parts, sys); !s) return std::string(s.detail);
-  if (sys.not_before_ms != 0 &&
-      sys.not_before_ms > static_cast<std::uint64_t>(wall_us() / 1000) + protocol::kMaxDelayMs)
-    return "sluice-not-before-ms is more than 30 days ahead";
   return std::nullopt;
 }
 
-std::string key_header_of(const engine::Queue& queue) {
-  return queue.options().key_header.empty() ? std::string(protocol::kKeyHeader)
-                                            : queue.options().key_header;
+std::string key_header_of(const engine::QueueOptions& queue) {
+  return queue.key_header.empty() ? std::string(protocol::kKeyHeader) : queue.key_header;
 }
 
 /// The draft's headers from one HTTP request's Sluice-* headers.
-void draft_from_http(const HttpRequest& request, const engine::Queue& queue, Draft& d) {
+void draft_from_http(const HttpRequest& request, const engine::QueueOptions& queue, Draft& d) {
   for (const auto& [name, value] : request.headers) {
     if (name == "sluice-key") {
       d.headers.emplace_back(key_header_of(queue), value);
@@ -87,7 +78,8 @@ void draft_from_http(const HttpRequest& request, const engine::Queue& queue, Dra
 }
 
 /// The draft of one entry of a batch publish; the problem, or nullopt.
-std::optional<std::string> draft_from_json(const json& m, const engine::Queue& queue, Draft& d) {
+std::optional<std::string> draft_from_json(const json& m, const engine::QueueOptions& queue,
+                                           Draft& d) {
   if (!m.is_object()) return "each message must be a JSON object";
   if (auto unknown = unknown_field(m, {"payload", "payload_base64", "key", "dedup_id", "seq",
                                        "delay_ms", "not_before_ms", "correlation_id", "headers"}))
@@ -146,7 +138,7 @@ std::optional<std::string> draft_from_json(const json& m, const engine::Queue& q
 
 engine::Queue* HttpApi::open_queue(std::string_view name, Respond& respond) {
   engine::Queue* queue = engine_.open(name);
-  if (queue == nullptr) respond(error_response(errc::too_many_queues, "limits.max_queues reached"));
+  if (queue == nullptr) respond(error_response(errc::too_many_queues, kTooManyQueues));
   return queue;
 }
 
@@ -166,48 +158,43 @@ void HttpApi::answer_published(const engine::Queue& queue, HttpResponse response
 
 void HttpApi::publish_one(const QueueCall& call, Respond& respond) {
   const HttpRequest& request = call.request;
-  const std::string_view queue_name = call.queue;
   if (request.body.size() > options_.max_payload_bytes) {
     respond(error_response(errc::payload_too_large, "payload over limits.max_payload_bytes (" +
                                                         std::to_string(options_.max_payload_bytes) +
                                                         " bytes)"));
     return;
   }
-  engine::Queue* queue = open_queue(queue_name, respond);
-  if (queue == nullptr) return;
   Draft d;
-  draft_from_http(request, *queue, d);
+  draft_from_http(request, engine_.options_for(call.queue), d);
   d.payload = request.body;
   if (d.correlation_id.empty()) d.correlation_id = new_correlation_id();
   d.headers.emplace_back(protocol::kCorrelationHeader, d.correlation_id);
   std::string message;
-  protocol::SystemHeaders sys;
-  if (auto problem = encode_draft(d, broker_.options().limits, message, sys)) {
+  if (auto problem = encode_draft(d, message)) {
     respond(error_response(errc::invalid_argument, *problem));
     return;
   }
-  const auto now = mono_us();
-  const engine::Admission admission = engine_.admit(*queue, 1, now);
-  if (admission.code != errc::ok) {
-    respond(error_response(admission.code, admission.detail, admission.retry_after));
+  const std::string_view messages[] = {message};
+  intake_.offer(call.queue, messages, mono_us(), wall_us(), taken_);
+  if (!taken_) {
+    respond(error_response(taken_.code, taken_.detail, taken_.retry_after));
     return;
   }
-  const engine::Published published = engine_.publish(*queue, message, sys, now, wall_us());
+  const engine::Queue& queue = *taken_.queue;
   log::debug("published")
-      .str("queue", queue->name())
-      .unum("message_id", published.id)
+      .str("queue", queue.name())
+      .unum("message_id", taken_.ids[0])
       .str("correlation_id", d.correlation_id)
       .str("via", "http");
-  HttpResponse r = json_response(202, {{"id", published.id},
-                                       {"duplicate", published.duplicate},
+  HttpResponse r = json_response(202, {{"id", taken_.ids[0]},
+                                       {"duplicate", !taken_.duplicates.empty()},
                                        {"correlation_id", d.correlation_id},
-                                       {"pressure", queue->pressure() / 100.0}});
-  answer_published(*queue, std::move(r), respond);
+                                       {"pressure", queue.pressure() / 100.0}});
+  answer_published(queue, std::move(r), respond);
 }
 
 void HttpApi::publish_batch(const QueueCall& call, Respond& respond) {
   const HttpRequest& request = call.request;
-  const std::string_view queue_name = call.queue;
   std::string problem;
   auto body = parse_body(request, false, {"messages"}, problem);
   if (!body) {
@@ -222,26 +209,17 @@ void HttpApi::publish_batch(const QueueCall& call, Respond& respond) {
                                                        " messages"));
     return;
   }
-  engine::Queue* queue = open_queue(queue_name, respond);
-  if (queue == nullptr) return;
-  // Every message is checked before any is admitted: a batch goes whole or not at all.
+  const engine::QueueOptions& queue_options = engine_.options_for(call.queue);
   std::vector<std::string> encoded(messages->size());
-  std::vector<protocol::SystemHeaders> sys(messages->size());
   std::vector<std::string> correlation(messages->size());
   for (std::size_t i = 0; i < messages->size(); ++i) {
     Draft d;
-    auto p = draft_from_json((*messages)[i], *queue, d);
-    if (!p && d.payload.size() > options_.max_payload_bytes) {
-      respond(error_response(
-          errc::payload_too_large,
-          "batch: message " + std::to_string(i) + ": payload over limits.max_payload_bytes"));
-      return;
-    }
+    auto p = draft_from_json((*messages)[i], queue_options, d);
     if (!p) {
       if (d.correlation_id.empty()) d.correlation_id = new_correlation_id();
       d.headers.emplace_back(protocol::kCorrelationHeader, d.correlation_id);
       correlation[i] = d.correlation_id;
-      p = encode_draft(d, broker_.options().limits, encoded[i], sys[i]);
+      p = encode_draft(d, encoded[i]);
     }
     if (p) {
       respond(error_response(errc::invalid_argument,
@@ -249,28 +227,32 @@ void HttpApi::publish_batch(const QueueCall& call, Respond& respond) {
       return;
     }
   }
-  const auto now = mono_us();
-  const engine::Admission admission = engine_.admit(*queue, encoded.size(), now);
-  if (admission.code != errc::ok) {
-    respond(error_response(admission.code, admission.detail, admission.retry_after));
+  const std::vector<std::string_view> views(encoded.begin(), encoded.end());
+  intake_.offer(call.queue, views, mono_us(), wall_us(), taken_);
+  if (!taken_) {
+    const std::string where =
+        taken_.in_message ? "batch: message " + std::to_string(taken_.message) + ": " : "";
+    respond(error_response(taken_.code, where + taken_.detail, taken_.retry_after));
     return;
   }
+  const engine::Queue& queue = *taken_.queue;
   json results = json::array();
-  const auto wall = wall_us();
-  for (std::size_t i = 0; i < encoded.size(); ++i) {
-    const auto published = engine_.publish(*queue, encoded[i], sys[i], now, wall);
-    results.push_back({{"id", published.id},
-                       {"duplicate", published.duplicate},
-                       {"correlation_id", correlation[i]}});
+  std::size_t next_duplicate = 0;
+  for (std::size_t i = 0; i < taken_.ids.size(); ++i) {
+    const bool duplicate =
+        next_duplicate < taken_.duplicates.size() && taken_.duplicates[next_duplicate] == i;
+    if (duplicate) ++next_duplicate;
+    results.push_back(
+        {{"id", taken_.ids[i]}, {"duplicate", duplicate}, {"correlation_id", correlation[i]}});
     log::debug("published")
-        .str("queue", queue->name())
-        .unum("message_id", published.id)
+        .str("queue", queue.name())
+        .unum("message_id", taken_.ids[i])
         .str("correlation_id", correlation[i])
         .str("via", "http");
   }
   HttpResponse r = json_response(
-      202, {{"messages", std::move(results)}, {"pressure", queue->pressure() / 100.0}});
-  answer_published(*queue, std::move(r), respond);
+      202, {{"messages", std::move(results)}, {"pressure", queue.pressure() / 100.0}});
+  answer_published(queue, std::move(r), respond);
 }
 
 }  // namespace sluice::net

@@ -51,6 +51,7 @@ HttpApi::HttpApi(Broker& broker, const Metrics& metrics, HttpApiOptions options)
       engine_(broker.engine()),
       metrics_(metrics),
       options_(options),
+      intake_(broker.engine(), broker.options().limits),
       alive_(std::make_shared<HttpApi*>(this)) {}
 
 void HttpApi::stop() {

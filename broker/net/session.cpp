@@ -57,7 +57,8 @@ Session::Session(Broker& broker, asio::ip::tcp::socket socket,
       decoder_(broker.options().limits.max_frame_bytes),
       frame_timer_(broker.io()),
       peer_check_timer_(broker.io()),
-      handshake_timer_(broker.io()) {}
+      handshake_timer_(broker.io()),
+      intake_(broker.engine(), broker.options().limits) {}
 
 Session::~Session() = default;
 
@@ -245,8 +246,8 @@ void Session::watch_partial_frame(bool progressed) {
 
 void Session::hold_confirm(std::uint64_t request_id, engine::Queue& queue) {
   const DurableStore& store = *broker_.store();  // a durable queue implies a store
-  pending_publishes_ += ids_.size();
-  wait({store.last_seq(), held_.size(), request_id, &queue, ids_, duplicates_, {}});
+  pending_publishes_ += taken_.ids.size();
+  wait({store.last_seq(), held_.size(), request_id, &queue, taken_.ids, taken_.duplicates, {}});
 }
 
 void Session::wait(WaitingAnswer answer) {

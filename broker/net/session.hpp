@@ -22,6 +22,7 @@
 
 #include "auth.hpp"
 #include "broker.hpp"
+#include "intake.hpp"
 #include "dead_letters.hpp"
 #include "engine.hpp"
 #include "listener.hpp"
@@ -119,7 +120,7 @@ class Session final : public std::enable_shared_from_this<Session>,
   /// SETTLED for `request_id` with failures_, now, or held until the writes
   /// made since `written_before` are committed (storage.settle = "commit").
   void answer_settled(std::uint64_t request_id, std::uint64_t written_before);
-  /// Puts the CONFIRM of a durable publish (ids_, duplicates_) in line; it is
+  /// Puts the CONFIRM of a durable publish (taken_) in line; it is
   /// encoded and sent once its writes are durable.
   void hold_confirm(std::uint64_t request_id, engine::Queue& queue);
   /// An answer waiting for write `seq`; the first one asks the store to wake us.
@@ -189,11 +190,9 @@ class Session final : public std::enable_shared_from_this<Session>,
   std::vector<engine::Consumer*> paused_;    // <= subscriptions
 
   // Scratch reused across frames so the steady state allocates nothing.
-  engine::Queue* last_queue_ = nullptr;
+  Intake intake_;
+  IntakeResult taken_;  // of the last PUBLISH
   std::vector<std::string_view> messages_;
-  std::vector<std::uint64_t> ids_;
-  std::vector<std::uint32_t> duplicates_;                // indexes into ids_
-  std::vector<protocol::SystemHeaders> system_headers_;  // of messages_, read once
   protocol::DeadLetterRequest dead_letter_request_;
   DeadLetterResult dead_letter_result_;
   std::vector<protocol::AckEntry> acks_;

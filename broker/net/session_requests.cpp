@@ -12,11 +12,6 @@ namespace sluice::net {
 
 using protocol::FrameType;
 
-namespace {
-constexpr const char* kTooManyQueues =
-    "the broker holds limits.max_queues queues already; this one would be new";
-}  // namespace
-
 bool Session::handle(const protocol::Frame& frame) {
   const auto type = static_cast<FrameType>(frame.type);
   if (!greeted_) {
@@ -159,57 +154,23 @@ bool Session::handle_publish(std::string_view body) {
     return true;
   }
   if (!permitted(publish.request_id, Permission::publish, publish.queue)) return true;
-  // The sluice-* headers are checked before anything is admitted: a frame is
-  // taken whole or not at all.
-  system_headers_.clear();
-  for (auto message : messages_) {
-    protocol::MessageParts parts;
-    protocol::SystemHeaders& sys = system_headers_.emplace_back();
-    if (!protocol::parse_message(message, parts)) continue;  // decode_publish checked it
-    if (auto s = protocol::read_system_headers(parts, sys); !s) {
-      send_error(publish.request_id, s.code, s.detail);
-      return true;
-    }
-    if (sys.not_before_ms != 0 &&
-        sys.not_before_ms > static_cast<std::uint64_t>(wall_us() / 1000) + protocol::kMaxDelayMs) {
-      send_error(publish.request_id, errc::invalid_argument,
-                 "publish: sluice-not-before-ms is more than 30 days ahead");
-      return true;
-    }
-  }
-  engine::Engine& engine = broker_.engine();
-  // Producers publish to the same queue frame after frame; skip the lookup.
-  if (last_queue_ == nullptr || last_queue_->name() != publish.queue) {
-    last_queue_ = engine.open(publish.queue);
-    if (last_queue_ == nullptr) {
-      send_error(publish.request_id, errc::too_many_queues, kTooManyQueues);
-      return true;
-    }
-  }
-  engine::Queue& queue = *last_queue_;
   const auto now = mono_us();
-  const auto admission = engine.admit(queue, messages_.size(), now);
-  if (admission.code == errc::queue_full && queue.options().overflow == engine::Overflow::block) {
-    engine.wait_for_room(queue, *this, now);
+  intake_.offer(publish.queue, messages_, now, wall_us(), taken_);
+  if (taken_.must_wait) {
+    broker_.engine().wait_for_room(*taken_.queue, *this, now);
     return false;
   }
-  if (admission.code != errc::ok) {
-    const auto retry_ms = static_cast<std::uint32_t>((admission.retry_after + 999) / 1000);
-    send_error(publish.request_id, admission.code, admission.detail, retry_ms);
+  if (!taken_) {
+    const auto retry_ms = static_cast<std::uint32_t>((taken_.retry_after + 999) / 1000);
+    send_error(publish.request_id, taken_.code, taken_.detail, retry_ms);
     return true;
   }
-  const auto wall = wall_us();
-  ids_.clear();
-  duplicates_.clear();
-  for (std::size_t i = 0; i < messages_.size(); ++i) {
-    const auto published = engine.publish(queue, messages_[i], system_headers_[i], now, wall);
-    if (published.duplicate) duplicates_.push_back(static_cast<std::uint32_t>(ids_.size()));
-    ids_.push_back(published.id);
-  }
+  engine::Queue& queue = *taken_.queue;
   if (queue.durable())
     hold_confirm(publish.request_id, queue);
   else
-    protocol::encode_confirm(out(), publish.request_id, queue.pressure(), ids_, duplicates_);
+    protocol::encode_confirm(out(), publish.request_id, queue.pressure(), taken_.ids,
+                             taken_.duplicates);
   return true;
 }
 

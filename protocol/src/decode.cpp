@@ -239,11 +239,14 @@ bool parse_decimal(std::string_view text, std::uint64_t& value) noexcept {
 }
 }  // namespace
 
-Status read_system_headers(const MessageParts& parts, SystemHeaders& out) noexcept {
+Status read_system_headers(const MessageParts& parts, SystemHeaders& out,
+                           std::string_view key_header) noexcept {
   out = {};
   Status status;
   for_each_header(parts, [&](const Header& h) {
-    if (!status || h.key.size() < 7 || h.key.compare(0, 7, "sluice-") != 0) return;
+    if (!status) return;
+    if (out.key.empty() && !key_header.empty() && h.key == key_header) out.key = h.value;
+    if (h.key.size() < 7 || h.key.compare(0, 7, "sluice-") != 0) return;
     if (h.key == kDedupHeader) {
       if (h.value.empty() || h.value.size() > kMaxDedupIdBytes)
         status = {errc::invalid_argument, "publish: sluice-dedup-id must be 1..255 bytes"};

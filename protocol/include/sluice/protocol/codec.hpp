@@ -168,8 +168,11 @@ Status decode_stats_result(std::string_view body, std::uint64_t& request_id,
 Status decode_error(std::string_view body, ErrorFrame& out) noexcept;
 Status decode_dead_letters(std::string_view body, DeadLetterRequest& out);
 Status decode_dead_letters_result(std::string_view body, DeadLetterResult& out);
-/// Reads the sluice-* headers of a parsed message; invalid_argument when one is malformed.
-Status read_system_headers(const MessageParts& parts, SystemHeaders& out) noexcept;
+/// Reads the sluice-* headers of a parsed message, and its key: the first
+/// non-empty value of a header named `key_header` ("" : no key). invalid_argument when one is
+/// malformed.
+Status read_system_headers(const MessageParts& parts, SystemHeaders& out,
+                           std::string_view key_header = {}) noexcept;
 
 /// Checks one message encoding (as stored or delivered) and splits it into parts.
 Status parse_message(std::string_view raw, MessageParts& out) noexcept;

@@ -205,8 +205,10 @@ struct Configure {
 };
 inline constexpr std::uint16_t kMaxConfigureSettings = 64;
 
-/// What the broker reads from a message's sluice-* headers.
+/// What the broker reads from a message's sluice-* headers, and its ordering
+/// key (the value of the queue's key header). Views into the message.
 struct SystemHeaders {
+  std::string_view key;       // empty: none
   std::string_view dedup_id;  // empty: none
   std::string_view correlation_id;
   bool has_sequence = false;
