@@ -81,20 +81,22 @@ bool write_port_file(const std::string& path, std::uint16_t port, std::uint16_t 
 
 /// Without tokens anyone who reaches a listener may do anything: that is only
 /// acceptable on loopback. `listen` and `http` are the running listeners.
-std::optional<std::string> open_to_the_network(const sluice::config::Settings& listen,
-                                               const sluice::config::Settings& tokens) {
-  if (!tokens.tokens.empty()) return std::nullopt;
+sluice::Error open_to_the_network(const sluice::config::Settings& listen,
+                                  const sluice::config::Settings& tokens) {
+  if (!tokens.tokens.empty()) return {};
   auto refuse = [](std::string_view setting, const std::string& host) {
-    return std::string(setting) + " is " + host +
-           ", not a loopback address, and no [tokens.NAME] are configured: anyone who can "
-           "reach it could publish, consume and administer. Add a token (sluicectl "
-           "hash-token) or listen on 127.0.0.1";
+    return sluice::Error(
+        sluice::errc::invalid_argument,
+        std::string(setting) + " is " + host +
+            ", not a loopback address, and no [tokens.NAME] are configured: anyone who can "
+            "reach it could publish, consume and administer. Add a token (sluicectl "
+            "hash-token) or listen on 127.0.0.1");
   };
   if (!sluice::config::is_loopback_host(listen.listen_host))
     return refuse("server.listen", listen.listen_host);
   if (listen.http_enabled && !sluice::config::is_loopback_host(listen.http_host))
     return refuse("http.listen", listen.http_host);
-  return std::nullopt;
+  return {};
 }
 
 /// The TLS context for `settings` (nullptr without tls.cert_file); `error` on failure.
@@ -174,13 +176,13 @@ int main(int argc, char** argv) {
   if (auto exit_code = parse_command_line(argc, argv, source, check_only)) return *exit_code;
   // The file first, then the flags in order, whatever their order on the line.
   config::Settings settings;
-  if (auto problem = net::load_settings(source, settings)) return fail(*problem);
+  if (auto problem = net::load_settings(source, settings)) return fail(problem.detail);
   if (check_only) {
     std::puts("config ok");
     return 0;
   }
   std::signal(SIGPIPE, SIG_IGN);
-  if (auto problem = open_to_the_network(settings, settings)) return fail(*problem);
+  if (auto problem = open_to_the_network(settings, settings)) return fail(problem.detail);
   std::string tls_error;
   auto tls = tls_context(settings, tls_error);
   if (!tls_error.empty()) return fail(tls_error);
@@ -197,7 +199,7 @@ int main(int argc, char** argv) {
   auto store = std::make_unique<net::DurableStore>(io, engine);
   if (auto problem =
           store->open({settings.storage_path, settings.storage_sync, settings.storage_max_size}))
-    return fail(*problem);
+    return fail(problem.detail);
   if (store->temporary())
     sluice::log::warn("storage_temporary")
         .str("effect",
@@ -209,7 +211,7 @@ int main(int argc, char** argv) {
     const auto started = std::chrono::steady_clock::now();
     sluice::storage::RecoveryStats recovered;
     if (auto problem = store->recover(net::mono_us(), net::wall_us(), recovered))
-      return fail(*problem);
+      return fail(problem.detail);
     const auto took = std::chrono::duration_cast<std::chrono::milliseconds>(
         std::chrono::steady_clock::now() - started);
     sluice::log::info("recovered")
@@ -242,10 +244,7 @@ int main(int argc, char** argv) {
                          net::accept_session(broker, std::move(accepted), listener);
                        });
   server.set_tls(tls);
-  if (auto ec = server.start()) {
-    return fail("cannot listen on " + settings.listen_host + ":" +
-                std::to_string(settings.listen_port) + ": " + ec.message());
-  }
+  if (auto problem = server.start()) return fail(problem.detail + " (server.listen)");
 
   net::Metrics metrics(broker);
   metrics.set_protocol(&server);
@@ -268,10 +267,7 @@ int main(int argc, char** argv) {
           api.handle(std::move(request), std::move(respond));
         });
     http->set_tls(tls);
-    if (auto ec = http->start()) {
-      return fail("cannot listen on " + settings.http_host + ":" +
-                  std::to_string(settings.http_port) + " (http.listen): " + ec.message());
-    }
+    if (auto problem = http->start()) return fail(problem.detail + " (http.listen)");
     metrics.set_http(http.get());
   }
   const std::uint16_t http_port = http ? http->port() : 0;
@@ -279,14 +275,15 @@ int main(int argc, char** argv) {
     return fail("cannot write port file " + settings.port_file);
   api.set_ready(true);
   metrics.set_ready(true);
-  live.set_security_hook([&](const config::Settings& next) -> std::optional<std::string> {
+  live.set_security_hook([&](const config::Settings& next) -> sluice::Error {
     const config::Settings& running = live.settings();
     if (auto problem = open_to_the_network(running, next)) return problem;
     if (next.tls_cert_file.empty() != running.tls_cert_file.empty())
-      return std::string("turning TLS on or off (tls.cert_file) needs a restart");
+      return {sluice::errc::invalid_argument,
+              "turning TLS on or off (tls.cert_file) needs a restart"};
     std::string error;
     auto context = tls_context(next, error);
-    if (!error.empty()) return error;
+    if (!error.empty()) return {sluice::errc::invalid_argument, error};
     // Certificates are read again even under the same paths: renewal replaces the files.
     server.set_tls(context);
     if (http) http->set_tls(context);
@@ -294,7 +291,7 @@ int main(int argc, char** argv) {
     broker.auth().configure(next.tokens);
     for (net::ListenedConnection* c : server.open()) c->recheck_grant();
     api.recheck_grants();
-    return std::nullopt;
+    return {};
   });
   sluice::log::info("listening")
       .str("host", settings.listen_host)

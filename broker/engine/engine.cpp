@@ -15,15 +15,17 @@ Queue& Engine::declare(std::string_view name, const QueueOptions& options) {
   return q;
 }
 
-const char* Engine::reconfigure(Queue& queue, const QueueOptions& options, Micros now) {
+Error Engine::reconfigure(Queue& queue, const QueueOptions& options, Micros now) {
   const QueueOptions& old = queue.options_;
   if (options.durable && journal_ == nullptr)
-    return "durability = durable needs storage.path, which is read at start-up only";
+    return {errc::invalid_argument,
+            "durability = durable needs storage.path, which is read at start-up only"};
   if ((options.keyed() != old.keyed() || options.ordered != old.ordered ||
        options.resequence != old.resequence || options.key_header != old.key_header) &&
       queue.counters_.messages() != 0)
-    return "key_header, ordering, resequence (or turning per-key rates on or off) can change only "
-           "while the queue is empty";
+    return {errc::invalid_argument,
+            "key_header, ordering, resequence (or turning per-key rates on or off) can change "
+            "only while the queue is empty"};
   queue.options_ = options;
   apply_rates(queue, now);
   if (options.keyed()) {
@@ -53,7 +55,7 @@ const char* Engine::reconfigure(Queue& queue, const QueueOptions& options, Micro
   queue.full_ = queue.full_ && !below_low_watermark(queue);
   release_waiters(queue, now);
   dispatch(queue, now);
-  return nullptr;
+  return {};
 }
 
 void Engine::make_ready(Queue& queue, std::uint32_t index, bool front) {

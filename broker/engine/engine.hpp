@@ -31,6 +31,7 @@
 #include "message_store.hpp"
 #include "queue.hpp"
 #include "sluice/protocol/errc.hpp"
+#include "sluice/protocol/error.hpp"
 #include "sluice/protocol/frames.hpp"
 #include "string_map.hpp"
 
@@ -106,9 +107,9 @@ class Engine {
   static constexpr std::uint64_t kMessageOverhead = 128;
   /// New options for a live queue: capacities, rates and caps apply at once;
   /// nothing held is lost or delivered twice.
-  /// Returns what it refused (and then changed nothing), or nullptr: the key
-  /// header of a queue that holds messages cannot change.
-  const char* reconfigure(Queue& queue, const QueueOptions& options, Micros now);
+  /// Returns what it refused (invalid_argument, and then it changed nothing):
+  /// the key header of a queue that holds messages cannot change.
+  Error reconfigure(Queue& queue, const QueueOptions& options, Micros now);
 
   /// Enqueues one message (its raw encoding) and dispatches. Returns its id.
   /// On a durable queue the message goes to the journal first and waits,

@@ -20,6 +20,7 @@
 #include "auth.hpp"
 #include "clock.hpp"
 #include "engine.hpp"
+#include "sluice/protocol/error.hpp"
 #include "sluice/protocol/frames.hpp"
 
 namespace sluice::net {
@@ -78,7 +79,7 @@ class Broker {
   DeadLetters* dead_letters() const noexcept;
 
   /// Applies a live settings change (sluicectl set, PATCH): nullopt, or the problem as one line.
-  using ConfigureHandler = std::function<std::optional<std::string>(
+  using ConfigureHandler = std::function<Error(
       std::string_view queue, std::span<const std::pair<std::string_view, std::string_view>>)>;
   void set_configure_handler(ConfigureHandler handler) { configure_ = std::move(handler); }
   const ConfigureHandler& configure_handler() const noexcept { return configure_; }

@@ -57,8 +57,8 @@ bool matches(const protocol::DeadLetterRequest& request, const storage::DeadLett
   return request.reason.empty() || r.reason.find(request.reason) != std::string_view::npos;
 }
 
-DeadLetterError read_failed(const storage::StorageError& e) {
-  return DeadLetterError{errc::internal, "dead letters: " + e.to_string()};
+Error read_failed(const storage::StorageError& e) {
+  return Error{errc::internal, "dead letters: " + e.to_string()};
 }
 
 }  // namespace
@@ -90,15 +90,15 @@ DeadLetters::~DeadLetters() {
   sweep_timer_.cancel();
 }
 
-std::optional<std::string> DeadLetters::open(storage::Env& env) {
+Error DeadLetters::open(storage::Env& env) {
   env_ = &env;
-  if (auto e = db_.open(env)) return e->to_string();
+  if (auto e = db_.open(env)) return read_failed(*e);
   if (auto e = db_.count(env, [&](std::string_view queue, std::uint64_t n) {
         queues_[std::string(queue)].count = n;
       }))
-    return e->to_string();
+    return read_failed(*e);
   arm_sweep();
-  return std::nullopt;
+  return {};
 }
 
 storage::StorageOp DeadLetters::put(const engine::DeadLetter& e) const {
@@ -228,8 +228,8 @@ std::optional<bool> DeadLetters::exists(const std::string& queue, std::uint64_t 
   return found.has_value() && live(id);
 }
 
-std::optional<DeadLetterError> DeadLetters::run(const protocol::DeadLetterRequest& request,
-                                                std::size_t max_bytes, DeadLetterResult& result) {
+Error DeadLetters::run(const protocol::DeadLetterRequest& request, std::size_t max_bytes,
+                       DeadLetterResult& result) {
   result = {};
   using protocol::DeadLetterOp;
   const std::string queue(request.queue);
@@ -240,13 +240,13 @@ std::optional<DeadLetterError> DeadLetters::run(const protocol::DeadLetterReques
       std::optional<storage::OwnedDeadLetter> found;
       if (auto e = db_.get(*env_, queue, request.ids.at(0), found)) return read_failed(*e);
       if (!found || !live(request.ids[0]))
-        return DeadLetterError{errc::not_found,
-                               "no dead letter " + std::to_string(request.ids[0]) + " in " + queue};
+        return Error{errc::not_found,
+                     "no dead letter " + std::to_string(request.ids[0]) + " in " + queue};
       if (cost(found->record, true) > max_bytes)
-        return DeadLetterError{errc::payload_too_large, "the entry is larger than a frame"};
+        return Error{errc::payload_too_large, "the entry is larger than a frame"};
       result.entries.push_back(owned(found->record));
       result.affected = 1;
-      return std::nullopt;
+      return {};
     }
     case DeadLetterOp::redrive:
       return redrive(request, result);
@@ -262,14 +262,14 @@ std::optional<DeadLetterError> DeadLetters::run(const protocol::DeadLetterReques
       for (auto id : ids) erase_entry(queue, id);
       result.affected = ids.size();
       log::info("dead_letters_purged").str("queue", queue).unum("entries", result.affected);
-      return std::nullopt;
+      return {};
     }
   }
-  return DeadLetterError{errc::invalid_argument, "dead letters: unknown operation"};
+  return Error{errc::invalid_argument, "dead letters: unknown operation"};
 }
 
-std::optional<DeadLetterError> DeadLetters::list(const protocol::DeadLetterRequest& request,
-                                                 std::size_t max_bytes, DeadLetterResult& result) {
+Error DeadLetters::list(const protocol::DeadLetterRequest& request, std::size_t max_bytes,
+                        DeadLetterResult& result) {
   const std::string queue(request.queue);
   const std::int64_t wall_now = wall_us();
   const std::uint32_t limit = request.limit == 0 ? kDefaultPage : std::min(request.limit, kMaxPage);
@@ -302,11 +302,10 @@ std::optional<DeadLetterError> DeadLetters::list(const protocol::DeadLetterReque
   result.affected = count(queue);
   // A page that stopped at an entry it could not take has a cursor; the last has none.
   if (!more) result.next_after = 0;
-  return std::nullopt;
+  return {};
 }
 
-std::optional<DeadLetterError> DeadLetters::redrive(const protocol::DeadLetterRequest& request,
-                                                    DeadLetterResult& result) {
+Error DeadLetters::redrive(const protocol::DeadLetterRequest& request, DeadLetterResult& result) {
   const std::string queue(request.queue);
   const std::int64_t wall_now = wall_us();
   RedriveJob job;
@@ -320,7 +319,7 @@ std::optional<DeadLetterError> DeadLetters::redrive(const protocol::DeadLetterRe
   if (!request.ids.empty()) {
     for (auto id : request.ids) {
       auto present = exists(queue, id);
-      if (!present) return DeadLetterError{errc::internal, "dead letters: read failed"};
+      if (!present) return Error{errc::internal, "dead letters: read failed"};
       if (*present) take(id);
     }
   } else if (auto e = db_.scan(*env_, queue, false, 0, [&](const storage::DeadLetterRecord& r) {
@@ -340,31 +339,29 @@ std::optional<DeadLetterError> DeadLetters::redrive(const protocol::DeadLetterRe
     redrives_.push_back(std::move(job));
     arm_redrive();
   }
-  return std::nullopt;
+  return {};
 }
 
-std::optional<DeadLetterError> DeadLetters::remove(const protocol::DeadLetterRequest& request,
-                                                   DeadLetterResult& result) {
+Error DeadLetters::remove(const protocol::DeadLetterRequest& request, DeadLetterResult& result) {
   const std::string queue(request.queue);
   if (request.ids.empty())
-    return DeadLetterError{errc::invalid_argument,
-                           "dead_letters: remove needs entry ids (purge removes all)"};
+    return Error{errc::invalid_argument,
+                 "dead_letters: remove needs entry ids (purge removes all)"};
   // All or nothing: an id that is not there (or is being redriven) is
   // not_found, and then nothing is removed.
   for (auto id : request.ids) {
     auto present = exists(queue, id);
-    if (!present) return DeadLetterError{errc::internal, "dead letters: read failed"};
+    if (!present) return Error{errc::internal, "dead letters: read failed"};
     if (!*present || redrive_pending_.count(id))
-      return DeadLetterError{errc::not_found, "no dead letter " + std::to_string(id) + " in " +
-                                                  queue +
-                                                  (*present ? " (it is being redriven)" : "")};
+      return Error{errc::not_found, "no dead letter " + std::to_string(id) + " in " + queue +
+                                        (*present ? " (it is being redriven)" : "")};
   }
   for (auto id : request.ids) {
     if (erasing_.count(id)) continue;  // named twice
     erase_entry(queue, id);
     result.affected++;
   }
-  return std::nullopt;
+  return {};
 }
 
 void DeadLetters::arm_redrive() {

@@ -20,6 +20,7 @@
 
 #include "engine.hpp"
 #include "sluice/protocol/errc.hpp"
+#include "sluice/protocol/error.hpp"
 #include "sluice/protocol/frames.hpp"
 #include "sluice/storage/dead_letter_store.hpp"
 #include "sluice/storage/lmdb.hpp"
@@ -52,12 +53,6 @@ struct DeadLetterResult {
   std::uint64_t next_after = 0;  // list: the cursor of the next page (0: this is the last)
 };
 
-/// A refused request: the code and a one-line reason.
-struct DeadLetterError {
-  errc code;
-  std::string message;
-};
-
 class DeadLetters {
  public:
   DeadLetters(boost::asio::io_context& io, engine::Engine& engine, DurableStore& store);
@@ -66,13 +61,13 @@ class DeadLetters {
   DeadLetters& operator=(const DeadLetters&) = delete;
 
   /// Opens the database (after the store's environment) and counts each queue's entries.
-  std::optional<std::string> open(storage::Env& env);
+  Error open(storage::Env& env);
 
   /// Runs one request. A list page holds at most `max_bytes` of entries (as
   /// the protocol encodes them); an entry too large alone is listed without
   /// its message. Redrive jobs and erases are started before it returns.
-  std::optional<DeadLetterError> run(const protocol::DeadLetterRequest& request,
-                                     std::size_t max_bytes, DeadLetterResult& result);
+  Error run(const protocol::DeadLetterRequest& request, std::size_t max_bytes,
+            DeadLetterResult& result);
   /// Entries in `queue`'s dead-letter queue, and those waiting to be redriven.
   std::uint64_t count(std::string_view queue) const;
   std::uint64_t redriving(std::string_view queue) const;
@@ -107,12 +102,10 @@ class DeadLetters {
     std::deque<std::uint64_t> ids;  // bounded by the entries of the DLQ
     engine::TokenBucket bucket;
   };
-  std::optional<DeadLetterError> list(const protocol::DeadLetterRequest& request,
-                                      std::size_t max_bytes, DeadLetterResult& result);
-  std::optional<DeadLetterError> redrive(const protocol::DeadLetterRequest& request,
-                                         DeadLetterResult& result);
-  std::optional<DeadLetterError> remove(const protocol::DeadLetterRequest& request,
-                                        DeadLetterResult& result);
+  Error list(const protocol::DeadLetterRequest& request, std::size_t max_bytes,
+             DeadLetterResult& result);
+  Error redrive(const protocol::DeadLetterRequest& request, DeadLetterResult& result);
+  Error remove(const protocol::DeadLetterRequest& request, DeadLetterResult& result);
   /// Whether the entry exists and is not being erased (nullopt: the read failed).
   std::optional<bool> exists(const std::string& queue, std::uint64_t id) const;
   bool live(std::uint64_t id) const { return erasing_.count(id) == 0; }

@@ -18,6 +18,8 @@
 
 namespace sluice::net {
 
+using storage::storage_error;
+
 namespace {
 
 /// Removes temporary data directories of brokers that are gone (killed
@@ -63,7 +65,7 @@ DurableStore::~DurableStore() {
   }
 }
 
-std::optional<std::string> DurableStore::open(const StorageOptions& options) {
+Error DurableStore::open(const StorageOptions& options) {
   options_ = options;
   storage::Env::Options env;
   if (options_.path.empty()) {
@@ -74,7 +76,8 @@ std::optional<std::string> DurableStore::open(const StorageOptions& options) {
     remove_stale_temporaries(parent);
     std::string pattern = parent + "/sluiced-XXXXXX";
     if (::mkdtemp(pattern.data()) == nullptr)
-      return "cannot create a temporary data directory in " + pattern + ": " + std::strerror(errno);
+      return storage_error("cannot create a temporary data directory in " + pattern + ": " +
+                           std::strerror(errno));
     options_.path = pattern;
     options_.sync = false;
     temporary_ = true;
@@ -82,7 +85,7 @@ std::optional<std::string> DurableStore::open(const StorageOptions& options) {
   env.map_size = options_.max_size;
   env.sync = options_.sync;
   if (auto problem = dir_.open(options_.path, env)) return problem;
-  if (auto e = log_.open(dir_.env())) return e->to_string();
+  if (auto e = log_.open(dir_.env())) return storage_error(*e);
   storage::GroupCommitter::Options committer;
   committer.soft_limit = soft_limit(options.max_size);
   // One batch may pass the soft limit by at most half the room kept above it.
@@ -100,11 +103,11 @@ std::optional<std::string> DurableStore::open(const StorageOptions& options) {
   // Counted before recovery: finishing it may dead-letter more.
   if (auto problem = dead_letters_.open(dir_.env())) return problem;
   engine_.set_journal(this);
-  return std::nullopt;
+  return {};
 }
 
-std::optional<std::string> DurableStore::recover(engine::Micros now, std::int64_t wall_now,
-                                                 storage::RecoveryStats& recovered) {
+Error DurableStore::recover(engine::Micros now, std::int64_t wall_now,
+                            storage::RecoveryStats& recovered) {
   std::uint64_t next_id = 1;
   const auto restore = [&](const storage::StoredMessage& m) {
     engine::Queue& queue = engine_.queue(m.queue);
@@ -114,11 +117,11 @@ std::optional<std::string> DurableStore::recover(engine::Micros now, std::int64_
     engine_.restore(queue, m.id, m.message, m.publish_wall_us, m.attempts, not_before, now,
                     wall_now, m.interrupted);
   };
-  if (auto e = log_.recover(dir_.env(), restore, next_id, recovered)) return e->to_string();
+  if (auto e = log_.recover(dir_.env(), restore, next_id, recovered)) return storage_error(*e);
   // Ids first: a delivery the restart interrupted may take a dead-letter entry id.
   engine_.set_next_id(next_id);
   engine_.finish_recovery(now);
-  return std::nullopt;
+  return {};
 }
 
 void DurableStore::after_durable(std::uint64_t seq, std::function<void()> then) {

@@ -52,12 +52,11 @@ class DurableStore final : public engine::Journal {
   /// Opens (creating) the data directory, starts the storage thread and
   /// attaches itself to the engine as its journal, so durable queues can be
   /// declared. The problem as one line, or nullopt.
-  std::optional<std::string> open(const StorageOptions& options);
+  Error open(const StorageOptions& options);
   /// Reads back every stored message into the engine, in id order (queues it
   /// names are created if the config did not declare them; attempts and
   /// retry times kept). Call once, after the config's queues are declared.
-  std::optional<std::string> recover(engine::Micros now, std::int64_t wall_now,
-                                     storage::RecoveryStats& recovered);
+  Error recover(engine::Micros now, std::int64_t wall_now, storage::RecoveryStats& recovered);
 
   /// The one way to wait for storage: runs `then` on the engine thread once
   /// every write up to `seq` is durable.

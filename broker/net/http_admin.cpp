@@ -252,7 +252,7 @@ void HttpApi::dead_letters(const QueueCall& call, Respond& respond) {
   // Pages of a listing stop well below a response's size.
   DeadLetterResult result;
   if (auto e = dead_letters->run(req, (4u << 20) - 4096, result)) {
-    respond(error_response(e->code, e->message));
+    respond(error_response(e.code, e.detail));
     return;
   }
   const auto entry_json = [](const DeadLetter& e) {

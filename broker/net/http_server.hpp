@@ -49,7 +49,7 @@ class HttpServer {
   ~HttpServer();
 
   /// Binds and starts accepting. Errors: the bind/listen failure.
-  std::error_code start() { return listener_.start(); }
+  Error start() { return listener_.start(); }
   /// Stops accepting and closes every connection (answers not yet written are dropped).
   void stop() { listener_.stop(); }
   std::uint16_t port() const noexcept { return listener_.port(); }

@@ -64,8 +64,10 @@ Listener::~Listener() {
   stop();
 }
 
-std::error_code Listener::start() {
-  if (auto ec = listen_on(acceptor_, options_.host, options_.port)) return ec;
+Error Listener::start() {
+  if (auto ec = listen_on(acceptor_, options_.host, options_.port))
+    return {errc::internal, "cannot listen on " + options_.host + ":" +
+                                std::to_string(options_.port) + ": " + ec.message()};
   bound_port_ = acceptor_.local_endpoint().port();
   accept();
   return {};

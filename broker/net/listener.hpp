@@ -17,6 +17,7 @@
 #include <unordered_map>
 #include <vector>
 
+#include "sluice/protocol/error.hpp"
 #include "string_map.hpp"
 
 namespace boost::asio::ssl {
@@ -96,8 +97,8 @@ class Listener {
   Listener(const Listener&) = delete;
   Listener& operator=(const Listener&) = delete;
 
-  /// Binds and starts accepting. Errors: the bind/listen failure.
-  std::error_code start();
+  /// Binds and starts accepting. Error: the bind or listen failure, in words.
+  Error start();
   /// No new connections; every open one is asked to shut_down().
   void stop();
   /// Counts `connection` (from `source`) until it gives up the slot.

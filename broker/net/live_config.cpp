@@ -6,17 +6,24 @@
 
 namespace sluice::net {
 
-std::optional<std::string> load_settings(const SettingsSource& source, config::Settings& out) {
+namespace {
+/// A settings problem (file, line, what is allowed) as the one error shape.
+Error invalid(const config::ConfigError& e) {
+  return {errc::invalid_argument, e.to_string()};
+}
+}  // namespace
+
+Error load_settings(const SettingsSource& source, config::Settings& out) {
   config::Settings settings;
   if (!source.config_file.empty()) {
-    if (auto err = config::load_file(source.config_file, settings)) return err->to_string();
+    if (auto err = config::load_file(source.config_file, settings)) return invalid(*err);
   }
   for (const auto& [name, value] : source.flags) {
-    if (auto err = config::apply_setting(settings, name, value)) return err->to_string();
+    if (auto err = config::apply_setting(settings, name, value)) return invalid(*err);
   }
-  if (auto err = config::validate(settings)) return err->to_string();
+  if (auto err = config::validate(settings)) return invalid(*err);
   out = std::move(settings);
-  return std::nullopt;
+  return {};
 }
 
 engine::QueueOptions to_queue_options(const config::QueueSettings& q) {
@@ -116,12 +123,12 @@ void LiveConfig::apply_at_start() {
 void LiveConfig::reload(engine::Micros now) {
   config::Settings next;
   if (auto problem = load_settings(source_, next)) {
-    log::warn("reload_failed").str("problem", *problem).str("detail", "nothing changed");
+    log::warn("reload_failed").str("problem", problem.detail).str("detail", "nothing changed");
     return;
   }
   if (security_hook_) {
     if (auto problem = security_hook_(next)) {
-      log::warn("reload_failed").str("problem", *problem).str("detail", "nothing changed");
+      log::warn("reload_failed").str("problem", problem.detail).str("detail", "nothing changed");
       return;
     }
   }
@@ -143,8 +150,8 @@ void LiveConfig::reload(engine::Micros now) {
   for (const engine::Queue* q : engine_.queues()) {
     engine::Queue* queue = engine_.find(q->name());
     const auto options = to_queue_options(queue_settings(next, q->name()));
-    if (const char* refused = engine_.reconfigure(*queue, options, now)) {
-      log::warn("reload_refused").str("queue", q->name()).str("problem", refused);
+    if (auto refused = engine_.reconfigure(*queue, options, now)) {
+      log::warn("reload_refused").str("queue", q->name()).str("problem", refused.detail);
       // It keeps what it had; say so in the settings we report as running.
       const config::QueueSettings kept = queue_settings(settings_, q->name());
       auto declared = std::find_if(next.queues.begin(), next.queues.end(),
@@ -167,25 +174,26 @@ void LiveConfig::reload(engine::Micros now) {
       .num("needs_restart", static_cast<std::int64_t>(needs_restart.size()));
 }
 
-std::optional<std::string> LiveConfig::configure(
-    std::string_view queue, std::span<const std::pair<std::string_view, std::string_view>> pairs,
-    engine::Micros now) {
+Error LiveConfig::configure(std::string_view queue,
+                            std::span<const std::pair<std::string_view, std::string_view>> pairs,
+                            engine::Micros now) {
   config::Settings next = settings_;
   const std::string prefix = "queues." + std::string(queue) + ".";
   for (const auto& [name, value] : pairs) {
     if (auto err = config::apply_setting(next, prefix + std::string(name), value)) {
       err->file.clear();  // not the command line of sluiced: the caller's request
-      return err->to_string();
+      return invalid(*err);
     }
   }
-  if (auto err = config::validate(next)) return err->to_string();
+  if (auto err = config::validate(next)) return invalid(*err);
   const auto options = to_queue_options(queue_settings(next, queue));
   engine::Queue* existing = engine_.find(queue);
   if (!existing && engine_.queue_count() >= settings_.max_queues)
-    return "queues." + std::string(queue) + ": a new queue would pass limits.max_queues (" +
-           std::to_string(settings_.max_queues) + ")";
+    return {errc::invalid_argument, "queues." + std::string(queue) +
+                                        ": a new queue would pass limits.max_queues (" +
+                                        std::to_string(settings_.max_queues) + ")"};
   if (existing) {
-    if (const char* refused = engine_.reconfigure(*existing, options, now)) return refused;
+    if (auto refused = engine_.reconfigure(*existing, options, now)) return refused;
   } else {
     engine_.declare(queue, options);
   }
@@ -193,7 +201,7 @@ std::optional<std::string> LiveConfig::configure(
   log::info("queue_configured")
       .str("queue", queue)
       .num("settings", static_cast<std::int64_t>(pairs.size()));
-  return std::nullopt;
+  return {};
 }
 
 }  // namespace sluice::net

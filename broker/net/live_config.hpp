@@ -26,7 +26,7 @@ struct SettingsSource {
 };
 
 /// Builds validated Settings from `source`; the first problem as one line.
-std::optional<std::string> load_settings(const SettingsSource& source, config::Settings& out);
+Error load_settings(const SettingsSource& source, config::Settings& out);
 
 /// The engine's options for a queue's settings.
 engine::QueueOptions to_queue_options(const config::QueueSettings& settings);
@@ -42,15 +42,15 @@ class LiveConfig {
   void reload(engine::Micros now);
   /// `sluicectl set QUEUE name=value...`: the settings of one queue (created if
   /// new). All or nothing; the problem as one line. Lasts until the next reload.
-  std::optional<std::string> configure(
-      std::string_view queue, std::span<const std::pair<std::string_view, std::string_view>> pairs,
-      engine::Micros now);
+  Error configure(std::string_view queue,
+                  std::span<const std::pair<std::string_view, std::string_view>> pairs,
+                  engine::Micros now);
 
   const config::Settings& settings() const noexcept { return settings_; }
 
   /// Tokens and TLS certificates (main.cpp): checks and applies `next`'s at a
   /// reload, before anything else changes; a problem fails the whole reload.
-  using SecurityHook = std::function<std::optional<std::string>(const config::Settings& next)>;
+  using SecurityHook = std::function<Error(const config::Settings& next)>;
   void set_security_hook(SecurityHook hook) { security_hook_ = std::move(hook); }
 
  private:

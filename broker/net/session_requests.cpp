@@ -388,7 +388,7 @@ void Session::handle_configure(std::string_view body) {
     return;
   }
   if (auto problem = configure(request.queue, request.settings)) {
-    send_error(request.request_id, errc::invalid_argument, *problem);
+    send_error(request.request_id, problem.code, problem.detail);
     return;
   }
   protocol::encode_ok(out(), request.request_id);
@@ -410,7 +410,7 @@ void Session::handle_dead_letters(std::string_view body) {
   const std::uint32_t frame = broker_.options().limits.max_frame_bytes;
   if (auto problem =
           dead_letters->run(request, frame > 4096 ? frame - 4096 : 0, dead_letter_result_)) {
-    send_error(request.request_id, problem->code, problem->message);
+    send_error(request.request_id, problem.code, problem.detail);
     return;
   }
   protocol::DeadLettersResultWriter writer(out(), request.request_id);

@@ -11,7 +11,7 @@ namespace sluice::client {
 
 std::string Error::to_string() const {
   std::string s(sluice::to_string(code));
-  if (!message.empty()) s += ": " + message;
+  if (!detail.empty()) s += ": " + detail;
   return s;
 }
 

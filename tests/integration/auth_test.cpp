@@ -168,7 +168,7 @@ TEST_CASE("tokens: least privilege over the protocol") {
       auto p = c->publish(queue, sluice::test::text_message("m"));
       REQUIRE_FALSE(p.ok());
       CHECK(p.error().code == errc::forbidden);
-      CHECK(p.error().message == "token orders-team may not publish to queue " + queue);
+      CHECK(p.error().detail == "token orders-team may not publish to queue " + queue);
       CHECK(subscribe_code(*c, queue) == errc::forbidden);
       CHECK(c->dead_letters(list_dlq(queue)).error().code == errc::forbidden);
       CHECK(c->stats(queue).error().code == errc::forbidden);

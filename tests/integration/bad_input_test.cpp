@@ -492,11 +492,11 @@ TEST_CASE("limits.max_headers and limits.max_header_bytes hold on both ports") {
   auto refused = conn->publish("h", m);
   REQUIRE_FALSE(refused.ok());
   CHECK(refused.error().code == errc::invalid_argument);
-  CHECK(refused.error().message.find("max_headers") != std::string::npos);
+  CHECK(refused.error().detail.find("max_headers") != std::string::npos);
   m.headers = {{"big", std::string(98, 'v')}};  // 3 + 98 bytes
   refused = conn->publish("h", m);
   REQUIRE_FALSE(refused.ok());
-  CHECK(refused.error().message.find("max_header_bytes") != std::string::npos);
+  CHECK(refused.error().detail.find("max_header_bytes") != std::string::npos);
   CHECK(conn->connected());
   const auto r = sluice::test::http_request(
       broker.http_port(), "POST", "/v1/queues/h/messages", "p",

@@ -223,7 +223,7 @@ TEST_CASE("durable: at storage.max_size publishes meet the overflow policy, then
         refused = r.error();
     }
     REQUIRE(refused.code == errc::queue_full);
-    CHECK(refused.message.find("storage is full") != std::string::npos);
+    CHECK(refused.detail.find("storage is full") != std::string::npos);
     CHECK(confirmed > 100);
     auto storage = producer->storage_stats();
     REQUIRE(storage.ok());

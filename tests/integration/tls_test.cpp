@@ -146,12 +146,12 @@ TEST_CASE("tls: the client library, sluicectl and curl connect, verify and work"
   SUBCASE("a wrong CA or a wrong name fails verification") {
     auto c = client::Connection::connect(tls_options(broker, certs.path("ca2.pem")));
     REQUIRE_FALSE(c.ok());
-    CHECK(c.error().message.find("certificate verify failed") != std::string::npos);
+    CHECK(c.error().detail.find("certificate verify failed") != std::string::npos);
     auto named = tls_options(broker, certs.path("ca1.pem"));
     named.server_name = "sluice.example.com";
     c = client::Connection::connect(named);
     REQUIRE_FALSE(c.ok());
-    CHECK(c.error().message.find("certificate verify failed") != std::string::npos);
+    CHECK(c.error().detail.find("certificate verify failed") != std::string::npos);
     auto r = curl("--cacert " + certs.path("ca2.pem") +
                   " https://127.0.0.1:" + std::to_string(broker.http_port()) + "/healthz");
     CHECK(r.status == 60);  // curl: peer certificate cannot be authenticated

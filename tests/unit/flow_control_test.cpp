@@ -393,7 +393,7 @@ TEST_CASE("flow: switching a queue from block to reject answers its blocked publ
   Waiter waiter;
   e.wait_for_room(q, waiter, 0);
   o.overflow = engine::Overflow::reject;
-  REQUIRE(e.reconfigure(q, o, 0) == nullptr);
+  REQUIRE_FALSE(e.reconfigure(q, o, 0));
   CHECK(waiter.rooms == 1);  // it tries again and is refused with queue_full
   CHECK(e.admit(q, 1, 0).code == errc::queue_full);
 }

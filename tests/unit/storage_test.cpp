@@ -162,12 +162,12 @@ TEST_CASE("storage: a data directory records its format, is held by one broker, 
   const std::string path = (dir.path / "data").string();
   {
     DataDir first;
-    REQUIRE_FALSE(first.open(path, {}).has_value());
+    REQUIRE_FALSE(first.open(path, {}));
     DataDir second;
     const auto refused = second.open(path, {});
-    REQUIRE(refused.has_value());
-    CHECK(refused->find("in use by another sluiced (pid " + std::to_string(::getpid()) + ")") !=
-          std::string::npos);
+    REQUIRE(refused);
+    CHECK(refused.detail.find("in use by another sluiced (pid " + std::to_string(::getpid()) +
+                              ")") != std::string::npos);
 
     // Pretend a future version wrote it.
     Txn txn;
@@ -180,20 +180,20 @@ TEST_CASE("storage: a data directory records its format, is held by one broker, 
   }
   DataDir again;
   const auto refused = again.open(path, {});
-  REQUIRE(refused.has_value());
-  CHECK(refused->find("storage format 2, newer than this sluiced understands (1)") !=
+  REQUIRE(refused);
+  CHECK(refused.detail.find("storage format 2, newer than this sluiced understands (1)") !=
         std::string::npos);
   // The failed open holds nothing: another try meets the format, not a lock.
   DataDir third;
   const auto also_refused = third.open(path, {});
-  REQUIRE(also_refused.has_value());
-  CHECK(also_refused->find("newer than this sluiced") != std::string::npos);
+  REQUIRE(also_refused);
+  CHECK(also_refused.detail.find("newer than this sluiced") != std::string::npos);
 }
 
 TEST_CASE("storage: group commit makes every submitted operation durable, many per commit") {
   TempDir dir;
   DataDir data;
-  REQUIRE_FALSE(data.open(dir.path.string(), {}).has_value());
+  REQUIRE_FALSE(data.open(dir.path.string(), {}));
   const Db db = create_db(data.env(), "messages");
   std::atomic<std::uint64_t> durable{0};
   std::atomic<int> failed{0};
@@ -247,7 +247,7 @@ TEST_CASE("storage: when full, new records wait, erases go through, nothing is l
   DataDir data;
   Env::Options small;
   small.map_size = 2 << 20;  // 512 pages; a record of 8 KiB takes 3
-  REQUIRE_FALSE(data.open(dir.path.string(), small).has_value());
+  REQUIRE_FALSE(data.open(dir.path.string(), small));
   const Db db = create_db(data.env(), "messages");
   GroupCommitter::Options options;
   SUBCASE("at MDB_MAP_FULL") {}
@@ -341,7 +341,7 @@ TEST_CASE("storage: when full, new records wait, erases go through, nothing is l
 TEST_CASE("storage: the message log reads back what is stored, in id order") {
   TempDir dir;
   DataDir data;
-  REQUIRE_FALSE(data.open(dir.path.string(), {}).has_value());
+  REQUIRE_FALSE(data.open(dir.path.string(), {}));
   MessageLog log;
   require_ok(log.open(data.env()));
   {
@@ -394,7 +394,7 @@ TEST_CASE("storage: the message log reads back what is stored, in id order") {
 TEST_CASE("storage: dead letters are listed per queue, either way, from a cursor") {
   TempDir dir;
   DataDir data;
-  REQUIRE_FALSE(data.open(dir.path.string(), {}).has_value());
+  REQUIRE_FALSE(data.open(dir.path.string(), {}));
   DeadLetterStore store;
   require_ok(store.open(data.env()));
   {
@@ -459,7 +459,7 @@ TEST_CASE("storage: with the store full, a backlog still drains into the storage
   // records taken off the ring are not committed, and that must be reported too.
   TempDir dir;
   DataDir data;
-  REQUIRE_FALSE(data.open(dir.path.string(), {}).has_value());
+  REQUIRE_FALSE(data.open(dir.path.string(), {}));
   const Db db = create_db(data.env(), "messages");
   std::atomic<bool> reported{false};
   std::atomic<bool> full{false};

@@ -20,16 +20,19 @@
 #include <vector>
 
 #include "sluice/protocol/errc.hpp"
+#include "sluice/protocol/error.hpp"
 
 namespace sluice::client {
 
-/// A typed failure: `code` from sluice::errc plus the broker's or library's words.
-struct Error {
-  errc code = errc::ok;
-  std::string message;
+/// A typed failure: sluice::Error (`code` from sluice::errc, `detail` in the
+/// broker's or library's words), and when to try again.
+struct Error : sluice::Error {
+  using sluice::Error::Error;
+  Error() = default;
+  Error(errc code, std::string detail, std::chrono::milliseconds retry)
+      : sluice::Error(code, std::move(detail)), retry_after(retry) {}
   /// With queue_full: the broker's estimate of when trying again is worthwhile.
   std::chrono::milliseconds retry_after{0};
-  explicit operator bool() const noexcept { return code != errc::ok; }
   /// "stale_lease: lease expired" style text.
   std::string to_string() const;
 };

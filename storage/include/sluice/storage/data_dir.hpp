@@ -25,7 +25,7 @@ class DataDir {
   /// Creates `path` if needed, takes the lock, opens the environment and
   /// checks (or, when new, writes) the format. The problem as one line; a
   /// failed open holds nothing (no lock, no environment).
-  std::optional<std::string> open(const std::string& path, const Env::Options& options);
+  Error open(const std::string& path, const Env::Options& options);
   /// Closes the environment, then releases the lock. Idempotent.
   void close() noexcept;
 
@@ -34,7 +34,7 @@ class DataDir {
   const std::string& path() const noexcept { return path_; }
 
  private:
-  std::optional<std::string> open_locked(const std::string& path, const Env::Options& options);
+  Error open_locked(const std::string& path, const Env::Options& options);
 
   std::string path_;
   int lock_fd_ = -1;

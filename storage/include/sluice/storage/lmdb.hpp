@@ -13,6 +13,9 @@
 #include <optional>
 #include <string>
 #include <string_view>
+#include <utility>
+
+#include "sluice/protocol/error.hpp"
 
 struct MDB_env;
 struct MDB_txn;
@@ -32,6 +35,14 @@ struct StorageError {
 
 /// Empty on success.
 using Status = std::optional<StorageError>;
+
+/// A storage failure in the one Error shape, for callers above storage (errc::internal).
+inline Error storage_error(std::string detail) {
+  return {errc::internal, std::move(detail)};
+}
+inline Error storage_error(const StorageError& e) {
+  return storage_error(e.to_string());
+}
 
 class Txn;
 
