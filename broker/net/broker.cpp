@@ -4,12 +4,6 @@
 
 namespace sluice::net {
 
-std::string_view to_string(CloseReason reason) noexcept {
-  static constexpr std::string_view kNames[kCloseReasons] = {"peer", "timeout",  "protocol_error",
-                                                             "auth", "shutdown", "refused"};
-  return kNames[static_cast<std::size_t>(reason)];
-}
-
 CloseReason close_reason_of(errc code) noexcept {
   switch (code) {
     case errc::ok:

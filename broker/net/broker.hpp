@@ -20,6 +20,7 @@
 #include "auth.hpp"
 #include "clock.hpp"
 #include "engine.hpp"
+#include "listener.hpp"
 #include "sluice/protocol/error.hpp"
 #include "sluice/protocol/frames.hpp"
 
@@ -28,19 +29,7 @@ namespace sluice::net {
 class DurableStore;
 class DeadLetters;
 
-/// Why a protocol connection ended, as sluice_connections_closed_total counts it.
-/// (There is no "slow consumer": a consumer that does not read is paused, not closed.)
-enum class CloseReason : std::uint8_t {
-  peer,            // the client closed or reset it
-  timeout,         // no HELLO, or a frame not completed, in time
-  protocol_error,  // bad framing, HELLO twice, unsupported version, failed TLS handshake
-  auth,            // no or bad token, or the token was revoked
-  shutdown,        // the broker is stopping
-  refused,         // over server.max_connections or max_connections_per_source
-};
-inline constexpr std::size_t kCloseReasons = 6;
-std::string_view to_string(CloseReason reason) noexcept;
-/// The reason a connection closed with error `code` ends under.
+/// The reason a protocol connection closed with error `code` ends under.
 CloseReason close_reason_of(errc code) noexcept;
 
 struct BrokerOptions {
@@ -84,12 +73,6 @@ class Broker {
   void set_configure_handler(ConfigureHandler handler) { configure_ = std::move(handler); }
   const ConfigureHandler& configure_handler() const noexcept { return configure_; }
 
-  /// Counts a protocol connection that ended.
-  void count_close(CloseReason reason) noexcept { ++closed_[static_cast<std::size_t>(reason)]; }
-  std::uint64_t closed(CloseReason reason) const noexcept {
-    return closed_[static_cast<std::size_t>(reason)];
-  }
-
   /// Stopping: the deadline timer is not armed again, so io.run() can return.
   void stop();
   bool stopping() const noexcept { return stopping_; }
@@ -104,7 +87,6 @@ class Broker {
   Authorizer auth_;
   ConfigureHandler configure_;
   boost::asio::steady_timer deadline_timer_;
-  std::uint64_t closed_[kCloseReasons] = {};
   bool stopping_ = false;
 };
 

@@ -52,7 +52,7 @@ class HttpConnection final : public ListenedConnection,
 
   // Uncounted when destroyed (slot_); the server may be gone first (a
   // Respond held past shutdown): the slot knows.
-  void shut_down() override { close(); }
+  void shut_down() override { close(CloseReason::shutdown); }
 
   void start(ConnectionSlot slot) {
     slot_ = std::move(slot);
@@ -62,6 +62,9 @@ class HttpConnection final : public ListenedConnection,
                               [self = this->shared_from_this()](const beast::error_code& ec) {
                                 if (self->closed_) return;
                                 if (ec) {
+                                  self->reason_ = ec == beast::error::timeout
+                                                      ? CloseReason::timeout
+                                                      : CloseReason::protocol_error;
                                   log::info("tls_handshake_failed")
                                       .str("listener", "http")
                                       .str("peer", self->peer_)
@@ -76,9 +79,11 @@ class HttpConnection final : public ListenedConnection,
     }
   }
 
-  void close() {
+  /// Ends the connection; `why` unless a reason was recorded before (reason_).
+  void close(std::optional<CloseReason> why = std::nullopt) {
     if (closed_) return;
     closed_ = true;
+    slot_.count_close(why.value_or(reason_));
     boost::system::error_code ignored;
     tcp().socket().shutdown(asio::ip::tcp::socket::shutdown_both, ignored);
     tcp().socket().close(ignored);
@@ -113,6 +118,7 @@ class HttpConnection final : public ListenedConnection,
     const std::string_view bytes(static_cast<const char*>(data.data()), data.size());
     scan_header_block(bytes, scan_);
     if (scan_.state == HeaderBlockScan::bad) {
+      reason_ = CloseReason::protocol_error;
       write(framing_error(400, "malformed_frame",
                           std::string("malformed HTTP request: ") + scan_.problem),
             false);
@@ -152,6 +158,7 @@ class HttpConnection final : public ListenedConnection,
       return;
     }
     if (auto refused = check_framing(parser_->get().base())) {
+      reason_ = CloseReason::protocol_error;
       write(
           framing_error(refused->status, refused->status == 501 ? "unsupported" : "malformed_frame",
                         "malformed HTTP request: " + refused->message),
@@ -169,6 +176,7 @@ class HttpConnection final : public ListenedConnection,
     if (ec) {
       // A clean end or an idle timeout closes quietly; broken framing gets
       // one answer saying why, then the connection closes.
+      reason_ = CloseReason::protocol_error;
       if (ec == http::error::body_limit) {
         write(framing_error(413, "payload_too_large",
                             "request body over http.max_body_bytes (" +
@@ -181,7 +189,7 @@ class HttpConnection final : public ListenedConnection,
         write(framing_error(400, "malformed_frame", "malformed HTTP request: " + ec.message()),
               false);
       } else {
-        close();
+        close(ec == beast::error::timeout ? CloseReason::timeout : CloseReason::peer);
       }
       return;
     }
@@ -267,6 +275,7 @@ class HttpConnection final : public ListenedConnection,
   std::function<void(bool)> after_;
   std::string peer_;
   ConnectionSlot slot_;
+  CloseReason reason_ = CloseReason::peer;  // why it ends, once decided (else the peer ended it)
   bool closed_ = false;
 };
 

@@ -54,6 +54,7 @@ class HttpServer {
   void stop() { listener_.stop(); }
   std::uint16_t port() const noexcept { return listener_.port(); }
   std::size_t connections() const noexcept { return listener_.connections(); }
+  std::uint64_t closed(CloseReason reason) const noexcept { return listener_.closed(reason); }
   /// New connections speak TLS with `context` (nullptr: plain). Open ones keep theirs.
   void set_tls(std::shared_ptr<boost::asio::ssl::context> context) {
     listener_.set_tls(std::move(context));

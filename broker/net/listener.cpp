@@ -29,6 +29,16 @@ std::error_code listen_on(asio::ip::tcp::acceptor& acceptor, const std::string& 
   return {};
 }
 
+std::string_view to_string(CloseReason reason) noexcept {
+  static constexpr std::string_view kNames[kCloseReasons] = {"peer", "timeout",  "protocol_error",
+                                                             "auth", "shutdown", "refused"};
+  return kNames[static_cast<std::size_t>(reason)];
+}
+
+void ConnectionSlot::count_close(CloseReason reason) noexcept {
+  if (auto registry = registry_.lock()) ++registry->closed[static_cast<std::size_t>(reason)];
+}
+
 ConnectionSlot& ConnectionSlot::operator=(ConnectionSlot&& other) noexcept {
   if (this != &other) {
     reset();
@@ -117,6 +127,8 @@ void Listener::accept() {
           .str("reason", options_.max_per_source_setting)
           .str("source", accepted.source);
     }
+    if (!accepted.refusal.empty())
+      ++registry_->closed[static_cast<std::size_t>(CloseReason::refused)];
     factory_(std::move(accepted), *this);
     accept();
   });

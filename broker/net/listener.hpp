@@ -9,10 +9,12 @@
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/ip/tcp.hpp>
 #include <boost/asio/steady_timer.hpp>
+#include <array>
 #include <cstdint>
 #include <functional>
 #include <memory>
 #include <string>
+#include <string_view>
 #include <system_error>
 #include <unordered_map>
 #include <vector>
@@ -32,6 +34,19 @@ namespace sluice::net {
 std::error_code listen_on(boost::asio::ip::tcp::acceptor& acceptor, const std::string& host,
                           std::uint16_t port);
 
+/// Why a connection ended, as sluice_connections_closed_total counts it.
+/// (There is no "slow consumer": a consumer that does not read is paused, not closed.)
+enum class CloseReason : std::uint8_t {
+  peer,            // the client closed or reset it (or asked to: Connection: close)
+  timeout,         // no HELLO, a frame not completed, or an idle HTTP connection, in time
+  protocol_error,  // bad framing, HELLO twice, unsupported version, failed TLS handshake
+  auth,            // no or bad token, or the token was revoked (protocol)
+  shutdown,        // the broker is stopping
+  refused,         // over the listener's max_connections or max_connections_per_source
+};
+inline constexpr std::size_t kCloseReasons = 6;
+std::string_view to_string(CloseReason reason) noexcept;
+
 /// What a listener may ask of an open connection.
 class ListenedConnection {
  public:
@@ -47,6 +62,7 @@ class ListenedConnection {
 struct ConnectionRegistry {
   std::unordered_map<ListenedConnection*, std::string> open;  // -> source address
   StringMap<std::uint32_t> per_source;                        // open connections by address
+  std::array<std::uint64_t, kCloseReasons> closed{};          // connections ended, by reason
 };
 
 /// A connection's place in its listener's count. Move-only; giving it up
@@ -60,6 +76,8 @@ class ConnectionSlot {
   ConnectionSlot& operator=(ConnectionSlot&& other) noexcept;
   ~ConnectionSlot() { reset(); }
   void reset();
+  /// Counts why the connection ends (call once, before reset()).
+  void count_close(CloseReason reason) noexcept;
 
  private:
   std::weak_ptr<ConnectionRegistry> registry_;
@@ -106,6 +124,10 @@ class Listener {
   /// The bound port (after start), useful when asked for port 0.
   std::uint16_t port() const noexcept { return bound_port_; }
   std::size_t connections() const noexcept { return registry_->open.size(); }
+  /// Connections that ended for `reason` (refused ones counted at accept).
+  std::uint64_t closed(CloseReason reason) const noexcept {
+    return registry_->closed[static_cast<std::size_t>(reason)];
+  }
   /// Every open connection, for a walk that may close some of them.
   std::vector<ListenedConnection*> open() const;
   /// New connections speak TLS with `context` (nullptr: plain TCP). Open ones keep theirs.

@@ -200,11 +200,16 @@ std::vector<MetricFamily> Metrics::Collect() const {
   }
   {
     MetricFamily& f = family(out, "sluice_connections_closed_total",
-                             "Protocol connections that ended, by why.", MetricType::Counter);
+                             "Connections that ended, by listener and why.", MetricType::Counter);
     for (std::size_t i = 0; i < kCloseReasons; ++i) {
       const auto reason = static_cast<CloseReason>(i);
-      sample(f, {{"listener", "protocol"}, {"reason", std::string(to_string(reason))}},
-             static_cast<double>(broker_.closed(reason)));
+      const std::string why(to_string(reason));
+      if (protocol_ != nullptr)
+        sample(f, {{"listener", "protocol"}, {"reason", why}},
+               static_cast<double>(protocol_->closed(reason)));
+      if (http_ != nullptr)
+        sample(f, {{"listener", "http"}, {"reason", why}},
+               static_cast<double>(http_->closed(reason)));
     }
   }
   single("sluice_queues", "Queues that exist.", MetricType::Gauge,

@@ -71,7 +71,7 @@ void Session::refuse(errc code, std::string message) {
   // Over TLS, saying why would cost a handshake on the engine's thread for
   // every refused connection, which is what a flood wants: close at once.
   if (transport_.is_tls()) {
-    closing_because(CloseReason::refused);
+    close_counted_ = true;  // the listener counted the refusal
     close();
     return;
   }
@@ -85,7 +85,7 @@ void Session::shut_down() {
 void Session::closing_because(CloseReason reason) {
   if (close_counted_) return;
   close_counted_ = true;
-  broker_.count_close(reason);
+  slot_.count_close(reason);  // a refused connection holds no slot: the listener counted it
 }
 
 void Session::begin(errc refusal, std::string message) {

@@ -6,6 +6,7 @@
 // log; and a real Prometheus server scraping /metrics.
 #include <doctest/doctest.h>
 #include <netinet/in.h>
+#include <poll.h>
 #include <signal.h>
 #include <sys/socket.h>
 #include <sys/wait.h>
@@ -522,4 +523,91 @@ TEST_CASE(
   CHECK(post(broker, "/v1/queues/pay/dlq/delete", json{{"ids", {entry}}}.dump()).status == 200);
   CHECK(http_request(broker.http_port(), "DELETE", "/v1/queues/pay/dlq/" + std::to_string(entry))
             .status == 404);
+}
+
+namespace {
+
+/// sluice_connections_closed_total for one listener and reason, as scraped now.
+double closed_total(const TestBroker& broker, const std::string& listener,
+                    const std::string& reason) {
+  const std::string body = http_request(broker.http_port(), "GET", "/metrics").body;
+  const std::string series =
+      "sluice_connections_closed_total{listener=\"" + listener + "\",reason=\"" + reason + "\"} ";
+  const auto at = body.find(series);
+  if (at == std::string::npos) return -1;
+  return std::stod(body.substr(at + series.size()));
+}
+
+/// True once the broker has closed `fd` (EOF or reset) within `within`.
+bool closed_by_broker(int fd, std::chrono::milliseconds within) {
+  pollfd p{fd, POLLIN, 0};
+  const auto deadline = std::chrono::steady_clock::now() + within;
+  char byte[512];
+  while (std::chrono::steady_clock::now() < deadline) {
+    if (::poll(&p, 1, 50) == 1) {
+      const auto n = ::read(fd, byte, sizeof byte);
+      if (n <= 0) return true;  // answers (an ERROR frame, a 400) are read past
+    }
+  }
+  return false;
+}
+
+}  // namespace
+
+TEST_CASE("metrics: connections closed are counted by listener and reason") {
+  SUBCASE("protocol: peer, timeout, protocol_error") {
+    TestBroker broker({"--set", "limits.handshake_timeout=300ms"});
+    broker.connect("goes-away").reset();                               // the client closes: peer
+    const int silent = sluice::test::connect_loopback(broker.port());  // no HELLO: timeout
+    CHECK(closed_by_broker(silent, std::chrono::seconds(10)));
+    ::close(silent);
+    const int garbled = sluice::test::connect_loopback(broker.port());
+    const std::string http = "GET / HTTP/1.1\r\n\r\n";  // a length prefix far over the limit
+    REQUIRE(::write(garbled, http.data(), http.size()) == static_cast<ssize_t>(http.size()));
+    CHECK(closed_by_broker(garbled, std::chrono::seconds(10)));
+    ::close(garbled);
+    CHECK(eventually([&] {
+      return closed_total(broker, "protocol", "peer") == 1 &&
+             closed_total(broker, "protocol", "timeout") == 1 &&
+             closed_total(broker, "protocol", "protocol_error") == 1;
+    }));
+    CHECK(closed_total(broker, "protocol", "refused") == 0);
+  }
+  SUBCASE("http: refused, protocol_error, peer") {
+    TestBroker broker({"--set", "http.max_connections=2"});
+    // Two idle connections fill the cap; the next one is refused (closed at once).
+    std::vector<int> held = {sluice::test::connect_loopback(broker.http_port()),
+                             sluice::test::connect_loopback(broker.http_port())};
+    CHECK(eventually([&] {
+      const int extra = sluice::test::connect_loopback(broker.http_port());
+      const bool refused = closed_by_broker(extra, std::chrono::milliseconds(200));
+      if (!refused)
+        held.push_back(extra);  // accepted before the first two: it holds a place
+      else
+        ::close(extra);
+      return refused;
+    }));
+    for (int fd : held) ::close(fd);
+    // Once the broker has seen them go, a malformed request is answered and closed.
+    sluice::test::RawHttpExchange bad;
+    CHECK(eventually([&] {
+      bad = sluice::test::http_raw(broker.http_port(), "NOT HTTP\r\n\r\n");
+      return bad.first_status() != 0;
+    }));
+    CHECK(bad.first_status() == 400);
+    CHECK(bad.closed);
+    CHECK(eventually([&] {
+      return closed_total(broker, "http", "refused") >= 1 &&
+             closed_total(broker, "http", "protocol_error") == 1 &&
+             closed_total(broker, "http", "peer") >= 2;  // the idle ones, and scrapes
+    }));
+    CHECK(closed_total(broker, "http", "timeout") == 0);
+  }
+  SUBCASE("http: an idle connection times out") {
+    TestBroker broker({"--set", "http.idle_timeout=300ms"});
+    const int idle = sluice::test::connect_loopback(broker.http_port());
+    CHECK(closed_by_broker(idle, std::chrono::seconds(10)));
+    ::close(idle);
+    CHECK(eventually([&] { return closed_total(broker, "http", "timeout") >= 1; }));
+  }
 }
