@@ -33,6 +33,7 @@
 #include "broker.hpp"
 #include "listener.hpp"
 #include "session.hpp"
+#include "triggers.hpp"
 #include "live_config.hpp"
 #include "sluice/config/settings.hpp"
 #include "sluice/security/tls.hpp"
@@ -273,6 +274,13 @@ int main(int argc, char** argv) {
   const std::uint16_t http_port = http ? http->port() : 0;
   if (!settings.port_file.empty() && !write_port_file(settings.port_file, server.port(), http_port))
     return fail("cannot write port file " + settings.port_file);
+  net::Triggers triggers(broker);
+  if (auto problem = triggers.apply(settings.triggers)) return fail(problem.detail);
+  metrics.set_triggers(&triggers);
+  live.set_applied_hook([&](const config::Settings& applied) {
+    if (auto problem = triggers.apply(applied.triggers))
+      sluice::log::warn("reload_trigger_failed").str("problem", problem.detail);
+  });
   api.set_ready(true);
   metrics.set_ready(true);
   live.set_security_hook([&](const config::Settings& next) -> sluice::Error {
@@ -313,6 +321,7 @@ int main(int argc, char** argv) {
         }
         sluice::log::info("stopping").str("signal", signal == SIGTERM ? "SIGTERM" : "SIGINT");
         store->dead_letters().stop_timers();
+        triggers.stop();
         metrics.set_ready(false);
         api.stop();
         if (http) http->stop();

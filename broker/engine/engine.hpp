@@ -192,6 +192,11 @@ class Engine {
   /// the message is poison. Errors as ack.
   errc nack(const DeliverySink& caller, std::uint64_t message_id, std::uint64_t lease_token,
             Micros delay, Micros now, std::string_view reason = {}, bool dead_letter = false);
+  /// Gives a delivery back without using an attempt (the consumer was told to
+  /// slow down: a trigger's 429 or 503): first in line again, after `delay`
+  /// (0: at once); its next delivery has the same attempt number. Errors as ack.
+  errc release(const DeliverySink& caller, std::uint64_t message_id, std::uint64_t lease_token,
+               Micros delay, Micros now);
   /// Moves a live lease's deadline to now + `lease`. Errors as ack; invalid_argument for 0.
   errc extend(const DeliverySink& caller, std::uint64_t message_id, std::uint64_t lease_token,
               Micros lease, Micros now);

@@ -141,7 +141,10 @@ void Engine::deliver(Queue& queue, std::uint32_t index, Consumer& consumer, Micr
   Slot& s = store_[index];
   s.state = SlotState::in_flight;
   s.generation++;
-  s.attempt++;
+  if (s.repeat_attempt)
+    s.repeat_attempt = false;
+  else
+    s.attempt++;
   s.owner = &consumer;
   s.deadline = now + consumer.lease_;
   watch_deadline(index);

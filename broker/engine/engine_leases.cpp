@@ -130,6 +130,22 @@ errc Engine::nack(const DeliverySink& caller, std::uint64_t message_id, std::uin
   return errc::ok;
 }
 
+errc Engine::release(const DeliverySink& caller, std::uint64_t message_id,
+                     std::uint64_t lease_token, Micros delay, Micros now) {
+  const std::uint32_t index = live_lease(caller, message_id, lease_token, now);
+  if (index == kNil) return errc::stale_lease;
+  Slot& s = store_[index];
+  Queue& queue = *s.queue;
+  Consumer& owner = end_lease(index);
+  s.repeat_attempt = true;  // that delivery does not count: the next one has its number
+  const std::uint64_t seq =
+      s.durable ? journal_->attempted(s.id, s.attempt - 1, delay > 0 ? now + delay : 0) : 0;
+  retry_after_record(queue, index, seq, delay, true, now);
+  credit_returned(owner);
+  dispatch(queue, now);
+  return errc::ok;
+}
+
 void Engine::fail(std::uint32_t index, Micros now, Micros delay, std::string_view reason,
                   bool poison) {
   Slot& s = store_[index];

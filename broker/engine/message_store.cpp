@@ -25,6 +25,7 @@ void MessageStore::release(std::uint32_t index) {
   s.queue = nullptr;
   s.durable = false;
   s.redriven = false;
+  s.repeat_attempt = false;
   s.lane = nullptr;
   if (s.failed) {
     failures_.erase(index);

@@ -56,6 +56,8 @@ struct Slot {
   bool redriven : 1 = false;  // back from the dead-letter queue: skips the resequencer
   bool failed : 1 = false;    // has a Failure record (MessageStore::failure)
   bool extended : 1 = false;  // its lease was extended (Engine::extended_ knows when it began)
+  bool repeat_attempt : 1 =
+      false;  // released unused (Engine::release): the next delivery reuses `attempt`
   // Its ordering key, read once at the door: where the key header's value
   // starts in `message` (0: no key; kKeyBeyond: further in, read it again).
   std::uint16_t key_at = 0;

@@ -169,6 +169,7 @@ void LiveConfig::reload(engine::Micros now) {
   // What needs a restart keeps its running value.
   for_each_restart_only([&](std::string_view, auto member) { next.*member = settings_.*member; });
   settings_ = std::move(next);
+  if (applied_hook_) applied_hook_(settings_);
   log::info("reloaded")
       .num("queues", changed)
       .num("needs_restart", static_cast<std::int64_t>(needs_restart.size()));

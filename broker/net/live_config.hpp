@@ -52,6 +52,10 @@ class LiveConfig {
   /// reload, before anything else changes; a problem fails the whole reload.
   using SecurityHook = std::function<Error(const config::Settings& next)>;
   void set_security_hook(SecurityHook hook) { security_hook_ = std::move(hook); }
+  /// What follows the queues (main.cpp: the triggers): called with the new
+  /// settings at the end of each reload that applied.
+  using AppliedHook = std::function<void(const config::Settings& applied)>;
+  void set_applied_hook(AppliedHook hook) { applied_hook_ = std::move(hook); }
 
  private:
   /// The settings `queue` has under `settings` (declared, or the defaults).
@@ -60,6 +64,7 @@ class LiveConfig {
 
   engine::Engine& engine_;
   SecurityHook security_hook_;
+  AppliedHook applied_hook_;
   SettingsSource source_;
   config::Settings settings_;
 };

@@ -1,5 +1,7 @@
 #include "metrics.hpp"
 
+#include "triggers.hpp"
+
 #include <prometheus/text_serializer.h>
 #include <unistd.h>
 
@@ -210,6 +212,27 @@ std::vector<MetricFamily> Metrics::Collect() const {
       if (http_ != nullptr)
         sample(f, {{"listener", "http"}, {"reason", why}},
                static_cast<double>(http_->closed(reason)));
+    }
+  }
+  if (triggers_ != nullptr && !triggers_->running().empty()) {
+    MetricFamily& invocations =
+        family(out, "sluice_trigger_invocations_total",
+               "Invocations of a trigger's function, by outcome.", MetricType::Counter);
+    MetricFamily& messages = family(out, "sluice_trigger_messages_total",
+                                    "Messages sent to a trigger's function.", MetricType::Counter);
+    MetricFamily& limit = family(out, "sluice_trigger_concurrency_limit",
+                                 "Invocations a trigger may have in flight.", MetricType::Gauge);
+    MetricFamily& in_flight =
+        family(out, "sluice_trigger_in_flight", "Invocations in flight.", MetricType::Gauge);
+    for (const auto& [name, trigger] : triggers_->running()) {
+      for (std::size_t i = 0; i < kInvocationOutcomes; ++i) {
+        const auto outcome = static_cast<InvocationOutcome>(i);
+        sample(invocations, {{"trigger", name}, {"outcome", std::string(to_string(outcome))}},
+               static_cast<double>(trigger->invocations(outcome)));
+      }
+      sample(messages, {{"trigger", name}}, static_cast<double>(trigger->messages_sent()));
+      sample(limit, {{"trigger", name}}, static_cast<double>(trigger->limit()));
+      sample(in_flight, {{"trigger", name}}, static_cast<double>(trigger->in_flight()));
     }
   }
   single("sluice_queues", "Queues that exist.", MetricType::Gauge,

@@ -170,6 +170,33 @@ std::optional<ConfigError> validate(const Settings& settings) {
                          "at least one of publish, consume or admin with a queue-name pattern, or "
                          "metrics = \"on\""};
   }
+  for (size_t i = 0; i < settings.triggers.size(); ++i) {
+    const TriggerSettings& trigger = settings.triggers[i];
+    const std::string prefix = "triggers." + trigger.name;
+    if (!is_valid_token_name(trigger.name))
+      return ConfigError{"", 0, prefix, "invalid trigger name " + quote(trigger.name),
+                         std::string(kTokenNameAllowed)};
+    for (size_t j = 0; j < i; ++j) {
+      if (settings.triggers[j].name == trigger.name)
+        return ConfigError{"", 0, prefix, "trigger " + quote(trigger.name) + " is declared twice",
+                           "each trigger name declared once"};
+    }
+    if (!is_valid_queue_name(trigger.queue))
+      return ConfigError{
+          "", 0, prefix + ".queue",
+          trigger.queue.empty() ? "missing" : "invalid queue name " + quote(trigger.queue),
+          std::string(kQueueNameAllowed)};
+    if (!is_valid_url(trigger.url))
+      return ConfigError{"", 0, prefix + ".url",
+                         trigger.url.empty() ? "missing" : "not an http or https URL",
+                         allowed_text({.kind = Kind::url})};
+    if (trigger.batch_size > 1 && !trigger.body_json)
+      return ConfigError{"", 0, prefix + ".batch_size",
+                         "a batch of " + std::to_string(trigger.batch_size) +
+                             " needs body = \"json\" (\"raw\" sends one message per request)",
+                         "batch_size = 1, or body = \"json\""};
+    if (auto problem = check_ranges(trigger, prefix, kTriggerFieldSpan)) return problem;
+  }
   // Durable queues need somewhere to keep their messages.
   if (settings.storage_path.empty()) {
     std::string durable;

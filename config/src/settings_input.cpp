@@ -159,6 +159,42 @@ std::optional<std::string> parse_value(const Rule& rule, const Input& input, Par
       }
       out.text = input.string;
       return std::nullopt;
+    case Kind::header_lines: {
+      // On the command line one line: a comma may well be part of a value.
+      std::vector<std::string> items;
+      if (input.type == Input::Type::array && input.array_of_strings)
+        items = input.strings;
+      else if (is_string && input.from_command_line)
+        items.push_back(input.string);
+      else
+        return "expected an array of strings, got " + input.description;
+      for (const auto& item : items) {
+        const auto colon = item.find(':');
+        bool ok = colon != std::string::npos && colon > 0;
+        for (std::size_t i = 0; ok && i < colon; ++i) {
+          const auto c = static_cast<unsigned char>(item[i]);
+          ok = c > ' ' && c < 0x7f &&
+               std::string_view("()<>@,;:\\\"/[]?={}").find(item[i]) == std::string_view::npos;
+        }
+        for (std::size_t i = colon + 1; ok && i < item.size(); ++i) {
+          const auto c = static_cast<unsigned char>(item[i]);
+          ok = (c >= ' ' || c == '\t') && c != 0x7f;
+        }
+        if (!ok) return "not a header line \"Name: value\": " + quote(item);
+      }
+      out.list = std::move(items);
+      return std::nullopt;
+    }
+    case Kind::queue_name:
+      if (!is_string) return "expected a string, got " + input.description;
+      if (!is_valid_queue_name(input.string)) return "invalid queue name " + quote(input.string);
+      out.text = input.string;
+      return std::nullopt;
+    case Kind::url:
+      if (!is_string) return "expected a string, got " + input.description;
+      if (!is_valid_url(input.string)) return "not an http or https URL: " + quote(input.string);
+      out.text = input.string;
+      return std::nullopt;
     case Kind::patterns: {
       std::vector<std::string> items;
       if (input.type == Input::Type::array) {

@@ -47,10 +47,13 @@ enum class Kind {
   rate,
   overflow,
   header_name,
-  choice,      // one of Rule::choices; Parsed::choice is its index
-  factor,      // a number with up to 3 decimals, stored in thousandths (like rate)
-  token_hash,  // "sha256:<salt>:<digest>" (sluicectl hash-token)
-  patterns,    // an array of queue-name patterns ('*' = any run); on the command line, a,b,c
+  choice,        // one of Rule::choices; Parsed::choice is its index
+  factor,        // a number with up to 3 decimals, stored in thousandths (like rate)
+  token_hash,    // "sha256:<salt>:<digest>" (sluicectl hash-token)
+  patterns,      // an array of queue-name patterns ('*' = any run); on the command line, a,b,c
+  queue_name,    // one queue name
+  url,           // "http://host[:port]/path" or "https://..."
+  header_lines,  // an array of "Name: value"; on the command line, one line
 };
 
 inline constexpr uint64_t kMaxRateMilli = 1'000'000'000;  // 1,000,000 messages per second
@@ -100,6 +103,7 @@ bool is_listen_host(std::string_view host);
 bool is_valid_queue_name(std::string_view name);
 bool is_valid_pattern(std::string_view pattern);
 bool is_valid_token_name(std::string_view name);
+bool is_valid_url(std::string_view url);
 
 inline constexpr std::string_view kQueueNameAllowed =
     "a queue name of 1 to 200 characters from A-Z a-z 0-9 _ . : -, not \".\" or \"..\"";
@@ -165,10 +169,12 @@ struct TableSpec {
 extern const std::span<const TableSpec> kSettingsTables;
 extern const std::span<const Field<QueueSettings>> kQueueFieldSpan;
 extern const std::span<const Field<TokenSettings>> kTokenFieldSpan;
+extern const std::span<const Field<TriggerSettings>> kTriggerFieldSpan;
 
 inline constexpr std::string_view kQueueDefaults = "queue_defaults";
 inline constexpr std::string_view kQueues = "queues";
 inline constexpr std::string_view kTokens = "tokens";
+inline constexpr std::string_view kTriggers = "triggers";
 
 const TableSpec* find_table(std::string_view name);
 
@@ -192,5 +198,6 @@ std::vector<std::string> all_setting_names();
 std::string suggestion(std::string_view typed, const std::vector<std::string>& candidates);
 DeclaredQueue& declare_queue(Settings& settings, std::string_view name);
 TokenSettings& declare_token(Settings& settings, std::string_view name);
+TriggerSettings& declare_trigger(Settings& settings, std::string_view name);
 
 }  // namespace sluice::config::detail

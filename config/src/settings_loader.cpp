@@ -111,7 +111,11 @@ class FileLoader {
       if (name == kQueues) {
         load_queues(node, settings);
       } else if (name == kTokens) {
-        load_tokens(node, settings);
+        load_named(node, kTokens, kTokenNameAllowed, &is_valid_token_name, kTokenFieldSpan,
+                   &declare_token, settings);
+      } else if (name == kTriggers) {
+        load_named(node, kTriggers, kTokenNameAllowed, &is_valid_token_name, kTriggerFieldSpan,
+                   &declare_trigger, settings);
       } else if (const TableSpec* spec = find_table(name)) {
         if (const auto* table = expect_table(node, std::string(name), spec->fields)) {
           apply_fields(*table, name, spec->fields, settings);
@@ -193,35 +197,40 @@ class FileLoader {
     }
   }
 
-  void load_tokens(const toml::node& node, Settings& settings) {
+  /// [tokens.NAME] or [triggers.NAME]: tables by name, each from `fields`, in file order.
+  template <class Target>
+  void load_named(const toml::node& node, std::string_view kind, std::string_view name_allowed,
+                  bool (*valid_name)(std::string_view), std::span<const Field<Target>> fields,
+                  Target& (*declare)(Settings&, std::string_view), Settings& settings) {
     // Strings are described by type only: under [tokens] one may be a pasted token.
     auto what = [](const toml::node& n) { return n.is_string() ? "a string" : describe(n); };
-    const auto* tokens = node.as_table();
-    if (!tokens) {
-      report(node.source(), std::string(kTokens), "expected a table, got " + what(node),
-             "[tokens.NAME] tables with keys " + join(keys_of(kTokenFieldSpan)));
+    const std::string noun(kind.substr(0, kind.size() - 1));  // "token", "trigger"
+    const auto* tables = node.as_table();
+    if (!tables) {
+      report(node.source(), std::string(kind), "expected a table, got " + what(node),
+             "[" + std::string(kind) + ".NAME] tables with keys " + join(keys_of(fields)));
       return;
     }
     std::vector<std::pair<const toml::key*, const toml::node*>> entries;
-    for (auto&& [key, token] : *tokens) entries.emplace_back(&key, &token);
+    for (auto&& [key, table] : *tables) entries.emplace_back(&key, &table);
     std::stable_sort(entries.begin(), entries.end(), [](const auto& a, const auto& b) {
       return a.first->source().begin.line < b.first->source().begin.line;
     });
-    for (const auto& [key, token] : entries) {
+    for (const auto& [key, entry] : entries) {
       const std::string_view name = key->str();
-      const std::string setting = "tokens." + std::string(name);
-      if (!is_valid_token_name(name)) {
-        report(key->source(), setting, "invalid token name " + quote(name),
-               std::string(kTokenNameAllowed));
+      const std::string setting = std::string(kind) + "." + std::string(name);
+      if (!valid_name(name)) {
+        report(key->source(), setting, "invalid " + noun + " name " + quote(name),
+               std::string(name_allowed));
         continue;
       }
-      const auto* table = token->as_table();
+      const auto* table = entry->as_table();
       if (!table) {
-        report(token->source(), setting, "expected a table, got " + what(*token),
-               "a table [" + setting + "] with keys " + join(keys_of(kTokenFieldSpan)));
+        report(entry->source(), setting, "expected a table, got " + what(*entry),
+               "a table [" + setting + "] with keys " + join(keys_of(fields)));
         continue;
       }
-      apply_fields(*table, setting, kTokenFieldSpan, declare_token(settings, name));
+      apply_fields(*table, setting, fields, declare(settings, name));
     }
   }
 
@@ -231,6 +240,7 @@ class FileLoader {
     tables.push_back(std::string(kQueueDefaults));
     tables.push_back(std::string(kQueues));
     tables.push_back(std::string(kTokens));
+    tables.push_back(std::string(kTriggers));
     std::string problem = "unknown table" + suggestion(key.str(), tables);
     // A key written above the first table header lands at the top level.
     for (const auto& table : kSettingsTables) {
@@ -241,7 +251,7 @@ class FileLoader {
     }
     report(key.source(), std::string(key.str()), std::move(problem),
            "tables [server], [http], [limits], [storage], [tls], [log], [queue_defaults], "
-           "[queues.NAME] and [tokens.NAME]");
+           "[queues.NAME], [tokens.NAME] and [triggers.NAME]");
   }
 
   std::string path_;
@@ -330,6 +340,45 @@ std::optional<ConfigError> load_text(std::string_view content, const std::string
   }
 }
 
+namespace {
+
+/// tokens.NAME.SETTING or triggers.NAME.SETTING from the command line.
+template <class Target>
+std::optional<ConfigError> apply_named(Settings& settings, std::string_view name,
+                                       const Input& input, std::string_view kind,
+                                       std::string_view name_allowed,
+                                       std::span<const Field<Target>> fields,
+                                       Target& (*declare)(Settings&, std::string_view)) {
+  auto error = [&](std::string problem, std::string allowed) {
+    return ConfigError{std::string(kCommandLine), 0, std::string(name), std::move(problem),
+                       std::move(allowed)};
+  };
+  const std::string_view rest = name.substr(kind.size() + 1);
+  const auto last_dot = rest.rfind('.');
+  const std::string_view key =
+      last_dot == std::string_view::npos ? std::string_view{} : rest.substr(last_dot + 1);
+  const std::string_view entry =
+      last_dot == std::string_view::npos ? std::string_view{} : rest.substr(0, last_dot);
+  const Field<Target>* field = find_field(fields, key);
+  const std::string prefix = std::string(kind) + ".NAME.";
+  if (!field) {
+    std::vector<std::string> names;
+    for (const auto& known : keys_of(fields)) names.push_back(prefix + known);
+    return error("expected " + prefix + "SETTING" + suggestion(name, names), join(names));
+  }
+  if (!is_valid_token_name(entry))
+    return error(
+        "invalid " + std::string(kind.substr(0, kind.size() - 1)) + " name " + quote(entry),
+        std::string(name_allowed));
+  Parsed parsed;
+  if (auto problem = parse_value(field->rule, input, parsed))
+    return error(std::move(*problem), allowed_text(field->rule));
+  field->store(declare(settings, entry), parsed);
+  return std::nullopt;
+}
+
+}  // namespace
+
 std::optional<ConfigError> apply_setting(Settings& settings, std::string_view name,
                                          std::string_view value) {
   auto error = [&](std::string problem, std::string allowed) {
@@ -380,25 +429,12 @@ std::optional<ConfigError> apply_setting(Settings& settings, std::string_view na
     return std::nullopt;
   }
 
-  if (table == kTokens) {
-    const auto last_dot = rest.rfind('.');
-    const std::string_view key =
-        last_dot == std::string_view::npos ? std::string_view{} : rest.substr(last_dot + 1);
-    const std::string_view token_name =
-        last_dot == std::string_view::npos ? std::string_view{} : rest.substr(0, last_dot);
-    const Field<TokenSettings>* field = find_field(kTokenFieldSpan, key);
-    if (!field) {
-      std::vector<std::string> names;
-      for (const auto& known : keys_of(kTokenFieldSpan)) names.push_back("tokens.NAME." + known);
-      return error("expected tokens.NAME.SETTING" + suggestion(name, names), join(names));
-    }
-    if (!is_valid_token_name(token_name))
-      return error("invalid token name " + quote(token_name), std::string(kTokenNameAllowed));
-    if (auto problem = parse_value(field->rule, input, parsed))
-      return error(std::move(*problem), allowed_text(field->rule));
-    field->store(declare_token(settings, token_name), parsed);
-    return std::nullopt;
-  }
+  if (table == kTokens)
+    return apply_named(settings, name, input, kTokens, kTokenNameAllowed, kTokenFieldSpan,
+                       &declare_token);
+  if (table == kTriggers)
+    return apply_named(settings, name, input, kTriggers, kTokenNameAllowed, kTriggerFieldSpan,
+                       &declare_trigger);
 
   const TableSpec* spec = find_table(table);
   const Field<Settings>* field = spec ? find_field(spec->fields, rest) : nullptr;

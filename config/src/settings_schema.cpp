@@ -350,6 +350,65 @@ constexpr Field<QueueSettings> kQueueFields[] = {
 
 constexpr std::span<const Field<QueueSettings>> kQueueFieldSpan{kQueueFields};
 
+constexpr std::string_view kMethodChoices[] = {"POST", "PUT"};
+constexpr std::string_view kBodyChoices[] = {"raw", "json"};
+
+constexpr Field<TriggerSettings> kTriggerFields[] = {
+    {.key = "queue",
+     .rule = {.kind = Kind::queue_name},
+     .store = [](TriggerSettings& t, const Parsed& v) { t.queue = v.text; }},
+    {.key = "url",
+     .rule = {.kind = Kind::url},
+     .store = [](TriggerSettings& t, const Parsed& v) { t.url = v.text; }},
+    {.key = "method",
+     .rule = {.kind = Kind::choice, .choices = kMethodChoices},
+     .store = [](TriggerSettings& t,
+                 const Parsed& v) { t.method = std::string(kMethodChoices[v.choice]); }},
+    {.key = "headers",
+     .rule = {.kind = Kind::header_lines},
+     .store = [](TriggerSettings& t, const Parsed& v) { t.headers = v.list; }},
+    {.key = "timeout",
+     .rule = {.kind = Kind::duration, .min = 100, .max = 15 * kMinute},
+     .store = [](TriggerSettings& t,
+                 const Parsed& v) { t.timeout = std::chrono::milliseconds(int64_t(v.number)); },
+     .read = [](const TriggerSettings& t) { return read_ms(t.timeout); }},
+    {.key = "max_concurrency",
+     .rule = {.kind = Kind::count, .min = 1, .max = 10'000},
+     .store = [](TriggerSettings& t, const Parsed& v) { t.max_concurrency = uint32_t(v.number); },
+     .read = [](const TriggerSettings& t) { return whole(t.max_concurrency); }},
+    {.key = "batch_size",
+     .rule = {.kind = Kind::count, .min = 1, .max = 1000},
+     .store = [](TriggerSettings& t, const Parsed& v) { t.batch_size = uint32_t(v.number); },
+     .read = [](const TriggerSettings& t) { return whole(t.batch_size); }},
+    {.key = "batch_window",
+     .rule = {.kind = Kind::duration, .min = 0, .max = kMinute},
+     .store =
+         [](TriggerSettings& t, const Parsed& v) {
+           t.batch_window = std::chrono::milliseconds(int64_t(v.number));
+         },
+     .read = [](const TriggerSettings& t) { return read_ms(t.batch_window); }},
+    {.key = "batch_max_bytes",
+     .rule = {.kind = Kind::size, .min = kKiB, .max = 64 * kMiB},
+     .store = [](TriggerSettings& t, const Parsed& v) { t.batch_max_bytes = v.number; },
+     .read = [](const TriggerSettings& t) { return whole(t.batch_max_bytes); }},
+    {.key = "body",
+     .rule = {.kind = Kind::choice,
+              .choices = kBodyChoices,
+              .choices_note = "raw: one message as the body, its headers as HTTP headers; json: "
+                              "a batch as a JSON array"},
+     .store = [](TriggerSettings& t, const Parsed& v) { t.body_json = v.choice == 1; }},
+    {.key = "signing_secret_file",
+     .rule = {.kind = Kind::path},
+     .store = [](TriggerSettings& t, const Parsed& v) { t.signing_secret_file = v.text; }},
+    {.key = "ca_file",
+     .rule = {.kind = Kind::path},
+     .store = [](TriggerSettings& t, const Parsed& v) { t.ca_file = v.text; }},
+    {.key = "verify",
+     .rule = {.kind = Kind::choice, .choices = kOnOffChoices},
+     .store = [](TriggerSettings& t, const Parsed& v) { t.verify = v.choice == 1; }},
+};
+constexpr std::span<const Field<TriggerSettings>> kTriggerFieldSpan{kTriggerFields};
+
 constexpr TableSpec kSettingsTableList[] = {{"server", kServerFields}, {"http", kHttpFields},
                                             {"limits", kLimitsFields}, {"storage", kStorageFields},
                                             {"tls", kTlsFields},       {"log", kLogFields}};
@@ -379,6 +438,8 @@ std::vector<std::string> all_setting_names() {
   }
   for (const auto& field : kQueueFields) names.push_back("queues.NAME." + std::string(field.key));
   for (const auto& field : kTokenFields) names.push_back("tokens.NAME." + std::string(field.key));
+  for (const auto& field : kTriggerFields)
+    names.push_back("triggers.NAME." + std::string(field.key));
   return names;
 }
 
@@ -420,6 +481,15 @@ DeclaredQueue& declare_queue(Settings& settings, std::string_view name) {
     if (queue.name == name) return queue;
   }
   return settings.queues.emplace_back(DeclaredQueue{std::string(name), settings.queue_defaults});
+}
+
+TriggerSettings& declare_trigger(Settings& settings, std::string_view name) {
+  for (auto& trigger : settings.triggers) {
+    if (trigger.name == name) return trigger;
+  }
+  TriggerSettings& trigger = settings.triggers.emplace_back();
+  trigger.name = std::string(name);
+  return trigger;
 }
 
 TokenSettings& declare_token(Settings& settings, std::string_view name) {

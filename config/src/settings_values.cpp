@@ -197,6 +197,33 @@ bool is_valid_pattern(std::string_view pattern) {
   return std::all_of(without_stars.begin(), without_stars.end(), is_name_char);
 }
 
+bool is_valid_url(std::string_view url) {
+  std::string_view rest;
+  if (url.starts_with("https://"))
+    rest = url.substr(8);
+  else if (url.starts_with("http://"))
+    rest = url.substr(7);
+  else
+    return false;
+  const std::string_view authority = rest.substr(0, rest.find_first_of("/?"));
+  if (authority.empty() || authority.find('@') != std::string_view::npos) return false;
+  if (authority.front() == '[') {
+    const auto close = authority.find(']');
+    if (close == std::string_view::npos) return false;
+  } else if (authority.front() == ':') {
+    return false;
+  }
+  const auto colon = authority.rfind(':');
+  if (colon != std::string_view::npos && authority.back() != ']') {
+    const std::string_view port = authority.substr(colon + 1);
+    const auto n = parse_whole(port);
+    if (!n || *n == 0 || *n > 65535) return false;
+  }
+  for (char c : url)
+    if (static_cast<unsigned char>(c) <= ' ' || c == 0x7f) return false;
+  return true;
+}
+
 /// Token names share the queue-name alphabet, shorter.
 bool is_valid_token_name(std::string_view name) {
   return name.size() <= 100 && is_valid_queue_name(name);
@@ -239,6 +266,13 @@ std::string allowed_text(const Rule& rule) {
     case Kind::patterns:
       return "an array of queue-name patterns like [\"orders\", \"orders.*\", \"*\"] ('*' stands "
              "for any run of characters; names use A-Z a-z 0-9 _ . : -), or [] for none";
+    case Kind::queue_name:
+      return std::string(kQueueNameAllowed);
+    case Kind::url:
+      return "\"http://host[:port]/path\" or \"https://host[:port]/path\" (host: a DNS name, an "
+             "IPv4 address or [IPv6 address])";
+    case Kind::header_lines:
+      return "an array of header lines like [\"Authorization: Bearer abc\", \"X-Env: prod\"]";
     case Kind::choice: {
       std::string text = "one of";
       for (std::size_t i = 0; i < rule.choices.size(); ++i)

@@ -25,9 +25,6 @@ std::filesystem::path make_temp_dir(const std::string& prefix) {
   return dir;
 }
 
-namespace {
-
-/// Starts `args` (argv[0] a path) as a child with `fd` (stdout or stderr) sent to `output`.
 pid_t spawn(std::vector<std::string> args, const std::filesystem::path& output, int fd) {
   const pid_t pid = ::fork();
   REQUIRE(pid >= 0);
@@ -45,8 +42,6 @@ pid_t spawn(std::vector<std::string> args, const std::filesystem::path& output, 
   }
   return pid;
 }
-
-}  // namespace
 
 TestBroker::TestBroker(std::vector<std::string> extra_args) : dir_(make_temp_dir("sluice-test")) {
   const auto port_file = dir_ / "port";

@@ -73,6 +73,9 @@ class HoldingConsumer {
 
 /// A TCP connection to 127.0.0.1:`port` as a raw descriptor (the caller closes
 /// it), for sending what no client library would; fails the test if refused.
+/// Starts `args` (argv[0] a path) as a child with `fd` (stdout or stderr) sent to `output`.
+pid_t spawn(std::vector<std::string> args, const std::filesystem::path& output, int fd);
+
 int connect_loopback(std::uint16_t port);
 
 /// A message with `payload` and no headers.
@@ -100,13 +103,14 @@ struct CommandResult {
 };
 CommandResult run_command(const std::string& command, const std::string& input = "");
 
-/// Polls `condition` every 5 ms until true or `timeout`; returns its last value.
+/// Polls `condition` every `poll` until true or `timeout`; returns its last value.
 template <typename F>
-bool eventually(F condition, std::chrono::milliseconds timeout = std::chrono::milliseconds(10000)) {
+bool eventually(F condition, std::chrono::milliseconds timeout = std::chrono::milliseconds(10000),
+                std::chrono::milliseconds poll = std::chrono::milliseconds(5)) {
   const auto deadline = std::chrono::steady_clock::now() + timeout;
   while (std::chrono::steady_clock::now() < deadline) {
     if (condition()) return true;
-    std::this_thread::sleep_for(std::chrono::milliseconds(5));
+    std::this_thread::sleep_for(poll);
   }
   return condition();
 }

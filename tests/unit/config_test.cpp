@@ -252,7 +252,21 @@ lease_timeout = "45s"
                             "key_header =",
                             "key_rate =",
                             "key_burst =",
-                            "[queues."}) {
+                            "[queues.",
+                            "[triggers.",
+                            "# queue =",
+                            "# url =",
+                            "# method =",
+                            "# headers =",
+                            "# timeout =",
+                            "# max_concurrency =",
+                            "# batch_size =",
+                            "# batch_window =",
+                            "# batch_max_bytes =",
+                            "# body =",
+                            "# signing_secret_file =",
+                            "# ca_file =",
+                            "# verify ="}) {
       INFO(key);
       CHECK(contains(text.str(), key));
     }
@@ -920,5 +934,86 @@ TEST_SUITE("config: security") {
     CHECK_FALSE(cfg::is_loopback_host("::"));
     CHECK_FALSE(cfg::is_loopback_host("10.0.0.1"));
     CHECK_FALSE(cfg::is_loopback_host(std::string_view("127.0.0.1\0x", 11)));
+  }
+}
+
+TEST_SUITE("config: triggers") {
+  TEST_CASE("[triggers.NAME] tables are read in file order with their defaults") {
+    const auto s = load_ok(R"(
+[triggers.resize]
+queue = "images"
+url = "https://fn.example:8443/resize?v=2"
+method = "PUT"
+headers = ["Authorization: Bearer abc", "X-Env: prod"]
+timeout = "5s"
+max_concurrency = 8
+batch_size = 10
+batch_window = "50ms"
+batch_max_bytes = "1MiB"
+body = "json"
+signing_secret_file = "/etc/sluice/resize.secret"
+ca_file = "/etc/ssl/ca.pem"
+verify = "off"
+
+[triggers.audit]
+queue = "audit"
+url = "http://127.0.0.1:9000/"
+)");
+    REQUIRE(s.triggers.size() == 2);
+    const auto& t = s.triggers[0];
+    CHECK(t.name == "resize");
+    CHECK(t.queue == "images");
+    CHECK(t.url == "https://fn.example:8443/resize?v=2");
+    CHECK(t.method == "PUT");
+    CHECK(t.headers == std::vector<std::string>{"Authorization: Bearer abc", "X-Env: prod"});
+    CHECK(t.timeout == std::chrono::seconds(5));
+    CHECK(t.max_concurrency == 8);
+    CHECK(t.batch_size == 10);
+    CHECK(t.batch_window == std::chrono::milliseconds(50));
+    CHECK(t.batch_max_bytes == 1u << 20);
+    CHECK(t.body_json);
+    CHECK(t.signing_secret_file == "/etc/sluice/resize.secret");
+    CHECK(t.ca_file == "/etc/ssl/ca.pem");
+    CHECK_FALSE(t.verify);
+    const auto& d = s.triggers[1];
+    CHECK(d.name == "audit");
+    CHECK(d.method == "POST");
+    CHECK(d.timeout == std::chrono::seconds(30));
+    CHECK(d.max_concurrency == 10);
+    CHECK(d.batch_size == 1);
+    CHECK_FALSE(d.body_json);
+    CHECK(d.verify);
+    CHECK_FALSE(cfg::validate(s));
+  }
+
+  TEST_CASE("bad trigger settings name the setting and what is allowed") {
+    auto error = load_error("[triggers.t]\nqueue = \"q\"\nurl = \"ftp://x/\"\n");
+    CHECK(error.setting == "triggers.t.url");
+    CHECK(contains(error.allowed, "https://"));
+    CHECK(error.line == 3);
+    error = load_error("[triggers.t]\nqueue = \"q\"\nurl = \"http://h/\"\nmax_concurency = 3\n");
+    CHECK(contains(error.problem, "did you mean max_concurrency"));
+    error = load_error("[triggers.t]\nqueue = \"q\"\nurl = \"http://h/\"\nbatch_size = 1001\n");
+    CHECK(contains(error.problem, "above the maximum of 1000"));
+    error =
+        load_error("[triggers.t]\nqueue = \"q\"\nurl = \"http://h/\"\nheaders = [\"nocolon\"]\n");
+    CHECK(contains(error.problem, "Name: value"));
+    error = load_error("[triggers.\"bad name!\"]\nqueue = \"q\"\n");
+    CHECK(contains(error.problem, "invalid trigger name"));
+    // What a single value cannot show: validate().
+    cfg::Settings s;
+    REQUIRE_FALSE(cfg::apply_setting(s, "triggers.t.url", "http://h/"));
+    auto problem = cfg::validate(s);
+    REQUIRE(problem);
+    CHECK(problem->setting == "triggers.t.queue");
+    REQUIRE_FALSE(cfg::apply_setting(s, "triggers.t.queue", "q"));
+    REQUIRE_FALSE(cfg::apply_setting(s, "triggers.t.batch_size", "5"));
+    problem = cfg::validate(s);
+    REQUIRE(problem);
+    CHECK(problem->setting == "triggers.t.batch_size");
+    REQUIRE_FALSE(cfg::apply_setting(s, "triggers.t.body", "json"));
+    CHECK_FALSE(cfg::validate(s));
+    auto flag = flag_error("triggers.t.nope", "1");
+    CHECK(contains(flag.problem, "expected triggers.NAME.SETTING"));
   }
 }

@@ -471,4 +471,36 @@ TEST_CASE("resequencer: a delayed message takes its place in sequence when due")
   CHECK(got[1].payload == "two");
 }
 
+TEST_CASE("release: a delivery given back unused keeps its attempt number and its place") {
+  Engine e;
+  engine::QueueOptions o;
+  o.ordered = true;
+  auto& q = e.declare("q", o);
+  RecordingSink sink;
+  subscribe(e, q, sink, 10);
+  e.publish(q, with_headers("first", {{"sluice-key", "k"}}), 0, 0);
+  e.publish(q, with_headers("second", {{"sluice-key", "k"}}), 0, 0);
+  auto got = sink.take();
+  REQUIRE(got.size() == 1);
+  CHECK(got[0].delivery.attempt == 1);
+  // Released with a delay: its key waits (order), and no attempt is used.
+  REQUIRE(e.release(sink, got[0].delivery.message_id, got[0].delivery.lease_token, kSecond, 0) ==
+          errc::ok);
+  CHECK(sink.got.empty());
+  e.advance(kSecond);
+  got = sink.take();
+  REQUIRE(got.size() == 1);
+  CHECK(got[0].payload == "first");
+  CHECK(got[0].delivery.attempt == 1);
+  // A nack is a used attempt: the next delivery is attempt 2.
+  REQUIRE(e.nack(sink, got[0].delivery.message_id, got[0].delivery.lease_token, 1, kSecond) ==
+          errc::ok);
+  e.advance(2 * kSecond);
+  got = sink.take();
+  REQUIRE(got.size() == 1);
+  CHECK(got[0].payload == "first");
+  CHECK(got[0].delivery.attempt == 2);
+  CHECK(e.release(sink, got[0].delivery.message_id, 12345, 0, 2 * kSecond) == errc::stale_lease);
+}
+
 }  // namespace sluice::test

@@ -2,6 +2,7 @@
 #include <doctest/doctest.h>
 
 #include "http_util.hpp"
+#include "url.hpp"
 
 using namespace sluice::net;
 
@@ -45,4 +46,22 @@ TEST_CASE("http_util: targets split into a path and decoded query pairs") {
   CHECK(query[4].second == "%zz");
   CHECK(split_target("/healthz").first == "/healthz");
   CHECK(split_target("/healthz").second.empty());
+}
+
+TEST_CASE("trigger: URLs are parsed for the client as the config checks them") {
+  using sluice::net::Url;
+  auto u = Url::parse("https://fn.example:8443/invoke?x=1");
+  REQUIRE(u);
+  CHECK(u->tls);
+  CHECK(u->host == "fn.example");
+  CHECK(u->port == 8443);
+  CHECK(u->target == "/invoke?x=1");
+  u = Url::parse("http://[::1]/");
+  REQUIRE(u);
+  CHECK(u->host == "::1");
+  CHECK(u->port == 80);
+  CHECK_FALSE(Url::parse("ftp://x/"));
+  CHECK_FALSE(Url::parse("http://user@host/"));
+  CHECK_FALSE(Url::parse("http://host:0/"));
+  CHECK_FALSE(Url::parse("http:///path"));
 }

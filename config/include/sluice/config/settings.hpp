@@ -117,6 +117,42 @@ struct TokenSettings {
   bool metrics = false;
 };
 
+/// A push trigger ([triggers.NAME]): sluiced invokes an HTTP function with a queue's messages
+/// (docs/triggers.md). Added, changed and removed by a reload (SIGHUP).
+struct TriggerSettings {
+  /// [A-Za-z0-9_.:-]{1,100}; names the trigger in logs, metrics and sluicectl.
+  std::string name;
+  /// The queue it consumes (required).
+  std::string queue;
+  /// The function: "http://host[:port]/path" or "https://..." (required).
+  std::string url;
+  /// "POST" | "PUT"
+  std::string method = "POST";
+  /// "Name: value" lines sent with every request (e.g. an API key).
+  std::vector<std::string> headers;
+  /// One invocation's deadline [100ms, 15min]; its messages' lease runs from the invocation.
+  std::chrono::milliseconds timeout{30000};
+  /// Invocations in flight at once [1, 10000].
+  uint32_t max_concurrency = 10;
+  /// Messages per invocation [1, 1000]; above 1 needs body = "json".
+  uint32_t batch_size = 1;
+  /// How long a partial batch waits to fill [0, 1min].
+  std::chrono::milliseconds batch_window{0};
+  /// Payload bytes per invocation, at most [1KiB, 64MiB] (a larger single message goes alone).
+  uint64_t batch_max_bytes = 6u << 20;
+  /// false = "raw" (one message as the body, its headers as HTTP headers), true = "json" (a
+  /// batch as a JSON array).
+  bool body_json = false;
+  /// A file whose content is the HMAC key requests are signed with (Standard Webhooks); "" = none.
+  std::string signing_secret_file;
+  /// PEM CA file to verify an https function with ("" = the system's roots).
+  std::string ca_file;
+  /// "on" | "off": verify the function's certificate and name.
+  bool verify = true;
+
+  bool operator==(const TriggerSettings&) const = default;
+};
+
 /// The whole start-up configuration of sluiced; the defaults are the documented defaults.
 struct Settings {
   // [server]
@@ -208,6 +244,8 @@ struct Settings {
   QueueSettings queue_defaults;
   /// [queues.NAME] tables, in the order they were declared.
   std::vector<DeclaredQueue> queues;
+  /// [triggers.NAME] tables, in the order they were declared.
+  std::vector<TriggerSettings> triggers;
 };
 
 /// One problem with the configuration.

@@ -1,0 +1,341 @@
+#include "trigger.hpp"
+
+#include <boost/asio/post.hpp>
+#include <openssl/evp.h>
+#include <openssl/hmac.h>
+
+#include <algorithm>
+#include <cctype>
+#include <charconv>
+
+#include "broker.hpp"
+#include "clock.hpp"
+#include "http_json.hpp"
+#include "http_util.hpp"
+#include "log.hpp"
+#include "sluice/protocol/codec.hpp"
+
+namespace sluice::net {
+
+namespace asio = boost::asio;
+using Clock = std::chrono::steady_clock;
+
+std::string_view to_string(InvocationOutcome outcome) noexcept {
+  static constexpr std::string_view kNames[kInvocationOutcomes] = {
+      "ok", "failed", "throttled", "timeout", "connect_error", "dead_lettered"};
+  return kNames[static_cast<std::size_t>(outcome)];
+}
+
+namespace {
+
+/// A header a function may see as a message header in raw mode: an HTTP token
+/// name that HTTP itself does not own.
+bool passes_as_http_header(std::string_view name) {
+  if (name.empty() || name.size() > 255) return false;
+  for (char c : name) {
+    const auto u = static_cast<unsigned char>(c);
+    if (!(std::isalnum(u) || std::string_view("!#$%&'*+-.^_`|~").find(c) != std::string_view::npos))
+      return false;
+  }
+  std::string lower(name);
+  std::transform(lower.begin(), lower.end(), lower.begin(),
+                 [](unsigned char c) { return static_cast<char>(std::tolower(c)); });
+  static constexpr std::string_view kOwned[] = {
+      "host", "content-length", "connection", "transfer-encoding", "keep-alive",       "upgrade",
+      "te",   "trailer",        "webhook-id", "webhook-timestamp", "webhook-signature"};
+  return std::find(std::begin(kOwned), std::end(kOwned), lower) == std::end(kOwned);
+}
+
+/// "v1,<base64 HMAC-SHA256 of id.timestamp.body>" (Standard Webhooks).
+std::string sign(const std::string& secret, std::string_view id, std::string_view timestamp,
+                 std::string_view body) {
+  std::string signed_text;
+  signed_text.reserve(id.size() + timestamp.size() + body.size() + 2);
+  signed_text.append(id).append(".").append(timestamp).append(".").append(body);
+  unsigned char digest[EVP_MAX_MD_SIZE];
+  unsigned int size = 0;
+  HMAC(EVP_sha256(), secret.data(), static_cast<int>(secret.size()),
+       reinterpret_cast<const unsigned char*>(signed_text.data()), signed_text.size(), digest,
+       &size);
+  return "v1," + base64_encode(std::string_view(reinterpret_cast<const char*>(digest), size));
+}
+
+/// The seconds of a Retry-After header (delta-seconds only; a date counts as 1 s).
+std::chrono::seconds retry_after_of(const OutboundResponse& r) {
+  const std::string* value = r.header("retry-after");
+  if (value == nullptr) return std::chrono::seconds(0);
+  unsigned seconds = 0;
+  const auto [end, ec] = std::from_chars(value->data(), value->data() + value->size(), seconds);
+  if (ec != std::errc() || end != value->data() + value->size()) return std::chrono::seconds(1);
+  return std::chrono::seconds(std::min(seconds, 3600u));
+}
+
+}  // namespace
+
+/// One request in flight and the messages it carries.
+struct Trigger::Invocation {
+  std::vector<Held> messages;
+};
+
+Trigger::Trigger(Broker& broker, TriggerOptions options, std::uint32_t subscription_id)
+    : broker_(broker),
+      options_(std::move(options)),
+      subscription_id_(subscription_id),
+      batch_timer_(broker.io()),
+      throttle_timer_(broker.io()),
+      limit_(options_.max_concurrency),
+      alive_(std::make_shared<Trigger*>(this)) {}
+
+Trigger::~Trigger() {
+  stop();
+  *alive_ = nullptr;
+}
+
+Error Trigger::start() {
+  std::string error;
+  HttpClientOptions client;
+  client.max_idle = options_.max_concurrency;
+  client.max_response_bytes = options_.max_response_bytes;
+  client.ca_file = options_.ca_file;
+  client.verify = options_.verify;
+  client_ = std::make_unique<HttpClient>(broker_.io(), options_.url, client, error);
+  if (!error.empty()) return {errc::invalid_argument, "triggers." + options_.name + ": " + error};
+  engine::Engine& engine = broker_.engine();
+  engine::Queue* queue = engine.open(options_.queue);
+  if (queue == nullptr)
+    return {errc::too_many_queues, "triggers." + options_.name + ": queue " + options_.queue +
+                                       " would pass limits.max_queues"};
+  // Held messages wait for a free invocation at most one timeout, then ride
+  // one for at most another: the lease covers both, and the window.
+  const auto lease = 2 * options_.timeout + options_.batch_window + std::chrono::seconds(1);
+  const auto result = engine.subscribe(
+      *queue, *this, subscription_id_, options_.max_concurrency * options_.batch_size,
+      std::chrono::duration_cast<std::chrono::microseconds>(lease).count(), mono_us());
+  if (result.code != errc::ok)
+    return {result.code, "triggers." + options_.name + ": " + std::string(result.detail)};
+  consumer_ = result.consumer;
+  log::info("trigger_started")
+      .str("trigger", options_.name)
+      .str("queue", options_.queue)
+      .str("url", options_.url.origin() + options_.url.target);
+  return {};
+}
+
+void Trigger::stop() {
+  if (stopped_) return;
+  stopped_ = true;
+  batch_timer_.cancel();
+  throttle_timer_.cancel();
+  client_.reset();  // in-flight requests end; their answers are not waited for
+  if (consumer_ != nullptr) {
+    // Everything it holds, sent or not, is ready again at once.
+    broker_.engine().disconnect(*consumer_, mono_us());
+    consumer_ = nullptr;
+  }
+  pending_.clear();
+  in_flight_ = 0;
+}
+
+bool Trigger::deliver(engine::Consumer&, const protocol::Delivery& d) {
+  if (pending_.empty()) oldest_pending_ = Clock::now();
+  pending_.push_back({d.message_id, d.lease_token, d.attempt,
+                      static_cast<std::int64_t>(d.publish_time_us), std::string(d.message)});
+  post_kick();  // not from inside the engine's call
+  // Enough waiting for every free invocation: no more until one finishes.
+  const std::size_t room = static_cast<std::size_t>(limit_ > in_flight_ ? limit_ - in_flight_ : 0);
+  return pending_.size() < std::max<std::size_t>(room, 1) * options_.batch_size;
+}
+
+void Trigger::released(engine::Consumer&) {
+  consumer_ = nullptr;
+}
+
+void Trigger::post_kick() {
+  if (kick_posted_) return;
+  kick_posted_ = true;
+  asio::post(broker_.io(), [alive = alive_] {
+    if (Trigger* self = *alive) {
+      self->kick_posted_ = false;
+      self->kick();
+    }
+  });
+}
+
+void Trigger::kick() {
+  if (stopped_ || consumer_ == nullptr) return;
+  const auto now = Clock::now();
+  if (now < throttled_until_) return;  // the throttle timer kicks again
+  while (!pending_.empty() && in_flight_ < limit_) {
+    const bool full = pending_.size() >= options_.batch_size;
+    if (!full && now < oldest_pending_ + options_.batch_window) {
+      batch_timer_.expires_at(oldest_pending_ + options_.batch_window);
+      batch_timer_.async_wait([alive = alive_](const boost::system::error_code& ec) {
+        if (Trigger* self = *alive; self != nullptr && !ec) self->kick();
+      });
+      break;
+    }
+    // The oldest first, up to the batch size and byte bound (always at least one).
+    std::size_t take = 0, bytes = 0;
+    while (take < pending_.size() && take < options_.batch_size) {
+      bytes += pending_[take].message.size();
+      if (take > 0 && bytes > options_.batch_max_bytes) break;
+      ++take;
+    }
+    std::vector<Held> batch(std::make_move_iterator(pending_.begin()),
+                            std::make_move_iterator(pending_.begin() + static_cast<long>(take)));
+    pending_.erase(pending_.begin(), pending_.begin() + static_cast<long>(take));
+    if (!pending_.empty()) oldest_pending_ = now;
+    invoke(std::move(batch));
+  }
+  if (consumer_ != nullptr) broker_.engine().resume(*consumer_, mono_us());
+}
+
+OutboundRequest Trigger::request_for(const std::vector<Held>& batch) const {
+  OutboundRequest r;
+  r.method = options_.method;
+  r.timeout = options_.timeout;
+  for (const auto& h : options_.headers) r.headers.push_back(h);
+  const Held& first = batch.front();
+  std::string webhook_id = std::to_string(first.id);
+  if (options_.json_body) {
+    json array = json::array();
+    for (const Held& m : batch) {
+      json entry;
+      describe_message(m.message, entry);
+      entry["id"] = std::to_string(m.id);
+      entry["attempt"] = m.attempt;
+      entry["publish_time_us"] = m.publish_us;
+      array.push_back(std::move(entry));
+    }
+    r.body = json_text(array);
+    r.headers.emplace_back("Content-Type", "application/json");
+    if (batch.size() > 1) webhook_id += "-" + std::to_string(batch.size());
+  } else {
+    protocol::MessageParts parts;
+    if (protocol::parse_message(first.message, parts)) {
+      r.body = std::string(parts.payload);
+      protocol::for_each_header(parts, [&](const protocol::Header& h) {
+        if (passes_as_http_header(h.key)) r.headers.emplace_back(std::string(h.key), h.value);
+      });
+    }
+    r.headers.emplace_back("sluice-message-id", std::to_string(first.id));
+    r.headers.emplace_back("sluice-attempt", std::to_string(first.attempt));
+  }
+  if (!options_.signing_secret.empty()) {
+    const std::string timestamp = std::to_string(wall_us() / 1'000'000);
+    r.headers.emplace_back("webhook-signature",
+                           sign(options_.signing_secret, webhook_id, timestamp, r.body));
+    r.headers.emplace_back("webhook-id", webhook_id);
+    r.headers.emplace_back("webhook-timestamp", timestamp);
+  }
+  return r;
+}
+
+void Trigger::invoke(std::vector<Held> batch) {
+  engine::Engine& engine = broker_.engine();
+  // The lease runs from now: the invocation's timeout, and a second for the answer to settle.
+  const auto lease = std::chrono::duration_cast<std::chrono::microseconds>(options_.timeout +
+                                                                           std::chrono::seconds(1))
+                         .count();
+  const auto now = mono_us();
+  for (const Held& m : batch) (void)engine.extend(*this, m.id, m.token, lease, now);
+  ++in_flight_;
+  messages_sent_ += batch.size();
+  auto call = std::make_shared<Invocation>();
+  call->messages = std::move(batch);
+  OutboundRequest request = request_for(call->messages);
+  client_->send(std::move(request), [alive = alive_, call](OutboundResponse&& response) {
+    if (Trigger* self = *alive) self->settle(*call, std::move(response));
+  });
+}
+
+void Trigger::settle(Invocation& call, OutboundResponse&& response) {
+  if (stopped_) return;
+  --in_flight_;
+  engine::Engine& engine = broker_.engine();
+  const auto now = mono_us();
+  InvocationOutcome outcome = InvocationOutcome::ok;
+  std::string reason;
+  const std::string* dead_letter = response.header("sluice-dead-letter");
+  const unsigned status = response.status;
+  if (response.outcome == TransportOutcome::timeout) {
+    outcome = InvocationOutcome::timeout;
+    reason = "no answer within " + std::to_string(options_.timeout.count()) + " ms";
+  } else if (response.outcome != TransportOutcome::answered) {
+    outcome = InvocationOutcome::connect_error;
+    reason = response.error;
+  } else if (dead_letter != nullptr ||
+             std::find(options_.dead_letter_on.begin(), options_.dead_letter_on.end(), status) !=
+                 options_.dead_letter_on.end()) {
+    outcome = InvocationOutcome::dead_lettered;
+    reason = dead_letter != nullptr && !dead_letter->empty()
+                 ? *dead_letter
+                 : "the function answered " + std::to_string(status);
+  } else if (status == 429 || status == 503) {
+    outcome = InvocationOutcome::throttled;
+  } else if (status < 200 || status >= 300) {
+    outcome = InvocationOutcome::failed;
+    reason = "the function answered " + std::to_string(status);
+  }
+  ++outcomes_[static_cast<std::size_t>(outcome)];
+
+  switch (outcome) {
+    case InvocationOutcome::ok: {
+      // {"failed": ["<id>", ...]} names the messages that did not go well.
+      std::vector<std::string> failed;
+      if (!response.body.empty() && response.body.front() == '{') {
+        const json answer = json::parse(response.body, nullptr, false);
+        if (answer.is_object())
+          if (auto it = answer.find("failed"); it != answer.end() && it->is_array())
+            for (const auto& id : *it)
+              failed.push_back(id.is_string() ? id.get<std::string>() : id.dump());
+      }
+      for (const Held& m : call.messages) {
+        const bool listed =
+            std::find(failed.begin(), failed.end(), std::to_string(m.id)) != failed.end();
+        if (listed)
+          (void)engine.nack(*this, m.id, m.token, 0, now, "the function listed it as failed");
+        else
+          (void)engine.ack(*this, m.id, m.token, now);
+      }
+      break;
+    }
+    case InvocationOutcome::throttled: {
+      // The function says "slow down": no attempt used, and nothing is sent
+      // to it until Retry-After has passed.
+      const auto wait = retry_after_of(response);
+      const auto delay = std::chrono::duration_cast<std::chrono::microseconds>(wait).count();
+      for (const Held& m : call.messages) (void)engine.release(*this, m.id, m.token, delay, now);
+      if (wait.count() > 0) {
+        // What waits here goes back too, and nothing more comes until then.
+        for (const Held& m : pending_) (void)engine.release(*this, m.id, m.token, delay, now);
+        pending_.clear();
+        if (consumer_ != nullptr) engine.pause(*consumer_);
+        throttled_until_ = std::max(throttled_until_, Clock::now() + wait);
+        throttle_timer_.expires_at(throttled_until_);
+        throttle_timer_.async_wait([alive = alive_](const boost::system::error_code& ec) {
+          if (Trigger* self = *alive; self != nullptr && !ec) self->kick();
+        });
+      }
+      log::info("trigger_throttled")
+          .str("trigger", options_.name)
+          .unum("status", status)
+          .unum("retry_after_s", static_cast<std::uint64_t>(wait.count()));
+      break;
+    }
+    default: {
+      const bool poison = outcome == InvocationOutcome::dead_lettered;
+      for (const Held& m : call.messages)
+        (void)engine.nack(*this, m.id, m.token, 0, now, reason, poison);
+      log::debug("trigger_invocation_failed")
+          .str("trigger", options_.name)
+          .str("outcome", to_string(outcome))
+          .str("reason", reason)
+          .unum("messages", call.messages.size());
+      break;
+    }
+  }
+  kick();
+}
+
+}  // namespace sluice::net

@@ -1,0 +1,123 @@
+// A trigger: sluiced invokes an HTTP function with a queue's messages, as
+// Lambda's SQS event-source mapping or a Pub/Sub push subscription does. To
+// the engine it is one consumer: its credit is max_concurrency x batch_size,
+// so leases, key order, the retry policy, the dead-letter queue, the queue's
+// caps and rates all apply as to any consumer. It gathers deliveries into
+// batches (batch_size, batch_window, batch_max_bytes), sends each as one
+// signed request (Standard Webhooks), at most max_concurrency at once, and
+// settles the messages by the response (docs/triggers.md). Engine thread only.
+#pragma once
+
+#include <utility>  // before Asio: Boost 1.74 + C++20 needs it
+
+#include <boost/asio/steady_timer.hpp>
+#include <array>
+#include <chrono>
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "engine.hpp"
+#include "http_outbound.hpp"
+#include "sluice/protocol/error.hpp"
+
+namespace sluice::net {
+
+class Broker;
+
+struct TriggerOptions {
+  std::string name;
+  std::string queue;
+  Url url;
+  std::string method = "POST";
+  std::vector<std::pair<std::string, std::string>> headers;  // sent with every request
+  std::chrono::milliseconds timeout{30000};                  // one invocation's deadline
+  std::uint32_t max_concurrency = 10;                        // invocations in flight at once
+  std::uint32_t batch_size = 1;                              // messages per invocation, at most
+  std::chrono::milliseconds batch_window{0};  // how long a partial batch waits to fill
+  std::size_t batch_max_bytes = 6u << 20;     // payload bytes per invocation, at most
+  bool json_body = false;                     // false: "raw" (one message per request)
+  std::string signing_secret;                 // HMAC key; "" = requests are not signed
+  std::string ca_file;
+  bool verify = true;
+  std::vector<unsigned> dead_letter_on;  // statuses that dead-letter at once (e.g. 400, 422)
+  std::size_t max_response_bytes = 1u << 20;
+};
+
+/// How one invocation ended, as sluice_trigger_invocations_total counts it.
+enum class InvocationOutcome : std::uint8_t {
+  ok,             // 2xx (some messages may have been listed as failed)
+  failed,         // another status: a failed attempt
+  throttled,      // 429 or 503: released without using an attempt
+  timeout,        // no whole answer within the timeout
+  connect_error,  // the function could not be reached, or the connection broke
+  dead_lettered,  // sluice-dead-letter, or a status in dead_letter_on
+};
+inline constexpr std::size_t kInvocationOutcomes = 6;
+std::string_view to_string(InvocationOutcome outcome) noexcept;
+
+class Trigger final : public engine::DeliverySink {
+ public:
+  Trigger(Broker& broker, TriggerOptions options, std::uint32_t subscription_id);
+  ~Trigger();
+  Trigger(const Trigger&) = delete;
+  Trigger& operator=(const Trigger&) = delete;
+
+  /// Subscribes to the queue (opened if new). The problem when it cannot.
+  Error start();
+  /// Stops for good: held messages not yet sent go back to the queue at once,
+  /// as do those of invocations in flight (their answers are ignored).
+  void stop();
+
+  // engine::DeliverySink
+  bool deliver(engine::Consumer& consumer, const protocol::Delivery& delivery) override;
+  void released(engine::Consumer& consumer) override;
+
+  const TriggerOptions& options() const noexcept { return options_; }
+  std::uint32_t in_flight() const noexcept { return in_flight_; }
+  std::uint32_t limit() const noexcept { return limit_; }
+  std::uint64_t invocations(InvocationOutcome outcome) const noexcept {
+    return outcomes_[static_cast<std::size_t>(outcome)];
+  }
+  std::uint64_t messages_sent() const noexcept { return messages_sent_; }
+
+ private:
+  /// A delivery waiting for, or riding in, an invocation.
+  struct Held {
+    std::uint64_t id;
+    std::uint64_t token;
+    std::uint32_t attempt;
+    std::int64_t publish_us;
+    std::string message;  // the encoding (the delivery's view dies with the call)
+  };
+  struct Invocation;
+
+  /// Starts invocations while there is room and something to send.
+  void kick();
+  void post_kick();
+  void invoke(std::vector<Held> batch);
+  void settle(Invocation& call, OutboundResponse&& response);
+  OutboundRequest request_for(const std::vector<Held>& batch) const;
+
+  Broker& broker_;
+  TriggerOptions options_;
+  std::uint32_t subscription_id_;
+  std::unique_ptr<HttpClient> client_;
+  engine::Consumer* consumer_ = nullptr;
+  std::vector<Held> pending_;  // at most the credit: max_concurrency x batch_size
+  std::chrono::steady_clock::time_point oldest_pending_{};
+  boost::asio::steady_timer batch_timer_;
+  boost::asio::steady_timer throttle_timer_;
+  std::chrono::steady_clock::time_point throttled_until_{};
+  std::uint32_t in_flight_ = 0;
+  std::uint32_t limit_;
+  bool kick_posted_ = false;
+  bool stopped_ = false;
+  std::array<std::uint64_t, kInvocationOutcomes> outcomes_{};
+  std::uint64_t messages_sent_ = 0;
+  std::shared_ptr<Trigger*> alive_;  // posted handlers and responses check it
+};
+
+}  // namespace sluice::net

@@ -1,0 +1,308 @@
+// Triggers against a real HTTP function: tests/integration/function_server.py,
+// its own process on a loopback socket, told how to behave and asked what it saw.
+#include <doctest/doctest.h>
+#include <signal.h>
+#include <sys/wait.h>
+
+#include <fstream>
+#include <map>
+#include <nlohmann/json.hpp>
+#include <set>
+#include <thread>
+
+#include "http_client.hpp"
+#include "test_broker.hpp"
+
+using json = nlohmann::json;
+using sluice::test::eventually;
+using sluice::test::http_request;
+using sluice::test::TestBroker;
+
+namespace {
+
+/// Polls every 100 ms: the function answers the polls too.
+template <class F>
+bool soon(F condition, std::chrono::seconds timeout = std::chrono::seconds(20)) {
+  return eventually(condition, timeout, std::chrono::milliseconds(100));
+}
+
+constexpr const char* kSecret = "a-signing-secret-of-sufficient-length";
+
+/// The function: a Python HTTP server in its own process.
+class FunctionServer {
+ public:
+  FunctionServer() : dir_(sluice::test::make_temp_dir("sluice-function")) {
+    std::ofstream(dir_ / "secret") << kSecret << "\n";
+    const auto port_file = dir_ / "port";
+    pid_ = sluice::test::spawn(
+        {"/usr/bin/python3", SLUICE_SOURCE_DIR "/tests/integration/function_server.py",
+         "--port-file", port_file.string(), "--secret-file", (dir_ / "secret").string()},
+        dir_ / "function.log", STDERR_FILENO);
+    REQUIRE(eventually([&] {
+      std::ifstream f(port_file);
+      return static_cast<bool>(f >> port_);
+    }));
+  }
+  ~FunctionServer() {
+    ::kill(pid_, SIGKILL);
+    ::waitpid(pid_, nullptr, 0);
+    std::error_code ignored;
+    std::filesystem::remove_all(dir_, ignored);
+  }
+  std::string url() const { return "http://127.0.0.1:" + std::to_string(port_) + "/fn"; }
+  void control(const json& what) const {
+    REQUIRE(http_request(port_, "POST", "/_control", what.dump()).status == 204);
+  }
+  json stats() const {
+    auto r = http_request(port_, "GET", "/_stats");
+    REQUIRE(r.status == 200);
+    return json::parse(r.body);
+  }
+  /// Every message id the function was sent, with how many times.
+  std::map<std::string, int> seen() const {
+    auto r = http_request(port_, "GET", "/_seen");
+    REQUIRE(r.status == 200);
+    std::map<std::string, int> out;
+    const json answer = json::parse(r.body);
+    for (const auto& [id, n] : answer["seen"].items()) out[id] = n.get<int>();
+    return out;
+  }
+  std::size_t requests() const {
+    auto r = http_request(port_, "GET", "/_seen");
+    REQUIRE(r.status == 200);
+    return json::parse(r.body)["requests"].get<std::size_t>();
+  }
+
+ private:
+  std::filesystem::path dir_;
+  pid_t pid_ = -1;
+  std::uint16_t port_ = 0;
+};
+
+/// sluiced flags for a trigger named `fn` on queue `queue`, plus `extra` settings.
+std::vector<std::string> trigger_flags(const FunctionServer& f, const std::filesystem::path& secret,
+                                       const std::string& queue,
+                                       std::vector<std::pair<std::string, std::string>> extra) {
+  std::vector<std::string> args = {"--set", "triggers.fn.queue=" + queue,
+                                   "--set", "triggers.fn.url=" + f.url(),
+                                   "--set", "triggers.fn.signing_secret_file=" + secret.string()};
+  for (const auto& [k, v] : extra) {
+    args.push_back("--set");
+    args.push_back(k + "=" + v);
+  }
+  return args;
+}
+
+std::filesystem::path write_secret(const std::string& secret) {
+  const auto dir = sluice::test::make_temp_dir("sluice-secret");
+  std::ofstream(dir / "secret") << secret;
+  return dir / "secret";
+}
+
+std::uint64_t ready_and_in_flight(sluice::client::Connection& c, const std::string& queue) {
+  auto stats = c.stats(queue);
+  REQUIRE(stats.ok());
+  if (stats->empty()) return 0;
+  return stats->front().ready + stats->front().in_flight + stats->front().delayed;
+}
+
+}  // namespace
+
+TEST_CASE("trigger: 10,000 messages at max_concurrency 8: never more than 8 at once, all acked") {
+  FunctionServer function;
+  function.control({{"sleep_ms", 5}});
+  const auto secret = write_secret(kSecret);
+  TestBroker broker(
+      trigger_flags(function, secret, "jobs", {{"triggers.fn.max_concurrency", "8"}}));
+  auto producer = broker.connect("producer");
+  constexpr int kMessages = 10'000;
+  std::vector<sluice::client::Message> batch;
+  for (int i = 0; i < kMessages; ++i) {
+    batch.push_back({"job-" + std::to_string(i), {}});
+    if (batch.size() == 500) {
+      REQUIRE(producer->publish_batch("jobs", batch).ok());
+      batch.clear();
+    }
+  }
+  REQUIRE(soon([&] { return function.seen().size() == kMessages; }, std::chrono::seconds(90)));
+  CHECK(eventually([&] { return ready_and_in_flight(*producer, "jobs") == 0; }));
+  const json stats = function.stats();
+  CHECK(stats["most"].get<int>() <= 8);
+  CHECK(stats["bad_signatures"].get<int>() == 0);
+  // No failure was injected: every message exactly once.
+  int twice = 0;
+  for (const auto& [id, n] : function.seen()) twice += n > 1;
+  CHECK(twice == 0);
+  // "Sees 8 most of the run": the time-weighted number of requests held at once.
+  double busy = 0, first = 1e300, last = 0;
+  for (const auto& r : stats["requests"]) {
+    busy += r["end"].get<double>() - r["start"].get<double>();
+    first = std::min(first, r["start"].get<double>());
+    last = std::max(last, r["end"].get<double>());
+  }
+  const double mean = busy / (last - first);
+  MESSAGE("mean requests at once: " << mean);
+  CHECK(mean > 5.0);
+}
+
+TEST_CASE("trigger: 429 with Retry-After: nothing is sent for that long, and no attempt is used") {
+  FunctionServer function;
+  function.control({{"mode", "throttle"}, {"retry_after", 2}});
+  const auto secret = write_secret(kSecret);
+  TestBroker broker(trigger_flags(function, secret, "slow", {}));
+  auto producer = broker.connect("producer");
+  REQUIRE(producer->publish("slow", {"first", {}}).ok());
+  REQUIRE(soon([&] { return function.requests() >= 1; }));
+  function.control({{"mode", "ok"}});
+  REQUIRE(soon([&] { return function.requests() >= 2; }, std::chrono::seconds(10)));
+  const json requests = function.stats()["requests"];
+  const double gap = requests[1]["start"].get<double>() - requests[0]["end"].get<double>();
+  CHECK(gap >= 1.9);
+  CHECK(requests[0]["attempts"][0] == 1);
+  CHECK(requests[1]["attempts"][0] == 1);  // the throttled delivery did not count
+  CHECK(requests[1]["ids"] == requests[0]["ids"]);
+  CHECK(eventually([&] { return ready_and_in_flight(*producer, "slow") == 0; }));
+}
+
+TEST_CASE("trigger: batches of at most 10; a partial failure retries exactly the listed ids") {
+  FunctionServer function;
+  const auto secret = write_secret(kSecret);
+  TestBroker broker(trigger_flags(function, secret, "bulk",
+                                  {{"triggers.fn.batch_size", "10"},
+                                   {"triggers.fn.batch_window", "50ms"},
+                                   {"triggers.fn.body", "json"},
+                                   {"queues.bulk.retry_backoff", "10ms"}}));
+  // Two of them fail on their first attempt.
+  function.control({{"fail_first_marked", "FAIL-ONCE"}});
+  auto producer = broker.connect("producer");
+  std::vector<sluice::client::Message> batch;
+  for (int i = 0; i < 95; ++i)
+    batch.push_back({(i == 3 || i == 60 ? "FAIL-ONCE m" : "m") + std::to_string(i), {}});
+  auto published = producer->publish_batch("bulk", batch);
+  REQUIRE(published.ok());
+  const auto& ids = *published;
+  const std::string a = std::to_string(ids[3]), b = std::to_string(ids[60]);
+  REQUIRE(soon([&] { return function.seen().size() == 95; }, std::chrono::seconds(30)));
+  CHECK(eventually([&] { return ready_and_in_flight(*producer, "bulk") == 0; }));
+  for (const auto& r : function.stats()["requests"]) {
+    CHECK(r["ids"].size() <= 10);
+    CHECK(r["signed"] == true);
+  }
+  for (const auto& [id, n] : function.seen()) {
+    CAPTURE(id);
+    CHECK(n == ((id == a || id == b) ? 2 : 1));
+  }
+}
+
+TEST_CASE("trigger: key order holds at the function, one invocation per key, across retries") {
+  FunctionServer function;
+  function.control({{"sleep_ms", 3}});
+  const auto secret = write_secret(kSecret);
+  TestBroker broker(trigger_flags(function, secret, "ordered",
+                                  {{"triggers.fn.max_concurrency", "8"},
+                                   {"queues.ordered.ordering", "key"},
+                                   {"queues.ordered.retry_backoff", "20ms"}}));
+  auto producer = broker.connect("producer");
+  constexpr int kKeys = 5, kPerKey = 40;
+  // Every 7th message fails its first attempt.
+  function.control({{"fail_first_marked", "FAIL-ONCE"}});
+  std::vector<sluice::client::Message> batch;
+  for (int i = 0; i < kPerKey; ++i)
+    for (int k = 0; k < kKeys; ++k)
+      batch.push_back({(batch.size() % 7 == 0 ? "FAIL-ONCE k" : "k") + std::to_string(k) + "-" +
+                           std::to_string(i),
+                       {{"sluice-key", "k" + std::to_string(k)}}});
+  auto published = producer->publish_batch("ordered", batch);
+  REQUIRE(published.ok());
+  REQUIRE(
+      soon([&] { return function.seen().size() == kKeys * kPerKey; }, std::chrono::seconds(60)));
+  // Every request answered (each has its end time) once the queue is drained.
+  REQUIRE(eventually([&] { return ready_and_in_flight(*producer, "ordered") == 0; }));
+  const json requests = function.stats()["requests"];
+  std::map<std::string, std::vector<std::uint64_t>> order;             // ids per key, as sent
+  std::map<std::string, std::vector<std::pair<double, double>>> busy;  // per key
+  for (const auto& r : requests) {
+    const std::string key = r["keys"][0].get<std::string>();
+    order[key].push_back(std::stoull(r["ids"][0].get<std::string>()));
+    busy[key].push_back({r["start"].get<double>(), r["end"].get<double>()});
+  }
+  CHECK(order.size() == kKeys);
+  for (auto& [key, ids] : order) {
+    CAPTURE(key);
+    // A retry repeats its id at once; otherwise ids only grow (publish order).
+    ids.erase(std::unique(ids.begin(), ids.end()), ids.end());
+    CHECK(std::is_sorted(ids.begin(), ids.end()));
+    CHECK(ids.size() == kPerKey);
+    auto& spans = busy[key];
+    std::sort(spans.begin(), spans.end());
+    for (std::size_t i = 1; i < spans.size(); ++i) CHECK(spans[i].first >= spans[i - 1].second);
+  }
+}
+
+TEST_CASE("trigger: requests are signed; a function with another secret rejects them all") {
+  FunctionServer function;
+  const auto wrong = write_secret("not-the-secret-the-function-has");
+  TestBroker broker(
+      trigger_flags(function, wrong, "signed", {{"queues.signed.max_attempts", "1"}}));
+  auto producer = broker.connect("producer");
+  REQUIRE(producer->publish("signed", {"x", {}}).ok());
+  REQUIRE(soon([&] { return function.requests() >= 1; }));
+  CHECK(function.stats()["bad_signatures"].get<int>() >= 1);
+  CHECK(function.stats()["requests"][0]["signed"] == false);
+}
+
+TEST_CASE("trigger: bad settings stop the start with the setting and what is allowed") {
+  auto r = sluice::test::run_command(std::string(SLUICED_PATH) +
+                                     " --set triggers.fn.queue=q --set triggers.fn.url=ftp://x "
+                                     "--check 2>&1");
+  CHECK(r.status == 2);
+  CHECK(r.out.find("triggers.fn.url") != std::string::npos);
+  CHECK(r.out.find("http") != std::string::npos);
+  r = sluice::test::run_command(std::string(SLUICED_PATH) +
+                                " --set triggers.fn.queue=q --set triggers.fn.url=http://h/ "
+                                "--set triggers.fn.batch_size=10 --check 2>&1");
+  CHECK(r.status == 2);
+  CHECK(r.out.find("body = \"json\"") != std::string::npos);
+  r = sluice::test::run_command(std::string(SLUICED_PATH) +
+                                " --set triggers.fn.url=http://h/ --check 2>&1");
+  CHECK(r.status == 2);
+  CHECK(r.out.find("triggers.fn.queue: missing") != std::string::npos);
+}
+
+TEST_CASE("trigger: SIGHUP adds a trigger, and removing it gives back what it holds at once") {
+  FunctionServer function;
+  const auto secret = write_secret(kSecret);
+  const auto dir = sluice::test::make_temp_dir("sluice-trigger-reload");
+  const auto config = dir / "sluiced.toml";
+  std::ofstream(config) << "[queues.later]\nlease_timeout = \"10m\"\n";
+  TestBroker broker({"--config", config.string()});
+  auto producer = broker.connect("producer");
+  for (int i = 0; i < 3; ++i)
+    REQUIRE(producer->publish("later", {"m" + std::to_string(i), {}}).ok());
+
+  std::ofstream(config) << "[queues.later]\nlease_timeout = \"10m\"\n\n[triggers.fn]\nqueue = "
+                           "\"later\"\nurl = \""
+                        << function.url() << "\"\nsigning_secret_file = \"" << secret.string()
+                        << "\"\ntimeout = \"10m\"\n";
+  ::kill(broker.pid(), SIGHUP);
+  REQUIRE(soon([&] { return function.seen().size() == 3; }));
+  CHECK(eventually([&] { return ready_and_in_flight(*producer, "later") == 0; }));
+
+  // The function hangs: two invocations are held; then the trigger goes away.
+  function.control({{"mode", "hang"}});
+  REQUIRE(producer->publish("later", {"held-1", {}}).ok());
+  REQUIRE(producer->publish("later", {"held-2", {}}).ok());
+  REQUIRE(soon([&] { return function.seen().size() == 5; }));
+  auto stats = producer->stats("later");
+  REQUIRE(stats.ok());
+  CHECK(stats->front().in_flight == 2);
+  std::ofstream(config) << "[queues.later]\nlease_timeout = \"10m\"\n";
+  ::kill(broker.pid(), SIGHUP);
+  // Back in the queue at once, not after the 10-minute lease.
+  CHECK(eventually([&] {
+    auto s = producer->stats("later");
+    return s.ok() && s->front().in_flight == 0 && s->front().ready == 2 &&
+           s->front().consumers == 0;
+  }));
+  function.control({{"mode", "ok"}});
+}
