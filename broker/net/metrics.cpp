@@ -224,6 +224,15 @@ std::vector<MetricFamily> Metrics::Collect() const {
                                  "Invocations a trigger may have in flight.", MetricType::Gauge);
     MetricFamily& in_flight =
         family(out, "sluice_trigger_in_flight", "Invocations in flight.", MetricType::Gauge);
+    MetricFamily& breaker =
+        family(out, "sluice_trigger_breaker_state",
+               "The circuit breaker: 0 closed, 1 open, 2 half-open.", MetricType::Gauge);
+    MetricFamily& transitions =
+        family(out, "sluice_trigger_breaker_transitions_total",
+               "Times the circuit breaker went to a state.", MetricType::Counter);
+    MetricFamily& open_seconds =
+        family(out, "sluice_trigger_breaker_open_seconds_total",
+               "Time the circuit breaker spent open.", MetricType::Counter);
     for (const auto& [name, trigger] : triggers_->running()) {
       for (std::size_t i = 0; i < kInvocationOutcomes; ++i) {
         const auto outcome = static_cast<InvocationOutcome>(i);
@@ -233,6 +242,13 @@ std::vector<MetricFamily> Metrics::Collect() const {
       sample(messages, {{"trigger", name}}, static_cast<double>(trigger->messages_sent()));
       sample(limit, {{"trigger", name}}, static_cast<double>(trigger->limit()));
       sample(in_flight, {{"trigger", name}}, static_cast<double>(trigger->in_flight()));
+      sample(breaker, {{"trigger", name}}, static_cast<double>(trigger->breaker()));
+      for (std::size_t i = 0; i < kBreakerStates; ++i) {
+        const auto state = static_cast<BreakerState>(i);
+        sample(transitions, {{"trigger", name}, {"to", std::string(to_string(state))}},
+               static_cast<double>(trigger->transitions(state)));
+      }
+      sample(open_seconds, {{"trigger", name}}, trigger->open_seconds());
     }
   }
   single("sluice_queues", "Queues that exist.", MetricType::Gauge,

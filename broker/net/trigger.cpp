@@ -26,6 +26,11 @@ std::string_view to_string(InvocationOutcome outcome) noexcept {
   return kNames[static_cast<std::size_t>(outcome)];
 }
 
+std::string_view to_string(BreakerState state) noexcept {
+  static constexpr std::string_view kNames[kBreakerStates] = {"closed", "open", "half_open"};
+  return kNames[static_cast<std::size_t>(state)];
+}
+
 namespace {
 
 /// A header a function may see as a message header in raw mode: an HTTP token
@@ -60,14 +65,15 @@ std::string sign(const std::string& secret, std::string_view id, std::string_vie
   return "v1," + base64_encode(std::string_view(reinterpret_cast<const char*>(digest), size));
 }
 
-/// The seconds of a Retry-After header (delta-seconds only; a date counts as 1 s).
+/// The seconds of a Retry-After header: delta-seconds, at least 1 and at most an hour
+/// (none, or a date, counts as 1 s: a function that throttles is not asked again at once).
 std::chrono::seconds retry_after_of(const OutboundResponse& r) {
   const std::string* value = r.header("retry-after");
-  if (value == nullptr) return std::chrono::seconds(0);
+  if (value == nullptr) return std::chrono::seconds(1);
   unsigned seconds = 0;
   const auto [end, ec] = std::from_chars(value->data(), value->data() + value->size(), seconds);
   if (ec != std::errc() || end != value->data() + value->size()) return std::chrono::seconds(1);
-  return std::chrono::seconds(std::min(seconds, 3600u));
+  return std::chrono::seconds(std::clamp(seconds, 1u, 3600u));
 }
 
 }  // namespace
@@ -75,6 +81,7 @@ std::chrono::seconds retry_after_of(const OutboundResponse& r) {
 /// One request in flight and the messages it carries.
 struct Trigger::Invocation {
   std::vector<Held> messages;
+  bool probe = false;  // sent while the breaker was half-open
 };
 
 Trigger::Trigger(Broker& broker, TriggerOptions options, std::uint32_t subscription_id)
@@ -84,6 +91,9 @@ Trigger::Trigger(Broker& broker, TriggerOptions options, std::uint32_t subscript
       batch_timer_(broker.io()),
       throttle_timer_(broker.io()),
       limit_(options_.max_concurrency),
+      window_(options_.breaker_window, false),
+      open_for_(options_.breaker_open_for),
+      breaker_timer_(broker.io()),
       alive_(std::make_shared<Trigger*>(this)) {}
 
 Trigger::~Trigger() {
@@ -126,6 +136,7 @@ void Trigger::stop() {
   stopped_ = true;
   batch_timer_.cancel();
   throttle_timer_.cancel();
+  breaker_timer_.cancel();
   client_.reset();  // in-flight requests end; their answers are not waited for
   if (consumer_ != nullptr) {
     // Everything it holds, sent or not, is ready again at once.
@@ -142,8 +153,8 @@ bool Trigger::deliver(engine::Consumer&, const protocol::Delivery& d) {
                       static_cast<std::int64_t>(d.publish_time_us), std::string(d.message)});
   post_kick();  // not from inside the engine's call
   // Enough waiting for every free invocation: no more until one finishes.
-  const std::size_t room = static_cast<std::size_t>(limit_ > in_flight_ ? limit_ - in_flight_ : 0);
-  return pending_.size() < std::max<std::size_t>(room, 1) * options_.batch_size;
+  const std::uint32_t free = room() > in_flight_ ? room() - in_flight_ : 0;
+  return pending_.size() < std::max<std::size_t>(free, 1) * options_.batch_size;
 }
 
 void Trigger::released(engine::Consumer&) {
@@ -165,7 +176,11 @@ void Trigger::kick() {
   if (stopped_ || consumer_ == nullptr) return;
   const auto now = Clock::now();
   if (now < throttled_until_) return;  // the throttle timer kicks again
-  while (!pending_.empty() && in_flight_ < limit_) {
+  if (breaker_ == BreakerState::open) {
+    give_back_pending(0);  // the breaker timer kicks again
+    return;
+  }
+  while (!pending_.empty() && in_flight_ < room()) {
     const bool full = pending_.size() >= options_.batch_size;
     if (!full && now < oldest_pending_ + options_.batch_window) {
       batch_timer_.expires_at(oldest_pending_ + options_.batch_window);
@@ -243,6 +258,10 @@ void Trigger::invoke(std::vector<Held> batch) {
   messages_sent_ += batch.size();
   auto call = std::make_shared<Invocation>();
   call->messages = std::move(batch);
+  if (breaker_ == BreakerState::half_open) {
+    call->probe = true;
+    ++probes_sent_;
+  }
   OutboundRequest request = request_for(call->messages);
   client_->send(std::move(request), [alive = alive_, call](OutboundResponse&& response) {
     if (Trigger* self = *alive) self->settle(*call, std::move(response));
@@ -278,6 +297,7 @@ void Trigger::settle(Invocation& call, OutboundResponse&& response) {
     reason = "the function answered " + std::to_string(status);
   }
   ++outcomes_[static_cast<std::size_t>(outcome)];
+  record(outcome, call.probe);
 
   switch (outcome) {
     case InvocationOutcome::ok: {
@@ -305,18 +325,13 @@ void Trigger::settle(Invocation& call, OutboundResponse&& response) {
       // to it until Retry-After has passed.
       const auto wait = retry_after_of(response);
       const auto delay = std::chrono::duration_cast<std::chrono::microseconds>(wait).count();
+      give_back_pending(delay);  // nothing more comes until then
       for (const Held& m : call.messages) (void)engine.release(*this, m.id, m.token, delay, now);
-      if (wait.count() > 0) {
-        // What waits here goes back too, and nothing more comes until then.
-        for (const Held& m : pending_) (void)engine.release(*this, m.id, m.token, delay, now);
-        pending_.clear();
-        if (consumer_ != nullptr) engine.pause(*consumer_);
-        throttled_until_ = std::max(throttled_until_, Clock::now() + wait);
-        throttle_timer_.expires_at(throttled_until_);
-        throttle_timer_.async_wait([alive = alive_](const boost::system::error_code& ec) {
-          if (Trigger* self = *alive; self != nullptr && !ec) self->kick();
-        });
-      }
+      throttled_until_ = std::max(throttled_until_, Clock::now() + wait);
+      throttle_timer_.expires_at(throttled_until_);
+      throttle_timer_.async_wait([alive = alive_](const boost::system::error_code& ec) {
+        if (Trigger* self = *alive; self != nullptr && !ec) self->kick();
+      });
       log::info("trigger_throttled")
           .str("trigger", options_.name)
           .unum("status", status)
@@ -336,6 +351,107 @@ void Trigger::settle(Invocation& call, OutboundResponse&& response) {
     }
   }
   kick();
+}
+
+std::uint32_t Trigger::room() const noexcept {
+  switch (breaker_) {
+    case BreakerState::closed:
+      return limit_;
+    case BreakerState::open:
+      return 0;
+    case BreakerState::half_open:
+      // The probes, each sent once; the rest wait for their verdict.
+      return in_flight_ + (probes_sent_ < options_.breaker_probes ? 1 : 0);
+  }
+  return 0;
+}
+
+void Trigger::give_back_pending(engine::Micros delay) {
+  engine::Engine& engine = broker_.engine();
+  // Paused first: a released message would otherwise come straight back here.
+  if (consumer_ != nullptr) engine.pause(*consumer_);
+  const std::vector<Held> giving = std::exchange(pending_, {});
+  const auto now = mono_us();
+  for (const Held& m : giving) (void)engine.release(*this, m.id, m.token, delay, now);
+}
+
+void Trigger::record(InvocationOutcome outcome, bool probe) {
+  // Throttling is the function asking for less, not failing; a poison
+  // message is the message's fault.
+  if (outcome == InvocationOutcome::throttled) return;
+  const bool failed = outcome == InvocationOutcome::failed ||
+                      outcome == InvocationOutcome::timeout ||
+                      outcome == InvocationOutcome::connect_error;
+  const bool unreachable =
+      outcome == InvocationOutcome::connect_error || outcome == InvocationOutcome::timeout;
+  unreachable_in_a_row_ = unreachable ? unreachable_in_a_row_ + 1 : 0;
+  if (breaker_ == BreakerState::half_open) {
+    if (!probe) return;  // sent before it opened: no news of the function now
+    if (failed) {
+      open_for_ = std::min(open_for_ * 2, options_.breaker_open_max);
+      move_breaker(BreakerState::open, "a probe failed: " + std::string(to_string(outcome)));
+    } else if (++probes_passed_ >= options_.breaker_probes) {
+      move_breaker(BreakerState::closed, "the probes succeeded");
+    }
+    return;
+  }
+  if (breaker_ != BreakerState::closed) return;
+  // The last breaker_window outcomes, as a ring.
+  if (window_calls_ == window_.size())
+    window_failures_ -= window_[window_next_];
+  else
+    ++window_calls_;
+  window_[window_next_] = failed;
+  window_failures_ += failed;
+  window_next_ = (window_next_ + 1) % window_.size();
+  if (unreachable_in_a_row_ >= options_.breaker_consecutive) {
+    move_breaker(BreakerState::open, std::to_string(unreachable_in_a_row_) +
+                                         " invocations in a row could not reach the function");
+  } else if (window_calls_ >= options_.breaker_min_calls &&
+             window_failures_ > options_.breaker_failure_ratio * window_calls_) {
+    move_breaker(BreakerState::open, std::to_string(window_failures_) + " of the last " +
+                                         std::to_string(window_calls_) + " invocations failed");
+  }
+}
+
+void Trigger::move_breaker(BreakerState to, const std::string& why) {
+  const auto now = Clock::now();
+  if (breaker_ == BreakerState::open) open_total_ += now - opened_at_;
+  breaker_ = to;
+  ++transitions_[static_cast<std::size_t>(to)];
+  probes_sent_ = probes_passed_ = 0;
+  auto line =
+      to == BreakerState::closed ? log::info("trigger_breaker") : log::warn("trigger_breaker");
+  line.str("trigger", options_.name).str("state", to_string(to)).str("reason", why);
+  switch (to) {
+    case BreakerState::open:
+      opened_at_ = now;
+      line.num("open_for_ms", static_cast<std::int64_t>(open_for_.count()));
+      give_back_pending(0);
+      breaker_timer_.expires_after(open_for_);
+      breaker_timer_.async_wait([alive = alive_](const boost::system::error_code& ec) {
+        if (Trigger* self = *alive;
+            self != nullptr && !ec && self->breaker_ == BreakerState::open) {
+          self->move_breaker(BreakerState::half_open, "open_for passed: probing");
+          self->kick();
+        }
+      });
+      break;
+    case BreakerState::half_open:
+      break;
+    case BreakerState::closed:
+      open_for_ = options_.breaker_open_for;
+      std::fill(window_.begin(), window_.end(), false);
+      window_next_ = window_calls_ = window_failures_ = 0;
+      unreachable_in_a_row_ = 0;
+      break;
+  }
+}
+
+double Trigger::open_seconds() const noexcept {
+  auto total = open_total_;
+  if (breaker_ == BreakerState::open) total += Clock::now() - opened_at_;
+  return std::chrono::duration<double>(total).count();
 }
 
 }  // namespace sluice::net

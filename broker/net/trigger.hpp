@@ -44,7 +44,19 @@ struct TriggerOptions {
   bool verify = true;
   std::vector<unsigned> dead_letter_on;  // statuses that dead-letter at once (e.g. 400, 422)
   std::size_t max_response_bytes = 1u << 20;
+  // The circuit breaker (config/sluiced.example.toml says how it works).
+  std::uint32_t breaker_window = 20;
+  double breaker_failure_ratio = 0.5;
+  std::uint32_t breaker_min_calls = 10;
+  std::uint32_t breaker_consecutive = 5;
+  std::chrono::milliseconds breaker_open_for{5000};
+  std::chrono::milliseconds breaker_open_max{300000};
+  std::uint32_t breaker_probes = 1;
 };
+
+enum class BreakerState : std::uint8_t { closed, open, half_open };
+inline constexpr std::size_t kBreakerStates = 3;
+std::string_view to_string(BreakerState state) noexcept;
 
 /// How one invocation ended, as sluice_trigger_invocations_total counts it.
 enum class InvocationOutcome : std::uint8_t {
@@ -82,6 +94,13 @@ class Trigger final : public engine::DeliverySink {
     return outcomes_[static_cast<std::size_t>(outcome)];
   }
   std::uint64_t messages_sent() const noexcept { return messages_sent_; }
+  BreakerState breaker() const noexcept { return breaker_; }
+  /// Times the breaker went to `state`.
+  std::uint64_t transitions(BreakerState state) const noexcept {
+    return transitions_[static_cast<std::size_t>(state)];
+  }
+  /// Seconds spent open, the current stretch included.
+  double open_seconds() const noexcept;
 
  private:
   /// A delivery waiting for, or riding in, an invocation.
@@ -100,6 +119,14 @@ class Trigger final : public engine::DeliverySink {
   void invoke(std::vector<Held> batch);
   void settle(Invocation& call, OutboundResponse&& response);
   OutboundRequest request_for(const std::vector<Held>& batch) const;
+  /// Invocations that may be in flight now: the limit, or the probes when half-open.
+  std::uint32_t room() const noexcept;
+  /// The breaker's view of one finished invocation.
+  void record(InvocationOutcome outcome, bool probe);
+  void move_breaker(BreakerState to, const std::string& why);
+  /// Pauses deliveries and gives what waits here back to the queue unused,
+  /// ready again after `delay`.
+  void give_back_pending(engine::Micros delay);
 
   Broker& broker_;
   TriggerOptions options_;
@@ -117,6 +144,20 @@ class Trigger final : public engine::DeliverySink {
   bool stopped_ = false;
   std::array<std::uint64_t, kInvocationOutcomes> outcomes_{};
   std::uint64_t messages_sent_ = 0;
+
+  BreakerState breaker_ = BreakerState::closed;
+  std::vector<bool> window_;  // the last breaker_window outcomes (true: failed), a ring
+  std::size_t window_next_ = 0;
+  std::uint32_t window_calls_ = 0;
+  std::uint32_t window_failures_ = 0;
+  std::uint32_t unreachable_in_a_row_ = 0;
+  std::chrono::milliseconds open_for_{0};  // this time round (doubles while probes fail)
+  std::uint32_t probes_sent_ = 0;
+  std::uint32_t probes_passed_ = 0;
+  boost::asio::steady_timer breaker_timer_;
+  std::array<std::uint64_t, kBreakerStates> transitions_{};
+  std::chrono::steady_clock::time_point opened_at_{};
+  std::chrono::steady_clock::duration open_total_{};
   std::shared_ptr<Trigger*> alive_;  // posted handlers and responses check it
 };
 

@@ -32,6 +32,13 @@ Error to_trigger_options(const config::TriggerSettings& s, TriggerOptions& out) 
   out.batch_max_bytes = s.batch_max_bytes;
   out.json_body = s.body_json;
   out.ca_file = s.ca_file;
+  out.breaker_window = s.breaker_window;
+  out.breaker_failure_ratio = s.breaker_failure_ratio / 1000.0;
+  out.breaker_min_calls = s.breaker_min_calls;
+  out.breaker_consecutive = s.breaker_consecutive;
+  out.breaker_open_for = s.breaker_open_for;
+  out.breaker_open_max = s.breaker_open_max;
+  out.breaker_probes = s.breaker_probes;
   out.verify = s.verify;
   if (!s.signing_secret_file.empty()) {
     std::ifstream file(s.signing_secret_file, std::ios::binary);

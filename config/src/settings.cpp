@@ -196,6 +196,11 @@ std::optional<ConfigError> validate(const Settings& settings) {
                              " needs body = \"json\" (\"raw\" sends one message per request)",
                          "batch_size = 1, or body = \"json\""};
     if (auto problem = check_ranges(trigger, prefix, kTriggerFieldSpan)) return problem;
+    if (trigger.breaker_open_max < trigger.breaker_open_for)
+      return ConfigError{"", 0, prefix + ".breaker_open_max",
+                         "below breaker_open_for (" +
+                             format_duration(uint64_t(trigger.breaker_open_for.count())) + ")",
+                         "a duration at least breaker_open_for"};
   }
   // Durable queues need somewhere to keep their messages.
   if (settings.storage_path.empty()) {

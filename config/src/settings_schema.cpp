@@ -406,6 +406,42 @@ constexpr Field<TriggerSettings> kTriggerFields[] = {
     {.key = "verify",
      .rule = {.kind = Kind::choice, .choices = kOnOffChoices},
      .store = [](TriggerSettings& t, const Parsed& v) { t.verify = v.choice == 1; }},
+    {.key = "breaker_window",
+     .rule = {.kind = Kind::count, .min = 1, .max = 1000},
+     .store = [](TriggerSettings& t, const Parsed& v) { t.breaker_window = uint32_t(v.number); },
+     .read = [](const TriggerSettings& t) { return whole(t.breaker_window); }},
+    {.key = "breaker_failure_ratio",
+     .rule = {.kind = Kind::factor, .min = 10, .max = 1000},
+     .store = [](TriggerSettings& t,
+                 const Parsed& v) { t.breaker_failure_ratio = uint32_t(v.number); },
+     .read = [](const TriggerSettings& t) { return whole(t.breaker_failure_ratio); }},
+    {.key = "breaker_min_calls",
+     .rule = {.kind = Kind::count, .min = 1, .max = 1000},
+     .store = [](TriggerSettings& t, const Parsed& v) { t.breaker_min_calls = uint32_t(v.number); },
+     .read = [](const TriggerSettings& t) { return whole(t.breaker_min_calls); }},
+    {.key = "breaker_consecutive",
+     .rule = {.kind = Kind::count, .min = 1, .max = 1000},
+     .store = [](TriggerSettings& t,
+                 const Parsed& v) { t.breaker_consecutive = uint32_t(v.number); },
+     .read = [](const TriggerSettings& t) { return whole(t.breaker_consecutive); }},
+    {.key = "breaker_open_for",
+     .rule = {.kind = Kind::duration, .min = 100, .max = kHour},
+     .store =
+         [](TriggerSettings& t, const Parsed& v) {
+           t.breaker_open_for = std::chrono::milliseconds(int64_t(v.number));
+         },
+     .read = [](const TriggerSettings& t) { return read_ms(t.breaker_open_for); }},
+    {.key = "breaker_open_max",
+     .rule = {.kind = Kind::duration, .min = 100, .max = 24 * kHour},
+     .store =
+         [](TriggerSettings& t, const Parsed& v) {
+           t.breaker_open_max = std::chrono::milliseconds(int64_t(v.number));
+         },
+     .read = [](const TriggerSettings& t) { return read_ms(t.breaker_open_max); }},
+    {.key = "breaker_probes",
+     .rule = {.kind = Kind::count, .min = 1, .max = 100},
+     .store = [](TriggerSettings& t, const Parsed& v) { t.breaker_probes = uint32_t(v.number); },
+     .read = [](const TriggerSettings& t) { return whole(t.breaker_probes); }},
 };
 constexpr std::span<const Field<TriggerSettings>> kTriggerFieldSpan{kTriggerFields};
 

@@ -63,6 +63,17 @@ out = open(os.path.join(tmp, "function.out"), "w")
 env = dict(os.environ, PORT=str(port), SECRET_FILE=secret_file)
 function = subprocess.Popen([sys.executable, os.path.join(tmp, "function.py")], env=env,
                             stdout=out, stderr=subprocess.STDOUT)
+
+
+def listening():
+    try:
+        socket.create_connection(("127.0.0.1", port), timeout=1).close()
+        return True
+    except OSError:
+        return False
+
+
+check(wait_for(listening), "the example function listens")
 port_file = os.path.join(tmp, "ports")
 log = open(os.path.join(tmp, "sluiced.log"), "w")
 broker = subprocess.Popen([os.path.join(build, "broker", "sluiced"), "--listen", "127.0.0.1:0",

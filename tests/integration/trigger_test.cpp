@@ -8,6 +8,7 @@
 #include <map>
 #include <nlohmann/json.hpp>
 #include <set>
+#include <sstream>
 #include <thread>
 
 #include "http_client.hpp"
@@ -305,4 +306,50 @@ TEST_CASE("trigger: SIGHUP adds a trigger, and removing it gives back what it ho
            s->front().consumers == 0;
   }));
   function.control({{"mode", "ok"}});
+}
+
+TEST_CASE("trigger: the breaker opens on an outage, lets only probes through, uses no attempts") {
+  FunctionServer function;
+  function.control({{"mode", "fail"}, {"status", 500}});
+  const auto secret = write_secret(kSecret);
+  TestBroker broker(trigger_flags(function, secret, "flaky",
+                                  {{"triggers.fn.max_concurrency", "4"},
+                                   {"triggers.fn.breaker_window", "10"},
+                                   {"triggers.fn.breaker_min_calls", "5"},
+                                   {"triggers.fn.breaker_failure_ratio", "0.5"},
+                                   {"triggers.fn.breaker_open_for", "300ms"},
+                                   {"triggers.fn.breaker_open_max", "1s"},
+                                   {"queues.flaky.max_attempts", "5"},
+                                   {"queues.flaky.retry_backoff", "10ms"}}));
+  auto producer = broker.connect("producer");
+  std::vector<sluice::client::Message> batch;
+  for (int i = 0; i < 20; ++i) batch.push_back({"m" + std::to_string(i), {}});
+  REQUIRE(producer->publish_batch("flaky", batch).ok());
+  // Without the breaker, 20 messages x 5 attempts 10 ms apart would be dead letters in well
+  // under a second. With it: a few failures open it, then a probe now and then.
+  std::this_thread::sleep_for(std::chrono::seconds(3));
+  const int failures = function.stats()["statuses"].value("500", 0);
+  MESSAGE("requests answered 500 during the outage: " << failures);
+  CHECK(failures >= 5);
+  CHECK(failures <= 5 + 4 + 10);  // min_calls, those in flight, and at most 10 probes in 3 s
+  auto stats = producer->stats("flaky");
+  REQUIRE(stats.ok());
+  CHECK(stats->front().dead_lettered_total == 0);
+  CHECK(stats->front().ready + stats->front().delayed + stats->front().in_flight == 20);
+  const std::string metrics = http_request(broker.http_port(), "GET", "/metrics").body;
+  CHECK(metrics.find("sluice_trigger_breaker_transitions_total{trigger=\"fn\",to=\"open\"}") !=
+        std::string::npos);
+
+  function.control({{"mode", "ok"}});
+  REQUIRE(soon([&] {
+    const json s = function.stats();
+    return s["statuses"].value("200", 0) >= 20;
+  }));
+  CHECK(eventually([&] { return ready_and_in_flight(*producer, "flaky") == 0; }));
+  stats = producer->stats("flaky");
+  REQUIRE(stats.ok());
+  CHECK(stats->front().dead_lettered_total == 0);
+  CHECK(stats->front().acked_total == 20);
+  const std::string after = http_request(broker.http_port(), "GET", "/metrics").body;
+  CHECK(after.find("sluice_trigger_breaker_state{trigger=\"fn\"} 0") != std::string::npos);
 }

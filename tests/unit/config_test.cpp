@@ -266,7 +266,14 @@ lease_timeout = "45s"
                             "# body =",
                             "# signing_secret_file =",
                             "# ca_file =",
-                            "# verify ="}) {
+                            "# verify =",
+                            "# breaker_window =",
+                            "# breaker_failure_ratio =",
+                            "# breaker_min_calls =",
+                            "# breaker_consecutive =",
+                            "# breaker_open_for =",
+                            "# breaker_open_max =",
+                            "# breaker_probes ="}) {
       INFO(key);
       CHECK(contains(text.str(), key));
     }

@@ -149,6 +149,25 @@ struct TriggerSettings {
   std::string ca_file;
   /// "on" | "off": verify the function's certificate and name.
   bool verify = true;
+  // The circuit breaker: opens when more than breaker_failure_ratio of the last breaker_window
+  // invocations failed (with at least breaker_min_calls of them), or after breaker_consecutive
+  // failures to reach the function in a row. Open, nothing is sent and no attempt is used; after
+  // breaker_open_for (doubling up to breaker_open_max while probes fail) breaker_probes
+  // invocations test the function, and their success closes it.
+  /// [1, 1000]
+  uint32_t breaker_window = 20;
+  /// In thousandths, [0.01, 1] (10 to 1000).
+  uint32_t breaker_failure_ratio = 500;
+  /// [1, 1000]
+  uint32_t breaker_min_calls = 10;
+  /// [1, 1000]
+  uint32_t breaker_consecutive = 5;
+  /// [100ms, 1h]
+  std::chrono::milliseconds breaker_open_for{5000};
+  /// [100ms, 24h]
+  std::chrono::milliseconds breaker_open_max{300000};
+  /// [1, 100]
+  uint32_t breaker_probes = 1;
 
   bool operator==(const TriggerSettings&) const = default;
 };
