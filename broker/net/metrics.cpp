@@ -215,41 +215,54 @@ std::vector<MetricFamily> Metrics::Collect() const {
     }
   }
   if (triggers_ != nullptr && !triggers_->running().empty()) {
-    MetricFamily& invocations =
-        family(out, "sluice_trigger_invocations_total",
-               "Invocations of a trigger's function, by outcome.", MetricType::Counter);
-    MetricFamily& messages = family(out, "sluice_trigger_messages_total",
-                                    "Messages sent to a trigger's function.", MetricType::Counter);
-    MetricFamily& limit = family(out, "sluice_trigger_concurrency_limit",
-                                 "Invocations a trigger may have in flight.", MetricType::Gauge);
-    MetricFamily& in_flight =
-        family(out, "sluice_trigger_in_flight", "Invocations in flight.", MetricType::Gauge);
-    MetricFamily& breaker =
-        family(out, "sluice_trigger_breaker_state",
-               "The circuit breaker: 0 closed, 1 open, 2 half-open.", MetricType::Gauge);
-    MetricFamily& transitions =
-        family(out, "sluice_trigger_breaker_transitions_total",
-               "Times the circuit breaker went to a state.", MetricType::Counter);
-    MetricFamily& open_seconds =
-        family(out, "sluice_trigger_breaker_open_seconds_total",
-               "Time the circuit breaker spent open.", MetricType::Counter);
-    for (const auto& [name, trigger] : triggers_->running()) {
-      for (std::size_t i = 0; i < kInvocationOutcomes; ++i) {
-        const auto outcome = static_cast<InvocationOutcome>(i);
-        sample(invocations, {{"trigger", name}, {"outcome", std::string(to_string(outcome))}},
-               static_cast<double>(trigger->invocations(outcome)));
-      }
-      sample(messages, {{"trigger", name}}, static_cast<double>(trigger->messages_sent()));
-      sample(limit, {{"trigger", name}}, static_cast<double>(trigger->limit()));
-      sample(in_flight, {{"trigger", name}}, static_cast<double>(trigger->in_flight()));
-      sample(breaker, {{"trigger", name}}, static_cast<double>(trigger->breaker()));
-      for (std::size_t i = 0; i < kBreakerStates; ++i) {
-        const auto state = static_cast<BreakerState>(i);
-        sample(transitions, {{"trigger", name}, {"to", std::string(to_string(state))}},
-               static_cast<double>(trigger->transitions(state)));
-      }
-      sample(open_seconds, {{"trigger", name}}, trigger->open_seconds());
-    }
+    // One family at a time: a family is a reference into `out`, which the next one may move.
+    const auto per_trigger = [&](const char* name, const char* help, MetricType type,
+                                 const auto& fill) {
+      MetricFamily& f = family(out, name, help, type);
+      for (const auto& [trigger_name, trigger] : triggers_->running())
+        fill(f, trigger_name, *trigger);
+    };
+    per_trigger("sluice_trigger_invocations_total",
+                "Invocations of a trigger's function, by outcome.", MetricType::Counter,
+                [&](MetricFamily& f, const std::string& name, const Trigger& t) {
+                  for (std::size_t i = 0; i < kInvocationOutcomes; ++i) {
+                    const auto outcome = static_cast<InvocationOutcome>(i);
+                    sample(f, {{"trigger", name}, {"outcome", std::string(to_string(outcome))}},
+                           static_cast<double>(t.invocations(outcome)));
+                  }
+                });
+    per_trigger("sluice_trigger_messages_total", "Messages sent to a trigger's function.",
+                MetricType::Counter,
+                [&](MetricFamily& f, const std::string& name, const Trigger& t) {
+                  sample(f, {{"trigger", name}}, static_cast<double>(t.messages_sent()));
+                });
+    per_trigger("sluice_trigger_concurrency_limit", "Invocations a trigger may have in flight.",
+                MetricType::Gauge, [&](MetricFamily& f, const std::string& name, const Trigger& t) {
+                  sample(f, {{"trigger", name}}, static_cast<double>(t.limit()));
+                });
+    per_trigger("sluice_trigger_in_flight", "Invocations in flight.", MetricType::Gauge,
+                [&](MetricFamily& f, const std::string& name, const Trigger& t) {
+                  sample(f, {{"trigger", name}}, static_cast<double>(t.in_flight()));
+                });
+    per_trigger("sluice_trigger_breaker_state",
+                "The circuit breaker: 0 closed, 1 open, 2 half-open.", MetricType::Gauge,
+                [&](MetricFamily& f, const std::string& name, const Trigger& t) {
+                  sample(f, {{"trigger", name}}, static_cast<double>(t.breaker()));
+                });
+    per_trigger("sluice_trigger_breaker_transitions_total",
+                "Times the circuit breaker went to a state.", MetricType::Counter,
+                [&](MetricFamily& f, const std::string& name, const Trigger& t) {
+                  for (std::size_t i = 0; i < kBreakerStates; ++i) {
+                    const auto state = static_cast<BreakerState>(i);
+                    sample(f, {{"trigger", name}, {"to", std::string(to_string(state))}},
+                           static_cast<double>(t.transitions(state)));
+                  }
+                });
+    per_trigger("sluice_trigger_breaker_open_seconds_total", "Time the circuit breaker spent open.",
+                MetricType::Counter,
+                [&](MetricFamily& f, const std::string& name, const Trigger& t) {
+                  sample(f, {{"trigger", name}}, t.open_seconds());
+                });
   }
   single("sluice_queues", "Queues that exist.", MetricType::Gauge,
          static_cast<double>(engine_.queue_count()));

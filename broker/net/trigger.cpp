@@ -5,6 +5,7 @@
 #include <openssl/hmac.h>
 
 #include <algorithm>
+#include <cmath>
 #include <cctype>
 #include <charconv>
 
@@ -90,7 +91,8 @@ Trigger::Trigger(Broker& broker, TriggerOptions options, std::uint32_t subscript
       subscription_id_(subscription_id),
       batch_timer_(broker.io()),
       throttle_timer_(broker.io()),
-      limit_(options_.max_concurrency),
+      limit_(options_.adaptive ? options_.min_concurrency : options_.max_concurrency),
+      adaptive_limit_(limit_),
       window_(options_.breaker_window, false),
       open_for_(options_.breaker_open_for),
       breaker_timer_(broker.io()),
@@ -297,6 +299,7 @@ void Trigger::settle(Invocation& call, OutboundResponse&& response) {
     reason = "the function answered " + std::to_string(status);
   }
   ++outcomes_[static_cast<std::size_t>(outcome)];
+  adapt(outcome, response.took, in_flight_ + 1);
   record(outcome, call.probe);
 
   switch (outcome) {
@@ -351,6 +354,37 @@ void Trigger::settle(Invocation& call, OutboundResponse&& response) {
     }
   }
   kick();
+}
+
+void Trigger::adapt(InvocationOutcome outcome, std::chrono::microseconds took,
+                    std::uint32_t in_flight) {
+  if (!options_.adaptive) return;
+  const double floor = options_.min_concurrency, ceiling = options_.max_concurrency;
+  if (outcome == InvocationOutcome::throttled || outcome == InvocationOutcome::timeout) {
+    adaptive_limit_ = std::max(floor, adaptive_limit_ * 0.75);  // the function is overwhelmed
+  } else if (outcome == InvocationOutcome::ok) {
+    // Vegas: with the latency rtt (averaged over about a round of
+    // invocations) and the lowest seen rtt0, about limit x (1 - rtt0 / rtt)
+    // requests wait inside the function. Fewer than alpha: one more per
+    // round; more than beta: one fewer.
+    const double rtt = std::max<double>(1, static_cast<double>(took.count()));
+    // The floor is learnt again now and then: a function may get slower for good.
+    if (rtt_noload_us_ == 0 || rtt < rtt_noload_us_ || ++samples_ % 1000 == 0) rtt_noload_us_ = rtt;
+    rtt_average_us_ = rtt_average_us_ == 0 ? rtt
+                                           : rtt_average_us_ + (rtt - rtt_average_us_) /
+                                                                   std::max(4.0, adaptive_limit_);
+    const double waiting = adaptive_limit_ * (1 - rtt_noload_us_ / rtt_average_us_);
+    const double alpha = std::max(1.0, 1.5 * std::log10(adaptive_limit_));
+    const double beta = 2 * alpha;
+    if (waiting < alpha && in_flight * 2 >= limit_)  // only when the limit is what holds it back
+      adaptive_limit_ += 1 / adaptive_limit_;
+    else if (waiting > beta)
+      adaptive_limit_ -= 1 / adaptive_limit_;
+  } else {
+    return;
+  }
+  adaptive_limit_ = std::clamp(adaptive_limit_, floor, ceiling);
+  limit_ = static_cast<std::uint32_t>(std::lround(adaptive_limit_));
 }
 
 std::uint32_t Trigger::room() const noexcept {

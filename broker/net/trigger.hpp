@@ -34,7 +34,9 @@ struct TriggerOptions {
   std::string method = "POST";
   std::vector<std::pair<std::string, std::string>> headers;  // sent with every request
   std::chrono::milliseconds timeout{30000};                  // one invocation's deadline
-  std::uint32_t max_concurrency = 10;                        // invocations in flight at once
+  std::uint32_t max_concurrency = 10;  // invocations in flight at once (adaptive: the ceiling)
+  bool adaptive = false;               // the limit follows the function's latency
+  std::uint32_t min_concurrency = 1;   // the adaptive limit's floor
   std::uint32_t batch_size = 1;                              // messages per invocation, at most
   std::chrono::milliseconds batch_window{0};  // how long a partial batch waits to fill
   std::size_t batch_max_bytes = 6u << 20;     // payload bytes per invocation, at most
@@ -121,6 +123,8 @@ class Trigger final : public engine::DeliverySink {
   OutboundRequest request_for(const std::vector<Held>& batch) const;
   /// Invocations that may be in flight now: the limit, or the probes when half-open.
   std::uint32_t room() const noexcept;
+  /// The adaptive limit's view of one finished invocation (Vegas; docs/triggers.md).
+  void adapt(InvocationOutcome outcome, std::chrono::microseconds took, std::uint32_t in_flight);
   /// The breaker's view of one finished invocation.
   void record(InvocationOutcome outcome, bool probe);
   void move_breaker(BreakerState to, const std::string& why);
@@ -140,6 +144,10 @@ class Trigger final : public engine::DeliverySink {
   std::chrono::steady_clock::time_point throttled_until_{};
   std::uint32_t in_flight_ = 0;
   std::uint32_t limit_;
+  double adaptive_limit_ = 0;  // the adaptive limit unrounded (limit_ is it rounded)
+  double rtt_noload_us_ = 0;   // the lowest latency seen lately
+  double rtt_average_us_ = 0;  // the latency, averaged over about a round of invocations
+  std::uint64_t samples_ = 0;
   bool kick_posted_ = false;
   bool stopped_ = false;
   std::array<std::uint64_t, kInvocationOutcomes> outcomes_{};

@@ -27,6 +27,8 @@ Error to_trigger_options(const config::TriggerSettings& s, TriggerOptions& out) 
   }
   out.timeout = s.timeout;
   out.max_concurrency = s.max_concurrency;
+  out.adaptive = s.adaptive;
+  out.min_concurrency = s.min_concurrency;
   out.batch_size = s.batch_size;
   out.batch_window = s.batch_window;
   out.batch_max_bytes = s.batch_max_bytes;

@@ -196,6 +196,11 @@ std::optional<ConfigError> validate(const Settings& settings) {
                              " needs body = \"json\" (\"raw\" sends one message per request)",
                          "batch_size = 1, or body = \"json\""};
     if (auto problem = check_ranges(trigger, prefix, kTriggerFieldSpan)) return problem;
+    if (trigger.min_concurrency > trigger.max_concurrency)
+      return ConfigError{"", 0, prefix + ".min_concurrency",
+                         std::to_string(trigger.min_concurrency) + " is above max_concurrency (" +
+                             std::to_string(trigger.max_concurrency) + ")",
+                         "at most max_concurrency"};
     if (trigger.breaker_open_max < trigger.breaker_open_for)
       return ConfigError{"", 0, prefix + ".breaker_open_max",
                          "below breaker_open_for (" +

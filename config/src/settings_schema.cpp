@@ -352,6 +352,7 @@ constexpr std::span<const Field<QueueSettings>> kQueueFieldSpan{kQueueFields};
 
 constexpr std::string_view kMethodChoices[] = {"POST", "PUT"};
 constexpr std::string_view kBodyChoices[] = {"raw", "json"};
+constexpr std::string_view kConcurrencyChoices[] = {"fixed", "adaptive"};
 
 constexpr Field<TriggerSettings> kTriggerFields[] = {
     {.key = "queue",
@@ -376,6 +377,16 @@ constexpr Field<TriggerSettings> kTriggerFields[] = {
      .rule = {.kind = Kind::count, .min = 1, .max = 10'000},
      .store = [](TriggerSettings& t, const Parsed& v) { t.max_concurrency = uint32_t(v.number); },
      .read = [](const TriggerSettings& t) { return whole(t.max_concurrency); }},
+    {.key = "concurrency",
+     .rule = {.kind = Kind::choice,
+              .choices = kConcurrencyChoices,
+              .choices_note = "fixed: max_concurrency; adaptive: between min_concurrency and "
+                              "max_concurrency, following the function's latency"},
+     .store = [](TriggerSettings& t, const Parsed& v) { t.adaptive = v.choice == 1; }},
+    {.key = "min_concurrency",
+     .rule = {.kind = Kind::count, .min = 1, .max = 10'000},
+     .store = [](TriggerSettings& t, const Parsed& v) { t.min_concurrency = uint32_t(v.number); },
+     .read = [](const TriggerSettings& t) { return whole(t.min_concurrency); }},
     {.key = "batch_size",
      .rule = {.kind = Kind::count, .min = 1, .max = 1000},
      .store = [](TriggerSettings& t, const Parsed& v) { t.batch_size = uint32_t(v.number); },

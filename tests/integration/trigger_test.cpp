@@ -353,3 +353,50 @@ TEST_CASE("trigger: the breaker opens on an outage, lets only probes through, us
   const std::string after = http_request(broker.http_port(), "GET", "/metrics").body;
   CHECK(after.find("sluice_trigger_breaker_state{trigger=\"fn\"} 0") != std::string::npos);
 }
+
+namespace {
+
+/// A function that serves at most 6 at once (more wait inside it, so latency
+/// grows), fed for 10 s: the trigger's concurrency limit at the end, and the
+/// messages per second the function finished over the last 5 s.
+std::pair<double, double> limited_function_run(bool adaptive) {
+  FunctionServer function;
+  function.control({{"sleep_ms", 20}, {"max_parallel", 6}});
+  const auto secret = write_secret(kSecret);
+  std::vector<std::pair<std::string, std::string>> settings = {
+      {"triggers.fn.max_concurrency", adaptive ? "50" : "6"}};
+  if (adaptive) settings.push_back({"triggers.fn.concurrency", "adaptive"});
+  TestBroker broker(trigger_flags(function, secret, "work", settings));
+  auto producer = broker.connect("producer");
+  std::vector<sluice::client::Message> batch;
+  for (int i = 0; i < 500; ++i) batch.push_back({"w", {}});
+  for (int i = 0; i < 10; ++i) REQUIRE(producer->publish_batch("work", batch).ok());
+  const auto started = std::chrono::steady_clock::now();
+  std::this_thread::sleep_for(std::chrono::seconds(10));
+  const std::string metrics = http_request(broker.http_port(), "GET", "/metrics").body;
+  const json stats = function.stats();
+  const std::string gauge = "sluice_trigger_concurrency_limit{trigger=\"fn\"} ";
+  const auto at = metrics.find(gauge);
+  REQUIRE(at != std::string::npos);
+  const double limit = std::stod(metrics.substr(at + gauge.size()));
+  double last_end = 0;
+  for (const auto& r : stats["requests"])
+    if (r.contains("end")) last_end = std::max(last_end, r["end"].get<double>());
+  int done = 0;
+  for (const auto& r : stats["requests"])
+    if (r.contains("end") && r["end"].get<double>() > last_end - 5) ++done;
+  (void)started;
+  return {limit, done / 5.0};
+}
+
+}  // namespace
+
+TEST_CASE("trigger: the adaptive limit settles near what the function can serve") {
+  const auto [fixed_limit, fixed_rate] = limited_function_run(false);
+  const auto [limit, rate] = limited_function_run(true);
+  MESSAGE("fixed 6: " << fixed_rate << "/s; adaptive: limit " << limit << ", " << rate << "/s");
+  CHECK(fixed_limit == 6);
+  CHECK(limit >= 4);
+  CHECK(limit <= 10);
+  CHECK(rate >= 0.9 * fixed_rate);
+}

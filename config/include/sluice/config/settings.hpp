@@ -132,8 +132,13 @@ struct TriggerSettings {
   std::vector<std::string> headers;
   /// One invocation's deadline [100ms, 15min]; its messages' lease runs from the invocation.
   std::chrono::milliseconds timeout{30000};
-  /// Invocations in flight at once [1, 10000].
+  /// Invocations in flight at once [1, 10000]: the limit ("fixed"), or its ceiling ("adaptive").
   uint32_t max_concurrency = 10;
+  /// false = "fixed" (max_concurrency), true = "adaptive": the limit moves between
+  /// min_concurrency and max_concurrency with the function's latency (docs/triggers.md).
+  bool adaptive = false;
+  /// The adaptive limit's floor [1, 10000], at most max_concurrency.
+  uint32_t min_concurrency = 1;
   /// Messages per invocation [1, 1000]; above 1 needs body = "json".
   uint32_t batch_size = 1;
   /// How long a partial batch waits to fill [0, 1min].
