@@ -37,7 +37,7 @@ struct TriggerOptions {
   std::uint32_t max_concurrency = 10;  // invocations in flight at once (adaptive: the ceiling)
   bool adaptive = false;               // the limit follows the function's latency
   std::uint32_t min_concurrency = 1;   // the adaptive limit's floor
-  std::uint32_t batch_size = 1;                              // messages per invocation, at most
+  std::uint32_t batch_size = 1;        // messages per invocation, at most
   std::chrono::milliseconds batch_window{0};  // how long a partial batch waits to fill
   std::size_t batch_max_bytes = 6u << 20;     // payload bytes per invocation, at most
   bool json_body = false;                     // false: "raw" (one message per request)
