@@ -42,6 +42,7 @@ Error to_trigger_options(const config::TriggerSettings& s, TriggerOptions& out) 
   out.breaker_open_max = s.breaker_open_max;
   out.breaker_probes = s.breaker_probes;
   out.verify = s.verify;
+  out.dead_letter_on.assign(s.dead_letter_on.begin(), s.dead_letter_on.end());
   if (!s.signing_secret_file.empty()) {
     std::ifstream file(s.signing_secret_file, std::ios::binary);
     std::string secret((std::istreambuf_iterator<char>(file)), std::istreambuf_iterator<char>());

@@ -185,6 +185,30 @@ std::optional<std::string> parse_value(const Rule& rule, const Input& input, Par
       out.list = std::move(items);
       return std::nullopt;
     }
+    case Kind::statuses: {
+      std::vector<int64_t> items;
+      if (input.type == Input::Type::array && input.array_of_integers) {
+        items = input.integers;
+      } else if (is_string && input.from_command_line) {
+        std::string_view rest = input.string;
+        while (!rest.empty()) {
+          const auto comma = rest.find(',');
+          const auto n = parse_whole(rest.substr(0, comma));
+          if (!n) return "expected HTTP statuses like 400,422, got " + quote(input.string);
+          items.push_back(static_cast<int64_t>(*n));
+          rest = comma == std::string_view::npos ? std::string_view{} : rest.substr(comma + 1);
+        }
+      } else {
+        return "expected an array of HTTP statuses, got " + input.description;
+      }
+      out.list.clear();
+      for (auto status : items) {
+        if (status < 400 || status > 599)
+          return std::to_string(status) + " is not a 4xx or 5xx status";
+        out.list.push_back(std::to_string(status));
+      }
+      return std::nullopt;
+    }
     case Kind::queue_name:
       if (!is_string) return "expected a string, got " + input.description;
       if (!is_valid_queue_name(input.string)) return "invalid queue name " + quote(input.string);

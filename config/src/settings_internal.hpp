@@ -54,6 +54,7 @@ enum class Kind {
   queue_name,    // one queue name
   url,           // "http://host[:port]/path" or "https://..."
   header_lines,  // an array of "Name: value"; on the command line, one line
+  statuses,      // an array of HTTP statuses 400 to 599; on the command line, 400,422
 };
 
 inline constexpr uint64_t kMaxRateMilli = 1'000'000'000;  // 1,000,000 messages per second
@@ -131,6 +132,8 @@ struct Input {
   std::string string;
   std::vector<std::string> strings;  // Type::array (all strings) or command-line a,b,c
   bool array_of_strings = true;
+  std::vector<int64_t> integers;  // Type::array (all integers)
+  bool array_of_integers = true;
   std::string description;  // for "got ..." in a wrong-type message
   bool from_command_line = false;
 };

@@ -82,6 +82,10 @@ Input input_from_node(const toml::node& node) {
         input.strings.push_back(string->get());
       else
         input.array_of_strings = false;
+      if (const auto* integer = element.as_integer())
+        input.integers.push_back(integer->get());
+      else
+        input.array_of_integers = false;
     }
   }
   input.description = describe(node);

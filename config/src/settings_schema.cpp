@@ -417,6 +417,14 @@ constexpr Field<TriggerSettings> kTriggerFields[] = {
     {.key = "verify",
      .rule = {.kind = Kind::choice, .choices = kOnOffChoices},
      .store = [](TriggerSettings& t, const Parsed& v) { t.verify = v.choice == 1; }},
+    {.key = "dead_letter_on",
+     .rule = {.kind = Kind::statuses},
+     .store =
+         [](TriggerSettings& t, const Parsed& v) {
+           t.dead_letter_on.clear();
+           for (const auto& status : v.list)
+             t.dead_letter_on.push_back(uint32_t(std::stoul(status)));
+         }},
     {.key = "breaker_window",
      .rule = {.kind = Kind::count, .min = 1, .max = 1000},
      .store = [](TriggerSettings& t, const Parsed& v) { t.breaker_window = uint32_t(v.number); },

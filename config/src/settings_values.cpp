@@ -268,6 +268,8 @@ std::string allowed_text(const Rule& rule) {
              "for any run of characters; names use A-Z a-z 0-9 _ . : -), or [] for none";
     case Kind::queue_name:
       return std::string(kQueueNameAllowed);
+    case Kind::statuses:
+      return "an array of HTTP statuses from 400 to 599, like [400, 422], or [] for none";
     case Kind::url:
       return "\"http://host[:port]/path\" or \"https://host[:port]/path\" (host: a DNS name, an "
              "IPv4 address or [IPv6 address])";

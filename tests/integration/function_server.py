@@ -16,6 +16,7 @@ and behaves as told on POST /_control:
   {"fail_ids": ["12", ...]}           2xx with {"failed": [...]} naming those ids
   {"fail_first_ids": [...]}           the same, on their first attempt only
   {"fail_first_marked": "TEXT"}       the same for messages whose payload holds TEXT
+  {"dead_letter": "REASON"}           200 with sluice-dead-letter: REASON
   {"sleep_ms": 5, "max_parallel": 6}  beyond max_parallel, requests wait their turn
   {"reset_stats": true}               forget what was seen
 
@@ -162,6 +163,9 @@ class Handler(BaseHTTPRequestHandler):
             elif mode == "fail":
                 status = int(control.get("status", 500))
                 self.answer(status, b"failing on purpose")
+            elif control.get("dead_letter"):
+                status = 200
+                self.answer(200, b"", [("sluice-dead-letter", control["dead_letter"])])
             elif mode == "throttle":
                 status = 429
                 self.answer(429, b"slow down", [("Retry-After", str(control.get("retry_after", 1)))])

@@ -400,3 +400,62 @@ TEST_CASE("trigger: the adaptive limit settles near what the function can serve"
   CHECK(limit <= 10);
   CHECK(rate >= 0.9 * fixed_rate);
 }
+
+TEST_CASE("trigger: a durable queue's messages all reach the function across a kill -9") {
+  FunctionServer function;
+  function.control({{"sleep_ms", 2}});
+  const auto secret = write_secret(kSecret);
+  sluice::test::ScopedTempDir scratch{"sluice-trigger-durable"};
+  const auto flags = trigger_flags(function, secret, "durable-jobs",
+                                   {{"storage.path", (scratch.path / "data").string()},
+                                    {"queues.durable-jobs.durability", "durable"},
+                                    {"triggers.fn.max_concurrency", "4"}});
+  constexpr int kMessages = 2000;
+  std::set<std::string> confirmed;
+  {
+    TestBroker broker(flags);
+    auto producer = broker.connect("producer");
+    std::vector<sluice::client::Message> batch;
+    for (int i = 0; i < kMessages; ++i) batch.push_back({"d" + std::to_string(i), {}});
+    auto ids = producer->publish_batch("durable-jobs", batch);  // confirmed: on disk
+    REQUIRE(ids.ok());
+    for (auto id : *ids) confirmed.insert(std::to_string(id));
+    // Killed mid-run: some delivered and acked, some out, most still waiting.
+    REQUIRE(soon([&] { return function.seen().size() >= kMessages / 10; }));
+    broker.kill9();
+  }
+  const auto before = function.seen().size();
+  CHECK(before < static_cast<std::size_t>(kMessages));
+  TestBroker broker(flags);
+  auto producer = broker.connect("producer");
+  REQUIRE(soon([&] { return function.seen().size() == kMessages; }, std::chrono::seconds(60)));
+  for (const auto& [id, n] : function.seen()) CHECK(confirmed.count(id) == 1);
+  CHECK(eventually([&] { return ready_and_in_flight(*producer, "durable-jobs") == 0; }));
+}
+
+TEST_CASE("trigger: dead_letter_on and the sluice-dead-letter header dead-letter at once") {
+  FunctionServer function;
+  const auto secret = write_secret(kSecret);
+  TestBroker broker(trigger_flags(
+      function, secret, "poison",
+      {{"triggers.fn.dead_letter_on", "400,422"}, {"queues.poison.max_attempts", "10"}}));
+  auto producer = broker.connect("producer");
+  function.control({{"mode", "fail"}, {"status", 422}});
+  REQUIRE(producer->publish("poison", {"unprocessable", {}}).ok());
+  const auto dead = [&](std::uint64_t n) {
+    auto s = producer->stats("poison");
+    return s.ok() && !s->empty() && s->front().dead_lettered_total == n;
+  };
+  REQUIRE(eventually([&] { return dead(1); }, std::chrono::seconds(10)));
+  function.control({{"mode", "ok"}, {"dead_letter", "schema v1 is gone"}});
+  REQUIRE(producer->publish("poison", {"old schema", {}}).ok());
+  REQUIRE(eventually([&] { return dead(2); }, std::chrono::seconds(10)));
+  CHECK(function.requests() == 2);  // one attempt each, not ten
+  sluice::client::DeadLetterQuery q;
+  q.queue = "poison";
+  auto entries = producer->dead_letters(q);
+  REQUIRE(entries.ok());
+  REQUIRE(entries->entries.size() == 2);
+  CHECK(entries->entries[0].reason == "the function answered 422");
+  CHECK(entries->entries[1].reason == "schema v1 is gone");
+}

@@ -269,6 +269,7 @@ lease_timeout = "45s"
                             "# signing_secret_file =",
                             "# ca_file =",
                             "# verify =",
+                            "# dead_letter_on =",
                             "# breaker_window =",
                             "# breaker_failure_ratio =",
                             "# breaker_min_calls =",
@@ -963,6 +964,7 @@ body = "json"
 signing_secret_file = "/etc/sluice/resize.secret"
 ca_file = "/etc/ssl/ca.pem"
 verify = "off"
+dead_letter_on = [400, 422]
 
 [triggers.audit]
 queue = "audit"
@@ -984,6 +986,7 @@ url = "http://127.0.0.1:9000/"
     CHECK(t.signing_secret_file == "/etc/sluice/resize.secret");
     CHECK(t.ca_file == "/etc/ssl/ca.pem");
     CHECK_FALSE(t.verify);
+    CHECK(t.dead_letter_on == std::vector<uint32_t>{400, 422});
     const auto& d = s.triggers[1];
     CHECK(d.name == "audit");
     CHECK(d.method == "POST");
@@ -1007,6 +1010,9 @@ url = "http://127.0.0.1:9000/"
     error =
         load_error("[triggers.t]\nqueue = \"q\"\nurl = \"http://h/\"\nheaders = [\"nocolon\"]\n");
     CHECK(contains(error.problem, "Name: value"));
+    error =
+        load_error("[triggers.t]\nqueue = \"q\"\nurl = \"http://h/\"\ndead_letter_on = [200]\n");
+    CHECK(contains(error.problem, "200 is not a 4xx or 5xx status"));
     error = load_error("[triggers.\"bad name!\"]\nqueue = \"q\"\n");
     CHECK(contains(error.problem, "invalid trigger name"));
     // What a single value cannot show: validate().

@@ -154,6 +154,8 @@ struct TriggerSettings {
   std::string ca_file;
   /// "on" | "off": verify the function's certificate and name.
   bool verify = true;
+  /// Statuses (400 to 599) that dead-letter the request's messages at once, e.g. [400, 422].
+  std::vector<uint32_t> dead_letter_on;
   // The circuit breaker: opens when more than breaker_failure_ratio of the last breaker_window
   // invocations failed (with at least breaker_min_calls of them), or after breaker_consecutive
   // failures to reach the function in a row. Open, nothing is sent and no attempt is used; after
