@@ -126,6 +126,10 @@ void HttpApi::route(const HttpRequest& request, Respond& respond) {
     if (allowed(grant, Permission::admin, kEveryQueue, respond)) log_level(request, respond);
     return;
   }
+  if (path == "/v1/triggers" || path.starts_with("/v1/triggers/")) {
+    triggers(request, path.size() > 13 ? path.substr(13) : std::string_view{}, grant, respond);
+    return;
+  }
   if (path == kQueuesPrefix || path == "/v1/queues/") {
     if (only("GET")) queue_list(grant, respond);
     return;

@@ -31,6 +31,7 @@ namespace sluice::net {
 class Broker;
 class DurableStore;
 class Metrics;
+class Triggers;
 
 struct HttpApiOptions {
   std::uint32_t max_payload_bytes = 1u << 20;  // limits.max_payload_bytes
@@ -58,6 +59,8 @@ class HttpApi final {
   /// consume its queue gives its messages back at once (and a waiting one
   /// answers 401 or 403).
   void recheck_grants();
+  /// The running triggers, for /v1/triggers (none: 404).
+  void set_triggers(Triggers* triggers) noexcept { triggers_ = triggers; }
 
  private:
   struct Receive;
@@ -88,6 +91,8 @@ class HttpApi final {
   void queue_show(const QueueCall& call, Respond& respond);
   void dead_letters(const QueueCall& call, Respond& respond);
   void log_level(const HttpRequest& request, Respond& respond);
+  /// /v1/triggers[/NAME[/ACTION]]: `rest` is what follows "/v1/triggers/".
+  void triggers(const HttpRequest& request, std::string_view rest, Grant& grant, Respond& respond);
 
   /// A delivery to `receive`'s consumer; false: no more for now.
   bool on_delivery(Receive& receive, const protocol::Delivery& delivery);
@@ -101,6 +106,7 @@ class HttpApi final {
   engine::Engine& engine_;
   const Metrics& metrics_;
   HttpApiOptions options_;
+  const Triggers* triggers_ = nullptr;
   Intake intake_;
   IntakeResult taken_;  // of the last publish
   bool ready_ = false;

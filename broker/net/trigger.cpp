@@ -178,8 +178,8 @@ void Trigger::kick() {
   if (stopped_ || consumer_ == nullptr) return;
   const auto now = Clock::now();
   if (now < throttled_until_) return;  // the throttle timer kicks again
-  if (breaker_ == BreakerState::open) {
-    give_back_pending(0);  // the breaker timer kicks again
+  if (breaker_ == BreakerState::open || paused_) {
+    give_back_pending(0);  // the breaker timer, or a resume, kicks again
     return;
   }
   while (!pending_.empty() && in_flight_ < room()) {
@@ -387,7 +387,32 @@ void Trigger::adapt(InvocationOutcome outcome, std::chrono::microseconds took,
   limit_ = static_cast<std::uint32_t>(std::lround(adaptive_limit_));
 }
 
+void Trigger::set_paused(bool paused) {
+  if (paused_ == paused || stopped_) return;
+  paused_ = paused;
+  log::info(paused ? "trigger_paused" : "trigger_resumed").str("trigger", options_.name);
+  if (paused)
+    give_back_pending(0);
+  else
+    kick();
+}
+
+void Trigger::test_invoke(std::string payload, HttpClient::Callback done) {
+  if (client_ == nullptr) {
+    OutboundResponse r;
+    r.outcome = TransportOutcome::connect_error;
+    r.error = "the trigger is not running";
+    done(std::move(r));
+    return;
+  }
+  Held test{0, 0, 0, wall_us(), {}};
+  const protocol::Header headers[] = {{"sluice-test", "invoke"}};
+  protocol::encode_message(test.message, headers, payload);
+  client_->send(request_for({test}), std::move(done));
+}
+
 std::uint32_t Trigger::room() const noexcept {
+  if (paused_) return 0;
   switch (breaker_) {
     case BreakerState::closed:
       return limit_;

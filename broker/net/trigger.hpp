@@ -85,6 +85,15 @@ class Trigger final : public engine::DeliverySink {
   /// as do those of invocations in flight (their answers are ignored).
   void stop();
 
+  /// Paused, nothing is sent and what it held goes back to the queue unused;
+  /// resumed, it goes on. (Until a restart or a reload that changes it.)
+  void set_paused(bool paused);
+  bool paused() const noexcept { return paused_; }
+  /// Sends one request with `payload` as a message (raw: its body; json: a
+  /// batch of one), signed as usual, outside the queue: nothing is settled.
+  /// For trying a trigger out (sluicectl and HTTP "invoke").
+  void test_invoke(std::string payload, HttpClient::Callback done);
+
   // engine::DeliverySink
   bool deliver(engine::Consumer& consumer, const protocol::Delivery& delivery) override;
   void released(engine::Consumer& consumer) override;
@@ -149,6 +158,7 @@ class Trigger final : public engine::DeliverySink {
   double rtt_average_us_ = 0;  // the latency, averaged over about a round of invocations
   std::uint64_t samples_ = 0;
   bool kick_posted_ = false;
+  bool paused_ = false;
   bool stopped_ = false;
   std::array<std::uint64_t, kInvocationOutcomes> outcomes_{};
   std::uint64_t messages_sent_ = 0;

@@ -459,3 +459,46 @@ TEST_CASE("trigger: dead_letter_on and the sluice-dead-letter header dead-letter
   CHECK(entries->entries[0].reason == "the function answered 422");
   CHECK(entries->entries[1].reason == "schema v1 is gone");
 }
+
+TEST_CASE("trigger: HTTP lists, pauses, resumes and test-invokes a trigger") {
+  FunctionServer function;
+  const auto secret = write_secret(kSecret);
+  TestBroker broker(trigger_flags(function, secret, "ctl", {}));
+  const auto port = broker.http_port();
+  auto r = http_request(port, "GET", "/v1/triggers");
+  REQUIRE(r.status == 200);
+  json list = json::parse(r.body)["triggers"];
+  REQUIRE(list.size() == 1);
+  CHECK(list[0]["name"] == "fn");
+  CHECK(list[0]["queue"] == "ctl");
+  CHECK(list[0]["state"] == "running");
+  CHECK(list[0]["breaker"] == "closed");
+
+  // Paused: messages wait in the queue; resumed: they go.
+  r = http_request(port, "POST", "/v1/triggers/fn/pause");
+  REQUIRE(r.status == 200);
+  CHECK(json::parse(r.body)["state"] == "paused");
+  auto producer = broker.connect("producer");
+  for (int i = 0; i < 3; ++i) REQUIRE(producer->publish("ctl", {"p" + std::to_string(i), {}}).ok());
+  std::this_thread::sleep_for(std::chrono::milliseconds(300));
+  CHECK(function.requests() == 0);
+  auto stats = producer->stats("ctl");
+  REQUIRE(stats.ok());
+  CHECK(stats->front().ready == 3);
+  r = http_request(port, "POST", "/v1/triggers/fn/resume");
+  REQUIRE(r.status == 200);
+  REQUIRE(soon([&] { return function.seen().size() == 3; }));
+
+  // A test invocation reaches the function signed, outside the queue.
+  r = http_request(port, "POST", "/v1/triggers/fn/invoke", "hello function");
+  REQUIRE(r.status == 200);
+  const json answer = json::parse(r.body);
+  CHECK(answer["outcome"] == "answered");
+  CHECK(answer["status"] == 200);
+  const json last = function.stats()["requests"].back();
+  CHECK(last["signed"] == true);
+  CHECK(last["ids"][0] == "0");
+
+  CHECK(http_request(port, "POST", "/v1/triggers/nope/pause").status == 404);
+  CHECK(http_request(port, "DELETE", "/v1/triggers/fn").status == 404);
+}
