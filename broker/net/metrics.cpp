@@ -236,6 +236,15 @@ std::vector<MetricFamily> Metrics::Collect() const {
                 [&](MetricFamily& f, const std::string& name, const Trigger& t) {
                   sample(f, {{"trigger", name}}, static_cast<double>(t.messages_sent()));
                 });
+    per_trigger("sluice_trigger_invocation_seconds", "How long invocations took, answered or not.",
+                MetricType::Histogram,
+                [&](MetricFamily& f, const std::string& name, const Trigger& t) {
+                  histogram(f, {{"trigger", name}}, t.durations(), kMicrosPerSecond);
+                });
+    per_trigger("sluice_trigger_batch_messages", "Messages per invocation.", MetricType::Histogram,
+                [&](MetricFamily& f, const std::string& name, const Trigger& t) {
+                  histogram(f, {{"trigger", name}}, t.batch_sizes(), 1);
+                });
     per_trigger("sluice_trigger_concurrency_limit", "Invocations a trigger may have in flight.",
                 MetricType::Gauge, [&](MetricFamily& f, const std::string& name, const Trigger& t) {
                   sample(f, {{"trigger", name}}, static_cast<double>(t.limit()));

@@ -299,6 +299,8 @@ void Trigger::settle(Invocation& call, OutboundResponse&& response) {
     reason = "the function answered " + std::to_string(status);
   }
   ++outcomes_[static_cast<std::size_t>(outcome)];
+  durations_.observe(response.took.count());
+  batch_sizes_.observe(static_cast<std::int64_t>(call.messages.size()));
   adapt(outcome, response.took, in_flight_ + 1);
   record(outcome, call.probe);
 

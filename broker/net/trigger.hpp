@@ -20,6 +20,7 @@
 #include <vector>
 
 #include "engine.hpp"
+#include "histogram.hpp"
 #include "http_outbound.hpp"
 #include "sluice/protocol/error.hpp"
 
@@ -106,6 +107,10 @@ class Trigger final : public engine::DeliverySink {
   }
   std::uint64_t messages_sent() const noexcept { return messages_sent_; }
   BreakerState breaker() const noexcept { return breaker_; }
+  /// Invocation durations (µs), answered or not.
+  const engine::Histogram& durations() const noexcept { return durations_; }
+  /// Messages per invocation.
+  const engine::Histogram& batch_sizes() const noexcept { return batch_sizes_; }
   /// Times the breaker went to `state`.
   std::uint64_t transitions(BreakerState state) const noexcept {
     return transitions_[static_cast<std::size_t>(state)];
@@ -162,6 +167,9 @@ class Trigger final : public engine::DeliverySink {
   bool stopped_ = false;
   std::array<std::uint64_t, kInvocationOutcomes> outcomes_{};
   std::uint64_t messages_sent_ = 0;
+  engine::Histogram durations_{engine::kLatencyBoundsUs};
+  engine::Histogram batch_sizes_{kBatchBounds};
+  static constexpr std::int64_t kBatchBounds[] = {1, 2, 5, 10, 20, 50, 100, 200, 500, 1000};
 
   BreakerState breaker_ = BreakerState::closed;
   std::vector<bool> window_;  // the last breaker_window outcomes (true: failed), a ring

@@ -388,7 +388,9 @@ class PrometheusServer {
 }  // namespace
 
 TEST_CASE("metrics: a real Prometheus server scrapes sluiced and sees the counts") {
-  TestBroker broker({"--set", "queues.orders.max_attempts=1"});
+  // A trigger too, so its metrics exist (its function is nowhere: port 9 refuses).
+  TestBroker broker({"--set", "queues.orders.max_attempts=1", "--set", "triggers.probe.queue=probe",
+                     "--set", "triggers.probe.url=http://127.0.0.1:9/"});
   // Publish 10; ack 7; fail 3, which (one attempt each) go to the DLQ.
   for (int i = 0; i < 10; ++i)
     REQUIRE(post(broker, "/v1/queues/orders/messages", "o" + std::to_string(i)).status == 202);
