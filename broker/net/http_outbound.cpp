@@ -76,9 +76,11 @@ class StreamLink final : public Link, public std::enable_shared_from_this<Stream
         std::make_shared<std::function<void(TransportOutcome, std::string)>>(std::move(done));
     // The resolver has no timeout of its own: a timer cancels it.
     resolve_timer_.expires_at(deadline);
-    resolve_timer_.async_wait([this](const boost::system::error_code& ec) {
-      if (!ec) resolver_.cancel();
-    });
+    // The link may be gone by the time a timer that already fired runs its handler.
+    resolve_timer_.async_wait(
+        [this, alive = std::weak_ptr<bool>(alive_)](const boost::system::error_code& ec) {
+          if (!ec && !alive.expired()) resolver_.cancel();
+        });
     resolver_.async_resolve(
         url.host, std::to_string(url.port),
         [this, url, deadline, state](const boost::system::error_code& ec,
@@ -110,6 +112,7 @@ class StreamLink final : public Link, public std::enable_shared_from_this<Stream
                 std::size_t max_body,
                 std::function<void(OutboundResponse&&, bool reusable)> done) override {
     tcp().expires_at(deadline);
+    max_body_ = max_body;
     parser_.emplace();
     parser_->body_limit(max_body);
     parser_->header_limit(64 * 1024);
@@ -183,6 +186,16 @@ class StreamLink final : public Link, public std::enable_shared_from_this<Stream
       return;
     }
     auto& message = parser_->get();
+    if (!ec && message.result_int() / 100 == 1) {
+      // An interim answer (102, 103): the real one follows on the same connection.
+      parser_.emplace();
+      parser_->body_limit(max_body_);
+      parser_->header_limit(64 * 1024);
+      http::async_read(stream_, buffer_, *parser_,
+                       [this, done = std::move(done)](const boost::system::error_code& e,
+                                                      std::size_t) mutable { on_read(e, done); });
+      return;
+    }
     OutboundResponse r;
     r.status = message.result_int();
     for (const auto& field : message.base()) {
@@ -192,8 +205,9 @@ class StreamLink final : public Link, public std::enable_shared_from_this<Stream
       r.headers.emplace_back(std::move(name), std::string(field.value()));
     }
     r.body = std::move(message.body());
-    // A body past the bound is dropped with the connection.
-    done(std::move(r), !truncated && message.keep_alive());
+    // A body past the bound is dropped with the connection, as is one that
+    // ended with the connection.
+    done(std::move(r), !truncated && message.keep_alive() && !parser_->need_eof());
   }
 
  public:
@@ -205,6 +219,8 @@ class StreamLink final : public Link, public std::enable_shared_from_this<Stream
   Stream stream_;
   beast::flat_buffer buffer_;
   std::optional<http::response_parser<http::string_body>> parser_;
+  std::size_t max_body_ = 0;
+  std::shared_ptr<bool> alive_ = std::make_shared<bool>(true);
 };
 
 using PlainLink = StreamLink<beast::tcp_stream>;

@@ -34,9 +34,16 @@ std::string_view to_string(BreakerState state) noexcept {
 
 namespace {
 
-/// A header a function may see as a message header in raw mode: an HTTP token
-/// name that HTTP itself does not own.
-bool passes_as_http_header(std::string_view name) {
+/// A message header a function may see as an HTTP header in raw mode: an HTTP
+/// token name that neither HTTP nor the trigger owns, with a value free of
+/// control characters (a CR or LF would let a producer forge headers, or a
+/// second request on the kept-alive connection).
+bool passes_as_http_header(std::string_view name, std::string_view value,
+                           const std::vector<std::pair<std::string, std::string>>& configured) {
+  for (char c : value) {
+    const auto u = static_cast<unsigned char>(c);
+    if ((u < 0x20 && c != '\t') || u == 0x7f) return false;
+  }
   if (name.empty() || name.size() > 255) return false;
   for (char c : name) {
     const auto u = static_cast<unsigned char>(c);
@@ -46,10 +53,27 @@ bool passes_as_http_header(std::string_view name) {
   std::string lower(name);
   std::transform(lower.begin(), lower.end(), lower.begin(),
                  [](unsigned char c) { return static_cast<char>(std::tolower(c)); });
-  static constexpr std::string_view kOwned[] = {
-      "host", "content-length", "connection", "transfer-encoding", "keep-alive",       "upgrade",
-      "te",   "trailer",        "webhook-id", "webhook-timestamp", "webhook-signature"};
-  return std::find(std::begin(kOwned), std::end(kOwned), lower) == std::end(kOwned);
+  static constexpr std::string_view kOwned[] = {"host",
+                                                "content-length",
+                                                "connection",
+                                                "transfer-encoding",
+                                                "keep-alive",
+                                                "upgrade",
+                                                "te",
+                                                "trailer",
+                                                "webhook-id",
+                                                "webhook-timestamp",
+                                                "webhook-signature",
+                                                "sluice-message-id",
+                                                "sluice-attempt"};
+  if (std::find(std::begin(kOwned), std::end(kOwned), lower) != std::end(kOwned)) return false;
+  for (const auto& [configured_name, v] : configured) {
+    if (configured_name.size() == lower.size() &&
+        std::equal(lower.begin(), lower.end(), configured_name.begin(),
+                   [](char a, char b) { return a == std::tolower(static_cast<unsigned char>(b)); }))
+      return false;  // the trigger's own headers win
+  }
+  return true;
 }
 
 /// "v1,<base64 HMAC-SHA256 of id.timestamp.body>" (Standard Webhooks).
@@ -141,7 +165,9 @@ void Trigger::stop() {
   breaker_timer_.cancel();
   client_.reset();  // in-flight requests end; their answers are not waited for
   if (consumer_ != nullptr) {
-    // Everything it holds, sent or not, is ready again at once.
+    // What was never sent goes back unused; what was sent is a failed
+    // attempt (the function may have seen it), ready again at once.
+    give_back_pending(0);
     broker_.engine().disconnect(*consumer_, mono_us());
     consumer_ = nullptr;
   }
@@ -232,7 +258,8 @@ OutboundRequest Trigger::request_for(const std::vector<Held>& batch) const {
     if (protocol::parse_message(first.message, parts)) {
       r.body = std::string(parts.payload);
       protocol::for_each_header(parts, [&](const protocol::Header& h) {
-        if (passes_as_http_header(h.key)) r.headers.emplace_back(std::string(h.key), h.value);
+        if (passes_as_http_header(h.key, h.value, options_.headers))
+          r.headers.emplace_back(std::string(h.key), h.value);
       });
     }
     r.headers.emplace_back("sluice-message-id", std::to_string(first.id));
@@ -331,7 +358,8 @@ void Trigger::settle(Invocation& call, OutboundResponse&& response) {
       const auto wait = retry_after_of(response);
       const auto delay = std::chrono::duration_cast<std::chrono::microseconds>(wait).count();
       give_back_pending(delay);  // nothing more comes until then
-      for (const Held& m : call.messages) (void)engine.release(*this, m.id, m.token, delay, now);
+      for (auto m = call.messages.rbegin(); m != call.messages.rend(); ++m)
+        (void)engine.release(*this, m->id, m->token, delay, now);
       throttled_until_ = std::max(throttled_until_, Clock::now() + wait);
       throttle_timer_.expires_at(throttled_until_);
       throttle_timer_.async_wait([alive = alive_](const boost::system::error_code& ec) {
@@ -433,13 +461,18 @@ void Trigger::give_back_pending(engine::Micros delay) {
   if (consumer_ != nullptr) engine.pause(*consumer_);
   const std::vector<Held> giving = std::exchange(pending_, {});
   const auto now = mono_us();
-  for (const Held& m : giving) (void)engine.release(*this, m.id, m.token, delay, now);
+  // Each goes to the front: the newest first, so the oldest ends up first in line.
+  for (auto m = giving.rbegin(); m != giving.rend(); ++m)
+    (void)engine.release(*this, m->id, m->token, delay, now);
 }
 
 void Trigger::record(InvocationOutcome outcome, bool probe) {
   // Throttling is the function asking for less, not failing; a poison
-  // message is the message's fault.
-  if (outcome == InvocationOutcome::throttled) return;
+  // message is the message's fault. A throttled probe is sent again.
+  if (outcome == InvocationOutcome::throttled) {
+    if (probe && breaker_ == BreakerState::half_open && probes_sent_ > 0) --probes_sent_;
+    return;
+  }
   const bool failed = outcome == InvocationOutcome::failed ||
                       outcome == InvocationOutcome::timeout ||
                       outcome == InvocationOutcome::connect_error;

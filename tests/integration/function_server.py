@@ -137,7 +137,8 @@ class Handler(BaseHTTPRequestHandler):
             if not signed:
                 STATE.bad_signatures += 1
             record = {"ids": ids, "attempts": [m[1] for m in messages],
-                      "keys": [m[2] for m in messages], "signed": signed, "start": started}
+                      "keys": [m[2] for m in messages], "signed": signed, "start": started,
+                      "headers": headers}
             STATE.requests.append(record)
             for i in ids:
                 STATE.seen[i] = STATE.seen.get(i, 0) + 1

@@ -502,3 +502,56 @@ TEST_CASE("trigger: HTTP lists, pauses, resumes and test-invokes a trigger") {
   CHECK(http_request(port, "POST", "/v1/triggers/nope/pause").status == 404);
   CHECK(http_request(port, "DELETE", "/v1/triggers/fn").status == 404);
 }
+
+TEST_CASE("trigger: a producer's headers cannot forge HTTP headers or the trigger's own") {
+  FunctionServer function;
+  const auto secret = write_secret(kSecret);
+  TestBroker broker(trigger_flags(function, secret, "forge",
+                                  {{"triggers.fn.headers", "Authorization: Bearer the-real-one"}}));
+  auto producer = broker.connect("producer");
+  REQUIRE(producer
+              ->publish("forge", {"x",
+                                  {{"x-note", "fine"},
+                                   {"x-split", "a\r\nx-evil: 1"},
+                                   {"authorization", "Bearer stolen"},
+                                   {"sluice-message-id", "999"}}})
+              .ok());
+  REQUIRE(soon([&] { return function.requests() == 1; }));
+  const json headers = function.stats()["requests"][0]["headers"];
+  CHECK(headers["x-note"] == "fine");
+  CHECK_FALSE(headers.contains("x-split"));
+  CHECK_FALSE(headers.contains("x-evil"));
+  CHECK(headers["authorization"] == "Bearer the-real-one");
+  CHECK(headers["sluice-message-id"] != "999");
+}
+
+TEST_CASE("trigger: a probe answered 429 is sent again, and the breaker can still close") {
+  FunctionServer function;
+  function.control({{"mode", "fail"}, {"status", 500}});
+  const auto secret = write_secret(kSecret);
+  TestBroker broker(trigger_flags(function, secret, "wary",
+                                  {{"triggers.fn.breaker_min_calls", "3"},
+                                   {"triggers.fn.breaker_open_for", "300ms"},
+                                   {"queues.wary.retry_backoff", "10ms"}}));
+  auto producer = broker.connect("producer");
+  for (int i = 0; i < 5; ++i)
+    REQUIRE(producer->publish("wary", {"w" + std::to_string(i), {}}).ok());
+  const auto metric = [&](const std::string& series) {
+    return http_request(broker.http_port(), "GET", "/metrics").body.find(series) !=
+           std::string::npos;
+  };
+  REQUIRE(eventually([&] {
+    return metric("sluice_trigger_breaker_transitions_total{trigger=\"fn\",to=\"open\"} 1");
+  }));
+  // The first probe meets a throttling function...
+  function.control({{"mode", "throttle"}, {"retry_after", 1}});
+  REQUIRE(soon([&] { return function.stats()["statuses"].value("429", 0) >= 1; }));
+  // ...and once it is well, a probe passes and the breaker closes.
+  function.control({{"mode", "ok"}});
+  REQUIRE(soon([&] { return function.stats()["statuses"].value("200", 0) >= 5; },
+               std::chrono::seconds(15)));
+  CHECK(metric("sluice_trigger_breaker_state{trigger=\"fn\"} 0"));
+  auto stats = producer->stats("wary");
+  REQUIRE(stats.ok());
+  CHECK(stats->front().dead_lettered_total == 0);
+}
