@@ -141,10 +141,9 @@ void Engine::deliver(Queue& queue, std::uint32_t index, Consumer& consumer, Micr
   Slot& s = store_[index];
   s.state = SlotState::in_flight;
   s.generation++;
-  if (s.repeat_attempt)
-    s.repeat_attempt = false;
-  else
-    s.attempt++;
+  const bool repeat = s.repeat_attempt;  // released unused: the same attempt again
+  s.repeat_attempt = false;
+  if (!repeat) s.attempt++;
   s.owner = &consumer;
   s.deadline = now + consumer.lease_;
   watch_deadline(index);
@@ -157,7 +156,8 @@ void Engine::deliver(Queue& queue, std::uint32_t index, Consumer& consumer, Micr
   consumer.peak_in_flight_ = std::max(consumer.peak_in_flight_, consumer.in_flight_);
   queue.counters_.in_flight++;
   queue.counters_.delivered_total++;
-  if (s.attempt == 1) queue.delivery_latency_.observe(now + wall_offset_ - s.publish_wall_us);
+  if (s.attempt == 1 && !repeat)
+    queue.delivery_latency_.observe(now + wall_offset_ - s.publish_wall_us);
   // A restart counts this delivery as a failed attempt unless its ack is stored first.
   if (s.durable) journal_->delivered(s.id, s.attempt);
 

@@ -176,9 +176,9 @@ void Trigger::stop() {
 }
 
 bool Trigger::deliver(engine::Consumer&, const protocol::Delivery& d) {
-  if (pending_.empty()) oldest_pending_ = Clock::now();
   pending_.push_back({d.message_id, d.lease_token, d.attempt,
-                      static_cast<std::int64_t>(d.publish_time_us), std::string(d.message)});
+                      static_cast<std::int64_t>(d.publish_time_us), std::string(d.message),
+                      Clock::now()});
   post_kick();  // not from inside the engine's call
   // Enough waiting for every free invocation: no more until one finishes.
   const std::uint32_t free = room() > in_flight_ ? room() - in_flight_ : 0;
@@ -210,8 +210,9 @@ void Trigger::kick() {
   }
   while (!pending_.empty() && in_flight_ < room()) {
     const bool full = pending_.size() >= options_.batch_size;
-    if (!full && now < oldest_pending_ + options_.batch_window) {
-      batch_timer_.expires_at(oldest_pending_ + options_.batch_window);
+    const auto due = pending_.front().arrived + options_.batch_window;
+    if (!full && now < due) {
+      batch_timer_.expires_at(due);
       batch_timer_.async_wait([alive = alive_](const boost::system::error_code& ec) {
         if (Trigger* self = *alive; self != nullptr && !ec) self->kick();
       });
@@ -227,7 +228,6 @@ void Trigger::kick() {
     std::vector<Held> batch(std::make_move_iterator(pending_.begin()),
                             std::make_move_iterator(pending_.begin() + static_cast<long>(take)));
     pending_.erase(pending_.begin(), pending_.begin() + static_cast<long>(take));
-    if (!pending_.empty()) oldest_pending_ = now;
     invoke(std::move(batch));
   }
   if (consumer_ != nullptr) broker_.engine().resume(*consumer_, mono_us());
@@ -435,7 +435,7 @@ void Trigger::test_invoke(std::string payload, HttpClient::Callback done) {
     done(std::move(r));
     return;
   }
-  Held test{0, 0, 0, wall_us(), {}};
+  Held test{0, 0, 0, wall_us(), {}, Clock::now()};
   const protocol::Header headers[] = {{"sluice-test", "invoke"}};
   protocol::encode_message(test.message, headers, payload);
   client_->send(request_for({test}), std::move(done));

@@ -126,6 +126,7 @@ class Trigger final : public engine::DeliverySink {
     std::uint32_t attempt;
     std::int64_t publish_us;
     std::string message;  // the encoding (the delivery's view dies with the call)
+    std::chrono::steady_clock::time_point arrived{};  // a partial batch waits from the oldest's
   };
   struct Invocation;
 
@@ -152,7 +153,6 @@ class Trigger final : public engine::DeliverySink {
   std::unique_ptr<HttpClient> client_;
   engine::Consumer* consumer_ = nullptr;
   std::vector<Held> pending_;  // at most the credit: max_concurrency x batch_size
-  std::chrono::steady_clock::time_point oldest_pending_{};
   boost::asio::steady_timer batch_timer_;
   boost::asio::steady_timer throttle_timer_;
   std::chrono::steady_clock::time_point throttled_until_{};
