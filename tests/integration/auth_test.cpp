@@ -334,3 +334,27 @@ TEST_CASE("tokens: sluicectl new-token makes a token the broker takes") {
   CHECK(sluice::test::run_command(std::string(SLUICECTL_PATH) + " hash-token 2>&1", "short\n")
             .status == 2);
 }
+
+TEST_CASE("tokens: trigger endpoints need admin on the trigger's queue") {
+  const Token orders_admin{"orders-admin", security::generate_token(), "admin = [\"orders.*\"]"};
+  const Token other_admin{"other-admin", security::generate_token(), "admin = [\"billing\"]"};
+  const Token consumer{"consumer", security::generate_token(), "consume = [\"orders.*\"]"};
+  // The function is nowhere (port 9 refuses): these calls only look and pause.
+  SecuredBroker b(
+      {orders_admin, other_admin, consumer},
+      {"--set", "triggers.fn.queue=orders.eu", "--set", "triggers.fn.url=http://127.0.0.1:9/"});
+  CHECK(b.http("GET", "/v1/triggers", "").status == 401);
+  auto r = b.http("GET", "/v1/triggers", orders_admin.secret);
+  REQUIRE(r.status == 200);
+  CHECK(nlohmann::json::parse(r.body)["triggers"].size() == 1);
+  // Another queue's admin sees no trigger, and may not touch this one.
+  r = b.http("GET", "/v1/triggers", other_admin.secret);
+  REQUIRE(r.status == 200);
+  CHECK(nlohmann::json::parse(r.body)["triggers"].empty());
+  CHECK(b.http("POST", "/v1/triggers/fn/pause", other_admin.secret).status == 403);
+  CHECK(b.http("POST", "/v1/triggers/fn/pause", consumer.secret).status == 403);
+  CHECK(b.http("POST", "/v1/triggers/fn/invoke", consumer.secret, "x").status == 403);
+  r = b.http("POST", "/v1/triggers/fn/pause", orders_admin.secret);
+  REQUIRE(r.status == 200);
+  CHECK(nlohmann::json::parse(r.body)["state"] == "paused");
+}
