@@ -17,12 +17,12 @@ json trigger_json(const Trigger& t) {
     outcomes[std::string(to_string(outcome))] = t.invocations(outcome);
   }
   const TriggerOptions& o = t.options();
-  return {{"name", o.name},
-          {"queue", o.queue},
+  return {{"name", o.settings.name},
+          {"queue", o.settings.queue},
           {"url", (o.url.tls ? "https://" : "http://") + o.url.origin() + o.url.target},
           {"state", t.paused() ? "paused" : "running"},
           {"breaker", to_string(t.breaker())},
-          {"concurrency", o.adaptive ? "adaptive" : "fixed"},
+          {"concurrency", o.settings.adaptive ? "adaptive" : "fixed"},
           {"concurrency_limit", t.limit()},
           {"in_flight", t.in_flight()},
           {"messages_sent", t.messages_sent()},
@@ -44,7 +44,8 @@ void HttpApi::triggers(const HttpRequest& request, std::string_view rest, Grant&
     }
     json list = json::array();
     for (const auto& [name, trigger] : triggers_->running())
-      if (broker_.auth().check(grant, Permission::admin, trigger->options().queue) == errc::ok)
+      if (broker_.auth().check(grant, Permission::admin, trigger->options().settings.queue) ==
+          errc::ok)
         list.push_back(trigger_json(*trigger));
     respond(json_response(200, {{"triggers", std::move(list)}}));
     return;
@@ -58,7 +59,7 @@ void HttpApi::triggers(const HttpRequest& request, std::string_view rest, Grant&
     return;
   }
   Trigger& trigger = *it->second;
-  if (!allowed(grant, Permission::admin, trigger.options().queue, respond)) return;
+  if (!allowed(grant, Permission::admin, trigger.options().settings.queue, respond)) return;
   if (action.empty() && request.method == "GET") {
     respond(json_response(200, trigger_json(trigger)));
   } else if ((action == "pause" || action == "resume") && request.method == "POST") {

@@ -115,10 +115,11 @@ Trigger::Trigger(Broker& broker, TriggerOptions options, std::uint32_t subscript
       subscription_id_(subscription_id),
       batch_timer_(broker.io()),
       throttle_timer_(broker.io()),
-      limit_(options_.adaptive ? options_.min_concurrency : options_.max_concurrency),
+      limit_(options_.settings.adaptive ? options_.settings.min_concurrency
+                                        : options_.settings.max_concurrency),
       adaptive_limit_(limit_),
-      window_(options_.breaker_window, false),
-      open_for_(options_.breaker_open_for),
+      window_(options_.settings.breaker_window, false),
+      open_for_(options_.settings.breaker_open_for),
       breaker_timer_(broker.io()),
       alive_(std::make_shared<Trigger*>(this)) {}
 
@@ -130,29 +131,32 @@ Trigger::~Trigger() {
 Error Trigger::start() {
   std::string error;
   HttpClientOptions client;
-  client.max_idle = options_.max_concurrency;
+  client.max_idle = options_.settings.max_concurrency;
   client.max_response_bytes = options_.max_response_bytes;
-  client.ca_file = options_.ca_file;
-  client.verify = options_.verify;
+  client.ca_file = options_.settings.ca_file;
+  client.verify = options_.settings.verify;
   client_ = std::make_unique<HttpClient>(broker_.io(), options_.url, client, error);
-  if (!error.empty()) return {errc::invalid_argument, "triggers." + options_.name + ": " + error};
+  if (!error.empty())
+    return {errc::invalid_argument, "triggers." + options_.settings.name + ": " + error};
   engine::Engine& engine = broker_.engine();
-  engine::Queue* queue = engine.open(options_.queue);
+  engine::Queue* queue = engine.open(options_.settings.queue);
   if (queue == nullptr)
-    return {errc::too_many_queues, "triggers." + options_.name + ": queue " + options_.queue +
-                                       " would pass limits.max_queues"};
+    return {errc::too_many_queues, "triggers." + options_.settings.name + ": queue " +
+                                       options_.settings.queue + " would pass limits.max_queues"};
   // Held messages wait for a free invocation at most one timeout, then ride
   // one for at most another: the lease covers both, and the window.
-  const auto lease = 2 * options_.timeout + options_.batch_window + std::chrono::seconds(1);
+  const auto lease =
+      2 * options_.settings.timeout + options_.settings.batch_window + std::chrono::seconds(1);
   const auto result = engine.subscribe(
-      *queue, *this, subscription_id_, options_.max_concurrency * options_.batch_size,
+      *queue, *this, subscription_id_,
+      options_.settings.max_concurrency * options_.settings.batch_size,
       std::chrono::duration_cast<std::chrono::microseconds>(lease).count(), mono_us());
   if (result.code != errc::ok)
-    return {result.code, "triggers." + options_.name + ": " + std::string(result.detail)};
+    return {result.code, "triggers." + options_.settings.name + ": " + std::string(result.detail)};
   consumer_ = result.consumer;
   log::info("trigger_started")
-      .str("trigger", options_.name)
-      .str("queue", options_.queue)
+      .str("trigger", options_.settings.name)
+      .str("queue", options_.settings.queue)
       .str("url", options_.url.origin() + options_.url.target);
   return {};
 }
@@ -182,7 +186,7 @@ bool Trigger::deliver(engine::Consumer&, const protocol::Delivery& d) {
   post_kick();  // not from inside the engine's call
   // Enough waiting for every free invocation: no more until one finishes.
   const std::uint32_t free = room() > in_flight_ ? room() - in_flight_ : 0;
-  return pending_.size() < std::max<std::size_t>(free, 1) * options_.batch_size;
+  return pending_.size() < std::max<std::size_t>(free, 1) * options_.settings.batch_size;
 }
 
 void Trigger::released(engine::Consumer&) {
@@ -209,8 +213,8 @@ void Trigger::kick() {
     return;
   }
   while (!pending_.empty() && in_flight_ < room()) {
-    const bool full = pending_.size() >= options_.batch_size;
-    const auto due = pending_.front().arrived + options_.batch_window;
+    const bool full = pending_.size() >= options_.settings.batch_size;
+    const auto due = pending_.front().arrived + options_.settings.batch_window;
     if (!full && now < due) {
       batch_timer_.expires_at(due);
       batch_timer_.async_wait([alive = alive_](const boost::system::error_code& ec) {
@@ -220,9 +224,9 @@ void Trigger::kick() {
     }
     // The oldest first, up to the batch size and byte bound (always at least one).
     std::size_t take = 0, bytes = 0;
-    while (take < pending_.size() && take < options_.batch_size) {
+    while (take < pending_.size() && take < options_.settings.batch_size) {
       bytes += pending_[take].message.size();
-      if (take > 0 && bytes > options_.batch_max_bytes) break;
+      if (take > 0 && bytes > options_.settings.batch_max_bytes) break;
       ++take;
     }
     std::vector<Held> batch(std::make_move_iterator(pending_.begin()),
@@ -235,12 +239,12 @@ void Trigger::kick() {
 
 OutboundRequest Trigger::request_for(const std::vector<Held>& batch) const {
   OutboundRequest r;
-  r.method = options_.method;
-  r.timeout = options_.timeout;
+  r.method = options_.settings.method;
+  r.timeout = options_.settings.timeout;
   for (const auto& h : options_.headers) r.headers.push_back(h);
   const Held& first = batch.front();
   std::string webhook_id = std::to_string(first.id);
-  if (options_.json_body) {
+  if (options_.settings.body_json) {
     json array = json::array();
     for (const Held& m : batch) {
       json entry;
@@ -278,8 +282,8 @@ OutboundRequest Trigger::request_for(const std::vector<Held>& batch) const {
 void Trigger::invoke(std::vector<Held> batch) {
   engine::Engine& engine = broker_.engine();
   // The lease runs from now: the invocation's timeout, and a second for the answer to settle.
-  const auto lease = std::chrono::duration_cast<std::chrono::microseconds>(options_.timeout +
-                                                                           std::chrono::seconds(1))
+  const auto lease = std::chrono::duration_cast<std::chrono::microseconds>(
+                         options_.settings.timeout + std::chrono::seconds(1))
                          .count();
   const auto now = mono_us();
   for (const Held& m : batch) (void)engine.extend(*this, m.id, m.token, lease, now);
@@ -308,13 +312,13 @@ void Trigger::settle(Invocation& call, OutboundResponse&& response) {
   const unsigned status = response.status;
   if (response.outcome == TransportOutcome::timeout) {
     outcome = InvocationOutcome::timeout;
-    reason = "no answer within " + std::to_string(options_.timeout.count()) + " ms";
+    reason = "no answer within " + std::to_string(options_.settings.timeout.count()) + " ms";
   } else if (response.outcome != TransportOutcome::answered) {
     outcome = InvocationOutcome::connect_error;
     reason = response.error;
-  } else if (dead_letter != nullptr ||
-             std::find(options_.dead_letter_on.begin(), options_.dead_letter_on.end(), status) !=
-                 options_.dead_letter_on.end()) {
+  } else if (dead_letter != nullptr || std::find(options_.settings.dead_letter_on.begin(),
+                                                 options_.settings.dead_letter_on.end(), status) !=
+                                           options_.settings.dead_letter_on.end()) {
     outcome = InvocationOutcome::dead_lettered;
     reason = dead_letter != nullptr && !dead_letter->empty()
                  ? *dead_letter
@@ -366,7 +370,7 @@ void Trigger::settle(Invocation& call, OutboundResponse&& response) {
         if (Trigger* self = *alive; self != nullptr && !ec) self->kick();
       });
       log::info("trigger_throttled")
-          .str("trigger", options_.name)
+          .str("trigger", options_.settings.name)
           .unum("status", status)
           .unum("retry_after_s", static_cast<std::uint64_t>(wait.count()));
       break;
@@ -376,7 +380,7 @@ void Trigger::settle(Invocation& call, OutboundResponse&& response) {
       for (const Held& m : call.messages)
         (void)engine.nack(*this, m.id, m.token, 0, now, reason, poison);
       log::debug("trigger_invocation_failed")
-          .str("trigger", options_.name)
+          .str("trigger", options_.settings.name)
           .str("outcome", to_string(outcome))
           .str("reason", reason)
           .unum("messages", call.messages.size());
@@ -388,8 +392,9 @@ void Trigger::settle(Invocation& call, OutboundResponse&& response) {
 
 void Trigger::adapt(InvocationOutcome outcome, std::chrono::microseconds took,
                     std::uint32_t in_flight) {
-  if (!options_.adaptive) return;
-  const double floor = options_.min_concurrency, ceiling = options_.max_concurrency;
+  if (!options_.settings.adaptive) return;
+  const double floor = options_.settings.min_concurrency,
+               ceiling = options_.settings.max_concurrency;
   if (outcome == InvocationOutcome::throttled || outcome == InvocationOutcome::timeout) {
     adaptive_limit_ = std::max(floor, adaptive_limit_ * 0.75);  // the function is overwhelmed
   } else if (outcome == InvocationOutcome::ok) {
@@ -420,7 +425,7 @@ void Trigger::adapt(InvocationOutcome outcome, std::chrono::microseconds took,
 void Trigger::set_paused(bool paused) {
   if (paused_ == paused || stopped_) return;
   paused_ = paused;
-  log::info(paused ? "trigger_paused" : "trigger_resumed").str("trigger", options_.name);
+  log::info(paused ? "trigger_paused" : "trigger_resumed").str("trigger", options_.settings.name);
   if (paused)
     give_back_pending(0);
   else
@@ -450,7 +455,7 @@ std::uint32_t Trigger::room() const noexcept {
       return 0;
     case BreakerState::half_open:
       // The probes, each sent once; the rest wait for their verdict.
-      return in_flight_ + (probes_sent_ < options_.breaker_probes ? 1 : 0);
+      return in_flight_ + (probes_sent_ < options_.settings.breaker_probes ? 1 : 0);
   }
   return 0;
 }
@@ -482,9 +487,9 @@ void Trigger::record(InvocationOutcome outcome, bool probe) {
   if (breaker_ == BreakerState::half_open) {
     if (!probe) return;  // sent before it opened: no news of the function now
     if (failed) {
-      open_for_ = std::min(open_for_ * 2, options_.breaker_open_max);
+      open_for_ = std::min(open_for_ * 2, options_.settings.breaker_open_max);
       move_breaker(BreakerState::open, "a probe failed: " + std::string(to_string(outcome)));
-    } else if (++probes_passed_ >= options_.breaker_probes) {
+    } else if (++probes_passed_ >= options_.settings.breaker_probes) {
       move_breaker(BreakerState::closed, "the probes succeeded");
     }
     return;
@@ -498,11 +503,13 @@ void Trigger::record(InvocationOutcome outcome, bool probe) {
   window_[window_next_] = failed;
   window_failures_ += failed;
   window_next_ = (window_next_ + 1) % window_.size();
-  if (unreachable_in_a_row_ >= options_.breaker_consecutive) {
+  if (unreachable_in_a_row_ >= options_.settings.breaker_consecutive) {
     move_breaker(BreakerState::open, std::to_string(unreachable_in_a_row_) +
                                          " invocations in a row could not reach the function");
-  } else if (window_calls_ >= options_.breaker_min_calls &&
-             window_failures_ > options_.breaker_failure_ratio * window_calls_) {
+  } else if (window_calls_ >= options_.settings.breaker_min_calls &&
+             // The ratio is in thousandths.
+             window_failures_ * 1000ull >
+                 std::uint64_t{options_.settings.breaker_failure_ratio} * window_calls_) {
     move_breaker(BreakerState::open, std::to_string(window_failures_) + " of the last " +
                                          std::to_string(window_calls_) + " invocations failed");
   }
@@ -516,7 +523,7 @@ void Trigger::move_breaker(BreakerState to, const std::string& why) {
   probes_sent_ = probes_passed_ = 0;
   auto line =
       to == BreakerState::closed ? log::info("trigger_breaker") : log::warn("trigger_breaker");
-  line.str("trigger", options_.name).str("state", to_string(to)).str("reason", why);
+  line.str("trigger", options_.settings.name).str("state", to_string(to)).str("reason", why);
   switch (to) {
     case BreakerState::open:
       opened_at_ = now;
@@ -534,7 +541,7 @@ void Trigger::move_breaker(BreakerState to, const std::string& why) {
     case BreakerState::half_open:
       break;
     case BreakerState::closed:
-      open_for_ = options_.breaker_open_for;
+      open_for_ = options_.settings.breaker_open_for;
       std::fill(window_.begin(), window_.end(), false);
       window_next_ = window_calls_ = window_failures_ = 0;
       unreachable_in_a_row_ = 0;

@@ -22,39 +22,20 @@
 #include "engine.hpp"
 #include "histogram.hpp"
 #include "http_outbound.hpp"
+#include "sluice/config/settings.hpp"
 #include "sluice/protocol/error.hpp"
 
 namespace sluice::net {
 
 class Broker;
 
+/// A trigger's settings as configured, and what is derived from them once.
 struct TriggerOptions {
-  std::string name;
-  std::string queue;
-  Url url;
-  std::string method = "POST";
-  std::vector<std::pair<std::string, std::string>> headers;  // sent with every request
-  std::chrono::milliseconds timeout{30000};                  // one invocation's deadline
-  std::uint32_t max_concurrency = 10;  // invocations in flight at once (adaptive: the ceiling)
-  bool adaptive = false;               // the limit follows the function's latency
-  std::uint32_t min_concurrency = 1;   // the adaptive limit's floor
-  std::uint32_t batch_size = 1;        // messages per invocation, at most
-  std::chrono::milliseconds batch_window{0};  // how long a partial batch waits to fill
-  std::size_t batch_max_bytes = 6u << 20;     // payload bytes per invocation, at most
-  bool json_body = false;                     // false: "raw" (one message per request)
-  std::string signing_secret;                 // HMAC key; "" = requests are not signed
-  std::string ca_file;
-  bool verify = true;
-  std::vector<unsigned> dead_letter_on;  // statuses that dead-letter at once (e.g. 400, 422)
+  config::TriggerSettings settings;
+  Url url;                                                   // settings.url, parsed
+  std::vector<std::pair<std::string, std::string>> headers;  // settings.headers, split
+  std::string signing_secret;  // the key in settings.signing_secret_file; "" = unsigned
   std::size_t max_response_bytes = 1u << 20;
-  // The circuit breaker (config/sluiced.example.toml says how it works).
-  std::uint32_t breaker_window = 20;
-  double breaker_failure_ratio = 0.5;
-  std::uint32_t breaker_min_calls = 10;
-  std::uint32_t breaker_consecutive = 5;
-  std::chrono::milliseconds breaker_open_for{5000};
-  std::chrono::milliseconds breaker_open_max{300000};
-  std::uint32_t breaker_probes = 1;
 };
 
 enum class BreakerState : std::uint8_t { closed, open, half_open };

@@ -15,34 +15,14 @@ Error to_trigger_options(const config::TriggerSettings& s, TriggerOptions& out) 
   auto url = Url::parse(s.url);
   if (!url) return {errc::invalid_argument, prefix + ".url: not an http or https URL: " + s.url};
   out = {};
-  out.name = s.name;
-  out.queue = s.queue;
+  out.settings = s;
   out.url = *url;
-  out.method = s.method;
   for (const auto& line : s.headers) {
     const auto colon = line.find(':');
     std::string value = line.substr(colon + 1);
     value.erase(0, value.find_first_not_of(" \t"));
     out.headers.emplace_back(line.substr(0, colon), std::move(value));
   }
-  out.timeout = s.timeout;
-  out.max_concurrency = s.max_concurrency;
-  out.adaptive = s.adaptive;
-  out.min_concurrency = s.min_concurrency;
-  out.batch_size = s.batch_size;
-  out.batch_window = s.batch_window;
-  out.batch_max_bytes = s.batch_max_bytes;
-  out.json_body = s.body_json;
-  out.ca_file = s.ca_file;
-  out.breaker_window = s.breaker_window;
-  out.breaker_failure_ratio = s.breaker_failure_ratio / 1000.0;
-  out.breaker_min_calls = s.breaker_min_calls;
-  out.breaker_consecutive = s.breaker_consecutive;
-  out.breaker_open_for = s.breaker_open_for;
-  out.breaker_open_max = s.breaker_open_max;
-  out.breaker_probes = s.breaker_probes;
-  out.verify = s.verify;
-  out.dead_letter_on.assign(s.dead_letter_on.begin(), s.dead_letter_on.end());
   if (!s.signing_secret_file.empty()) {
     std::ifstream file(s.signing_secret_file, std::ios::binary);
     std::string secret((std::istreambuf_iterator<char>(file)), std::istreambuf_iterator<char>());
@@ -81,10 +61,10 @@ Error Triggers::apply(const std::vector<config::TriggerSettings>& settings) {
     if (auto problem = to_trigger_options(s, options)) return problem;
     wanted.emplace(s.name, std::move(options));
   }
-  std::set<std::string> keep;
+  std::set<std::string> keep;  // running as configured: left alone
   for (const auto& s : settings) {
-    auto it = applied_.find(s.name);
-    if (it != applied_.end() && it->second == s) keep.insert(s.name);
+    auto it = running_.find(s.name);
+    if (it != running_.end() && it->second->options().settings == s) keep.insert(s.name);
   }
   for (auto it = running_.begin(); it != running_.end();) {
     if (keep.count(it->first)) {
@@ -93,7 +73,6 @@ Error Triggers::apply(const std::vector<config::TriggerSettings>& settings) {
     }
     log::info("trigger_stopped").str("trigger", it->first);
     it->second->stop();
-    applied_.erase(it->first);
     it = running_.erase(it);
   }
   Error first;
@@ -106,7 +85,6 @@ Error Triggers::apply(const std::vector<config::TriggerSettings>& settings) {
       if (!first) first = std::move(problem);
       continue;
     }
-    applied_[s.name] = s;
     running_[s.name] = std::move(trigger);
   }
   return first;
@@ -115,7 +93,6 @@ Error Triggers::apply(const std::vector<config::TriggerSettings>& settings) {
 void Triggers::stop() {
   for (auto& [name, trigger] : running_) trigger->stop();
   running_.clear();
-  applied_.clear();
 }
 
 }  // namespace sluice::net

@@ -38,7 +38,6 @@ class Triggers {
  private:
   Broker& broker_;
   std::map<std::string, std::unique_ptr<Trigger>> running_;
-  std::map<std::string, config::TriggerSettings> applied_;  // what each running one was made from
   // Engine subscription ids of triggers; protocol sessions number their own.
   std::uint32_t next_subscription_ = 1;
 };
