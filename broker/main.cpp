@@ -276,8 +276,6 @@ int main(int argc, char** argv) {
     return fail("cannot write port file " + settings.port_file);
   net::Triggers triggers(broker);
   if (auto problem = triggers.apply(settings.triggers)) return fail(problem.detail);
-  metrics.set_triggers(&triggers);
-  api.set_triggers(&triggers);
   live.set_applied_hook([&](const config::Settings& applied) {
     if (auto problem = triggers.apply(applied.triggers))
       sluice::log::warn("reload_trigger_failed").str("problem", problem.detail);

@@ -28,6 +28,7 @@ namespace sluice::net {
 
 class DurableStore;
 class DeadLetters;
+class Triggers;
 
 /// The reason a protocol connection closed with error `code` ends under.
 CloseReason close_reason_of(errc code) noexcept;
@@ -66,6 +67,10 @@ class Broker {
   DurableStore* store() const noexcept { return store_; }
   /// The dead-letter queues (they live in the store); null without one.
   DeadLetters* dead_letters() const noexcept;
+  /// The running triggers; null until they are set up (and in the fuzzer).
+  Triggers* triggers() const noexcept { return triggers_; }
+  /// Triggers register themselves here for their lifetime.
+  void set_triggers(Triggers* triggers) noexcept { triggers_ = triggers; }
 
   /// Applies a live settings change (sluicectl set, PATCH): nullopt, or the problem as one line.
   using ConfigureHandler = std::function<Error(
@@ -84,6 +89,7 @@ class Broker {
   engine::Engine& engine_;
   BrokerOptions options_;
   DurableStore* store_;
+  Triggers* triggers_ = nullptr;
   Authorizer auth_;
   ConfigureHandler configure_;
   boost::asio::steady_timer deadline_timer_;

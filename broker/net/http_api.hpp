@@ -60,7 +60,6 @@ class HttpApi final {
   /// answers 401 or 403).
   void recheck_grants();
   /// The running triggers, for /v1/triggers (none: 404).
-  void set_triggers(Triggers* triggers) noexcept { triggers_ = triggers; }
 
  private:
   struct Receive;
@@ -106,7 +105,6 @@ class HttpApi final {
   engine::Engine& engine_;
   const Metrics& metrics_;
   HttpApiOptions options_;
-  const Triggers* triggers_ = nullptr;
   Intake intake_;
   IntakeResult taken_;  // of the last publish
   bool ready_ = false;

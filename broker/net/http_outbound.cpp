@@ -19,6 +19,20 @@
 
 namespace sluice::net {
 
+std::string_view to_string(TransportOutcome outcome) noexcept {
+  switch (outcome) {
+    case TransportOutcome::answered:
+      return "answered";
+    case TransportOutcome::timeout:
+      return "timeout";
+    case TransportOutcome::connect_error:
+      return "connect_error";
+    case TransportOutcome::broken:
+      return "broken";
+  }
+  return "unknown";
+}
+
 namespace asio = boost::asio;
 namespace beast = boost::beast;
 namespace http = boost::beast::http;

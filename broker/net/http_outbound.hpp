@@ -40,6 +40,8 @@ enum class TransportOutcome : std::uint8_t {
   connect_error,  // DNS, connect or TLS failed: the function was not reached
   broken,         // the connection reset or closed before a whole response
 };
+/// "answered", "timeout", "connect_error", "broken" (also TRIGGERS_RESULT's numbering).
+std::string_view to_string(TransportOutcome outcome) noexcept;
 
 struct OutboundResponse {
   TransportOutcome outcome = TransportOutcome::answered;

@@ -11,21 +11,23 @@ namespace sluice::net {
 namespace {
 
 json trigger_json(const Trigger& t) {
+  const protocol::TriggerEntry e = t.entry();
   json outcomes = json::object();
-  for (std::size_t i = 0; i < kInvocationOutcomes; ++i) {
-    const auto outcome = static_cast<InvocationOutcome>(i);
-    outcomes[std::string(to_string(outcome))] = t.invocations(outcome);
-  }
-  const TriggerOptions& o = t.options();
-  return {{"name", o.settings.name},
-          {"queue", o.settings.queue},
-          {"url", (o.url.tls ? "https://" : "http://") + o.url.origin() + o.url.target},
-          {"state", t.paused() ? "paused" : "running"},
+  for (std::size_t i = 0; i < kInvocationOutcomes; ++i)
+    outcomes[std::string(to_string(static_cast<InvocationOutcome>(i)))] = e.invocations[i];
+  const config::TriggerSettings& s = t.options().settings;
+  return {{"name", e.name},
+          {"queue", e.queue},
+          {"url", e.url},
+          {"state", e.paused ? "paused" : "running"},
           {"breaker", to_string(t.breaker())},
-          {"concurrency", o.settings.adaptive ? "adaptive" : "fixed"},
-          {"concurrency_limit", t.limit()},
-          {"in_flight", t.in_flight()},
-          {"messages_sent", t.messages_sent()},
+          {"concurrency", e.adaptive ? "adaptive" : "fixed"},
+          {"concurrency_limit", e.limit},
+          {"max_concurrency", s.max_concurrency},
+          {"batch_size", s.batch_size},
+          {"rate", static_cast<double>(s.rate) / 1000.0},
+          {"in_flight", e.in_flight},
+          {"messages_sent", e.messages_sent},
           {"invocations", std::move(outcomes)}};
 }
 
@@ -33,7 +35,8 @@ json trigger_json(const Trigger& t) {
 
 void HttpApi::triggers(const HttpRequest& request, std::string_view rest, Grant& grant,
                        Respond& respond) {
-  if (triggers_ == nullptr) {
+  const Triggers* triggers = broker_.triggers();
+  if (triggers == nullptr) {
     respond(error_response(errc::not_found, "this broker runs no triggers"));
     return;
   }
@@ -43,7 +46,7 @@ void HttpApi::triggers(const HttpRequest& request, std::string_view rest, Grant&
       return;
     }
     json list = json::array();
-    for (const auto& [name, trigger] : triggers_->running())
+    for (const auto& [name, trigger] : triggers->running())
       if (broker_.auth().check(grant, Permission::admin, trigger->options().settings.queue) ==
           errc::ok)
         list.push_back(trigger_json(*trigger));
@@ -53,12 +56,12 @@ void HttpApi::triggers(const HttpRequest& request, std::string_view rest, Grant&
   const auto slash = rest.find('/');
   const std::string name(rest.substr(0, slash));
   const std::string_view action = slash == std::string_view::npos ? "" : rest.substr(slash + 1);
-  const auto it = triggers_->running().find(name);
-  if (it == triggers_->running().end()) {
+  Trigger* found = triggers->find(name);
+  if (found == nullptr) {
     respond(error_response(errc::not_found, "no trigger named " + name));
     return;
   }
-  Trigger& trigger = *it->second;
+  Trigger& trigger = *found;
   if (!allowed(grant, Permission::admin, trigger.options().settings.queue, respond)) return;
   if (action.empty() && request.method == "GET") {
     respond(json_response(200, trigger_json(trigger)));
@@ -67,8 +70,7 @@ void HttpApi::triggers(const HttpRequest& request, std::string_view rest, Grant&
     respond(json_response(200, trigger_json(trigger)));
   } else if (action == "invoke" && request.method == "POST") {
     trigger.test_invoke(request.body, [respond](OutboundResponse&& r) mutable {
-      static constexpr const char* kOutcome[] = {"answered", "timeout", "connect_error", "broken"};
-      json answer = {{"outcome", kOutcome[static_cast<int>(r.outcome)]},
+      json answer = {{"outcome", to_string(r.outcome)},
                      {"took_ms", static_cast<double>(r.took.count()) / 1000.0}};
       if (r.outcome == TransportOutcome::answered) {
         answer["status"] = r.status;

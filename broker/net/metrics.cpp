@@ -214,12 +214,13 @@ std::vector<MetricFamily> Metrics::Collect() const {
                static_cast<double>(http_->closed(reason)));
     }
   }
-  if (triggers_ != nullptr && !triggers_->running().empty()) {
+  if (const Triggers* triggers = broker_.triggers();
+      triggers != nullptr && !triggers->running().empty()) {
     // One family at a time: a family is a reference into `out`, which the next one may move.
     const auto per_trigger = [&](const char* name, const char* help, MetricType type,
                                  const auto& fill) {
       MetricFamily& f = family(out, name, help, type);
-      for (const auto& [trigger_name, trigger] : triggers_->running())
+      for (const auto& [trigger_name, trigger] : triggers->running())
         fill(f, trigger_name, *trigger);
     };
     per_trigger("sluice_trigger_invocations_total",

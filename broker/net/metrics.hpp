@@ -23,7 +23,6 @@ namespace sluice::net {
 class Broker;
 class Listener;
 class HttpServer;
-class Triggers;
 class DurableStore;
 
 class Metrics final : public prometheus::Collectable {
@@ -33,7 +32,6 @@ class Metrics final : public prometheus::Collectable {
   /// The listeners, once they exist (their connection counts).
   void set_protocol(const Listener* protocol) noexcept { protocol_ = protocol; }
   void set_http(const HttpServer* http) noexcept { http_ = http; }
-  void set_triggers(const Triggers* triggers) noexcept { triggers_ = triggers; }
   void set_ready(bool ready) noexcept { ready_ = ready; }
 
   std::vector<prometheus::MetricFamily> Collect() const override;
@@ -46,7 +44,6 @@ class Metrics final : public prometheus::Collectable {
   const DurableStore* store_;
   const Listener* protocol_ = nullptr;
   const HttpServer* http_ = nullptr;
-  const Triggers* triggers_ = nullptr;
   bool ready_ = false;
 };
 

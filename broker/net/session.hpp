@@ -104,6 +104,7 @@ class Session final : public std::enable_shared_from_this<Session>,
   void handle_configure(std::string_view body);
   void handle_ping(std::string_view body);
   void handle_dead_letters(std::string_view body);
+  void handle_triggers(std::string_view body);
   void send_error(std::uint64_t request_id, errc code, std::string_view message,
                   std::uint32_t retry_after_ms = 0);
 

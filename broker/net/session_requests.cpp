@@ -7,6 +7,7 @@
 #include "durable_store.hpp"
 #include "log.hpp"
 #include "session.hpp"
+#include "triggers.hpp"
 
 namespace sluice::net {
 
@@ -62,6 +63,9 @@ bool Session::handle(const protocol::Frame& frame) {
       break;
     case FrameType::dead_letters:
       handle_dead_letters(frame.body);
+      break;
+    case FrameType::triggers:
+      handle_triggers(frame.body);
       break;
     case FrameType::hello:
       close_after_flush(errc::handshake_required, "HELLO sent twice");
@@ -417,6 +421,67 @@ void Session::handle_dead_letters(std::string_view body) {
   for (const DeadLetter& e : dead_letter_result_.entries) writer.add(e.view());
   writer.finish(dead_letter_result_.affected, dead_letter_result_.next_after);
   dead_letter_result_.entries.clear();
+}
+
+void Session::handle_triggers(std::string_view body) {
+  protocol::TriggerRequest request;
+  if (auto s = protocol::decode_triggers(body, request); !s) {
+    send_error(request.request_id, s.code, s.detail);
+    return;
+  }
+  const Triggers* triggers = broker_.triggers();
+  protocol::TriggerResult result;
+  result.request_id = request.request_id;
+  if (request.name.empty()) {  // list every trigger this token may administer
+    if (triggers != nullptr)
+      for (const auto& [name, trigger] : triggers->running())
+        if (broker_.auth().check(grant_, Permission::admin, trigger->options().settings.queue) ==
+            errc::ok)
+          result.entries.push_back(trigger->entry());
+    protocol::encode_triggers_result(out(), result);
+    return;
+  }
+  Trigger* trigger = triggers != nullptr ? triggers->find(request.name) : nullptr;
+  if (trigger == nullptr) {
+    send_error(request.request_id, errc::not_found,
+               "no trigger named " + std::string(request.name));
+    return;
+  }
+  if (!permitted(request.request_id, Permission::admin, trigger->options().settings.queue)) return;
+  switch (request.op) {
+    case protocol::TriggerOp::list:
+      break;
+    case protocol::TriggerOp::pause:
+    case protocol::TriggerOp::resume:
+      trigger->set_paused(request.op == protocol::TriggerOp::pause);
+      break;
+    case protocol::TriggerOp::invoke:
+      // Answered when the function answers (or the trigger's timeout passes);
+      // other requests on this connection are answered meanwhile.
+      trigger->test_invoke(
+          std::string(request.body),
+          [weak = weak_from_this(), request_id = request.request_id,
+           name = std::string(request.name)](OutboundResponse&& response) {
+            const auto self = weak.lock();
+            if (self == nullptr || self->closed_) return;
+            protocol::TriggerResult answer;
+            answer.request_id = request_id;
+            const Triggers* now = self->broker_.triggers();
+            if (const Trigger* t = now != nullptr ? now->find(name) : nullptr)
+              answer.entries.push_back(t->entry());
+            answer.invoked = true;
+            answer.invocation.outcome = static_cast<std::uint8_t>(response.outcome);
+            answer.invocation.status = static_cast<std::uint16_t>(response.status);
+            answer.invocation.took_us = static_cast<std::uint64_t>(response.took.count());
+            answer.invocation.error = response.error;
+            answer.invocation.body = response.body;
+            protocol::encode_triggers_result(self->out(), answer);
+            self->schedule_flush();
+          });
+      return;
+  }
+  result.entries.push_back(trigger->entry());
+  protocol::encode_triggers_result(out(), result);
 }
 
 void Session::handle_ping(std::string_view body) {

@@ -112,6 +112,8 @@ struct Trigger::Invocation {
 Trigger::Trigger(Broker& broker, TriggerOptions options, std::uint32_t subscription_id)
     : broker_(broker),
       options_(std::move(options)),
+      display_url_((options_.url.tls ? "https://" : "http://") + options_.url.origin() +
+                   options_.url.target),
       subscription_id_(subscription_id),
       batch_timer_(broker.io()),
       throttle_timer_(broker.io()),
@@ -122,6 +124,24 @@ Trigger::Trigger(Broker& broker, TriggerOptions options, std::uint32_t subscript
       open_for_(options_.settings.breaker_open_for),
       breaker_timer_(broker.io()),
       alive_(std::make_shared<Trigger*>(this)) {}
+
+static_assert(kInvocationOutcomes == protocol::kTriggerOutcomes &&
+              static_cast<int>(BreakerState::half_open) == 2);
+
+protocol::TriggerEntry Trigger::entry() const {
+  protocol::TriggerEntry e;
+  e.name = options_.settings.name;
+  e.queue = options_.settings.queue;
+  e.url = display_url_;
+  e.paused = paused_;
+  e.breaker = static_cast<std::uint8_t>(breaker_);
+  e.adaptive = options_.settings.adaptive;
+  e.limit = limit_;
+  e.in_flight = in_flight_;
+  e.messages_sent = messages_sent_;
+  e.invocations.assign(outcomes_.begin(), outcomes_.end());
+  return e;
+}
 
 Trigger::~Trigger() {
   stop();
@@ -150,14 +170,15 @@ Error Trigger::start() {
   const auto result = engine.subscribe(
       *queue, *this, subscription_id_,
       options_.settings.max_concurrency * options_.settings.batch_size,
-      std::chrono::duration_cast<std::chrono::microseconds>(lease).count(), mono_us());
+      std::chrono::duration_cast<std::chrono::microseconds>(lease).count(), mono_us(),
+      engine::RateLimit{.rate = options_.settings.rate, .burst = options_.settings.burst});
   if (result.code != errc::ok)
     return {result.code, "triggers." + options_.settings.name + ": " + std::string(result.detail)};
   consumer_ = result.consumer;
   log::info("trigger_started")
       .str("trigger", options_.settings.name)
       .str("queue", options_.settings.queue)
-      .str("url", options_.url.origin() + options_.url.target);
+      .str("url", display_url_);
   return {};
 }
 

@@ -81,6 +81,10 @@ class Trigger final : public engine::DeliverySink {
   void released(engine::Consumer& consumer) override;
 
   const TriggerOptions& options() const noexcept { return options_; }
+  /// The function's URL as shown to operators ("https://host:port/path").
+  const std::string& display_url() const noexcept { return display_url_; }
+  /// Its state as TRIGGERS_RESULT carries it (views into this trigger).
+  protocol::TriggerEntry entry() const;
   std::uint32_t in_flight() const noexcept { return in_flight_; }
   std::uint32_t limit() const noexcept { return limit_; }
   std::uint64_t invocations(InvocationOutcome outcome) const noexcept {
@@ -130,6 +134,7 @@ class Trigger final : public engine::DeliverySink {
 
   Broker& broker_;
   TriggerOptions options_;
+  std::string display_url_;
   std::uint32_t subscription_id_;
   std::unique_ptr<HttpClient> client_;
   engine::Consumer* consumer_ = nullptr;

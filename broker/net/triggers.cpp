@@ -49,8 +49,18 @@ Error to_trigger_options(const config::TriggerSettings& s, TriggerOptions& out) 
   return {};
 }
 
+Triggers::Triggers(Broker& broker) : broker_(broker) {
+  broker_.set_triggers(this);
+}
+
 Triggers::~Triggers() {
   stop();
+  if (broker_.triggers() == this) broker_.set_triggers(nullptr);
+}
+
+Trigger* Triggers::find(std::string_view name) const {
+  const auto it = running_.find(std::string(name));
+  return it == running_.end() ? nullptr : it->second.get();
 }
 
 Error Triggers::apply(const std::vector<config::TriggerSettings>& settings) {

@@ -22,7 +22,8 @@ Error to_trigger_options(const config::TriggerSettings& settings, TriggerOptions
 
 class Triggers {
  public:
-  explicit Triggers(Broker& broker) : broker_(broker) {}
+  /// Registers with `broker` (Broker::triggers) until destroyed.
+  explicit Triggers(Broker& broker);
   ~Triggers();
 
   /// Makes the running triggers those of `settings`. All or nothing on a bad
@@ -34,6 +35,8 @@ class Triggers {
   const std::map<std::string, std::unique_ptr<Trigger>>& running() const noexcept {
     return running_;
   }
+  /// The running trigger named `name`, or null.
+  Trigger* find(std::string_view name) const;
 
  private:
   Broker& broker_;

@@ -17,6 +17,7 @@
 
 #include <CLI/CLI.hpp>
 
+#include "admin.hpp"
 #include "output.hpp"
 #include "sluice/client/client.hpp"
 #include "sluice/security/token.hpp"
@@ -25,6 +26,11 @@ namespace {
 
 using sluice::client::Connection;
 using sluice::client::Disposition;
+using sluicectl::broker_error;
+using sluicectl::DlqArgs;
+using sluicectl::parse_u64;
+using sluicectl::TriggersArgs;
+using sluicectl::UsageError;
 
 constexpr const char* kUsage = R"(usage: sluicectl [connection options] COMMAND [options]
 
@@ -36,6 +42,7 @@ commands:
   stats [QUEUE]     queue depths, consumers and counters
   set QUEUE N=V...  change a queue's settings in the running broker
   dlq OP QUEUE ...  dead letters: list, show, redrive, delete, purge
+  triggers [OP]     triggers: list, pause, resume, invoke
   new-token         make a random token; print it and the hash for the config
   hash-token        read a token on stdin; print the hash for the config
 
@@ -113,24 +120,8 @@ allowed. The change lasts until the broker restarts or reloads its config
 file (SIGHUP), which puts the file's values back.
 )";
 
-int broker_error(const sluice::client::Error& e) {
-  std::fprintf(stderr, "sluicectl: %s\n", e.to_string().c_str());
-  return 1;
-}
-
-bool parse_u64(std::string_view s, std::uint64_t& out) {
-  if (s.empty()) return false;
-  char* end = nullptr;
-  std::string copy(s);
-  out = std::strtoull(copy.c_str(), &end, 10);
-  return end && *end == '\0' && copy[0] != '-';
-}
-
 /// A usage error found after CLI11 parsed the line (a malformed KEY=VALUE, a
 /// missing id): reported like CLI11's own, with the command's usage.
-struct UsageError {
-  std::string message;
-};
 
 std::pair<std::string, std::string> split_pair(const std::string& text, const char* what) {
   const auto eq = text.find('=');
@@ -248,89 +239,6 @@ int stats(Connection& conn, const std::string& queue) {
   if (!storage) return broker_error(storage.error());
   if (!storage->has_value()) return 0;
   sluicectl::print_storage_stats(**storage);
-  return 0;
-}
-
-constexpr const char* kDlqUsage =
-    R"(usage: sluicectl dlq list QUEUE [--newest] [--limit N] [--after ID] [FILTERS]
-       sluicectl dlq show QUEUE ID
-       sluicectl dlq redrive QUEUE (ID... | --all | FILTERS) [--rate N]
-       sluicectl dlq delete QUEUE ID...
-       sluicectl dlq purge QUEUE
-
-A queue's dead letters: messages that used up their attempts, or that a
-consumer rejected as poison. list prints one line per entry:
-  <entry id> <message id> <attempts> <age> <reason>
-then "next: --after ID" when there is another page. show prints one entry
-with its headers and payload. redrive puts entries back into QUEUE with their
-attempts reset, at --rate messages per second (default: as fast as the queue
-takes them). delete removes entries; purge removes them all.
-
-  --newest            list newest first (default: oldest first)
-  --limit N           entries per page, at most 1000 (default 100)
-  --after ID          continue a listing after this entry id
-  --all               redrive every entry
-  --min-age DURATION  only entries dead-lettered at least this long ago (e.g. 90s, 5m, 2h, 1d)
-  --max-age DURATION  only entries dead-lettered at most this long ago
-  --reason TEXT       only entries whose last reason contains TEXT
-  --rate N            redrive at most N messages per second
-)";
-
-/// "90s", "5m", "2h", "1d", "250ms" or plain seconds; false if malformed.
-bool parse_age(std::string_view text, std::chrono::milliseconds& out) {
-  std::uint64_t scale = 1000;
-  if (text.ends_with("ms")) {
-    scale = 1, text.remove_suffix(2);
-  } else if (text.ends_with("s")) {
-    text.remove_suffix(1);
-  } else if (text.ends_with("m")) {
-    scale = 60'000, text.remove_suffix(1);
-  } else if (text.ends_with("h")) {
-    scale = 3'600'000, text.remove_suffix(1);
-  } else if (text.ends_with("d")) {
-    scale = 86'400'000, text.remove_suffix(1);
-  }
-  std::uint64_t n = 0;
-  if (!parse_u64(text, n) || n > (1ull << 40)) return false;
-  out = std::chrono::milliseconds(static_cast<std::int64_t>(n * scale));
-  return true;
-}
-
-struct DlqArgs {
-  std::string op;
-  sluice::client::DeadLetterQuery query;
-  bool all = false;
-  std::string min_age, max_age;
-};
-
-/// The query for `args`, checked; throws UsageError.
-sluice::client::DeadLetterQuery dlq_query(const DlqArgs& args) {
-  using Op = sluice::client::DeadLetterQuery::Op;
-  sluice::client::DeadLetterQuery q = args.query;
-  q.op = args.op == "list"      ? Op::list
-         : args.op == "show"    ? Op::show
-         : args.op == "redrive" ? Op::redrive
-         : args.op == "delete"  ? Op::remove
-                                : Op::purge;
-  const auto age = [](const std::string& text, const char* flag, std::chrono::milliseconds& out) {
-    if (!text.empty() && !parse_age(text, out))
-      throw UsageError{std::string(flag) + " needs a duration like 90s, 5m, 2h or 1d"};
-  };
-  age(args.min_age, "--min-age", q.min_age);
-  age(args.max_age, "--max-age", q.max_age);
-  const bool filtered = q.min_age.count() != 0 || q.max_age.count() != 0 || !q.reason.empty();
-  if (q.op == Op::show && q.ids.size() != 1) throw UsageError{"dlq show needs exactly one ID"};
-  if (q.op == Op::remove && q.ids.empty())
-    throw UsageError{"dlq delete needs at least one ID (purge removes all)"};
-  if (q.op == Op::redrive && q.ids.empty() && !args.all && !filtered)
-    throw UsageError{"dlq redrive needs IDs, --all or a filter"};
-  return q;
-}
-
-int dlq(Connection& conn, const sluice::client::DeadLetterQuery& q) {
-  auto result = conn.dead_letters(q);
-  if (!result) return broker_error(result.error());
-  sluicectl::print_dead_letters(q, *result);
   return 0;
 }
 
@@ -488,7 +396,7 @@ int main(int argc, char** argv) {
   set_cmd->add_option("NAME=VALUE", set_pairs)->required();
 
   DlqArgs dlq_args;
-  CLI::App* dlq_cmd = command(app, "dlq", kDlqUsage);
+  CLI::App* dlq_cmd = command(app, "dlq", sluicectl::kDlqUsage);
   dlq_cmd->add_option("OP", dlq_args.op)
       ->required()
       ->check(CLI::IsMember({"list", "show", "redrive", "delete", "purge"}));
@@ -502,6 +410,14 @@ int main(int argc, char** argv) {
   dlq_cmd->add_option("--max-age", dlq_args.max_age);
   dlq_cmd->add_option("--reason", dlq_args.query.reason);
   dlq_cmd->add_option("--rate", dlq_args.query.rate)->check(kRate);
+
+  TriggersArgs triggers_args;
+  CLI::App* triggers_cmd = command(app, "triggers", sluicectl::kTriggersUsage);
+  triggers_cmd->add_option("OP", triggers_args.op)
+      ->check(CLI::IsMember({"list", "pause", "resume", "invoke"}));
+  triggers_cmd->add_option("NAME", triggers_args.name);
+  triggers_cmd->add_option("--body", triggers_args.body);
+  triggers_cmd->add_option("--file", triggers_args.file);
 
   std::string token_name = "NAME";
   CLI::App* new_token_cmd = command(app, "new-token", kTokenUsage);
@@ -551,9 +467,13 @@ int main(int argc, char** argv) {
       std::vector<std::pair<std::string, std::string>> settings;
       for (const auto& pair : set_pairs) settings.push_back(split_pair(pair, "a setting"));
       run = [&, settings](Connection& conn) { return set(conn, set_queue, settings); };
+    } else if (cmd == triggers_cmd) {
+      triggers_args.has_body = triggers_cmd->count("--body") > 0;
+      auto command = sluicectl::triggers_command(triggers_args);
+      run = [command](Connection& conn) { return sluicectl::triggers(conn, command); };
     } else {
-      auto query = dlq_query(dlq_args);
-      run = [&, query](Connection& conn) { return dlq(conn, query); };
+      auto query = sluicectl::dlq_query(dlq_args);
+      run = [query](Connection& conn) { return sluicectl::dlq(conn, query); };
     }
   } catch (const UsageError& e) {
     return usage_error(e.message, app);

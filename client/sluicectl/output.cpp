@@ -93,4 +93,19 @@ void print_dead_letters(const sluice::client::DeadLetterQuery& q,
   }
 }
 
+void print_triggers(const std::vector<sluice::client::TriggerState>& triggers) {
+  std::printf("%-20s %-20s %-8s %-9s %6s %9s %12s %12s %10s  %s\n", "TRIGGER", "QUEUE", "STATE",
+              "BREAKER", "LIMIT", "IN_FLIGHT", "SENT", "OK", "FAILED", "URL");
+  for (const auto& t : triggers) {
+    // Every outcome but ok is an invocation that did not succeed.
+    std::uint64_t ok = 0, failed = 0;
+    for (std::size_t i = 0; i < t.invocations.size(); ++i)
+      (i == 0 ? ok : failed) += t.invocations[i];
+    std::printf("%-20s %-20s %-8s %-9s %6u %9u %12llu %12llu %10llu  %s\n", t.name.c_str(),
+                t.queue.c_str(), t.paused ? "paused" : "running", t.breaker.c_str(),
+                t.concurrency_limit, t.in_flight, (unsigned long long)t.messages_sent,
+                (unsigned long long)ok, (unsigned long long)failed, t.url.c_str());
+  }
+}
+
 }  // namespace sluicectl

@@ -1,5 +1,5 @@
 // How sluicectl prints the broker's answers: the stats table, the storage
-// line, and what a dead-letter operation returned.
+// line, what a dead-letter operation returned, and the triggers.
 #pragma once
 
 #include <vector>
@@ -15,5 +15,7 @@ void print_storage_stats(const sluice::client::StorageStats& s);
 /// The result of `sluicectl dlq OP`, in the form that operation prints.
 void print_dead_letters(const sluice::client::DeadLetterQuery& q,
                         const sluice::client::DeadLetterResult& result);
+/// One line per trigger, after a heading.
+void print_triggers(const std::vector<sluice::client::TriggerState>& triggers);
 
 }  // namespace sluicectl

@@ -247,6 +247,60 @@ Result<DeadLetterResult> Connection::dead_letters(const DeadLetterQuery& query) 
       });
 }
 
+Result<TriggerResult> Connection::triggers(const TriggerCommand& command) {
+  if (command.name.size() > protocol::kMaxTriggerNameBytes)
+    return Error{errc::invalid_argument, "a trigger's name is at most 100 bytes"};
+  if (command.op != TriggerCommand::Op::list && command.name.empty())
+    return Error{errc::invalid_argument, "pause, resume and invoke need a trigger's name"};
+  auto c = std::make_shared<const TriggerCommand>(command);
+  // A test invocation waits for the function, at most its trigger's timeout (15 min).
+  const auto wait =
+      command.op == TriggerCommand::Op::invoke ? std::chrono::minutes(16) : std::chrono::minutes(0);
+  return impl_->call<TriggerResult>(
+      [c](std::uint64_t request_id, std::string& out) {
+        protocol::TriggerRequest r;
+        r.request_id = request_id;
+        r.op = static_cast<protocol::TriggerOp>(c->op);
+        r.name = c->name;
+        r.body = c->body;
+        protocol::encode_triggers(out, r);
+      },
+      [](FrameType type, std::string_view body) -> Result<TriggerResult> {
+        protocol::TriggerResult r;
+        if (type != FrameType::triggers_result || !protocol::decode_triggers_result(body, r))
+          return Error{errc::malformed_frame, "bad TRIGGERS_RESULT"};
+        static constexpr const char* kBreaker[] = {"closed", "open", "half_open"};
+        static constexpr const char* kOutcome[] = {"answered", "timeout", "connect_error",
+                                                   "broken"};
+        TriggerResult out;
+        for (const auto& e : r.entries) {
+          TriggerState t;
+          t.name = e.name;
+          t.queue = e.queue;
+          t.url = e.url;
+          t.paused = e.paused;
+          t.breaker = e.breaker < 3 ? kBreaker[e.breaker] : "unknown";
+          t.adaptive = e.adaptive;
+          t.concurrency_limit = e.limit;
+          t.in_flight = e.in_flight;
+          t.messages_sent = e.messages_sent;
+          t.invocations = e.invocations;
+          out.triggers.push_back(std::move(t));
+        }
+        if (r.invoked) {
+          const auto& i = r.invocation;
+          out.invocation =
+              TriggerInvocation{.outcome = i.outcome < 4 ? kOutcome[i.outcome] : "unknown",
+                                .status = i.status,
+                                .took = std::chrono::microseconds(i.took_us),
+                                .error = std::string(i.error),
+                                .body = std::string(i.body)};
+        }
+        return out;
+      },
+      wait);
+}
+
 Error Connection::ping() {
   return impl_
       ->call<bool>([](std::uint64_t request_id,

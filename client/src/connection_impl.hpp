@@ -78,7 +78,7 @@ class Connection::Impl {
   bool wait_confirms(std::chrono::milliseconds timeout);
 
   template <typename T, typename Encode, typename Parse>
-  Result<T> call(Encode encode, Parse parse);
+  Result<T> call(Encode encode, Parse parse, std::chrono::milliseconds timeout = {});
 
   Result<std::uint32_t> subscribe(std::string_view queue, SubscribeOptions options,
                                   Handler handler);
@@ -181,7 +181,7 @@ class Connection::Impl {
 
 // call() is here, not in a source file, because every one of them sends requests.
 template <typename T, typename Encode, typename Parse>
-Result<T> Connection::Impl::call(Encode encode, Parse parse) {
+Result<T> Connection::Impl::call(Encode encode, Parse parse, std::chrono::milliseconds timeout) {
   if (on_io_thread())
     return Error{errc::invalid_argument,
                  "blocking call from the client's I/O thread (inside a handler or callback)"};
@@ -206,7 +206,7 @@ Result<T> Connection::Impl::call(Encode encode, Parse parse) {
     encode(register_request(std::move(p)), out_);
     flush();
   });
-  if (future.wait_for(options_.request_timeout) != std::future_status::ready)
+  if (future.wait_for(std::max(timeout, options_.request_timeout)) != std::future_status::ready)
     return Error{errc::timed_out, "no answer from the broker within request_timeout"};
   return future.get();
 }

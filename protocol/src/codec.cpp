@@ -45,6 +45,10 @@ std::string_view to_string(FrameType type) noexcept {
       return "dead_letters";
     case FrameType::dead_letters_result:
       return "dead_letters_result";
+    case FrameType::triggers:
+      return "triggers";
+    case FrameType::triggers_result:
+      return "triggers_result";
     case FrameType::error:
       return "error";
   }

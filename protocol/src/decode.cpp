@@ -226,6 +226,54 @@ Status decode_dead_letters_result(std::string_view body, DeadLetterResult& out) 
   return finish(r, "dead_letters_result: truncated");
 }
 
+Status decode_triggers(std::string_view body, TriggerRequest& out) noexcept {
+  Reader r(body);
+  out.request_id = r.u64();
+  const std::uint8_t op = r.u8();
+  out.name = r.str16();
+  out.body = r.bytes32();
+  if (auto s = finish(r, "triggers: truncated"); !s) return s;
+  if (op < 1 || op > 4) return {errc::invalid_argument, "triggers: unknown operation"};
+  out.op = static_cast<TriggerOp>(op);
+  if (out.name.size() > kMaxTriggerNameBytes)
+    return {errc::invalid_argument, "triggers: name over 100 bytes"};
+  if (out.op != TriggerOp::list && out.name.empty())
+    return {errc::invalid_argument, "triggers: pause, resume and invoke need a trigger's name"};
+  return {};
+}
+
+Status decode_triggers_result(std::string_view body, TriggerResult& out) {
+  Reader r(body);
+  out.entries.clear();
+  out.request_id = r.u64();
+  std::uint32_t count = 0;
+  if (!read_count(r, 26, count)) return malformed("triggers_result: truncated");
+  out.entries.resize(count);
+  for (auto& e : out.entries) {
+    e.name = r.str16();
+    e.queue = r.str16();
+    e.url = r.str16();
+    e.paused = r.u8() != 0;
+    e.breaker = r.u8();
+    e.adaptive = r.u8() != 0;
+    e.limit = r.u32();
+    e.in_flight = r.u32();
+    e.messages_sent = r.u64();
+    e.invocations.resize(r.u8());
+    for (auto& n : e.invocations) n = r.u64();
+  }
+  out.invoked = r.u8() != 0;
+  out.invocation = {};
+  if (out.invoked) {
+    out.invocation.outcome = r.u8();
+    out.invocation.status = r.u16();
+    out.invocation.took_us = r.u64();
+    out.invocation.error = r.str16();
+    out.invocation.body = r.bytes32();
+  }
+  return finish(r, "triggers_result: truncated");
+}
+
 namespace {
 /// A decimal u64 of 1..19 digits, or false.
 bool parse_decimal(std::string_view text, std::uint64_t& value) noexcept {

@@ -93,6 +93,45 @@ void encode_dead_letters(std::string& out, const DeadLetterRequest& request) {
   end_frame(out, f);
 }
 
+void encode_triggers(std::string& out, const TriggerRequest& request) {
+  auto f = begin_frame(out, FrameType::triggers);
+  put::u64(out, request.request_id);
+  put::u8(out, static_cast<std::uint8_t>(request.op));
+  put::str16(out, request.name);
+  put::bytes32(out, request.body);
+  end_frame(out, f);
+}
+
+void encode_triggers_result(std::string& out, const TriggerResult& result) {
+  auto f = begin_frame(out, FrameType::triggers_result);
+  put::u64(out, result.request_id);
+  put::u32(out, static_cast<std::uint32_t>(result.entries.size()));
+  for (const TriggerEntry& e : result.entries) {
+    put::str16(out, e.name);
+    put::str16(out, e.queue);
+    put::str16(out, e.url);
+    put::u8(out, e.paused ? 1 : 0);
+    put::u8(out, e.breaker);
+    put::u8(out, e.adaptive ? 1 : 0);
+    put::u32(out, e.limit);
+    put::u32(out, e.in_flight);
+    put::u64(out, e.messages_sent);
+    put::u8(out, static_cast<std::uint8_t>(std::min<std::size_t>(e.invocations.size(), 255)));
+    for (std::size_t i = 0; i < e.invocations.size() && i < 255; ++i)
+      put::u64(out, e.invocations[i]);
+  }
+  put::u8(out, result.invoked ? 1 : 0);
+  if (result.invoked) {
+    const TriggerInvocation& i = result.invocation;
+    put::u8(out, i.outcome);
+    put::u16(out, i.status);
+    put::u64(out, i.took_us);
+    put::str16(out, i.error.substr(0, kMaxReasonBytes));
+    put::bytes32(out, i.body.substr(0, kMaxInvokeAnswerBytes));
+  }
+  end_frame(out, f);
+}
+
 DeadLettersResultWriter::DeadLettersResultWriter(std::string& out, std::uint64_t request_id)
     : out_(out) {
   frame_offset_ = begin_frame(out_, FrameType::dead_letters_result);

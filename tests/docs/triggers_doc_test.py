@@ -5,7 +5,8 @@ receives a real sluiced's invocations, verifies their signatures, and acks.
 Takes the ```python block of docs/triggers.md, runs it on a free port with a
 secret file, starts sluiced with a trigger pointing at it and the same secret,
 publishes with sluicectl, and checks that the function printed each message
-and the queue drained. A request signed with another key gets 401.
+and the queue drained. A request signed with another key gets 401. Then runs
+the sluicectl lines of the "## Control" section as written.
 
 usage: triggers_doc_test.py BUILD_DIR
 """
@@ -14,6 +15,7 @@ import hashlib
 import hmac
 import os
 import re
+import shlex
 import socket
 import subprocess
 import sys
@@ -78,9 +80,9 @@ port_file = os.path.join(tmp, "ports")
 log = open(os.path.join(tmp, "sluiced.log"), "w")
 broker = subprocess.Popen([os.path.join(build, "broker", "sluiced"), "--listen", "127.0.0.1:0",
                            "--http-listen", "127.0.0.1:0", "--port-file", port_file,
-                           "--set", "triggers.doc.queue=photos",
-                           "--set", "triggers.doc.url=http://127.0.0.1:%d/" % port,
-                           "--set", "triggers.doc.signing_secret_file=" + secret_file],
+                           "--set", "triggers.resize-images.queue=photos",
+                           "--set", "triggers.resize-images.url=http://127.0.0.1:%d/" % port,
+                           "--set", "triggers.resize-images.signing_secret_file=" + secret_file],
                           stderr=log)
 try:
     check(wait_for(lambda: os.path.exists(port_file)), "sluiced started")
@@ -118,6 +120,19 @@ try:
     except urllib.error.HTTPError as e:
         status = e.code
     check(status == 401, "a request signed with another key gets 401")
+
+    # The Control section's commands, as written (sluicectl pointed at this broker).
+    control = doc[doc.index("## Control"):]
+    block = re.search(r"```sh\n(.*?)```", control, re.S).group(1)
+    commands = [shlex.split(line, comments=True) for line in block.splitlines() if line.strip()]
+    check(len(commands) == 4, "the Control section shows four sluicectl commands")
+    for words in commands:
+        run = subprocess.run(ctl + words[1:], capture_output=True, text=True)
+        check(run.returncode == 0, " ".join(words) + " exits 0")
+        if words[1:3] == ["triggers", "pause"]:
+            check(" paused " in run.stdout, "pause answers the trigger, paused")
+        if words[1:3] == ["triggers", "invoke"]:
+            check(run.stdout.startswith("answered 200 "), "invoke prints the function's answer")
 finally:
     broker.terminate()
     function.kill()

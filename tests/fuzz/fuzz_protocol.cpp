@@ -116,6 +116,19 @@ void decode_body(std::uint8_t type, std::string_view body) {
       (void)decode_dead_letters(body, r);
       break;
     }
+    case FrameType::triggers: {
+      TriggerRequest r;
+      (void)decode_triggers(body, r);
+      break;
+    }
+    case FrameType::triggers_result: {
+      TriggerResult r;
+      if (decode_triggers_result(body, r)) {
+        std::string again;
+        encode_triggers_result(again, r);  // what decodes encodes again
+      }
+      break;
+    }
     case FrameType::dead_letters_result: {
       DeadLetterResult r;
       if (decode_dead_letters_result(body, r))

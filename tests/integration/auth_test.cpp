@@ -357,4 +357,25 @@ TEST_CASE("tokens: trigger endpoints need admin on the trigger's queue") {
   r = b.http("POST", "/v1/triggers/fn/pause", orders_admin.secret);
   REQUIRE(r.status == 200);
   CHECK(nlohmann::json::parse(r.body)["state"] == "paused");
+
+  // The same over the protocol (sluicectl triggers).
+  using Op = sluice::client::TriggerCommand::Op;
+  const auto command = [](Op op, std::string name = {}, std::string body = {}) {
+    return sluice::client::TriggerCommand{op, std::move(name), std::move(body)};
+  };
+  auto listed = b.connect_ok(other_admin)->triggers(command(Op::list));
+  REQUIRE(listed.ok());
+  CHECK(listed->triggers.empty());
+  auto refused = b.connect_ok(other_admin)->triggers(command(Op::resume, "fn"));
+  CHECK(refused.error().code == errc::forbidden);
+  refused = b.connect_ok(consumer)->triggers(command(Op::invoke, "fn", "x"));
+  CHECK(refused.error().code == errc::forbidden);
+  auto admin = b.connect_ok(orders_admin);
+  listed = admin->triggers(command(Op::list));
+  REQUIRE(listed.ok());
+  REQUIRE(listed->triggers.size() == 1);
+  CHECK(listed->triggers[0].paused);
+  auto resumed = admin->triggers(command(Op::resume, "fn"));
+  REQUIRE(resumed.ok());
+  CHECK(!resumed->triggers.at(0).paused);
 }

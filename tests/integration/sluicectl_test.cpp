@@ -29,7 +29,8 @@ TEST_CASE("sluicectl --help, on every subcommand") {
   CHECK(contains(r.out, "consume"));
   CHECK(contains(r.out, "stats"));
   CHECK(contains(r.out, "set"));
-  for (std::string command : {"publish", "consume", "stats", "set"}) {
+  CHECK(contains(r.out, "triggers"));
+  for (std::string command : {"publish", "consume", "stats", "set", "dlq", "triggers"}) {
     CAPTURE(command);
     r = run_command(std::string(SLUICECTL_PATH) + " " + command + " --help");
     CHECK(r.status == 0);
@@ -60,6 +61,12 @@ TEST_CASE("usage errors exit 2 before any connection; --version; options anywher
            {"dlq show q", "dlq show needs exactly one ID"},
            {"dlq redrive q", "dlq redrive needs IDs, --all or a filter"},
            {"dlq list q --min-age soon", "--min-age needs a duration"},
+           {"triggers frob", "OP: frob not in"},
+           {"triggers pause", "triggers pause needs NAME"},
+           {"triggers invoke", "triggers invoke needs NAME"},
+           {"triggers list fn --body x", "--body and --file go with triggers invoke"},
+           {"triggers invoke fn --body x --file y", "--body or --file, not both"},
+           {"triggers invoke fn --file /nonexistent/x", "cannot read /nonexistent/x"},
            {"stats --broker nohost", "--broker needs HOST:PORT, got nohost"},
            {"stats --bogus", "unexpected argument --bogus"},
        }) {

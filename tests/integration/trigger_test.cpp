@@ -5,6 +5,7 @@
 #include <sys/wait.h>
 
 #include <fstream>
+#include <iterator>
 #include <map>
 #include <nlohmann/json.hpp>
 #include <set>
@@ -501,6 +502,89 @@ TEST_CASE("trigger: HTTP lists, pauses, resumes and test-invokes a trigger") {
 
   CHECK(http_request(port, "POST", "/v1/triggers/nope/pause").status == 404);
   CHECK(http_request(port, "DELETE", "/v1/triggers/fn").status == 404);
+}
+
+TEST_CASE("trigger: sluicectl lists, pauses, resumes and test-invokes a trigger") {
+  FunctionServer function;
+  const auto secret = write_secret(kSecret);
+  TestBroker broker(trigger_flags(function, secret, "ctl", {}));
+  const std::string ctl = std::string(SLUICECTL_PATH) + " --broker " + broker.address();
+  const auto rows = [](const std::string& text) {
+    std::vector<std::vector<std::string>> out;
+    std::istringstream lines(text);
+    for (std::string line; std::getline(lines, line);) {
+      std::istringstream words(line);
+      out.emplace_back(std::istream_iterator<std::string>(words),
+                       std::istream_iterator<std::string>());
+    }
+    return out;
+  };
+  auto r = sluice::test::run_command(ctl + " triggers");
+  REQUIRE(r.status == 0);
+  auto table = rows(r.out);
+  REQUIRE(table.size() == 2);
+  CHECK(table[0][0] == "TRIGGER");
+  // name queue state breaker limit in_flight sent ok failed url
+  CHECK(table[1] == std::vector<std::string>{"fn", "ctl", "running", "closed", "10", "0", "0", "0",
+                                             "0", function.url()});
+
+  r = sluice::test::run_command(ctl + " triggers pause fn");
+  REQUIRE(r.status == 0);
+  CHECK(rows(r.out).at(1).at(2) == "paused");
+  auto producer = broker.connect("producer");
+  for (int i = 0; i < 3; ++i) REQUIRE(producer->publish("ctl", {"p" + std::to_string(i), {}}).ok());
+  std::this_thread::sleep_for(std::chrono::milliseconds(300));
+  CHECK(function.requests() == 0);
+  r = sluice::test::run_command(ctl + " triggers resume fn");
+  REQUIRE(r.status == 0);
+  CHECK(rows(r.out).at(1).at(2) == "running");
+  REQUIRE(soon([&] { return function.seen().size() == 3; }));
+  r = sluice::test::run_command(ctl + " triggers list fn");
+  REQUIRE(r.status == 0);
+  CHECK(rows(r.out).at(1).at(6) == "3");  // sent
+  CHECK(rows(r.out).at(1).at(7) == "3");  // ok
+
+  // A test invocation: the function's answer, and exit 0 only for a 2xx.
+  r = sluice::test::run_command(ctl + " triggers invoke fn --body 'hello function'");
+  CHECK(r.status == 0);
+  CHECK(r.out.starts_with("answered 200 "));
+  const json last = function.stats()["requests"].back();
+  CHECK(last["signed"] == true);
+  function.control({{"mode", "fail"}, {"status", 502}});
+  r = sluice::test::run_command(ctl + " triggers invoke fn");
+  CHECK(r.status == 1);
+  CHECK(r.out.starts_with("answered 502 "));
+  function.control({{"mode", "ok"}});
+
+  r = sluice::test::run_command(ctl + " triggers pause nope 2>&1");
+  CHECK(r.status == 1);
+  CHECK(r.out.find("not_found: no trigger named nope") != std::string::npos);
+}
+
+TEST_CASE("trigger: rate and burst bound the messages pushed to the function") {
+  FunctionServer function;
+  const auto secret = write_secret(kSecret);
+  TestBroker broker(trigger_flags(function, secret, "paced",
+                                  {{"triggers.fn.rate", "20"}, {"triggers.fn.burst", "5"}}));
+  auto producer = broker.connect("producer");
+  std::vector<sluice::client::Message> batch;
+  for (int i = 0; i < 200; ++i) batch.push_back({"r" + std::to_string(i), {}});
+  const auto started = std::chrono::steady_clock::now();
+  REQUIRE(producer->publish_batch("paced", batch).ok());
+  std::this_thread::sleep_for(std::chrono::seconds(2));
+  const std::size_t seen = function.seen().size();
+  const double elapsed =
+      std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count();
+  MESSAGE(seen << " messages in " << elapsed << " s at rate 20, burst 5");
+  // A token bucket never lets more through than its burst plus the rate times the time.
+  CHECK(seen <= static_cast<std::size_t>(5 + 20 * elapsed));
+  CHECK(seen >= 10);  // and it does let them through
+  // The rest wait in the queue, ready.
+  auto stats = producer->stats("paced");
+  REQUIRE(stats.ok());
+  const double later =
+      std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count();
+  CHECK(static_cast<double>(stats->front().ready) >= 200 - 5 - 20 * later);
 }
 
 TEST_CASE("trigger: a producer's headers cannot forge HTTP headers or the trigger's own") {

@@ -178,6 +178,25 @@ std::vector<Sample> samples() {
                  ErrorFrame e;
                  return decode_error(b, e);
                }});
+  f.clear();
+  encode_triggers(f, TriggerRequest{18, TriggerOp::invoke, "resize", "{}"});
+  s.push_back({"triggers", f, [](std::string_view b) {
+                 TriggerRequest r;
+                 return decode_triggers(b, r);
+               }});
+  f.clear();
+  {
+    TriggerResult r;
+    r.request_id = 19;
+    r.entries.push_back({"resize", "images", "http://fn/", false, 1, true, 4, 2, 90, {80, 10}});
+    r.invoked = true;
+    r.invocation = {0, 200, 1500, "", "ok"};
+    encode_triggers_result(f, r);
+  }
+  s.push_back({"triggers_result", f, [](std::string_view b) {
+                 TriggerResult r;
+                 return decode_triggers_result(b, r);
+               }});
   return s;
 }
 
@@ -464,6 +483,57 @@ TEST_CASE("stats_result and error round-trip") {
   REQUIRE(decode_error(full_body, e));
   CHECK(e.code == errc::queue_full);
   CHECK(e.retry_after_ms == 250);
+}
+
+TEST_CASE("triggers and triggers_result round-trip; a request is checked") {
+  std::string f;
+  encode_triggers(f, TriggerRequest{7, TriggerOp::pause, "resize", ""});
+  TriggerRequest request;
+  REQUIRE(decode_triggers(body_of(f), request));
+  CHECK(request.request_id == 7);
+  CHECK(request.op == TriggerOp::pause);
+  CHECK(request.name == "resize");
+  f.clear();
+  encode_triggers(f, TriggerRequest{8, TriggerOp::resume, "", ""});
+  CHECK(decode_triggers(body_of(f), request).code == errc::invalid_argument);  // needs a name
+  f.clear();
+  encode_triggers(f, TriggerRequest{9, TriggerOp::list, std::string(101, 'n'), ""});
+  CHECK(decode_triggers(body_of(f), request).code == errc::invalid_argument);
+  f.clear();
+  encode_triggers(f, TriggerRequest{10, static_cast<TriggerOp>(9), "x", ""});
+  CHECK(decode_triggers(body_of(f), request).code == errc::invalid_argument);
+
+  TriggerResult out;
+  out.request_id = 11;
+  out.entries.push_back({"a", "qa", "http://a/", true, 2, false, 3, 1, 5, {1, 2, 3, 4, 5, 6}});
+  out.entries.push_back({"b", "qb", "https://b/", false, 0, true, 9, 0, 0, {}});
+  f.clear();
+  encode_triggers_result(f, out);
+  TriggerResult in;
+  REQUIRE(decode_triggers_result(body_of(f), in));
+  CHECK(in.request_id == 11);
+  REQUIRE(in.entries.size() == 2);
+  CHECK(in.entries[0].name == "a");
+  CHECK(in.entries[0].url == "http://a/");
+  CHECK(in.entries[0].paused);
+  CHECK(in.entries[0].breaker == 2);
+  CHECK(in.entries[0].invocations == std::vector<std::uint64_t>{1, 2, 3, 4, 5, 6});
+  CHECK(in.entries[1].adaptive);
+  CHECK(in.entries[1].limit == 9);
+  CHECK_FALSE(in.invoked);
+  // A test invocation's answer body is cut to 64 KiB.
+  out.entries.clear();
+  out.invoked = true;
+  const std::string big(kMaxInvokeAnswerBytes + 10, 'b');
+  out.invocation = {1, 0, 30'000'000, "timed out", big};
+  f.clear();
+  encode_triggers_result(f, out);
+  REQUIRE(decode_triggers_result(body_of(f), in));
+  REQUIRE(in.invoked);
+  CHECK(in.invocation.outcome == 1);
+  CHECK(in.invocation.took_us == 30'000'000);
+  CHECK(in.invocation.error == "timed out");
+  CHECK(in.invocation.body.size() == kMaxInvokeAnswerBytes);
 }
 
 TEST_CASE("the splitter gives the same frames for any piece size") {

@@ -205,6 +205,44 @@ struct DeadLetterResult {
   std::vector<DeadLetter> entries;
 };
 
+/// One of the broker's triggers ([triggers.NAME]: it pushes a queue's messages to an HTTP
+/// function).
+struct TriggerState {
+  std::string name;
+  std::string queue;
+  std::string url;
+  bool paused = false;
+  std::string breaker;    // "closed", "open" or "half_open"
+  bool adaptive = false;  // concurrency = "adaptive"
+  std::uint32_t concurrency_limit = 0;
+  std::uint32_t in_flight = 0;
+  std::uint64_t messages_sent = 0;
+  /// Invocations by outcome: ok, failed, throttled, timeout, connect_error, dead_lettered.
+  std::vector<std::uint64_t> invocations;
+};
+
+/// What a function answered to a test invocation.
+struct TriggerInvocation {
+  std::string outcome;       // "answered", "timeout", "connect_error" or "broken"
+  std::uint16_t status = 0;  // answered: the HTTP status
+  std::chrono::microseconds took{0};
+  std::string error;  // not answered: what went wrong
+  std::string body;   // answered: the body (at most 64 KiB of it)
+};
+
+/// One trigger operation (see PROTOCOL.md, TRIGGERS). Needs admin on the trigger's queue.
+struct TriggerCommand {
+  enum class Op : std::uint8_t { list = 1, pause = 2, resume = 3, invoke = 4 };
+  Op op = Op::list;
+  std::string name;  // list: "" = every trigger the token may administer
+  std::string body;  // invoke: the test message's payload
+};
+
+struct TriggerResult {
+  std::vector<TriggerState> triggers;           // list: those asked for; otherwise the one acted on
+  std::optional<TriggerInvocation> invocation;  // invoke
+};
+
 /// The broker's storage (durable queues), when it has a data directory.
 struct StorageStats {
   std::uint64_t file_bytes = 0;     // the data file's size
@@ -293,6 +331,10 @@ class Connection {
   /// Lists, shows, redrives, removes or purges dead letters of a queue.
   /// Errors: not_found (show), invalid_argument (a bad query).
   Result<DeadLetterResult> dead_letters(const DeadLetterQuery& query);
+  /// Lists, pauses or resumes triggers, or invokes one's function with a test
+  /// message (answered when the function answers, within the trigger's timeout).
+  /// Errors: not_found (no such trigger), forbidden, invalid_argument.
+  Result<TriggerResult> triggers(const TriggerCommand& command);
   /// A round trip to the broker.
   Error ping();
 

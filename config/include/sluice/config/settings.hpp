@@ -139,6 +139,10 @@ struct TriggerSettings {
   bool adaptive = false;
   /// The adaptive limit's floor [1, 10000], at most max_concurrency.
   uint32_t min_concurrency = 1;
+  /// Messages per second pushed to the function (a token bucket; 0 = no limit), capped by the
+  /// queue's max_consumer_rate, and the bucket's burst [1, 1e6].
+  MilliRate rate = 0;
+  uint32_t burst = 1;
   /// Messages per invocation [1, 1000]; above 1 needs body = "json".
   uint32_t batch_size = 1;
   /// How long a partial batch waits to fill [0, 1min].

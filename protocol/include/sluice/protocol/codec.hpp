@@ -75,6 +75,8 @@ void encode_confirm(std::string& out, std::uint64_t request_id, std::uint8_t pre
                     std::span<const std::uint64_t> ids,
                     std::span<const std::uint32_t> duplicates = {});
 void encode_dead_letters(std::string& out, const DeadLetterRequest& request);
+void encode_triggers(std::string& out, const TriggerRequest& request);
+void encode_triggers_result(std::string& out, const TriggerResult& result);
 void encode_subscribe(std::string& out, const Subscribe& subscribe);
 void encode_unsubscribe(std::string& out, const Unsubscribe& unsubscribe);
 void encode_ack(std::string& out, std::uint64_t request_id, std::span<const AckEntry> entries);
@@ -168,6 +170,8 @@ Status decode_stats_result(std::string_view body, std::uint64_t& request_id,
 Status decode_error(std::string_view body, ErrorFrame& out) noexcept;
 Status decode_dead_letters(std::string_view body, DeadLetterRequest& out);
 Status decode_dead_letters_result(std::string_view body, DeadLetterResult& out);
+Status decode_triggers(std::string_view body, TriggerRequest& out) noexcept;
+Status decode_triggers_result(std::string_view body, TriggerResult& out);
 /// Reads the sluice-* headers of a parsed message, and its key: the first
 /// non-empty value of a header named `key_header` ("" : no key). invalid_argument when one is
 /// malformed.

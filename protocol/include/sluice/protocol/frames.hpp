@@ -37,6 +37,7 @@ enum class FrameType : std::uint8_t {
   stats = 0x40,
   configure = 0x41,
   dead_letters = 0x42,
+  triggers = 0x43,
   ping = 0x50,
   // broker → client
   hello_ok = 0x81,
@@ -46,6 +47,7 @@ enum class FrameType : std::uint8_t {
   settled = 0xB0,
   stats_result = 0xC0,
   dead_letters_result = 0xC1,
+  triggers_result = 0xC2,
   error = 0xF0,
 };
 
@@ -254,6 +256,51 @@ struct DeadLetterResult {
   std::uint64_t affected = 0;    // list: entries in the DLQ; redrive/remove/purge: entries acted on
   std::uint64_t next_after = 0;  // list: the cursor of the next page (0: no more)
   std::vector<DeadLetterEntry> entries;
+};
+
+/// TRIGGERS: look at or steer the broker's triggers ([triggers.NAME] in its config).
+enum class TriggerOp : std::uint8_t { list = 1, pause = 2, resume = 3, invoke = 4 };
+inline constexpr std::size_t kMaxTriggerNameBytes = 100;
+/// A test invocation's answer body is cut to this many bytes in TRIGGERS_RESULT.
+inline constexpr std::size_t kMaxInvokeAnswerBytes = 64 * 1024;
+
+struct TriggerRequest {
+  std::uint64_t request_id = 0;
+  TriggerOp op = TriggerOp::list;
+  std::string_view name;  // list: "" = every trigger the caller may administer
+  std::string_view body;  // invoke: the request body sent to the function
+};
+
+/// Invocation outcomes, in the order TRIGGERS_RESULT counts them.
+inline constexpr std::size_t kTriggerOutcomes = 6;  // ok, failed, throttled, timeout,
+                                                    // connect_error, dead_lettered
+struct TriggerEntry {
+  std::string_view name;
+  std::string_view queue;
+  std::string_view url;
+  bool paused = false;
+  std::uint8_t breaker = 0;  // 0 closed, 1 open, 2 half-open
+  bool adaptive = false;
+  std::uint32_t limit = 0;  // the concurrency limit now
+  std::uint32_t in_flight = 0;
+  std::uint64_t messages_sent = 0;
+  std::vector<std::uint64_t> invocations;  // by outcome (a newer broker may send more)
+};
+
+/// The answer of a test invocation (TRIGGERS op invoke).
+struct TriggerInvocation {
+  std::uint8_t outcome = 0;  // 0 answered, 1 timeout, 2 connect_error, 3 broken
+  std::uint16_t status = 0;  // answered: the HTTP status
+  std::uint64_t took_us = 0;
+  std::string_view error;  // not answered: what went wrong
+  std::string_view body;   // answered: the body, at most kMaxInvokeAnswerBytes
+};
+
+struct TriggerResult {
+  std::uint64_t request_id = 0;
+  std::vector<TriggerEntry> entries;
+  bool invoked = false;  // invocation holds a test invocation's answer
+  TriggerInvocation invocation;
 };
 
 struct StatsRequest {

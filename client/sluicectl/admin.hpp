@@ -1,0 +1,51 @@
+// sluicectl's admin commands (dlq, triggers): their usage, arguments, the
+// checks made before connecting, and the calls. main.cpp wires them up.
+#pragma once
+
+#include <chrono>
+#include <cstdint>
+#include <string>
+#include <string_view>
+
+#include "sluice/client/client.hpp"
+
+namespace sluicectl {
+
+/// A bad command line: the message is printed with the command's usage, exit 2.
+struct UsageError {
+  std::string message;
+};
+
+/// A whole decimal number without a sign.
+bool parse_u64(std::string_view s, std::uint64_t& out);
+/// "90s", "5m", "2h", "1d", "250ms" or plain seconds; false if malformed.
+bool parse_age(std::string_view text, std::chrono::milliseconds& out);
+/// A broker's refusal on stderr; exit code 1.
+int broker_error(const sluice::client::Error& e);
+
+extern const char* const kDlqUsage;
+
+struct DlqArgs {
+  std::string op;
+  sluice::client::DeadLetterQuery query;
+  bool all = false;
+  std::string min_age, max_age;
+};
+/// The query for `args`, checked; throws UsageError.
+sluice::client::DeadLetterQuery dlq_query(const DlqArgs& args);
+int dlq(sluice::client::Connection& conn, const sluice::client::DeadLetterQuery& q);
+
+extern const char* const kTriggersUsage;
+
+struct TriggersArgs {
+  std::string op = "list";
+  std::string name;
+  std::string body;
+  bool has_body = false;
+  std::string file;
+};
+/// The command for `args`, checked (reads --file); throws UsageError.
+sluice::client::TriggerCommand triggers_command(const TriggersArgs& args);
+int triggers(sluice::client::Connection& conn, const sluice::client::TriggerCommand& command);
+
+}  // namespace sluicectl
