@@ -12,6 +12,8 @@ writes JSON (and, for the report, gnuplot PNGs) into bench/results/.
   bench/bench.py ordering      ordering keys: 1, 100 and 10,000 keys
   bench/bench.py queues        10,000 queues
   bench/bench.py connections   1,000 consumer connections
+  bench/bench.py trigger       triggers pushing into a no-op C++ function (batch 1
+                               and 100) beside HTTP pull consumers; p50/p99 at 1,000/s
 
 Every scenario starts its own brokers on loopback (fresh directories, free
 ports) and stops them. `scripts/bench.sh` installs what is missing, builds a
@@ -34,6 +36,8 @@ BUILD = os.environ.get("SLUICE_BUILD_DIR", os.path.join(HERE, "..", "build"))
 SLUICED = os.path.join(BUILD, "broker", "sluiced")
 BENCH = os.path.join(BUILD, "bench", "sluice-bench")
 COMPARE = os.path.join(BUILD, "bench", "sluice-compare")
+TRIGGER_BENCH = os.path.join(BUILD, "bench", "sluice-trigger-bench")
+SLUICECTL = os.path.join(BUILD, "client", "sluicectl")
 PEERS = ["sluice", "redis", "beanstalkd", "rabbitmq", "nats"]
 TITLES = {"sluice": "Sluice", "redis": "Redis 7.0 (LMOVE + LREM)",
           "beanstalkd": "beanstalkd 1.12", "rabbitmq": "RabbitMQ 3.10 (classic)",
@@ -498,11 +502,164 @@ def scenario_connections(args):
     return r["exit_status"]
 
 
+class Function:
+    """The no-op C++ function (sluice-trigger-bench function) on loopback."""
+
+    def __init__(self):
+        self.dir = tempfile.mkdtemp(prefix="sluice-bench-function-")
+        path = os.path.join(self.dir, "port")
+        self.proc = subprocess.Popen([TRIGGER_BENCH, "function", "--port-file", path])
+        for _ in range(200):
+            if os.path.exists(path) and os.path.getsize(path) > 0:
+                break
+            time.sleep(0.02)
+        with open(path) as f:
+            self.port = int(f.read())
+
+    def call(self, method, target):
+        import http.client
+        c = http.client.HTTPConnection("127.0.0.1", self.port, timeout=10)
+        c.request(method, target)
+        r = c.getresponse()
+        body = r.read()
+        c.close()
+        return json.loads(body) if body else None
+
+    def stats(self):
+        return self.call("GET", "/_stats")
+
+    def reset(self):
+        self.call("POST", "/_reset")
+
+    def stop(self):
+        self.proc.kill()
+        self.proc.wait()
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+
+def http_port_of(server):
+    with open(os.path.join(server.dir, "port")) as f:
+        return int(f.read().split()[1])
+
+
+def ctl(server, *args):
+    subprocess.run([SLUICECTL, "--broker", f"127.0.0.1:{server.port}", *args], check=True,
+                   stdout=subprocess.DEVNULL)
+
+
+def produce(server, *args):
+    out = subprocess.run([TRIGGER_BENCH, "produce", "--broker", f"127.0.0.1:{server.port}",
+                          "--queue", "bench", *args], check=True, capture_output=True, text=True)
+    return json.loads(out.stdout)
+
+
+def trigger_flags(function, batch, concurrency, messages):
+    flags = ["--set", "triggers.fn.queue=bench",
+             "--set", f"triggers.fn.url=http://127.0.0.1:{function.port}/",
+             "--set", f"triggers.fn.max_concurrency={concurrency}",
+             "--set", f"triggers.fn.batch_size={batch}",
+             "--set", f"queues.bench.max_messages={max(messages * 2, 100000)}"]
+    return flags + (["--set", "triggers.fn.body=json"] if batch > 1 else [])
+
+
+def trigger_push_run(batch, concurrency, messages):
+    """Messages waiting in the queue, then the trigger resumed: how fast it empties it."""
+    function = Function()
+
+    def run(server):
+        ctl(server, "triggers", "pause", "fn")
+        produce(server, "--messages", str(messages))
+        function.reset()
+        started = time.monotonic_ns()
+        ctl(server, "triggers", "resume", "fn")
+        deadline = time.time() + 300
+        while function.stats()["messages"] < messages and time.time() < deadline:
+            time.sleep(0.05)
+        st = function.stats()
+        seconds = (st["last_ns"] - started) / 1e9
+        return {"messages": st["messages"], "invocations": st["requests"], "seconds": seconds,
+                "msgs_per_sec": st["messages"] / seconds,
+                "invocations_per_sec": st["requests"] / seconds}
+
+    try:
+        return with_sluice(run, extra=trigger_flags(function, batch, concurrency, messages))
+    finally:
+        function.stop()
+
+
+def pull_run(batch, connections, messages, rate=0, duration=0):
+    """HTTP pull consumers (receive + ack) on the same queue: a preloaded queue emptied,
+    or (rate) messages published at that rate while they pull."""
+    extra = ["--set", f"queues.bench.max_messages={max(messages * 2, 100000)}"]
+
+    def run(server):
+        pull = [TRIGGER_BENCH, "pull", "--http", str(http_port_of(server)), "--queue", "bench",
+                "--connections", str(connections), "--batch", str(batch),
+                "--messages", str(messages)]
+        if not rate:
+            produce(server, "--messages", str(messages))
+            return json.loads(subprocess.run(pull, check=True, capture_output=True,
+                                             text=True).stdout)
+        consumer = subprocess.Popen(pull, stdout=subprocess.PIPE, text=True)
+        time.sleep(0.3)  # its receives are waiting
+        produce(server, "--rate", str(rate), "--duration", str(duration))
+        out, _ = consumer.communicate(timeout=60)
+        return json.loads(out)
+
+    return with_sluice(run, extra=extra)
+
+
+def trigger_latency_run(rate, duration):
+    function = Function()
+
+    def run(server):
+        produce(server, "--rate", str(rate), "--duration", str(duration))
+        time.sleep(0.5)
+        return function.stats()
+
+    try:
+        return with_sluice(run, extra=trigger_flags(function, 1, 8, rate * duration))
+    finally:
+        function.stop()
+
+
+def scenario_trigger(args):
+    n1, n100 = args.trigger_messages, args.trigger_messages * 5
+    shapes = [("trigger, batch 1, max_concurrency 32", lambda: trigger_push_run(1, 32, n1)),
+              ("HTTP pull, 1 per receive, 32 connections", lambda: pull_run(1, 32, n1)),
+              ("trigger, batch 100, max_concurrency 8", lambda: trigger_push_run(100, 8, n100)),
+              ("HTTP pull, 100 per receive, 8 connections", lambda: pull_run(100, 8, n100))]
+    rows, runs = [], {}
+    for name, fn in shapes:
+        got = [fn() for _ in range(args.runs)]
+        runs[name] = got
+        rows.append([name, fmt(median_of(got, "msgs_per_sec") or median_of(got, "rate")),
+                     fmt(median_of(got, "invocations_per_sec")), fmt(got[0]["messages"])])
+        say(f"{name}: {rows[-1][1]} msg/s")
+    print_table(f"Pushing a preloaded queue into a no-op function, 100-byte messages, "
+                f"medians of {args.runs} runs",
+                ["consumer", "msg/s", "invocations/s", "messages"], rows)
+    lat_rows = []
+    for name, fn in (("trigger, batch 1, max_concurrency 8",
+                      lambda: trigger_latency_run(1000, args.duration)),
+                     ("HTTP pull, 1 per receive, 8 connections",
+                      lambda: pull_run(1, 8, int(1000 * args.duration), 1000, args.duration))):
+        got = [fn() for _ in range(args.runs)]
+        runs[name + " @1000/s"] = got
+        lat_rows.append([name, fmt(median_of(got, "p50_us")), fmt(median_of(got, "p99_us")),
+                         fmt(median_of(got, "p999_us")), fmt(median_of(got, "samples"))])
+    print_table(f"Publish -> function at 1,000/s for {args.duration} s, medians of {args.runs} runs",
+                ["consumer", "p50 us", "p99 us", "p99.9 us", "messages"], lat_rows)
+    write_json(args.out, "trigger", {"machine": machine(), "runs": runs})
+    return 0
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("scenario", choices=["compare", "throughput", "latency", "burst",
-                                         "rate-limit", "ordering", "queues", "connections"])
+                                         "rate-limit", "ordering", "queues", "connections",
+                                         "trigger"])
     ap.add_argument("--out", default=os.path.join(HERE, "results"),
                     help="where JSON, data and plots go (default bench/results)")
     ap.add_argument("--runs", type=int, default=3, help="runs per figure; medians reported")
@@ -515,15 +672,17 @@ def main():
                     help="compare: messages per durable run (0: none)")
     ap.add_argument("--durable-runs", type=int, default=1)
     ap.add_argument("--peers", default=",".join(PEERS))
+    ap.add_argument("--trigger-messages", type=int, default=200000,
+                    help="trigger: messages per batch-1 run (batch 100 runs take 5x)")
     args = ap.parse_args()
-    for exe in (SLUICED, BENCH, COMPARE):
+    for exe in (SLUICED, BENCH, COMPARE, TRIGGER_BENCH, SLUICECTL):
         if not os.access(exe, os.X_OK):
             say(f"bench.py: {exe} is not built (scripts/bench.sh builds it)")
             return 2
     fn = {"compare": compare, "throughput": scenario_throughput, "latency": scenario_latency,
           "burst": scenario_burst, "rate-limit": scenario_rate_limit,
           "ordering": scenario_ordering, "queues": scenario_queues,
-          "connections": scenario_connections}[args.scenario]
+          "connections": scenario_connections, "trigger": scenario_trigger}[args.scenario]
     return fn(args)
 
 

@@ -6,6 +6,7 @@
 #include "http_util.hpp"
 #include "json_body.hpp"
 #include "sluice/protocol/codec.hpp"
+#include "utf8.hpp"
 
 namespace sluice::net {
 
@@ -99,6 +100,62 @@ void describe_message(std::string_view raw, json& out) {
     out["payload"] = std::string(parts.payload);
   else
     out["payload_base64"] = base64_encode(parts.payload);
+}
+
+void append_message_json(std::string& out, std::string_view raw, std::uint64_t id,
+                         std::uint32_t attempt, std::int64_t publish_us) {
+  const auto quoted = [&out](std::string_view text) {
+    out += '"';
+    append_json_escaped(out, text);
+    out += '"';
+  };
+  out += "{\"id\":\"";
+  out += std::to_string(id);
+  out += "\",\"attempt\":";
+  out += std::to_string(attempt);
+  out += ",\"publish_time_us\":";
+  out += std::to_string(publish_us);
+  protocol::MessageParts parts;
+  if (protocol::parse_message(raw, parts)) {
+    // Headers as an object: a repeated name keeps its last value, as describe_message.
+    std::vector<protocol::Header> headers;
+    std::string_view correlation_id;
+    bool has_correlation_id = false;
+    protocol::for_each_header(parts, [&](const protocol::Header& h) {
+      const auto same =
+          std::find_if(headers.begin(), headers.end(),
+                       [&](const protocol::Header& seen) { return seen.key == h.key; });
+      if (same != headers.end())
+        same->value = h.value;
+      else
+        headers.push_back(h);
+      if (h.key == protocol::kCorrelationHeader) {
+        correlation_id = h.value;
+        has_correlation_id = true;
+      }
+    });
+    if (has_correlation_id) {
+      out += ",\"correlation_id\":";
+      quoted(correlation_id);
+    }
+    out += ",\"headers\":{";
+    for (std::size_t i = 0; i < headers.size(); ++i) {
+      if (i != 0) out += ',';
+      quoted(headers[i].key);
+      out += ':';
+      quoted(headers[i].value);
+    }
+    out += '}';
+    if (valid_utf8(parts.payload)) {
+      out += ",\"payload\":";
+      quoted(parts.payload);
+    } else {
+      out += ",\"payload_base64\":\"";
+      out += base64_encode(parts.payload);
+      out += '"';
+    }
+  }
+  out += '}';
 }
 
 }  // namespace sluice::net

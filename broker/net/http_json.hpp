@@ -42,5 +42,10 @@ bool parse_uint(std::string_view text, std::uint64_t& out);
 /// The message's headers as a JSON object, its correlation id, and its payload
 /// as "payload" (UTF-8) or "payload_base64".
 void describe_message(std::string_view raw, json& out);
+/// Appends a trigger's JSON entry for one message, without building a json:
+/// describe_message's object plus "id" (a string), "attempt" and
+/// "publish_time_us", as one JSON object (a batch is hundreds of these).
+void append_message_json(std::string& out, std::string_view raw, std::uint64_t id,
+                         std::uint32_t attempt, std::int64_t publish_us);
 
 }  // namespace sluice::net

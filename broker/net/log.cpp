@@ -16,48 +16,6 @@ std::atomic<int> g_level{static_cast<int>(Level::info)};
 
 constexpr std::string_view kLevelNames[] = {"trace", "debug", "info", "warn", "error"};
 
-void append_escaped(std::string& out, std::string_view s) {
-  for (std::size_t at = 0; at < s.size(); ++at) {
-    const auto c = static_cast<unsigned char>(s[at]);
-    if (c >= 0x80) {
-      // Whatever a client sends, the line stays valid JSON: bytes that are not
-      // UTF-8 become U+FFFD.
-      const std::size_t n = net::utf8_sequence_length(s, at);
-      if (n == 0) {
-        out += "\\ufffd";
-      } else {
-        out.append(s.substr(at, n));
-        at += n - 1;
-      }
-      continue;
-    }
-    switch (c) {
-      case '"':
-        out += "\\\"";
-        break;
-      case '\\':
-        out += "\\\\";
-        break;
-      case '\n':
-        out += "\\n";
-        break;
-      case '\r':
-        out += "\\r";
-        break;
-      case '\t':
-        out += "\\t";
-        break;
-      default:
-        if (c < 0x20) {
-          char buf[8];
-          std::snprintf(buf, sizeof buf, "\\u%04x", c);
-          out += buf;
-        } else {
-          out += static_cast<char>(c);
-        }
-    }
-  }
-}
 }  // namespace
 
 void set_level(Level level) noexcept {
@@ -85,7 +43,7 @@ Line::Line(Level level, std::string_view event) : on_(enabled(level)) {
   text_ += "\",\"level\":\"";
   text_ += kLevelNames[static_cast<int>(level)];
   text_ += "\",\"event\":\"";
-  append_escaped(text_, event);
+  net::append_json_escaped(text_, event);
   text_ += '"';
 }
 
@@ -98,7 +56,7 @@ Line::~Line() {
 
 void Line::key(std::string_view k) {
   text_ += ",\"";
-  append_escaped(text_, k);
+  net::append_json_escaped(text_, k);
   text_ += "\":";
 }
 
@@ -106,7 +64,7 @@ Line& Line::str(std::string_view k, std::string_view value) {
   if (!on_) return *this;
   key(k);
   text_ += '"';
-  append_escaped(text_, value);
+  net::append_json_escaped(text_, value);
   text_ += '"';
   return *this;
 }
@@ -126,3 +84,54 @@ Line& Line::unum(std::string_view k, std::uint64_t value) {
 }
 
 }  // namespace sluice::log
+
+namespace sluice::net {
+
+void append_json_escaped(std::string& out, std::string_view s) {
+  std::size_t plain = 0;  // start of the run of bytes that go out as they are
+  const auto flush = [&](std::size_t at) { out.append(s.data() + plain, at - plain); };
+  for (std::size_t at = 0; at < s.size(); ++at) {
+    const auto c = static_cast<unsigned char>(s[at]);
+    if (c >= 0x20 && c < 0x80 && c != '"' && c != '\\') continue;
+    if (c >= 0x80) {
+      // Whatever a client sends, the text stays valid JSON: bytes that are not
+      // UTF-8 become U+FFFD.
+      const std::size_t n = utf8_sequence_length(s, at);
+      if (n != 0) {
+        at += n - 1;
+        continue;
+      }
+      flush(at);
+      out += "\\ufffd";
+      plain = at + 1;
+      continue;
+    }
+    flush(at);
+    plain = at + 1;
+    switch (c) {
+      case '"':
+        out += "\\\"";
+        break;
+      case '\\':
+        out += "\\\\";
+        break;
+      case '\n':
+        out += "\\n";
+        break;
+      case '\r':
+        out += "\\r";
+        break;
+      case '\t':
+        out += "\\t";
+        break;
+      default: {
+        static constexpr char kHex[] = "0123456789abcdef";
+        const char escaped[] = {'\\', 'u', '0', '0', kHex[c >> 4], kHex[c & 15]};
+        out.append(escaped, sizeof escaped);
+      }
+    }
+  }
+  flush(s.size());
+}
+
+}  // namespace sluice::net

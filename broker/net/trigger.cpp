@@ -266,16 +266,15 @@ OutboundRequest Trigger::request_for(const std::vector<Held>& batch) const {
   const Held& first = batch.front();
   std::string webhook_id = std::to_string(first.id);
   if (options_.settings.body_json) {
-    json array = json::array();
+    std::size_t bytes = 2;
+    for (const Held& m : batch) bytes += m.message.size() + 96;
+    r.body.reserve(bytes);
+    r.body += '[';
     for (const Held& m : batch) {
-      json entry;
-      describe_message(m.message, entry);
-      entry["id"] = std::to_string(m.id);
-      entry["attempt"] = m.attempt;
-      entry["publish_time_us"] = m.publish_us;
-      array.push_back(std::move(entry));
+      if (r.body.size() > 1) r.body += ',';
+      append_message_json(r.body, m.message, m.id, m.attempt, m.publish_us);
     }
-    r.body = json_text(array);
+    r.body += "]\n";
     r.headers.emplace_back("Content-Type", "application/json");
     if (batch.size() > 1) webhook_id += "-" + std::to_string(batch.size());
   } else {

@@ -4,6 +4,7 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <string>
 #include <string_view>
 
 namespace sluice::net {
@@ -38,5 +39,9 @@ inline std::size_t utf8_sequence_length(std::string_view s, std::size_t at) noex
   if (cp < kMin[extra] || cp > 0x10FFFF || (cp >= 0xD800 && cp <= 0xDFFF)) return 0;
   return extra + 1;
 }
+
+/// Appends `s` escaped for the inside of a JSON string ("\"", "\\", control
+/// characters); UTF-8 is kept, and each byte that is not UTF-8 becomes \ufffd.
+void append_json_escaped(std::string& out, std::string_view s);
 
 }  // namespace sluice::net
