@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # A short run of the benchmark scenarios, so that bench/ keeps working: the
 # peer comparison (Sluice, and whichever quick-starting peers are installed)
-# with small counts, and the burst, queues and connections scenarios. Fails
+# with small counts, the burst, queues and connections scenarios, and triggers. Fails
 # when a scenario fails or loses a message. The figures mean nothing here.
 set -euo pipefail
 build=$1
@@ -23,3 +23,4 @@ PY
 for scenario in burst queues connections; do
   python3 "$here/bench/bench.py" "$scenario" --out "$out"
 done
+python3 "$here/bench/bench.py" trigger --runs 1 --trigger-messages 5000 --duration 0.5 --out "$out"
