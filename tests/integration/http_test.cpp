@@ -361,6 +361,14 @@ class PrometheusServer {
 
   /// The value of an instant query returning one sample, or -1.
   double query(const std::string& promql) const {
+    const json j = answer(promql);
+    if (j.is_discarded() || j.value("status", "") != "success") return -1;
+    const auto& result = j["data"]["result"];
+    if (result.size() != 1) return -1;
+    return std::stod(result[0]["value"][1].get<std::string>());
+  }
+  /// Prometheus's answer to an instant query: {"status": "success", ...} or an error.
+  json answer(const std::string& promql) const {
     std::string encoded;
     for (unsigned char c : promql) {
       if (std::isalnum(c) || c == '_' || c == '.')
@@ -372,12 +380,7 @@ class PrometheusServer {
       }
     }
     const auto r = http_request(port_, "GET", "/api/v1/query?query=" + encoded);
-    if (r.status != 200) return -1;
-    const json j = json::parse(r.body, nullptr, false);
-    if (j.is_discarded() || j.value("status", "") != "success") return -1;
-    const auto& result = j["data"]["result"];
-    if (result.size() != 1) return -1;
-    return std::stod(result[0]["value"][1].get<std::string>());
+    return json::parse(r.body, nullptr, false);
   }
 
  private:
@@ -436,6 +439,34 @@ TEST_CASE("metrics: a real Prometheus server scrapes sluiced and sees the counts
   CHECK(eventually(
       [&] { return value("sluice_queue_processing_seconds_count{queue=\"orders\"}") == 7; }, 30s));
   CHECK(value("sluice_ready") == 1);
+
+  // Every query of the dashboard is PromQL this Prometheus takes, and has data
+  // (Grafana's variables as "match anything", its rate interval as 1m).
+  std::ifstream in(std::string(SLUICE_SOURCE_DIR) + "/ops/grafana-dashboard.json");
+  const json dashboard = json::parse(in);
+  int queries = 0;
+  for (const auto& panel : dashboard["panels"]) {
+    if (!panel.contains("targets")) continue;
+    for (const auto& target : panel["targets"]) {
+      std::string expr = target["expr"].get<std::string>();
+      for (const auto& [from, to] :
+           std::vector<std::pair<std::string, std::string>>{{"$__rate_interval", "1m"},
+                                                            {"$queue", ".*"},
+                                                            {"$instance", ".*"},
+                                                            {"$trigger", ".*"}})
+        for (auto at = expr.find(from); at != std::string::npos; at = expr.find(from))
+          expr.replace(at, from.size(), to);
+      INFO(panel["title"].get<std::string>() << ": " << expr);
+      ++queries;
+      CHECK(eventually(
+          [&] {
+            const json a = prometheus.answer(expr);
+            return a.value("status", "") == "success" && !a["data"]["result"].empty();
+          },
+          30s));
+    }
+  }
+  CHECK(queries > 20);
 }
 
 TEST_CASE("http: request bodies are strict - wrong type, unknown field, duplicate key, BOM") {
