@@ -423,7 +423,7 @@ TEST_CASE("the client keeps its frames within the broker's announced limits") {
   CHECK(queue_stats(*c, "limits").published_total == 10);
 }
 
-TEST_CASE("queues declared in the config keep their own settings; others get the defaults") {
+TEST_CASE("queues declared in the config keep their own settings, others get the defaults") {
   TestBroker broker({"--set", "queues.orders.lease_timeout=300ms", "--set",
                      "queues.orders.max_consumer_in_flight=5"});
   auto c = broker.connect();

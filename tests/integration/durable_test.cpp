@@ -416,7 +416,7 @@ TEST_CASE("durable: a delivery out at a restart is a failed attempt - never past
 }
 
 TEST_CASE(
-    "durable: a restart during a delivery costs one attempt; the rest come back after backoff") {
+    "durable: a restart during a delivery costs one attempt, the rest come back after backoff") {
   DataDir dir;
   const auto args =
       durable_args(dir, {"--set", "queues.d.max_attempts=3", "--set", "queues.d.retry_backoff=1s",

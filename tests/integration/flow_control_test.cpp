@@ -256,7 +256,7 @@ TEST_CASE("live: sluicectl set changes a queue's rate at once, losing and repeat
   CHECK(broker.log().find("\"event\":\"queue_configured\"") != std::string::npos);
 }
 
-TEST_CASE("live: SIGHUP reloads the config file; a bad file changes nothing") {
+TEST_CASE("live: SIGHUP reloads the config file, a bad file changes nothing") {
   auto dir = sluice::test::make_temp_dir("sluice-reload");
   const auto path = (dir / "sluiced.toml").string();
   std::ofstream(path) << "[queues.hup]\ndispatch_rate = 5\ndispatch_burst = 1\n";

@@ -25,7 +25,11 @@ it was signed, start and end), the most requests it held at once, bad
 signatures. GET /_seen answers less, cheaply: how often each id came, the
 number of requests and the most held at once.
 
-  function_server.py --port-file FILE --secret-file FILE
+  function_server.py --port-file FILE --secret-file FILE [--cert PEM --key PEM]
+
+With --cert and --key the function speaks HTTPS, and a second, plain-HTTP
+listener answers /_control, /_stats and /_seen: the port file then holds
+"PORT CONTROL_PORT".
 """
 import argparse
 import base64
@@ -198,13 +202,25 @@ def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("--port-file", required=True)
     parser.add_argument("--secret-file", required=True)
+    parser.add_argument("--cert")
+    parser.add_argument("--key")
     args = parser.parse_args()
     with open(args.secret_file, "rb") as f:
         STATE = State(f.read().strip())
     server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
     server.daemon_threads = True
+    ports = str(server.server_address[1])
+    if args.cert:
+        import ssl
+        context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        context.load_cert_chain(args.cert, args.key)
+        server.socket = context.wrap_socket(server.socket, server_side=True)
+        control = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        control.daemon_threads = True
+        threading.Thread(target=control.serve_forever, daemon=True).start()
+        ports += " " + str(control.server_address[1])
     with open(args.port_file + ".tmp", "w") as f:
-        f.write(str(server.server_address[1]))
+        f.write(ports)
     import os
     os.rename(args.port_file + ".tmp", args.port_file)
     server.serve_forever()

@@ -514,7 +514,7 @@ TEST_CASE("http: request bodies are strict - wrong type, unknown field, duplicat
 }
 
 TEST_CASE(
-    "http: settle and dead-letter refusals use the one error shape; a missing dead letter is 404") {
+    "http: settle and dead-letter refusals use the one error shape, a missing dead letter is 404") {
   TestBroker broker({"--set", "queues.pay.max_attempts=1"});
   REQUIRE(post(broker, "/v1/queues/pay/messages", "card").status == 202);
   json got = receive(broker, "pay", 1, 2000);

@@ -41,7 +41,7 @@ TEST_CASE("sluicectl --help, on every subcommand") {
   CHECK(contains(r.out, "unknown command"));
 }
 
-TEST_CASE("usage errors exit 2 before any connection; --version; options anywhere") {
+TEST_CASE("usage errors exit 2 before any connection, --version, options anywhere") {
   // Nothing listens on port 9 (discard) here: a connection attempt would exit 1.
   const std::string ctl = std::string(SLUICECTL_PATH) + " --broker 127.0.0.1:9";
   struct Case {

@@ -7,6 +7,7 @@
 
 #include <fstream>
 
+#include "function_server.hpp"
 #include "test_broker.hpp"
 
 using sluice::test::run_command;
@@ -196,4 +197,53 @@ TEST_CASE("tls: a missing or mismatched certificate stops sluiced at start with 
                   " --set tls.key_file=/nonexistent 2>&1");
   CHECK(r.status == 2);
   CHECK(r.out.find("tls.cert_file /nonexistent") != std::string::npos);
+}
+
+TEST_CASE(
+    "tls: a trigger verifies its https function against ca_file, and verify = off skips that") {
+  Certificates certs;
+  // The function's certificate is ca1's, for localhost (resolved asynchronously).
+  sluice::test::FunctionServer function(certs.path("server1.pem"), certs.path("server1.key"));
+  std::vector<std::string> flags;
+  const auto trigger = [&](const std::string& name, const std::string& ca, const char* verify) {
+    for (const std::string& setting :
+         {"queue=" + name, "url=" + function.url(), "ca_file=" + certs.path(ca),
+          std::string("verify=") + verify}) {
+      flags.push_back("--set");
+      flags.push_back("triggers." + name + "." + setting);
+    }
+  };
+  trigger("trusted", "ca1.pem", "on");
+  trigger("untrusted", "ca2.pem", "on");  // another CA: the handshake must fail
+  trigger("unverified", "ca2.pem", "off");
+  TestBroker broker(flags);
+  auto producer = broker.connect("producer");
+  for (const char* queue : {"trusted", "untrusted", "unverified"})
+    for (int i = 0; i < 3; ++i)
+      REQUIRE(producer->publish(queue, sluice::test::text_message(queue)).ok());
+  // The trusted and unverified triggers deliver over HTTPS; the untrusted one never does.
+  CHECK(sluice::test::eventually([&] { return function.seen().size() == 6; }, 20s, 100ms));
+  const auto metric = [&](const std::string& series) {
+    const std::string text = sluice::test::http_request(broker.http_port(), "GET", "/metrics").body;
+    const auto at = text.find("\n" + series + " ");
+    return at == std::string::npos ? -1.0 : std::stod(text.substr(at + series.size() + 2));
+  };
+  CHECK(sluice::test::eventually(
+      [&] {
+        return metric(
+                   "sluice_trigger_invocations_total{trigger=\"untrusted\",outcome=\"connect_"
+                   "error\"}") >= 1;
+      },
+      20s, 100ms));
+  CHECK(metric("sluice_trigger_invocations_total{trigger=\"untrusted\",outcome=\"ok\"}") == 0);
+  auto stats = producer->stats("untrusted");
+  REQUIRE(stats.ok());
+  CHECK(stats->front().acked_total == 0);
+  for (const char* queue : {"trusted", "unverified"}) {
+    CAPTURE(queue);
+    CHECK(sluice::test::eventually([&] {
+      auto s = producer->stats(queue);
+      return s.ok() && s->front().acked_total == 3;
+    }));
+  }
 }

@@ -13,12 +13,15 @@
 #include <sstream>
 #include <thread>
 
+#include "function_server.hpp"
 #include "http_client.hpp"
 #include "test_broker.hpp"
 
 using json = nlohmann::json;
 using sluice::test::eventually;
+using sluice::test::FunctionServer;
 using sluice::test::http_request;
+using sluice::test::kSecret;
 using sluice::test::TestBroker;
 
 namespace {
@@ -28,59 +31,6 @@ template <class F>
 bool soon(F condition, std::chrono::seconds timeout = std::chrono::seconds(20)) {
   return eventually(condition, timeout, std::chrono::milliseconds(100));
 }
-
-constexpr const char* kSecret = "a-signing-secret-of-sufficient-length";
-
-/// The function: a Python HTTP server in its own process.
-class FunctionServer {
- public:
-  FunctionServer() : dir_(sluice::test::make_temp_dir("sluice-function")) {
-    std::ofstream(dir_ / "secret") << kSecret << "\n";
-    const auto port_file = dir_ / "port";
-    pid_ = sluice::test::spawn(
-        {"/usr/bin/python3", SLUICE_SOURCE_DIR "/tests/integration/function_server.py",
-         "--port-file", port_file.string(), "--secret-file", (dir_ / "secret").string()},
-        dir_ / "function.log", STDERR_FILENO);
-    REQUIRE(eventually([&] {
-      std::ifstream f(port_file);
-      return static_cast<bool>(f >> port_);
-    }));
-  }
-  ~FunctionServer() {
-    ::kill(pid_, SIGKILL);
-    ::waitpid(pid_, nullptr, 0);
-    std::error_code ignored;
-    std::filesystem::remove_all(dir_, ignored);
-  }
-  std::string url() const { return "http://127.0.0.1:" + std::to_string(port_) + "/fn"; }
-  void control(const json& what) const {
-    REQUIRE(http_request(port_, "POST", "/_control", what.dump()).status == 204);
-  }
-  json stats() const {
-    auto r = http_request(port_, "GET", "/_stats");
-    REQUIRE(r.status == 200);
-    return json::parse(r.body);
-  }
-  /// Every message id the function was sent, with how many times.
-  std::map<std::string, int> seen() const {
-    auto r = http_request(port_, "GET", "/_seen");
-    REQUIRE(r.status == 200);
-    std::map<std::string, int> out;
-    const json answer = json::parse(r.body);
-    for (const auto& [id, n] : answer["seen"].items()) out[id] = n.get<int>();
-    return out;
-  }
-  std::size_t requests() const {
-    auto r = http_request(port_, "GET", "/_seen");
-    REQUIRE(r.status == 200);
-    return json::parse(r.body)["requests"].get<std::size_t>();
-  }
-
- private:
-  std::filesystem::path dir_;
-  pid_t pid_ = -1;
-  std::uint16_t port_ = 0;
-};
 
 /// sluiced flags for a trigger named `fn` on queue `queue`, plus `extra` settings.
 std::vector<std::string> trigger_flags(const FunctionServer& f, const std::filesystem::path& secret,
@@ -167,7 +117,7 @@ TEST_CASE("trigger: 429 with Retry-After: nothing is sent for that long, and no 
   CHECK(eventually([&] { return ready_and_in_flight(*producer, "slow") == 0; }));
 }
 
-TEST_CASE("trigger: batches of at most 10; a partial failure retries exactly the listed ids") {
+TEST_CASE("trigger: batches of at most 10, a partial failure retries exactly the listed ids") {
   FunctionServer function;
   const auto secret = write_secret(kSecret);
   TestBroker broker(trigger_flags(function, secret, "bulk",
@@ -242,7 +192,7 @@ TEST_CASE("trigger: key order holds at the function, one invocation per key, acr
   }
 }
 
-TEST_CASE("trigger: requests are signed; a function with another secret rejects them all") {
+TEST_CASE("trigger: requests are signed, a function with another secret rejects them all") {
   FunctionServer function;
   const auto wrong = write_secret("not-the-secret-the-function-has");
   TestBroker broker(
@@ -595,6 +545,52 @@ TEST_CASE("trigger: rate and burst bound the messages pushed to the function") {
   const double later =
       std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count();
   CHECK(static_cast<double>(stats->front().ready) >= 200 - 5 - 20 * later);
+}
+
+TEST_CASE("trigger: a hang past the timeout and a reset are failed attempts, with their reasons") {
+  FunctionServer function;
+  function.control({{"mode", "hang"}});
+  const auto secret = write_secret(kSecret);
+  TestBroker broker(
+      trigger_flags(function, secret, "fragile",
+                    {{"triggers.fn.timeout", "300ms"}, {"queues.fragile.max_attempts", "1"}}));
+  auto producer = broker.connect("producer");
+  // The correlation id and a W3C traceparent travel with the message to the function.
+  const std::string traceparent = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01";
+  REQUIRE(
+      producer
+          ->publish("fragile",
+                    {"slow", {{"sluice-correlation-id", "order-7"}, {"traceparent", traceparent}}})
+          .ok());
+  const auto dead_letters = [&] {
+    sluice::client::DeadLetterQuery q;
+    q.queue = "fragile";
+    auto r = producer->dead_letters(q);
+    REQUIRE(r.ok());
+    return r->entries;
+  };
+  // One attempt: the timeout dead-letters it, with the timeout as the reason.
+  REQUIRE(soon([&] { return dead_letters().size() == 1; }));
+  CHECK(dead_letters()[0].reason == "no answer within 300 ms");
+  const json first = function.stats()["requests"][0];
+  CHECK(first["headers"]["sluice-correlation-id"] == "order-7");
+  CHECK(first["headers"]["traceparent"] == traceparent);
+
+  // A connection reset: the socket's error is the reason.
+  function.control({{"mode", "reset"}});
+  REQUIRE(producer->publish("fragile", {"reset", {}}).ok());
+  REQUIRE(soon([&] { return dead_letters().size() == 2; }));
+  const std::string reason = dead_letters()[1].reason;
+  MESSAGE("a reset is recorded as: " << reason);
+  CHECK(!reason.empty());
+  CHECK(reason.find("answered") == std::string::npos);  // not mistaken for a status
+  const std::string metrics = http_request(broker.http_port(), "GET", "/metrics").body;
+  CHECK(metrics.find("sluice_trigger_invocations_total{trigger=\"fn\",outcome=\"timeout\"} 1") !=
+        std::string::npos);
+  CHECK(metrics.find(
+            "sluice_trigger_invocations_total{trigger=\"fn\",outcome=\"connect_error\"} 1") !=
+        std::string::npos);
+  function.control({{"mode", "ok"}});
 }
 
 TEST_CASE("trigger: a producer's headers cannot forge HTTP headers or the trigger's own") {

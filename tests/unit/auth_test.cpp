@@ -56,7 +56,7 @@ TEST_SUITE("auth") {
     CHECK(auth.check_metrics(g) == errc::ok);
   }
 
-  TEST_CASE("rights follow the patterns; admin implies the rest") {
+  TEST_CASE("rights follow the patterns, admin implies the rest") {
     Authorizer auth;
     auth.configure({token("producer", "secret-producer-0123456789", {"orders.*"}, {}, {}),
                     token("consumer", "secret-consumer-0123456789", {}, {"orders.*"}, {}),

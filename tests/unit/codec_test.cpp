@@ -485,11 +485,12 @@ TEST_CASE("stats_result and error round-trip") {
   CHECK(e.retry_after_ms == 250);
 }
 
-TEST_CASE("triggers and triggers_result round-trip; a request is checked") {
+TEST_CASE("triggers and triggers_result round-trip, a request is checked") {
   std::string f;
   encode_triggers(f, TriggerRequest{7, TriggerOp::pause, "resize", ""});
   TriggerRequest request;
-  REQUIRE(decode_triggers(body_of(f), request));
+  std::string body = body_of(f);  // the request's views point into it
+  REQUIRE(decode_triggers(body, request));
   CHECK(request.request_id == 7);
   CHECK(request.op == TriggerOp::pause);
   CHECK(request.name == "resize");
@@ -510,7 +511,8 @@ TEST_CASE("triggers and triggers_result round-trip; a request is checked") {
   f.clear();
   encode_triggers_result(f, out);
   TriggerResult in;
-  REQUIRE(decode_triggers_result(body_of(f), in));
+  body = body_of(f);
+  REQUIRE(decode_triggers_result(body, in));
   CHECK(in.request_id == 11);
   REQUIRE(in.entries.size() == 2);
   CHECK(in.entries[0].name == "a");
@@ -528,7 +530,8 @@ TEST_CASE("triggers and triggers_result round-trip; a request is checked") {
   out.invocation = {1, 0, 30'000'000, "timed out", big};
   f.clear();
   encode_triggers_result(f, out);
-  REQUIRE(decode_triggers_result(body_of(f), in));
+  body = body_of(f);
+  REQUIRE(decode_triggers_result(body, in));
   REQUIRE(in.invoked);
   CHECK(in.invocation.outcome == 1);
   CHECK(in.invocation.took_us == 30'000'000);

@@ -825,7 +825,7 @@ max_wait = "1m"
     CHECK_FALSE(cfg::validate(clash));
   }
 
-  TEST_CASE("config files are ASCII; other characters go in strings as escapes") {
+  TEST_CASE("config files are ASCII, other characters go in strings as escapes") {
     // Found by fuzzing: non-ASCII bytes reach undefined behaviour inside toml++ 3.3.
     auto error = load_error("[queue_]\nlist\xd1\x9an = \"x\"\n");
     CHECK(error.line == 2);

@@ -47,7 +47,7 @@ TEST_CASE("durable: a publish is delivered only once its write is committed, in 
   CHECK(q.counters().staged == 0);
 }
 
-TEST_CASE("durable: deliveries, delays and acks are written through; memory queues write nothing") {
+TEST_CASE("durable: deliveries, delays and acks are written through, memory queues write nothing") {
   Engine e;
   RecordingJournal journal;
   e.set_journal(&journal);

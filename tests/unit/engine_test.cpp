@@ -33,7 +33,7 @@ TEST_CASE(
 }
 
 TEST_CASE(
-    "engine: a consumer never holds more than its credit; each ack lets exactly one more through") {
+    "engine: a consumer never holds more than its credit, each ack lets exactly one more through") {
   Engine e;
   auto& q = e.queue("q");
   RecordingSink sink;
@@ -153,7 +153,7 @@ TEST_CASE("engine: a disconnect puts held messages back at the front at once, in
   CHECK(q.consumer_count() == 1);
 }
 
-TEST_CASE("engine: nack redelivers; with a delay, not before the delay") {
+TEST_CASE("engine: nack redelivers, with a delay, not before the delay") {
   Engine e;
   engine::QueueOptions options;
   options.retry.initial_backoff = 0;  // a nack without a delay retries at once

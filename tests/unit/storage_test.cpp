@@ -54,7 +54,7 @@ Db create_db(Env& env, std::string_view name) {
 
 }  // namespace
 
-TEST_CASE("storage: committed writes survive reopening; aborted ones do not") {
+TEST_CASE("storage: committed writes survive reopening, aborted ones do not") {
   TempDir dir;
   {
     Env env;
