@@ -204,8 +204,14 @@ int main(int argc, char** argv) {
   if (store->temporary())
     sluice::log::warn("storage_temporary")
         .str("effect",
-             "storage.path is not set: dead letters are kept only until sluiced stops, and no "
+             "storage.path is \"\": dead letters are kept only until sluiced stops, and no "
              "queue can be durable");
+  else if (!settings.storage_path_given)
+    sluice::log::info("storage_default")
+        .str("path", settings.storage_path)
+        .str("effect",
+             "storage.path is not set: durable queues and dead letters live here and survive "
+             "restarts (storage.path = \"\" keeps them in memory only)");
   net::LiveConfig live(engine, source, settings);
   live.apply_at_start();
   {

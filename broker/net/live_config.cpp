@@ -21,6 +21,7 @@ Error load_settings(const SettingsSource& source, config::Settings& out) {
   for (const auto& [name, value] : source.flags) {
     if (auto err = config::apply_setting(settings, name, value)) return invalid(*err);
   }
+  config::resolve_defaults(settings);
   if (auto err = config::validate(settings)) return invalid(*err);
   out = std::move(settings);
   return {};

@@ -9,6 +9,8 @@
 #include "sluice/security/token.hpp"
 
 #include <algorithm>
+#include <cstdlib>
+#include <filesystem>
 
 namespace sluice::config {
 // The helpers of settings_internal.hpp.
@@ -217,12 +219,26 @@ std::optional<ConfigError> validate(const Settings& settings) {
         durable = "queues." + queue.name;
     }
     if (!durable.empty()) {
-      return ConfigError{"", 0, durable + ".durability",
-                         "\"durable\" needs a data directory, and storage.path is not set",
-                         "\"memory\", or set storage.path to a directory sluiced may write"};
+      return ConfigError{
+          "", 0, durable + ".durability",
+          "\"durable\" needs a data directory, and storage.path is \"\" (memory only)",
+          "\"memory\", or storage.path set to a directory sluiced may write (or left "
+          "out: the default data directory)"};
     }
   }
   return std::nullopt;
+}
+
+void resolve_defaults(Settings& settings) {
+  if (settings.storage_path_given) return;
+  std::string path = "sluice-data";
+  if (const char* state = std::getenv("STATE_DIRECTORY"); state != nullptr && *state != '\0') {
+    const std::string_view dirs(state);
+    path = std::string(dirs.substr(0, dirs.find(':')));
+  }
+  std::error_code ec;
+  const auto absolute = std::filesystem::absolute(path, ec);
+  settings.storage_path = ec ? path : absolute.lexically_normal().string();
 }
 
 bool parse_endpoint(std::string_view text, std::string& host, uint16_t& port) {

@@ -147,7 +147,11 @@ constexpr std::string_view kJitterChoices[] = {"none", "full", "equal"};
 constexpr Field<Settings> kStorageFields[] = {
     {.key = "path",
      .rule = {.kind = Kind::path},
-     .store = [](Settings& s, const Parsed& v) { s.storage_path = v.text; }},
+     .store =
+         [](Settings& s, const Parsed& v) {
+           s.storage_path = v.text;
+           s.storage_path_given = true;
+         }},
     {.key = "sync",
      .rule = {.kind = Kind::choice,
               .choices = kSyncChoices,

@@ -42,7 +42,10 @@ Error DataDir::open(const std::string& path, const Env::Options& options) {
 Error DataDir::open_locked(const std::string& path, const Env::Options& options) {
   path_ = path;
   std::error_code ec;
-  std::filesystem::create_directories(path, ec);
+  // A directory made here is its user's alone (0700): it holds every message.
+  if (std::filesystem::create_directories(path, ec) && !ec)
+    std::filesystem::permissions(path, std::filesystem::perms::owner_all,
+                                 std::filesystem::perm_options::replace, ec);
   if (ec) return storage_error("cannot create data directory " + path + ": " + ec.message());
 
   const std::string lock_path = path + "/sluiced.lock";

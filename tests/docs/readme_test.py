@@ -53,7 +53,7 @@ port_file = os.path.join(tmp, "port")
 log = open(os.path.join(tmp, "log"), "w")
 broker = subprocess.Popen([os.path.join(build, "broker", "sluiced"), "--listen", "127.0.0.1:0",
                            "--http-listen", "127.0.0.1:0", "--port-file", port_file],
-                          stderr=log)
+                          stderr=log, cwd=tmp)  # its default data directory goes there
 try:
     deadline = time.time() + 10
     ports = None

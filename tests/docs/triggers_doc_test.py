@@ -83,7 +83,7 @@ broker = subprocess.Popen([os.path.join(build, "broker", "sluiced"), "--listen",
                            "--set", "triggers.resize-images.queue=photos",
                            "--set", "triggers.resize-images.url=http://127.0.0.1:%d/" % port,
                            "--set", "triggers.resize-images.signing_secret_file=" + secret_file],
-                          stderr=log)
+                          stderr=log, cwd=tmp)  # its default data directory goes there
 try:
     check(wait_for(lambda: os.path.exists(port_file)), "sluiced started")
     protocol_port = open(port_file).read().split()[0]

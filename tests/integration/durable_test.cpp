@@ -3,12 +3,15 @@
 // times, a directory in use is refused, a full store pushes back and then
 // recovers, and a crash loop loses nothing that was confirmed.
 #include <doctest/doctest.h>
+#include <signal.h>
+#include <sys/wait.h>
 
 #include <algorithm>
 #include <atomic>
 #include <cstdio>
 #include <deque>
 #include <filesystem>
+#include <fstream>
 #include <map>
 #include <mutex>
 #include <optional>
@@ -198,12 +201,83 @@ TEST_CASE("durable: a data directory is used by one sluiced at a time") {
   CHECK(std::count(second.out.begin(), second.out.end(), '\n') == 1);  // one line
 }
 
-TEST_CASE("durable: a durable queue without storage.path is refused at start") {
-  const auto result = sluice::test::run_command(
-      std::string(SLUICED_PATH) + " --listen 127.0.0.1:0 --set queues.d.durability=durable 2>&1");
+TEST_CASE("durable: a durable queue with storage.path = \"\" (memory only) is refused at start") {
+  const auto result = sluice::test::run_command(std::string(SLUICED_PATH) +
+                                                " --listen 127.0.0.1:0 --set storage.path= "
+                                                "--set queues.d.durability=durable 2>&1");
   CHECK(result.status == 2);
   CHECK(result.out.find("queues.d.durability") != std::string::npos);
-  CHECK(result.out.find("storage.path is not set") != std::string::npos);
+  CHECK(result.out.find("storage.path is \"\" (memory only)") != std::string::npos);
+}
+
+TEST_CASE("durable: a bare sluiced keeps its data in ./sluice-data, so a dead letter outlives it") {
+  // No storage flag at all: the default data directory, in the working directory.
+  sluice::test::ScopedTempDir cwd("sluice-bare");
+  std::uint64_t entry = 0;
+  for (int run = 0; run < 2; ++run) {
+    CAPTURE(run);
+    const auto port_file = cwd.path / ("port" + std::to_string(run));
+    const pid_t pid = sluice::test::spawn({SLUICED_PATH, "--listen", "127.0.0.1:0", "--http-listen",
+                                           "127.0.0.1:0", "--port-file", port_file.string()},
+                                          cwd.path / ("sluiced" + std::to_string(run) + ".log"),
+                                          STDERR_FILENO, cwd.path);
+    std::uint16_t port = 0;
+    REQUIRE(eventually([&] {
+      std::ifstream f(port_file);
+      return static_cast<bool>(f >> port);
+    }));
+    sluice::client::Options o;
+    o.host = "127.0.0.1";
+    o.port = port;
+    auto connected = sluice::client::Connection::connect(o);
+    REQUIRE(connected.ok());
+    std::unique_ptr<Connection> conn = std::move(connected).value();
+    sluice::client::DeadLetterQuery list;
+    list.queue = "bare";
+    if (run == 0) {
+      REQUIRE(conn->publish("bare", sluice::test::text_message("poison")).ok());
+      std::mutex mutex;
+      std::optional<sluice::client::LeaseHandle> held;
+      REQUIRE(conn->subscribe("bare", {},
+                              [&](const sluice::client::Delivery& d) {
+                                std::lock_guard lock(mutex);
+                                held = sluice::client::handle(d);
+                                return sluice::client::Disposition::manual;
+                              })
+                  .ok());
+      REQUIRE(eventually([&] {
+        std::lock_guard lock(mutex);
+        return held.has_value();
+      }));
+      sluice::client::NackOptions poison;
+      poison.reason = "bad";
+      poison.dead_letter = true;
+      REQUIRE_FALSE(conn->nack(*held, poison));
+      REQUIRE(eventually([&] {
+        auto r = conn->dead_letters(list);
+        return r.ok() && r->entries.size() == 1;
+      }));
+      entry = conn->dead_letters(list)->entries.at(0).entry_id;
+      // Created for it, readable by its user only.
+      const auto perms = std::filesystem::status(cwd.path / "sluice-data").permissions();
+      CHECK((perms & std::filesystem::perms::all) == std::filesystem::perms::owner_all);
+    } else {
+      auto r = conn->dead_letters(list);
+      REQUIRE(r.ok());
+      REQUIRE(r->entries.size() == 1);
+      CHECK(r->entries[0].entry_id == entry);
+      CHECK(r->entries[0].reason == "bad");
+    }
+    conn.reset();
+    ::kill(pid, SIGTERM);
+    int status = 0;
+    ::waitpid(pid, &status, 0);
+    CHECK(WIFEXITED(status));
+  }
+  std::ifstream log(cwd.path / "sluiced0.log");
+  const std::string text((std::istreambuf_iterator<char>(log)), std::istreambuf_iterator<char>());
+  CHECK(text.find("\"event\":\"storage_default\"") != std::string::npos);
+  CHECK(text.find((cwd.path / "sluice-data").string()) != std::string::npos);
 }
 
 TEST_CASE("durable: at storage.max_size publishes meet the overflow policy, then resume") {

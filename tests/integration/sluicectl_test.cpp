@@ -118,7 +118,8 @@ TEST_CASE("sluicectl publishes, shows stats and consumes") {
   r = run_command(ctl + " stats");
   REQUIRE(r.status == 0);
   auto table = lines(r.out);
-  REQUIRE(table.size() == 2);
+  REQUIRE(table.size() == 4);  // heading, the queue, a blank line, the storage line
+  CHECK(contains(table[3], "STORAGE"));
   CHECK(contains(table[0], "READY"));
   CHECK(contains(table[0], "CONSUMERS"));
   std::istringstream row(table[1]);

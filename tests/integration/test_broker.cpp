@@ -25,10 +25,12 @@ std::filesystem::path make_temp_dir(const std::string& prefix) {
   return dir;
 }
 
-pid_t spawn(std::vector<std::string> args, const std::filesystem::path& output, int fd) {
+pid_t spawn(std::vector<std::string> args, const std::filesystem::path& output, int fd,
+            const std::filesystem::path& cwd) {
   const pid_t pid = ::fork();
   REQUIRE(pid >= 0);
   if (pid == 0) {
+    if (!cwd.empty() && ::chdir(cwd.c_str()) != 0) std::_Exit(126);
     const int out = ::open(output.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
     if (out >= 0) {
       ::dup2(out, fd);
@@ -50,7 +52,8 @@ TestBroker::TestBroker(std::vector<std::string> extra_args) : dir_(make_temp_dir
                                    "127.0.0.1:0", "--port-file", port_file.string()};
   args.insert(args.end(), extra_args.begin(), extra_args.end());
 
-  pid_ = spawn(args, log_file, STDERR_FILENO);
+  // In its own directory: a bare sluiced keeps its data in ./sluice-data.
+  pid_ = spawn(args, log_file, STDERR_FILENO, dir_);
   const bool listening = eventually(
       [&] {
         int status = 0;

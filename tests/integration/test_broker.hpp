@@ -73,8 +73,10 @@ class HoldingConsumer {
 
 /// A TCP connection to 127.0.0.1:`port` as a raw descriptor (the caller closes
 /// it), for sending what no client library would; fails the test if refused.
-/// Starts `args` (argv[0] a path) as a child with `fd` (stdout or stderr) sent to `output`.
-pid_t spawn(std::vector<std::string> args, const std::filesystem::path& output, int fd);
+/// Starts `args` (argv[0] a path) as a child with `fd` (stdout or stderr) sent to `output`,
+/// in the working directory `cwd` (empty: this one).
+pid_t spawn(std::vector<std::string> args, const std::filesystem::path& output, int fd,
+            const std::filesystem::path& cwd = {});
 
 int connect_loopback(std::uint16_t port);
 

@@ -7,6 +7,7 @@
 #include <unistd.h>
 
 #include <chrono>
+#include <cstdlib>
 #include <filesystem>
 #include <fstream>
 #include <sstream>
@@ -779,13 +780,31 @@ durability = "durable"
     error = load_error("[storage]\nmax_size = \"512KiB\"\n");
     CHECK(contains(error.problem, "below the minimum of 1MiB"));
 
+    // Left out, storage.path is $STATE_DIRECTORY's first directory, else ./sluice-data;
+    // given (even ""), it stays.
+    {
+      cfg::Settings bare;
+      ::unsetenv("STATE_DIRECTORY");
+      cfg::resolve_defaults(bare);
+      CHECK(bare.storage_path == (std::filesystem::current_path() / "sluice-data").string());
+      cfg::Settings systemd;
+      ::setenv("STATE_DIRECTORY", "/var/lib/sluice:/var/lib/other", 1);
+      cfg::resolve_defaults(systemd);
+      CHECK(systemd.storage_path == "/var/lib/sluice");
+      cfg::Settings memory;
+      REQUIRE_FALSE(cfg::apply_setting(memory, "storage.path", ""));
+      cfg::resolve_defaults(memory);
+      CHECK(memory.storage_path.empty());
+      ::unsetenv("STATE_DIRECTORY");
+    }
+
     // A durable queue needs a data directory.
     cfg::Settings no_path;
     REQUIRE_FALSE(cfg::apply_setting(no_path, "queues.orders.durability", "durable"));
     auto invalid = cfg::validate(no_path);
     REQUIRE(invalid.has_value());
     CHECK(invalid->setting == "queues.orders.durability");
-    CHECK(contains(invalid->problem, "storage.path is not set"));
+    CHECK(contains(invalid->problem, "storage.path is \"\" (memory only)"));
     cfg::Settings defaults_durable;
     defaults_durable.queue_defaults.durability = cfg::Durability::durable;
     invalid = cfg::validate(defaults_durable);

@@ -244,8 +244,12 @@ struct Settings {
   uint32_t max_queues = 10000;
 
   // [storage]
-  /// storage.path: the data directory of durable queues ("" = none: no queue may be durable).
+  /// storage.path: the data directory of durable queues and dead letters. When the config
+  /// does not give it, resolve_defaults() makes it $STATE_DIRECTORY (systemd) or ./sluice-data.
+  /// "" = none: memory only (dead letters last until sluiced stops; no queue may be durable).
   std::string storage_path;
+  /// True once the config file or a flag gave storage.path (even ""): no default applies.
+  bool storage_path_given = false;
   /// storage.sync: true = "fsync" (a commit is on disk before publishes are confirmed),
   /// false = "nosync" (an OS crash or power loss can lose the last commits; a process crash
   /// cannot).
@@ -314,6 +318,11 @@ std::optional<ConfigError> load_text(std::string_view content, const std::string
 /// integers, sizes, durations, and strings without quotes. Error file is "command line".
 std::optional<ConfigError> apply_setting(Settings& settings, std::string_view name,
                                          std::string_view value);
+
+/// Fills the defaults that depend on where sluiced runs: storage.path, when not given, is the
+/// first directory of $STATE_DIRECTORY (set by systemd's StateDirectory=), else
+/// "sluice-data" in the working directory, made absolute.
+void resolve_defaults(Settings& settings);
 
 /// Checks what single settings cannot: every value in range (also for Settings built in code),
 /// max_payload_bytes <= max_frame_bytes - 65536, declared queue names valid and unique.
