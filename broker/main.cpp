@@ -33,6 +33,7 @@
 #include "broker.hpp"
 #include "listener.hpp"
 #include "session.hpp"
+#include "systemd_notify.hpp"
 #include "triggers.hpp"
 #include "live_config.hpp"
 #include "sluice/config/settings.hpp"
@@ -315,6 +316,12 @@ int main(int argc, char** argv) {
       .unum("tokens", settings.tokens.size())
       .str("version", SLUICE_VERSION);
 
+  // Recovered and listening: systemd (Type=notify) may start what depends on us.
+  net::SystemdNotifier systemd(io);
+  systemd.notify("READY=1\nSTATUS=listening on protocol port " + std::to_string(server.port()) +
+                 (http ? ", http port " + std::to_string(http_port) : std::string()));
+  systemd.start_watchdog();
+
   boost::asio::signal_set signals(io, SIGINT, SIGTERM, SIGHUP);
   std::function<void(const boost::system::error_code&, int)> on_signal =
       [&](const boost::system::error_code& ec, int signal) {
@@ -325,6 +332,8 @@ int main(int argc, char** argv) {
           return;
         }
         sluice::log::info("stopping").str("signal", signal == SIGTERM ? "SIGTERM" : "SIGINT");
+        systemd.notify("STOPPING=1");
+        systemd.stop_watchdog();
         store->dead_letters().stop_timers();
         triggers.stop();
         metrics.set_ready(false);

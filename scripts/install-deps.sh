@@ -20,7 +20,10 @@ packages=(
   doctest-dev           # tests
   libssl-dev            # TLS
   openssl curl          # the TLS test makes certificates and talks HTTPS with curl
-  python3               # test helpers
+  python3 python3-yaml  # test helpers; the Kubernetes manifests' checks
+  systemd               # systemd-analyze verify of packaging/sluiced.service
+  lmdb-utils            # mdb_copy: the backup test (docs/operations.md)
+  dpkg-dev              # dpkg-shlibdeps, for the Debian package (CPack)
   clang-14 libclang-rt-14-dev  # libFuzzer targets (scripts/fuzz.sh)
 )
 
