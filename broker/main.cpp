@@ -47,7 +47,8 @@ Runs the Sluice queue broker. With no options it listens on 127.0.0.1:7450
 with embedded defaults; see config/sluiced.example.toml for every setting.
 
 options:
-  --config FILE         read settings from a TOML file
+  --config FILE         read settings from a TOML file; repeatable, a later file wins
+                        (e.g. settings from one file, tokens from another)
   --listen HOST:PORT    protocol listener (default 127.0.0.1:7450; port 0 = any free port)
   --http-listen HOST:PORT  HTTP API, /metrics and health (default 127.0.0.1:7451)
   --port-file PATH      after binding, write the bound ports to PATH (protocol, then HTTP)
@@ -132,7 +133,8 @@ std::optional<int> parse_command_line(int argc, char** argv, sluice::net::Settin
       [](const CLI::App*, std::string, CLI::AppFormatMode) { return std::string(kUsage); });
   app.set_version_flag("--version", "sluiced " SLUICE_VERSION);
   app.option_defaults()->multi_option_policy(CLI::MultiOptionPolicy::TakeLast);
-  app.add_option("--config", source.config_file);
+  app.add_option("--config", source.config_files)
+      ->multi_option_policy(CLI::MultiOptionPolicy::TakeAll);
   app.add_flag("--check", check_only);
   // Flags that set a setting are kept in the order given: a later one wins.
   auto setting = [&](const std::string& flag, std::string name) {

@@ -15,8 +15,8 @@ Error invalid(const config::ConfigError& e) {
 
 Error load_settings(const SettingsSource& source, config::Settings& out) {
   config::Settings settings;
-  if (!source.config_file.empty()) {
-    if (auto err = config::load_file(source.config_file, settings)) return invalid(*err);
+  for (const auto& file : source.config_files) {
+    if (auto err = config::load_file(file, settings)) return invalid(*err);
   }
   for (const auto& [name, value] : source.flags) {
     if (auto err = config::apply_setting(settings, name, value)) return invalid(*err);

@@ -19,9 +19,10 @@
 
 namespace sluice::net {
 
-/// Where settings come from: an optional file, then name=value flags in order.
+/// Where settings come from: config files in order (a later one wins; e.g. the settings
+/// from a ConfigMap, then tokens from a Secret), then name=value flags in order.
 struct SettingsSource {
-  std::string config_file;  // "" = none
+  std::vector<std::string> config_files;
   std::vector<std::pair<std::string, std::string>> flags;
 };
 

@@ -1,6 +1,7 @@
 // The real sluiced, driven through the client library: delivery with credit,
 // leases, redelivery, stale acks, shutdown and start-up errors.
 #include <doctest/doctest.h>
+#include <signal.h>
 
 #include <atomic>
 #include <condition_variable>
@@ -10,6 +11,9 @@
 #include <set>
 #include <thread>
 
+#include <nlohmann/json.hpp>
+
+#include "http_client.hpp"
 #include "test_broker.hpp"
 
 namespace {
@@ -334,6 +338,25 @@ TEST_CASE("a bad setting stops sluiced at start with one line naming it") {
     INFO(r.out);
     CHECK(r.status == 0);
   }
+}
+
+TEST_CASE("--config twice: both files apply, the later one wins, and SIGHUP reads both again") {
+  sluice::test::ScopedTempDir dir("sluice-two-configs");
+  const auto first = dir.path / "sluiced.toml", second = dir.path / "more.toml";
+  std::ofstream(first) << "[queues.x]\nmax_messages = 5\nmax_attempts = 3\n";
+  std::ofstream(second) << "[queues.x]\nmax_messages = 7\n";
+  TestBroker broker({"--config", first.string(), "--config", second.string()});
+  const auto settings = [&] {
+    const auto r = sluice::test::http_request(broker.http_port(), "GET", "/v1/queues/x");
+    REQUIRE(r.status == 200);
+    return nlohmann::json::parse(r.body)["settings"];
+  };
+  CHECK(settings()["max_messages"] == 7);  // the second file's
+  CHECK(settings()["max_attempts"] == 3);  // the first file's, untouched by the second
+  std::ofstream(second) << "[queues.x]\nmax_messages = 9\n";
+  ::kill(broker.pid(), SIGHUP);
+  CHECK(eventually([&] { return settings()["max_messages"] == 9; }));
+  CHECK(settings()["max_attempts"] == 3);
 }
 
 TEST_CASE("a consumer process killed with SIGKILL mid-flight loses nothing") {
