@@ -19,6 +19,7 @@ packages=(
   libcli11-dev          # command-line parsing (sluiced, sluicectl)
   doctest-dev           # tests
   libssl-dev            # TLS
+  zlib1g-dev            # gzip for /metrics
   openssl curl          # the TLS test makes certificates and talks HTTPS with curl
   python3 python3-yaml  # test helpers; the Kubernetes manifests' checks
   systemd               # systemd-analyze verify of packaging/sluiced.service

@@ -1,5 +1,7 @@
 #include "http_util.hpp"
 
+#include <zlib.h>
+
 #include <openssl/evp.h>
 
 #include <cstring>
@@ -10,6 +12,50 @@
 #include <cstdint>
 
 namespace sluice::net {
+
+bool accepts_gzip(const std::string* accept_encoding) noexcept {
+  if (accept_encoding == nullptr) return false;
+  std::string_view rest(*accept_encoding);
+  while (!rest.empty()) {
+    const auto comma = rest.find(',');
+    std::string_view item = rest.substr(0, comma);
+    rest = comma == std::string_view::npos ? std::string_view{} : rest.substr(comma + 1);
+    const auto semicolon = item.find(';');
+    std::string_view coding = item.substr(0, semicolon);
+    std::string_view params =
+        semicolon == std::string_view::npos ? std::string_view{} : item.substr(semicolon + 1);
+    const auto trim = [](std::string_view v) {
+      while (!v.empty() && (v.front() == ' ' || v.front() == '\t')) v.remove_prefix(1);
+      while (!v.empty() && (v.back() == ' ' || v.back() == '\t')) v.remove_suffix(1);
+      return v;
+    };
+    coding = trim(coding);
+    params = trim(params);
+    const bool named = coding.size() == 4 && (coding[0] | 0x20) == 'g' &&
+                       (coding[1] | 0x20) == 'z' && (coding[2] | 0x20) == 'i' &&
+                       (coding[3] | 0x20) == 'p';
+    if (!named && coding != "*") continue;
+    // q=0, q=0.0, q=0.00...: refused.
+    const bool refused =
+        params.starts_with("q=0") && params.find_first_not_of("0.", 2) == std::string_view::npos;
+    return !refused;
+  }
+  return false;
+}
+
+std::string gzip(std::string_view bytes) {
+  z_stream z{};
+  if (deflateInit2(&z, Z_BEST_SPEED, Z_DEFLATED, 15 + 16, 8, Z_DEFAULT_STRATEGY) != Z_OK) return {};
+  std::string out(deflateBound(&z, static_cast<uLong>(bytes.size())), '\0');
+  z.next_in = reinterpret_cast<Bytef*>(const_cast<char*>(bytes.data()));
+  z.avail_in = static_cast<uInt>(bytes.size());
+  z.next_out = reinterpret_cast<Bytef*>(out.data());
+  z.avail_out = static_cast<uInt>(out.size());
+  const int result = deflate(&z, Z_FINISH);
+  out.resize(z.total_out);
+  deflateEnd(&z);
+  return result == Z_STREAM_END ? out : std::string();
+}
 
 bool valid_utf8(std::string_view s) noexcept {
   for (std::size_t at = 0; at < s.size();) {

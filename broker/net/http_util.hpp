@@ -14,6 +14,12 @@ namespace sluice::net {
 bool valid_utf8(std::string_view s) noexcept;
 /// Standard base64 with padding.
 std::string base64_encode(std::string_view bytes);
+/// True when an Accept-Encoding value (null: none sent) takes gzip: "gzip" or "*" listed
+/// without q=0.
+bool accepts_gzip(const std::string* accept_encoding) noexcept;
+/// `bytes` gzip-compressed (RFC 1952, zlib's fastest level: a scrape is compressed on
+/// every request); empty on a zlib failure.
+std::string gzip(std::string_view bytes);
 /// Decodes standard base64 (padding optional, no whitespace); nullopt when malformed.
 std::optional<std::string> base64_decode(std::string_view text);
 /// Splits "path?query" and decodes the query's name=value pairs (%XX and '+').

@@ -469,6 +469,37 @@ TEST_CASE("metrics: a real Prometheus server scrapes sluiced and sees the counts
   CHECK(queries > 20);
 }
 
+TEST_CASE("metrics: 1,000 queues scrape clean, and gzip when the scraper asks") {
+  TestBroker broker;
+  for (int i = 0; i < 1000; ++i)
+    REQUIRE(post(broker, "/v1/queues/q" + std::to_string(i) + "/messages", "m").status == 202);
+  const std::string url = "http://127.0.0.1:" + std::to_string(broker.http_port()) + "/metrics";
+  // curl --compressed asks for gzip and unpacks it; -D - shows the headers too.
+  const auto packed = sluice::test::run_command("curl -sS --compressed -D " +
+                                                broker.dir().string() + "/headers " + url);
+  REQUIRE(packed.status == 0);
+  std::ifstream headers(broker.dir() / "headers");
+  const std::string head((std::istreambuf_iterator<char>(headers)),
+                         std::istreambuf_iterator<char>());
+  CHECK(head.find("Content-Encoding: gzip") != std::string::npos);
+  CHECK(packed.out.find("sluice_queue_published_total{queue=\"q999\"} 1") != std::string::npos);
+  // Without asking, plain text, and the same exposition.
+  const auto plain = http_request(broker.http_port(), "GET", "/metrics");
+  CHECK(plain.header("content-encoding").empty());
+  CHECK(plain.body.find("sluice_queue_published_total{queue=\"q999\"} 1") != std::string::npos);
+  // The bytes on the wire when asked for gzip (curl does not unpack without --compressed).
+  const auto raw = sluice::test::run_command(
+      "curl -sS -H 'Accept-Encoding: gzip' -o /dev/null -w '%{size_download}' " + url);
+  REQUIRE(raw.status == 0);
+  const auto wire = std::stoul(raw.out);
+  MESSAGE("a scrape of 1,000 queues: " << plain.body.size() << " bytes, gzip " << wire << " bytes");
+  CHECK(wire > 1000);
+  CHECK(wire * 5 < plain.body.size());
+  const auto check = sluice::test::run_command("promtool check metrics 2>&1", plain.body);
+  INFO(check.out);
+  CHECK(check.status == 0);
+}
+
 TEST_CASE("http: request bodies are strict - wrong type, unknown field, duplicate key, BOM") {
   TestBroker broker;
   struct Case {

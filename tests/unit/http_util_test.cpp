@@ -65,3 +65,28 @@ TEST_CASE("trigger: URLs are parsed for the client as the config checks them") {
   CHECK_FALSE(Url::parse("http://host:0/"));
   CHECK_FALSE(Url::parse("http:///path"));
 }
+
+TEST_CASE("http_util: Accept-Encoding takes gzip unless it is refused") {
+  const auto takes = [](const char* value) {
+    const std::string v = value;
+    return accepts_gzip(&v);
+  };
+  CHECK_FALSE(accepts_gzip(nullptr));
+  CHECK(takes("gzip"));
+  CHECK(takes("GZIP"));
+  CHECK(takes("deflate, gzip;q=0.5"));
+  CHECK(takes("br, *"));
+  CHECK(takes("gzip, deflate, br"));  // what curl --compressed and Prometheus send
+  CHECK_FALSE(takes("identity"));
+  CHECK_FALSE(takes("gzip;q=0"));
+  CHECK_FALSE(takes("gzip; q=0.000"));
+  CHECK_FALSE(takes("deflate"));
+  CHECK_FALSE(takes("x-gzip2"));
+  // What gzip() makes starts as RFC 1952 says and is smaller for repetitive text.
+  const std::string text(10000, 'm');
+  const std::string packed = gzip(text);
+  REQUIRE(packed.size() > 18);
+  CHECK(static_cast<unsigned char>(packed[0]) == 0x1f);
+  CHECK(static_cast<unsigned char>(packed[1]) == 0x8b);
+  CHECK(packed.size() < text.size() / 10);
+}
