@@ -279,13 +279,16 @@ int main(int argc, char** argv) {
     http->set_tls(tls);
     if (auto problem = http->start()) return fail(problem.detail + " (http.listen)");
     metrics.set_http(http.get());
+    metrics.set_http_requests(&api.request_counts());
   }
   const std::uint16_t http_port = http ? http->port() : 0;
   if (!settings.port_file.empty() && !write_port_file(settings.port_file, server.port(), http_port))
     return fail("cannot write port file " + settings.port_file);
   net::Triggers triggers(broker);
   if (auto problem = triggers.apply(settings.triggers)) return fail(problem.detail);
+  metrics.set_per_queue(settings.metrics_per_queue);
   live.set_applied_hook([&](const config::Settings& applied) {
+    metrics.set_per_queue(applied.metrics_per_queue);
     if (auto problem = triggers.apply(applied.triggers))
       sluice::log::warn("reload_trigger_failed").str("problem", problem.detail);
   });

@@ -49,6 +49,9 @@ struct BrokerOptions {
   bool settle_after_commit = false;
 };
 
+/// The two ports, as labels of broker-wide counters.
+enum class Port : std::uint8_t { protocol, http };
+
 class Broker {
  public:
   /// `store` may be null (no storage: the fuzzer); when given it must outlive the broker.
@@ -78,6 +81,12 @@ class Broker {
   void set_configure_handler(ConfigureHandler handler) { configure_ = std::move(handler); }
   const ConfigureHandler& configure_handler() const noexcept { return configure_; }
 
+  /// A connection or request whose token was missing or unknown, by port.
+  void count_auth_failure(Port port) noexcept { ++auth_failures_[static_cast<int>(port)]; }
+  std::uint64_t auth_failures(Port port) const noexcept {
+    return auth_failures_[static_cast<int>(port)];
+  }
+
   /// Stopping: the deadline timer is not armed again, so io.run() can return.
   void stop();
   bool stopping() const noexcept { return stopping_; }
@@ -94,6 +103,7 @@ class Broker {
   ConfigureHandler configure_;
   boost::asio::steady_timer deadline_timer_;
   bool stopping_ = false;
+  std::uint64_t auth_failures_[2] = {0, 0};
 };
 
 }  // namespace sluice::net

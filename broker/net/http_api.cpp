@@ -4,6 +4,7 @@
 #include <boost/asio/steady_timer.hpp>
 
 #include <algorithm>
+#include <cstring>
 #include <cctype>
 
 #include "broker.hpp"
@@ -66,7 +67,29 @@ std::string_view bearer_token(const HttpRequest& request) {
 
 }  // namespace
 
+std::size_t HttpRequestCounts::route_of(std::string_view path) noexcept {
+  const auto index = [](std::string_view name) {
+    for (std::size_t i = 0; i < kRouteCount; ++i)
+      if (kRoutes[i] == name) return i;
+    return kRouteCount - 1;
+  };
+  if (path == "/v1/triggers" || path.starts_with("/v1/triggers/")) return index("/v1/triggers");
+  if (!path.starts_with("/v1/queues/")) return index(path);
+  std::string_view action = path.substr(std::strlen("/v1/queues/"));
+  const auto slash = action.find('/');
+  action = slash == std::string_view::npos ? std::string_view{} : action.substr(slash + 1);
+  if (action == "dlq" || action.starts_with("dlq/")) return index("/v1/queues/{queue}/dlq");
+  if (action.empty()) return index("/v1/queues/{queue}");
+  return index("/v1/queues/{queue}/" + std::string(action));
+}
+
 void HttpApi::handle(HttpRequest&& request, Respond respond) {
+  // Counted when answered, whenever that is (a long poll, a durable commit).
+  const std::size_t counted = HttpRequestCounts::route_of(split_target(request.target).first);
+  respond = [this, counted, inner = std::move(respond)](HttpResponse r) mutable {
+    if (r.status >= 100 && r.status < 600) ++counts_.counts[counted][r.status / 100 - 1];
+    inner(std::move(r));
+  };
   try {
     route(request, respond);
   } catch (const std::exception& e) {
@@ -101,6 +124,7 @@ void HttpApi::route(const HttpRequest& request, Respond& respond) {
   Grant grant;
   const std::string_view token = bearer_token(request);
   if (broker_.auth().authenticate(token, grant) != errc::ok) {
+    broker_.count_auth_failure(Port::http);
     log::warn("authentication_failed")
         .str("listener", "http")
         .str("peer", request.peer)

@@ -42,6 +42,32 @@ struct HttpApiOptions {
   std::chrono::milliseconds max_wait{20000};  // longest long poll
 };
 
+/// Requests answered by route (a fixed set: the queue name is not a label) and status class.
+struct HttpRequestCounts {
+  static constexpr std::string_view kRoutes[] = {
+      "/healthz",
+      "/readyz",
+      "/metrics",
+      "/v1/log-level",
+      "/v1/triggers",
+      "/v1/queues",
+      "/v1/queues/{queue}",
+      "/v1/queues/{queue}/messages",
+      "/v1/queues/{queue}/messages/batch",
+      "/v1/queues/{queue}/receive",
+      "/v1/queues/{queue}/ack",
+      "/v1/queues/{queue}/nack",
+      "/v1/queues/{queue}/extend",
+      "/v1/queues/{queue}/dlq",
+      "other",
+  };
+  static constexpr std::size_t kRouteCount = std::size(kRoutes);
+  /// The route a request path counts under.
+  static std::size_t route_of(std::string_view path) noexcept;
+  /// [route][status / 100 - 1]: 1xx to 5xx.
+  std::uint64_t counts[kRouteCount][5] = {};
+};
+
 class HttpApi final {
  public:
   HttpApi(Broker& broker, const Metrics& metrics, HttpApiOptions options);
@@ -59,7 +85,8 @@ class HttpApi final {
   /// consume its queue gives its messages back at once (and a waiting one
   /// answers 401 or 403).
   void recheck_grants();
-  /// The running triggers, for /v1/triggers (none: 404).
+  /// Requests answered so far, for sluice_http_requests_total.
+  const HttpRequestCounts& request_counts() const noexcept { return counts_; }
 
  private:
   struct Receive;
@@ -104,6 +131,7 @@ class HttpApi final {
   Broker& broker_;
   engine::Engine& engine_;
   const Metrics& metrics_;
+  HttpRequestCounts counts_;
   HttpApiOptions options_;
   Intake intake_;
   IntakeResult taken_;  // of the last publish

@@ -3,17 +3,22 @@
 #include "triggers.hpp"
 
 #include <prometheus/text_serializer.h>
+#include <sys/resource.h>
 #include <unistd.h>
 
 #include <algorithm>
 #include <cstdio>
+#include <cstring>
+#include <filesystem>
 #include <limits>
 
 #include "durable_store.hpp"
 #include "engine.hpp"
+#include "http_api.hpp"
 #include "http_server.hpp"
 #include "broker.hpp"
 #include "listener.hpp"
+#include "sluice/config/settings.hpp"
 
 namespace sluice::net {
 
@@ -40,20 +45,86 @@ ClientMetric& sample(MetricFamily& f, std::vector<ClientMetric::Label> labels, d
 }
 
 /// `per_unit`: observations per exposed unit (1e6 for µs → seconds). A
-/// division, so bounds like 100 µs come out as 0.0001 exactly.
-void histogram(MetricFamily& f, std::vector<ClientMetric::Label> labels, const engine::Histogram& h,
-               double per_unit) {
+/// division, so bounds like 100 µs come out as 0.0001 exactly. Several
+/// histograms (of one bound set) are summed into one series.
+void histogram(MetricFamily& f, std::vector<ClientMetric::Label> labels,
+               const std::vector<const engine::Histogram*>& hs, double per_unit) {
   ClientMetric& m = f.metric.emplace_back();
   m.label = std::move(labels);
-  m.histogram.sample_count = h.count();
-  m.histogram.sample_sum = static_cast<double>(h.sum()) / per_unit;
+  std::uint64_t count = 0, sum = 0;
+  for (const auto* h : hs) count += h->count(), sum += h->sum();
+  m.histogram.sample_count = count;
+  m.histogram.sample_sum = static_cast<double>(sum) / per_unit;
+  const auto& bounds = hs.front()->bounds();
   std::uint64_t cumulative = 0;
-  const auto& counts = h.counts();
-  for (std::size_t i = 0; i < h.bounds().size(); ++i) {
-    cumulative += counts[i];
-    m.histogram.bucket.push_back({cumulative, static_cast<double>(h.bounds()[i]) / per_unit});
+  for (std::size_t i = 0; i < bounds.size(); ++i) {
+    for (const auto* h : hs) cumulative += h->counts()[i];
+    m.histogram.bucket.push_back({cumulative, static_cast<double>(bounds[i]) / per_unit});
   }
-  m.histogram.bucket.push_back({h.count(), std::numeric_limits<double>::infinity()});
+  m.histogram.bucket.push_back({count, std::numeric_limits<double>::infinity()});
+}
+
+void histogram(MetricFamily& f, std::vector<ClientMetric::Label> labels, const engine::Histogram& h,
+               double per_unit) {
+  histogram(f, std::move(labels), std::vector<const engine::Histogram*>{&h}, per_unit);
+}
+
+/// The queues of one `queue` label: one queue, or (queue="_other") those
+/// metrics.per_queue leaves out, summed.
+struct QueueGroup {
+  std::string label;
+  std::vector<const engine::Queue*> queues;
+};
+
+/// What the standard process_* metrics report, from /proc (Linux).
+struct ProcessStats {
+  double cpu_seconds = 0;
+  double start_time_seconds = 0;  // Unix time
+  double virtual_bytes = 0;
+  double resident_bytes = 0;
+  double open_fds = 0;
+  double max_fds = 0;
+};
+
+ProcessStats process_stats() {
+  ProcessStats p;
+  const double ticks = static_cast<double>(sysconf(_SC_CLK_TCK));
+  const double page = static_cast<double>(sysconf(_SC_PAGESIZE));
+  if (std::FILE* f = std::fopen("/proc/self/stat", "r")) {
+    char buf[1024];
+    const std::size_t n = std::fread(buf, 1, sizeof buf - 1, f);
+    std::fclose(f);
+    buf[n] = '\0';
+    // Fields after the command's closing parenthesis: 3 state ... 14 utime, 15 stime,
+    // 22 starttime (ticks after boot), 23 vsize (bytes), 24 rss (pages).
+    if (const char* rest = std::strrchr(buf, ')')) {
+      unsigned long long utime = 0, stime = 0, start = 0, vsize = 0;
+      long long rss = 0;
+      if (std::sscanf(rest + 2,
+                      "%*c %*d %*d %*d %*d %*d %*u %*u %*u %*u %*u %llu %llu %*d %*d %*d %*d %*d "
+                      "%*d %llu %llu %lld",
+                      &utime, &stime, &start, &vsize, &rss) == 5) {
+        p.cpu_seconds = static_cast<double>(utime + stime) / ticks;
+        p.virtual_bytes = static_cast<double>(vsize);
+        p.resident_bytes = static_cast<double>(rss) * page;
+        if (std::FILE* s = std::fopen("/proc/stat", "r")) {
+          char line[256];
+          unsigned long long boot = 0;
+          while (std::fgets(line, sizeof line, s))
+            if (std::sscanf(line, "btime %llu", &boot) == 1) break;
+          std::fclose(s);
+          p.start_time_seconds = static_cast<double>(boot) + static_cast<double>(start) / ticks;
+        }
+      }
+    }
+  }
+  std::error_code ec;
+  for (auto it = std::filesystem::directory_iterator("/proc/self/fd", ec);
+       !ec && it != std::filesystem::directory_iterator(); it.increment(ec))
+    ++p.open_fds;
+  rlimit limit{};
+  if (getrlimit(RLIMIT_NOFILE, &limit) == 0) p.max_fds = static_cast<double>(limit.rlim_cur);
+  return p;
 }
 
 double resident_bytes() {
@@ -75,15 +146,38 @@ std::vector<MetricFamily> Metrics::Collect() const {
   auto queues = engine_.queues();
   std::sort(queues.begin(), queues.end(),
             [](const auto* a, const auto* b) { return a->name() < b->name(); });
+  std::vector<QueueGroup> groups;
+  QueueGroup other{"_other", {}};
+  for (const engine::Queue* q : queues) {
+    const bool shown = std::any_of(per_queue_.begin(), per_queue_.end(), [&](const auto& p) {
+      return config::pattern_matches(p, q->name());
+    });
+    if (shown)
+      groups.push_back({q->name(), {q}});
+    else
+      other.queues.push_back(q);
+  }
+  if (!other.queues.empty()) groups.push_back(std::move(other));
+  // A group's value: the sum over its queues (counts), or the largest (ratios, ages).
+  const auto total = [](const QueueGroup& g, auto value_of) {
+    double sum = 0;
+    for (const engine::Queue* q : g.queues) sum += static_cast<double>(value_of(*q));
+    return sum;
+  };
+  const auto largest = [](const QueueGroup& g, auto value_of) {
+    double most = 0;
+    for (const engine::Queue* q : g.queues)
+      most = std::max(most, static_cast<double>(value_of(*q)));
+    return most;
+  };
   const auto counter = [&](const char* name, const char* help, auto value_of) {
     MetricFamily& f = family(out, name, help, MetricType::Counter);
-    for (const engine::Queue* q : queues)
-      sample(f, {{"queue", q->name()}}, static_cast<double>(value_of(*q)));
+    for (const QueueGroup& g : groups) sample(f, {{"queue", g.label}}, total(g, value_of));
   };
-  const auto gauge = [&](const char* name, const char* help, auto value_of) {
+  const auto gauge = [&](const char* name, const char* help, auto value_of, bool max = false) {
     MetricFamily& f = family(out, name, help, MetricType::Gauge);
-    for (const engine::Queue* q : queues)
-      sample(f, {{"queue", q->name()}}, static_cast<double>(value_of(*q)));
+    for (const QueueGroup& g : groups)
+      sample(f, {{"queue", g.label}}, max ? largest(g, value_of) : total(g, value_of));
   };
   using Q = const engine::Queue&;
   counter("sluice_queue_published_total", "Messages accepted into the queue (duplicates excluded).",
@@ -123,10 +217,10 @@ std::vector<MetricFamily> Metrics::Collect() const {
                "Publishes held back (blocked or refused), by reason.", MetricType::Counter);
     static constexpr const char* kReasons[engine::kThrottleReasons] = {"capacity", "memory",
                                                                        "storage", "rate"};
-    for (const engine::Queue* q : queues)
+    for (const QueueGroup& g : groups)
       for (std::size_t r = 0; r < engine::kThrottleReasons; ++r)
-        sample(f, {{"queue", q->name()}, {"reason", kReasons[r]}},
-               static_cast<double>(q->counters().throttled_total[r]));
+        sample(f, {{"queue", g.label}, {"reason", kReasons[r]}},
+               total(g, [r](Q q) { return q.counters().throttled_total[r]; }));
   }
   counter("sluice_queue_rate_limit_wait_seconds_total",
           "Time dispatch waited for the queue's dispatch rate.",
@@ -134,33 +228,40 @@ std::vector<MetricFamily> Metrics::Collect() const {
   {
     MetricFamily& f =
         family(out, "sluice_queue_messages", "Messages held, by state.", MetricType::Gauge);
-    for (const engine::Queue* q : queues) {
-      const auto& c = q->counters();
-      const std::pair<const char*, std::uint64_t> states[] = {
-          {"ready", c.ready},   {"delayed", c.delayed}, {"in_flight", c.in_flight},
-          {"staged", c.staged}, {"held", c.held},       {"dead_lettering", c.dead_lettering}};
-      for (const auto& [state, n] : states)
-        sample(f, {{"queue", q->name()}, {"state", state}}, static_cast<double>(n));
-    }
+    using Count = std::uint64_t engine::QueueCounters::*;
+    static constexpr std::pair<const char*, Count> kStates[] = {
+        {"ready", &engine::QueueCounters::ready},
+        {"delayed", &engine::QueueCounters::delayed},
+        {"in_flight", &engine::QueueCounters::in_flight},
+        {"staged", &engine::QueueCounters::staged},
+        {"held", &engine::QueueCounters::held},
+        {"dead_lettering", &engine::QueueCounters::dead_lettering}};
+    for (const QueueGroup& g : groups)
+      for (const auto& [state, member] : kStates)
+        sample(f, {{"queue", g.label}, {"state", state}},
+               total(g, [member](Q q) { return q.counters().*member; }));
   }
   gauge("sluice_queue_bytes", "Encoded bytes of the messages held.",
         [](Q q) { return q.counters().bytes; });
   gauge("sluice_queue_max_messages", "The queue's capacity in messages (max_messages).",
         [](Q q) { return q.options().max_messages; });
-  gauge("sluice_queue_pressure_ratio",
-        "How full the queue is against its high watermark, 0 to 1 (the producers' hint).",
-        [](Q q) { return q.pressure() / 100.0; });
+  gauge(
+      "sluice_queue_pressure_ratio",
+      "How full the queue is against its high watermark, 0 to 1 (the producers' hint).",
+      [](Q q) { return q.pressure() / 100.0; }, true);
   gauge("sluice_queue_consumers", "Consumers subscribed (HTTP receives while they wait).",
         [](Q q) { return q.consumer_count(); });
   {
     const std::int64_t wall_now = wall_us();
-    gauge("sluice_queue_oldest_ready_age_seconds",
-          "Age of the oldest message ready for delivery (0 when none is): the consumer lag.",
-          [&](Q q) {
-            const std::int64_t t = engine_.oldest_ready_wall_us(q);
-            return t == 0 ? 0.0
-                          : static_cast<double>(std::max<std::int64_t>(0, wall_now - t)) * kMicro;
-          });
+    gauge(
+        "sluice_queue_oldest_ready_age_seconds",
+        "Age of the oldest message ready for delivery (0 when none is): the consumer lag.",
+        [&](Q q) {
+          const std::int64_t t = engine_.oldest_ready_wall_us(q);
+          return t == 0 ? 0.0
+                        : static_cast<double>(std::max<std::int64_t>(0, wall_now - t)) * kMicro;
+        },
+        true);
   }
   if (store_ != nullptr) {
     gauge("sluice_queue_dead_letters", "Entries in the queue's dead-letter queue.",
@@ -173,14 +274,20 @@ std::vector<MetricFamily> Metrics::Collect() const {
         family(out, "sluice_queue_delivery_latency_seconds",
                "Publish to first delivery (including a delay the producer asked for).",
                MetricType::Histogram);
-    for (const engine::Queue* q : queues)
-      histogram(f, {{"queue", q->name()}}, q->delivery_latency(), kMicrosPerSecond);
+    for (const QueueGroup& g : groups) {
+      std::vector<const engine::Histogram*> hs;
+      for (const engine::Queue* q : g.queues) hs.push_back(&q->delivery_latency());
+      histogram(f, {{"queue", g.label}}, hs, kMicrosPerSecond);
+    }
   }
   {
     MetricFamily& f = family(out, "sluice_queue_processing_seconds",
                              "Delivery to ack: how long consumers take.", MetricType::Histogram);
-    for (const engine::Queue* q : queues)
-      histogram(f, {{"queue", q->name()}}, q->processing_time(), kMicrosPerSecond);
+    for (const QueueGroup& g : groups) {
+      std::vector<const engine::Histogram*> hs;
+      for (const engine::Queue* q : g.queues) hs.push_back(&q->processing_time());
+      histogram(f, {{"queue", g.label}}, hs, kMicrosPerSecond);
+    }
   }
 
   // Broker-wide.
@@ -282,6 +389,40 @@ std::vector<MetricFamily> Metrics::Collect() const {
          static_cast<double>(engine_.memory_limit()));
   single("sluice_process_resident_memory_bytes", "Resident set size of sluiced.", MetricType::Gauge,
          resident_bytes());
+  {
+    // The standard process metrics every Prometheus client library exports.
+    const ProcessStats p = process_stats();
+    single("process_cpu_seconds_total", "Total user and system CPU time spent in seconds.",
+           MetricType::Counter, p.cpu_seconds);
+    single("process_open_fds", "Number of open file descriptors.", MetricType::Gauge, p.open_fds);
+    single("process_max_fds", "Maximum number of open file descriptors.", MetricType::Gauge,
+           p.max_fds);
+    single("process_virtual_memory_bytes", "Virtual memory size in bytes.", MetricType::Gauge,
+           p.virtual_bytes);
+    single("process_resident_memory_bytes", "Resident memory size in bytes.", MetricType::Gauge,
+           p.resident_bytes);
+    single("process_start_time_seconds", "Start time of the process since unix epoch in seconds.",
+           MetricType::Gauge, p.start_time_seconds);
+  }
+  if (http_requests_ != nullptr) {
+    MetricFamily& f =
+        family(out, "sluice_http_requests_total",
+               "HTTP requests answered, by route and status class.", MetricType::Counter);
+    static constexpr const char* kClasses[] = {"1xx", "2xx", "3xx", "4xx", "5xx"};
+    for (std::size_t r = 0; r < HttpRequestCounts::kRouteCount; ++r)
+      for (std::size_t c = 1; c < 5; ++c)  // no 1xx is ever answered
+        sample(f, {{"route", std::string(HttpRequestCounts::kRoutes[r])}, {"code", kClasses[c]}},
+               static_cast<double>(http_requests_->counts[r][c]));
+  }
+  {
+    MetricFamily& f = family(out, "sluice_authentication_failures_total",
+                             "Connections (protocol) and requests (http) refused for a missing or "
+                             "unknown token.",
+                             MetricType::Counter);
+    sample(f, {{"listener", "protocol"}},
+           static_cast<double>(broker_.auth_failures(Port::protocol)));
+    sample(f, {{"listener", "http"}}, static_cast<double>(broker_.auth_failures(Port::http)));
+  }
   if (store_ != nullptr) {
     const StorageStats s = store_->stats();
     single("sluice_storage_file_bytes", "Size of the LMDB data file.", MetricType::Gauge,

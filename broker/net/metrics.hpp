@@ -23,6 +23,7 @@ namespace sluice::net {
 class Broker;
 class Listener;
 class HttpServer;
+struct HttpRequestCounts;
 class DurableStore;
 
 class Metrics final : public prometheus::Collectable {
@@ -32,7 +33,11 @@ class Metrics final : public prometheus::Collectable {
   /// The listeners, once they exist (their connection counts).
   void set_protocol(const Listener* protocol) noexcept { protocol_ = protocol; }
   void set_http(const HttpServer* http) noexcept { http_ = http; }
+  /// The HTTP API's answers by route and status class (sluice_http_requests_total).
+  void set_http_requests(const HttpRequestCounts* counts) noexcept { http_requests_ = counts; }
   void set_ready(bool ready) noexcept { ready_ = ready; }
+  /// metrics.per_queue: queue-name patterns shown one by one; the rest sum into queue="_other".
+  void set_per_queue(std::vector<std::string> patterns) { per_queue_ = std::move(patterns); }
 
   std::vector<prometheus::MetricFamily> Collect() const override;
   /// Collect() in the text exposition format (version 0.0.4).
@@ -44,7 +49,9 @@ class Metrics final : public prometheus::Collectable {
   const DurableStore* store_;
   const Listener* protocol_ = nullptr;
   const HttpServer* http_ = nullptr;
+  const HttpRequestCounts* http_requests_ = nullptr;
   bool ready_ = false;
+  std::vector<std::string> per_queue_{"*"};
 };
 
 }  // namespace sluice::net

@@ -91,6 +91,7 @@ void Session::handle_hello(std::string_view body) {
     return;
   }
   if (const errc code = broker_.auth().authenticate(hello.token, grant_); code != errc::ok) {
+    broker_.count_auth_failure(Port::protocol);
     log::warn("authentication_failed")
         .str("listener", "protocol")
         .str("peer", peer_)

@@ -219,6 +219,13 @@ std::optional<std::string> parse_value(const Rule& rule, const Input& input, Par
       if (!is_valid_url(input.string)) return "not an http or https URL: " + quote(input.string);
       out.text = input.string;
       return std::nullopt;
+    case Kind::queue_selection:
+      if (is_string && (input.string == "all" || input.string == "none")) {
+        out.list =
+            input.string == "all" ? std::vector<std::string>{"*"} : std::vector<std::string>{};
+        return std::nullopt;
+      }
+      [[fallthrough]];
     case Kind::patterns: {
       std::vector<std::string> items;
       if (input.type == Input::Type::array) {

@@ -47,14 +47,15 @@ enum class Kind {
   rate,
   overflow,
   header_name,
-  choice,        // one of Rule::choices; Parsed::choice is its index
-  factor,        // a number with up to 3 decimals, stored in thousandths (like rate)
-  token_hash,    // "sha256:<salt>:<digest>" (sluicectl hash-token)
-  patterns,      // an array of queue-name patterns ('*' = any run); on the command line, a,b,c
-  queue_name,    // one queue name
-  url,           // "http://host[:port]/path" or "https://..."
-  header_lines,  // an array of "Name: value"; on the command line, one line
-  statuses,      // an array of HTTP statuses 400 to 599; on the command line, 400,422
+  choice,           // one of Rule::choices; Parsed::choice is its index
+  factor,           // a number with up to 3 decimals, stored in thousandths (like rate)
+  token_hash,       // "sha256:<salt>:<digest>" (sluicectl hash-token)
+  patterns,         // an array of queue-name patterns ('*' = any run); on the command line, a,b,c
+  queue_name,       // one queue name
+  url,              // "http://host[:port]/path" or "https://..."
+  header_lines,     // an array of "Name: value"; on the command line, one line
+  statuses,         // an array of HTTP statuses 400 to 599; on the command line, 400,422
+  queue_selection,  // "all" (= ["*"]), "none" (= []) or an array of queue-name patterns
 };
 
 inline constexpr uint64_t kMaxRateMilli = 1'000'000'000;  // 1,000,000 messages per second

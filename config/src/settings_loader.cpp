@@ -253,9 +253,10 @@ class FileLoader {
                   std::string(table.name) + "]?";
       }
     }
-    report(key.source(), std::string(key.str()), std::move(problem),
-           "tables [server], [http], [limits], [storage], [tls], [log], [queue_defaults], "
-           "[queues.NAME], [tokens.NAME] and [triggers.NAME]");
+    report(
+        key.source(), std::string(key.str()), std::move(problem),
+        "tables [server], [http], [limits], [storage], [tls], [log], [metrics], [queue_defaults], "
+        "[queues.NAME], [tokens.NAME] and [triggers.NAME]");
   }
 
   std::string path_;

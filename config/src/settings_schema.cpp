@@ -170,6 +170,12 @@ constexpr Field<Settings> kStorageFields[] = {
      .store = [](Settings& s, const Parsed& v) { s.storage_settle_commit = v.choice == 1; }},
 };
 
+constexpr Field<Settings> kMetricsFields[] = {
+    {.key = "per_queue",
+     .rule = {.kind = Kind::queue_selection},
+     .store = [](Settings& s, const Parsed& v) { s.metrics_per_queue = v.list; }},
+};
+
 constexpr Field<Settings> kTlsFields[] = {
     {.key = "cert_file",
      .rule = {.kind = Kind::path},
@@ -476,9 +482,10 @@ constexpr Field<TriggerSettings> kTriggerFields[] = {
 };
 constexpr std::span<const Field<TriggerSettings>> kTriggerFieldSpan{kTriggerFields};
 
-constexpr TableSpec kSettingsTableList[] = {{"server", kServerFields}, {"http", kHttpFields},
-                                            {"limits", kLimitsFields}, {"storage", kStorageFields},
-                                            {"tls", kTlsFields},       {"log", kLogFields}};
+constexpr TableSpec kSettingsTableList[] = {{"server", kServerFields},  {"http", kHttpFields},
+                                            {"limits", kLimitsFields},  {"storage", kStorageFields},
+                                            {"tls", kTlsFields},        {"log", kLogFields},
+                                            {"metrics", kMetricsFields}};
 constexpr std::span<const TableSpec> kSettingsTables{kSettingsTableList};
 
 const TableSpec* find_table(std::string_view name) {

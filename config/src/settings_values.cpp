@@ -266,6 +266,9 @@ std::string allowed_text(const Rule& rule) {
     case Kind::patterns:
       return "an array of queue-name patterns like [\"orders\", \"orders.*\", \"*\"] ('*' stands "
              "for any run of characters; names use A-Z a-z 0-9 _ . : -), or [] for none";
+    case Kind::queue_selection:
+      return "\"all\", \"none\", or an array of queue-name patterns like [\"orders\", "
+             "\"orders.*\"] ('*' stands for any run of characters)";
     case Kind::queue_name:
       return std::string(kQueueNameAllowed);
     case Kind::statuses:

@@ -230,6 +230,17 @@ TEST_CASE("tokens: least privilege over HTTP, 401 and 403 without revealing queu
   CHECK(b.http("GET", "/metrics", scraper.secret).status == 200);
   CHECK(b.http("GET", "/metrics", producer.secret).status == 403);
   CHECK(b.http("POST", q + "orders.eu/messages", scraper.secret, "m").status == 403);
+
+  // Every refused token is counted by port: 3 HTTP requests above had none or a bad one;
+  // now one HELLO with a bad token.
+  CHECK(b.connect("not-a-token").error().code == errc::unauthenticated);
+  const std::string text = b.http("GET", "/metrics", scraper.secret).body;
+  const auto value = [&](const std::string& series) {
+    const auto at = text.find("\n" + series + " ");
+    return at == std::string::npos ? -1.0 : std::stod(text.substr(at + series.size() + 2));
+  };
+  CHECK(value("sluice_authentication_failures_total{listener=\"http\"}") == 3);
+  CHECK(value("sluice_authentication_failures_total{listener=\"protocol\"}") == 1);
 }
 
 TEST_CASE("tokens: SIGHUP revokes a removed token and closes its connections") {

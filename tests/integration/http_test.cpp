@@ -500,6 +500,82 @@ TEST_CASE("metrics: 1,000 queues scrape clean, and gzip when the scraper asks") 
   CHECK(check.status == 0);
 }
 
+namespace {
+/// The value of the series `series` (name and labels, as exposed), or -1.
+double series_value(const std::string& text, const std::string& series) {
+  const auto at = text.find("\n" + series + " ");
+  return at == std::string::npos ? -1 : std::stod(text.substr(at + series.size() + 2));
+}
+/// Series that carry queue="NAME".
+std::size_t series_of(const std::string& text, const std::string& queue) {
+  std::size_t n = 0;
+  for (auto at = text.find("queue=\"" + queue + "\""); at != std::string::npos;
+       at = text.find("queue=\"" + queue + "\"", at + 1))
+    ++n;
+  return n;
+}
+}  // namespace
+
+TEST_CASE("metrics: per_queue shows chosen queues and sums the rest under _other") {
+  TestBroker all;
+  TestBroker some({"--set", "metrics.per_queue=orders.*"});
+  for (TestBroker* b : {&all, &some})
+    for (const char* q : {"orders.eu", "orders.us", "mail", "jobs", "jobs"})
+      REQUIRE(post(*b, std::string("/v1/queues/") + q + "/messages", "m").status == 202);
+  const std::string every = http_request(all.http_port(), "GET", "/metrics").body;
+  const std::string chosen = http_request(some.http_port(), "GET", "/metrics").body;
+  // What docs/http-api.md says a queue costs in series.
+  CHECK(series_of(every, "mail") == 73);
+  CHECK(series_of(chosen, "orders.eu") == 73);
+  CHECK(series_of(chosen, "mail") == 0);
+  CHECK(series_of(chosen, "_other") == 73);  // mail and jobs, as one
+  // 4 queues: 4 x 73 series with "all", (2 shown + _other) x 73 with "orders.*".
+  std::size_t queue_series_all = 0, queue_series_chosen = 0;
+  for (const char* q : {"orders.eu", "orders.us", "mail", "jobs", "_other"}) {
+    queue_series_all += series_of(every, q);
+    queue_series_chosen += series_of(chosen, q);
+  }
+  CHECK(queue_series_all == 4 * 73);
+  CHECK(queue_series_chosen == 3 * 73);
+  CHECK(series_value(chosen, "sluice_queue_published_total{queue=\"_other\"}") == 3);
+  CHECK(series_value(chosen, "sluice_queue_messages{queue=\"_other\",state=\"ready\"}") == 3);
+  CHECK(series_value(chosen, "sluice_queue_delivery_latency_seconds_count{queue=\"_other\"}") == 0);
+  CHECK(series_value(chosen, "sluice_queue_published_total{queue=\"orders.us\"}") == 1);
+  const auto check = sluice::test::run_command("promtool check metrics 2>&1", chosen);
+  INFO(check.out);
+  CHECK(check.status == 0);
+  // "none": every queue under _other.
+  TestBroker none({"--set", "metrics.per_queue=none"});
+  REQUIRE(post(none, "/v1/queues/a/messages", "m").status == 202);
+  const std::string hidden = http_request(none.http_port(), "GET", "/metrics").body;
+  CHECK(series_of(hidden, "a") == 0);
+  CHECK(series_value(hidden, "sluice_queue_published_total{queue=\"_other\"}") == 1);
+}
+
+TEST_CASE("metrics: process_*, HTTP requests by route and status class") {
+  TestBroker broker;
+  for (int i = 0; i < 3; ++i) REQUIRE(post(broker, "/v1/queues/q/messages", "m").status == 202);
+  CHECK(http_request(broker.http_port(), "GET", "/v1/queues/nope/dlq/x").status == 404);
+  const std::string text = http_request(broker.http_port(), "GET", "/metrics").body;
+  CHECK(series_value(text,
+                     "sluice_http_requests_total{route=\"/v1/queues/{queue}/messages\","
+                     "code=\"2xx\"}") == 3);
+  CHECK(series_value(text,
+                     "sluice_http_requests_total{route=\"/v1/queues/{queue}/dlq\","
+                     "code=\"4xx\"}") == 1);
+  CHECK(series_value(text, "process_open_fds") > 3);
+  CHECK(series_value(text, "process_max_fds") >= series_value(text, "process_open_fds"));
+  CHECK(series_value(text, "process_resident_memory_bytes") > 1e6);
+  CHECK(series_value(text, "process_virtual_memory_bytes") >
+        series_value(text, "process_resident_memory_bytes"));
+  CHECK(series_value(text, "process_cpu_seconds_total") >= 0);
+  const double now =
+      std::chrono::duration<double>(std::chrono::system_clock::now().time_since_epoch()).count();
+  const double started = series_value(text, "process_start_time_seconds");
+  CHECK(started <= now + 1);
+  CHECK(started > now - 120);
+}
+
 TEST_CASE("http: request bodies are strict - wrong type, unknown field, duplicate key, BOM") {
   TestBroker broker;
   struct Case {

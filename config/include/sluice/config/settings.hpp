@@ -243,6 +243,11 @@ struct Settings {
   /// limits.max_queues [1, 1000000]: queues created by use (declared queues count too).
   uint32_t max_queues = 10000;
 
+  // [metrics]
+  /// metrics.per_queue: the queues whose series /metrics shows one by one, as queue-name
+  /// patterns; the others are summed under queue="_other". "all" = ["*"], "none" = [].
+  std::vector<std::string> metrics_per_queue = {"*"};
+
   // [storage]
   /// storage.path: the data directory of durable queues and dead letters. When the config
   /// does not give it, resolve_defaults() makes it $STATE_DIRECTORY (systemd) or ./sluice-data.
