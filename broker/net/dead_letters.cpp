@@ -120,13 +120,14 @@ void DeadLetters::added(const engine::DeadLetter& e) {
   QueueState& state = queues_[queue];
   state.count++;
   trim(queue, state);
-  log::info("dead_lettered")
-      .str("queue", queue)
+  auto line = log::info("dead_lettered");
+  line.str("queue", queue)
       .unum("message_id", e.message_id)
       .unum("entry_id", e.entry_id)
       .unum("attempts", e.attempts)
       .str("reason", e.reason)
       .str("correlation_id", correlation_id_of(e.message));
+  if (const auto trace = trace_id_of(e.message); !trace.empty()) line.str("trace_id", trace);
 }
 
 storage::StorageOp DeadLetters::erase_op(std::string_view queue, std::uint64_t entry_id) const {

@@ -9,6 +9,7 @@
 #include <random>
 #include <vector>
 
+#include "attempt_log.hpp"
 #include "broker.hpp"
 #include "durable_store.hpp"
 #include "http_json.hpp"
@@ -73,8 +74,22 @@ void draft_from_http(const HttpRequest& request, const engine::QueueOptions& que
       d.headers.emplace_back(name.substr(14), value);
     } else if (name == "content-type") {
       d.headers.emplace_back(name, value);
+    } else if ((name == "traceparent" && valid_traceparent(value)) || name == "tracestate") {
+      // W3C trace context travels with the message to consumers and dead letters.
+      d.headers.emplace_back(name, value);
     }
   }
+}
+
+/// The request's W3C trace context, for the batch entries that carry none of their own.
+void inherit_trace_context(const HttpRequest& request, Draft& d) {
+  const std::string* parent = request.header("traceparent");
+  if (parent == nullptr || !valid_traceparent(*parent)) return;
+  for (const auto& [k, v] : d.headers)
+    if (k == "traceparent") return;
+  d.headers.emplace_back("traceparent", *parent);
+  if (const std::string* state = request.header("tracestate"))
+    d.headers.emplace_back("tracestate", *state);
 }
 
 /// The draft of one entry of a batch publish; the problem, or nullopt.
@@ -181,11 +196,12 @@ void HttpApi::publish_one(const QueueCall& call, Respond& respond) {
     return;
   }
   const engine::Queue& queue = *taken_.queue;
-  log::debug("published")
-      .str("queue", queue.name())
+  auto line = log::debug("published");
+  line.str("queue", queue.name())
       .unum("message_id", taken_.ids[0])
       .str("correlation_id", d.correlation_id)
       .str("via", "http");
+  if (const auto trace = trace_id_of(message); !trace.empty()) line.str("trace_id", trace);
   HttpResponse r = json_response(202, {{"id", taken_.ids[0]},
                                        {"duplicate", !taken_.duplicates.empty()},
                                        {"correlation_id", d.correlation_id},
@@ -216,6 +232,7 @@ void HttpApi::publish_batch(const QueueCall& call, Respond& respond) {
     Draft d;
     auto p = draft_from_json((*messages)[i], queue_options, d);
     if (!p) {
+      inherit_trace_context(request, d);
       if (d.correlation_id.empty()) d.correlation_id = new_correlation_id();
       d.headers.emplace_back(protocol::kCorrelationHeader, d.correlation_id);
       correlation[i] = d.correlation_id;

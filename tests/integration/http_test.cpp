@@ -576,6 +576,50 @@ TEST_CASE("metrics: process_*, HTTP requests by route and status class") {
   CHECK(started > now - 120);
 }
 
+TEST_CASE("trace context: a traceparent travels to consumers and dead letters, its id into logs") {
+  TestBroker broker({"--set", "queues.t.max_attempts=1"});
+  const std::string trace = "4bf92f3577b34da6a3ce929d0e0e4736";
+  const std::string parent = "00-" + trace + "-00f067aa0ba902b7-01";
+  // One publish with the header, one batch inheriting it, one with a malformed header.
+  auto r = http_request(broker.http_port(), "POST", "/v1/queues/t/messages", "one",
+                        {{"traceparent", parent}, {"tracestate", "vendor=x"}});
+  REQUIRE(r.status == 202);
+  r = http_request(broker.http_port(), "POST", "/v1/queues/t/messages/batch",
+                   R"({"messages":[{"payload":"two"}]})", {{"traceparent", parent}});
+  REQUIRE(r.status == 202);
+  r = http_request(broker.http_port(), "POST", "/v1/queues/t/messages", "three",
+                   {{"traceparent", "00-not-a-trace-01"}});
+  REQUIRE(r.status == 202);
+  const json got = receive(broker, "t", 3, 1000);
+  REQUIRE(got.size() == 3);
+  std::map<std::string, json> by_payload;
+  for (const auto& m : got) by_payload[m["payload"].get<std::string>()] = m;
+  CHECK(by_payload["one"]["headers"]["traceparent"] == parent);
+  CHECK(by_payload["one"]["headers"]["tracestate"] == "vendor=x");
+  CHECK(by_payload["two"]["headers"]["traceparent"] == parent);
+  CHECK_FALSE(by_payload["three"]["headers"].contains("traceparent"));
+  // Dead-lettered: the entry keeps the header, and the log line names the trace.
+  REQUIRE(post(broker, "/v1/queues/t/nack",
+               json{{"receipt", by_payload["one"]["receipt"]},
+                    {"dead_letter", true},
+                    {"reason", "poison"}}
+                   .dump())
+              .status == 200);
+  json entries;
+  REQUIRE(eventually([&] {  // the dead letter is written to storage first
+    const auto dlq = http_request(broker.http_port(), "GET", "/v1/queues/t/dlq");
+    entries = json::parse(dlq.body)["entries"];
+    return dlq.status == 200 && entries.size() == 1;
+  }));
+  CHECK(entries[0]["headers"]["traceparent"] == parent);
+  CHECK(eventually([&] {
+    const std::string log = broker.log();
+    const auto at = log.find("\"event\":\"dead_lettered\"");
+    return at != std::string::npos &&
+           log.find("\"trace_id\":\"" + trace + "\"", at) != std::string::npos;
+  }));
+}
+
 TEST_CASE("http: request bodies are strict - wrong type, unknown field, duplicate key, BOM") {
   TestBroker broker;
   struct Case {

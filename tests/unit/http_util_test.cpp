@@ -1,7 +1,9 @@
 // The HTTP API's text helpers: UTF-8 validation, base64 both ways, query strings.
 #include <doctest/doctest.h>
 
+#include "attempt_log.hpp"
 #include "http_util.hpp"
+#include "sluice/protocol/codec.hpp"
 #include "url.hpp"
 
 using namespace sluice::net;
@@ -89,4 +91,24 @@ TEST_CASE("http_util: Accept-Encoding takes gzip unless it is refused") {
   CHECK(static_cast<unsigned char>(packed[0]) == 0x1f);
   CHECK(static_cast<unsigned char>(packed[1]) == 0x8b);
   CHECK(packed.size() < text.size() / 10);
+}
+
+TEST_CASE("W3C traceparent: what is valid, and its trace id") {
+  CHECK(valid_traceparent("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"));
+  CHECK(valid_traceparent("01-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-00-later"));
+  CHECK_FALSE(valid_traceparent("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01-x"));
+  CHECK_FALSE(valid_traceparent("ff-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"));
+  CHECK_FALSE(valid_traceparent("00-00000000000000000000000000000000-00f067aa0ba902b7-01"));
+  CHECK_FALSE(valid_traceparent("00-4bf92f3577b34da6a3ce929d0e0e4736-0000000000000000-01"));
+  CHECK_FALSE(valid_traceparent("00-4BF92F3577B34DA6A3CE929D0E0E4736-00f067aa0ba902b7-01"));
+  CHECK_FALSE(valid_traceparent("00-4bf92f3577b34da6a3ce929d0e0e473-00f067aa0ba902b7-01"));
+  CHECK_FALSE(valid_traceparent(""));
+  std::string message;
+  const sluice::protocol::Header headers[] = {
+      {"traceparent", "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"}};
+  sluice::protocol::encode_message(message, headers, "p");
+  CHECK(trace_id_of(message) == "4bf92f3577b34da6a3ce929d0e0e4736");
+  message.clear();
+  sluice::protocol::encode_message(message, {}, "p");
+  CHECK(trace_id_of(message).empty());
 }
