@@ -237,9 +237,11 @@ std::vector<MetricFamily> Metrics::Collect() const {
         {"held", &engine::QueueCounters::held},
         {"dead_lettering", &engine::QueueCounters::dead_lettering}};
     for (const QueueGroup& g : groups)
-      for (const auto& [state, member] : kStates)
-        sample(f, {{"queue", g.label}, {"state", state}},
+      for (const auto& state : kStates) {
+        const Count member = state.second;  // clang 14 cannot capture a structured binding
+        sample(f, {{"queue", g.label}, {"state", state.first}},
                total(g, [member](Q q) { return q.counters().*member; }));
+      }
   }
   gauge("sluice_queue_bytes", "Encoded bytes of the messages held.",
         [](Q q) { return q.counters().bytes; });
