@@ -26,18 +26,12 @@ import tomllib
 import yaml
 
 here = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, here)
+from checks import check, finish  # noqa: E402
+
 repo = os.path.dirname(here)
 build = os.path.abspath(sys.argv[1])
 kube = os.path.join(repo, "deploy", "kubernetes")
-failures = []
-
-
-def check(ok, what):
-    print(("ok    " if ok else "FAIL  ") + what)
-    if not ok:
-        failures.append(what)
-
-
 docs, secrets = {}, {}
 for name in sorted(os.listdir(kube)):
     with open(os.path.join(kube, name)) as f:
@@ -151,5 +145,4 @@ finally:
     broker.terminate()
     broker.wait(20)
 
-print("%d failed" % len(failures))
-sys.exit(1 if failures else 0)
+finish()

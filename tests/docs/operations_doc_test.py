@@ -22,18 +22,12 @@ import threading
 import time
 
 here = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, os.path.dirname(here))
+from checks import check, finish  # noqa: E402
+
 repo = os.path.dirname(os.path.dirname(here))
 build = os.path.abspath(sys.argv[1])
 doc = open(os.path.join(repo, "docs", "operations.md"), encoding="utf-8").read()
-failures = []
-
-
-def check(ok, what):
-    print(("ok    " if ok else "FAIL  ") + what)
-    if not ok:
-        failures.append(what)
-
-
 # 1. Runbooks: each rule's runbook_url is "docs/operations.md#<its name, lower case>",
 #    and the document has a "### <name>" section.
 rules = open(os.path.join(repo, "ops", "sluice.rules.yml")).read()
@@ -155,5 +149,4 @@ finally:
     broker.wait(20)
     shutil.rmtree(tmp, ignore_errors=True)
 
-print("%d failed" % len(failures))
-sys.exit(1 if failures else 0)
+finish()

@@ -18,18 +18,12 @@ import tempfile
 import time
 
 here = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, os.path.dirname(here))
+from checks import check, finish  # noqa: E402
+
 repo = os.path.dirname(os.path.dirname(here))
 build = os.path.abspath(sys.argv[1])
 readme = open(os.path.join(repo, "README.md"), encoding="utf-8").read()
-failures = []
-
-
-def check(ok, what):
-    print(("ok    " if ok else "FAIL  ") + what)
-    if not ok:
-        failures.append(what)
-
-
 def block_after(heading):
     """The first ```sh block after the line `heading`."""
     at = readme.index("\n" + heading + "\n")
@@ -104,4 +98,4 @@ finally:
     broker.terminate()
     broker.wait(timeout=10)
 
-sys.exit(1 if failures else 0)
+finish()

@@ -25,33 +25,18 @@ import urllib.error
 import urllib.request
 
 here = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, os.path.dirname(here))
+from checks import check, finish, wait_for  # noqa: E402
+
 repo = os.path.dirname(os.path.dirname(here))
 build = os.path.abspath(sys.argv[1])
 doc = open(os.path.join(repo, "docs", "triggers.md"), encoding="utf-8").read()
-failures = []
-
-
-def check(ok, what):
-    print(("ok    " if ok else "FAIL  ") + what)
-    if not ok:
-        failures.append(what)
-
-
 def free_port():
     s = socket.socket()
     s.bind(("127.0.0.1", 0))
     port = s.getsockname()[1]
     s.close()
     return port
-
-
-def wait_for(condition, seconds=15):
-    deadline = time.time() + seconds
-    while time.time() < deadline:
-        if condition():
-            return True
-        time.sleep(0.1)
-    return condition()
 
 
 code = re.search(r"```python\n(.*?)```", doc, re.S).group(1)
@@ -139,5 +124,4 @@ finally:
     broker.wait(10)
     function.wait(10)
 
-print("%d failed" % len(failures))
-sys.exit(1 if failures else 0)
+finish()
