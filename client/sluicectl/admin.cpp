@@ -6,6 +6,7 @@
 #include <fstream>
 #include <iterator>
 
+#include "json_output.hpp"
 #include "output.hpp"
 
 namespace sluicectl {
@@ -20,7 +21,7 @@ bool parse_u64(std::string_view s, std::uint64_t& out) {
 
 int broker_error(const sluice::client::Error& e) {
   std::fprintf(stderr, "sluicectl: %s\n", e.to_string().c_str());
-  return 1;
+  return e.code == sluice::errc::not_found ? 3 : 1;
 }
 
 const char* const kDlqUsage =
@@ -90,10 +91,27 @@ sluice::client::DeadLetterQuery dlq_query(const DlqArgs& args) {
   return q;
 }
 
-int dlq(sluice::client::Connection& conn, const sluice::client::DeadLetterQuery& q) {
+int dlq(sluice::client::Connection& conn, const sluice::client::DeadLetterQuery& q, bool json) {
   auto result = conn.dead_letters(q);
   if (!result) return broker_error(result.error());
-  print_dead_letters(q, *result);
+  if (!json) {
+    print_dead_letters(q, *result);
+    return 0;
+  }
+  using Op = sluice::client::DeadLetterQuery::Op;
+  if (q.op == Op::show) {
+    print_json(dead_letter_json(result->entries.at(0)));
+  } else if (q.op == Op::list) {
+    nlohmann::json entries = nlohmann::json::array();
+    for (const auto& e : result->entries) entries.push_back(dead_letter_json(e));
+    nlohmann::json page = {{"queue", q.queue}, {"total", result->affected}, {"entries", entries}};
+    page["next_after"] =
+        result->next_after == 0 ? nlohmann::json(nullptr) : nlohmann::json(result->next_after);
+    print_json(page);
+  } else {
+    print_json(
+        {{"queue", q.queue}, {q.op == Op::redrive ? "redriving" : "deleted", result->affected}});
+  }
   return 0;
 }
 
@@ -141,21 +159,33 @@ sluice::client::TriggerCommand triggers_command(const TriggersArgs& args) {
   return c;
 }
 
-int triggers(sluice::client::Connection& conn, const sluice::client::TriggerCommand& command) {
+int triggers(sluice::client::Connection& conn, const sluice::client::TriggerCommand& command,
+             bool json) {
   auto result = conn.triggers(command);
   if (!result) return broker_error(result.error());
   if (command.op != sluice::client::TriggerCommand::Op::invoke) {
-    print_triggers(result->triggers);
+    if (json) {
+      nlohmann::json list = nlohmann::json::array();
+      for (const auto& t : result->triggers) list.push_back(trigger_json(t));
+      print_json({{"triggers", std::move(list)}});
+    } else {
+      print_triggers(result->triggers);
+    }
     return 0;
   }
   if (!result->invocation) return broker_error({sluice::errc::malformed_frame, "no answer"});
   const auto& i = *result->invocation;
+  const bool ok = i.outcome == "answered" && i.status >= 200 && i.status < 300;
+  if (json) {
+    print_json(invocation_json(i));
+    return ok ? 0 : 1;
+  }
   std::printf("%s %u %.1f\n", i.outcome.c_str(), static_cast<unsigned>(i.status),
               static_cast<double>(i.took.count()) / 1000.0);
   std::fwrite(i.body.data(), 1, i.body.size(), stdout);
   if (!i.error.empty()) std::printf("%s", i.error.c_str());
   std::printf("\n");
-  return i.outcome == "answered" && i.status >= 200 && i.status < 300 ? 0 : 1;
+  return ok ? 0 : 1;
 }
 
 }  // namespace sluicectl

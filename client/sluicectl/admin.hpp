@@ -20,7 +20,8 @@ struct UsageError {
 bool parse_u64(std::string_view s, std::uint64_t& out);
 /// "90s", "5m", "2h", "1d", "250ms" or plain seconds; false if malformed.
 bool parse_age(std::string_view text, std::chrono::milliseconds& out);
-/// A broker's refusal on stderr; exit code 1.
+/// A broker's refusal on stderr; exit code 3 when what was named does not exist
+/// (not_found), else 1.
 int broker_error(const sluice::client::Error& e);
 
 extern const char* const kDlqUsage;
@@ -33,7 +34,8 @@ struct DlqArgs {
 };
 /// The query for `args`, checked; throws UsageError.
 sluice::client::DeadLetterQuery dlq_query(const DlqArgs& args);
-int dlq(sluice::client::Connection& conn, const sluice::client::DeadLetterQuery& q);
+/// Prints the result as text, or as one JSON document when `json`.
+int dlq(sluice::client::Connection& conn, const sluice::client::DeadLetterQuery& q, bool json);
 
 extern const char* const kTriggersUsage;
 
@@ -46,6 +48,7 @@ struct TriggersArgs {
 };
 /// The command for `args`, checked (reads --file); throws UsageError.
 sluice::client::TriggerCommand triggers_command(const TriggersArgs& args);
-int triggers(sluice::client::Connection& conn, const sluice::client::TriggerCommand& command);
+int triggers(sluice::client::Connection& conn, const sluice::client::TriggerCommand& command,
+             bool json);
 
 }  // namespace sluicectl

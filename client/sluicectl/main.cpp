@@ -18,6 +18,7 @@
 #include <CLI/CLI.hpp>
 
 #include "admin.hpp"
+#include "json_output.hpp"
 #include "output.hpp"
 #include "sluice/client/client.hpp"
 #include "sluice/security/token.hpp"
@@ -46,7 +47,8 @@ commands:
   new-token         make a random token; print it and the hash for the config
   hash-token        read a token on stdin; print the hash for the config
 
-connection options:
+options for every command (anywhere on the line):
+  --json                print what the command prints as one JSON document
   --broker HOST:PORT    the broker (default $SLUICE_BROKER or 127.0.0.1:7450)
   --token-file FILE     read the access token from FILE (default: $SLUICE_TOKEN)
   --tls                 speak TLS and verify the broker's certificate
@@ -54,6 +56,12 @@ connection options:
   --server-name NAME    the name the certificate must carry (default: the broker's host)
 
 'sluicectl COMMAND --help' explains each command.
+
+exit status:
+  0  done
+  1  the broker refused the request, or could not be reached
+  2  a usage error: nothing was sent
+  3  what was named does not exist (a queue, a dead letter, a trigger)
 )";
 
 constexpr const char* kTokenUsage = R"(usage: sluicectl new-token [--name NAME]
@@ -140,7 +148,7 @@ struct PublishArgs {
   bool quiet = false;
 };
 
-int publish(Connection& conn, const PublishArgs& args) {
+int publish(Connection& conn, const PublishArgs& args, bool json) {
   std::mutex m;
   std::optional<sluice::client::Error> first_error;
   std::vector<std::uint64_t> ids;
@@ -165,7 +173,9 @@ int publish(Connection& conn, const PublishArgs& args) {
     return 1;
   }
   std::lock_guard lk(m);
-  if (!args.quiet)
+  if (json)
+    sluicectl::print_json({{"queue", args.queue}, {"ids", ids}});
+  else if (!args.quiet)
     for (auto id : ids) std::printf("%llu\n", static_cast<unsigned long long>(id));
   if (first_error) return broker_error(*first_error);
   return 0;
@@ -181,13 +191,14 @@ struct ConsumeArgs {
   bool show_headers = false;
 };
 
-int consume(Connection& conn, const ConsumeArgs& args) {
+int consume(Connection& conn, const ConsumeArgs& args, bool json) {
   const std::uint64_t count = args.count;
   const std::chrono::milliseconds timeout(
       static_cast<std::int64_t>(args.timeout_seconds * 1000 + 0.5));
   std::mutex m;
   std::condition_variable cv;
   std::uint64_t received = 0;
+  nlohmann::json messages = nlohmann::json::array();  // --json: printed at the end
   auto last = std::chrono::steady_clock::now();
   sluice::client::SubscribeOptions options;
   options.max_in_flight = static_cast<std::uint32_t>(
@@ -199,6 +210,15 @@ int consume(Connection& conn, const ConsumeArgs& args) {
       return Disposition::nack;  // beyond what was asked: give back
     ++received;
     last = std::chrono::steady_clock::now();
+    if (json) {
+      nlohmann::json m = {
+          {"id", d.message_id}, {"attempt", d.attempt}, {"publish_time_us", d.publish_time_us}};
+      std::vector<std::pair<std::string, std::string>> headers(d.headers.begin(), d.headers.end());
+      sluicectl::describe(d.payload, headers, m);
+      messages.push_back(std::move(m));
+      cv.notify_all();
+      return args.nack ? Disposition::nack : Disposition::ack;
+    }
     std::string line = std::to_string(d.message_id) + " " + std::to_string(d.attempt) + " ";
     line.append(d.payload);
     if (args.show_headers)
@@ -223,22 +243,37 @@ int consume(Connection& conn, const ConsumeArgs& args) {
   // Let the last acks reach the broker before the connection closes.
   conn.unsubscribe(*sub);
   conn.ping();
+  if (json) {
+    std::lock_guard done(m);
+    sluicectl::print_json({{"queue", args.queue}, {"messages", messages}});
+  }
   return 0;
 }
 
-int stats(Connection& conn, const std::string& queue) {
+int stats(Connection& conn, const std::string& queue, bool json) {
   auto result = conn.stats(queue);
   if (!result) return broker_error(result.error());
   if (!queue.empty() && result->empty()) {
     std::fprintf(stderr, "sluicectl: no queue named %s\n", queue.c_str());
-    return 1;
+    return 3;
+  }
+  std::optional<sluice::client::StorageStats> storage;
+  if (queue.empty()) {
+    auto got = conn.storage_stats();
+    if (!got) return broker_error(got.error());
+    storage = *got;
+  }
+  if (json) {
+    nlohmann::json queues = nlohmann::json::array();
+    for (const auto& q : *result) queues.push_back(sluicectl::queue_json(q));
+    nlohmann::json document = {{"queues", std::move(queues)}};
+    if (queue.empty())
+      document["storage"] = storage ? sluicectl::storage_json(*storage) : nlohmann::json(nullptr);
+    sluicectl::print_json(document);
+    return 0;
   }
   sluicectl::print_queue_stats(*result);
-  if (!queue.empty()) return 0;
-  auto storage = conn.storage_stats();
-  if (!storage) return broker_error(storage.error());
-  if (!storage->has_value()) return 0;
-  sluicectl::print_storage_stats(**storage);
+  if (storage) sluicectl::print_storage_stats(*storage);
   return 0;
 }
 
@@ -256,14 +291,19 @@ void print_token_table(const std::string& name, const std::string& hash) {
       name.c_str(), hash.c_str());
 }
 
-int new_token(const std::string& name) {
+int new_token(const std::string& name, bool json) {
   const std::string token = sluice::security::generate_token();
+  if (json) {
+    sluicectl::print_json(
+        {{"name", name}, {"token", token}, {"hash", sluice::security::hash_token(token)}});
+    return 0;
+  }
   std::printf("%s\n\n", token.c_str());
   print_token_table(name, sluice::security::hash_token(token));
   return 0;
 }
 
-int hash_token(const std::string& name) {
+int hash_token(const std::string& name, bool json) {
   std::string token;
   std::getline(std::cin, token);
   while (!token.empty() && (token.back() == '\r' || token.back() == ' ')) token.pop_back();
@@ -274,7 +314,10 @@ int hash_token(const std::string& name) {
                  sluice::security::kMinTokenLength);
     return 2;
   }
-  print_token_table(name, sluice::security::hash_token(token));
+  if (json)
+    sluicectl::print_json({{"name", name}, {"hash", sluice::security::hash_token(token)}});
+  else
+    print_token_table(name, sluice::security::hash_token(token));
   return 0;
 }
 
@@ -337,7 +380,11 @@ CLI::App* command(CLI::App& app, const char* name, const char* usage) {
 }
 
 /// What a usage error prints: the message, then the usage of the command it is about.
-int usage_error(const std::string& message, const CLI::App& app) {
+int usage_error(std::string message, const CLI::App& app) {
+  // CLI11 says "--body: 1 required TEXT missing"; say what is missing in words.
+  if (const auto at = message.find(": 1 required ");
+      at != std::string::npos && message.ends_with(" missing") && message.starts_with("-"))
+    message = message.substr(0, at) + " needs a value";
   std::fprintf(stderr, "sluicectl: %s\n\n%s", message.c_str(), app.help().c_str());
   return 2;
 }
@@ -360,6 +407,8 @@ int main(int argc, char** argv) {
   app.add_flag("--tls", connection.tls);
   app.add_option("--ca-file", connection.ca_file);
   app.add_option("--server-name", connection.server_name);
+  bool json = false;
+  app.add_flag("--json", json);
   app.require_subcommand(0, 1);
 
   const CLI::Validator kPositive = number_in(1, 1.8e19, "a positive whole number");
@@ -447,8 +496,8 @@ int main(int argc, char** argv) {
   }
   if (chosen.empty()) return usage_error("missing COMMAND", app);
   const CLI::App* cmd = chosen.front();
-  if (cmd == new_token_cmd) return new_token(token_name);
-  if (cmd == hash_token_cmd) return hash_token(token_name);
+  if (cmd == new_token_cmd) return new_token(token_name, json);
+  if (cmd == hash_token_cmd) return hash_token(token_name, json);
 
   // Everything is checked before connecting.
   std::function<int(Connection&)> run;
@@ -458,11 +507,11 @@ int main(int argc, char** argv) {
     if (cmd == publish_cmd) {
       publish_args.has_body = publish_cmd->count("--body") > 0;
       for (const auto& h : publish_args.headers) split_pair(h, "--header");
-      run = [&](Connection& conn) { return publish(conn, publish_args); };
+      run = [&](Connection& conn) { return publish(conn, publish_args, json); };
     } else if (cmd == consume_cmd) {
-      run = [&](Connection& conn) { return consume(conn, consume_args); };
+      run = [&](Connection& conn) { return consume(conn, consume_args, json); };
     } else if (cmd == stats_cmd) {
-      run = [&](Connection& conn) { return stats(conn, stats_queue); };
+      run = [&](Connection& conn) { return stats(conn, stats_queue, json); };
     } else if (cmd == set_cmd) {
       std::vector<std::pair<std::string, std::string>> settings;
       for (const auto& pair : set_pairs) settings.push_back(split_pair(pair, "a setting"));
@@ -470,10 +519,10 @@ int main(int argc, char** argv) {
     } else if (cmd == triggers_cmd) {
       triggers_args.has_body = triggers_cmd->count("--body") > 0;
       auto command = sluicectl::triggers_command(triggers_args);
-      run = [command](Connection& conn) { return sluicectl::triggers(conn, command); };
+      run = [command, json](Connection& conn) { return sluicectl::triggers(conn, command, json); };
     } else {
       auto query = sluicectl::dlq_query(dlq_args);
-      run = [query](Connection& conn) { return sluicectl::dlq(conn, query); };
+      run = [query, json](Connection& conn) { return sluicectl::dlq(conn, query, json); };
     }
   } catch (const UsageError& e) {
     return usage_error(e.message, app);

@@ -3,6 +3,8 @@
 
 #include <sstream>
 
+#include <nlohmann/json.hpp>
+
 #include "test_broker.hpp"
 
 using sluice::test::run_command;
@@ -61,6 +63,7 @@ TEST_CASE("usage errors exit 2 before any connection, --version, options anywher
            {"dlq show q", "dlq show needs exactly one ID"},
            {"dlq redrive q", "dlq redrive needs IDs, --all or a filter"},
            {"dlq list q --min-age soon", "--min-age needs a duration"},
+           {"publish q --body", "--body needs a value"},
            {"triggers frob", "OP: frob not in"},
            {"triggers pause", "triggers pause needs NAME"},
            {"triggers invoke", "triggers invoke needs NAME"},
@@ -161,4 +164,54 @@ TEST_CASE("sluicectl publishes, shows stats and consumes") {
     CHECK(r.status == 1);
     CHECK(contains(r.out, "invalid_queue_name"));
   }
+}
+
+TEST_CASE("sluicectl --json: one JSON document from every data command, and the exit codes") {
+  TestBroker broker({"--set", "queues.q.max_attempts=1"});
+  const std::string ctl = std::string(SLUICECTL_PATH) + " --broker " + broker.address();
+  // `{ ...; }`: run_command feeds its input to the group, so json.tool reads the pipe.
+  const auto valid_json = [&](const std::string& args) {
+    return run_command("{ " + ctl + " " + args + " | python3 -m json.tool >/dev/null; }").status ==
+           0;
+  };
+  auto r = run_command(ctl + " --json publish q --body hi --count 2");
+  REQUIRE(r.status == 0);
+  const auto published = nlohmann::json::parse(r.out);
+  CHECK(published["ids"].size() == 2);
+  r = run_command(ctl + " consume q --count 2 --nack --timeout 5 --json");
+  REQUIRE(r.status == 0);
+  const auto consumed = nlohmann::json::parse(r.out);
+  REQUIRE(consumed["messages"].size() == 2);
+  CHECK(consumed["messages"][0]["payload"] == "hi");
+  CHECK(consumed["messages"][0]["attempt"] == 1);
+  // Both nacked with one attempt allowed: two dead letters.
+  REQUIRE(eventually([&] {
+    auto page = run_command(ctl + " dlq list q --json");
+    return page.status == 0 && nlohmann::json::parse(page.out)["entries"].size() == 2;
+  }));
+  const auto page = nlohmann::json::parse(run_command(ctl + " dlq list q --json").out);
+  const std::string entry = std::to_string(page["entries"][0]["entry_id"].get<std::uint64_t>());
+  for (const std::string& args : std::vector<std::string>{
+           "stats --json", "stats q --json", "dlq list q --json", "dlq show q " + entry + " --json",
+           "triggers --json", "--json new-token --name x",
+           "consume q --count 1 --timeout 0.2 --json"}) {
+    CAPTURE(args);
+    CHECK(valid_json(args));
+  }
+  const auto stats = nlohmann::json::parse(run_command(ctl + " stats --json").out);
+  CHECK(stats["queues"][0]["name"] == "q");
+  CHECK(stats["queues"][0]["dead_lettered_total"] == 2);
+  CHECK(stats.contains("storage"));
+  CHECK(valid_json("dlq redrive q --all --json"));
+  CHECK(valid_json("dlq purge q --json"));
+
+  // Exit codes: 3 when what was named does not exist, 1 for other refusals, 2 for usage.
+  CHECK(run_command(ctl + " stats nope 2>/dev/null").status == 3);
+  CHECK(run_command(ctl + " dlq show q 999999 2>/dev/null").status == 3);
+  CHECK(run_command(ctl + " triggers pause nope 2>/dev/null").status == 3);
+  CHECK(run_command(ctl + " set q max_messages=0 2>/dev/null").status == 1);
+  CHECK(run_command(ctl + " publish 2>/dev/null").status == 2);
+  r = run_command(std::string(SLUICECTL_PATH) + " --help");
+  CHECK(contains(r.out, "3  what was named does not exist"));
+  CHECK(contains(r.out, "--json"));
 }
