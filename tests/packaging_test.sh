@@ -29,7 +29,9 @@ contents=$(dpkg-deb -c "$deb" | awk '{print $6}')
 for path in ./usr/bin/sluiced ./usr/bin/sluicectl ./usr/lib/systemd/system/sluiced.service \
             ./etc/sluice/sluiced.toml ./usr/include/sluice/client/client.hpp \
             ./usr/include/sluice/protocol/errc.hpp ./usr/lib/libsluice_client.a \
-            ./usr/share/doc/sluice/copyright ./usr/share/doc/sluice/operations.md; do
+            ./usr/share/doc/sluice/copyright ./usr/share/doc/sluice/operations.md \
+            "./usr/lib/libsluice_client.so.$version" ./usr/lib/cmake/Sluice/SluiceConfig.cmake \
+            ./usr/lib/cmake/Sluice/SluiceConfigVersion.cmake ./usr/lib/pkgconfig/sluice-client.pc; do
   check "holds $path" grep -qx "$path" <<<"$contents"
 done
 check "nothing outside /usr and /etc" test -z "$(grep -vE '^\./$|^\./(usr|etc)/' <<<"$contents" || true)"
