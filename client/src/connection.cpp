@@ -142,6 +142,13 @@ void Connection::Impl::start() {
 }
 
 void Connection::Impl::shutdown() {
+  // Workers first, while the connection still settles what they finish.
+  std::unordered_map<std::uint32_t, std::shared_ptr<WorkerPool>> pools;
+  {
+    std::lock_guard lk(mutex_);
+    pools.swap(pools_);
+  }
+  for (auto& [id, pool] : pools) pool->stop();
   asio::post(io_, [this] {
     fail_all({errc::connection_lost, "the connection was closed by the client"});
     boost::system::error_code ignored;

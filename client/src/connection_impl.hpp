@@ -30,6 +30,7 @@
 #include <vector>
 
 #include "sluice/client/client.hpp"
+#include "worker_pool.hpp"
 #include "sluice/protocol/codec.hpp"
 #include "sluice/security/tls.hpp"
 
@@ -162,6 +163,8 @@ class Connection::Impl {
   std::atomic<std::uint64_t> next_request_id_{1};
   std::atomic<std::uint32_t> next_subscription_id_{1};
   std::unordered_map<std::uint32_t, std::shared_ptr<SubscriptionState>> subscription_index_;
+  // Subscriptions with workers: stopped at unsubscribe and at shutdown (user threads).
+  std::unordered_map<std::uint32_t, std::shared_ptr<WorkerPool>> pools_;
 
   // I/O thread only.
   std::unordered_map<std::uint64_t, Pending> in_flight_;

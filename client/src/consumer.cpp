@@ -88,6 +88,24 @@ void Connection::Impl::send_settlements() {
 
 Result<std::uint32_t> Connection::Impl::subscribe(std::string_view queue, SubscribeOptions so,
                                                   Handler handler) {
+  std::shared_ptr<WorkerPool> pool;
+  if (so.workers > 0) {
+    // The handler runs on the pool; the I/O thread only copies deliveries in.
+    so.max_in_flight = so.workers;
+    pool = std::make_shared<WorkerPool>(
+        std::move(handler),
+        [this](const LeaseHandle& lease, Disposition d, const std::string& reason) {
+          if (d == Disposition::ack && reason.empty())
+            (void)settle(FrameType::ack, lease, 0);
+          else
+            (void)settle(FrameType::nack, lease, 0, reason);
+        },
+        so.workers);
+    handler = [raw = pool.get()](const Delivery& d) {
+      raw->push(d);
+      return Disposition::manual;
+    };
+  }
   const std::uint32_t id = next_subscription_id_++;
   auto state = std::make_shared<SubscriptionState>();
   state->handler = std::move(handler);
@@ -110,7 +128,12 @@ Result<std::uint32_t> Connection::Impl::subscribe(std::string_view queue, Subscr
         protocol::encode_subscribe(out, s);
       },
       [id](FrameType, std::string_view) { return Result<std::uint32_t>(id); });
+  if (result && pool) {
+    std::lock_guard lk(mutex_);
+    pools_[id] = pool;
+  }
   if (!result) {
+    if (pool) pool->stop();
     const bool maybe_open = result.error().code == errc::timed_out;
     asio::post(io_, [this, id, maybe_open] {
       handlers_.erase(id);
@@ -133,8 +156,17 @@ Error Connection::Impl::unsubscribe(std::uint32_t id) {
       [](FrameType, std::string_view) { return Result<bool>(true); });
   if (result) {
     asio::post(io_, [this, id] { handlers_.erase(id); });
-    std::lock_guard lk(mutex_);
-    subscription_index_.erase(id);
+    std::shared_ptr<WorkerPool> pool;
+    {
+      std::lock_guard lk(mutex_);
+      subscription_index_.erase(id);
+      if (auto it = pools_.find(id); it != pools_.end()) {
+        pool = std::move(it->second);
+        pools_.erase(it);
+      }
+    }
+    // What the workers were given still runs and is settled; then they stop.
+    if (pool) pool->stop();
   }
   return result.error();
 }

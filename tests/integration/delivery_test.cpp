@@ -5,6 +5,8 @@
 #include <doctest/doctest.h>
 
 #include <algorithm>
+#include <atomic>
+#include <stdexcept>
 #include <condition_variable>
 #include <filesystem>
 #include <mutex>
@@ -260,4 +262,53 @@ TEST_CASE(
   REQUIRE(stats);
   CHECK((stats->empty() || stats->front().published_total == 0));
   CHECK(conn->ping().code == sluice::errc::ok);
+}
+
+TEST_CASE("workers: handlers run off the I/O thread, N at once, ack on return, nack on throw") {
+  TestBroker broker({"--set", "queues.w.max_attempts=1"});
+  auto producer = broker.connect("producer");
+  auto consumer = broker.connect("consumer");
+  constexpr int kMessages = 40;
+  std::vector<sluice::client::Message> batch;
+  for (int i = 0; i < kMessages; ++i)
+    batch.push_back({i % 10 == 9 ? "bad " + std::to_string(i) : "ok " + std::to_string(i), {}});
+  REQUIRE(producer->publish_batch("w", batch).ok());
+  std::atomic<int> running{0}, most{0}, done{0}, blocking_calls_ok{0};
+  sluice::client::SubscribeOptions options;
+  options.workers = 4;
+  options.max_in_flight = 1000;  // the workers decide: 4
+  auto sub = consumer->subscribe("w", options, [&](const sluice::client::Delivery& d) {
+    const int now = ++running;
+    for (int seen = most.load(); now > seen && !most.compare_exchange_weak(seen, now);) {
+    }
+    // A blocking call from the handler: refused on the I/O thread, fine on a worker.
+    if (!consumer->ping()) ++blocking_calls_ok;
+    std::this_thread::sleep_for(std::chrono::milliseconds(30));
+    const std::string payload(d.payload);
+    --running;
+    ++done;
+    if (payload.starts_with("bad")) throw std::runtime_error("cannot parse " + payload);
+    return sluice::client::Disposition::ack;
+  });
+  REQUIRE(sub.ok());
+  REQUIRE(eventually([&] { return done.load() == kMessages; }, std::chrono::seconds(30)));
+  CHECK(most.load() == 4);  // never more than the workers, and all of them busy
+  CHECK(blocking_calls_ok.load() == kMessages);
+  CHECK(consumer->subscription_stats(*sub).peak_held <= 4);
+  // 36 acked; the 4 that threw were nacked with the exception's message, and with one
+  // attempt allowed they are dead letters carrying it.
+  REQUIRE(eventually([&] {
+    auto s = producer->stats("w");
+    return s.ok() && s->front().acked_total == 36 && s->front().dead_letters == 4;
+  }));
+  sluice::client::DeadLetterQuery q;
+  q.queue = "w";
+  auto dead = producer->dead_letters(q);
+  REQUIRE(dead.ok());
+  REQUIRE(dead->entries.size() == 4);
+  for (const auto& e : dead->entries) {
+    CAPTURE(e.reason);
+    CHECK(e.reason.starts_with("cannot parse bad "));
+  }
+  CHECK_FALSE(consumer->unsubscribe(*sub));
 }

@@ -258,6 +258,13 @@ struct StorageStats {
 
 struct SubscribeOptions {
   std::uint32_t max_in_flight = 64;    // the most unacked deliveries this consumer holds
+  /// 0: the handler runs on the connection's I/O thread and must not block (nor call
+  /// this connection's blocking methods). N > 0: it runs on N threads of its own, may
+  /// block and call anything; a return of ack or nack settles the delivery, a throw
+  /// nacks it with the exception's message as the reason; max_in_flight becomes N, so
+  /// the consumer holds at most N at once, one per worker. unsubscribe() and
+  /// ~Connection wait for running handlers, so neither may be called from one.
+  std::uint32_t workers = 0;
   std::chrono::milliseconds lease{0};  // 0: the queue's lease timeout
   double rate = 0;                     // deliveries per second to this consumer; 0: no limit
   std::uint32_t burst = 1;             // with rate: most deliveries at once after a pause
@@ -297,8 +304,9 @@ class Connection {
 
   // ---- consumer ----
 
-  /// Subscribes to `queue`; `handler` runs on the I/O thread for each
-  /// delivery. Returns the subscription id.
+  /// Subscribes to `queue`; `handler` runs for each delivery: on the I/O
+  /// thread, or on `options.workers` threads of the subscription's own (see
+  /// SubscribeOptions::workers). Returns the subscription id.
   Result<std::uint32_t> subscribe(std::string_view queue, SubscribeOptions options,
                                   Handler handler);
   /// Stops deliveries to a subscription; what it holds can still be settled.
