@@ -74,10 +74,15 @@ void draft_from_http(const HttpRequest& request, const engine::QueueOptions& que
       d.headers.emplace_back(name.substr(14), value);
     } else if (name == "content-type") {
       d.headers.emplace_back(name, value);
-    } else if ((name == "traceparent" && valid_traceparent(value)) || name == "tracestate") {
-      // W3C trace context travels with the message to consumers and dead letters.
-      d.headers.emplace_back(name, value);
     }
+  }
+  // W3C trace context travels with the message to consumers and dead letters;
+  // tracestate only beside a valid traceparent, as the spec says.
+  const std::string* parent = request.header("traceparent");
+  if (parent != nullptr && valid_traceparent(*parent)) {
+    d.headers.emplace_back("traceparent", *parent);
+    if (const std::string* state = request.header("tracestate"))
+      d.headers.emplace_back("tracestate", *state);
   }
 }
 
@@ -196,12 +201,14 @@ void HttpApi::publish_one(const QueueCall& call, Respond& respond) {
     return;
   }
   const engine::Queue& queue = *taken_.queue;
-  auto line = log::debug("published");
-  line.str("queue", queue.name())
-      .unum("message_id", taken_.ids[0])
-      .str("correlation_id", d.correlation_id)
-      .str("via", "http");
-  if (const auto trace = trace_id_of(message); !trace.empty()) line.str("trace_id", trace);
+  if (log::enabled(log::Level::debug)) {
+    auto line = log::debug("published");
+    line.str("queue", queue.name())
+        .unum("message_id", taken_.ids[0])
+        .str("correlation_id", d.correlation_id)
+        .str("via", "http");
+    if (const auto trace = trace_id_of(message); !trace.empty()) line.str("trace_id", trace);
+  }
   HttpResponse r = json_response(202, {{"id", taken_.ids[0]},
                                        {"duplicate", !taken_.duplicates.empty()},
                                        {"correlation_id", d.correlation_id},

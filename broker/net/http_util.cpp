@@ -15,32 +15,37 @@ namespace sluice::net {
 
 bool accepts_gzip(const std::string* accept_encoding) noexcept {
   if (accept_encoding == nullptr) return false;
+  // An explicit "gzip" decides; otherwise "*" does (RFC 9110, 12.5.3). q=0 refuses.
+  int gzip = -1, any = -1;  // -1 not listed, 0 refused, 1 accepted
   std::string_view rest(*accept_encoding);
+  const auto trim = [](std::string_view v) {
+    while (!v.empty() && (v.front() == ' ' || v.front() == '\t')) v.remove_prefix(1);
+    while (!v.empty() && (v.back() == ' ' || v.back() == '\t')) v.remove_suffix(1);
+    return v;
+  };
+  const auto lower_is = [](std::string_view v, std::string_view word) {
+    if (v.size() != word.size()) return false;
+    for (std::size_t i = 0; i < v.size(); ++i)
+      if ((v[i] | 0x20) != word[i]) return false;
+    return true;
+  };
   while (!rest.empty()) {
     const auto comma = rest.find(',');
-    std::string_view item = rest.substr(0, comma);
+    const std::string_view item = rest.substr(0, comma);
     rest = comma == std::string_view::npos ? std::string_view{} : rest.substr(comma + 1);
     const auto semicolon = item.find(';');
-    std::string_view coding = item.substr(0, semicolon);
+    const std::string_view coding = trim(item.substr(0, semicolon));
     std::string_view params =
-        semicolon == std::string_view::npos ? std::string_view{} : item.substr(semicolon + 1);
-    const auto trim = [](std::string_view v) {
-      while (!v.empty() && (v.front() == ' ' || v.front() == '\t')) v.remove_prefix(1);
-      while (!v.empty() && (v.back() == ' ' || v.back() == '\t')) v.remove_suffix(1);
-      return v;
-    };
-    coding = trim(coding);
-    params = trim(params);
-    const bool named = coding.size() == 4 && (coding[0] | 0x20) == 'g' &&
-                       (coding[1] | 0x20) == 'z' && (coding[2] | 0x20) == 'i' &&
-                       (coding[3] | 0x20) == 'p';
-    if (!named && coding != "*") continue;
-    // q=0, q=0.0, q=0.00...: refused.
-    const bool refused =
-        params.starts_with("q=0") && params.find_first_not_of("0.", 2) == std::string_view::npos;
-    return !refused;
+        semicolon == std::string_view::npos ? std::string_view{} : trim(item.substr(semicolon + 1));
+    const bool refused = params.size() >= 3 && (params[0] | 0x20) == 'q' && params[1] == '=' &&
+                         params[2] == '0' &&
+                         params.find_first_not_of("0.", 2) == std::string_view::npos;
+    if (lower_is(coding, "gzip"))
+      gzip = refused ? 0 : 1;
+    else if (coding == "*")
+      any = refused ? 0 : 1;
   }
-  return false;
+  return gzip == 1 || (gzip == -1 && any == 1);
 }
 
 std::string gzip(std::string_view bytes) {

@@ -189,6 +189,15 @@ void Trigger::stop() {
   throttle_timer_.cancel();
   breaker_timer_.cancel();
   client_.reset();  // in-flight requests end; their answers are not waited for
+  // A test invocation still waiting is answered now: its caller must not wait forever.
+  for (auto& call : std::exchange(test_calls_, {})) {
+    if (call->answered) continue;
+    call->answered = true;
+    OutboundResponse r;
+    r.outcome = TransportOutcome::broken;
+    r.error = "the trigger stopped before the function answered";
+    call->done(std::move(r));
+  }
   if (consumer_ != nullptr) {
     // What was never sent goes back unused; what was sent is a failed
     // attempt (the function may have seen it), ready again at once.
@@ -463,7 +472,14 @@ void Trigger::test_invoke(std::string payload, HttpClient::Callback done) {
   Held test{0, 0, 0, wall_us(), {}, Clock::now()};
   const protocol::Header headers[] = {{"sluice-test", "invoke"}};
   protocol::encode_message(test.message, headers, payload);
-  client_->send(request_for({test}), std::move(done));
+  std::erase_if(test_calls_, [](const auto& call) { return call->answered; });
+  auto call = std::make_shared<TestCall>(TestCall{std::move(done), false});
+  test_calls_.push_back(call);
+  client_->send(request_for({test}), [call](OutboundResponse&& response) {
+    if (call->answered) return;
+    call->answered = true;
+    call->done(std::move(response));
+  });
 }
 
 std::uint32_t Trigger::room() const noexcept {

@@ -171,6 +171,13 @@ class Trigger final : public engine::DeliverySink {
   std::chrono::steady_clock::time_point opened_at_{};
   std::chrono::steady_clock::duration open_total_{};
   std::shared_ptr<Trigger*> alive_;  // posted handlers and responses check it
+  // Test invocations waiting for the function: answered ("broken") by stop() if the
+  // trigger goes first, since the HTTP client drops its callbacks then.
+  struct TestCall {
+    HttpClient::Callback done;
+    bool answered = false;
+  };
+  std::vector<std::shared_ptr<TestCall>> test_calls_;
 };
 
 }  // namespace sluice::net

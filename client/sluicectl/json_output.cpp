@@ -141,7 +141,8 @@ nlohmann::json invocation_json(const sluice::client::TriggerInvocation& i) {
 }
 
 void print_json(const nlohmann::json& document) {
-  std::puts(document.dump().c_str());
+  // Text that slipped past valid_utf8 (overlong forms, surrogates) is replaced, never thrown on.
+  std::puts(document.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace).c_str());
 }
 
 }  // namespace sluicectl

@@ -233,6 +233,8 @@ int consume(Connection& conn, const ConsumeArgs& args, bool json) {
   for (;;) {
     if (count > 0 && received >= count) break;
     if (!conn.connected()) {
+      // What was received (and acked) is printed before the error.
+      if (json) sluicectl::print_json({{"queue", args.queue}, {"messages", messages}});
       lk.unlock();
       return broker_error(conn.last_error());
     }

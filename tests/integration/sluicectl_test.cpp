@@ -169,11 +169,14 @@ TEST_CASE("sluicectl publishes, shows stats and consumes") {
 TEST_CASE("sluicectl --json: one JSON document from every data command, and the exit codes") {
   TestBroker broker({"--set", "queues.q.max_attempts=1"});
   const std::string ctl = std::string(SLUICECTL_PATH) + " --broker " + broker.address();
-  // `{ ...; }`: run_command feeds its input to the group, so json.tool reads the pipe.
+  // Exit 0 and one JSON document on standard output.
   const auto valid_json = [&](const std::string& args) {
-    return run_command("{ " + ctl + " " + args + " | python3 -m json.tool >/dev/null; }").status ==
-           0;
+    const auto r = run_command(ctl + " " + args);
+    return r.status == 0 && nlohmann::json::accept(r.out);
   };
+  // And as the README says to use it: `{ ...; }` so json.tool reads the pipe, not run_command's
+  // input.
+  CHECK(run_command("{ " + ctl + " stats --json | python3 -m json.tool >/dev/null; }").status == 0);
   auto r = run_command(ctl + " --json publish q --body hi --count 2");
   REQUIRE(r.status == 0);
   const auto published = nlohmann::json::parse(r.out);

@@ -249,8 +249,21 @@ TEST_CASE("trigger: SIGHUP adds a trigger, and removing it gives back what it ho
   auto stats = producer->stats("later");
   REQUIRE(stats.ok());
   CHECK(stats->front().in_flight == 2);
+  // A test invocation waits on the hung function too; removing the trigger answers it.
+  sluice::test::CommandResult invoked;
+  std::thread invoke([&] {
+    invoked = sluice::test::run_command(std::string(SLUICECTL_PATH) + " --broker " +
+                                        broker.address() + " triggers invoke fn 2>&1");
+  });
+  REQUIRE(soon([&] { return function.requests() == 6; }));
+  const auto removed_at = std::chrono::steady_clock::now();
   std::ofstream(config) << "[queues.later]\nlease_timeout = \"10m\"\n";
   ::kill(broker.pid(), SIGHUP);
+  invoke.join();
+  CHECK(std::chrono::steady_clock::now() - removed_at < std::chrono::seconds(10));
+  CHECK(invoked.status == 1);
+  CHECK(invoked.out.starts_with("broken 0 "));
+  CHECK(invoked.out.find("the trigger stopped before the function answered") != std::string::npos);
   // Back in the queue at once, not after the 10-minute lease.
   CHECK(eventually([&] {
     auto s = producer->stats("later");

@@ -84,6 +84,9 @@ TEST_CASE("http_util: Accept-Encoding takes gzip unless it is refused") {
   CHECK_FALSE(takes("gzip; q=0.000"));
   CHECK_FALSE(takes("deflate"));
   CHECK_FALSE(takes("x-gzip2"));
+  CHECK(takes("*;q=0, gzip"));  // an explicit gzip wins over the wildcard
+  CHECK_FALSE(takes("*, gzip;q=0"));
+  CHECK_FALSE(takes("gzip;Q=0"));
   // What gzip() makes starts as RFC 1952 says and is smaller for repetitive text.
   const std::string text(10000, 'm');
   const std::string packed = gzip(text);

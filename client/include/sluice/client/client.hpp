@@ -257,7 +257,7 @@ struct StorageStats {
 };
 
 struct SubscribeOptions {
-  std::uint32_t max_in_flight = 64;    // the most unacked deliveries this consumer holds
+  std::uint32_t max_in_flight = 64;  // the most unacked deliveries this consumer holds
   /// 0: the handler runs on the connection's I/O thread and must not block (nor call
   /// this connection's blocking methods). N > 0: it runs on N threads of its own, may
   /// block and call anything; a return of ack or nack settles the delivery, a throw
