@@ -32,8 +32,8 @@ int main(int argc, char** argv) {
   std::atomic<int> handled{0}, running{0}, most{0};
   sluice::client::SubscribeOptions subscribe;
   subscribe.workers = static_cast<std::uint32_t>(std::atoi(argv[4]));
-  auto subscription = (*connection)->subscribe(
-      argv[2], subscribe, [&](const sluice::client::Delivery& d) {
+  auto subscription =
+      (*connection)->subscribe(argv[2], subscribe, [&](const sluice::client::Delivery& d) {
         if (d.payload.empty()) throw std::invalid_argument("an empty order");  // nacked
         const int now = ++running;
         for (int seen = most.load(); now > seen && !most.compare_exchange_weak(seen, now);) {
