@@ -127,15 +127,6 @@ ProcessStats process_stats() {
   return p;
 }
 
-double resident_bytes() {
-  std::FILE* f = std::fopen("/proc/self/statm", "r");
-  if (f == nullptr) return 0;
-  unsigned long size = 0, resident = 0;
-  const int n = std::fscanf(f, "%lu %lu", &size, &resident);
-  std::fclose(f);
-  return n == 2 ? static_cast<double>(resident) * static_cast<double>(sysconf(_SC_PAGESIZE)) : 0;
-}
-
 constexpr double kMicro = 1e-6;
 constexpr double kMicrosPerSecond = 1e6;
 
@@ -389,11 +380,12 @@ std::vector<MetricFamily> Metrics::Collect() const {
          MetricType::Gauge, static_cast<double>(engine_.memory_used()));
   single("sluice_memory_limit_bytes", "limits.memory (0: none).", MetricType::Gauge,
          static_cast<double>(engine_.memory_limit()));
-  single("sluice_process_resident_memory_bytes", "Resident set size of sluiced.", MetricType::Gauge,
-         resident_bytes());
   {
-    // The standard process metrics every Prometheus client library exports.
+    // The standard process metrics every Prometheus client library exports; RSS also under
+    // its older Sluice name, from the same reading.
     const ProcessStats p = process_stats();
+    single("sluice_process_resident_memory_bytes", "Resident set size of sluiced.",
+           MetricType::Gauge, p.resident_bytes);
     single("process_cpu_seconds_total", "Total user and system CPU time spent in seconds.",
            MetricType::Counter, p.cpu_seconds);
     single("process_open_fds", "Number of open file descriptors.", MetricType::Gauge, p.open_fds);
