@@ -62,14 +62,6 @@ std::string gzip(std::string_view bytes) {
   return result == Z_STREAM_END ? out : std::string();
 }
 
-bool valid_utf8(std::string_view s) noexcept {
-  for (std::size_t at = 0; at < s.size();) {
-    const std::size_t n = utf8_sequence_length(s, at);
-    if (n == 0) return false;
-    at += n;
-  }
-  return true;
-}
 
 namespace {
 constexpr char kAlphabet[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";

@@ -8,10 +8,12 @@
 #include <utility>
 #include <vector>
 
+#include "sluice/protocol/utf8.hpp"
+
 namespace sluice::net {
 
 /// True when `s` is well-formed UTF-8 (no overlongs, surrogates or values past U+10FFFF).
-bool valid_utf8(std::string_view s) noexcept;
+using protocol::valid_utf8;
 /// Standard base64 with padding.
 std::string base64_encode(std::string_view bytes);
 /// True when an Accept-Encoding value (null: none sent) takes gzip: "gzip" or "*" listed

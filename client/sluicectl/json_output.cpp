@@ -2,25 +2,13 @@
 
 #include <cstdio>
 
+#include "sluice/protocol/utf8.hpp"
+
 namespace sluicectl {
 
 namespace {
 
-bool valid_utf8(std::string_view s) {
-  for (std::size_t i = 0; i < s.size();) {
-    const auto c = static_cast<unsigned char>(s[i]);
-    const std::size_t n = c < 0x80         ? 1
-                          : (c >> 5) == 6  ? 2
-                          : (c >> 4) == 14 ? 3
-                          : (c >> 3) == 30 ? 4
-                                           : 0;
-    if (n == 0 || i + n > s.size()) return false;
-    for (std::size_t k = 1; k < n; ++k)
-      if ((static_cast<unsigned char>(s[i + k]) & 0xC0) != 0x80) return false;
-    i += n;
-  }
-  return true;
-}
+using sluice::protocol::valid_utf8;  // strict: what it passes, JSON carries
 
 std::string base64(std::string_view in) {
   static constexpr char kAlphabet[] =
