@@ -62,7 +62,6 @@ std::string gzip(std::string_view bytes) {
   return result == Z_STREAM_END ? out : std::string();
 }
 
-
 namespace {
 constexpr char kAlphabet[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
 
