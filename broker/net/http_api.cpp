@@ -68,9 +68,19 @@ std::string_view bearer_token(const HttpRequest& request) {
 }  // namespace
 
 std::size_t HttpRequestCounts::route_of(std::string_view path) noexcept {
-  const auto index = [](std::string_view name) {
-    for (std::size_t i = 0; i < kRouteCount; ++i)
-      if (kRoutes[i] == name) return i;
+  static constexpr std::string_view kQueue = "/v1/queues/{queue}";
+  // The first route named `name`, or a queue route whose action is `name` (queue = true).
+  const auto index = [](std::string_view name, bool queue = false) {
+    for (std::size_t i = 0; i < kRouteCount; ++i) {
+      std::string_view route = kRoutes[i];
+      if (queue) {
+        if (route.size() <= kQueue.size() || !route.starts_with(kQueue) ||
+            route[kQueue.size()] != '/')
+          continue;
+        route.remove_prefix(kQueue.size() + 1);
+      }
+      if (route == name) return i;
+    }
     return kRouteCount - 1;
   };
   if (path == "/v1/triggers" || path.starts_with("/v1/triggers/")) return index("/v1/triggers");
@@ -78,14 +88,15 @@ std::size_t HttpRequestCounts::route_of(std::string_view path) noexcept {
   std::string_view action = path.substr(std::strlen("/v1/queues/"));
   const auto slash = action.find('/');
   action = slash == std::string_view::npos ? std::string_view{} : action.substr(slash + 1);
-  if (action == "dlq" || action.starts_with("dlq/")) return index("/v1/queues/{queue}/dlq");
-  if (action.empty()) return index("/v1/queues/{queue}");
-  return index("/v1/queues/{queue}/" + std::string(action));
+  if (action.empty()) return index(kQueue);
+  if (action.starts_with("dlq/")) action = "dlq";
+  return index(action, true);
 }
 
 void HttpApi::handle(HttpRequest&& request, Respond respond) {
   // Counted when answered, whenever that is (a long poll, a durable commit).
-  const std::size_t counted = HttpRequestCounts::route_of(split_target(request.target).first);
+  const std::string_view target = request.target;
+  const std::size_t counted = HttpRequestCounts::route_of(target.substr(0, target.find('?')));
   respond = [this, counted, inner = std::move(respond)](HttpResponse r) mutable {
     if (r.status >= 100 && r.status < 600) ++counts_.counts[counted][r.status / 100 - 1];
     inner(std::move(r));
