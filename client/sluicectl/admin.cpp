@@ -21,7 +21,7 @@ bool parse_u64(std::string_view s, std::uint64_t& out) {
 
 int broker_error(const sluice::client::Error& e) {
   std::fprintf(stderr, "sluicectl: %s\n", e.to_string().c_str());
-  return e.code == sluice::errc::not_found ? 3 : 1;
+  return e.code == sluice::errc::not_found || e.code == sluice::errc::queue_not_found ? 3 : 1;
 }
 
 const char* const kDlqUsage =

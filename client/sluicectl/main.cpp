@@ -95,6 +95,8 @@ Subscribes to QUEUE and prints each delivery as one line:
   <message id> <attempt> <payload>
 then acks it (or nacks it with --nack). Stops after --count messages, or when
 no message arrived for --timeout seconds (default: wait forever; fractions allowed).
+When the broker goes away (a restart), it says so on stderr, reconnects and
+carries on; what was delivered and not yet acked is delivered again.
 
   --count N            stop after N messages
   --max-in-flight N    the most unacked messages held at once (default 16)
@@ -232,7 +234,7 @@ int consume(Connection& conn, const ConsumeArgs& args, bool json) {
   std::unique_lock lk(m);
   for (;;) {
     if (count > 0 && received >= count) break;
-    if (!conn.connected()) {
+    if (conn.state() == sluice::client::ConnectionState::closed) {
       // What was received (and acked) is printed before the error.
       if (json) sluicectl::print_json({{"queue", args.queue}, {"messages", messages}});
       lk.unlock();
@@ -506,6 +508,17 @@ int main(int argc, char** argv) {
   sluice::client::Options options;
   try {
     options = connection.options();
+    // A one-shot command fails at once when the broker goes away; consume waits
+    // for it to come back and carries on.
+    options.reconnect.enabled = cmd == consume_cmd;
+    if (cmd == consume_cmd)
+      options.on_state = [](sluice::client::ConnectionState state,
+                            const sluice::client::Error& why) {
+        if (state == sluice::client::ConnectionState::connected)
+          std::fputs("sluicectl: connected again\n", stderr);
+        else if (state == sluice::client::ConnectionState::reconnecting)
+          std::fprintf(stderr, "sluicectl: reconnecting (%s)\n", why.to_string().c_str());
+      };
     if (cmd == publish_cmd) {
       publish_args.has_body = publish_cmd->count("--body") > 0;
       for (const auto& h : publish_args.headers) split_pair(h, "--header");

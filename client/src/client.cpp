@@ -94,6 +94,25 @@ Result<std::uint32_t> Connection::subscribe(std::string_view queue, SubscribeOpt
 Error Connection::unsubscribe(std::uint32_t subscription_id) {
   return impl_->unsubscribe(subscription_id);
 }
+
+Result<std::vector<Fetched>> Connection::fetch(std::string_view queue, std::uint32_t max_messages,
+                                               std::chrono::milliseconds wait,
+                                               std::chrono::milliseconds lease) {
+  if (!protocol::valid_queue_name(queue))
+    return Error{errc::invalid_queue_name,
+                 "queue name must be " + std::string(protocol::kQueueNameRule)};
+  if (max_messages == 0 || max_messages > 65535)
+    return Error{errc::invalid_argument, "max_messages must be 1 to 65535"};
+  if (wait.count() < 0 || lease.count() < 0)
+    return Error{errc::invalid_argument, "wait and lease must not be negative"};
+  return impl_->fetch(queue, max_messages, wait, lease);
+}
+
+std::string_view Fetched::header(std::string_view key) const noexcept {
+  for (const auto& [k, v] : message.headers)
+    if (k == key) return v;
+  return {};
+}
 Error Connection::ack(LeaseHandle lease) {
   return impl_->settle(FrameType::ack, lease, 0);
 }
@@ -311,6 +330,20 @@ Error Connection::ping() {
 
 bool Connection::connected() const noexcept {
   return impl_->connected();
+}
+ConnectionState Connection::state() const noexcept {
+  return impl_->state();
+}
+std::string_view to_string(ConnectionState state) noexcept {
+  switch (state) {
+    case ConnectionState::connected:
+      return "connected";
+    case ConnectionState::reconnecting:
+      return "reconnecting";
+    case ConnectionState::closed:
+      return "closed";
+  }
+  return "unknown";
 }
 Error Connection::last_error() const {
   return impl_->last_error();

@@ -17,6 +17,7 @@
 
 #include <atomic>
 #include <condition_variable>
+#include <cstdio>
 #include <functional>
 #include <future>
 #include <memory>
@@ -44,6 +45,11 @@ using protocol::FrameType;
 /// threads can read them.
 struct SubscriptionState {
   Connection::Handler handler;
+  protocol::Subscribe request;  // as first sent: sent again after a reconnect
+  std::string queue;            // what request.queue views
+  /// A fetch()'s: ends with its link (not subscribed again); `on_link_lost` wakes it.
+  std::function<void()> on_link_lost;
+  std::uint32_t link = 0;  // I/O thread: the link its SUBSCRIBE went (or goes) out on
   std::atomic<std::uint64_t> received{0};
   std::atomic<std::uint64_t> held{0};
   std::atomic<std::uint64_t> peak_held{0};
@@ -65,15 +71,23 @@ class Connection::Impl {
   };
 
   explicit Impl(Options options)
-      : options_(std::move(options)), decoder_(protocol::kDefaultMaxFrameBytes) {}
+      : options_(std::move(options)), decoder_(protocol::kDefaultMaxFrameBytes) {
+    if (options_.resend_unconfirmed) {
+      char prefix[24];
+      std::snprintf(
+          prefix, sizeof prefix, "c%016llx-",
+          static_cast<unsigned long long>(std::uniform_int_distribution<std::uint64_t>()(rng_)));
+      dedup_prefix_ = prefix;
+    }
+  }
 
+  /// The first connection, on the caller's thread (before start()).
   Error open();
-  /// open()'s steps: runs the io_context until `done` or `timeout`; on timeout
-  /// closes the socket (the aborted handler runs). True when done in time.
-  bool run_until(const bool& done, std::chrono::milliseconds timeout);
   void start();
   void shutdown();
 
+  /// A sluice-dedup-id for resend_unconfirmed: unique to this connection and message.
+  std::string next_dedup_id();
   void publish_async(std::string_view queue, std::span<const protocol::Header> headers,
                      std::string_view payload, PublishCallback done);
   bool wait_confirms(std::chrono::milliseconds timeout);
@@ -81,8 +95,12 @@ class Connection::Impl {
   template <typename T, typename Encode, typename Parse>
   Result<T> call(Encode encode, Parse parse, std::chrono::milliseconds timeout = {});
 
-  Result<std::uint32_t> subscribe(std::string_view queue, SubscribeOptions options,
-                                  Handler handler);
+  /// `on_link_lost`: a fetch's subscription, which ends with its link.
+  Result<std::uint32_t> subscribe(std::string_view queue, SubscribeOptions options, Handler handler,
+                                  std::function<void()> on_link_lost = {});
+  Result<std::vector<Fetched>> fetch(std::string_view queue, std::uint32_t max_messages,
+                                     std::chrono::milliseconds wait,
+                                     std::chrono::milliseconds lease);
   Error unsubscribe(std::uint32_t id);
   Error settle(FrameType type, LeaseHandle lease, std::uint32_t ms, std::string reason = {},
                std::uint8_t flags = 0);
@@ -97,22 +115,31 @@ class Connection::Impl {
   }
 
   bool on_io_thread() const noexcept { return std::this_thread::get_id() == io_thread_id_; }
-  bool connected() const {
+  bool connected() const noexcept { return link_up_.load(); }
+  ConnectionState state() const {
     std::lock_guard lk(mutex_);
-    return !closed_;
+    return closed_    ? ConnectionState::closed
+           : link_up_ ? ConnectionState::connected
+                      : ConnectionState::reconnecting;
   }
   Error last_error() const {
     std::lock_guard lk(mutex_);
     return close_error_;
   }
 
-  std::uint32_t max_payload_bytes_ = protocol::kDefaultMaxPayloadBytes;
-  std::uint32_t max_frame_bytes_ = protocol::kDefaultMaxFrameBytes;
+  // From HELLO_OK (each link's; read by user threads).
+  std::atomic<std::uint32_t> max_payload_bytes_{protocol::kDefaultMaxPayloadBytes};
+  std::atomic<std::uint32_t> max_frame_bytes_{protocol::kDefaultMaxFrameBytes};
   std::unordered_set<std::shared_ptr<asio::steady_timer>> retry_timers_;  // I/O thread
   std::mt19937 rng_{std::random_device{}()};                              // I/O thread
   std::atomic<std::uint64_t> refused_auto_acks_{0};
   std::atomic<std::uint8_t> pressure_{0};
+  /// The current link, counting from 1 (see LeaseHandle::link).
+  std::atomic<std::uint32_t> link_{0};
   const Options options_;
+  /// With resend_unconfirmed: "<random hex>-" that, with a count, makes dedup ids.
+  std::string dedup_prefix_;
+  std::atomic<std::uint64_t> dedup_count_{0};
 
  private:
   void read();
@@ -124,6 +151,22 @@ class Connection::Impl {
   void take_pending();
   void send_settlements();
   void flush();
+  /// One attempt at a link: resolve, connect, TLS, HELLO and HELLO_OK, bounded by
+  /// connect_timeout (up to the TLS handshake) and request_timeout (HELLO). Runs
+  /// on the io_context; `done` gets ok or why not.
+  struct Attempt;
+  void async_open(std::function<void(Error)> done);
+  void read_hello_ok(std::shared_ptr<Attempt> attempt);
+  /// The link dropped: fails or keeps what was on it, then reconnects (or, when
+  /// that is off or `error` is final, closes for good with fail_all).
+  void link_lost(Error error);
+  void schedule_reconnect(const Error& why);
+  /// A new link is up: subscribe again, resend, flush what waited.
+  void link_up();
+  void notify(ConnectionState state, const Error& why) {
+    if (options_.on_state) options_.on_state(state, why);
+  }
+  /// Closes for good.
   void fail_all(Error error);
   /// Completes every callback of a PUBLISH with `error`.
   void fail_publish(Pending& p, const Error& error);
@@ -138,10 +181,19 @@ class Connection::Impl {
   }
 
   asio::io_context io_{1};
-  // Plain TCP or TLS (open() decides); socket() is the TCP socket underneath.
+  // Plain TCP or TLS (each attempt makes a new one); socket() is the TCP socket underneath.
+  std::shared_ptr<asio::ssl::context> tls_context_;
   std::unique_ptr<security::Transport> transport_ =
       std::make_unique<security::Transport>(tcp::socket(io_));
+  // The previous link's, kept until its aborted operations have completed.
+  std::unique_ptr<security::Transport> retired_;
   tcp::socket& socket() { return transport_->socket(); }
+  std::atomic<bool> link_up_{false};
+  std::shared_ptr<Attempt> attempt_;  // I/O thread: the one under way
+  asio::steady_timer reconnect_timer_{io_};
+  unsigned reconnect_attempts_ = 0;
+  std::chrono::steady_clock::time_point down_since_;
+  std::vector<Pending> resend_;  // unconfirmed PUBLISHes to send on the next link
   std::optional<asio::executor_work_guard<asio::io_context::executor_type>> work_;
   std::thread thread_;
   std::thread::id io_thread_id_;
@@ -159,6 +211,7 @@ class Connection::Impl {
   bool wake_posted_ = false;
   std::size_t unconfirmed_ = 0;
   bool closed_ = false;
+  bool closing_ = false;  // shutdown() began: a drop now is final
   Error close_error_;
   std::atomic<std::uint64_t> next_request_id_{1};
   std::atomic<std::uint32_t> next_subscription_id_{1};

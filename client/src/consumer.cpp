@@ -36,6 +36,7 @@ void Connection::Impl::handle_deliver(std::string_view body) {
     view_.lease_token = d.lease_token;
     view_.attempt = d.attempt;
     view_.publish_time_us = static_cast<std::int64_t>(d.publish_time_us);
+    view_.link = link_.load(std::memory_order_relaxed);
     view_.payload = parts.payload;
     view_.headers.clear();
     protocol::for_each_header(
@@ -87,7 +88,8 @@ void Connection::Impl::send_settlements() {
 // ------------------------------------------------------------ user threads
 
 Result<std::uint32_t> Connection::Impl::subscribe(std::string_view queue, SubscribeOptions so,
-                                                  Handler handler) {
+                                                  Handler handler,
+                                                  std::function<void()> on_link_lost) {
   std::shared_ptr<WorkerPool> pool;
   if (so.workers > 0) {
     // The handler runs on the pool; the I/O thread only copies deliveries in.
@@ -109,18 +111,20 @@ Result<std::uint32_t> Connection::Impl::subscribe(std::string_view queue, Subscr
   const std::uint32_t id = next_subscription_id_++;
   auto state = std::make_shared<SubscriptionState>();
   state->handler = std::move(handler);
+  state->queue.assign(queue);
+  state->on_link_lost = std::move(on_link_lost);
   {
     std::lock_guard lk(mutex_);
     subscription_index_[id] = state;
   }
-  std::string q(queue);
   auto result = call<std::uint32_t>(
-      [this, id, q, so, state](std::uint64_t request_id, std::string& out) mutable {
+      [this, id, so, state](std::uint64_t request_id, std::string& out) mutable {
         handlers_[id] = state;  // before SUBSCRIBE: deliveries may follow at once
-        protocol::Subscribe s;
+        state->link = link_up_ ? link_.load() : link_ + 1;  // while reconnecting: the next
+        protocol::Subscribe& s = state->request;  // kept, to subscribe again after a reconnect
         s.request_id = request_id;
         s.subscription_id = id;
-        s.queue = q;
+        s.queue = state->queue;
         s.max_in_flight = so.max_in_flight;
         s.lease_ms = static_cast<std::uint32_t>(so.lease.count());
         s.rate_milli = static_cast<std::uint32_t>(std::llround(so.rate * 1000));
@@ -173,10 +177,13 @@ Error Connection::Impl::unsubscribe(std::uint32_t id) {
 
 Error Connection::Impl::settle(FrameType type, LeaseHandle lease, std::uint32_t ms,
                                std::string reason, std::uint8_t flags) {
+  // A lease of an earlier link: the broker took the message back when it dropped.
+  if (lease.link != 0 && lease.link != link_.load())
+    return {errc::stale_lease, "the connection dropped since this delivery; it is delivered again"};
   auto result = call<bool>(
       [this, type, lease, ms, reason = std::move(reason), flags](std::uint64_t request_id,
                                                                  std::string& out) {
-        if (type != FrameType::extend) {
+        if (type != FrameType::extend && (lease.link == 0 || lease.link == link_)) {
           auto it = handlers_.find(lease.subscription_id);
           if (it != handlers_.end()) it->second->settled();
         }
@@ -201,6 +208,57 @@ Error Connection::Impl::settle(FrameType type, LeaseHandle lease, std::uint32_t 
         return true;
       });
   return result.error();
+}
+
+Result<std::vector<Fetched>> Connection::Impl::fetch(std::string_view queue,
+                                                     std::uint32_t max_messages,
+                                                     std::chrono::milliseconds wait,
+                                                     std::chrono::milliseconds lease) {
+  // A subscription with credit max_messages: the broker sends at most that many.
+  // Unsubscribing answers after every delivery it sent before, so what arrived
+  // by then is the whole batch.
+  struct Batch {
+    std::mutex mutex;
+    std::condition_variable cv;
+    std::vector<Fetched> got;
+    bool link_lost = false;
+  };
+  auto batch = std::make_shared<Batch>();
+  SubscribeOptions so;
+  so.max_in_flight = max_messages;
+  so.lease = lease;
+  const auto until = std::chrono::steady_clock::now() + wait;
+  auto sub = subscribe(
+      queue, so,
+      [batch, max_messages](const Delivery& d) {
+        Fetched f;
+        f.lease = sluice::client::handle(d);
+        f.attempt = d.attempt;
+        f.publish_time_us = d.publish_time_us;
+        f.message.payload.assign(d.payload);
+        f.message.headers.assign(d.headers.begin(), d.headers.end());
+        std::lock_guard lk(batch->mutex);
+        batch->got.push_back(std::move(f));
+        if (batch->got.size() >= max_messages) batch->cv.notify_all();
+        return Disposition::manual;
+      },
+      [batch] {
+        std::lock_guard lk(batch->mutex);
+        batch->link_lost = true;
+        batch->cv.notify_all();
+      });
+  if (!sub) return sub.error();
+  {
+    std::unique_lock lk(batch->mutex);
+    batch->cv.wait_until(lk, until,
+                         [&] { return batch->got.size() >= max_messages || batch->link_lost; });
+  }
+  Error closed = unsubscribe(*sub);
+  std::lock_guard lk(batch->mutex);
+  if (batch->link_lost || (closed && closed.code != errc::unknown_subscription))
+    return Error{errc::connection_lost,
+                 "the connection dropped during the fetch; its messages are delivered again"};
+  return std::move(batch->got);
 }
 
 }  // namespace sluice::client

@@ -3,6 +3,7 @@
 // retried with backoff when configured); and the blocking publish of one frame.
 #include "connection_impl.hpp"
 
+#include <algorithm>
 #include <cstring>
 
 namespace sluice::client {
@@ -56,9 +57,24 @@ Error check_message(std::span<const protocol::Header> headers, std::string_view 
 
 // ------------------------------------------------------------ user threads
 
+std::string Connection::Impl::next_dedup_id() {
+  return dedup_prefix_ + std::to_string(dedup_count_.fetch_add(1, std::memory_order_relaxed));
+}
+
 void Connection::Impl::publish_async(std::string_view queue,
                                      std::span<const protocol::Header> headers,
                                      std::string_view payload, PublishCallback done) {
+  // Resent after a reconnect: with a dedup id, so the broker takes it once.
+  std::vector<protocol::Header> with_id;
+  std::string dedup_id;
+  if (options_.resend_unconfirmed &&
+      std::none_of(headers.begin(), headers.end(),
+                   [](const protocol::Header& h) { return h.key == protocol::kDedupHeader; })) {
+    dedup_id = next_dedup_id();
+    with_id.assign(headers.begin(), headers.end());
+    with_id.push_back({protocol::kDedupHeader, dedup_id});
+    headers = with_id;
+  }
   if (Error e = check_message(headers, payload, max_payload_bytes_, max_frame_bytes_)) {
     if (done) done(e, 0);
     return;
@@ -126,7 +142,12 @@ Result<std::vector<Published>> Connection::Impl::publish_frame(std::string_view 
                  "batch of " + std::to_string(frame_bytes) +
                      " bytes exceeds the broker's max frame; split it or use publish_async"};
   std::string q(queue);
-  auto copy = std::make_shared<const std::vector<Message>>(messages.begin(), messages.end());
+  auto copy = std::make_shared<std::vector<Message>>(messages.begin(), messages.end());
+  if (options_.resend_unconfirmed)
+    for (auto& m : *copy)
+      if (std::none_of(m.headers.begin(), m.headers.end(),
+                       [](const auto& h) { return h.first == protocol::kDedupHeader; }))
+        m.headers.emplace_back(protocol::kDedupHeader, next_dedup_id());
   auto attempt = [&] {
     return call<std::vector<Published>>(
         [q, copy](std::uint64_t request_id, std::string& out) {
@@ -154,6 +175,11 @@ Result<std::vector<Published>> Connection::Impl::publish_frame(std::string_view 
   // retry-after) and try again until the deadline.
   const auto until = std::chrono::steady_clock::now() + options_.retry_queue_full_for;
   auto result = attempt();
+  // The connection dropped with the frame on the wire: send it again (its dedup
+  // ids keep the broker from taking a message twice) while time is left.
+  while (!result && result.error().code == errc::outcome_unknown && options_.resend_unconfirmed &&
+         std::chrono::steady_clock::now() < until + options_.request_timeout)
+    result = attempt();
   for (unsigned n = 0; !result && result.error().code == errc::queue_full; ++n) {
     thread_local std::mt19937 rng{std::random_device{}()};
     const auto delay = backoff_delay(n, result.error().retry_after, rng);
@@ -175,7 +201,8 @@ void Connection::Impl::take_pending() {
       publish_open_ = false;
     }
     // With queue_full retries on, each PUBLISH keeps a copy of its frame to resend.
-    const bool keep_frames = options_.retry_queue_full_for.count() > 0;
+    const bool keep_frames =
+        options_.retry_queue_full_for.count() > 0 || options_.resend_unconfirmed;
     for (std::size_t i = 0; i < pending_requests_.size(); ++i) {
       auto& [id, p] = pending_requests_[i];
       if (keep_frames) {

@@ -29,6 +29,11 @@ void WorkerPool::push(const Delivery& d) {
   ready_.notify_one();
 }
 
+void WorkerPool::drop_queued() {
+  std::lock_guard lock(mutex_);
+  queue_.clear();
+}
+
 void WorkerPool::stop() {
   for (const auto& t : threads_)
     if (t.get_id() == std::this_thread::get_id()) {

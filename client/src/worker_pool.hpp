@@ -29,6 +29,9 @@ class WorkerPool {
 
   /// On the I/O thread: queues a copy of `delivery` for the next free worker.
   void push(const Delivery& delivery);
+  /// Forgets what no worker has started (the connection dropped: the broker
+  /// delivers those again).
+  void drop_queued();
   /// Stops the workers once what is queued has run, and joins them.
   void stop();
 

@@ -52,6 +52,10 @@ std::string_view to_string(errc code) noexcept {
       return "too_many_queues";
     case errc::not_found:
       return "not_found";
+    case errc::outcome_unknown:
+      return "outcome_unknown";
+    case errc::queue_not_found:
+      return "queue_not_found";
   }
   return "unknown";
 }
@@ -72,6 +76,7 @@ unsigned http_status(errc code) noexcept {
     case errc::forbidden:
       return 403;
     case errc::not_found:
+    case errc::queue_not_found:
     case errc::unknown_subscription:
       return 404;
     case errc::timed_out:
@@ -88,6 +93,7 @@ unsigned http_status(errc code) noexcept {
     case errc::unsupported:
       return 501;
     case errc::connection_lost:
+    case errc::outcome_unknown:
       return 502;
     case errc::shutting_down:
     case errc::too_many_connections:

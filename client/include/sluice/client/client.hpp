@@ -3,9 +3,20 @@
 // (subscribe with a concurrency limit and a handler per message).
 //
 // Threading: each Connection runs one I/O thread of its own. Every public
-// method is thread-safe. Handlers and callbacks run on the I/O thread: they
-// must not block, and must not call the blocking methods (those return
-// errc::invalid_argument when called from the I/O thread).
+// method is thread-safe. Handlers (without SubscribeOptions::workers), publish
+// callbacks and the connection-state callback run on the I/O thread: they must
+// not block, and must not call the blocking methods (those return
+// errc::invalid_argument when called from the I/O thread). Handlers of a
+// subscription with workers run on its worker threads and may do anything
+// but unsubscribe or destroy the connection.
+//
+// Reconnecting: when the connection drops after connect() (a broker restart, a
+// network blip), the library reconnects by itself (Options::reconnect) and
+// subscribes again with the same settings. What the broker had delivered and
+// not yet seen settled it delivers again (at least once); requests that were
+// on the wire fail with errc::outcome_unknown (a publish may or may not have
+// been taken) unless Options::resend_unconfirmed; requests made while it is
+// reconnecting wait for the new connection (up to request_timeout).
 #pragma once
 
 #include <chrono>
@@ -71,6 +82,7 @@ struct Delivery {
   std::uint64_t lease_token = 0;
   std::uint32_t attempt = 0;         // 1 on first delivery
   std::int64_t publish_time_us = 0;  // broker wall clock, µs since the Unix epoch
+  std::uint32_t link = 0;            // the connection it came on (see LeaseHandle::link)
   std::string_view payload;
   std::vector<std::pair<std::string_view, std::string_view>> headers;
 
@@ -83,10 +95,26 @@ struct LeaseHandle {
   std::uint64_t message_id = 0;
   std::uint64_t lease_token = 0;
   std::uint32_t subscription_id = 0;
+  /// Which connection (counting reconnects from 1) it was delivered on; a lease
+  /// from before a reconnect is stale (the broker delivers the message again).
+  /// 0: not checked.
+  std::uint32_t link = 0;
 };
 inline LeaseHandle handle(const Delivery& d) {
-  return {d.message_id, d.lease_token, d.subscription_id};
+  return {d.message_id, d.lease_token, d.subscription_id, d.link};
 }
+
+/// One message fetch() returned: a copy the application owns, and its lease,
+/// to settle with ack(), nack() or extend() like a manual delivery.
+struct Fetched {
+  LeaseHandle lease;
+  std::uint32_t attempt = 0;         // 1 on first delivery
+  std::int64_t publish_time_us = 0;  // broker wall clock, µs since the Unix epoch
+  Message message;
+
+  /// The value of header `key`, or an empty view.
+  std::string_view header(std::string_view key) const noexcept;
+};
 
 /// What one subscription has seen, measured where the limit matters: a
 /// delivery counts as held from its arrival until its ack or nack is sent.
@@ -101,6 +129,25 @@ enum class Disposition {
   ack,     // done: the broker forgets it
   nack,    // failed: redeliver (counts as a failed attempt)
   manual,  // the application settles it later with ack()/nack()
+};
+
+/// The connection's state, as Connection::state() and Options::on_state tell it.
+enum class ConnectionState {
+  connected,     // the link is up
+  reconnecting,  // the link dropped; trying again (Options::reconnect)
+  closed,        // for good: closed by the client, refused, or reconnecting gave up
+};
+std::string_view to_string(ConnectionState state) noexcept;
+
+/// How a dropped connection is re-established.
+struct ReconnectOptions {
+  bool enabled = true;
+  /// The first wait; each failed attempt doubles it up to max_delay. Each wait is a
+  /// random point in its upper half, so clients of one broker spread out.
+  std::chrono::milliseconds initial_delay{100};
+  std::chrono::milliseconds max_delay{5000};
+  /// Stop trying (state closed) when the link has been down this long; 0: never.
+  std::chrono::milliseconds give_up_after{0};
 };
 
 struct Options {
@@ -128,6 +175,20 @@ struct Options {
   /// jitter, never sooner than the broker's retry-after), before reporting
   /// queue_full. 0: report it at once. Costs a copy of each PUBLISH frame.
   std::chrono::milliseconds retry_queue_full_for{0};
+  /// See ReconnectOptions. Credentials that are refused (unauthenticated,
+  /// forbidden) and a protocol version the broker does not speak end the
+  /// connection for good instead.
+  ReconnectOptions reconnect;
+  /// After a reconnect, publish again what was on the wire unconfirmed, instead of
+  /// failing it with outcome_unknown. Each message then carries a sluice-dedup-id
+  /// header (its own if it has one, else one the library makes), so a message the
+  /// broker had taken is not enqueued twice (within the queue's dedup_window).
+  /// Costs a copy of each PUBLISH frame until it is confirmed.
+  bool resend_unconfirmed = false;
+  /// Called on the I/O thread at each change after connect() returned: reconnecting
+  /// (with why the link dropped, then with each failed attempt's error), connected,
+  /// and closed (with why). Must not block.
+  std::function<void(ConnectionState state, const Error& why)> on_state;
 };
 
 struct QueueStats {
@@ -311,6 +372,16 @@ class Connection {
                                   Handler handler);
   /// Stops deliveries to a subscription; what it holds can still be settled.
   Error unsubscribe(std::uint32_t subscription_id);
+  /// Pulls up to `max_messages` (1..65535) from `queue`: returns as soon as that
+  /// many arrived, or after `wait` with what did (perhaps none). Each is leased to
+  /// this connection for `lease` (0: the queue's lease timeout) and must be
+  /// settled with ack/nack. Blocking; not from the I/O thread. Errors as for
+  /// subscribe; connection_lost when the connection dropped meanwhile (what it had
+  /// got is the broker's again).
+  Result<std::vector<Fetched>> fetch(std::string_view queue, std::uint32_t max_messages,
+                                     std::chrono::milliseconds wait,
+                                     std::chrono::milliseconds lease = std::chrono::milliseconds{
+                                         0});
   /// Settles a lease; errc::stale_lease if it expired or was settled already.
   Error ack(LeaseHandle lease);
   /// Gives a lease back as a failed attempt; redelivered after `delay` (0: the
@@ -346,9 +417,10 @@ class Connection {
   /// A round trip to the broker.
   Error ping();
 
-  /// False once the connection is closed (by either side); see last_error().
+  /// True while the link is up: false while reconnecting and once closed; see last_error().
   bool connected() const noexcept;
-  /// Why the connection closed, if it did.
+  ConnectionState state() const noexcept;
+  /// Why the link last dropped or the connection closed, if it did.
   Error last_error() const;
   /// Acks the broker refused (stale leases) among automatic acks.
   std::uint64_t refused_auto_acks() const noexcept;

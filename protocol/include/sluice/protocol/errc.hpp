@@ -60,6 +60,12 @@ enum class errc : std::uint16_t {
   too_many_queues = 21,
   /// The thing asked for (a dead-letter entry) does not exist (any more).
   not_found = 22,
+  /// Client library: the connection dropped after the request was sent and before its answer,
+  /// so it may or may not have taken effect (a publish may or may not have been enqueued).
+  outcome_unknown = 23,
+  /// The queue does not exist, and the broker does not create queues on first use
+  /// (queues.auto_create = "off"), or the operation never creates one (delete, purge).
+  queue_not_found = 24,
 };
 
 /// Stable snake_case name of a code (e.g. "stale_lease"); "unknown" for values not listed.
