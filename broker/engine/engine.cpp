@@ -117,9 +117,15 @@ Queue& Engine::queue(std::string_view name) {
   return ref;
 }
 
-Queue* Engine::open(std::string_view name) {
+Queue* Engine::open(std::string_view name, errc* why) {
   if (Queue* q = find(name)) return q;
-  if (max_queues_ != 0 && queues_.size() >= max_queues_) return nullptr;
+  const errc refused = !auto_create_                                       ? errc::queue_not_found
+                       : max_queues_ != 0 && queues_.size() >= max_queues_ ? errc::too_many_queues
+                                                                           : errc::ok;
+  if (refused != errc::ok) {
+    if (why != nullptr) *why = refused;
+    return nullptr;
+  }
   return &queue(name);
 }
 

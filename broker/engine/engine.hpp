@@ -73,11 +73,16 @@ class Engine {
   /// The queue named `name`, created with default options on first use.
   /// The name must already be valid (protocol::valid_queue_name).
   Queue& queue(std::string_view name);
-  /// The queue `name`, created with default options on first use unless that
-  /// would make more than the queue limit: then nullptr (too_many_queues).
-  Queue* open(std::string_view name);
+  /// The queue `name`, created with default options on first use unless
+  /// queues are not created by use (set_auto_create) or that would make more
+  /// than the queue limit: then nullptr, and `why` (if given) says which
+  /// (queue_not_found, too_many_queues).
+  Queue* open(std::string_view name, errc* why = nullptr);
   /// Most queues open() creates (declared queues count, and always exist). 0: no limit.
   void set_max_queues(std::size_t limit) noexcept { max_queues_ = limit; }
+  /// Whether open() creates a queue that does not exist (queues.auto_create).
+  void set_auto_create(bool on) noexcept { auto_create_ = on; }
+  bool auto_create() const noexcept { return auto_create_; }
   std::size_t queue_count() const noexcept { return queues_.size(); }
   /// The queue if it exists.
   Queue* find(std::string_view name) const noexcept;
@@ -303,6 +308,7 @@ class Engine {
   std::vector<Queue*> blocked_queues_;  // queues with waiters
   std::uint64_t memory_limit_ = 0;
   std::size_t max_queues_ = 0;
+  bool auto_create_ = true;
   std::uint64_t memory_used_ = 0;
   bool memory_full_ = false;
 

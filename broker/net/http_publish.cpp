@@ -157,8 +157,9 @@ std::optional<std::string> draft_from_json(const json& m, const engine::QueueOpt
 }  // namespace
 
 engine::Queue* HttpApi::open_queue(std::string_view name, Respond& respond) {
-  engine::Queue* queue = engine_.open(name);
-  if (queue == nullptr) respond(error_response(errc::too_many_queues, kTooManyQueues));
+  errc why = errc::ok;
+  engine::Queue* queue = engine_.open(name, &why);
+  if (queue == nullptr) respond(error_response(why, open_refused(why, name)));
   return queue;
 }
 

@@ -4,6 +4,13 @@
 
 namespace sluice::net {
 
+std::string open_refused(errc why, std::string_view queue) {
+  if (why == errc::queue_not_found)
+    return "no queue named " + std::string(queue) +
+           " (queues.auto_create is off: declare it in the config file or create it)";
+  return kTooManyQueues;
+}
+
 bool Intake::check(std::string_view name, std::span<const std::string_view> messages,
                    std::int64_t wall_us, IntakeResult& out) {
   // The queue's key header, also for a queue this publish would create.
@@ -46,10 +53,11 @@ void Intake::offer(std::string_view name, std::span<const std::string_view> mess
   out.duplicates.clear();
   if (!check(name, messages, wall_us, out)) return;
   if (last_ == nullptr || last_->name() != name) {
-    last_ = engine_.open(name);
+    errc why = errc::ok;
+    last_ = engine_.open(name, &why);
     if (last_ == nullptr) {
-      out.code = errc::too_many_queues;
-      out.detail = kTooManyQueues;
+      out.code = why;
+      out.detail = open_refused(why, name);
       return;
     }
   }

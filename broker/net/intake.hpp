@@ -23,6 +23,10 @@ namespace sluice::net {
 inline constexpr const char* kTooManyQueues =
     "the broker holds limits.max_queues queues already; this one would be new";
 
+/// Why Engine::open refused `queue` (`why`: too_many_queues or queue_not_found),
+/// in the client's words.
+std::string open_refused(errc why, std::string_view queue);
+
 /// What came of offering a batch of messages to a queue. Reused between
 /// offers, so its vectors keep their capacity.
 struct IntakeResult {

@@ -118,6 +118,7 @@ void LiveConfig::apply_at_start() {
   engine_.set_defaults(to_queue_options(settings_.queue_defaults));
   engine_.set_memory_limit(settings_.memory);
   engine_.set_max_queues(settings_.max_queues);
+  engine_.set_auto_create(settings_.queues_auto_create);
   for (const auto& q : settings_.queues) engine_.declare(q.name, to_queue_options(q.settings));
 }
 
@@ -145,6 +146,7 @@ void LiveConfig::reload(engine::Micros now) {
   engine_.set_defaults(to_queue_options(next.queue_defaults));
   engine_.set_memory_limit(next.memory);
   engine_.set_max_queues(next.max_queues);
+  engine_.set_auto_create(next.queues_auto_create);
   // Every existing queue takes its new settings (declared, or the new defaults);
   // queues new in the file are created.
   int changed = 0;

@@ -192,9 +192,10 @@ void Session::handle_subscribe(std::string_view body) {
     return;
   }
   engine::Engine& engine = broker_.engine();
-  engine::Queue* found = engine.open(sub.queue);
+  errc why = errc::ok;
+  engine::Queue* found = engine.open(sub.queue, &why);
   if (found == nullptr) {
-    send_error(sub.request_id, errc::too_many_queues, kTooManyQueues);
+    send_error(sub.request_id, why, open_refused(why, sub.queue));
     return;
   }
   engine::Queue& queue = *found;

@@ -11,6 +11,7 @@
 
 #include "broker.hpp"
 #include "clock.hpp"
+#include "intake.hpp"
 #include "http_json.hpp"
 #include "http_util.hpp"
 #include "log.hpp"
@@ -159,10 +160,11 @@ Error Trigger::start() {
   if (!error.empty())
     return {errc::invalid_argument, "triggers." + options_.settings.name + ": " + error};
   engine::Engine& engine = broker_.engine();
-  engine::Queue* queue = engine.open(options_.settings.queue);
+  errc why = errc::ok;
+  engine::Queue* queue = engine.open(options_.settings.queue, &why);
   if (queue == nullptr)
-    return {errc::too_many_queues, "triggers." + options_.settings.name + ": queue " +
-                                       options_.settings.queue + " would pass limits.max_queues"};
+    return {why, "triggers." + options_.settings.name + ": " +
+                     open_refused(why, options_.settings.queue)};
   // Held messages wait for a free invocation at most one timeout, then ride
   // one for at most another: the lease covers both, and the window.
   const auto lease =

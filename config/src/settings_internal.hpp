@@ -172,6 +172,8 @@ struct TableSpec {
 
 extern const std::span<const TableSpec> kSettingsTables;
 extern const std::span<const Field<QueueSettings>> kQueueFieldSpan;
+/// queues.auto_create, the one setting of [queues] that is not a queue's table.
+extern const Field<Settings>& kQueuesAutoCreate;
 extern const std::span<const Field<TokenSettings>> kTokenFieldSpan;
 extern const std::span<const Field<TriggerSettings>> kTriggerFieldSpan;
 

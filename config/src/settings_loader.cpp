@@ -190,6 +190,15 @@ class FileLoader {
     for (const auto& [key, queue] : entries) {
       const std::string_view name = key->str();
       const std::string setting = "queues." + std::string(name);
+      if (name == kQueuesAutoCreate.key && !queue->is_table()) {
+        Parsed value;
+        if (auto problem = parse_value(kQueuesAutoCreate.rule, input_from_node(*queue), value))
+          report(queue->source(), setting, std::move(*problem),
+                 allowed_text(kQueuesAutoCreate.rule));
+        else
+          kQueuesAutoCreate.store(settings, value);
+        continue;
+      }
       if (!is_valid_queue_name(name)) {
         report(key->source(), setting, "invalid queue name " + quote(name),
                std::string(kQueueNameAllowed));
@@ -402,6 +411,12 @@ std::optional<ConfigError> apply_setting(Settings& settings, std::string_view na
   const std::string_view table = name.substr(0, dot);
   const std::string_view rest = name.substr(dot + 1);
 
+  if (table == kQueues && rest == kQueuesAutoCreate.key) {
+    if (auto problem = parse_value(kQueuesAutoCreate.rule, input, parsed))
+      return error(std::move(*problem), allowed_text(kQueuesAutoCreate.rule));
+    kQueuesAutoCreate.store(settings, parsed);
+    return std::nullopt;
+  }
   if (table == kQueues || table == kQueueDefaults) {
     const bool is_default = table == kQueueDefaults;
     // Queue names may contain dots; the setting is always the last part.

@@ -170,6 +170,16 @@ constexpr Field<Settings> kStorageFields[] = {
      .store = [](Settings& s, const Parsed& v) { s.storage_settle_commit = v.choice == 1; }},
 };
 
+// queues.auto_create: a plain value inside [queues], beside the [queues.NAME] tables.
+constexpr Field<Settings> kQueuesAutoCreateField = {
+    .key = "auto_create",
+    .rule = {.kind = Kind::choice,
+             .choices = kOnOffChoices,
+             .choices_note = "on: first use creates a queue; off: only the config file and "
+                             "an explicit create do"},
+    .store = [](Settings& s, const Parsed& v) { s.queues_auto_create = v.choice == 1; }};
+const Field<Settings>& kQueuesAutoCreate = kQueuesAutoCreateField;
+
 constexpr Field<Settings> kMetricsFields[] = {
     {.key = "per_queue",
      .rule = {.kind = Kind::queue_selection},

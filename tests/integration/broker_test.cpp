@@ -483,6 +483,54 @@ TEST_CASE("a broker at limits.max_queues refuses new queues with too_many_queues
   CHECK(c->stats()->size() == 2);
 }
 
+TEST_CASE("queues.auto_create = off: an undeclared queue is queue_not_found and never appears") {
+  sluice::test::ScopedTempDir dir("sluice-autocreate");
+  const auto config = dir.path / "sluiced.toml";
+  {
+    std::ofstream f(config);
+    f << "[queues]\nauto_create = \"off\"\n\n[queues.orders]\nmax_attempts = 3\n";
+  }
+  TestBroker broker({"--config", config.string()});
+  auto c = broker.connect();
+  CHECK(c->publish("orders", {"x", {}}).ok());  // declared in the file
+  // A misspelled queue: refused on every path, and nothing is created.
+  const auto published = c->publish("odrers", {"x", {}});
+  REQUIRE_FALSE(published.ok());
+  CHECK(published.error().code == errc::queue_not_found);
+  CHECK(published.error().detail.find("odrers") != std::string::npos);
+  CHECK(c->subscribe("odrers", {}, [](const Delivery&) { return Disposition::ack; }).error().code ==
+        errc::queue_not_found);
+  auto receive = sluice::test::http_request(broker.http_port(), "POST", "/v1/queues/odrers/receive",
+                                            R"({"wait_ms": 0})");
+  CHECK(receive.status == 404);
+  CHECK(receive.body.find("\"queue_not_found\"") != std::string::npos);
+  CHECK(sluice::test::http_request(broker.http_port(), "POST", "/v1/queues/odrers/messages", "m")
+            .status == 404);
+  auto stats = c->stats();
+  REQUIRE(stats);
+  REQUIRE(stats->size() == 1);
+  CHECK(stats->front().name == "orders");
+  const auto metrics = sluice::test::http_request(broker.http_port(), "GET", "/metrics");
+  CHECK(metrics.status == 200);
+  CHECK(metrics.body.find("queue=\"orders\"") != std::string::npos);
+  CHECK(metrics.body.find("odrers") == std::string::npos);
+  // The connection is fine after the refusals.
+  CHECK(c->publish("orders", {"y", {}}).ok());
+  // sluicectl reports it as "not found" (exit 3).
+  const auto r = sluice::test::run_command(std::string(SLUICECTL_PATH) + " --broker " +
+                                           broker.address() + " publish odrers --body x 2>&1");
+  CHECK(r.status == 3);
+  CHECK(r.out.find("queue_not_found") != std::string::npos);
+}
+
+TEST_CASE("queues.auto_create takes on or off, and says so otherwise") {
+  const auto r =
+      sluice::test::run_command(std::string(SLUICED_PATH) + " --set queues.auto_create=maybe 2>&1");
+  CHECK(r.status != 0);
+  CHECK(r.out.find("queues.auto_create") != std::string::npos);
+  CHECK(r.out.find("on") != std::string::npos);
+}
+
 TEST_CASE("connections from one address are capped by server.max_connections_per_source") {
   TestBroker broker({"--set", "server.max_connections_per_source=3"});
   std::vector<std::unique_ptr<sluice::client::Connection>> open;

@@ -81,6 +81,7 @@ void check_defaults(const cfg::Settings& s) {
   CHECK(s.listen_port == 7450);
   CHECK(s.port_file.empty());
   CHECK(s.max_connections == 10000);
+  CHECK(s.queues_auto_create);
   CHECK(s.max_connections_per_source == 1000);
   CHECK(s.shutdown_grace == 5s);
   CHECK(s.max_frame_bytes == 4u << 20);
@@ -235,6 +236,7 @@ lease_timeout = "45s"
                             "frame_timeout =",
                             "handshake_timeout =",
                             "max_queues =",
+                            "auto_create =",
                             "memory =",
                             "level =",
                             "lease_timeout =",

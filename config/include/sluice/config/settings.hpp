@@ -242,6 +242,10 @@ struct Settings {
   uint64_t memory = 512ull << 20;
   /// limits.max_queues [1, 1000000]: queues created by use (declared queues count too).
   uint32_t max_queues = 10000;
+  /// queues.auto_create ("on" | "off"): whether publishing to, receiving from or
+  /// subscribing to a queue that does not exist creates it. Off: queue_not_found (HTTP
+  /// 404), and queues come from the config file or an explicit create.
+  bool queues_auto_create = true;
 
   // [metrics]
   /// metrics.per_queue: the queues whose series /metrics shows one by one, as queue-name
