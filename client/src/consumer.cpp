@@ -177,13 +177,15 @@ Error Connection::Impl::unsubscribe(std::uint32_t id) {
 
 Error Connection::Impl::settle(FrameType type, LeaseHandle lease, std::uint32_t ms,
                                std::string reason, std::uint8_t flags) {
-  // A lease of an earlier link: the broker took the message back when it dropped.
-  if (lease.link != 0 && lease.link != link_.load())
+  // A lease of an earlier link, or of the link that is down: the broker took
+  // the message back when it dropped.
+  if (lease.link != 0 && (lease.link != link_.load() || !link_up_))
     return {errc::stale_lease, "the connection dropped since this delivery; it is delivered again"};
   auto result = call<bool>(
       [this, type, lease, ms, reason = std::move(reason), flags](std::uint64_t request_id,
                                                                  std::string& out) {
-        if (type != FrameType::extend && (lease.link == 0 || lease.link == link_)) {
+        // held was zeroed when the lease's link dropped: only a live lease counts down.
+        if (type != FrameType::extend && link_up_ && (lease.link == 0 || lease.link == link_)) {
           auto it = handlers_.find(lease.subscription_id);
           if (it != handlers_.end()) it->second->settled();
         }
@@ -248,16 +250,24 @@ Result<std::vector<Fetched>> Connection::Impl::fetch(std::string_view queue,
         batch->cv.notify_all();
       });
   if (!sub) return sub.error();
+  const Error lost{errc::connection_lost,
+                   "the connection dropped during the fetch; its messages are delivered again"};
   {
     std::unique_lock lk(batch->mutex);
     batch->cv.wait_until(lk, until,
                          [&] { return batch->got.size() >= max_messages || batch->link_lost; });
+    if (batch->link_lost) {
+      lk.unlock();
+      // The subscription ended with its link: nothing to unsubscribe, and no
+      // waiting for the next link.
+      std::lock_guard index(mutex_);
+      subscription_index_.erase(*sub);
+      return lost;
+    }
   }
-  Error closed = unsubscribe(*sub);
+  const Error closed = unsubscribe(*sub);
   std::lock_guard lk(batch->mutex);
-  if (batch->link_lost || (closed && closed.code != errc::unknown_subscription))
-    return Error{errc::connection_lost,
-                 "the connection dropped during the fetch; its messages are delivered again"};
+  if (batch->link_lost || (closed && closed.code != errc::unknown_subscription)) return lost;
   return std::move(batch->got);
 }
 

@@ -13,6 +13,7 @@
 #include <atomic>
 #include <condition_variable>
 #include <fstream>
+#include <functional>
 #include <sstream>
 #include <map>
 #include <mutex>
@@ -55,6 +56,8 @@ class Proxy {
   }
   std::uint16_t port() const { return port_; }
   void hold_answers(bool hold) { hold_ = hold; }
+  /// While set, new connections are closed at once (the broker looks down).
+  void refuse(bool refuse) { refuse_ = refuse; }
   void cut() {
     std::lock_guard lk(mutex_);
     for (auto [client, broker] : pairs_) {
@@ -72,6 +75,10 @@ class Proxy {
       if (::poll(&p, 1, 50) <= 0) continue;
       const int client = ::accept(listener_, nullptr, nullptr);
       if (client < 0) continue;
+      if (refuse_) {
+        ::close(client);
+        continue;
+      }
       const int broker = sluice::test::connect_loopback(target_);
       ++accepted_;
       {
@@ -112,6 +119,7 @@ class Proxy {
   int listener_ = -1;
   std::atomic<bool> stop_{false};
   std::atomic<bool> hold_{false};
+  std::atomic<bool> refuse_{false};
   std::atomic<int> accepted_{0};
   std::mutex mutex_;
   std::vector<std::pair<int, int>> pairs_;
@@ -140,6 +148,18 @@ sluice::client::Options fast_reconnect(sluice::client::Options o) {
   o.reconnect.initial_delay = 20ms;
   o.reconnect.max_delay = 200ms;
   return o;
+}
+
+/// A connection to `broker` through `proxy`, reconnecting fast; `tweak` adjusts its options.
+std::unique_ptr<sluice::client::Connection> through(
+    const Proxy& proxy, const TestBroker& broker,
+    const std::function<void(sluice::client::Options&)>& tweak = {}) {
+  auto o = fast_reconnect(broker.options());
+  o.port = proxy.port();
+  if (tweak) tweak(o);
+  auto conn = sluice::client::Connection::connect(o);
+  REQUIRE(conn);
+  return std::move(conn).value();
 }
 
 /// Once queue q holds `ready` messages (seen by `direct`), cuts the proxied links
@@ -309,60 +329,53 @@ TEST_CASE("reconnect: sluicectl consume carries on across a broker restart") {
 TEST_CASE("reconnect: a blip with answers held back fails those publishes as outcome_unknown") {
   TestBroker broker;
   Proxy proxy(broker.port());
-  auto o = fast_reconnect(broker.options());
-  o.port = proxy.port();
   StateLog states;
-  states.attach(o);
-  auto conn = sluice::client::Connection::connect(o);
-  REQUIRE(conn);
-  REQUIRE((*conn)->publish("q", sluice::test::text_message("before")).ok());
+  auto conn = through(proxy, broker, [&](sluice::client::Options& o) { states.attach(o); });
+  REQUIRE(conn->publish("q", sluice::test::text_message("before")).ok());
 
   proxy.hold_answers(true);
   std::atomic<int> unknown{0}, ok{0}, other{0};
   for (int i = 0; i < 20; ++i)
-    (*conn)->publish_async("q", "held-" + std::to_string(i),
-                           [&](const sluice::client::Error& e, std::uint64_t) {
-                             if (!e)
-                               ++ok;
-                             else if (e.code == errc::outcome_unknown)
-                               ++unknown;
-                             else
-                               ++other;
-                           });
+    conn->publish_async("q", "held-" + std::to_string(i),
+                        [&](const sluice::client::Error& e, std::uint64_t) {
+                          if (!e)
+                            ++ok;
+                          else if (e.code == errc::outcome_unknown)
+                            ++unknown;
+                          else
+                            ++other;
+                        });
   auto direct = broker.connect();
   // The broker took all 20; their confirms are held in the proxy.
   blip_after(proxy, *direct, 21);
   CHECK(eventually([&] { return unknown + ok + other == 20; }));
   CHECK(unknown == 20);
   CHECK(other == 0);
-  CHECK(eventually([&] { return (*conn)->connected(); }));
+  CHECK(eventually([&] { return conn->connected(); }));
   CHECK(proxy.connections() == 2);
   // A blocking request made after the blip goes out on the new link.
-  CHECK((*conn)->publish("q", sluice::test::text_message("after")).ok());
+  CHECK(conn->publish("q", sluice::test::text_message("after")).ok());
   CHECK(states.count(ConnectionState::reconnecting) >= 1);
   CHECK(states.count(ConnectionState::connected) == 1);
-  CHECK((*conn)->last_error().code == errc::connection_lost);
+  CHECK(conn->last_error().code == errc::connection_lost);
 }
 
 TEST_CASE("reconnect: resend_unconfirmed publishes again with dedup ids, so nothing doubles") {
   TestBroker broker;
   Proxy proxy(broker.port());
-  auto o = fast_reconnect(broker.options());
-  o.port = proxy.port();
-  o.resend_unconfirmed = true;
-  auto conn = sluice::client::Connection::connect(o);
-  REQUIRE(conn);
+  auto conn =
+      through(proxy, broker, [&](sluice::client::Options& o) { o.resend_unconfirmed = true; });
 
   proxy.hold_answers(true);
   std::atomic<int> ok{0}, failed{0}, duplicates{0};
   for (int i = 0; i < 20; ++i)
-    (*conn)->publish_async(
+    conn->publish_async(
         "q", "m" + std::to_string(i),
         [&](const sluice::client::Error& e, std::uint64_t) { e ? ++failed : ++ok; });
   // A blocking one too, with the application's own dedup id.
   std::thread blocking([&] {
     sluice::client::Message m{"own", {{"sluice-dedup-id", "mine-1"}}};
-    auto r = (*conn)->publish_checked("q", m);
+    auto r = conn->publish_checked("q", m);
     CHECK(r.ok());
     if (r && r->duplicate) ++duplicates;
   });
@@ -393,10 +406,7 @@ TEST_CASE(
     "reconnect: a subscription comes back with its credit, and leases of the old link are stale") {
   TestBroker broker;
   Proxy proxy(broker.port());
-  auto o = fast_reconnect(broker.options());
-  o.port = proxy.port();
-  auto conn = sluice::client::Connection::connect(o);
-  REQUIRE(conn);
+  auto conn = through(proxy, broker);
   auto direct = broker.connect();
   for (int i = 0; i < 10; ++i) REQUIRE(direct->publish("q", sluice::test::text_message("x")).ok());
 
@@ -404,7 +414,7 @@ TEST_CASE(
   std::vector<sluice::client::LeaseHandle> held;
   sluice::client::SubscribeOptions so;
   so.max_in_flight = 3;
-  auto sub = (*conn)->subscribe("q", so, [&](const sluice::client::Delivery& d) {
+  auto sub = conn->subscribe("q", so, [&](const sluice::client::Delivery& d) {
     std::lock_guard lk(mutex);
     held.push_back(sluice::client::handle(d));
     return Disposition::manual;
@@ -421,19 +431,55 @@ TEST_CASE(
   CHECK(eventually([&] { return held_count() == 6; }));
   std::this_thread::sleep_for(200ms);
   CHECK(held_count() == 6);
-  CHECK((*conn)->ack(old_lease).code == errc::stale_lease);
+  CHECK(conn->ack(old_lease).code == errc::stale_lease);
   std::vector<sluice::client::LeaseHandle> now;
   {
     std::lock_guard lk(mutex);
     now.assign(held.begin() + 3, held.end());
   }
-  for (const auto& l : now) CHECK_FALSE((*conn)->ack(l));
+  for (const auto& l : now) CHECK_FALSE(conn->ack(l));
   CHECK(eventually([&] { return held_count() == 9; }));
   auto s = direct->stats("q");
   REQUIRE(s);
   CHECK(s->front().consumers == 1);
   CHECK(s->front().acked_total == 3);
-  CHECK((*conn)->subscription_stats(*sub).peak_held <= 3);
+  CHECK(conn->subscription_stats(*sub).peak_held <= 3);
+}
+
+TEST_CASE("reconnect: while down, a fetch ends and old leases are stale at once") {
+  TestBroker broker;
+  Proxy proxy(broker.port());
+  auto conn = through(proxy, broker);
+  REQUIRE(conn->publish("q", sluice::test::text_message("x")).ok());
+  auto got = conn->fetch("q", 1, 5s);
+  REQUIRE(got);
+  REQUIRE(got->size() == 1);
+
+  std::atomic<bool> fetch_done{false};
+  sluice::client::Error fetch_error;
+  std::thread fetching([&] {
+    auto r = conn->fetch("empty", 10, 30s);
+    fetch_error = r.error();
+    fetch_done = true;
+  });
+  std::this_thread::sleep_for(200ms);  // the fetch is waiting
+  proxy.refuse(true);
+  proxy.cut();
+  CHECK(eventually([&] { return fetch_done.load(); }, 5s));
+  fetching.join();
+  CHECK(fetch_error.code == errc::connection_lost);
+  CHECK(conn->state() == ConnectionState::reconnecting);
+  // The broker took the lease back when the link dropped: stale, without waiting.
+  const auto start = std::chrono::steady_clock::now();
+  CHECK(conn->ack(got->front().lease).code == errc::stale_lease);
+  CHECK(std::chrono::steady_clock::now() - start < 1s);
+  proxy.refuse(false);
+  CHECK(eventually([&] { return conn->connected(); }));
+  auto again = conn->fetch("q", 1, 5s);
+  REQUIRE(again);
+  REQUIRE(again->size() == 1);
+  CHECK(again->front().attempt == 2);
+  CHECK_FALSE(conn->ack(again->front().lease));
 }
 
 TEST_CASE("reconnect: give_up_after ends in closed, and with reconnect off a drop is final") {
