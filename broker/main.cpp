@@ -246,6 +246,7 @@ int main(int argc, char** argv) {
   broker.set_configure_handler([&](std::string_view queue, auto pairs) {
     return live.configure(queue, pairs, net::mono_us());
   });
+  broker.set_live_config(&live);
   net::Listener server(io,
                        {"protocol", settings.listen_host, settings.listen_port,
                         settings.max_connections, settings.max_connections_per_source,

@@ -220,6 +220,26 @@ class Engine {
   /// else needs to look at deadlines. Called at once if one is pending.
   void set_deadline_listener(std::function<void(Micros)> listener);
 
+  // ---- an operator's queue lifecycle ----
+
+  /// Changes whenever a queue is removed: whoever keeps a Queue* (the door's
+  /// cache) looks the name up again when it did.
+  std::uint64_t removals() const noexcept { return removals_; }
+  /// Drops every ready message of `queue` for good; in-flight, delayed, staged
+  /// and held ones stay and settle as usual. A durable queue's records go in
+  /// one journal write. Returns how many were dropped.
+  std::uint64_t purge(Queue& queue, Micros now);
+  /// Whether remove_queue may go ahead: queue_in_use when the queue holds
+  /// messages or has consumers (unless `force`), or while writes of it are
+  /// being committed (staged publishes, attempt or dead-letter records: a
+  /// moment; try again).
+  Error can_remove(const Queue& queue, bool force) const;
+  /// Removes `queue` (can_remove said yes) and destroys it: its consumers end
+  /// (their sinks hear ended()), every message goes, and with a journal its
+  /// records and its dead-letter entries go in one write. Returns the
+  /// messages dropped.
+  std::uint64_t remove_queue(Queue& queue, Micros now);
+
   /// Messages the engine holds in any state.
   std::size_t messages() const noexcept { return store_.live(); }
   /// Publish time (wall µs) of the oldest message of `queue` ready for
@@ -309,6 +329,7 @@ class Engine {
   std::uint64_t memory_limit_ = 0;
   std::size_t max_queues_ = 0;
   bool auto_create_ = true;
+  std::uint64_t removals_ = 0;
   std::uint64_t memory_used_ = 0;
   bool memory_full_ = false;
 

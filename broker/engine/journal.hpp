@@ -5,6 +5,7 @@
 #pragma once
 
 #include <cstdint>
+#include <span>
 #include <string_view>
 
 #include "message_store.hpp"
@@ -49,6 +50,11 @@ class Journal {
   /// same write (after a crash it is in exactly one of the two). Returns
   /// the write's sequence number; Engine::committed(seq) lets the message go.
   virtual std::uint64_t dead_lettered(const DeadLetter& entry) = 0;
+  /// An operator dropped messages of `queue`: erase `ids` in one write; with
+  /// `whole_queue` the queue was deleted, and its dead-letter entries go in
+  /// the same write (after a crash the queue is whole or gone).
+  virtual void dropped(const Queue& queue, std::span<const std::uint64_t> ids,
+                       bool whole_queue) = 0;
   /// Ids below `next_id` are taken: never hand them out again, even after a restart.
   virtual void ids_used(std::uint64_t next_id) = 0;
 

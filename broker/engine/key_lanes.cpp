@@ -47,6 +47,13 @@ Micros KeyLanes::release(KeyLane& lane, Micros now) {
   return lane.bucket.full_at(now);
 }
 
+void KeyLanes::take_ready(std::vector<std::uint32_t>& out) {
+  for (auto& [key, lane] : lanes_) {
+    out.insert(out.end(), lane->ready.begin(), lane->ready.end());
+    lane->ready.clear();  // pop() skips a lane left in the ring without messages
+  }
+}
+
 void KeyLanes::refund_unspent() noexcept {
   for (KeyLane* lane : eligible_) {
     if (!lane->prepaid) continue;

@@ -68,6 +68,10 @@ class KeyLanes {
   /// idle lanes with a full bucket are dropped. Lowers `wake_at` as pop does.
   void wake(Micros now, Micros& wake_at);
 
+  /// Moves every ready slot of every lane into `out` (a purge); the lanes keep
+  /// counting them as held until each is released.
+  void take_ready(std::vector<std::uint32_t>& out);
+
   /// Gives back the tokens wake() took for lanes that then sent nothing.
   void refund_unspent() noexcept;
 

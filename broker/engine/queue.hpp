@@ -90,6 +90,9 @@ class DeliverySink {
   virtual bool deliver(Consumer& consumer, const protocol::Delivery& delivery) = 0;
   /// An unsubscribed consumer settled its last lease and was freed: forget it.
   virtual void released(Consumer& consumer) = 0;
+  /// The consumer's queue was deleted: forget it (the engine frees it right
+  /// after; what it held is gone, so its leases are stale).
+  virtual void ended(Consumer& consumer) = 0;
 
  protected:
   ~DeliverySink() = default;

@@ -29,6 +29,7 @@ namespace sluice::net {
 class DurableStore;
 class DeadLetters;
 class Triggers;
+class LiveConfig;
 
 /// The reason a protocol connection closed with error `code` ends under.
 CloseReason close_reason_of(errc code) noexcept;
@@ -81,6 +82,11 @@ class Broker {
   void set_configure_handler(ConfigureHandler handler) { configure_ = std::move(handler); }
   const ConfigureHandler& configure_handler() const noexcept { return configure_; }
 
+  /// The running settings, for an operator's queue lifecycle (create, delete,
+  /// purge); null in the fuzzer, where those answer unsupported.
+  LiveConfig* live_config() const noexcept { return live_config_; }
+  void set_live_config(LiveConfig* live) noexcept { live_config_ = live; }
+
   /// A connection or request whose token was missing or unknown, by port.
   void count_auth_failure(Port port) noexcept { ++auth_failures_[static_cast<int>(port)]; }
   std::uint64_t auth_failures(Port port) const noexcept {
@@ -101,6 +107,7 @@ class Broker {
   Triggers* triggers_ = nullptr;
   Authorizer auth_;
   ConfigureHandler configure_;
+  LiveConfig* live_config_ = nullptr;
   boost::asio::steady_timer deadline_timer_;
   bool stopping_ = false;
   std::uint64_t auth_failures_[2] = {0, 0};

@@ -138,6 +138,26 @@ void DeadLetters::erasing(const std::string& queue, std::uint64_t entry_id, std:
   if (forget_entry(queue, entry_id)) erasing_order_.emplace_back(seq, entry_id);
 }
 
+std::vector<std::uint64_t> DeadLetters::entries_of(const std::string& queue) const {
+  std::vector<std::uint64_t> ids;
+  if (auto e = db_.scan(*env_, queue, false, 0, [&](const storage::DeadLetterRecord& r) {
+        ids.push_back(r.entry_id);
+        return true;
+      }))
+    log::error("dead_letters_read_failed").str("queue", queue).str("error", e->to_string());
+  return ids;
+}
+
+void DeadLetters::queue_deleted(const std::string& queue, const std::vector<std::uint64_t>& entries,
+                                std::uint64_t seq) {
+  for (const std::uint64_t id : entries) {
+    redrive_pending_.erase(id);
+    if (erasing_.insert(id).second) erasing_order_.emplace_back(seq, id);
+  }
+  std::erase_if(redrives_, [&](const RedriveJob& job) { return job.queue == queue; });
+  queues_.erase(queue);
+}
+
 void DeadLetters::committed(std::uint64_t seq) {
   take_through(erasing_order_, seq, [&](std::uint64_t id) { erasing_.erase(id); });
 }

@@ -88,6 +88,12 @@ class DeadLetters {
   storage::StorageOp erase_op(std::string_view queue, std::uint64_t entry_id) const;
   /// Hides and uncounts an entry whose erase is in write `seq`.
   void erasing(const std::string& queue, std::uint64_t entry_id, std::uint64_t seq);
+  /// Every entry of `queue`'s dead-letter queue (for the write that deletes the queue).
+  std::vector<std::uint64_t> entries_of(const std::string& queue) const;
+  /// `queue` was deleted, its `entries` erased by write `seq`: forgets its
+  /// count and its redrives.
+  void queue_deleted(const std::string& queue, const std::vector<std::uint64_t>& entries,
+                     std::uint64_t seq);
   /// Writes up to `seq` are durable: erased entries are gone from disk too.
   void committed(std::uint64_t seq);
 

@@ -172,6 +172,27 @@ void DurableStore::removed(std::uint64_t id) {
   committer_->submit(log_.erase(id));
 }
 
+void DurableStore::dropped(const engine::Queue& queue, std::span<const std::uint64_t> ids,
+                           bool whole_queue) {
+  // One write: after any crash a purge happened or not, and a deleted queue
+  // is whole or gone with its dead letters (it never comes back in part).
+  std::vector<storage::StorageOp> ops;
+  ops.reserve(ids.size());
+  for (const std::uint64_t id : ids) ops.push_back(log_.erase(id));
+  std::vector<std::uint64_t> entries;
+  if (whole_queue) entries = dead_letters_.entries_of(queue.name());
+  for (const std::uint64_t entry : entries)
+    ops.push_back(dead_letters_.erase_op(queue.name(), entry));
+  std::uint64_t seq = 0;
+  if (!ops.empty()) {
+    storage::StorageOp first = std::move(ops.front());
+    first.also.reserve(ops.size() - 1);
+    for (std::size_t i = 1; i < ops.size(); ++i) first.also.push_back(std::move(ops[i]));
+    seq = committer_->submit(std::move(first));
+  }
+  if (whole_queue) dead_letters_.queue_deleted(queue.name(), entries, seq);
+}
+
 void DurableStore::ids_used(std::uint64_t next_id) {
   committer_->submit(log_.put_next_id(next_id));
 }

@@ -89,6 +89,8 @@ class DurableStore final : public engine::Journal {
   std::uint64_t attempted(std::uint64_t id, std::uint32_t attempt,
                           engine::Micros not_before) override;
   void removed(std::uint64_t id) override;
+  void dropped(const engine::Queue& queue, std::span<const std::uint64_t> ids,
+               bool whole_queue) override;
   void ids_used(std::uint64_t next_id) override;
   std::uint64_t dead_lettered(const engine::DeadLetter& entry) override;
 

@@ -11,6 +11,7 @@
 #include "http_json.hpp"
 #include "http_util.hpp"
 #include "json_body.hpp"
+#include "live_config.hpp"
 #include "log.hpp"
 #include "sluice/protocol/codec.hpp"
 
@@ -118,6 +119,67 @@ void HttpApi::queue_show(const QueueCall& call, Respond& respond) {
     return;
   }
   respond(json_response(200, queue_json(engine_, *q, broker_.store())));
+}
+
+void HttpApi::queue_lifecycle(const QueueCall& call, Respond& respond) {
+  const HttpRequest& request = call.request;
+  LiveConfig* live = broker_.live_config();
+  if (live == nullptr) {
+    respond(error_response(errc::unsupported, "this broker has no queue lifecycle"));
+    return;
+  }
+  protocol::QueuesRequest req;
+  req.queue = call.queue;
+  std::string problem;
+  std::vector<std::string> values;  // what req.settings views
+  std::optional<json> body;
+  if (request.method == "PUT") {
+    req.op = protocol::QueueOp::create;
+    // {"SETTING": "value" or a number, ...}: as in a [queues.NAME] table.
+    if (!request.body.empty()) body = parse_strict(request.body, problem);
+    if (body && !body->is_object()) problem = "the body must be a JSON object of settings";
+    if (body && problem.empty()) {
+      if (body->size() > protocol::kMaxConfigureSettings) problem = "at most 64 settings";
+      values.reserve(body->size());
+      for (auto it = body->begin(); it != body->end() && problem.empty(); ++it) {
+        if (it->is_string())
+          values.push_back(it->get<std::string>());
+        else if (it->is_number_unsigned())
+          values.push_back(std::to_string(it->get<std::uint64_t>()));
+        else
+          problem = "setting " + it.key() + " must be a string or a whole number";
+      }
+      std::size_t i = 0;
+      for (auto it = body->begin(); it != body->end() && i < values.size(); ++it, ++i)
+        req.settings.emplace_back(it.key(), values[i]);
+    }
+  } else if (request.method == "DELETE") {
+    req.op = protocol::QueueOp::remove;
+    for (const auto& [name, value] : split_target(request.target).second) {
+      if (name == "force" && (value == "true" || value == "false"))
+        req.flags = value == "true" ? protocol::kQueuesForce : 0;
+      else
+        problem = "unknown or bad query parameter " + name + " (force=true|false)";
+    }
+  } else {
+    req.op = protocol::QueueOp::purge;
+    if (!request.body.empty() && request.body != "{}") problem = "purge takes no body";
+  }
+  if (!problem.empty()) {
+    respond(error_response(errc::invalid_argument, problem));
+    return;
+  }
+  protocol::QueuesResult result;
+  if (auto refused = live->run(
+          req, [](std::string_view) { return true; }, mono_us(), result)) {
+    respond(error_response(refused.code, refused.detail));
+    return;
+  }
+  if (req.op == protocol::QueueOp::create) {
+    respond(json_response(201, queue_json(engine_, *engine_.find(call.queue), broker_.store())));
+    return;
+  }
+  respond(json_response(200, {{"queue", call.queue}, {"messages_dropped", result.affected}}));
 }
 
 void HttpApi::log_level(const HttpRequest& request, Respond& respond) {

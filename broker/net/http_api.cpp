@@ -37,6 +37,9 @@ struct HttpApi::QueueRoute {
 
 const HttpApi::QueueRoute HttpApi::kQueueRoutes[] = {
     {"", false, "GET", Permission::read, &HttpApi::queue_show},
+    {"", false, "PUT", Permission::admin, &HttpApi::queue_lifecycle},
+    {"", false, "DELETE", Permission::admin, &HttpApi::queue_lifecycle},
+    {"purge", false, "POST", Permission::admin, &HttpApi::queue_lifecycle},
     {"messages", false, "POST", Permission::publish, &HttpApi::publish_one},
     {"messages/batch", false, "POST", Permission::publish, &HttpApi::publish_batch},
     {"receive", false, "POST", Permission::consume, &HttpApi::receive},
@@ -190,14 +193,22 @@ void HttpApi::route(const HttpRequest& request, Respond& respond) {
     return;
   }
   // Rights are checked before the queue is looked up: 403 whether or not it exists.
+  std::string allow;  // the methods the action takes, for a 405
   for (const QueueRoute& r : kQueueRoutes) {
     const bool hit = r.prefix
                          ? action == r.action || action.starts_with(std::string(r.action) + "/")
                          : action == r.action;
     if (!hit) continue;
-    if (!r.method.empty() && !only(r.method)) return;
+    if (!r.method.empty() && r.method != method) {
+      allow += (allow.empty() ? "" : ", ") + std::string(r.method);
+      continue;
+    }
     if (!allowed(grant, r.need, queue, respond)) return;
     (this->*r.handler)({request, queue, action, action.substr(r.action.size()), grant}, respond);
+    return;
+  }
+  if (!allow.empty()) {
+    respond(method_not_allowed(allow));
     return;
   }
   respond(error_response(errc::not_found, "no such endpoint: " + std::string(path)));

@@ -59,6 +59,7 @@ struct HttpRequestCounts {
       "/v1/queues/{queue}/nack",
       "/v1/queues/{queue}/extend",
       "/v1/queues/{queue}/dlq",
+      "/v1/queues/{queue}/purge",
       "other",
   };
   static constexpr std::size_t kRouteCount = std::size(kRoutes);
@@ -115,6 +116,9 @@ class HttpApi final {
   void settle(const QueueCall& call, Respond& respond);
   void queue_list(Grant& grant, Respond& respond);
   void queue_show(const QueueCall& call, Respond& respond);
+  /// PUT /v1/queues/Q (create; a JSON object of settings), DELETE /v1/queues/Q
+  /// (?force=true), POST /v1/queues/Q/purge.
+  void queue_lifecycle(const QueueCall& call, Respond& respond);
   void dead_letters(const QueueCall& call, Respond& respond);
   void log_level(const HttpRequest& request, Respond& respond);
   /// /v1/triggers[/NAME[/ACTION]]: `rest` is what follows "/v1/triggers/".
@@ -127,6 +131,9 @@ class HttpApi final {
   void finish(Receive& receive);
   /// finish() from a timer or a posted handler, if the receive still waits.
   void finish_later(std::uint64_t receive_id);
+  /// The receive's queue was deleted (inside the engine's call): answered
+  /// queue_not_found if it still waits, and forgotten.
+  void queue_deleted(std::uint64_t receive_id);
 
   Broker& broker_;
   engine::Engine& engine_;

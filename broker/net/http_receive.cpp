@@ -25,6 +25,7 @@ struct HttpApi::Receive final : engine::DeliverySink {
     return api.on_delivery(*this, d);
   }
   void released(engine::Consumer&) override { api.receives_.erase(id); }  // destroys this
+  void ended(engine::Consumer&) override { api.queue_deleted(id); }       // destroys this
 
   HttpApi& api;
   std::uint64_t id = 0;
@@ -182,6 +183,17 @@ void HttpApi::recheck_grants() {
                 ? unauthenticated("the token was revoked")
                 : error_response(code, "the token may no longer consume from this queue"));
   }
+}
+
+void HttpApi::queue_deleted(std::uint64_t id) {
+  auto it = receives_.find(id);
+  if (it == receives_.end()) return;
+  Receive& r = *it->second;
+  if (r.timer) r.timer->cancel();
+  Respond respond = std::move(r.respond);
+  receives_.erase(it);   // the engine frees the consumer
+  if (!respond) return;  // answered already: its receipts are stale now
+  respond(error_response(errc::queue_not_found, "the queue was deleted"));
 }
 
 void HttpApi::finish(Receive& r) {

@@ -52,7 +52,9 @@ void Intake::offer(std::string_view name, std::span<const std::string_view> mess
   out.ids.clear();
   out.duplicates.clear();
   if (!check(name, messages, wall_us, out)) return;
-  if (last_ == nullptr || last_->name() != name) {
+  // A queue was deleted since last_ was looked up: it may be gone (checked first).
+  if (removals_ != engine_.removals() || last_ == nullptr || last_->name() != name) {
+    removals_ = engine_.removals();
     errc why = errc::ok;
     last_ = engine_.open(name, &why);
     if (last_ == nullptr) {

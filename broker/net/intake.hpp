@@ -67,6 +67,7 @@ class Intake {
   const protocol::Limits& limits_;
   std::vector<protocol::SystemHeaders> arrivals_;  // scratch: one per message of the offer
   // Producers publish to the same queue frame after frame: skip the lookup.
+  std::uint64_t removals_ = 0;  // Engine::removals() when last_ was looked up
   engine::Queue* last_ = nullptr;
 };
 

@@ -119,7 +119,11 @@ void LiveConfig::apply_at_start() {
   engine_.set_memory_limit(settings_.memory);
   engine_.set_max_queues(settings_.max_queues);
   engine_.set_auto_create(settings_.queues_auto_create);
-  for (const auto& q : settings_.queues) engine_.declare(q.name, to_queue_options(q.settings));
+  file_queues_.clear();
+  for (const auto& q : settings_.queues) {
+    engine_.declare(q.name, to_queue_options(q.settings));
+    file_queues_.push_back(q.name);
+  }
 }
 
 void LiveConfig::reload(engine::Micros now) {
@@ -167,8 +171,11 @@ void LiveConfig::reload(engine::Micros now) {
     }
     ++changed;
   }
-  for (const auto& q : next.queues)
+  file_queues_.clear();
+  for (const auto& q : next.queues) {
     if (!engine_.find(q.name)) engine_.declare(q.name, to_queue_options(q.settings));
+    file_queues_.push_back(q.name);
+  }
   // What needs a restart keeps its running value.
   for_each_restart_only([&](std::string_view, auto member) { next.*member = settings_.*member; });
   settings_ = std::move(next);
@@ -206,6 +213,86 @@ Error LiveConfig::configure(std::string_view queue,
       .str("queue", queue)
       .num("settings", static_cast<std::int64_t>(pairs.size()));
   return {};
+}
+
+Error LiveConfig::create_queue(std::string_view queue,
+                               std::span<const std::pair<std::string_view, std::string_view>> pairs,
+                               engine::Micros now) {
+  if (engine_.find(queue) != nullptr)
+    return {errc::queue_exists, "queue " + std::string(queue) + " exists"};
+  if (auto problem = configure(queue, pairs, now)) return problem;
+  log::info("queue_created").str("queue", queue);
+  return {};
+}
+
+Error LiveConfig::delete_queue(std::string_view queue, bool force, engine::Micros now,
+                               std::uint64_t& dropped) {
+  engine::Queue* q = engine_.find(queue);
+  if (q == nullptr) return {errc::queue_not_found, "no queue named " + std::string(queue)};
+  if (std::find(file_queues_.begin(), file_queues_.end(), queue) != file_queues_.end())
+    return {errc::queue_in_use, "queues." + std::string(queue) +
+                                    " is declared in the config file, so it would come back: "
+                                    "remove it there (and reload) first"};
+  for (const auto& t : settings_.triggers)
+    if (t.queue == queue)
+      return {errc::queue_in_use,
+              "trigger " + t.name + " consumes queue " + std::string(queue) + ": remove it first"};
+  if (auto refused = engine_.can_remove(*q, force)) return refused;
+  const std::uint64_t consumers = q->consumer_count();
+  dropped = engine_.remove_queue(*q, now);
+  // Settings given at run time (sluicectl set) go with it.
+  std::erase_if(settings_.queues, [&](const config::DeclaredQueue& d) { return d.name == queue; });
+  log::info("queue_deleted")
+      .str("queue", queue)
+      .unum("messages", dropped)
+      .unum("consumers_ended", consumers);
+  return {};
+}
+
+Error LiveConfig::purge_queue(std::string_view queue, engine::Micros now, std::uint64_t& dropped) {
+  engine::Queue* q = engine_.find(queue);
+  if (q == nullptr) return {errc::queue_not_found, "no queue named " + std::string(queue)};
+  dropped = engine_.purge(*q, now);
+  log::info("queue_purged").str("queue", queue).unum("messages", dropped);
+  return {};
+}
+
+Error LiveConfig::run(const protocol::QueuesRequest& request,
+                      const std::function<bool(std::string_view)>& visible, engine::Micros now,
+                      protocol::QueuesResult& result) {
+  result.entries.clear();
+  result.affected = 0;
+  const auto entry = [](const engine::Queue& q) {
+    return protocol::QueueEntry{q.name(), q.durable(), q.counters().messages(),
+                                static_cast<std::uint32_t>(q.consumer_count())};
+  };
+  switch (request.op) {
+    case protocol::QueueOp::list: {
+      std::vector<const engine::Queue*> queues;
+      for (const engine::Queue* q : engine_.queues())
+        if ((request.queue.empty() || q->name() == request.queue) && visible(q->name()))
+          queues.push_back(q);
+      std::sort(queues.begin(), queues.end(),
+                [](const auto* a, const auto* b) { return a->name() < b->name(); });
+      for (const auto* q : queues) result.entries.push_back(entry(*q));
+      if (!request.queue.empty() && queues.empty())
+        return {errc::queue_not_found, "no queue named " + std::string(request.queue)};
+      result.affected = result.entries.size();
+      return {};
+    }
+    case protocol::QueueOp::create: {
+      if (auto problem = create_queue(request.queue, request.settings, now)) return problem;
+      result.entries.push_back(entry(*engine_.find(request.queue)));
+      result.affected = 1;
+      return {};
+    }
+    case protocol::QueueOp::remove:
+      return delete_queue(request.queue, (request.flags & protocol::kQueuesForce) != 0, now,
+                          result.affected);
+    case protocol::QueueOp::purge:
+      return purge_queue(request.queue, now, result.affected);
+  }
+  return {errc::invalid_argument, "queues: unknown operation"};
 }
 
 }  // namespace sluice::net

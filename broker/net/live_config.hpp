@@ -16,6 +16,7 @@
 
 #include "engine.hpp"
 #include "sluice/config/settings.hpp"
+#include "sluice/protocol/frames.hpp"
 
 namespace sluice::net {
 
@@ -47,6 +48,29 @@ class LiveConfig {
                   std::span<const std::pair<std::string_view, std::string_view>> pairs,
                   engine::Micros now);
 
+  // ---- an operator's queue lifecycle (QUEUES frames, HTTP, sluicectl queues) ----
+
+  /// Creates `queue` with `pairs` (as configure takes them; none: the defaults).
+  /// queue_exists if it exists. Lasts until a restart; the config file declares
+  /// queues for good.
+  Error create_queue(std::string_view queue,
+                     std::span<const std::pair<std::string_view, std::string_view>> pairs,
+                     engine::Micros now);
+  /// Deletes `queue` with what it holds and its dead letters (Engine::remove_queue):
+  /// queue_not_found; queue_in_use when it holds messages or has consumers (unless
+  /// `force`), is declared in the config file (it would come back) or a trigger
+  /// consumes it. `dropped`: the messages that went with it.
+  Error delete_queue(std::string_view queue, bool force, engine::Micros now,
+                     std::uint64_t& dropped);
+  /// Drops `queue`'s ready messages (Engine::purge): queue_not_found if it does not exist.
+  Error purge_queue(std::string_view queue, engine::Micros now, std::uint64_t& dropped);
+  /// One QUEUES request, its rights checked by the caller: list shows the queues
+  /// `visible` admits (by name order), create the new queue. `result`'s views
+  /// point into the engine's queues: encode it before the next engine call.
+  Error run(const protocol::QueuesRequest& request,
+            const std::function<bool(std::string_view queue)>& visible, engine::Micros now,
+            protocol::QueuesResult& result);
+
   const config::Settings& settings() const noexcept { return settings_; }
 
   /// Tokens and TLS certificates (main.cpp): checks and applies `next`'s at a
@@ -68,6 +92,8 @@ class LiveConfig {
   AppliedHook applied_hook_;
   SettingsSource source_;
   config::Settings settings_;
+  // The queues the config file (and flags) declare: a delete would not last.
+  std::vector<std::string> file_queues_;
 };
 
 }  // namespace sluice::net

@@ -363,6 +363,21 @@ void Session::released(engine::Consumer& consumer) {
   std::erase(draining_, &consumer);
 }
 
+void Session::ended(engine::Consumer& consumer) {
+  // The queue was deleted; the engine frees the consumer right after this.
+  std::erase(draining_, &consumer);
+  std::erase(paused_, &consumer);
+  for (auto it = subscriptions_.begin(); it != subscriptions_.end(); ++it) {
+    if (it->second != &consumer) continue;
+    send_error(0, errc::queue_not_found,
+               "subscription " + std::to_string(it->first) + " ended: queue " +
+                   consumer.queue().name() + " was deleted");
+    subscriptions_.erase(it);
+    break;
+  }
+  schedule_flush();  // inside another connection's request: nothing else writes for us
+}
+
 void Session::schedule_flush() {
   if (flush_posted_ || writing_now_) return;
   flush_posted_ = true;

@@ -65,6 +65,7 @@ class Session final : public std::enable_shared_from_this<Session>,
   // engine::DeliverySink
   bool deliver(engine::Consumer& consumer, const protocol::Delivery& delivery) override;
   void released(engine::Consumer& consumer) override;
+  void ended(engine::Consumer& consumer) override;
   // engine::PublishWaiter
   void room(engine::Queue& queue) override;
 
@@ -105,6 +106,7 @@ class Session final : public std::enable_shared_from_this<Session>,
   void handle_ping(std::string_view body);
   void handle_dead_letters(std::string_view body);
   void handle_triggers(std::string_view body);
+  void handle_queues(std::string_view body);
   void send_error(std::uint64_t request_id, errc code, std::string_view message,
                   std::uint32_t retry_after_ms = 0);
 

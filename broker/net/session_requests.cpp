@@ -5,6 +5,7 @@
 
 #include "dead_letters.hpp"
 #include "durable_store.hpp"
+#include "live_config.hpp"
 #include "log.hpp"
 #include "session.hpp"
 #include "triggers.hpp"
@@ -66,6 +67,9 @@ bool Session::handle(const protocol::Frame& frame) {
       break;
     case FrameType::triggers:
       handle_triggers(frame.body);
+      break;
+    case FrameType::queues:
+      handle_queues(frame.body);
       break;
     case FrameType::hello:
       close_after_flush(errc::handshake_required, "HELLO sent twice");
@@ -398,6 +402,31 @@ void Session::handle_configure(std::string_view body) {
     return;
   }
   protocol::encode_ok(out(), request.request_id);
+}
+
+void Session::handle_queues(std::string_view body) {
+  protocol::QueuesRequest request;
+  if (auto s = protocol::decode_queues(body, request); !s) {
+    send_error(request.request_id, s.code, s.detail);
+    return;
+  }
+  // Listing shows what the token may see; the rest need admin on the queue.
+  if (request.op != protocol::QueueOp::list &&
+      !permitted(request.request_id, Permission::admin, request.queue))
+    return;
+  LiveConfig* live = broker_.live_config();
+  if (live == nullptr) {
+    send_error(request.request_id, errc::unsupported, "this broker has no queue lifecycle");
+    return;
+  }
+  protocol::QueuesResult result;
+  result.request_id = request.request_id;
+  const auto visible = [this](std::string_view q) { return broker_.auth().can_see(grant_, q); };
+  if (auto problem = live->run(request, visible, mono_us(), result)) {
+    send_error(request.request_id, problem.code, problem.detail);
+    return;
+  }
+  protocol::encode_queues_result(out(), result);
 }
 
 void Session::handle_dead_letters(std::string_view body) {

@@ -225,6 +225,13 @@ void Trigger::released(engine::Consumer&) {
   consumer_ = nullptr;
 }
 
+void Trigger::ended(engine::Consumer&) {
+  consumer_ = nullptr;
+  log::warn("trigger_queue_deleted")
+      .str("trigger", options_.settings.name)
+      .str("queue", options_.settings.queue);
+}
+
 void Trigger::post_kick() {
   if (kick_posted_) return;
   kick_posted_ = true;

@@ -79,6 +79,8 @@ class Trigger final : public engine::DeliverySink {
   // engine::DeliverySink
   bool deliver(engine::Consumer& consumer, const protocol::Delivery& delivery) override;
   void released(engine::Consumer& consumer) override;
+  /// Never in practice: a queue a trigger consumes cannot be deleted.
+  void ended(engine::Consumer& consumer) override;
 
   const TriggerOptions& options() const noexcept { return options_; }
   /// The function's URL as shown to operators ("https://host:port/path").

@@ -188,4 +188,76 @@ int triggers(sluice::client::Connection& conn, const sluice::client::TriggerComm
   return ok ? 0 : 1;
 }
 
+std::pair<std::string, std::string> split_pair(const std::string& text, const char* what) {
+  const auto eq = text.find('=');
+  if (eq == std::string::npos || eq == 0)
+    throw UsageError{std::string(what) + " needs KEY=VALUE, got " + text};
+  return {text.substr(0, eq), text.substr(eq + 1)};
+}
+
+const char* const kQueuesUsage =
+    R"(usage: sluicectl queues [list [QUEUE]]
+       sluicectl queues create QUEUE [NAME=VALUE...]
+       sluicectl queues delete QUEUE [--force]
+       sluicectl queues purge QUEUE
+
+list prints one line per queue the token may see:
+  <name> <memory|durable> <messages> <consumers>
+create makes a queue with settings as in a [queues.NAME] table (the others
+from [queue_defaults]); it lasts until the broker restarts (the config file
+declares queues for good). delete removes a queue with its dead letters; it
+is refused while the queue holds messages or has consumers unless --force
+(then those consumers end and what it holds goes too), and always for a
+queue the config file declares or a trigger consumes. purge drops the
+queue's ready messages; those in flight settle as usual. create, delete and
+purge need admin on the queue; delete and purge print how many messages went.
+
+  --force   delete: also when it holds messages or has consumers
+)";
+
+sluice::client::QueueCommand queues_command(const QueuesArgs& args) {
+  using Op = sluice::client::QueueCommand::Op;
+  sluice::client::QueueCommand c;
+  c.op = args.op == "create"   ? Op::create
+         : args.op == "delete" ? Op::remove
+         : args.op == "purge"  ? Op::purge
+                               : Op::list;
+  c.queue = args.queue;
+  c.force = args.force;
+  if (c.op != Op::list && c.queue.empty()) throw UsageError{args.op + " needs a QUEUE"};
+  if (c.op != Op::create && !args.pairs.empty())
+    throw UsageError{"settings (NAME=VALUE) go with create only"};
+  if (c.op != Op::remove && c.force) throw UsageError{"--force goes with delete only"};
+  for (const auto& p : args.pairs) c.settings.push_back(split_pair(p, "a setting"));
+  return c;
+}
+
+int queues(sluice::client::Connection& conn, const sluice::client::QueueCommand& command,
+           bool json) {
+  using Op = sluice::client::QueueCommand::Op;
+  auto result = conn.queues(command);
+  if (!result) return broker_error(result.error());
+  if (json) {
+    nlohmann::json list = nlohmann::json::array();
+    for (const auto& q : result->queues)
+      list.push_back({{"name", q.name},
+                      {"durable", q.durable},
+                      {"messages", q.messages},
+                      {"consumers", q.consumers}});
+    if (command.op == Op::list || command.op == Op::create)
+      print_json({{"queues", std::move(list)}});
+    else
+      print_json({{"queue", command.queue}, {"messages_dropped", result->affected}});
+    return 0;
+  }
+  if (command.op == Op::remove || command.op == Op::purge) {
+    std::printf("%llu\n", static_cast<unsigned long long>(result->affected));
+    return 0;
+  }
+  for (const auto& q : result->queues)
+    std::printf("%s %s %llu %u\n", q.name.c_str(), q.durable ? "durable" : "memory",
+                static_cast<unsigned long long>(q.messages), q.consumers);
+  return 0;
+}
+
 }  // namespace sluicectl

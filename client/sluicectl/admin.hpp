@@ -6,6 +6,8 @@
 #include <cstdint>
 #include <string>
 #include <string_view>
+#include <utility>
+#include <vector>
 
 #include "sluice/client/client.hpp"
 
@@ -16,6 +18,8 @@ struct UsageError {
   std::string message;
 };
 
+/// "KEY=VALUE" split at the first '='; throws UsageError naming `what`.
+std::pair<std::string, std::string> split_pair(const std::string& text, const char* what);
 /// A whole decimal number without a sign.
 bool parse_u64(std::string_view s, std::uint64_t& out);
 /// "90s", "5m", "2h", "1d", "250ms" or plain seconds; false if malformed.
@@ -50,5 +54,18 @@ struct TriggersArgs {
 sluice::client::TriggerCommand triggers_command(const TriggersArgs& args);
 int triggers(sluice::client::Connection& conn, const sluice::client::TriggerCommand& command,
              bool json);
+
+extern const char* const kQueuesUsage;
+
+struct QueuesArgs {
+  std::string op = "list";
+  std::string queue;
+  std::vector<std::string> pairs;  // create: NAME=VALUE
+  bool force = false;
+};
+/// The command for `args`, checked; throws UsageError.
+sluice::client::QueueCommand queues_command(const QueuesArgs& args);
+int queues(sluice::client::Connection& conn, const sluice::client::QueueCommand& command,
+           bool json);
 
 }  // namespace sluicectl

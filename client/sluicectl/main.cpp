@@ -30,6 +30,8 @@ using sluice::client::Disposition;
 using sluicectl::broker_error;
 using sluicectl::DlqArgs;
 using sluicectl::parse_u64;
+using sluicectl::QueuesArgs;
+using sluicectl::split_pair;
 using sluicectl::TriggersArgs;
 using sluicectl::UsageError;
 
@@ -44,6 +46,7 @@ commands:
   set QUEUE N=V...  change a queue's settings in the running broker
   dlq OP QUEUE ...  dead letters: list, show, redrive, delete, purge
   triggers [OP]     triggers: list, pause, resume, invoke
+  queues [OP]       queues: list, create, delete, purge
   new-token         make a random token; print it and the hash for the config
   hash-token        read a token on stdin; print the hash for the config
 
@@ -132,13 +135,6 @@ file (SIGHUP), which puts the file's values back.
 
 /// A usage error found after CLI11 parsed the line (a malformed KEY=VALUE, a
 /// missing id): reported like CLI11's own, with the command's usage.
-
-std::pair<std::string, std::string> split_pair(const std::string& text, const char* what) {
-  const auto eq = text.find('=');
-  if (eq == std::string::npos || eq == 0)
-    throw UsageError{std::string(what) + " needs KEY=VALUE, got " + text};
-  return {text.substr(0, eq), text.substr(eq + 1)};
-}
 
 /// What one command was given on the line.
 struct PublishArgs {
@@ -472,6 +468,14 @@ int main(int argc, char** argv) {
   triggers_cmd->add_option("--body", triggers_args.body);
   triggers_cmd->add_option("--file", triggers_args.file);
 
+  QueuesArgs queues_args;
+  CLI::App* queues_cmd = command(app, "queues", sluicectl::kQueuesUsage);
+  queues_cmd->add_option("OP", queues_args.op)
+      ->check(CLI::IsMember({"list", "create", "delete", "purge"}));
+  queues_cmd->add_option("QUEUE", queues_args.queue);
+  queues_cmd->add_option("NAME=VALUE", queues_args.pairs);
+  queues_cmd->add_flag("--force", queues_args.force);
+
   std::string token_name = "NAME";
   CLI::App* new_token_cmd = command(app, "new-token", kTokenUsage);
   new_token_cmd->add_option("--name", token_name);
@@ -531,6 +535,9 @@ int main(int argc, char** argv) {
       std::vector<std::pair<std::string, std::string>> settings;
       for (const auto& pair : set_pairs) settings.push_back(split_pair(pair, "a setting"));
       run = [&, settings](Connection& conn) { return set(conn, set_queue, settings); };
+    } else if (cmd == queues_cmd) {
+      auto command = sluicectl::queues_command(queues_args);
+      run = [command, json](Connection& conn) { return sluicectl::queues(conn, command, json); };
     } else if (cmd == triggers_cmd) {
       triggers_args.has_body = triggers_cmd->count("--body") > 0;
       auto command = sluicectl::triggers_command(triggers_args);

@@ -266,6 +266,40 @@ Result<DeadLetterResult> Connection::dead_letters(const DeadLetterQuery& query) 
       });
 }
 
+Result<QueueResult> Connection::queues(const QueueCommand& command) {
+  if ((command.op != QueueCommand::Op::list || !command.queue.empty()) &&
+      !protocol::valid_queue_name(command.queue))
+    return Error{errc::invalid_queue_name,
+                 "queue name must be " + std::string(protocol::kQueueNameRule)};
+  if (command.settings.size() > protocol::kMaxConfigureSettings)
+    return Error{errc::invalid_argument, "at most 64 settings at once"};
+  if (!command.settings.empty() && command.op != QueueCommand::Op::create)
+    return Error{errc::invalid_argument, "settings go with create only"};
+  if (command.force && command.op != QueueCommand::Op::remove)
+    return Error{errc::invalid_argument, "force goes with remove only"};
+  auto c = std::make_shared<const QueueCommand>(command);
+  return impl_->call<QueueResult>(
+      [c](std::uint64_t request_id, std::string& out) {
+        protocol::QueuesRequest r;
+        r.request_id = request_id;
+        r.op = static_cast<protocol::QueueOp>(c->op);
+        r.queue = c->queue;
+        r.flags = c->force ? protocol::kQueuesForce : 0;
+        for (const auto& [name, value] : c->settings) r.settings.emplace_back(name, value);
+        protocol::encode_queues(out, r);
+      },
+      [](FrameType type, std::string_view body) -> Result<QueueResult> {
+        protocol::QueuesResult r;
+        if (type != FrameType::queues_result || !protocol::decode_queues_result(body, r))
+          return Error{errc::malformed_frame, "bad QUEUES_RESULT"};
+        QueueResult out;
+        out.affected = r.affected;
+        for (const auto& e : r.entries)
+          out.queues.push_back({std::string(e.name), e.durable, e.messages, e.consumers});
+        return out;
+      });
+}
+
 Result<TriggerResult> Connection::triggers(const TriggerCommand& command) {
   if (command.name.size() > protocol::kMaxTriggerNameBytes)
     return Error{errc::invalid_argument, "a trigger's name is at most 100 bytes"};

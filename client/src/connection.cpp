@@ -281,7 +281,8 @@ void Connection::Impl::handle(const protocol::Frame& frame) {
     case FrameType::settled:
     case FrameType::stats_result:
     case FrameType::dead_letters_result:
-    case FrameType::triggers_result: {
+    case FrameType::triggers_result:
+    case FrameType::queues_result: {
       protocol::Reader r(frame.body);
       const std::uint64_t request_id = r.u64();
       if (r.ok()) answer(request_id, {}, static_cast<FrameType>(frame.type), frame.body);

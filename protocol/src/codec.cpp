@@ -49,6 +49,10 @@ std::string_view to_string(FrameType type) noexcept {
       return "triggers";
     case FrameType::triggers_result:
       return "triggers_result";
+    case FrameType::queues:
+      return "queues";
+    case FrameType::queues_result:
+      return "queues_result";
     case FrameType::error:
       return "error";
   }

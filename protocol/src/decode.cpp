@@ -497,6 +497,51 @@ Status decode_error(std::string_view body, ErrorFrame& out) noexcept {
   return finish(r, "error: truncated");
 }
 
+Status decode_queues(std::string_view body, QueuesRequest& out) {
+  out.settings.clear();
+  Reader r(body);
+  out.request_id = r.u64();
+  const std::uint8_t op = r.u8();
+  out.queue = r.str16();
+  out.flags = r.u8();
+  const std::uint16_t count = r.u16();
+  if (r.ok() && count > kMaxConfigureSettings)
+    return {errc::invalid_argument, "queues: more than 64 settings"};
+  for (std::uint16_t i = 0; i < count && r.ok(); ++i) {
+    auto name = r.str16();
+    auto value = r.str16();
+    if (r.ok()) out.settings.emplace_back(name, value);
+  }
+  if (auto s = finish(r, "queues: truncated"); !s) return s;
+  if (op < 1 || op > 4) return {errc::invalid_argument, "queues: unknown operation"};
+  out.op = static_cast<QueueOp>(op);
+  if ((out.op != QueueOp::list || !out.queue.empty()) && !valid_queue_name(out.queue))
+    return {errc::invalid_queue_name,
+            "queues: queue name must be 1..200 of [A-Za-z0-9_.:-], and not \".\" or \"..\""};
+  if (out.op != QueueOp::create && count != 0)
+    return {errc::invalid_argument, "queues: settings go with create only"};
+  if ((out.flags & ~kQueuesForce) != 0 || (out.flags != 0 && out.op != QueueOp::remove))
+    return {errc::invalid_argument, "queues: force goes with delete only"};
+  return {};
+}
+
+Status decode_queues_result(std::string_view body, QueuesResult& out) {
+  Reader r(body);
+  out.entries.clear();
+  out.request_id = r.u64();
+  out.affected = r.u64();
+  std::uint32_t count = 0;
+  if (!read_count(r, 15, count)) return malformed("queues_result: truncated");
+  out.entries.resize(count);
+  for (auto& e : out.entries) {
+    e.name = r.str16();
+    e.durable = r.u8() != 0;
+    e.messages = r.u64();
+    e.consumers = r.u32();
+  }
+  return finish(r, "queues_result: truncated");
+}
+
 Status decode_configure(std::string_view body, Configure& out) {
   out.settings.clear();
   Reader r(body);

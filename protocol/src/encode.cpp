@@ -132,6 +132,34 @@ void encode_triggers_result(std::string& out, const TriggerResult& result) {
   end_frame(out, f);
 }
 
+void encode_queues(std::string& out, const QueuesRequest& request) {
+  auto f = begin_frame(out, FrameType::queues);
+  put::u64(out, request.request_id);
+  put::u8(out, static_cast<std::uint8_t>(request.op));
+  put::str16(out, request.queue);
+  put::u8(out, request.flags);
+  put::u16(out, static_cast<std::uint16_t>(request.settings.size()));
+  for (const auto& [name, value] : request.settings) {
+    put::str16(out, name);
+    put::str16(out, value);
+  }
+  end_frame(out, f);
+}
+
+void encode_queues_result(std::string& out, const QueuesResult& result) {
+  auto f = begin_frame(out, FrameType::queues_result);
+  put::u64(out, result.request_id);
+  put::u64(out, result.affected);
+  put::u32(out, static_cast<std::uint32_t>(result.entries.size()));
+  for (const QueueEntry& e : result.entries) {
+    put::str16(out, e.name);
+    put::u8(out, e.durable ? 1 : 0);
+    put::u64(out, e.messages);
+    put::u32(out, e.consumers);
+  }
+  end_frame(out, f);
+}
+
 DeadLettersResultWriter::DeadLettersResultWriter(std::string& out, std::uint64_t request_id)
     : out_(out) {
   frame_offset_ = begin_frame(out_, FrameType::dead_letters_result);

@@ -56,6 +56,10 @@ std::string_view to_string(errc code) noexcept {
       return "outcome_unknown";
     case errc::queue_not_found:
       return "queue_not_found";
+    case errc::queue_in_use:
+      return "queue_in_use";
+    case errc::queue_exists:
+      return "queue_exists";
   }
   return "unknown";
 }
@@ -84,6 +88,8 @@ unsigned http_status(errc code) noexcept {
     case errc::stale_lease:
     case errc::duplicate_subscription:
     case errc::too_many_queues:
+    case errc::queue_in_use:
+    case errc::queue_exists:
       return 409;
     case errc::frame_too_large:
     case errc::payload_too_large:

@@ -15,11 +15,10 @@ import re
 import subprocess
 import sys
 import tempfile
-import time
 
 here = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.dirname(here))
-from checks import check, finish  # noqa: E402
+from checks import check, finish, start_sluiced  # noqa: E402
 
 repo = os.path.dirname(os.path.dirname(here))
 build = os.path.abspath(sys.argv[1])
@@ -42,25 +41,9 @@ status = readme[readme.index("Status:"):readme.index("## Quick start")]
 check("TLS are the next step" not in status and "Tokens and TLS" not in status,
       "the status line does not call tokens and TLS the next step")
 
-tmp = tempfile.mkdtemp(prefix="sluice-readme-")
-port_file = os.path.join(tmp, "port")
-log = open(os.path.join(tmp, "log"), "w")
-broker = subprocess.Popen([os.path.join(build, "broker", "sluiced"), "--listen", "127.0.0.1:0",
-                           "--http-listen", "127.0.0.1:0", "--port-file", port_file],
-                          stderr=log, cwd=tmp)  # its default data directory goes there
+# In a directory of its own: its default data directory goes there.
+broker, port, http_port = start_sluiced(build, tempfile.mkdtemp(prefix="sluice-readme-"))
 try:
-    deadline = time.time() + 10
-    ports = None
-    while time.time() < deadline and ports is None:
-        try:
-            ports = open(port_file).read().split()
-            if len(ports) < 2:
-                ports = None
-        except OSError:
-            pass
-        time.sleep(0.05)
-    assert ports, "sluiced did not start"
-    port, http_port = ports[0], ports[1]
     env = dict(os.environ, SLUICE_BROKER="127.0.0.1:" + port)
 
     def run(command):

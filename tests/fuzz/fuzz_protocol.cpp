@@ -121,6 +121,19 @@ void decode_body(std::uint8_t type, std::string_view body) {
       (void)decode_triggers(body, r);
       break;
     }
+    case FrameType::queues: {
+      QueuesRequest r;
+      (void)decode_queues(body, r);
+      break;
+    }
+    case FrameType::queues_result: {
+      QueuesResult r;
+      if (decode_queues_result(body, r)) {
+        std::string again;
+        encode_queues_result(again, r);  // what decodes encodes again
+      }
+      break;
+    }
     case FrameType::triggers_result: {
       TriggerResult r;
       if (decode_triggers_result(body, r)) {

@@ -89,6 +89,13 @@ client::DeadLetterQuery list_dlq(const std::string& queue) {
   return q;
 }
 
+client::QueueCommand queue_command(client::QueueCommand::Op op, std::string queue) {
+  client::QueueCommand c;
+  c.op = op;
+  c.queue = std::move(queue);
+  return c;
+}
+
 errc subscribe_code(client::Connection& c, const std::string& queue) {
   auto sub = c.subscribe(queue, {.max_in_flight = 1},
                          [](const client::Delivery&) { return client::Disposition::ack; });
@@ -128,6 +135,30 @@ TEST_CASE("tokens: least privilege over the protocol") {
     CHECK(c->configure("orders.eu", {{"max_attempts", "3"}}).code == errc::forbidden);
     CHECK(subscribe_code(*c, "orders.eu") == errc::ok);
     CHECK(c->connected());  // forbidden is an answer, not a disconnect
+  }
+
+  SUBCASE(
+      "creating, deleting and purging queues need admin on them; a list shows what it may see") {
+    auto c = b.connect_ok(consumer);
+    using Op = client::QueueCommand::Op;
+    for (Op op : {Op::create, Op::remove, Op::purge}) {
+      auto r = c->queues(queue_command(op, "orders.eu"));
+      REQUIRE_FALSE(r.ok());
+      CHECK(r.error().code == errc::forbidden);
+    }
+    CHECK(b.http("PUT", "/v1/queues/orders.eu", consumer.secret).status == 403);
+    CHECK(b.http("DELETE", "/v1/queues/orders.eu", consumer.secret).status == 403);
+    CHECK(b.http("POST", "/v1/queues/orders.eu/purge", consumer.secret).status == 403);
+    auto team = b.connect_ok(orders);
+    CHECK(team->queues(queue_command(Op::create, "orders.eu")).ok());
+    CHECK(team->queues(queue_command(Op::create, "billing")).error().code == errc::forbidden);
+    auto a = b.connect_ok(admin);
+    CHECK(a->queues(queue_command(Op::create, "billing")).ok());
+    auto seen = team->queues(queue_command(Op::list, ""));
+    REQUIRE(seen);
+    REQUIRE(seen->queues.size() == 1);  // billing is not the team's to see
+    CHECK(seen->queues[0].name == "orders.eu");
+    CHECK(team->queues(queue_command(Op::remove, "orders.eu")).ok());
   }
 
   SUBCASE("publish-only cannot consume") {

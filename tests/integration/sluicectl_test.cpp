@@ -32,7 +32,8 @@ TEST_CASE("sluicectl --help, on every subcommand") {
   CHECK(contains(r.out, "stats"));
   CHECK(contains(r.out, "set"));
   CHECK(contains(r.out, "triggers"));
-  for (std::string command : {"publish", "consume", "stats", "set", "dlq", "triggers"}) {
+  CHECK(contains(r.out, "queues"));
+  for (std::string command : {"publish", "consume", "stats", "set", "dlq", "triggers", "queues"}) {
     CAPTURE(command);
     r = run_command(std::string(SLUICECTL_PATH) + " " + command + " --help");
     CHECK(r.status == 0);

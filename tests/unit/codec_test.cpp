@@ -197,6 +197,18 @@ std::vector<Sample> samples() {
                  TriggerResult r;
                  return decode_triggers_result(b, r);
                }});
+  f.clear();
+  encode_queues(f, QueuesRequest{20, QueueOp::create, "jobs", 0, {{"max_attempts", "3"}}});
+  s.push_back({"queues", f, [](std::string_view b) {
+                 QueuesRequest r;
+                 return decode_queues(b, r);
+               }});
+  f.clear();
+  encode_queues_result(f, QueuesResult{21, 1, {{"jobs", true, 5, 2}}});
+  s.push_back({"queues_result", f, [](std::string_view b) {
+                 QueuesResult r;
+                 return decode_queues_result(b, r);
+               }});
   return s;
 }
 
@@ -485,6 +497,44 @@ TEST_CASE("stats_result and error round-trip") {
   CHECK(e.retry_after_ms == 250);
 }
 
+TEST_CASE("queues and queues_result round-trip, a request is checked") {
+  std::string f;
+  encode_queues(f, QueuesRequest{7, QueueOp::remove, "jobs", kQueuesForce, {}});
+  QueuesRequest request;
+  std::string body = body_of(f);
+  REQUIRE(decode_queues(body, request));
+  CHECK(request.request_id == 7);
+  CHECK(request.op == QueueOp::remove);
+  CHECK(request.queue == "jobs");
+  CHECK(request.flags == kQueuesForce);
+  const auto refused = [&](QueuesRequest r) {
+    f.clear();
+    encode_queues(f, r);
+    return decode_queues(body_of(f), request).code;
+  };
+  CHECK(refused({8, QueueOp::list, "", 0, {}}) == errc::ok);  // every queue
+  CHECK(refused({8, QueueOp::purge, "", 0, {}}) == errc::invalid_queue_name);
+  CHECK(refused({8, QueueOp::create, "a b", 0, {}}) == errc::invalid_queue_name);
+  CHECK(refused({8, static_cast<QueueOp>(9), "q", 0, {}}) == errc::invalid_argument);
+  CHECK(refused({8, QueueOp::purge, "q", 0, {{"max_attempts", "3"}}}) == errc::invalid_argument);
+  CHECK(refused({8, QueueOp::purge, "q", kQueuesForce, {}}) == errc::invalid_argument);
+  CHECK(refused({8, QueueOp::remove, "q", 0x02, {}}) == errc::invalid_argument);
+
+  QueuesResult out{9, 3, {{"a", false, 0, 0}, {"b.v2", true, 12, 4}}};
+  f.clear();
+  encode_queues_result(f, out);
+  QueuesResult in;
+  body = body_of(f);
+  REQUIRE(decode_queues_result(body, in));
+  CHECK(in.request_id == 9);
+  CHECK(in.affected == 3);
+  REQUIRE(in.entries.size() == 2);
+  CHECK(in.entries[1].name == "b.v2");
+  CHECK(in.entries[1].durable);
+  CHECK(in.entries[1].messages == 12);
+  CHECK(in.entries[1].consumers == 4);
+}
+
 TEST_CASE("triggers and triggers_result round-trip, a request is checked") {
   std::string f;
   encode_triggers(f, TriggerRequest{7, TriggerOp::pause, "resize", ""});
@@ -651,7 +701,7 @@ TEST_CASE("queue names") {
 }
 
 TEST_CASE("every error code has a name, a category message and a closing rule") {
-  for (std::uint16_t v = 0; v <= static_cast<std::uint16_t>(errc::queue_not_found); ++v) {
+  for (std::uint16_t v = 0; v <= static_cast<std::uint16_t>(errc::queue_exists); ++v) {
     const auto code = static_cast<errc>(v);
     CAPTURE(v);
     CHECK(to_string(code) != "unknown");
@@ -684,5 +734,5 @@ TEST_CASE("every error code has its HTTP status, and PROTOCOL.md's table says th
     CHECK(sluice::http_status(static_cast<sluice::errc>(code)) == static_cast<unsigned>(status));
     ++rows;
   }
-  CHECK(rows == 25);
+  CHECK(rows == 27);
 }

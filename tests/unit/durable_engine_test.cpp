@@ -313,3 +313,89 @@ TEST_CASE("durable: a retry is not delivered before its attempt record is on dis
 }
 
 }  // namespace sluice::test
+
+namespace sluice::test {
+
+TEST_CASE("lifecycle: purge drops ready messages of plain and keyed queues, in one write") {
+  Engine e;
+  RecordingJournal journal;
+  e.set_journal(&journal);
+  engine::QueueOptions keyed = durable_options();
+  keyed.ordered = true;
+  for (auto* options : {&keyed, static_cast<engine::QueueOptions*>(nullptr)}) {
+    auto& q = e.declare(options ? "keyed" : "plain", options ? *options : durable_options());
+    RecordingSink sink;
+    auto* consumer = subscribe(e, q, sink, 1);
+    for (int i = 0; i < 6; ++i)
+      e.publish(q, with_headers("m" + std::to_string(i), {{"sluice-key", std::to_string(i % 3)}}),
+                0, 0);
+    e.committed(journal.seq, 1);
+    REQUIRE(sink.got.size() == 1);  // one in flight stays, and settles as usual
+    journal.take();
+    CHECK(e.purge(q, 2) == 5);
+    const auto calls = journal.take();
+    REQUIRE(calls.size() == 1);
+    CHECK(calls[0].rfind("purged " + q.name() + " ", 0) == 0);
+    CHECK(q.counters().ready == 0);
+    CHECK(q.counters().messages() == 1);
+    CHECK(q.counters().bytes > 0);  // the one left
+    const auto& d = sink.got[0].delivery;
+    CHECK(e.ack(sink, d.message_id, d.lease_token, 3) == errc::ok);
+    CHECK(q.counters().messages() == 0);
+    CHECK(sink.got.size() == 1);  // nothing left to deliver
+    e.publish(q, encode("later"), 4, 0);
+    e.committed(journal.seq, 5);
+    CHECK(sink.got.size() == 2);  // the queue works on
+    e.unsubscribe(*consumer);
+  }
+}
+
+TEST_CASE("lifecycle: remove_queue ends consumers and drops every state of message") {
+  Engine e;
+  RecordingJournal journal;
+  e.set_journal(&journal);
+  engine::QueueOptions o = durable_options();
+  o.resequence = true;
+  o.gap_timeout = kSecond;
+  auto& q = e.declare("doomed", o);
+  auto& other = e.queue("other");
+  RecordingSink sink;
+  subscribe(e, q, sink, 1);
+  const auto in_flight = e.publish(q, encode("a"), 0, 0).id;
+  e.publish(q, encode("b"), 0, 0);                                                    // ready
+  e.publish(q, with_headers("c", {{"sluice-delay-ms", "60000"}}), 0, 0);              // delayed
+  e.publish(q, with_headers("d", {{"sluice-key", "k"}, {"sluice-seq", "5"}}), 0, 0);  // held
+  e.publish(other, encode("x"), 0, 0);
+  // Writes under way: not yet.
+  CHECK(e.can_remove(q, true).code == errc::queue_in_use);
+  e.committed(journal.seq, 1);
+  REQUIRE(sink.got.size() == 1);
+  CHECK(sink.got[0].delivery.message_id == in_flight);
+  CHECK(q.counters().held == 1);
+  CHECK(q.counters().delayed == 1);
+  CHECK(e.can_remove(q, false).code == errc::queue_in_use);  // holds messages
+  CHECK_FALSE(e.can_remove(q, true));
+  const auto removals = e.removals();
+  const auto token = sink.got[0].delivery.lease_token;
+  journal.take();
+  CHECK(e.remove_queue(q, 2) == 4);
+  CHECK(e.removals() == removals + 1);
+  CHECK(sink.ended_consumers.size() == 1);
+  CHECK(e.find("doomed") == nullptr);
+  CHECK(e.messages() == 1);  // only other's
+  const auto calls = journal.take();
+  REQUIRE(calls.size() == 1);
+  CHECK(calls[0].rfind("queue_removed doomed", 0) == 0);
+  CHECK(std::count(calls[0].begin(), calls[0].end(), ' ') == 5);  // four ids
+  // Its lease is stale, and time passing touches nothing of it.
+  CHECK(e.ack(sink, in_flight, token, 3) == errc::stale_lease);
+  e.advance(120 * kSecond);
+  CHECK(e.messages() == 1);
+  // An empty queue with no consumers goes without force.
+  auto& empty = e.queue("empty");
+  CHECK_FALSE(e.can_remove(empty, false));
+  CHECK(e.remove_queue(empty, 3) == 0);
+  CHECK(e.find("empty") == nullptr);
+}
+
+}  // namespace sluice::test

@@ -57,6 +57,8 @@ struct RecordingSink final : engine::DeliverySink {
     return accepting;
   }
   void released(engine::Consumer& c) override { released_consumers.push_back(&c); }
+  void ended(engine::Consumer& c) override { ended_consumers.push_back(&c); }
+  std::vector<engine::Consumer*> ended_consumers;
 
   std::vector<Got> take() { return std::exchange(got, {}); }
 };
@@ -84,6 +86,13 @@ struct RecordingJournal final : engine::Journal {
     ++seq;
   }
   void ids_used(std::uint64_t) override { ++seq; }
+  void dropped(const engine::Queue& q, std::span<const std::uint64_t> ids,
+               bool whole_queue) override {
+    std::string line = (whole_queue ? "queue_removed " : "purged ") + q.name();
+    for (auto id : ids) line += " " + std::to_string(id);
+    calls.push_back(line);
+    ++seq;
+  }
   std::uint64_t dead_lettered(const engine::DeadLetter& d) override {
     calls.push_back("dead_lettered " + std::to_string(d.message_id) + " " + std::string(d.reason));
     return ++seq;

@@ -304,6 +304,32 @@ struct TriggerResult {
   std::optional<TriggerInvocation> invocation;  // invoke
 };
 
+/// One queue as Connection::queues lists it.
+struct QueueInfo {
+  std::string name;
+  bool durable = false;
+  std::uint64_t messages = 0;  // in any state
+  std::uint32_t consumers = 0;
+};
+
+/// One queue-lifecycle operation (see PROTOCOL.md, QUEUES). create, remove and
+/// purge need admin on the queue; list shows the queues the token may see.
+struct QueueCommand {
+  enum class Op : std::uint8_t { list = 1, create = 2, remove = 3, purge = 4 };
+  Op op = Op::list;
+  std::string queue;  // list: "" = every queue
+  /// create: settings as in a [queues.NAME] table (none: the defaults).
+  std::vector<std::pair<std::string, std::string>> settings;
+  /// remove: also when it holds messages or has consumers (they end, and what
+  /// it holds goes with it).
+  bool force = false;
+};
+
+struct QueueResult {
+  std::uint64_t affected = 0;     // create: 1; remove, purge: messages that went; list: queues
+  std::vector<QueueInfo> queues;  // list: those asked for; create: the new queue
+};
+
 /// The broker's storage (durable queues), when it has a data directory.
 struct StorageStats {
   std::uint64_t file_bytes = 0;     // the data file's size
@@ -414,6 +440,9 @@ class Connection {
   /// message (answered when the function answers, within the trigger's timeout).
   /// Errors: not_found (no such trigger), forbidden, invalid_argument.
   Result<TriggerResult> triggers(const TriggerCommand& command);
+  /// Lists, creates, deletes or purges queues. Errors: queue_not_found,
+  /// queue_exists (create), queue_in_use (delete), forbidden, invalid_argument.
+  Result<QueueResult> queues(const QueueCommand& command);
   /// A round trip to the broker.
   Error ping();
 

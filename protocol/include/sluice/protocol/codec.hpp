@@ -77,6 +77,8 @@ void encode_confirm(std::string& out, std::uint64_t request_id, std::uint8_t pre
 void encode_dead_letters(std::string& out, const DeadLetterRequest& request);
 void encode_triggers(std::string& out, const TriggerRequest& request);
 void encode_triggers_result(std::string& out, const TriggerResult& result);
+void encode_queues(std::string& out, const QueuesRequest& request);
+void encode_queues_result(std::string& out, const QueuesResult& result);
 void encode_subscribe(std::string& out, const Subscribe& subscribe);
 void encode_unsubscribe(std::string& out, const Unsubscribe& unsubscribe);
 void encode_ack(std::string& out, std::uint64_t request_id, std::span<const AckEntry> entries);
@@ -172,6 +174,8 @@ Status decode_dead_letters(std::string_view body, DeadLetterRequest& out);
 Status decode_dead_letters_result(std::string_view body, DeadLetterResult& out);
 Status decode_triggers(std::string_view body, TriggerRequest& out) noexcept;
 Status decode_triggers_result(std::string_view body, TriggerResult& out);
+Status decode_queues(std::string_view body, QueuesRequest& out);
+Status decode_queues_result(std::string_view body, QueuesResult& out);
 /// Reads the sluice-* headers of a parsed message, and its key: the first
 /// non-empty value of a header named `key_header` ("" : no key). invalid_argument when one is
 /// malformed.

@@ -66,6 +66,11 @@ enum class errc : std::uint16_t {
   /// The queue does not exist, and the broker does not create queues on first use
   /// (queues.auto_create = "off"), or the operation never creates one (delete, purge).
   queue_not_found = 24,
+  /// Delete refused: the queue holds messages or has consumers (force deletes anyway), is
+  /// declared in the config file, is a trigger's, or has writes being committed (try again).
+  queue_in_use = 25,
+  /// Create refused: a queue of that name exists.
+  queue_exists = 26,
 };
 
 /// Stable snake_case name of a code (e.g. "stale_lease"); "unknown" for values not listed.

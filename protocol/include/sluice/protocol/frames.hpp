@@ -38,6 +38,7 @@ enum class FrameType : std::uint8_t {
   configure = 0x41,
   dead_letters = 0x42,
   triggers = 0x43,
+  queues = 0x44,
   ping = 0x50,
   // broker → client
   hello_ok = 0x81,
@@ -48,6 +49,7 @@ enum class FrameType : std::uint8_t {
   stats_result = 0xC0,
   dead_letters_result = 0xC1,
   triggers_result = 0xC2,
+  queues_result = 0xC3,
   error = 0xF0,
 };
 
@@ -301,6 +303,32 @@ struct TriggerResult {
   std::vector<TriggerEntry> entries;
   bool invoked = false;  // invocation holds a test invocation's answer
   TriggerInvocation invocation;
+};
+
+/// QUEUES: an operator's queue lifecycle.
+enum class QueueOp : std::uint8_t { list = 1, create = 2, remove = 3, purge = 4 };
+inline constexpr std::uint8_t kQueuesForce = 0x01;  // delete: what it holds goes too
+
+struct QueuesRequest {
+  std::uint64_t request_id = 0;
+  QueueOp op = QueueOp::list;
+  std::string_view queue;  // list: "" = every queue the caller may see
+  std::uint8_t flags = 0;  // kQueuesForce (delete)
+  std::vector<std::pair<std::string_view, std::string_view>> settings;  // create: name, value
+};
+
+/// One queue as QUEUES_RESULT lists it.
+struct QueueEntry {
+  std::string_view name;
+  bool durable = false;
+  std::uint64_t messages = 0;  // in any state
+  std::uint32_t consumers = 0;
+};
+
+struct QueuesResult {
+  std::uint64_t request_id = 0;
+  std::uint64_t affected = 0;       // create: 1; delete, purge: the messages that went
+  std::vector<QueueEntry> entries;  // list: the queues; create: the new one
 };
 
 struct StatsRequest {
