@@ -8,6 +8,7 @@
 #include <boost/asio/write.hpp>
 
 #include <algorithm>
+#include <cstdio>
 #include <cstring>
 
 namespace sluice::client {
@@ -271,6 +272,15 @@ void Connection::Impl::handle(const protocol::Frame& frame) {
         answer(e.request_id, err, FrameType::error, frame.body);
       } else if (closes_connection(e.code)) {
         link_lost(err);
+      } else if (unsigned id = 0;
+                 e.code == errc::queue_not_found &&
+                 std::sscanf(std::string(e.message).c_str(), "subscription %u ended", &id) == 1) {
+        // Its queue was deleted (PROTOCOL.md, UNSUBSCRIBE): not subscribed again
+        // after a reconnect. Its worker pool, if any, stops at unsubscribe().
+        handlers_.erase(id);
+        std::lock_guard lk(mutex_);
+        subscription_index_.erase(id);
+        close_error_ = err;
       } else {
         std::lock_guard lk(mutex_);
         close_error_ = err;  // a connection-level complaint worth keeping

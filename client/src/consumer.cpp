@@ -158,7 +158,8 @@ Error Connection::Impl::unsubscribe(std::uint32_t id) {
         protocol::encode_unsubscribe(out, {request_id, id});
       },
       [](FrameType, std::string_view) { return Result<bool>(true); });
-  if (result) {
+  // unknown_subscription: the broker ended it already (its queue was deleted).
+  if (result || result.error().code == errc::unknown_subscription) {
     asio::post(io_, [this, id] { handlers_.erase(id); });
     std::shared_ptr<WorkerPool> pool;
     {

@@ -78,10 +78,11 @@ TEST_CASE("queues: create with settings, list, purge, and delete with its refusa
   CHECK(refused.error().detail.find("holds 1 messages") != std::string::npos);
   auto consumer = broker.connect("consumer");
   std::atomic<int> got{0};
-  REQUIRE((*consumer).subscribe("jobs", {.max_in_flight = 5}, [&](const auto&) {
+  auto sub = consumer->subscribe("jobs", {.max_in_flight = 5}, [&](const auto&) {
     ++got;
     return Disposition::manual;  // held when the queue goes
-  }));
+  });
+  REQUIRE(sub);
   REQUIRE(eventually([&] { return got == 1; }));
   auto deleted = c->queues(command(Op::remove, "jobs", true));
   REQUIRE(deleted);
@@ -97,6 +98,7 @@ TEST_CASE("queues: create with settings, list, purge, and delete with its refusa
   REQUIRE(c->publish("jobs", sluice::test::text_message("new")).ok());
   CHECK(messages_of(*c, "jobs") == 1);
   CHECK(got == 1);  // the ended subscription gets nothing of the new queue
+  CHECK(consumer->unsubscribe(*sub).code == errc::unknown_subscription);
 }
 
 TEST_CASE("queues: a deleted queue's metric series are gone") {

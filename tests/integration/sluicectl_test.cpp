@@ -197,7 +197,8 @@ TEST_CASE("sluicectl --json: one JSON document from every data command, and the 
   const std::string entry = std::to_string(page["entries"][0]["entry_id"].get<std::uint64_t>());
   for (const std::string& args : std::vector<std::string>{
            "stats --json", "stats q --json", "dlq list q --json", "dlq show q " + entry + " --json",
-           "triggers --json", "--json new-token --name x",
+           "triggers --json", "--json new-token --name x", "queues --json", "queues list q --json",
+           "queues create made --json", "queues purge made --json", "queues delete made --json",
            "consume q --count 1 --timeout 0.2 --json"}) {
     CAPTURE(args);
     CHECK(valid_json(args));
