@@ -270,13 +270,14 @@ void Engine::enqueue(Queue& queue, std::uint32_t index, Micros now) {
   make_ready(queue, index, false);
 }
 
-void Engine::drop(std::uint32_t index, Micros now) {
+void Engine::drop(std::uint32_t index, Micros now, bool was_out) {
   Slot& s = store_[index];
   Queue& queue = *s.queue;
   queue.counters_.bytes -= s.message.size();
   memory_used_ -= s.message.size() + kMessageOverhead;
   if (s.lane != nullptr) {
-    const Micros drop_at = queue.lanes_->release(*s.lane, now);
+    const Micros drop_at =
+        was_out ? queue.lanes_->release(*s.lane, now) : queue.lanes_->forget(*s.lane, now);
     if (drop_at != kNever) schedule_wakeup(queue, drop_at);
   }
   store_.release(index);

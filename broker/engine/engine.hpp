@@ -283,7 +283,9 @@ class Engine {
   /// Into its key's lane (or the queue's FIFO) at the back.
   void enqueue(Queue& queue, std::uint32_t slot, Micros now);
   /// Forgets a message for good (acked, dead-lettered, duplicate): memory, lane, slot.
-  void drop(std::uint32_t slot, Micros now);
+  /// `was_out`: it was its key's message out (acked, dead-lettered), so an
+  /// ordered key may go on; false for one that never left the line (purged).
+  void drop(std::uint32_t slot, Micros now, bool was_out = true);
   /// A fresh message id (the journal learns of ids in blocks).
   std::uint64_t next_id();
   /// A lease of `owner` ended: offer its credit again, or free it if it is

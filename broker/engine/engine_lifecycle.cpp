@@ -16,7 +16,7 @@ std::uint64_t Engine::purge(Queue& queue, Micros now) {
   for (const std::uint32_t slot : ready) {
     if (store_[slot].durable) durable_ids.push_back(store_[slot].id);
     queue.counters_.ready--;
-    drop(slot, now);
+    drop(slot, now, /*was_out=*/false);  // an ordered key's message out stays its only one
   }
   if (journal_ != nullptr && !durable_ids.empty()) journal_->dropped(queue, durable_ids, false);
   // Room again: blocked publishers of this queue, and of any queue held back by memory.

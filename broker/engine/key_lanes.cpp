@@ -41,6 +41,10 @@ Micros KeyLanes::release(KeyLane& lane, Micros now) {
     lane.busy = false;
     make_eligible(lane);
   }
+  return forget(lane, now);
+}
+
+Micros KeyLanes::forget(KeyLane& lane, Micros now) {
   if (--lane.held != 0 || lane.idle) return kNever;
   lane.idle = true;
   idle_.push_back(&lane);

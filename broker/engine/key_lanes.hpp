@@ -50,6 +50,9 @@ class KeyLanes {
   /// ordered lane may serve its next; an empty lane goes idle.
   /// Returns when wake() can drop it (its bucket full again), or kNever.
   Micros release(KeyLane& lane, Micros now);
+  /// The same for a message that was not the one out (a purged ready one): an
+  /// ordered lane whose message is out stays blocked.
+  Micros forget(KeyLane& lane, Micros now);
 
   void push_back(KeyLane& lane, std::uint32_t slot);
   /// A message back in line (retry, expiry, consumer gone): first of its key

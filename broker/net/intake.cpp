@@ -51,10 +51,14 @@ void Intake::offer(std::string_view name, std::span<const std::string_view> mess
   out.must_wait = false;
   out.ids.clear();
   out.duplicates.clear();
-  if (!check(name, messages, wall_us, out)) return;
-  // A queue was deleted since last_ was looked up: it may be gone (checked first).
-  if (removals_ != engine_.removals() || last_ == nullptr || last_->name() != name) {
+  // A queue was deleted since last_ was looked up: it may be gone, so forget it
+  // before anything (check() too) reads it.
+  if (removals_ != engine_.removals()) {
     removals_ = engine_.removals();
+    last_ = nullptr;
+  }
+  if (!check(name, messages, wall_us, out)) return;
+  if (last_ == nullptr || last_->name() != name) {
     errc why = errc::ok;
     last_ = engine_.open(name, &why);
     if (last_ == nullptr) {

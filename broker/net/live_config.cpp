@@ -151,6 +151,14 @@ void LiveConfig::reload(engine::Micros now) {
   engine_.set_memory_limit(next.memory);
   engine_.set_max_queues(next.max_queues);
   engine_.set_auto_create(next.queues_auto_create);
+  // The file's queues, before anything below adds to next.queues.
+  std::vector<std::string> file_queues;
+  for (const auto& q : next.queues) file_queues.push_back(q.name);
+  // Queues created at run time keep their settings until a restart (unless the
+  // file now declares them).
+  for (const auto& name : runtime_queues_)
+    if (std::find(file_queues.begin(), file_queues.end(), name) == file_queues.end())
+      next.queues.push_back({name, queue_settings(settings_, name)});
   // Every existing queue takes its new settings (declared, or the new defaults);
   // queues new in the file are created.
   int changed = 0;
@@ -171,11 +179,12 @@ void LiveConfig::reload(engine::Micros now) {
     }
     ++changed;
   }
-  file_queues_.clear();
-  for (const auto& q : next.queues) {
+  for (const auto& q : next.queues)
     if (!engine_.find(q.name)) engine_.declare(q.name, to_queue_options(q.settings));
-    file_queues_.push_back(q.name);
-  }
+  file_queues_ = std::move(file_queues);
+  std::erase_if(runtime_queues_, [&](const std::string& name) {
+    return std::find(file_queues_.begin(), file_queues_.end(), name) != file_queues_.end();
+  });
   // What needs a restart keeps its running value.
   for_each_restart_only([&](std::string_view, auto member) { next.*member = settings_.*member; });
   settings_ = std::move(next);
@@ -221,6 +230,7 @@ Error LiveConfig::create_queue(std::string_view queue,
   if (engine_.find(queue) != nullptr)
     return {errc::queue_exists, "queue " + std::string(queue) + " exists"};
   if (auto problem = configure(queue, pairs, now)) return problem;
+  runtime_queues_.emplace_back(queue);
   log::info("queue_created").str("queue", queue);
   return {};
 }
@@ -240,8 +250,9 @@ Error LiveConfig::delete_queue(std::string_view queue, bool force, engine::Micro
   if (auto refused = engine_.can_remove(*q, force)) return refused;
   const std::uint64_t consumers = q->consumer_count();
   dropped = engine_.remove_queue(*q, now);
-  // Settings given at run time (sluicectl set) go with it.
+  // Settings given at run time (create, sluicectl set) go with it.
   std::erase_if(settings_.queues, [&](const config::DeclaredQueue& d) { return d.name == queue; });
+  std::erase(runtime_queues_, queue);
   log::info("queue_deleted")
       .str("queue", queue)
       .unum("messages", dropped)

@@ -94,6 +94,8 @@ class LiveConfig {
   config::Settings settings_;
   // The queues the config file (and flags) declare: a delete would not last.
   std::vector<std::string> file_queues_;
+  // Queues create_queue made (and not deleted since): a reload keeps their settings.
+  std::vector<std::string> runtime_queues_;
 };
 
 }  // namespace sluice::net

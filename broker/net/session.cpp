@@ -247,7 +247,14 @@ void Session::watch_partial_frame(bool progressed) {
 void Session::hold_confirm(std::uint64_t request_id, engine::Queue& queue) {
   const DurableStore& store = *broker_.store();  // a durable queue implies a store
   pending_publishes_ += taken_.ids.size();
-  wait({store.last_seq(), held_.size(), request_id, &queue, taken_.ids, taken_.duplicates, {}});
+  wait({store.last_seq(),
+        held_.size(),
+        request_id,
+        &queue,
+        broker_.engine().removals(),
+        taken_.ids,
+        taken_.duplicates,
+        {}});
 }
 
 void Session::wait(WaitingAnswer answer) {
@@ -279,8 +286,12 @@ void Session::release_committed() {
     out_.append(held_, moved, a.offset - moved);
     moved = a.offset;
     if (a.queue != nullptr) {
-      // Pressure as it is now, when the producer learns of the publish.
-      protocol::encode_confirm(out_, a.request_id, a.queue->pressure(), a.ids, a.duplicates);
+      // Pressure as it is now, when the producer learns of the publish; 0 if a
+      // queue was deleted meanwhile (this one may be gone: an all-duplicate
+      // publish stages nothing, so its queue can be deleted while it waits).
+      const std::uint8_t pressure =
+          a.removals == broker_.engine().removals() ? a.queue->pressure() : 0;
+      protocol::encode_confirm(out_, a.request_id, pressure, a.ids, a.duplicates);
       pending_publishes_ -= a.ids.size();
     } else {
       protocol::encode_settled(out_, a.request_id, a.failures);

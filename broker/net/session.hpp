@@ -156,6 +156,7 @@ class Session final : public std::enable_shared_from_this<Session>,
     std::size_t offset;  // where it goes in held_ (what follows it is queued there)
     std::uint64_t request_id;
     engine::Queue* queue;            // CONFIRM: its queue (pressure read when sent); null: SETTLED
+    std::uint64_t removals;          // Engine::removals() then: queue is valid while unchanged
     std::vector<std::uint64_t> ids;  // CONFIRM
     std::vector<std::uint32_t> duplicates;          // CONFIRM
     std::vector<protocol::SettleFailure> failures;  // SETTLED

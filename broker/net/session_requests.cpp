@@ -271,7 +271,7 @@ void Session::answer_settled(std::uint64_t request_id, std::uint64_t written_bef
   }
   // storage.settle = "commit": held, like a durable publish's CONFIRM, until
   // what this request wrote is committed (answers stay in request order).
-  wait({store->last_seq(), held_.size(), request_id, nullptr, {}, {}, failures_});
+  wait({store->last_seq(), held_.size(), request_id, nullptr, 0, {}, {}, failures_});
 }
 
 void Session::handle_nack(std::string_view body) {

@@ -276,7 +276,10 @@ void Connection::Impl::handle(const protocol::Frame& frame) {
                  e.code == errc::queue_not_found &&
                  std::sscanf(std::string(e.message).c_str(), "subscription %u ended", &id) == 1) {
         // Its queue was deleted (PROTOCOL.md, UNSUBSCRIBE): not subscribed again
-        // after a reconnect. Its worker pool, if any, stops at unsubscribe().
+        // after a reconnect, a fetch on it ends now. Its worker pool, if any,
+        // stops at unsubscribe().
+        if (auto it = handlers_.find(id); it != handlers_.end() && it->second->on_link_lost)
+          it->second->on_link_lost();
         handlers_.erase(id);
         std::lock_guard lk(mutex_);
         subscription_index_.erase(id);

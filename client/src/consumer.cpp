@@ -138,12 +138,14 @@ Result<std::uint32_t> Connection::Impl::subscribe(std::string_view queue, Subscr
   }
   if (!result) {
     if (pool) pool->stop();
-    const bool maybe_open = result.error().code == errc::timed_out;
+    // The broker may have opened it after we stopped waiting, or a reconnect
+    // may have subscribed it again before this runs: close it, or every
+    // delivery would bounce off the missing handler forever.
+    const bool maybe_open =
+        result.error().code == errc::timed_out || result.error().code == errc::outcome_unknown;
     asio::post(io_, [this, id, maybe_open] {
       handlers_.erase(id);
-      // The broker may have opened it after we stopped waiting: close it, or
-      // every delivery would bounce off the missing handler forever.
-      if (maybe_open) protocol::encode_unsubscribe(out_, {register_request({}), id});
+      if (maybe_open && link_up_) protocol::encode_unsubscribe(out_, {register_request({}), id});
       flush();
     });
     std::lock_guard lk(mutex_);
@@ -252,7 +254,8 @@ Result<std::vector<Fetched>> Connection::Impl::fetch(std::string_view queue,
       });
   if (!sub) return sub.error();
   const Error lost{errc::connection_lost,
-                   "the connection dropped during the fetch; its messages are delivered again"};
+                   "the connection dropped (or the queue was deleted) during the fetch; its "
+                   "messages are delivered again"};
   {
     std::unique_lock lk(batch->mutex);
     batch->cv.wait_until(lk, until,

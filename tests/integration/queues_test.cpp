@@ -3,8 +3,10 @@
 // consumers), on the protocol, HTTP and sluicectl; a durable queue's delete and
 // purge surviving kill -9; a deleted queue's metric series gone.
 #include <doctest/doctest.h>
+#include <signal.h>
 
 #include <atomic>
+#include <fstream>
 #include <string>
 #include <thread>
 #include <vector>
@@ -221,4 +223,58 @@ TEST_CASE("queues: a durable queue's delete and purge hold across kill -9") {
   REQUIRE(dlq);
   CHECK(dlq->affected == 0);
   CHECK(dlq->entries.empty());
+}
+
+TEST_CASE("queues: delete is refused for a queue with consumers or a trigger, and ends a fetch") {
+  TestBroker broker(
+      {"--set", "triggers.push.queue=pushed", "--set", "triggers.push.url=http://127.0.0.1:9/"});
+  auto c = broker.connect();
+  auto trigger = c->queues(command(Op::remove, "pushed", true));
+  REQUIRE_FALSE(trigger);
+  CHECK(trigger.error().code == errc::queue_in_use);
+  CHECK(trigger.error().detail.find("trigger push") != std::string::npos);
+
+  REQUIRE(c->queues(command(Op::create, "idle")));
+  auto consumer = broker.connect("consumer");
+  REQUIRE(consumer->subscribe("idle", {}, [](const auto&) { return Disposition::ack; }));
+  auto refused = c->queues(command(Op::remove, "idle"));
+  REQUIRE_FALSE(refused);
+  CHECK(refused.error().code == errc::queue_in_use);
+  CHECK(refused.error().detail.find("has 1 consumers") != std::string::npos);
+
+  // A fetch waiting on a queue that is deleted ends then, not at its wait.
+  REQUIRE(c->queues(command(Op::create, "waited")));
+  std::atomic<bool> done{false};
+  sluice::client::Error fetch_error;
+  std::thread fetching([&] {
+    fetch_error = consumer->fetch("waited", 10, 30s).error();
+    done = true;
+  });
+  REQUIRE(eventually([&] {
+    auto s = c->stats("waited");
+    return s && s->size() == 1 && s->front().consumers == 1;
+  }));
+  const auto start = std::chrono::steady_clock::now();
+  REQUIRE(c->queues(command(Op::remove, "waited", true)));
+  CHECK(eventually([&] { return done.load(); }, 10s));
+  fetching.join();
+  CHECK(std::chrono::steady_clock::now() - start < 10s);
+  CHECK(fetch_error.code == errc::connection_lost);
+}
+
+TEST_CASE("queues: a queue created at run time keeps its settings through a reload, and can go") {
+  sluice::test::ScopedTempDir dir("sluice-queues");
+  const auto config = dir.path / "sluiced.toml";
+  std::ofstream(config) << "[queues.filed]\nmax_attempts = 2\n";
+  TestBroker broker({"--config", config.string()});
+  auto c = broker.connect();
+  REQUIRE(c->queues(create("made", {{"max_attempts", "7"}})));
+  const auto before = broker.log().size();
+  ::kill(broker.pid(), SIGHUP);
+  REQUIRE(
+      eventually([&] { return broker.log().find("\"reloaded\"", before) != std::string::npos; }));
+  auto shown = sluice::test::http_request(broker.http_port(), "GET", "/v1/queues/made");
+  CHECK(shown.body.find("\"max_attempts\":7") != std::string::npos);
+  CHECK(c->queues(command(Op::remove, "filed")).error().code == errc::queue_in_use);
+  CHECK(c->queues(command(Op::remove, "made")).ok());
 }

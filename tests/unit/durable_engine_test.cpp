@@ -143,10 +143,6 @@ TEST_CASE("durable: a blocked producer of a durable queue is let go when storage
   CHECK(waiter.rooms == 1);
 }
 
-}  // namespace sluice::test
-
-namespace sluice::test {
-
 TEST_CASE("durable: after a restart an ordered key waits for its message that was retrying") {
   Engine e;
   RecordingJournal journal;
@@ -312,10 +308,6 @@ TEST_CASE("durable: a retry is not delivered before its attempt record is on dis
   CHECK(other.got[0].delivery.attempt == 3);
 }
 
-}  // namespace sluice::test
-
-namespace sluice::test {
-
 TEST_CASE("lifecycle: purge drops ready messages of plain and keyed queues, in one write") {
   Engine e;
   RecordingJournal journal;
@@ -396,6 +388,28 @@ TEST_CASE("lifecycle: remove_queue ends consumers and drops every state of messa
   CHECK_FALSE(e.can_remove(empty, false));
   CHECK(e.remove_queue(empty, 3) == 0);
   CHECK(e.find("empty") == nullptr);
+}
+
+TEST_CASE("lifecycle: a purge keeps an ordered key blocked while its message is out") {
+  Engine e;
+  engine::QueueOptions o;
+  o.ordered = true;
+  auto& q = e.declare("q", o);
+  RecordingSink sink;
+  subscribe(e, q, sink, 10);
+  const auto key = [](std::string payload) {
+    return with_headers(std::move(payload), {{"sluice-key", "k"}});
+  };
+  e.publish(q, key("m1"), 0, 0);
+  e.publish(q, key("m2"), 0, 0);
+  REQUIRE(sink.got.size() == 1);  // m1 out: k is blocked
+  CHECK(e.purge(q, 1) == 1);      // m2
+  e.publish(q, key("m3"), 2, 0);
+  CHECK(sink.got.size() == 1);  // still blocked behind m1
+  const auto& d = sink.got[0].delivery;
+  CHECK(e.ack(sink, d.message_id, d.lease_token, 3) == errc::ok);
+  REQUIRE(sink.got.size() == 2);
+  CHECK(sink.got[1].payload == "m3");
 }
 
 }  // namespace sluice::test
