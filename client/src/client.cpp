@@ -15,10 +15,18 @@ std::string Error::to_string() const {
   return s;
 }
 
-std::string_view Delivery::header(std::string_view key) const noexcept {
+namespace {
+/// The value of the first header named `key` among `headers` (pairs), or "".
+template <typename Headers>
+std::string_view find_header(const Headers& headers, std::string_view key) noexcept {
   for (const auto& [k, v] : headers)
     if (k == key) return v;
   return {};
+}
+}  // namespace
+
+std::string_view Delivery::header(std::string_view key) const noexcept {
+  return find_header(headers, key);
 }
 
 // ------------------------------------------------------------ Connection
@@ -109,9 +117,7 @@ Result<std::vector<Fetched>> Connection::fetch(std::string_view queue, std::uint
 }
 
 std::string_view Fetched::header(std::string_view key) const noexcept {
-  for (const auto& [k, v] : message.headers)
-    if (k == key) return v;
-  return {};
+  return find_header(message.headers, key);
 }
 Error Connection::ack(LeaseHandle lease) {
   return impl_->settle(FrameType::ack, lease, 0);

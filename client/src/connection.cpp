@@ -19,6 +19,15 @@ constexpr std::size_t kReadChunk = 128 * 1024;
 
 // ------------------------------------------------------------ connect
 
+std::chrono::milliseconds jittered_backoff(unsigned attempt, std::chrono::milliseconds initial,
+                                           std::chrono::milliseconds max, std::mt19937& rng) {
+  const std::int64_t first = std::max<std::int64_t>(1, initial.count());
+  const std::int64_t cap = std::min<std::int64_t>(std::max<std::int64_t>(first, max.count()),
+                                                  first << std::min(attempt, 20u));
+  std::uniform_int_distribution<std::int64_t> jitter(cap / 2, cap);
+  return std::chrono::milliseconds(jitter(rng));
+}
+
 namespace {
 /// Errors after which trying again cannot help: the connection closes for good.
 bool final_error(errc code) {
@@ -412,15 +421,8 @@ void Connection::Impl::schedule_reconnect(const Error& why) {
     fail_all({why.code, "gave up reconnecting: " + why.detail});
     return;
   }
-  // Exponential backoff: initial_delay doubling to max_delay, each wait a random
-  // point in the upper half of its step.
-  const std::int64_t initial = std::max<std::int64_t>(1, r.initial_delay.count());
-  const std::int64_t cap =
-      std::min<std::int64_t>(std::max<std::int64_t>(initial, r.max_delay.count()),
-                             initial << std::min(reconnect_attempts_, 20u));
-  ++reconnect_attempts_;
-  std::uniform_int_distribution<std::int64_t> jitter(cap / 2, cap);
-  reconnect_timer_.expires_after(std::chrono::milliseconds(jitter(rng_)));
+  reconnect_timer_.expires_after(
+      jittered_backoff(reconnect_attempts_++, r.initial_delay, r.max_delay, rng_));
   reconnect_timer_.async_wait([this](const boost::system::error_code& ec) {
     if (ec) return;
     async_open([this](Error e) {

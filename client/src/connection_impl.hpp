@@ -41,6 +41,12 @@ namespace asio = boost::asio;
 using asio::ip::tcp;
 using protocol::FrameType;
 
+/// Exponential backoff with jitter: `initial` doubling with each attempt up to
+/// `max`, each wait a random point in the upper half of its step, so clients
+/// retrying together spread out. Reconnects and queue_full retries both use it.
+std::chrono::milliseconds jittered_backoff(unsigned attempt, std::chrono::milliseconds initial,
+                                           std::chrono::milliseconds max, std::mt19937& rng);
+
 /// A subscription as the I/O thread sees it. Counters are atomics so user
 /// threads can read them.
 struct SubscriptionState {

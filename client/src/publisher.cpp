@@ -9,14 +9,12 @@
 namespace sluice::client {
 
 namespace {
-/// Exponential backoff with jitter: from 10 ms doubling up to 1 s, each wait a
-/// random point in the upper half (so retrying producers spread out), and never
+/// queue_full retries: from 10 ms doubling up to 1 s, with jitter, and never
 /// sooner than the broker's retry-after.
 std::chrono::milliseconds backoff_delay(unsigned attempt, std::chrono::milliseconds at_least,
                                         std::mt19937& rng) {
-  const std::int64_t cap = std::min<std::int64_t>(1000, std::int64_t{10} << std::min(attempt, 7u));
-  std::uniform_int_distribution<std::int64_t> jitter(cap / 2, cap);
-  return std::max(at_least, std::chrono::milliseconds(jitter(rng)));
+  using std::chrono::milliseconds;
+  return std::max(at_least, jittered_backoff(attempt, milliseconds(10), milliseconds(1000), rng));
 }
 
 /// Rewrites the request id of an encoded PUBLISH frame (right after length and type).
