@@ -1,10 +1,10 @@
 #!/usr/bin/env bash
-# Builds the libFuzzer targets (protocol decoder, config parser, HTTP API)
-# with clang (ASan + UBSan) and runs each for SECONDS (default 600) on a
-# scratch copy of its checked-in seed corpus (tests/fuzz/corpus/NAME). Prints
-# libFuzzer's last status line (runs, coverage) per target; exits non-zero on
-# the first crash, leak or UB, leaving the crashing input in the build
-# directory.
+# Builds the libFuzzer targets (protocol decoder, config parser, HTTP API,
+# schema validator) with clang (ASan + UBSan) and runs each for SECONDS
+# (default 600) on a scratch copy of its checked-in seed corpus
+# (tests/fuzz/corpus/NAME). Prints libFuzzer's last status line (runs,
+# coverage) per target; exits non-zero on the first crash, leak or UB, leaving
+# the crashing input in the build directory.
 #
 #   scripts/fuzz.sh            # 10 minutes each
 #   scripts/fuzz.sh 60         # the short run the test suite does
@@ -19,7 +19,7 @@ build=${SLUICE_FUZZ_BUILD:-build-fuzz}
 cmake -S . -B "$build" -G Ninja -DSLUICE_FUZZ=ON -DCMAKE_BUILD_TYPE=RelWithDebInfo \
   -DCMAKE_CXX_COMPILER=clang++-14 >/dev/null
 cmake --build "$build"
-for target in protocol config http; do
+for target in protocol config http schema; do
   work=$(mktemp -d)
   cp -r "tests/fuzz/corpus/$target/." "$work/"
   log=$build/fuzz_$target.log

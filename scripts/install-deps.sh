@@ -18,6 +18,7 @@ packages=(
   prometheus            # the real server a test scrapes sluiced with; promtool for ops/ rules
   libcli11-dev          # command-line parsing (sluiced, sluicectl)
   doctest-dev           # tests
+  json-schema-test-suite  # JSON Schema draft 7 conformance cases (the schema validator's tests)
   libssl-dev            # TLS
   zlib1g-dev            # gzip for /metrics
   openssl curl          # the TLS test makes certificates and talks HTTPS with curl
