@@ -1,8 +1,6 @@
 #include "trigger.hpp"
 
 #include <boost/asio/post.hpp>
-#include <openssl/evp.h>
-#include <openssl/hmac.h>
 
 #include <algorithm>
 #include <cmath>
@@ -16,6 +14,7 @@
 #include "http_util.hpp"
 #include "log.hpp"
 #include "sluice/protocol/codec.hpp"
+#include "sluice/security/hmac.hpp"
 
 namespace sluice::net {
 
@@ -78,12 +77,7 @@ std::string sign(const std::string& secret, std::string_view id, std::string_vie
   std::string signed_text;
   signed_text.reserve(id.size() + timestamp.size() + body.size() + 2);
   signed_text.append(id).append(".").append(timestamp).append(".").append(body);
-  unsigned char digest[EVP_MAX_MD_SIZE];
-  unsigned int size = 0;
-  HMAC(EVP_sha256(), secret.data(), static_cast<int>(secret.size()),
-       reinterpret_cast<const unsigned char*>(signed_text.data()), signed_text.size(), digest,
-       &size);
-  return "v1," + base64_encode(std::string_view(reinterpret_cast<const char*>(digest), size));
+  return "v1," + base64_encode(security::hmac_sha256(secret, signed_text));
 }
 
 /// The seconds of a Retry-After header: delta-seconds, at least 1 and at most an hour

@@ -1,5 +1,7 @@
 #include "sluice/security/token.hpp"
 
+#include "sluice/security/hmac.hpp"
+
 #include <openssl/crypto.h>
 #include <openssl/evp.h>
 #include <openssl/rand.h>
@@ -15,14 +17,7 @@ constexpr std::size_t kSaltBytes = 16;
 constexpr std::size_t kDigestBytes = 32;
 
 std::string to_hex(const unsigned char* data, std::size_t n) {
-  static constexpr char kDigits[] = "0123456789abcdef";
-  std::string out;
-  out.reserve(2 * n);
-  for (std::size_t i = 0; i < n; ++i) {
-    out.push_back(kDigits[data[i] >> 4]);
-    out.push_back(kDigits[data[i] & 15]);
-  }
-  return out;
+  return security::to_hex(std::string_view(reinterpret_cast<const char*>(data), n));
 }
 
 int hex_value(char c) {
