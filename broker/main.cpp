@@ -243,6 +243,17 @@ int main(int argc, char** argv) {
   options.settle_after_commit = settings.storage_settle_commit;
   net::Broker broker(io, engine, options, store.get());
   broker.auth().configure(settings.tokens);
+  // Schemas and sources' secrets come from files: read at start, and again on
+  // SIGHUP, where a problem fails the reload (nothing changes).
+  std::vector<net::Schemas::Queue> schemas;
+  std::vector<net::Sources::Source> sources;
+  const auto read_ingress = [&](const config::Settings& next) -> sluice::Error {
+    if (auto problem = net::Schemas::load(next, schemas)) return problem;
+    return net::Sources::load(next.sources, net::mono_us(), sources);
+  };
+  if (auto problem = read_ingress(settings)) return fail(problem.detail);
+  broker.schemas().replace(std::move(schemas));
+  broker.sources().replace(std::move(sources));
   broker.set_configure_handler([&](std::string_view queue, auto pairs) {
     return live.configure(queue, pairs, net::mono_us());
   });
@@ -298,6 +309,7 @@ int main(int argc, char** argv) {
   live.set_security_hook([&](const config::Settings& next) -> sluice::Error {
     const config::Settings& running = live.settings();
     if (auto problem = open_to_the_network(running, next)) return problem;
+    if (auto problem = read_ingress(next)) return problem;
     if (next.tls_cert_file.empty() != running.tls_cert_file.empty())
       return {sluice::errc::invalid_argument,
               "turning TLS on or off (tls.cert_file) needs a restart"};
@@ -309,6 +321,8 @@ int main(int argc, char** argv) {
     if (http) http->set_tls(context);
     if (context) sluice::log::info("tls_reloaded").str("cert_file", next.tls_cert_file);
     broker.auth().configure(next.tokens);
+    broker.schemas().replace(std::move(schemas));
+    broker.sources().replace(std::move(sources));
     for (net::ListenedConnection* c : server.open()) c->recheck_grant();
     api.recheck_grants();
     return {};

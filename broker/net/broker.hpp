@@ -21,6 +21,8 @@
 #include "clock.hpp"
 #include "engine.hpp"
 #include "listener.hpp"
+#include "schemas.hpp"
+#include "sources.hpp"
 #include "sluice/protocol/error.hpp"
 #include "sluice/protocol/frames.hpp"
 
@@ -71,6 +73,12 @@ class Broker {
   DurableStore* store() const noexcept { return store_; }
   /// The dead-letter queues (they live in the store); null without one.
   DeadLetters* dead_letters() const noexcept;
+  /// Each declared queue's JSON Schemas, which every publish is checked against.
+  Schemas& schemas() noexcept { return schemas_; }
+  const Schemas& schemas() const noexcept { return schemas_; }
+  /// The verified webhook sources ([sources.NAME]).
+  Sources& sources() noexcept { return sources_; }
+  const Sources& sources() const noexcept { return sources_; }
   /// The running triggers; null until they are set up (and in the fuzzer).
   Triggers* triggers() const noexcept { return triggers_; }
   /// Triggers register themselves here for their lifetime.
@@ -106,6 +114,8 @@ class Broker {
   DurableStore* store_;
   Triggers* triggers_ = nullptr;
   Authorizer auth_;
+  Schemas schemas_;
+  Sources sources_;
   ConfigureHandler configure_;
   LiveConfig* live_config_ = nullptr;
   boost::asio::steady_timer deadline_timer_;

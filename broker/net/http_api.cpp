@@ -87,6 +87,7 @@ std::size_t HttpRequestCounts::route_of(std::string_view path) noexcept {
     return kRouteCount - 1;
   };
   if (path == "/v1/triggers" || path.starts_with("/v1/triggers/")) return index("/v1/triggers");
+  if (path.starts_with("/v1/sources/")) return index("/v1/sources/{source}");
   if (!path.starts_with("/v1/queues/")) return index(path);
   std::string_view action = path.substr(std::strlen("/v1/queues/"));
   const auto slash = action.find('/');
@@ -132,6 +133,11 @@ void HttpApi::route(const HttpRequest& request, Respond& respond) {
       respond(json_response(200, {{"status", "ready"}}));
     else
       respond(json_response(503, {{"status", stopping_ ? "stopping" : "starting"}}));
+    return;
+  }
+  // A verified source's signature is its credential: no bearer token.
+  if (path.starts_with("/v1/sources/")) {
+    if (only("POST")) source(request, path.substr(12), respond);
     return;
   }
   // Everything past the health checks needs a token when tokens are configured.

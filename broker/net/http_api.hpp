@@ -25,6 +25,7 @@
 #include "engine.hpp"
 #include "http_types.hpp"
 #include "intake.hpp"
+#include "publish_draft.hpp"
 
 namespace sluice::net {
 
@@ -50,6 +51,7 @@ struct HttpRequestCounts {
       "/metrics",
       "/v1/log-level",
       "/v1/triggers",
+      "/v1/sources/{source}",
       "/v1/queues",
       "/v1/queues/{queue}",
       "/v1/queues/{queue}/messages",
@@ -111,6 +113,15 @@ class HttpApi final {
   static const QueueRoute kQueueRoutes[];
   void publish_one(const QueueCall& call, Respond& respond);
   void publish_batch(const QueueCall& call, Respond& respond);
+  /// CloudEvents in structured mode (one event) or batch mode (an array).
+  void publish_events(const QueueCall& call, bool batch, Respond& respond);
+  /// Encodes `drafts`, offers them to `queue` and answers: one message's
+  /// answer, or a batch's. False when refused (answered with the error);
+  /// taken_ tells what came of it either way.
+  bool publish_drafts(std::string_view queue, std::vector<PublishDraft>& drafts, bool batch,
+                      Respond& respond);
+  /// POST /v1/sources/NAME: a verified webhook (sources.hpp); no bearer token.
+  void source(const HttpRequest& request, std::string_view name, Respond& respond);
   void receive(const QueueCall& call, Respond& respond);
   /// ack, nack or extend (the action names it).
   void settle(const QueueCall& call, Respond& respond);

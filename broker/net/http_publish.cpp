@@ -11,6 +11,7 @@
 
 #include "attempt_log.hpp"
 #include "broker.hpp"
+#include "cloudevents.hpp"
 #include "durable_store.hpp"
 #include "http_json.hpp"
 #include "http_util.hpp"
@@ -31,16 +32,9 @@ std::string new_correlation_id() {
   return buf;
 }
 
-/// What one message to publish consists of, before it is encoded.
-struct Draft {
-  std::vector<std::pair<std::string, std::string>> headers;
-  std::string payload;
-  std::string correlation_id;
-};
-
 /// Encodes a draft; what the encoding cannot carry (its lengths are 16-bit)
 /// is refused first. The Intake checks the rest, as for a PUBLISH frame.
-std::optional<std::string> encode_draft(const Draft& d, std::string& message) {
+std::optional<std::string> encode_draft(const PublishDraft& d, std::string& message) {
   std::vector<protocol::Header> headers;
   headers.reserve(d.headers.size());
   for (const auto& [k, v] : d.headers) headers.push_back({k, v});
@@ -61,12 +55,14 @@ std::string key_header_of(const engine::QueueOptions& queue) {
 }
 
 /// The draft's headers from one HTTP request's Sluice-* headers.
-void draft_from_http(const HttpRequest& request, const engine::QueueOptions& queue, Draft& d) {
+void draft_from_http(const HttpRequest& request, const engine::QueueOptions& queue,
+                     PublishDraft& d) {
   for (const auto& [name, value] : request.headers) {
     if (name == "sluice-key") {
       d.headers.emplace_back(key_header_of(queue), value);
     } else if (name == protocol::kDedupHeader || name == protocol::kSequenceHeader ||
-               name == protocol::kDelayHeader || name == protocol::kNotBeforeHeader) {
+               name == protocol::kDelayHeader || name == protocol::kNotBeforeHeader ||
+               name == kSchemaVersionHeader) {
       d.headers.emplace_back(name, value);
     } else if (name == protocol::kCorrelationHeader || name == "x-correlation-id") {
       if (d.correlation_id.empty()) d.correlation_id = value;
@@ -87,7 +83,7 @@ void draft_from_http(const HttpRequest& request, const engine::QueueOptions& que
 }
 
 /// The request's W3C trace context, for the batch entries that carry none of their own.
-void inherit_trace_context(const HttpRequest& request, Draft& d) {
+void inherit_trace_context(const HttpRequest& request, PublishDraft& d) {
   const std::string* parent = request.header("traceparent");
   if (parent == nullptr || !valid_traceparent(*parent)) return;
   for (const auto& [k, v] : d.headers)
@@ -99,7 +95,7 @@ void inherit_trace_context(const HttpRequest& request, Draft& d) {
 
 /// The draft of one entry of a batch publish; the problem, or nullopt.
 std::optional<std::string> draft_from_json(const json& m, const engine::QueueOptions& queue,
-                                           Draft& d) {
+                                           PublishDraft& d) {
   if (!m.is_object()) return "each message must be a JSON object";
   if (auto unknown = unknown_field(m, {"payload", "payload_base64", "key", "dedup_id", "seq",
                                        "delay_ms", "not_before_ms", "correlation_id", "headers"}))
@@ -179,42 +175,120 @@ void HttpApi::answer_published(const engine::Queue& queue, HttpResponse response
 
 void HttpApi::publish_one(const QueueCall& call, Respond& respond) {
   const HttpRequest& request = call.request;
-  if (request.body.size() > options_.max_payload_bytes) {
-    respond(error_response(errc::payload_too_large, "payload over limits.max_payload_bytes (" +
-                                                        std::to_string(options_.max_payload_bytes) +
-                                                        " bytes)"));
+  const cloudevents::Mode mode = cloudevents::mode_of(request);
+  if (mode == cloudevents::Mode::structured || mode == cloudevents::Mode::batch) {
+    publish_events(call, mode == cloudevents::Mode::batch, respond);
     return;
   }
-  Draft d;
+  std::vector<PublishDraft> drafts(1);
+  PublishDraft& d = drafts.front();
   draft_from_http(request, engine_.options_for(call.queue), d);
   d.payload = request.body;
-  if (d.correlation_id.empty()) d.correlation_id = new_correlation_id();
-  d.headers.emplace_back(protocol::kCorrelationHeader, d.correlation_id);
-  std::string message;
-  if (auto problem = encode_draft(d, message)) {
+  if (mode == cloudevents::Mode::binary)
+    if (auto problem = cloudevents::from_binary(request, d)) {
+      respond(error_response(errc::invalid_argument, *problem));
+      return;
+    }
+  publish_drafts(call.queue, drafts, false, respond);
+}
+
+void HttpApi::publish_events(const QueueCall& call, bool batch, Respond& respond) {
+  const HttpRequest& request = call.request;
+  std::vector<PublishDraft> drafts;
+  if (auto problem = cloudevents::from_json(request.body, batch, options_.max_batch, drafts)) {
     respond(error_response(errc::invalid_argument, *problem));
     return;
   }
-  const std::string_view messages[] = {message};
-  intake_.offer(call.queue, messages, mono_us(), wall_us(), taken_);
-  if (!taken_) {
-    respond(error_response(taken_.code, taken_.detail, taken_.retry_after));
+  if (drafts.empty()) {  // an empty batch is a valid one
+    respond(json_response(202, {{"messages", json::array()}}));
     return;
   }
-  const engine::Queue& queue = *taken_.queue;
-  if (log::enabled(log::Level::debug)) {
-    auto line = log::debug("published");
-    line.str("queue", queue.name())
-        .unum("message_id", taken_.ids[0])
-        .str("correlation_id", d.correlation_id)
-        .str("via", "http");
-    if (const auto trace = trace_id_of(message); !trace.empty()) line.str("trace_id", trace);
+  if (!batch) {
+    // A structured event takes the request's Sluice-* headers as a binary one
+    // does (a key, a delay, a schema version); a Sluice-Dedup-Id wins over the
+    // event's source and id.
+    PublishDraft from_http;
+    draft_from_http(request, engine_.options_for(call.queue), from_http);
+    PublishDraft& d = drafts.front();
+    for (auto& [k, v] : from_http.headers) {
+      if (k == "content-type") continue;
+      if (k == protocol::kDedupHeader)
+        std::erase_if(d.headers, [](const auto& h) { return h.first == protocol::kDedupHeader; });
+      d.headers.emplace_back(std::move(k), std::move(v));
+    }
+    d.correlation_id = std::move(from_http.correlation_id);
   }
-  HttpResponse r = json_response(202, {{"id", taken_.ids[0]},
-                                       {"duplicate", !taken_.duplicates.empty()},
-                                       {"correlation_id", d.correlation_id},
-                                       {"pressure", queue.pressure() / 100.0}});
+  for (PublishDraft& d : drafts) inherit_trace_context(request, d);
+  publish_drafts(call.queue, drafts, batch, respond);
+}
+
+bool HttpApi::publish_drafts(std::string_view queue_name, std::vector<PublishDraft>& drafts,
+                             bool batch, Respond& respond) {
+  std::vector<std::string> encoded(drafts.size());
+  const auto where = [&](std::size_t i) {
+    return batch ? "batch: message " + std::to_string(i) + ": " : std::string();
+  };
+  for (std::size_t i = 0; i < drafts.size(); ++i) {
+    PublishDraft& d = drafts[i];
+    if (d.payload.size() > options_.max_payload_bytes) {
+      respond(error_response(errc::payload_too_large,
+                             where(i) + "payload over limits.max_payload_bytes (" +
+                                 std::to_string(options_.max_payload_bytes) + " bytes)"));
+      return false;
+    }
+    if (d.correlation_id.empty()) d.correlation_id = new_correlation_id();
+    d.headers.emplace_back(protocol::kCorrelationHeader, d.correlation_id);
+    if (auto problem = encode_draft(d, encoded[i])) {
+      respond(error_response(errc::invalid_argument, where(i) + *problem));
+      return false;
+    }
+  }
+  const std::vector<std::string_view> views(encoded.begin(), encoded.end());
+  intake_.offer(queue_name, views, mono_us(), wall_us(), taken_);
+  if (!taken_) {
+    const std::string at = taken_.in_message ? where(taken_.message) : std::string();
+    HttpResponse r = error_response(taken_.code, at + taken_.detail, taken_.retry_after);
+    if (!taken_.schema.keyword.empty()) {
+      // Refused by the queue's schema: where, and which rule, as fields too.
+      json body = json::parse(r.body);
+      json& e = body["error"];
+      e["schema_version"] = taken_.schema.version;
+      e["pointer"] = taken_.schema.pointer;
+      e["keyword"] = taken_.schema.keyword;
+      if (batch) e["message_index"] = taken_.message;
+      r.body = json_text(body);
+    }
+    respond(std::move(r));
+    return false;
+  }
+  const engine::Queue& queue = *taken_.queue;
+  json results = json::array();
+  std::size_t next_duplicate = 0;
+  for (std::size_t i = 0; i < taken_.ids.size(); ++i) {
+    const bool duplicate =
+        next_duplicate < taken_.duplicates.size() && taken_.duplicates[next_duplicate] == i;
+    if (duplicate) ++next_duplicate;
+    if (batch)
+      results.push_back({{"id", taken_.ids[i]},
+                         {"duplicate", duplicate},
+                         {"correlation_id", drafts[i].correlation_id}});
+    if (log::enabled(log::Level::debug)) {
+      auto line = log::debug("published");
+      line.str("queue", queue.name())
+          .unum("message_id", taken_.ids[i])
+          .str("correlation_id", drafts[i].correlation_id)
+          .str("via", "http");
+      if (const auto trace = trace_id_of(encoded[i]); !trace.empty()) line.str("trace_id", trace);
+    }
+  }
+  HttpResponse r = batch ? json_response(202, {{"messages", std::move(results)},
+                                               {"pressure", queue.pressure() / 100.0}})
+                         : json_response(202, {{"id", taken_.ids[0]},
+                                               {"duplicate", !taken_.duplicates.empty()},
+                                               {"correlation_id", drafts[0].correlation_id},
+                                               {"pressure", queue.pressure() / 100.0}});
   answer_published(queue, std::move(r), respond);
+  return true;
 }
 
 void HttpApi::publish_batch(const QueueCall& call, Respond& respond) {
@@ -234,50 +308,16 @@ void HttpApi::publish_batch(const QueueCall& call, Respond& respond) {
     return;
   }
   const engine::QueueOptions& queue_options = engine_.options_for(call.queue);
-  std::vector<std::string> encoded(messages->size());
-  std::vector<std::string> correlation(messages->size());
+  std::vector<PublishDraft> drafts(messages->size());
   for (std::size_t i = 0; i < messages->size(); ++i) {
-    Draft d;
-    auto p = draft_from_json((*messages)[i], queue_options, d);
-    if (!p) {
-      inherit_trace_context(request, d);
-      if (d.correlation_id.empty()) d.correlation_id = new_correlation_id();
-      d.headers.emplace_back(protocol::kCorrelationHeader, d.correlation_id);
-      correlation[i] = d.correlation_id;
-      p = encode_draft(d, encoded[i]);
-    }
-    if (p) {
+    if (auto p = draft_from_json((*messages)[i], queue_options, drafts[i])) {
       respond(error_response(errc::invalid_argument,
                              "batch: message " + std::to_string(i) + ": " + *p));
       return;
     }
+    inherit_trace_context(request, drafts[i]);
   }
-  const std::vector<std::string_view> views(encoded.begin(), encoded.end());
-  intake_.offer(call.queue, views, mono_us(), wall_us(), taken_);
-  if (!taken_) {
-    const std::string where =
-        taken_.in_message ? "batch: message " + std::to_string(taken_.message) + ": " : "";
-    respond(error_response(taken_.code, where + taken_.detail, taken_.retry_after));
-    return;
-  }
-  const engine::Queue& queue = *taken_.queue;
-  json results = json::array();
-  std::size_t next_duplicate = 0;
-  for (std::size_t i = 0; i < taken_.ids.size(); ++i) {
-    const bool duplicate =
-        next_duplicate < taken_.duplicates.size() && taken_.duplicates[next_duplicate] == i;
-    if (duplicate) ++next_duplicate;
-    results.push_back(
-        {{"id", taken_.ids[i]}, {"duplicate", duplicate}, {"correlation_id", correlation[i]}});
-    log::debug("published")
-        .str("queue", queue.name())
-        .unum("message_id", taken_.ids[i])
-        .str("correlation_id", correlation[i])
-        .str("via", "http");
-  }
-  HttpResponse r = json_response(
-      202, {{"messages", std::move(results)}, {"pressure", queue.pressure() / 100.0}});
-  answer_published(queue, std::move(r), respond);
+  publish_drafts(call.queue, drafts, true, respond);
 }
 
 }  // namespace sluice::net

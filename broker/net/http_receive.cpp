@@ -52,7 +52,7 @@ HttpApi::HttpApi(Broker& broker, const Metrics& metrics, HttpApiOptions options)
       engine_(broker.engine()),
       metrics_(metrics),
       options_(options),
-      intake_(broker.engine(), broker.options().limits),
+      intake_(broker.engine(), broker.options().limits, &broker.schemas()),
       alive_(std::make_shared<HttpApi*>(this)) {}
 
 void HttpApi::stop() {

@@ -18,6 +18,8 @@ bool Intake::check(std::string_view name, std::span<const std::string_view> mess
                                           ? std::string_view(last_->options().key_header)
                                           : engine_.options_for(name).key_header;
   const auto not_after_ms = static_cast<std::uint64_t>(wall_us / 1000) + protocol::kMaxDelayMs;
+  Schemas::Queue* schemas =
+      schemas_ != nullptr && !schemas_->empty() ? schemas_->find(name) : nullptr;
   arrivals_.resize(messages.size());
   for (std::size_t i = 0; i < messages.size(); ++i) {
     protocol::MessageParts parts;
@@ -29,6 +31,15 @@ bool Intake::check(std::string_view name, std::span<const std::string_view> mess
     if (s) s = protocol::read_system_headers(parts, sys, key_header);
     if (s && sys.not_before_ms != 0 && sys.not_before_ms > not_after_ms)
       s = {errc::invalid_argument, "publish: sluice-not-before-ms is more than 30 days ahead"};
+    if (s && schemas != nullptr) {
+      if (Error refused = Schemas::check(*schemas, parts, out.schema)) {
+        out.code = refused.code;
+        out.detail = std::move(refused.detail);
+        out.in_message = true;
+        out.message = i;
+        return false;
+      }
+    }
     if (!s) {
       out.code = s.code;
       out.detail = s.detail;
@@ -51,6 +62,7 @@ void Intake::offer(std::string_view name, std::span<const std::string_view> mess
   out.must_wait = false;
   out.ids.clear();
   out.duplicates.clear();
+  out.schema.keyword.clear();
   // A queue was deleted since last_ was looked up: it may be gone, so forget it
   // before anything (check() too) reads it.
   if (removals_ != engine_.removals()) {

@@ -14,6 +14,7 @@
 #include <vector>
 
 #include "engine.hpp"
+#include "schemas.hpp"
 #include "sluice/protocol/errc.hpp"
 #include "sluice/protocol/frames.hpp"
 
@@ -43,15 +44,17 @@ struct IntakeResult {
   std::vector<std::uint64_t> ids;  // taken: one id per message, in order
   std::vector<std::uint32_t>
       duplicates;  // taken: indexes into ids of duplicates (not enqueued again)
+  /// Refused by the queue's schema (keyword set): the version, pointer and keyword.
+  SchemaRefusal schema;
 
   explicit operator bool() const noexcept { return code == errc::ok; }
 };
 
 class Intake {
  public:
-  /// `limits` must outlive the intake.
-  Intake(engine::Engine& engine, const protocol::Limits& limits) noexcept
-      : engine_(engine), limits_(limits) {}
+  /// `limits` and `schemas` (may be null: none) must outlive the intake.
+  Intake(engine::Engine& engine, const protocol::Limits& limits, Schemas* schemas) noexcept
+      : engine_(engine), limits_(limits), schemas_(schemas) {}
 
   /// Offers `messages` (message encodings) to queue `name` (a valid name;
   /// created if new). `wall_us` is the wall clock, for not-before times.
@@ -65,6 +68,7 @@ class Intake {
 
   engine::Engine& engine_;
   const protocol::Limits& limits_;
+  Schemas* schemas_;
   std::vector<protocol::SystemHeaders> arrivals_;  // scratch: one per message of the offer
   // Producers publish to the same queue frame after frame: skip the lookup.
   std::uint64_t removals_ = 0;  // Engine::removals() when last_ was looked up

@@ -7,6 +7,14 @@
 namespace sluice::net {
 
 namespace {
+/// A queue as the config would declare it (no schemas).
+config::DeclaredQueue declared_queue(std::string name, const config::QueueSettings& settings) {
+  config::DeclaredQueue queue;
+  queue.name = std::move(name);
+  queue.settings = settings;
+  return queue;
+}
+
 /// A settings problem (file, line, what is allowed) as the one error shape.
 Error invalid(const config::ConfigError& e) {
   return {errc::invalid_argument, e.to_string()};
@@ -158,7 +166,7 @@ void LiveConfig::reload(engine::Micros now) {
   // file now declares them).
   for (const auto& name : runtime_queues_)
     if (std::find(file_queues.begin(), file_queues.end(), name) == file_queues.end())
-      next.queues.push_back({name, queue_settings(settings_, name)});
+      next.queues.push_back(declared_queue(name, queue_settings(settings_, name)));
   // Every existing queue takes its new settings (declared, or the new defaults);
   // queues new in the file are created.
   int changed = 0;
@@ -174,7 +182,7 @@ void LiveConfig::reload(engine::Micros now) {
       if (declared != next.queues.end())
         declared->settings = kept;
       else
-        next.queues.push_back({q->name(), kept});
+        next.queues.push_back(declared_queue(std::string(q->name()), kept));
       continue;
     }
     ++changed;

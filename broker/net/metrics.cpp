@@ -417,6 +417,41 @@ std::vector<MetricFamily> Metrics::Collect() const {
            static_cast<double>(broker_.auth_failures(Port::protocol)));
     sample(f, {{"listener", "http"}}, static_cast<double>(broker_.auth_failures(Port::http)));
   }
+  if (!broker_.sources().all().empty()) {
+    MetricFamily& f =
+        family(out, "sluice_source_requests_total",
+               "Requests to a verified source (POST /v1/sources/NAME), by what came of them.",
+               MetricType::Counter);
+    for (const Sources::Source& source : broker_.sources().all()) {
+      const SourceCounts& c = source.counts;
+      const std::pair<const char*, std::uint64_t> results[] = {
+          {"accepted", c.accepted},           {"duplicate", c.duplicate},
+          {"bad_signature", c.bad_signature}, {"stale", c.stale},
+          {"rate_limited", c.rate_limited},   {"refused", c.refused}};
+      for (const auto& [result, count] : results)
+        sample(f, {{"source", source.settings.name}, {"result", result}},
+               static_cast<double>(count));
+    }
+  }
+  if (!broker_.schemas().empty()) {
+    MetricFamily& f = family(out, "sluice_schema_checks_total",
+                             "Messages checked against a queue's JSON Schema, by version and "
+                             "result (a refusal for a missing or unknown version has version "
+                             "\"\").",
+                             MetricType::Counter);
+    for (const Schemas::Queue& q : broker_.schemas().queues()) {
+      for (const Schemas::Version& v : q.versions) {
+        sample(f, {{"queue", q.name}, {"version", v.name}, {"result", "valid"}},
+               static_cast<double>(v.valid));
+        sample(f, {{"queue", q.name}, {"version", v.name}, {"result", "invalid"}},
+               static_cast<double>(v.invalid));
+      }
+      sample(f, {{"queue", q.name}, {"version", ""}, {"result", "missing_version"}},
+             static_cast<double>(q.missing));
+      sample(f, {{"queue", q.name}, {"version", ""}, {"result", "unknown_version"}},
+             static_cast<double>(q.unknown));
+    }
+  }
   if (store_ != nullptr) {
     const StorageStats s = store_->stats();
     single("sluice_storage_file_bytes", "Size of the LMDB data file.", MetricType::Gauge,

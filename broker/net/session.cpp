@@ -58,7 +58,7 @@ Session::Session(Broker& broker, asio::ip::tcp::socket socket,
       frame_timer_(broker.io()),
       peer_check_timer_(broker.io()),
       handshake_timer_(broker.io()),
-      intake_(broker.engine(), broker.options().limits) {}
+      intake_(broker.engine(), broker.options().limits, &broker.schemas()) {}
 
 Session::~Session() = default;
 

@@ -131,6 +131,23 @@ std::optional<ConfigError> validate(const Settings& settings) {
       }
     }
     if (auto problem = check_queue(queue.settings, prefix)) return problem;
+    for (size_t v = 0; v < queue.schemas.size(); ++v) {
+      const SchemaVersion& schema = queue.schemas[v];
+      const std::string where = prefix + ".schemas." + schema.version;
+      if (schema.version.size() > 64 || !is_valid_token_name(schema.version) || schema.file.empty())
+        return ConfigError{"", 0, where, "invalid schema version or file",
+                           std::string(kSchemaVersionAllowed)};
+      for (size_t w = 0; w < v; ++w)
+        if (queue.schemas[w].version == schema.version)
+          return ConfigError{"", 0, where, "version " + quote(schema.version) + " is given twice",
+                             "each version once"};
+    }
+    if (queue.require_schema && queue.schemas.empty())
+      return ConfigError{"", 0, prefix + ".require_schema",
+                         "\"on\" needs at least one schema version",
+                         "[" + prefix +
+                             ".schemas] with VERSION = \"file.json\", or "
+                             "require_schema = \"off\""};
   }
   if (settings.tls_cert_file.empty() != settings.tls_key_file.empty()) {
     const bool cert = !settings.tls_cert_file.empty();
@@ -208,6 +225,33 @@ std::optional<ConfigError> validate(const Settings& settings) {
                          "below breaker_open_for (" +
                              format_duration(uint64_t(trigger.breaker_open_for.count())) + ")",
                          "a duration at least breaker_open_for"};
+  }
+  for (size_t i = 0; i < settings.sources.size(); ++i) {
+    const SourceSettings& source = settings.sources[i];
+    const std::string prefix = "sources." + source.name;
+    if (!is_valid_token_name(source.name))
+      return ConfigError{"", 0, prefix, "invalid source name " + quote(source.name),
+                         std::string(kTokenNameAllowed)};
+    for (size_t j = 0; j < i; ++j) {
+      if (settings.sources[j].name == source.name)
+        return ConfigError{"", 0, prefix, "source " + quote(source.name) + " is declared twice",
+                           "each source name declared once"};
+    }
+    if (!is_valid_queue_name(source.queue))
+      return ConfigError{
+          "", 0, prefix + ".queue",
+          source.queue.empty() ? "missing" : "invalid queue name " + quote(source.queue),
+          std::string(kQueueNameAllowed)};
+    if (!source.scheme)
+      return ConfigError{"", 0, prefix + ".scheme", "missing",
+                         "\"github\", \"stripe\", \"standard-webhooks\" or \"hmac\""};
+    if (source.secret_file.empty())
+      return ConfigError{"", 0, prefix + ".secret_file", "missing",
+                         "the path of a file holding the shared secret"};
+    if (*source.scheme == SourceScheme::hmac && source.signature_header.empty())
+      return ConfigError{"", 0, prefix + ".signature_header", "missing",
+                         "the header the sender puts its signature in"};
+    if (auto problem = check_ranges(source, prefix, kSourceFieldSpan)) return problem;
   }
   // Durable queues need somewhere to keep their messages.
   if (settings.storage_path.empty()) {

@@ -176,11 +176,18 @@ extern const std::span<const Field<QueueSettings>> kQueueFieldSpan;
 extern const Field<Settings>& kQueuesAutoCreate;
 extern const std::span<const Field<TokenSettings>> kTokenFieldSpan;
 extern const std::span<const Field<TriggerSettings>> kTriggerFieldSpan;
+extern const std::span<const Field<SourceSettings>> kSourceFieldSpan;
 
 inline constexpr std::string_view kQueueDefaults = "queue_defaults";
 inline constexpr std::string_view kQueues = "queues";
 inline constexpr std::string_view kTokens = "tokens";
 inline constexpr std::string_view kTriggers = "triggers";
+inline constexpr std::string_view kSources = "sources";
+/// In [queues.NAME], beside the queue's settings: its schemas and whether one is required.
+inline constexpr std::string_view kSchemas = "schemas";
+inline constexpr std::string_view kRequireSchema = "require_schema";
+inline constexpr std::string_view kSchemaVersionAllowed =
+    "a version name of 1 to 64 characters from A-Z a-z 0-9 _ . : - and a JSON Schema file path";
 
 const TableSpec* find_table(std::string_view name);
 
@@ -205,5 +212,6 @@ std::string suggestion(std::string_view typed, const std::vector<std::string>& c
 DeclaredQueue& declare_queue(Settings& settings, std::string_view name);
 TokenSettings& declare_token(Settings& settings, std::string_view name);
 TriggerSettings& declare_trigger(Settings& settings, std::string_view name);
+SourceSettings& declare_source(Settings& settings, std::string_view name);
 
 }  // namespace sluice::config::detail

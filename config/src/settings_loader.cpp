@@ -120,6 +120,13 @@ class FileLoader {
       } else if (name == kTriggers) {
         load_named(node, kTriggers, kTokenNameAllowed, &is_valid_token_name, kTriggerFieldSpan,
                    &declare_trigger, settings);
+      } else if (name == kSources) {
+        load_named(node, kSources, kTokenNameAllowed, &is_valid_token_name, kSourceFieldSpan,
+                   &declare_source, settings);
+        for (auto& source : settings.sources) {
+          source.secret_file = beside_file(source.secret_file);
+          source.previous_secret_file = beside_file(source.previous_secret_file);
+        }
       } else if (const TableSpec* spec = find_table(name)) {
         if (const auto* table = expect_table(node, std::string(name), spec->fields)) {
           apply_fields(*table, name, spec->fields, settings);
@@ -205,9 +212,66 @@ class FileLoader {
         continue;
       }
       if (const auto* table = expect_table(*queue, setting, kQueueFieldSpan)) {
-        apply_fields(*table, setting, kQueueFieldSpan, declare_queue(settings, name).settings);
+        DeclaredQueue& declared = declare_queue(settings, name);
+        // Its schemas and require_schema sit beside the queue's settings, which are the
+        // field table's (and, unlike them, cannot be changed by `sluicectl set`).
+        toml::table fields = *table;
+        fields.erase(kSchemas);
+        fields.erase(kRequireSchema);
+        apply_fields(fields, setting, kQueueFieldSpan, declared.settings);
+        if (const toml::node* schemas = table->get(kSchemas))
+          load_schemas(*schemas, setting + "." + std::string(kSchemas), declared);
+        if (const toml::node* require = table->get(kRequireSchema)) {
+          static constexpr std::string_view kOnOff[] = {"off", "on"};
+          const Rule rule{.kind = Kind::choice, .choices = kOnOff};
+          Parsed value;
+          if (auto problem = parse_value(rule, input_from_node(*require), value))
+            report(require->source(), setting + "." + std::string(kRequireSchema),
+                   std::move(*problem), allowed_text(rule));
+          else
+            declared.require_schema = value.choice == 1;
+        }
       }
     }
+  }
+
+  /// [queues.NAME.schemas]: VERSION = "file", in file order.
+  void load_schemas(const toml::node& node, const std::string& setting, DeclaredQueue& queue) {
+    const auto* versions = node.as_table();
+    if (!versions) {
+      report(node.source(), setting, "expected a table, got " + describe(node),
+             "a table [" + setting + "] of " + std::string(kSchemaVersionAllowed));
+      return;
+    }
+    std::vector<std::pair<const toml::key*, const toml::node*>> entries;
+    for (auto&& [key, file] : *versions) entries.emplace_back(&key, &file);
+    std::stable_sort(entries.begin(), entries.end(), [](const auto& a, const auto& b) {
+      return a.first->source().begin.line < b.first->source().begin.line;
+    });
+    queue.schemas.clear();
+    for (const auto& [key, file] : entries) {
+      const std::string_view version = key->str();
+      const std::string where = setting + "." + std::string(version);
+      if (version.size() > 64 || !is_valid_token_name(version)) {
+        report(key->source(), where, "invalid schema version " + quote(version),
+               std::string(kSchemaVersionAllowed));
+        continue;
+      }
+      const auto* path = file->as_string();
+      if (!path || path->get().empty()) {
+        report(file->source(), where, "expected a file path, got " + describe(*file),
+               std::string(kSchemaVersionAllowed));
+        continue;
+      }
+      queue.schemas.push_back({std::string(version), beside_file(path->get())});
+    }
+  }
+
+  /// A relative path named in this file, made relative to the file's directory.
+  std::string beside_file(const std::string& path) const {
+    if (path.empty() || path.front() == '/') return path;
+    const std::filesystem::path dir = std::filesystem::path(path_).parent_path();
+    return dir.empty() ? path : (dir / path).string();
   }
 
   /// [tokens.NAME] or [triggers.NAME]: tables by name, each from `fields`, in file order.
@@ -254,6 +318,7 @@ class FileLoader {
     tables.push_back(std::string(kQueues));
     tables.push_back(std::string(kTokens));
     tables.push_back(std::string(kTriggers));
+    tables.push_back(std::string(kSources));
     std::string problem = "unknown table" + suggestion(key.str(), tables);
     // A key written above the first table header lands at the top level.
     for (const auto& table : kSettingsTables) {
@@ -265,7 +330,7 @@ class FileLoader {
     report(
         key.source(), std::string(key.str()), std::move(problem),
         "tables [server], [http], [limits], [storage], [tls], [log], [metrics], [queue_defaults], "
-        "[queues.NAME], [tokens.NAME] and [triggers.NAME]");
+        "[queues.NAME], [tokens.NAME], [triggers.NAME] and [sources.NAME]");
   }
 
   std::string path_;
@@ -455,6 +520,9 @@ std::optional<ConfigError> apply_setting(Settings& settings, std::string_view na
   if (table == kTriggers)
     return apply_named(settings, name, input, kTriggers, kTokenNameAllowed, kTriggerFieldSpan,
                        &declare_trigger);
+  if (table == kSources)
+    return apply_named(settings, name, input, kSources, kTokenNameAllowed, kSourceFieldSpan,
+                       &declare_source);
 
   const TableSpec* spec = find_table(table);
   const Field<Settings>* field = spec ? find_field(spec->fields, rest) : nullptr;

@@ -4,6 +4,7 @@
 #include "settings_internal.hpp"
 
 #include <algorithm>
+#include <cctype>
 
 namespace sluice::config::detail {
 namespace {
@@ -491,6 +492,58 @@ constexpr Field<TriggerSettings> kTriggerFields[] = {
      .read = [](const TriggerSettings& t) { return whole(t.breaker_probes); }},
 };
 constexpr std::span<const Field<TriggerSettings>> kTriggerFieldSpan{kTriggerFields};
+constexpr std::string_view kSchemeChoices[] = {"github", "stripe", "standard-webhooks", "hmac"};
+constexpr std::string_view kEncodingChoices[] = {"hex", "base64"};
+
+namespace {
+/// Header names compare lower-case (HTTP requests arrive with lower-cased names).
+std::string lower(std::string text) {
+  for (char& c : text) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+  return text;
+}
+}  // namespace
+
+constexpr Field<SourceSettings> kSourceFields[] = {
+    {.key = "queue",
+     .rule = {.kind = Kind::queue_name},
+     .store = [](SourceSettings& s, const Parsed& v) { s.queue = v.text; }},
+    {.key = "scheme",
+     .rule = {.kind = Kind::choice,
+              .choices = kSchemeChoices,
+              .choices_note = "github: X-Hub-Signature-256; stripe: Stripe-Signature; "
+                              "standard-webhooks: webhook-signature; hmac: signature_header"},
+     .store = [](SourceSettings& s,
+                 const Parsed& v) { s.scheme = static_cast<SourceScheme>(v.choice); }},
+    {.key = "secret_file",
+     .rule = {.kind = Kind::path},
+     .store = [](SourceSettings& s, const Parsed& v) { s.secret_file = v.text; }},
+    {.key = "previous_secret_file",
+     .rule = {.kind = Kind::path},
+     .store = [](SourceSettings& s, const Parsed& v) { s.previous_secret_file = v.text; }},
+    {.key = "tolerance",
+     .rule = {.kind = Kind::duration, .min = kSecond, .max = kHour},
+     .store = [](SourceSettings& s,
+                 const Parsed& v) { s.tolerance = std::chrono::milliseconds(int64_t(v.number)); },
+     .read = [](const SourceSettings& s) { return read_ms(s.tolerance); }},
+    {.key = "signature_header",
+     .rule = {.kind = Kind::header_name},
+     .store = [](SourceSettings& s, const Parsed& v) { s.signature_header = lower(v.text); }},
+    {.key = "signature_encoding",
+     .rule = {.kind = Kind::choice, .choices = kEncodingChoices},
+     .store = [](SourceSettings& s, const Parsed& v) { s.signature_base64 = v.choice == 1; }},
+    {.key = "id_header",
+     .rule = {.kind = Kind::header_name},
+     .store = [](SourceSettings& s, const Parsed& v) { s.id_header = lower(v.text); }},
+    {.key = "rate",
+     .rule = {.kind = Kind::rate, .min = 0, .max = kMaxRateMilli},
+     .store = [](SourceSettings& s, const Parsed& v) { s.rate = v.number; },
+     .read = [](const SourceSettings& s) { return whole(s.rate); }},
+    {.key = "burst",
+     .rule = {.kind = Kind::count, .min = 1, .max = 1'000'000},
+     .store = [](SourceSettings& s, const Parsed& v) { s.burst = uint32_t(v.number); },
+     .read = [](const SourceSettings& s) { return whole(s.burst); }},
+};
+constexpr std::span<const Field<SourceSettings>> kSourceFieldSpan{kSourceFields};
 
 constexpr TableSpec kSettingsTableList[] = {{"server", kServerFields},  {"http", kHttpFields},
                                             {"limits", kLimitsFields},  {"storage", kStorageFields},
@@ -524,6 +577,7 @@ std::vector<std::string> all_setting_names() {
   for (const auto& field : kTokenFields) names.push_back("tokens.NAME." + std::string(field.key));
   for (const auto& field : kTriggerFields)
     names.push_back("triggers.NAME." + std::string(field.key));
+  for (const auto& field : kSourceFields) names.push_back("sources.NAME." + std::string(field.key));
   return names;
 }
 
@@ -564,7 +618,10 @@ DeclaredQueue& declare_queue(Settings& settings, std::string_view name) {
   for (auto& queue : settings.queues) {
     if (queue.name == name) return queue;
   }
-  return settings.queues.emplace_back(DeclaredQueue{std::string(name), settings.queue_defaults});
+  DeclaredQueue& queue = settings.queues.emplace_back();
+  queue.name = std::string(name);
+  queue.settings = settings.queue_defaults;
+  return queue;
 }
 
 TriggerSettings& declare_trigger(Settings& settings, std::string_view name) {
@@ -574,6 +631,15 @@ TriggerSettings& declare_trigger(Settings& settings, std::string_view name) {
   TriggerSettings& trigger = settings.triggers.emplace_back();
   trigger.name = std::string(name);
   return trigger;
+}
+
+SourceSettings& declare_source(Settings& settings, std::string_view name) {
+  for (auto& source : settings.sources) {
+    if (source.name == name) return source;
+  }
+  SourceSettings& source = settings.sources.emplace_back();
+  source.name = std::string(name);
+  return source;
 }
 
 TokenSettings& declare_token(Settings& settings, std::string_view name) {

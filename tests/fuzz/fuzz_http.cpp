@@ -5,7 +5,10 @@
 // input share one broker, so a receive can be followed by its ack. An input
 // starting with "AUTH\n" runs with tokens configured (the seeds hold them).
 // Nothing may crash, leak, read out of bounds or hit undefined behaviour, and
-// every request must be answered exactly once.
+// every request must be answered exactly once. Verified sources of every
+// scheme (/v1/sources/gh, stripe, std, plain; secret "fuzz-secret-0123456789")
+// and a queue with a schema ("orders", version v1) are configured, so the
+// signature checks, CloudEvents and the validator see what the fuzzer makes.
 #include <utility>  // before Asio: Boost 1.74 + C++20 needs it
 
 #include <boost/asio/io_context.hpp>
@@ -18,7 +21,10 @@
 #include "log.hpp"
 #include "metrics.hpp"
 #include "broker.hpp"
+#include "sluice/schema/schema.hpp"
 #include "sluice/security/token.hpp"
+
+#include <nlohmann/json.hpp>
 
 using namespace sluice;
 
@@ -35,6 +41,42 @@ std::vector<config::TokenSettings> fuzz_tokens() {
   orders.consume = {"orders.*"};
   return {admin, orders};
 }
+
+std::vector<net::Sources::Source> fuzz_sources() {
+  std::vector<net::Sources::Source> sources;
+  const std::pair<const char*, config::SourceScheme> schemes[] = {
+      {"gh", config::SourceScheme::github},
+      {"stripe", config::SourceScheme::stripe},
+      {"std", config::SourceScheme::standard_webhooks},
+      {"plain", config::SourceScheme::hmac}};
+  for (const auto& [name, scheme] : schemes) {
+    net::Sources::Source& s = sources.emplace_back();
+    s.settings.name = name;
+    s.settings.queue = "events";
+    s.settings.scheme = scheme;
+    // Fixed timestamps in the seeds stay fresh.
+    s.settings.tolerance = std::chrono::hours(24 * 365 * 100);
+    s.settings.id_header = "x-id";
+    s.keys = {"fuzz-secret-0123456789", "fuzz-previous-secret"};
+  }
+  return sources;
+}
+
+std::vector<net::Schemas::Queue> fuzz_schemas() {
+  std::string error;
+  auto schema =
+      schema::Schema::compile(nlohmann::json::parse(R"({"type": "object", "required": ["order"],
+        "properties": {"order": {"type": "integer", "minimum": 0},
+                       "sku": {"type": "string", "pattern": "^[A-Z]+-[0-9]+$"},
+                       "lines": {"type": "array", "items": {"$ref": "#/definitions/line"}}},
+        "definitions": {"line": {"oneOf": [{"type": "string"}, {"type": "number"}]}}})"),
+                              error);
+  if (!schema) std::abort();
+  std::vector<net::Schemas::Queue> queues(1);
+  queues[0].name = "orders";
+  queues[0].versions.push_back({"v1", "fuzz", std::move(schema)});
+  return queues;
+}
 }  // namespace
 
 extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size) {
@@ -50,6 +92,8 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
   engine::Engine engine;
   engine.set_max_queues(64);
   net::Broker server(io, engine, net::BrokerOptions{});
+  server.sources().replace(fuzz_sources());
+  server.schemas().replace(fuzz_schemas());
   if (input.starts_with("AUTH\n")) {
     input.remove_prefix(5);
     server.auth().configure(tokens);

@@ -1052,4 +1052,77 @@ url = "http://127.0.0.1:9000/"
     auto flag = flag_error("triggers.t.nope", "1");
     CHECK(contains(flag.problem, "expected triggers.NAME.SETTING"));
   }
+
+  TEST_CASE("[sources.NAME] tables: scheme, secrets beside the config file, defaults") {
+    const auto s = load_ok(
+        "[sources.gh]\nqueue = \"events\"\nscheme = \"github\"\nsecret_file = \"gh.secret\"\n"
+        "previous_secret_file = \"/etc/old.secret\"\n"
+        "[sources.hook]\nqueue = \"events\"\nscheme = \"hmac\"\nsecret_file = \"/s\"\n"
+        "signature_header = \"X-Signature-256\"\nsignature_encoding = \"base64\"\n"
+        "id_header = \"X-Delivery\"\nrate = 5\nburst = 2\ntolerance = \"30s\"\n");
+    REQUIRE(s.sources.size() == 2);
+    const cfg::SourceSettings& gh = s.sources[0];
+    CHECK(gh.name == "gh");
+    CHECK(gh.scheme == cfg::SourceScheme::github);
+    // Relative to the config file's directory, which is the temp directory here.
+    CHECK(gh.secret_file == (std::filesystem::temp_directory_path() / "gh.secret").string());
+    CHECK(gh.previous_secret_file == "/etc/old.secret");
+    CHECK(gh.tolerance == 300s);
+    const cfg::SourceSettings& hook = s.sources[1];
+    CHECK(hook.scheme == cfg::SourceScheme::hmac);
+    CHECK(hook.signature_header == "x-signature-256");  // compared lower-case
+    CHECK(hook.signature_base64);
+    CHECK(hook.id_header == "x-delivery");
+    CHECK(hook.rate == 5000);
+    CHECK(hook.burst == 2);
+    CHECK(hook.tolerance == 30s);
+    CHECK_FALSE(cfg::validate(s));
+  }
+
+  TEST_CASE("bad sources name the setting") {
+    auto error = load_error("[sources.s]\nqueue = \"q\"\nscheme = \"gitlab\"\n");
+    CHECK(error.setting == "sources.s.scheme");
+    CHECK(contains(error.allowed, "standard-webhooks"));
+    error = load_error("[sources.s]\nqueue = \"q\"\ntolerance = \"2h\"\n");
+    CHECK(contains(error.problem, "above the maximum"));
+    cfg::Settings s;
+    REQUIRE_FALSE(cfg::apply_setting(s, "sources.s.queue", "q"));
+    auto problem = cfg::validate(s);
+    REQUIRE(problem);
+    CHECK(problem->setting == "sources.s.scheme");
+    REQUIRE_FALSE(cfg::apply_setting(s, "sources.s.scheme", "stripe"));
+    problem = cfg::validate(s);
+    REQUIRE(problem);
+    CHECK(problem->setting == "sources.s.secret_file");
+    REQUIRE_FALSE(cfg::apply_setting(s, "sources.s.secret_file", "/run/secret"));
+    CHECK_FALSE(cfg::validate(s));
+  }
+
+  TEST_CASE("[queues.NAME.schemas] holds versions in file order, beside the queue's settings") {
+    const auto s = load_ok(
+        "[queues.orders]\nmax_attempts = 3\nrequire_schema = \"on\"\n"
+        "[queues.orders.schemas]\nv2 = \"/schemas/orders-v2.json\"\nv1 = \"orders-v1.json\"\n");
+    REQUIRE(s.queues.size() == 1);
+    const cfg::DeclaredQueue& q = s.queues[0];
+    CHECK(q.settings.max_attempts == 3);
+    CHECK(q.require_schema);
+    REQUIRE(q.schemas.size() == 2);
+    CHECK(q.schemas[0].version == "v2");
+    CHECK(q.schemas[0].file == "/schemas/orders-v2.json");
+    CHECK(q.schemas[1].version == "v1");
+    CHECK(q.schemas[1].file ==
+          (std::filesystem::temp_directory_path() / "orders-v1.json").string());
+    CHECK_FALSE(cfg::validate(s));
+    auto error = load_error("[queues.q.schemas]\n\"bad version!\" = \"f.json\"\n");
+    CHECK(error.setting == "queues.q.schemas.bad version!");
+    CHECK(contains(error.problem, "invalid schema version"));
+    error = load_error("[queues.q.schemas]\nv1 = 5\n");
+    CHECK(contains(error.problem, "expected a file path"));
+    error = load_error("[queues.q]\nrequire_schema = \"maybe\"\n");
+    CHECK(error.setting == "queues.q.require_schema");
+    const auto required_without = load_ok("[queues.q]\nrequire_schema = \"on\"\n");
+    const auto problem = cfg::validate(required_without);
+    REQUIRE(problem);
+    CHECK(problem->setting == "queues.q.require_schema");
+  }
 }

@@ -92,12 +92,65 @@ struct QueueSettings {
   std::chrono::milliseconds dlq_retention{14LL * 24 * 3600 * 1000};
 };
 
+/// One version of a queue's message schema ([queues.NAME.schemas] VERSION = "file").
+struct SchemaVersion {
+  /// [A-Za-z0-9_.:-]{1,64}, as producers name it (sluice-schema-version, CloudEvents dataschema).
+  std::string version;
+  /// A JSON Schema (draft 7) file; a relative path is relative to the config file's directory.
+  std::string file;
+
+  bool operator==(const SchemaVersion&) const = default;
+};
+
 /// A queue named in the config ([queues.NAME]), created at start-up rather than on first use.
 struct DeclaredQueue {
   /// [A-Za-z0-9_.:-]{1,200}, not "." or ".."
   std::string name;
   /// Starts as a copy of Settings::queue_defaults at the moment the queue is declared.
   QueueSettings settings;
+  /// [queues.NAME.schemas]: the JSON Schemas its messages are validated against, by version
+  /// (docs/ingress.md). Read again on SIGHUP.
+  std::vector<SchemaVersion> schemas = {};
+  /// require_schema = "on": every message must name one of `schemas` (needs at least one).
+  bool require_schema = false;
+};
+
+/// How a verified source signs its requests (docs/ingress.md).
+enum class SourceScheme {
+  github,             // X-Hub-Signature-256: sha256=<hex HMAC-SHA256 of the body>
+  stripe,             // Stripe-Signature: t=<unix s>,v1=<hex HMAC-SHA256 of "t.body">
+  standard_webhooks,  // webhook-id, webhook-timestamp, webhook-signature: v1,<base64>
+  hmac,               // <signature_header>: [sha256=]<HMAC-SHA256 of the body, hex or base64>
+};
+
+/// A verified webhook source ([sources.NAME]): POST /v1/sources/NAME, no bearer token, the
+/// signature is the credential; what it sends goes to `queue`.
+struct SourceSettings {
+  /// [A-Za-z0-9_.:-]{1,100}; the endpoint's last path segment, and a metrics label.
+  std::string name;
+  /// The queue its events go to (required).
+  std::string queue;
+  /// "github" | "stripe" | "standard-webhooks" | "hmac" (required).
+  std::optional<SourceScheme> scheme;
+  /// The shared secret, as the sender shows it (a Standard Webhooks "whsec_<base64>" is
+  /// decoded); trailing whitespace is dropped. Relative: to the config file's directory.
+  std::string secret_file;
+  /// During a rotation, the secret being replaced: requests signed with either are accepted.
+  std::string previous_secret_file;
+  /// stripe and standard-webhooks: how far a request's timestamp may be from the broker's
+  /// clock [1s, 1h]; outside it the request is stale (400).
+  std::chrono::milliseconds tolerance{300000};
+  /// hmac: the header carrying the signature, and how the digest is written ("hex", "base64").
+  std::string signature_header = "x-signature";
+  bool signature_base64 = false;
+  /// hmac: a header whose value identifies a delivery (its retries repeat it), "" = none.
+  /// github uses X-GitHub-Delivery, standard-webhooks webhook-id, stripe the event's "id".
+  std::string id_header;
+  /// Requests per second accepted from the source (a token bucket; 0 = no limit), and the burst.
+  MilliRate rate = 0;
+  uint32_t burst = 100;
+
+  bool operator==(const SourceSettings&) const = default;
 };
 
 /// An access token ([tokens.NAME]): who may do what, on which queues.
@@ -289,6 +342,8 @@ struct Settings {
   std::vector<DeclaredQueue> queues;
   /// [triggers.NAME] tables, in the order they were declared.
   std::vector<TriggerSettings> triggers;
+  /// [sources.NAME] tables, in the order they were declared.
+  std::vector<SourceSettings> sources;
 };
 
 /// One problem with the configuration.
