@@ -14,6 +14,8 @@ writes JSON (and, for the report, gnuplot PNGs) into bench/results/.
   bench/bench.py connections   1,000 consumer connections
   bench/bench.py trigger       triggers pushing into a no-op C++ function (batch 1
                                and 100) beside HTTP pull consumers; p50/p99 at 1,000/s
+  bench/bench.py schema        publish throughput with a 10-field JSON Schema checked on
+                               every message, against the same messages unchecked
 
 Every scenario starts its own brokers on loopback (fresh directories, free
 ports) and stops them. `scripts/bench.sh` installs what is missing, builds a
@@ -448,6 +450,48 @@ plot "burst-series.dat" using 1:2 with lines lw 2 title "depth (ready + in fligh
     return 0 if r["lost"] == 0 else 1
 
 
+def scenario_schema(args):
+    """The same 10-field JSON orders into a queue with a schema (each message names
+    v1 and is validated) and one without: the difference is the validation's cost."""
+    schema = os.path.join(HERE, "schemas", "order.json")
+    conf_dir = tempfile.mkdtemp(prefix="sluice-bench-schema-")
+    conf = os.path.join(conf_dir, "sluiced.toml")
+    with open(conf, "w") as f:
+        f.write('[queues.checked]\nrequire_schema = "on"\n[queues.checked.schemas]\n'
+                'v1 = "%s"\n[queues.unchecked]\n' % schema)
+    rows, runs = [], {}
+    for name, queue, version in (("no schema", "unchecked", None),
+                                 ("10-field schema", "checked", "v1")):
+        got = []
+        for _ in range(args.runs):
+            extra = ["--json-payload", "--queue", queue]
+            if version:
+                extra += ["--schema-version", version]
+            got.append(with_sluice(lambda s: run_json(bench_cmd(
+                s, "--messages", str(args.messages), "--producers", "4", "--consumers", "4",
+                "--in-flight", "64", *extra)), extra=("--config", conf)))
+        runs[name] = got
+        rows.append([name, fmt(median_of(got, "publish_msgs_per_sec")),
+                     fmt(median_of(got, "msgs_per_sec")), sum(r["lost"] for r in got)])
+    base, checked = (median_of(runs[n], "publish_msgs_per_sec") for n in runs)
+    cost_us = (1 / checked - 1 / base) * 1e6 if base and checked else float("nan")
+    print_table(f"Publish with a JSON Schema: 10-field orders ({len(ORDER_EXAMPLE)} bytes), "
+                f"4 producers, 4 consumers x 64; medians of {args.runs} runs of "
+                f"{args.messages:,}",
+                ["queue", "publish msg/s", "end to end msg/s", "lost"], rows)
+    say(f"validation cost: {cost_us:.2f} us per message on the engine thread "
+        f"(1/checked - 1/unchecked publish rate)")
+    write_json(args.out, "schema", {"machine": machine(), "runs": runs,
+                                    "cost_us_per_message": cost_us})
+    return 0 if all(r["lost"] == 0 for got in runs.values() for r in got) else 1
+
+
+# The payload sluice-bench --json-payload sends (its length, for the table).
+ORDER_EXAMPLE = ('{"seq":"0000000000000000","sent":"0000000000000000","order":123456,'
+                 '"customer":"c-42","total":19.99,"currency":"EUR","paid":true,"items":3,'
+                 '"country":"DE","note":"bench"}')
+
+
 def scenario_rate_limit(args):
     r = with_sluice(lambda s: run_json(bench_cmd(s, "--mode", "rate-limit")))
     rows = [[fmt(x["configured"]), fmt(x["achieved"], 2), f"{x['error_pct']:+.2f}%",
@@ -664,7 +708,7 @@ def main():
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("scenario", choices=["compare", "throughput", "latency", "burst",
                                          "rate-limit", "ordering", "queues", "connections",
-                                         "trigger"])
+                                         "trigger", "schema"])
     ap.add_argument("--out", default=os.path.join(HERE, "results"),
                     help="where JSON, data and plots go (default bench/results)")
     ap.add_argument("--runs", type=int, default=3, help="runs per figure; medians reported")
@@ -687,7 +731,8 @@ def main():
     fn = {"compare": compare, "throughput": scenario_throughput, "latency": scenario_latency,
           "burst": scenario_burst, "rate-limit": scenario_rate_limit,
           "ordering": scenario_ordering, "queues": scenario_queues,
-          "connections": scenario_connections, "trigger": scenario_trigger}[args.scenario]
+          "connections": scenario_connections, "trigger": scenario_trigger,
+          "schema": scenario_schema}[args.scenario]
     return fn(args)
 
 

@@ -55,6 +55,10 @@ Measures a running sluiced end to end (publish -> deliver -> ack).
   --queue NAME         queue to use (default bench-<pid>-<time>, fresh each run)
   --keys N             throughput mode: ordering keys (ordering = key on the queue;
                        message i carries sluice-key k<i mod N>); 0 = unordered (default)
+  --json-payload       throughput mode: each payload is a 10-field JSON order (see
+                       bench/schemas/order.json), not --size bytes of filler
+  --schema-version V   with --json-payload: each message names schema version V
+                       (sluice-schema-version), for a queue declared with schemas
 
 burst: a burst into a bounded queue (overflow block) drained at a set rate
   --burst N            messages published at once (default 200000; slow-consumer: 100000)
@@ -89,6 +93,8 @@ struct Config {
   std::string queue;
   std::uint32_t keys = 0;
   bool json = false;
+  bool json_payload = false;
+  std::string schema_version;
 };
 
 /// One consumer connection. The handler runs on that connection's I/O thread
@@ -106,6 +112,33 @@ void stamp(std::string& payload, std::uint64_t seq) {
   const std::uint64_t t = now_ns();
   std::memcpy(payload.data(), &seq, 8);
   std::memcpy(payload.data() + 8, &t, 8);
+}
+
+/// --json-payload: a 10-field order (bench/schemas/order.json holds its schema);
+/// the sequence number and send time go in as 16 hex digits each at fixed offsets.
+constexpr std::string_view kJsonOrder =
+    R"({"seq":"0000000000000000","sent":"0000000000000000","order":123456,"customer":"c-42",)"
+    R"("total":19.99,"currency":"EUR","paid":true,"items":3,"country":"DE","note":"bench"})";
+constexpr std::size_t kJsonSeqAt = 8, kJsonSentAt = 34;
+
+void put_hex(std::string& payload, std::size_t at, std::uint64_t value) {
+  static constexpr char kDigits[] = "0123456789abcdef";
+  for (int i = 15; i >= 0; --i, value >>= 4)
+    payload[at + static_cast<std::size_t>(i)] = kDigits[value & 15];
+}
+
+std::uint64_t get_hex(std::string_view payload, std::size_t at) {
+  std::uint64_t value = 0;
+  for (std::size_t i = 0; i < 16 && at + i < payload.size(); ++i) {
+    const char c = payload[at + i];
+    value = value << 4 | static_cast<std::uint64_t>(c <= '9' ? c - '0' : c - 'a' + 10);
+  }
+  return value;
+}
+
+void stamp_json(std::string& payload, std::uint64_t seq) {
+  put_hex(payload, kJsonSeqAt, seq);
+  put_hex(payload, kJsonSentAt, now_ns());
 }
 
 int usage_error(const std::string& why) {
@@ -135,6 +168,10 @@ int main(int argc, char** argv) {
     }
     if (arg == "--json") {
       cfg.json = true;
+      continue;
+    }
+    if (arg == "--json-payload") {
+      cfg.json_payload = true;
       continue;
     }
     if (i + 1 >= argc) return usage_error(std::string(arg) + " needs a value");
@@ -184,6 +221,8 @@ int main(int argc, char** argv) {
     } else if (arg == "--keys") {
       if (!number(0, 1'000'000)) return usage_error("--keys needs 0 to 1000000");
       cfg.keys = static_cast<std::uint32_t>(n);
+    } else if (arg == "--schema-version") {
+      cfg.schema_version = value;
     } else if (arg == "--burst") {
       if (!number(1, 1e9)) return usage_error("--burst needs a positive count");
       flow.burst = static_cast<std::uint64_t>(n);
@@ -263,7 +302,10 @@ int main(int argc, char** argv) {
         [self, &seen, &unique, &duplicates, &cfg](const sluice::client::Delivery& d) {
           const std::uint64_t arrived = now_ns();
           std::uint64_t seq = 0, sent = 0;
-          if (d.payload.size() >= 16) {
+          if (cfg.json_payload) {
+            seq = get_hex(d.payload, kJsonSeqAt);
+            sent = get_hex(d.payload, kJsonSentAt);
+          } else if (d.payload.size() >= 16) {
             std::memcpy(&seq, d.payload.data(), 8);
             std::memcpy(&sent, d.payload.data() + 8, 8);
           }
@@ -322,7 +364,15 @@ int main(int argc, char** argv) {
           std::this_thread::sleep_for(std::chrono::microseconds(200));
         }
       } else {
-        if (cfg.keys == 0) {
+        if (cfg.json_payload) {
+          sluice::client::Message m{std::string(kJsonOrder), {}};
+          if (!cfg.schema_version.empty())
+            m.headers.emplace_back("sluice-schema-version", cfg.schema_version);
+          for (std::uint64_t seq = p; seq < cfg.messages; seq += cfg.producers) {
+            stamp_json(m.payload, seq);
+            conn.publish_async(cfg.queue, m, on_confirm);
+          }
+        } else if (cfg.keys == 0) {
           for (std::uint64_t seq = p; seq < cfg.messages; seq += cfg.producers) {
             stamp(payload, seq);
             conn.publish_async(cfg.queue, payload, on_confirm);

@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # A short run of the benchmark scenarios, so that bench/ keeps working: the
 # peer comparison (Sluice, and whichever quick-starting peers are installed)
-# with small counts, the burst, queues and connections scenarios, and triggers. Fails
-# when a scenario fails or loses a message. The figures mean nothing here.
+# with small counts, the burst, queues and connections scenarios, triggers and
+# schemas. Fails when a scenario fails or loses a message. The figures mean
+# nothing here.
 set -euo pipefail
 build=$1
 here=$(cd "$(dirname "$0")/.." && pwd)
@@ -24,3 +25,4 @@ for scenario in burst queues connections; do
   python3 "$here/bench/bench.py" "$scenario" --out "$out"
 done
 python3 "$here/bench/bench.py" trigger --runs 1 --trigger-messages 5000 --duration 0.5 --out "$out"
+python3 "$here/bench/bench.py" schema --runs 1 --messages 20000 --out "$out"
