@@ -11,10 +11,12 @@ import base64
 import json
 import os
 import re
+import http.server
 import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -109,6 +111,25 @@ write("orders-v1.json", json.dumps({
 write("orders-v2.json", json.dumps({"type": "object", "required": ["order", "currency"]}))
 write("bad.json", json.dumps({"type": "object", "unevaluatedProperties": False}))
 
+# A function a trigger pushes CloudEvents into: it records each request's headers and body.
+invocations = []
+
+
+class Function(http.server.BaseHTTPRequestHandler):
+    def do_POST(self):
+        body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
+        invocations.append(({k.lower(): v for k, v in self.headers.items()}, body.decode()))
+        self.send_response(200)
+        self.send_header("Content-Length", "0")
+        self.end_headers()
+
+    def log_message(self, *args):
+        pass
+
+
+function = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Function)
+threading.Thread(target=function.serve_forever, daemon=True).start()
+
 admin = subprocess.run([sluicectl, "new-token"], capture_output=True, text=True).stdout.split()[0]
 admin_hash = subprocess.run([sluicectl, "hash-token"], input=admin, capture_output=True,
                             text=True).stdout.strip()
@@ -155,7 +176,11 @@ signature_encoding = "base64"
 id_header = "X-Delivery-Id"
 rate = 0.1
 burst = 2
-""" % admin_hash
+
+[triggers.ce-fn]
+queue = "ce-push"
+url = "http://127.0.0.1:%d/events"
+""" % (admin_hash, function.server_address[1])
 write("sluiced.toml", config)
 
 # A schema with an unsupported keyword stops sluiced at start, naming it.
@@ -382,6 +407,23 @@ try:
           "cloudevents: the structured event arrives as the event, with its attributes as headers")
     check("ce-id=B-1" in lines and "ce-id=B-2" in lines and '"data_base64":"AAEC"' in lines,
           "cloudevents: the batch's events arrive one by one, as structured events")
+
+    # A trigger (body = "raw") invokes its function in the mode each event came in.
+    post("/v1/queues/ce-push/messages", '{"hello": "binary"}', binary, token=admin)
+    post("/v1/queues/ce-push/messages", json.dumps(structured),
+         {"Content-Type": "application/cloudevents+json"}, token=admin)
+    check(wait_for(lambda: len(invocations) >= 2, 10), "cloudevents: the trigger invoked twice")
+    by_id = {h.get("ce-id"): (h, b) for h, b in invocations}
+    h, b = by_id.get("1234-1234-1234", ({}, ""))
+    check(b == '{"hello": "binary"}' and h.get("ce-specversion") == "1.0" and
+          h.get("ce-source") == "/mycontext/subcontext" and
+          h.get("content-type") == "application/json; charset=utf-8",
+          "cloudevents: a binary event reaches the function as a binary-mode request (%s)" % h)
+    h, b = by_id.get("A234-1234-1234", ({}, ""))
+    check(h.get("content-type") == "application/cloudevents+json" and
+          json.loads(b or "{}").get("data") == {"hello": "structured"},
+          "cloudevents: a structured event reaches it as a structured-mode request (%s %s)" %
+          (h.get("content-type"), b))
 
     # -----------------------------------------------------------------------------------------
     # Schemas: HTTP, the protocol, batches, CloudEvents' dataschema, reload.
