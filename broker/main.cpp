@@ -182,6 +182,12 @@ int main(int argc, char** argv) {
   config::Settings settings;
   if (auto problem = net::load_settings(source, settings)) return fail(problem.detail);
   if (check_only) {
+    // The files the settings name, too: schemas compile, secrets are readable.
+    std::vector<net::Schemas::Queue> schemas;
+    std::vector<net::Sources::Source> sources;
+    if (auto problem = net::Schemas::load(settings, schemas)) return fail(problem.detail);
+    if (auto problem = net::Sources::load(settings.sources, 0, sources))
+      return fail(problem.detail);
     std::puts("config ok");
     return 0;
   }

@@ -156,6 +156,9 @@ scheme = "github"
 secret_file = "gh.secret"
 previous_secret_file = "gh-old.secret"
 
+[queues.stripe]
+dedup_window = "10m"
+
 [sources.stripe]
 queue = "stripe"
 scheme = "stripe"
@@ -190,6 +193,17 @@ r = subprocess.run([os.path.join(build, "broker", "sluiced"), "--config",
                     "127.0.0.1:0"], capture_output=True, text=True, timeout=30)
 check(r.returncode != 0 and "unevaluatedProperties" in r.stderr and "bad.json" in r.stderr,
       "a schema with an unsupported keyword stops sluiced, naming the keyword and file (%s)" %
+      r.stderr.strip()[-200:])
+r = subprocess.run([os.path.join(build, "broker", "sluiced"), "--check", "--config",
+                    os.path.join(work, "bad.toml")], capture_output=True, text=True, timeout=30)
+check(r.returncode != 0 and "unevaluatedProperties" in r.stderr,
+      "sluiced --check reads and compiles the schemas too")
+# A signed timestamp stops replays only while the queue remembers the delivery id.
+write("replay.toml", '[sources.s]\nqueue = "q"\nscheme = "stripe"\nsecret_file = "stripe.secret"\n')
+r = subprocess.run([os.path.join(build, "broker", "sluiced"), "--check", "--config",
+                    os.path.join(work, "replay.toml")], capture_output=True, text=True, timeout=30)
+check(r.returncode != 0 and "dedup_window" in r.stderr and "10m" in r.stderr,
+      "a stripe source whose queue forgets ids sooner than twice the tolerance is refused (%s)" %
       r.stderr.strip()[-200:])
 
 broker, proto, http_port = start_sluiced(build, work, "--config", os.path.join(work, "sluiced.toml"))
@@ -408,6 +422,14 @@ try:
     check("ce-id=B-1" in lines and "ce-id=B-2" in lines and '"data_base64":"AAEC"' in lines,
           "cloudevents: the batch's events arrive one by one, as structured events")
 
+    deep = ('[{"specversion":"1.0","id":"deep","source":"/s","type":"t","data":' + "[" * 100000 +
+            "]" * 100000 + "}]")
+    status, answer = post("/v1/queues/ce/messages", deep,
+                          {"Content-Type": "application/cloudevents-batch+json"}, token=admin)
+    check(status == 400 and "deeper" in json.dumps(answer),
+          "cloudevents: a batch nesting 100,000 deep is 400, and the broker stays up (%d)" % status)
+    check(broker.poll() is None, "sluiced is up after the deep batch")
+
     # A trigger (body = "raw") invokes its function in the mode each event came in.
     post("/v1/queues/ce-push/messages", '{"hello": "binary"}', binary, token=admin)
     post("/v1/queues/ce-push/messages", json.dumps(structured),
@@ -454,6 +476,21 @@ try:
     status, _ = post("/v1/queues/orders/messages", "not json", {"Sluice-Schema-Version": "v1"},
                      token=admin)
     check(status == 400, "schema: a payload that is not JSON is 400")
+    # A second content-type would let the check read a CloudEvent's data while a
+    # consumer reads the first content-type and the whole payload.
+    status, answer = post("/v1/queues/orders/messages", json.dumps(
+        {"specversion": "1.0", "data": {"order": 1, "total": 1}, "order": "x", "total": -5}),
+        {"Content-Type": "application/json", "Sluice-Schema-Version": "v1",
+         "Sluice-Header-Content-Type": "application/cloudevents+json"}, token=admin)
+    check(status == 400 and "given twice" in answer["error"]["message"],
+          "schema: a repeated content-type header is refused on a schema queue (%s)" % answer)
+    r = ctl("publish", "orders", "--body", json.dumps({"data": {"order": 1, "total": 1},
+                                                       "order": "x", "total": 1}),
+            "--header", "sluice-schema-version=v1", "--header",
+            "content-type=application/cloudevents+json")
+    check(r.returncode != 0 and "/order" in r.stderr,
+          "schema: a payload that only claims to be a CloudEvent is checked whole (%s)" %
+          r.stderr.strip())
     status, answer = post("/v1/queues/orders/messages/batch", json.dumps({"messages": [
         {"payload": json.dumps({"order": 5, "total": 1}), "headers": {"sluice-schema-version": "v1"}},
         {"payload": json.dumps({"order": 6, "total": -1}), "headers": {"sluice-schema-version": "v1"}}]}),

@@ -3,6 +3,7 @@
 #include <cctype>
 #include <nlohmann/json.hpp>
 
+#include "json_depth.hpp"
 #include "sluice/protocol/frames.hpp"
 #include "sluice/security/hmac.hpp"
 
@@ -114,6 +115,8 @@ std::optional<std::string> from_binary(const HttpRequest& request, PublishDraft&
 
 std::optional<std::string> from_json(std::string_view body, bool batch, std::size_t max_events,
                                      std::vector<PublishDraft>& drafts) {
+  if (!json_depth_within(body))
+    return "cloudevents: the body nests deeper than " + std::to_string(kMaxJsonDepth) + " levels";
   const json parsed = json::parse(body, nullptr, false);
   if (parsed.is_discarded()) return "cloudevents: the body is not valid JSON";
   drafts.clear();

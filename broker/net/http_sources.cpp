@@ -30,12 +30,13 @@ bool kept_header(config::SourceScheme scheme, std::string_view name, std::string
   return false;
 }
 
-/// The dedup id of a source's delivery: unique per source, hashed when too long.
+/// The dedup id of a source's delivery: unique per (source, delivery id), the
+/// name length-prefixed (names may hold ':'), hashed when too long.
 std::string delivery_dedup_id(std::string_view source, std::string_view delivery) {
-  std::string key = "src:" + std::string(source) + ":" + std::string(delivery);
-  if (key.size() <= protocol::kMaxDedupIdBytes) return key;
-  return "src:" + std::string(source) +
-         ":sha256:" + security::to_hex(security::hmac_sha256("sluice-source", delivery));
+  const std::string key =
+      std::to_string(source.size()) + ":" + std::string(source) + std::string(delivery);
+  if (key.size() + 4 <= protocol::kMaxDedupIdBytes) return "src:" + key;
+  return "src:sha256:" + security::to_hex(security::hmac_sha256("sluice-source", key));
 }
 
 }  // namespace
@@ -44,6 +45,11 @@ void HttpApi::source(const HttpRequest& request, std::string_view name, Respond&
   Sources::Source* source = broker_.sources().find(name);
   if (source == nullptr) {
     respond(error_response(errc::not_found, "no such source"));
+    return;
+  }
+  if (request.body.size() > options_.max_payload_bytes) {  // before any HMAC over it
+    ++source->counts.refused;
+    respond(error_response(errc::payload_too_large, "payload over limits.max_payload_bytes"));
     return;
   }
   const auto rejected = [&](const char* reason) {

@@ -1,5 +1,7 @@
 #include "json_body.hpp"
 
+#include "json_depth.hpp"
+
 #include <algorithm>
 #include <set>
 #include <vector>
@@ -11,6 +13,10 @@ using json = nlohmann::json;
 std::optional<json> parse_strict(std::string_view text, std::string& problem) {
   if (text.starts_with("\xEF\xBB\xBF")) {
     problem = "the body starts with a byte order mark; send plain UTF-8 JSON";
+    return std::nullopt;
+  }
+  if (!json_depth_within(text)) {
+    problem = "the body nests deeper than " + std::to_string(kMaxJsonDepth) + " levels";
     return std::nullopt;
   }
   std::vector<std::set<std::string>> keys;  // of each object being read, innermost last

@@ -2,10 +2,12 @@
 
 #include <cctype>
 #include <cstdio>
+#include <filesystem>
 #include <fstream>
 #include <iterator>
 #include <nlohmann/json.hpp>
 
+#include "json_depth.hpp"
 #include "sluice/protocol/codec.hpp"
 #include "sluice/schema/schema.hpp"
 
@@ -72,8 +74,10 @@ Error Schemas::load(const config::Settings& settings, std::vector<Queue>& out) {
     for (const auto& [version, file] : declared.schemas) {
       const std::string where =
           "queues." + declared.name + ".schemas." + version + " (" + file + ")";
+      std::error_code ec;
       std::ifstream in(file, std::ios::binary);
-      if (!in) return {errc::invalid_argument, where + ": cannot read the file"};
+      if (!in || std::filesystem::is_directory(file, ec))
+        return {errc::invalid_argument, where + ": cannot read the file"};
       const std::string text((std::istreambuf_iterator<char>(in)),
                              std::istreambuf_iterator<char>());
       const json document = json::parse(text, nullptr, false);
@@ -102,7 +106,6 @@ void Schemas::replace(std::vector<Queue> next) {
         }
   }
   queues_ = std::move(next);
-  ++generation_;
 }
 
 Schemas::Queue* Schemas::find(std::string_view queue) noexcept {
@@ -112,16 +115,25 @@ Schemas::Queue* Schemas::find(std::string_view queue) noexcept {
 }
 
 Error Schemas::check(Queue& queue, const protocol::MessageParts& parts, SchemaRefusal& why) {
+  // Each of these once: a consumer reading the first of two would see another
+  // message than the one checked.
   std::string_view named, dataschema, content_type;
+  std::string_view repeated;
   protocol::for_each_header(parts, [&](const protocol::Header& h) {
-    if (h.key == kSchemaVersionHeader)
-      named = h.value;
-    else if (h.key == "ce-dataschema")
-      dataschema = h.value;
-    else if (h.key == "content-type")
-      content_type = h.value;
+    std::string_view* slot = h.key == kSchemaVersionHeader ? &named
+                             : h.key == "ce-dataschema"    ? &dataschema
+                             : h.key == "content-type"     ? &content_type
+                                                           : nullptr;
+    if (slot == nullptr) return;
+    if (slot->data() != nullptr) repeated = h.key;
+    *slot = h.value;
   });
   why = {};
+  if (!repeated.empty()) {
+    why.keyword = "schema_version";
+    return {errc::invalid_argument, "header " + std::string(repeated) +
+                                        " is given twice; a queue with schemas takes it once"};
+  }
   Version* version = nullptr;
   if (!named.empty()) {
     for (Version& v : queue.versions)
@@ -147,14 +159,18 @@ Error Schemas::check(Queue& queue, const protocol::MessageParts& parts, SchemaRe
                                         queue.name + " (it has " + version_list(queue) + ")"};
   }
   why.version = version->name;
-  json document = json::parse(parts.payload, nullptr, false);
-  if (!document.is_discarded() && is_structured_event(content_type)) {
-    // A structured CloudEvent: its data is what the schema describes.
-    if (!document.is_object() || !document.contains("data")) {
+  json document = json_depth_within(parts.payload) ? json::parse(parts.payload, nullptr, false)
+                                                   : json(json::value_t::discarded);
+  if (is_structured_event(content_type) && document.is_object() &&
+      document.value("specversion", json()) == "1.0") {
+    // A structured CloudEvent: its data is what the schema describes (an
+    // event without data, or with data_base64, has no JSON to check).
+    auto data = document.find("data");
+    if (data == document.end()) {
       document = json(json::value_t::discarded);
     } else {
-      json data = std::move(document["data"]);
-      document = std::move(data);
+      json inner = std::move(*data);
+      document = std::move(inner);
     }
   }
   if (document.is_discarded()) {

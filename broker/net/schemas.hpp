@@ -62,12 +62,9 @@ class Schemas {
   /// Checks one message: ok, or invalid_argument with the detail (and `why`).
   static Error check(Queue& queue, const protocol::MessageParts& parts, SchemaRefusal& why);
   const std::vector<Queue>& queues() const noexcept { return queues_; }
-  /// Changes on every replace(), so a cached Queue* can be looked up again.
-  std::uint64_t generation() const noexcept { return generation_; }
 
  private:
   std::vector<Queue> queues_;
-  std::uint64_t generation_ = 0;
 };
 
 }  // namespace sluice::net

@@ -2,11 +2,13 @@
 
 #include <cctype>
 #include <charconv>
+#include <filesystem>
 #include <fstream>
 #include <iterator>
 #include <nlohmann/json.hpp>
 
 #include "http_util.hpp"
+#include "json_depth.hpp"
 #include "sluice/security/hmac.hpp"
 
 namespace sluice::net {
@@ -17,6 +19,8 @@ using config::SourceScheme;
 
 /// The file's content without trailing whitespace (a newline from `echo`).
 bool read_secret(const std::string& path, std::string& out) {
+  std::error_code ec;
+  if (std::filesystem::is_directory(path, ec)) return false;
   std::ifstream in(path, std::ios::binary);
   if (!in) return false;
   out.assign(std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>());
@@ -51,7 +55,9 @@ bool any_matches(const Sources::Source& source, std::string_view signed_text,
                  const std::vector<std::string_view>& candidates, Encode&& encode) {
   bool match = false;
   for (const std::string& key : source.keys) {
-    const std::string expected = encode(security::hmac_sha256(key, signed_text));
+    const std::string digest = security::hmac_sha256(key, signed_text);
+    if (digest.empty()) continue;  // OpenSSL failed: nothing verifies
+    const std::string expected = encode(digest);
     for (const std::string_view given : candidates)
       match |= security::constant_time_equal(expected, given);
   }
@@ -105,7 +111,9 @@ Sources::Verdict verify_stripe(const Sources::Source& source, const HttpRequest&
   if (fresh(timestamp, now_s, source.settings.tolerance) != Sources::Verdict::ok)
     return Sources::Verdict::stale;
   // Stripe's retries of an event repeat its id ("evt_..."), in the body.
-  const auto event = nlohmann::json::parse(request.body, nullptr, false);
+  const auto event = json_depth_within(request.body)
+                         ? nlohmann::json::parse(request.body, nullptr, false)
+                         : nlohmann::json(nlohmann::json::value_t::discarded);
   if (event.is_object())
     if (auto id = event.find("id"); id != event.end() && id->is_string())
       delivery_id = id->get<std::string>();
@@ -190,8 +198,8 @@ Error Sources::load(const std::vector<config::SourceSettings>& settings, engine:
         return {errc::invalid_argument, where + ": cannot read the secret file"};
       auto key = key_of(scheme, secret);
       if (!key) return {errc::invalid_argument, where + ": a Standard Webhooks secret is base64"};
-      if (key->size() < 8)
-        return {errc::invalid_argument, where + ": the secret is shorter than 8 bytes"};
+      if (key->size() < 16)
+        return {errc::invalid_argument, where + ": the secret is shorter than 16 bytes"};
       source.keys.push_back(std::move(*key));
     }
     if (s.rate != 0) source.bucket = engine::TokenBucket(s.rate, s.burst, now);

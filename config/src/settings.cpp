@@ -251,7 +251,37 @@ std::optional<ConfigError> validate(const Settings& settings) {
     if (*source.scheme == SourceScheme::hmac && source.signature_header.empty())
       return ConfigError{"", 0, prefix + ".signature_header", "missing",
                          "the header the sender puts its signature in"};
+    if (source.id_header.starts_with("sluice-"))
+      return ConfigError{"", 0, prefix + ".id_header",
+                         "a sluice-* header is the broker's to read, not a delivery id",
+                         "the sender's own delivery-id header, or \"\""};
     if (auto problem = check_ranges(source, prefix, kSourceFieldSpan)) return problem;
+    // The queue it feeds: declared, or made from the defaults on first use.
+    const DeclaredQueue* declared = nullptr;
+    for (const auto& queue : settings.queues)
+      if (queue.name == source.queue) declared = &queue;
+    if (declared != nullptr && declared->require_schema)
+      return ConfigError{
+          "", 0, prefix + ".queue",
+          "queue " + source.queue + " requires a schema version, which a webhook does not name",
+          "a queue without require_schema = \"on\""};
+    // A signed timestamp stops replays only for as long as the dedup id is
+    // remembered: a request may arrive up to `tolerance` early by the sender's
+    // clock and be replayed until `tolerance` after it.
+    const auto window =
+        (declared != nullptr ? declared->settings : settings.queue_defaults).dedup_window;
+    if ((*source.scheme == SourceScheme::stripe ||
+         *source.scheme == SourceScheme::standard_webhooks) &&
+        window < 2 * source.tolerance)
+      return ConfigError{
+          "", 0, prefix + ".tolerance",
+          "queue " + source.queue + " remembers delivery ids for " +
+              format_duration(uint64_t(window.count())) + " (dedup_window), less than twice " +
+              format_duration(uint64_t(source.tolerance.count())) +
+              ": a request replayed after its id is forgotten would be enqueued again",
+          "[queues." + source.queue + "] dedup_window = \"" +
+              format_duration(uint64_t(2 * source.tolerance.count())) +
+              "\" (or more), or a lower tolerance"};
   }
   // Durable queues need somewhere to keep their messages.
   if (settings.storage_path.empty()) {

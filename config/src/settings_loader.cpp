@@ -123,10 +123,17 @@ class FileLoader {
       } else if (name == kSources) {
         load_named(node, kSources, kTokenNameAllowed, &is_valid_token_name, kSourceFieldSpan,
                    &declare_source, settings);
-        for (auto& source : settings.sources) {
-          source.secret_file = beside_file(source.secret_file);
-          source.previous_secret_file = beside_file(source.previous_secret_file);
-        }
+        // The secret files this file names are relative to it (and only those:
+        // an earlier file's are resolved already).
+        if (const auto* tables = node.as_table())
+          for (auto&& [name, table] : *tables) {
+            const auto* keys = table.as_table();
+            if (keys == nullptr || !is_valid_token_name(name.str())) continue;
+            SourceSettings& source = declare_source(settings, name.str());
+            if (keys->contains("secret_file")) source.secret_file = beside_file(source.secret_file);
+            if (keys->contains("previous_secret_file"))
+              source.previous_secret_file = beside_file(source.previous_secret_file);
+          }
       } else if (const TableSpec* spec = find_table(name)) {
         if (const auto* table = expect_table(node, std::string(name), spec->fields)) {
           apply_fields(*table, name, spec->fields, settings);

@@ -11,14 +11,17 @@ std::string hmac_sha256(std::string_view key, std::string_view data) {
   unsigned int size = 0;
   // An empty key is a valid HMAC key; OpenSSL wants a non-null pointer for it.
   static const char kEmpty = 0;
-  HMAC(EVP_sha256(), key.empty() ? &kEmpty : key.data(), static_cast<int>(key.size()),
-       reinterpret_cast<const unsigned char*>(data.data()), data.size(), digest, &size);
+  if (HMAC(EVP_sha256(), key.empty() ? &kEmpty : key.data(), static_cast<int>(key.size()),
+           reinterpret_cast<const unsigned char*>(data.data()), data.size(), digest,
+           &size) == nullptr ||
+      size != 32)
+    return {};  // never a digest that an empty signature could equal (see the header)
   return std::string(reinterpret_cast<const char*>(digest), size);
 }
 
 bool constant_time_equal(std::string_view a, std::string_view b) noexcept {
-  if (a.size() != b.size()) return false;
-  return a.empty() || CRYPTO_memcmp(a.data(), b.data(), a.size()) == 0;
+  if (a.size() != b.size() || a.empty()) return false;
+  return CRYPTO_memcmp(a.data(), b.data(), a.size()) == 0;
 }
 
 std::string to_hex(std::string_view bytes) {

@@ -1095,7 +1095,39 @@ url = "http://127.0.0.1:9000/"
     REQUIRE(problem);
     CHECK(problem->setting == "sources.s.secret_file");
     REQUIRE_FALSE(cfg::apply_setting(s, "sources.s.secret_file", "/run/secret"));
+    // stripe's tolerance (5m) needs ids remembered for 10m; the default window is 5m.
+    problem = cfg::validate(s);
+    REQUIRE(problem);
+    CHECK(problem->setting == "sources.s.tolerance");
+    CHECK(contains(problem->allowed, "dedup_window = \"10m\""));
+    REQUIRE_FALSE(cfg::apply_setting(s, "queues.q.dedup_window", "10m"));
     CHECK_FALSE(cfg::validate(s));
+    REQUIRE_FALSE(cfg::apply_setting(s, "sources.s.id_header", "sluice-delay-ms"));
+    problem = cfg::validate(s);
+    REQUIRE(problem);
+    CHECK(problem->setting == "sources.s.id_header");
+    REQUIRE_FALSE(cfg::apply_setting(s, "sources.s.id_header", ""));
+    s.queues[0].require_schema = true;
+    s.queues[0].schemas.push_back({"v1", "/s.json"});
+    problem = cfg::validate(s);
+    REQUIRE(problem);
+    CHECK(problem->setting == "sources.s.queue");
+    CHECK(contains(problem->problem, "requires a schema version"));
+  }
+
+  TEST_CASE("a source's secret paths are relative to the file that names them, once") {
+    const auto dir = std::filesystem::temp_directory_path() / "sluice_config_two_files";
+    std::filesystem::create_directories(dir / "etc");
+    std::ofstream(dir / "etc" / "a.toml")
+        << "[sources.gh]\nqueue = \"q\"\nscheme = \"github\"\nsecret_file = \"gh.secret\"\n";
+    std::ofstream(dir / "b.toml") << "[sources.gh]\nrate = 5\n[sources.other]\nqueue = \"q\"\n";
+    cfg::Settings s;
+    REQUIRE_FALSE(cfg::load_file((dir / "etc" / "a.toml").string(), s));
+    REQUIRE_FALSE(cfg::load_file((dir / "b.toml").string(), s));
+    REQUIRE(s.sources.size() == 2);
+    CHECK(s.sources[0].secret_file == (dir / "etc" / "gh.secret").string());
+    CHECK(s.sources[0].rate == 5000);
+    std::filesystem::remove_all(dir);
   }
 
   TEST_CASE("[queues.NAME.schemas] holds versions in file order, beside the queue's settings") {
