@@ -17,26 +17,6 @@ namespace {
 
 using config::SourceScheme;
 
-/// The file's content without trailing whitespace (a newline from `echo`).
-bool read_secret(const std::string& path, std::string& out) {
-  std::error_code ec;
-  if (std::filesystem::is_directory(path, ec)) return false;
-  std::ifstream in(path, std::ios::binary);
-  if (!in) return false;
-  out.assign(std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>());
-  while (!out.empty() && std::isspace(static_cast<unsigned char>(out.back()))) out.pop_back();
-  return true;
-}
-
-/// The HMAC key a secret stands for under `scheme`: Standard Webhooks secrets
-/// are base64 ("whsec_" and the key's base64); the others are used as written
-/// (Stripe's "whsec_..." included, as Stripe signs with the whole string).
-std::optional<std::string> key_of(SourceScheme scheme, std::string_view secret) {
-  if (scheme != SourceScheme::standard_webhooks) return std::string(secret);
-  if (secret.starts_with("whsec_")) secret.remove_prefix(6);
-  return base64_decode(secret);
-}
-
 std::string lower(std::string_view text) {
   std::string out(text);
   for (char& c : out) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
@@ -169,6 +149,31 @@ Sources::Verdict verify_hmac(const Sources::Source& source, const HttpRequest& r
 
 }  // namespace
 
+Error read_secret_key(const std::string& path, SecretForm form, std::string_view setting,
+                      std::string& key) {
+  const std::string where = std::string(setting) + " (" + path + ")";
+  std::error_code ec;
+  std::ifstream in(path, std::ios::binary);
+  if (!in || std::filesystem::is_directory(path, ec))
+    return {errc::invalid_argument, where + ": cannot read the secret file"};
+  std::string secret((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  while (!secret.empty() && std::isspace(static_cast<unsigned char>(secret.back())))
+    secret.pop_back();
+  const bool prefixed = secret.starts_with("whsec_");
+  if (form == SecretForm::base64 || (form == SecretForm::whsec_prefix && prefixed)) {
+    auto decoded = base64_decode(std::string_view(secret).substr(prefixed ? 6 : 0));
+    if (!decoded)
+      return {errc::invalid_argument, where + ": a Standard Webhooks secret is base64 (whsec_...)"};
+    secret = std::move(*decoded);
+  }
+  if (secret.size() < 16)
+    return {errc::invalid_argument, where +
+                                        ": the key is shorter than 16 bytes; make a longer "
+                                        "one (e.g. openssl rand -base64 32)"};
+  key = std::move(secret);
+  return {};
+}
+
 std::string_view to_string(config::SourceScheme scheme) noexcept {
   switch (scheme) {
     case SourceScheme::github:
@@ -190,17 +195,14 @@ Error Sources::load(const std::vector<config::SourceSettings>& settings, engine:
     Source source;
     source.settings = s;
     const SourceScheme scheme = s.scheme.value_or(SourceScheme::hmac);
+    // Stripe signs with the whole "whsec_..." string; Standard Webhooks with what it encodes.
+    const SecretForm form =
+        scheme == SourceScheme::standard_webhooks ? SecretForm::base64 : SecretForm::raw;
     for (const std::string* file : {&s.secret_file, &s.previous_secret_file}) {
       if (file->empty()) continue;
-      const std::string where = "sources." + s.name + " (" + *file + ")";
-      std::string secret;
-      if (!read_secret(*file, secret))
-        return {errc::invalid_argument, where + ": cannot read the secret file"};
-      auto key = key_of(scheme, secret);
-      if (!key) return {errc::invalid_argument, where + ": a Standard Webhooks secret is base64"};
-      if (key->size() < 16)
-        return {errc::invalid_argument, where + ": the secret is shorter than 16 bytes"};
-      source.keys.push_back(std::move(*key));
+      std::string key;
+      if (Error problem = read_secret_key(*file, form, "sources." + s.name, key)) return problem;
+      source.keys.push_back(std::move(key));
     }
     if (s.rate != 0) source.bucket = engine::TokenBucket(s.rate, s.burst, now);
     out.push_back(std::move(source));

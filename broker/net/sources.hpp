@@ -59,6 +59,18 @@ class Sources {
   std::vector<Source> sources_;
 };
 
+/// How a secret file's content stands for an HMAC key.
+enum class SecretForm {
+  raw,           // the content itself (GitHub, Stripe, generic HMAC)
+  whsec_prefix,  // "whsec_<base64>" is the key its base64 encodes, else the content
+  base64,        // base64, with or without "whsec_" (a Standard Webhooks verifier)
+};
+
+/// Reads the HMAC key in the file at `path` (trailing whitespace dropped; at
+/// least 16 bytes). A problem names `setting` and the path.
+Error read_secret_key(const std::string& path, SecretForm form, std::string_view setting,
+                      std::string& key);
+
 /// The name of `scheme` as the config writes it.
 std::string_view to_string(config::SourceScheme scheme) noexcept;
 

@@ -1,7 +1,5 @@
 #include "triggers.hpp"
 
-#include <fstream>
-#include <iterator>
 #include <set>
 
 #include "broker.hpp"
@@ -23,29 +21,10 @@ Error to_trigger_options(const config::TriggerSettings& s, TriggerOptions& out) 
     value.erase(0, value.find_first_not_of(" \t"));
     out.headers.emplace_back(line.substr(0, colon), std::move(value));
   }
-  if (!s.signing_secret_file.empty()) {
-    std::ifstream file(s.signing_secret_file, std::ios::binary);
-    std::string secret((std::istreambuf_iterator<char>(file)), std::istreambuf_iterator<char>());
-    if (!file.good() && !file.eof())
-      return {errc::invalid_argument,
-              prefix + ".signing_secret_file: cannot read " + s.signing_secret_file};
-    while (!secret.empty() && std::isspace(static_cast<unsigned char>(secret.back())))
-      secret.pop_back();
-    // A Standard Webhooks secret "whsec_<base64>" is the key its base64 encodes.
-    if (secret.starts_with("whsec_")) {
-      auto key = base64_decode(std::string_view(secret).substr(6));
-      if (!key)
-        return {errc::invalid_argument,
-                prefix + ".signing_secret_file: whsec_ secret is not base64"};
-      secret = std::move(*key);
-    }
-    if (secret.size() < 16)
-      return {errc::invalid_argument,
-              prefix + ".signing_secret_file: " + s.signing_secret_file +
-                  " holds fewer than 16 bytes; a signing key needs more (e.g. openssl rand "
-                  "-base64 32)"};
-    out.signing_secret = std::move(secret);
-  }
+  if (!s.signing_secret_file.empty())
+    if (Error problem = read_secret_key(s.signing_secret_file, SecretForm::whsec_prefix,
+                                        prefix + ".signing_secret_file", out.signing_secret))
+      return problem;
   return {};
 }
 
