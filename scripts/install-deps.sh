@@ -19,6 +19,7 @@ packages=(
   libcli11-dev          # command-line parsing (sluiced, sluicectl)
   doctest-dev           # tests
   json-schema-test-suite  # JSON Schema draft 7 conformance cases (the schema validator's tests)
+  chromium chromium-driver python3-selenium  # the web console's tests, in headless Chromium
   libssl-dev            # TLS
   zlib1g-dev            # gzip for /metrics
   openssl curl          # the TLS test makes certificates and talks HTTPS with curl

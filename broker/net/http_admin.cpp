@@ -1,6 +1,8 @@
 // The HTTP API's operator endpoints: queues, their settings, the log level, dead letters.
 #include "http_api.hpp"
 
+#include <charconv>
+
 #include <boost/asio/post.hpp>
 #include <boost/asio/steady_timer.hpp>
 
@@ -100,15 +102,49 @@ json queue_json(const engine::Engine& engine, const engine::Queue& q, const Dura
 
 }  // namespace
 
-void HttpApi::queue_list(Grant& grant, Respond& respond) {
+void HttpApi::queue_list(const HttpRequest& request, Grant& grant, Respond& respond) {
+  // A page: the queues after `after` (by name) whose names contain `contains`,
+  // at most `limit` of them (none given: all). The console lists 10,000 queues
+  // a page at a time.
+  std::size_t limit = 0;
+  std::string after, contains;
+  for (const auto& [name, value] : split_target(request.target).second) {
+    if (name == "limit") {
+      const auto [end, ec] = std::from_chars(value.data(), value.data() + value.size(), limit);
+      if (ec != std::errc() || end != value.data() + value.size() || limit == 0 || limit > 10000) {
+        respond(error_response(errc::invalid_argument, "limit must be 1..10000"));
+        return;
+      }
+    } else if (name == "after") {
+      after = value;
+    } else if (name == "contains") {
+      contains = value;
+    } else {
+      respond(error_response(errc::invalid_argument,
+                             "unknown parameter " + name.substr(0, 64) +
+                                 " (the list takes limit, after and contains)"));
+      return;
+    }
+  }
   std::vector<const engine::Queue*> queues;
   for (const auto* q : engine_.queues())
-    if (broker_.auth().can_see(grant, q->name())) queues.push_back(q);
+    if (q->name().find(contains) != std::string_view::npos &&
+        broker_.auth().can_see(grant, q->name()))
+      queues.push_back(q);
   std::sort(queues.begin(), queues.end(),
             [](const auto* a, const auto* b) { return a->name() < b->name(); });
+  const auto first = std::upper_bound(
+      queues.begin(), queues.end(), after,
+      [](const std::string& name, const engine::Queue* q) { return name < q->name(); });
+  const auto from = after.empty() ? queues.begin() : first;
+  const std::size_t room = static_cast<std::size_t>(queues.end() - from);
+  const std::size_t count = limit == 0 ? room : std::min(limit, room);
   json list = json::array();
-  for (const auto* q : queues) list.push_back(queue_json(engine_, *q, broker_.store()));
-  respond(json_response(200, {{"queues", std::move(list)}}));
+  for (auto it = from; it != from + static_cast<long>(count); ++it)
+    list.push_back(queue_json(engine_, **it, broker_.store()));
+  json answer = {{"queues", std::move(list)}, {"total", queues.size()}};
+  if (count < room) answer["next"] = std::string((*(from + static_cast<long>(count) - 1))->name());
+  respond(json_response(200, std::move(answer)));
 }
 
 void HttpApi::queue_show(const QueueCall& call, Respond& respond) {

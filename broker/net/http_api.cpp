@@ -15,6 +15,7 @@
 #include "json_body.hpp"
 #include "log.hpp"
 #include "sluice/protocol/codec.hpp"
+#include "ui_assets.hpp"
 
 namespace sluice::net {
 
@@ -88,6 +89,7 @@ std::size_t HttpRequestCounts::route_of(std::string_view path) noexcept {
   };
   if (path == "/v1/triggers" || path.starts_with("/v1/triggers/")) return index("/v1/triggers");
   if (path.starts_with("/v1/sources/")) return index("/v1/sources/{source}");
+  if (path == "/ui" || path.starts_with("/ui/")) return index("/ui/");
   if (!path.starts_with("/v1/queues/")) return index(path);
   std::string_view action = path.substr(std::strlen("/v1/queues/"));
   const auto slash = action.find('/');
@@ -133,6 +135,12 @@ void HttpApi::route(const HttpRequest& request, Respond& respond) {
       respond(json_response(200, {{"status", "ready"}}));
     else
       respond(json_response(503, {{"status", stopping_ ? "stopping" : "starting"}}));
+    return;
+  }
+  // The console's files hold no data: the page asks for a token when the API
+  // wants one (docs/console.md).
+  if (path == "/ui" || path.starts_with("/ui/")) {
+    if (only("GET")) console_file(path, respond);
     return;
   }
   // A verified source's signature is its credential: no bearer token.
@@ -182,7 +190,7 @@ void HttpApi::route(const HttpRequest& request, Respond& respond) {
     return;
   }
   if (path == kQueuesPrefix || path == "/v1/queues/") {
-    if (only("GET")) queue_list(grant, respond);
+    if (only("GET")) queue_list(request, grant, respond);
     return;
   }
   if (path.substr(0, kQueuesPrefix.size() + 1) != "/v1/queues/") {
@@ -218,6 +226,37 @@ void HttpApi::route(const HttpRequest& request, Respond& respond) {
     return;
   }
   respond(error_response(errc::not_found, "no such endpoint: " + std::string(path)));
+}
+
+void HttpApi::console_file(std::string_view path, Respond& respond) {
+  if (path == "/ui") {
+    HttpResponse r;
+    r.status = 308;
+    r.content_type = "text/plain; charset=utf-8";
+    r.headers.emplace_back("Location", "/ui/");
+    respond(std::move(r));
+    return;
+  }
+  std::string_view name = path.substr(4);
+  if (name.empty()) name = "index.html";
+  const auto asset = find_ui_asset(name);
+  if (!asset) {
+    respond(error_response(errc::not_found, "no such file in the console"));
+    return;
+  }
+  HttpResponse r;
+  r.content_type = std::string(asset->content_type);
+  r.body = std::string(asset->body);
+  // Only our own files run, nothing inline, and no page may frame it.
+  r.headers.emplace_back("Content-Security-Policy",
+                         "default-src 'self'; script-src 'self'; style-src 'self'; "
+                         "img-src 'self' data:; connect-src 'self'; object-src 'none'; "
+                         "base-uri 'none'; form-action 'self'; frame-ancestors 'none'");
+  r.headers.emplace_back("X-Content-Type-Options", "nosniff");
+  r.headers.emplace_back("X-Frame-Options", "DENY");
+  r.headers.emplace_back("Referrer-Policy", "no-referrer");
+  r.headers.emplace_back("Cache-Control", "no-cache");
+  respond(std::move(r));
 }
 
 bool HttpApi::allowed(Grant& grant, Permission what, std::string_view queue, Respond& respond) {

@@ -52,6 +52,7 @@ struct HttpRequestCounts {
       "/v1/log-level",
       "/v1/triggers",
       "/v1/sources/{source}",
+      "/ui/",
       "/v1/queues",
       "/v1/queues/{queue}",
       "/v1/queues/{queue}/messages",
@@ -120,12 +121,15 @@ class HttpApi final {
   /// taken_ tells what came of it either way.
   bool publish_drafts(std::string_view queue, std::vector<PublishDraft>& drafts, bool batch,
                       Respond& respond);
+  /// GET /ui/...: the web console's files (ui/), with a strict CSP.
+  void console_file(std::string_view path, Respond& respond);
   /// POST /v1/sources/NAME: a verified webhook (sources.hpp); no bearer token.
   void source(const HttpRequest& request, std::string_view name, Respond& respond);
   void receive(const QueueCall& call, Respond& respond);
   /// ack, nack or extend (the action names it).
   void settle(const QueueCall& call, Respond& respond);
-  void queue_list(Grant& grant, Respond& respond);
+  /// GET /v1/queues[?limit=N&after=NAME&contains=TEXT]: by name, a page at a time.
+  void queue_list(const HttpRequest& request, Grant& grant, Respond& respond);
   void queue_show(const QueueCall& call, Respond& respond);
   /// PUT /v1/queues/Q (create; a JSON object of settings), DELETE /v1/queues/Q
   /// (?force=true), POST /v1/queues/Q/purge.
