@@ -17,6 +17,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.error
 import urllib.request
 
 here = os.path.dirname(os.path.abspath(__file__))
@@ -70,6 +71,27 @@ def api(base, method, path, body=None, token=None):
     req = urllib.request.Request(base + path, data=body, method=method, headers=headers)
     with urllib.request.urlopen(req, timeout=30) as r:
         return json.loads(r.read() or b"{}")
+
+
+def api_status(base, method, path, body=None, token=None):
+    try:
+        api(base, method, path, body, token)
+        return 200
+    except urllib.error.HTTPError as e:
+        return e.code
+
+
+def text_of(driver, element_id):
+    return driver.execute_script("return document.getElementById(arguments[0]).textContent",
+                                 element_id)
+
+
+def visible(driver, element_id):
+    return driver.execute_script("return !document.getElementById(arguments[0]).closest('[hidden]')",
+                                 element_id)
+
+
+XSS = '<img src=x onerror="document.title=\'pwned\'">'
 
 
 def csp_violations(driver):
@@ -126,6 +148,50 @@ try:
                        ["q-0999%d" % i for i in range(10)], 10),
               "the filter narrows the list to the matching names")
         driver.save_screenshot(os.path.join(shots, "overview-filtered.png"))
+
+        # A poison message: dead-lettered at its first nack, shown as text, redriven.
+        api(base, "PUT", "/v1/queues/poison", json.dumps({"max_attempts": 1}).encode())
+        api(base, "POST", "/v1/queues/poison/messages", XSS.encode())
+        got = api(base, "POST", "/v1/queues/poison/receive", b'{"max_messages": 1}')["messages"]
+        api(base, "POST", "/v1/queues/poison/nack", json.dumps(
+            {"receipts": [got[0]["receipt"]], "reason": "cannot parse <b>this</b>"}).encode())
+        check(wait_for(lambda: api(base, "GET", "/v1/queues/poison/dlq")["total"] == 1, 10),
+              "the nacked message is in the dead-letter queue")
+        driver.get(base + "/ui/#/queue/poison/dlq")
+        check(wait_for(lambda: text_of(driver, "dlq").count("cannot parse <b>this</b>") == 1, 10),
+              "the dead letter appears in the console with its reason, as text")
+        driver.execute_script("document.querySelector('#dlq tbody tr').click()")
+        check(wait_for(lambda: text_of(driver, "dlq-payload") == XSS, 10),
+              "its payload is shown as text, byte for byte")
+        check(driver.title == "Sluice" and
+              driver.execute_script("return document.querySelectorAll('img').length") == 0,
+              "the HTML in the payload stays inert (title %r)" % driver.title)
+        driver.save_screenshot(os.path.join(shots, "dead-letters.png"))
+        driver.execute_script("document.querySelector('#dlq tbody input[type=checkbox]').click()")
+        driver.find_element(By.ID, "dlq-redrive-selected").click()
+        check(wait_for(lambda: "Done: 1" in text_of(driver, "dlq-result"), 10),
+              "redrive from the console answers")
+        redriven = []
+        check(wait_for(lambda: redriven.extend(api(
+            base, "POST", "/v1/queues/poison/receive", b'{"max_messages": 1}')["messages"]) or
+            redriven, 10) and redriven[0]["payload"] == XSS,
+              "a consumer receives the redriven message")
+
+        # A setting holding HTML is shown as text; the live form changes a setting.
+        api(base, "PUT", "/v1/queues/htmlq", json.dumps({"key_header": XSS}).encode())
+        driver.get(base + "/ui/#/queue/htmlq")
+        check(wait_for(lambda: XSS in text_of(driver, "q-settings"), 10),
+              "the queue page shows its settings, HTML characters as text")
+        check(driver.title == "Sluice" and
+              driver.execute_script("return document.querySelectorAll('img').length") == 0,
+              "and the HTML stays inert")
+        field = driver.find_element(By.CSS_SELECTOR, "#live-fields input[name=dispatch_rate]")
+        field.clear()
+        field.send_keys("25")
+        driver.find_element(By.CSS_SELECTOR, "#live-form button").click()
+        check(wait_for(lambda: api(base, "GET", "/v1/queues/htmlq")["settings"]["dispatch_rate"]
+                       == 25, 10), "the live settings form changes the queue's dispatch_rate")
+        driver.save_screenshot(os.path.join(shots, "queue.png"))
     finally:
         broker.terminate()
         broker.wait(timeout=10)
@@ -137,7 +203,8 @@ try:
     secret = made.split()[0]
     digest = re.search(r"sha256:[0-9a-f:]+", made).group(0)
     with open(os.path.join(work, "tokens.toml"), "w") as f:
-        f.write('[tokens.watcher]\nhash = "%s"\nconsume = ["orders"]\n' % digest)
+        f.write('[tokens.watcher]\nhash = "%s"\nconsume = ["orders"]\n'
+                '[queues.orders]\n' % digest)
     broker, proto, http_port = start_sluiced(build, work, "--config",
                                              os.path.join(work, "tokens.toml"))
     base = "http://127.0.0.1:" + http_port
@@ -161,6 +228,13 @@ try:
         cookies = driver.get_cookies()
         check(stored == secret and cookies == [],
               "the token is kept in sessionStorage, and there are no cookies")
+        driver.get(base + "/ui/#/queue/orders")
+        check(wait_for(lambda: text_of(driver, "q-name") == "orders" and
+                       visible(driver, "q-settings"), 10),
+              "the consume-only token sees the queue page")
+        check(not visible(driver, "live-form"), "but no admin form on it")
+        status = api_status(base, "PATCH", "/v1/queues/orders", b'{"dispatch_rate": "5"}', secret)
+        check(status == 403, "and the API refuses that token an admin call (%d)" % status)
     finally:
         broker.terminate()
         broker.wait(timeout=10)

@@ -40,16 +40,18 @@ async function api(path, options = {}) {
 
 function showPrompt(problem) {
   clearTimeout(state.timer);
-  $("overview").hidden = true;
+  for (const page of PAGES) $(page).hidden = true;
   $("token-prompt").hidden = false;
   $("token-error").textContent = problem;
   $("forget-token").hidden = true;
   $("token-input").focus();
 }
 
-function showOverview() {
+const PAGES = ["overview", "queue-page", "dlq-page"];
+
+function showPage(id) {
   $("token-prompt").hidden = true;
-  $("overview").hidden = false;
+  for (const page of PAGES) $(page).hidden = page !== id;
   $("forget-token").hidden = !token();
 }
 
@@ -80,7 +82,11 @@ function render(answer) {
     tr.dataset.queue = q.name;
     const m = q.messages || {};
     const cap = q.settings && q.settings.max_in_flight ? " / " + number(q.settings.max_in_flight) : "";
-    cell(tr, q.name, "name");
+    const name = cell(tr, "", "name");
+    const link = document.createElement("a");
+    link.href = "#/queue/" + encodeURIComponent(q.name);
+    link.textContent = q.name;
+    name.appendChild(link);
     cell(tr, number(m.ready), "n ready");
     cell(tr, number(m.delayed), "n delayed");
     cell(tr, number(m.in_flight) + cap, "n in-flight");
@@ -105,22 +111,35 @@ function render(answer) {
   $("prev").disabled = state.cursors.length <= 1;
 }
 
+/// The page the address names: #/, #/queue/NAME or #/queue/NAME/dlq.
+function route() {
+  const m = /^#\/queue\/([^/]+)(\/dlq)?$/.exec(location.hash);
+  if (!m) return { page: "overview" };
+  return { page: m[2] ? "dlq-page" : "queue-page", queue: decodeURIComponent(m[1]) };
+}
+
 async function refresh() {
   clearTimeout(state.timer);
-  const after = state.cursors[state.cursors.length - 1];
-  const query = new URLSearchParams({ limit: String(PAGE) });
-  if (after) query.set("after", after);
-  if (state.filter) query.set("contains", state.filter);
+  const where = route();
   try {
-    const answer = await api("/v1/queues?" + query.toString());
-    showOverview();
-    render(answer);
+    if (where.page === "overview") await loadOverview();
+    else if (where.page === "queue-page") await loadQueue(where.queue);
+    else await loadDeadLetters(where.queue);
+    showPage(where.page);
     $("status").textContent = "updated " + new Date().toLocaleTimeString();
   } catch (e) {
     if (e.message === "unauthenticated") return;
     $("status").textContent = "cannot reach the broker: " + e.message;
   }
   state.timer = setTimeout(refresh, REFRESH_MS);
+}
+
+async function loadOverview() {
+  const after = state.cursors[state.cursors.length - 1];
+  const query = new URLSearchParams({ limit: String(PAGE) });
+  if (after) query.set("after", after);
+  if (state.filter) query.set("contains", state.filter);
+  render(await api("/v1/queues?" + query.toString()));
 }
 
 function start() {
@@ -152,7 +171,219 @@ function start() {
     if (state.cursors.length > 1) state.cursors.pop();
     refresh();
   });
+  window.addEventListener("hashchange", () => {
+    state.shown = null;  // a new page: its forms start afresh
+    refresh();
+  });
+  startQueuePage();
+  startDeadLetters();
   refresh();
 }
 
 document.addEventListener("DOMContentLoaded", start);
+
+// ---------------------------------------------------------------------------
+// One queue: its counts, effective settings, triggers, and live settings.
+
+// The live settings the form offers (the rest change by the config file).
+const LIVE = ["dispatch_rate", "dispatch_burst", "max_in_flight", "max_consumer_rate",
+              "ingress_rate", "ingress_burst", "key_rate", "key_burst", "max_messages",
+              "max_bytes"];
+
+/// Fills a two-column table from [name, value] pairs, as text.
+function pairs(table, entries) {
+  const rows = document.createDocumentFragment();
+  for (const [name, value] of entries) {
+    const tr = document.createElement("tr");
+    cell(tr, name);
+    cell(tr, typeof value === "object" ? JSON.stringify(value) : String(value));
+    rows.appendChild(tr);
+  }
+  table.tBodies[0].replaceChildren(rows);
+}
+
+async function loadQueue(name) {
+  const q = await api("/v1/queues/" + encodeURIComponent(name));
+  const admin = (q.can || []).includes("admin");
+  $("q-name").textContent = q.name;
+  $("q-dlq-link").href = "#/queue/" + encodeURIComponent(q.name) + "/dlq";
+  const m = q.messages || {};
+  pairs($("q-stats"), [
+    ["ready", number(m.ready)], ["delayed", number(m.delayed)],
+    ["in flight", number(m.in_flight)], ["held (resequencer)", number(m.held)],
+    ["consumers", number(q.consumers)], ["pressure", Math.round((q.pressure || 0) * 100) + " %"],
+    ["oldest ready", age(q.oldest_ready_age_ms)], ["dead letters", number(q.dead_letters)],
+    ...Object.entries(q.totals || {}).map(([k, v]) => [k, number(v)])]);
+  pairs($("q-settings"), Object.entries(q.settings || {}));
+  // The form is filled once per visit, so a refresh does not undo typing.
+  $("live-form").hidden = !admin;
+  if (admin && state.shown !== q.name) {
+    const fields = document.createDocumentFragment();
+    for (const key of LIVE) {
+      const label = document.createElement("label");
+      label.textContent = key;
+      const input = document.createElement("input");
+      input.name = key;
+      input.value = String(q.settings[key]);
+      input.dataset.was = input.value;
+      label.appendChild(input);
+      fields.appendChild(label);
+    }
+    $("live-fields").replaceChildren(fields);
+    $("live-result").textContent = "";
+  }
+  state.shown = q.name;
+  await loadTriggers(q.name);
+}
+
+async function loadTriggers(queue) {
+  let triggers = [];
+  try {
+    triggers = (await api("/v1/triggers")).triggers.filter((t) => t.queue === queue);
+  } catch (e) {
+    if (e.message === "unauthenticated") throw e;  // 403: this token may not see them
+  }
+  const rows = document.createDocumentFragment();
+  for (const t of triggers) {
+    const tr = document.createElement("tr");
+    cell(tr, t.name);
+    cell(tr, t.state);
+    cell(tr, t.breaker);
+    cell(tr, number(t.in_flight) + " / " + number(t.concurrency_limit), "n");
+    cell(tr, number(t.messages_sent), "n");
+    rows.appendChild(tr);
+  }
+  $("q-triggers").tBodies[0].replaceChildren(rows);
+  $("q-triggers-none").hidden = triggers.length !== 0;
+}
+
+function startQueuePage() {
+  $("live-form").addEventListener("submit", async (event) => {
+    event.preventDefault();
+    const changed = {};
+    for (const input of $("live-fields").querySelectorAll("input"))
+      if (input.value.trim() !== input.dataset.was) changed[input.name] = input.value.trim();
+    if (Object.keys(changed).length === 0) {
+      $("live-result").textContent = "Nothing changed.";
+      return;
+    }
+    try {
+      await api("/v1/queues/" + encodeURIComponent(route().queue), {
+        method: "PATCH", body: JSON.stringify(changed),
+        headers: { "Content-Type": "application/json" } });
+      $("live-result").textContent = "Applied: " + Object.keys(changed).join(", ");
+      state.shown = null;
+      refresh();
+    } catch (e) {
+      $("live-result").textContent = e.message;
+    }
+  });
+}
+
+// ---------------------------------------------------------------------------
+// Dead letters: list, detail, redrive, delete, purge.
+
+const chosen = new Set();  // entry ids ticked
+
+function payloadText(entry) {
+  if (typeof entry.payload === "string") return ["text", entry.payload];
+  const bytes = atob(entry.payload_base64 || "");
+  let hex = "";
+  for (let i = 0; i < bytes.length; ++i) {
+    hex += bytes.charCodeAt(i).toString(16).padStart(2, "0") + (i % 16 === 15 ? "\n" : " ");
+  }
+  return ["binary, in hex", hex];
+}
+
+async function loadDeadLetters(queue) {
+  $("dlq-name").textContent = queue;
+  $("dlq-back").href = "#/queue/" + encodeURIComponent(queue);
+  const q = await api("/v1/queues/" + encodeURIComponent(queue));
+  $("dlq-actions").hidden = !(q.can || []).includes("admin");
+  const list = await api("/v1/queues/" + encodeURIComponent(queue) + "/dlq?limit=200&order=newest");
+  const reason = $("dlq-reason").value.trim();
+  const minutes = Number($("dlq-age").value || 0);
+  const now = Date.now();
+  const shown = list.entries.filter((e) => (!reason || e.reason.includes(reason)) &&
+      now - e.last_failure_at_ms >= minutes * 60000);
+  const rows = document.createDocumentFragment();
+  for (const e of shown) {
+    const tr = document.createElement("tr");
+    tr.dataset.entry = String(e.entry_id);
+    const box = document.createElement("input");
+    box.type = "checkbox";
+    box.checked = chosen.has(e.entry_id);
+    box.addEventListener("click", (event) => {
+      event.stopPropagation();
+      if (box.checked) chosen.add(e.entry_id); else chosen.delete(e.entry_id);
+    });
+    cell(tr, "").appendChild(box);
+    cell(tr, String(e.entry_id), "n entry");
+    cell(tr, String(e.message_id), "n");
+    cell(tr, String(e.attempts), "n");
+    cell(tr, e.reason, "reason");
+    cell(tr, age(now - e.last_failure_at_ms) + " ago", "n");
+    cell(tr, e.correlation_id || "");
+    tr.addEventListener("click", () => showEntry(queue, e.entry_id));
+    rows.appendChild(tr);
+  }
+  $("dlq").tBodies[0].replaceChildren(rows);
+  $("dlq-count").textContent = shown.length + " shown of " + number(list.total);
+}
+
+async function showEntry(queue, id) {
+  const e = await api("/v1/queues/" + encodeURIComponent(queue) + "/dlq/" + id);
+  $("dlq-detail-id").textContent = String(e.entry_id);
+  pairs($("dlq-headers"), Object.entries(e.headers || {}));
+  const [kind, text] = payloadText(e);
+  $("dlq-payload-kind").textContent = "(" + kind + ")";
+  $("dlq-payload").textContent = text;
+  $("dlq-detail").hidden = false;
+}
+
+async function dlqAction(path, method, body) {
+  const queue = route().queue;
+  try {
+    const answer = await api("/v1/queues/" + encodeURIComponent(queue) + "/dlq" + path, {
+      method, body: body === undefined ? undefined : JSON.stringify(body),
+      headers: { "Content-Type": "application/json" } });
+    $("dlq-result").textContent = "Done: " + number(answer.affected) + " entries.";
+    chosen.clear();
+  } catch (e) {
+    $("dlq-result").textContent = e.message;
+  }
+  refresh();
+}
+
+function startDeadLetters() {
+  const rate = () => Number($("dlq-rate").value || 0);
+  $("dlq-redrive-selected").addEventListener("click", () => {
+    if (chosen.size === 0) return void ($("dlq-result").textContent = "Tick entries first.");
+    const body = { ids: Array.from(chosen) };
+    if (rate() > 0) body.rate = rate();
+    dlqAction("/redrive", "POST", body);
+  });
+  $("dlq-redrive-filter").addEventListener("click", () => {
+    const body = {};
+    const reason = $("dlq-reason").value.trim();
+    const minutes = Number($("dlq-age").value || 0);
+    if (reason) body.reason = reason;
+    if (minutes > 0) body.min_age_ms = minutes * 60000;
+    if (!reason && !minutes) {
+      if (!confirm("No filter is set: redrive every dead letter of this queue?")) return;
+      body.all = true;
+    }
+    if (rate() > 0) body.rate = rate();
+    dlqAction("/redrive", "POST", body);
+  });
+  $("dlq-delete-selected").addEventListener("click", () => {
+    if (chosen.size === 0) return void ($("dlq-result").textContent = "Tick entries first.");
+    if (!confirm("Delete " + chosen.size + " dead letters for good?")) return;
+    dlqAction("/delete", "POST", { ids: Array.from(chosen) });
+  });
+  $("dlq-purge").addEventListener("click", () => {
+    if (!confirm("Purge every dead letter of " + route().queue + "? This cannot be undone.")) return;
+    dlqAction("", "DELETE");
+  });
+  for (const id of ["dlq-reason", "dlq-age"]) $(id).addEventListener("input", () => refresh());
+}

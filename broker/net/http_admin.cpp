@@ -140,8 +140,10 @@ void HttpApi::queue_list(const HttpRequest& request, Grant& grant, Respond& resp
   const std::size_t room = static_cast<std::size_t>(queues.end() - from);
   const std::size_t count = limit == 0 ? room : std::min(limit, room);
   json list = json::array();
-  for (auto it = from; it != from + static_cast<long>(count); ++it)
+  for (auto it = from; it != from + static_cast<long>(count); ++it) {
     list.push_back(queue_json(engine_, **it, broker_.store()));
+    list.back()["can"] = rights(grant, (*it)->name());
+  }
   json answer = {{"queues", std::move(list)}, {"total", queues.size()}};
   if (count < room) answer["next"] = std::string((*(from + static_cast<long>(count) - 1))->name());
   respond(json_response(200, std::move(answer)));
@@ -154,7 +156,21 @@ void HttpApi::queue_show(const QueueCall& call, Respond& respond) {
     respond(error_response(errc::not_found, "no queue named " + std::string(queue)));
     return;
   }
-  respond(json_response(200, queue_json(engine_, *q, broker_.store())));
+  json j = queue_json(engine_, *q, broker_.store());
+  Grant grant = call.grant;
+  j["can"] = rights(grant, queue);
+  respond(json_response(200, std::move(j)));
+}
+
+std::vector<std::string> HttpApi::rights(Grant& grant, std::string_view queue) const {
+  // What the console offers: no admin buttons for a token without admin.
+  std::vector<std::string> can;
+  static constexpr std::pair<Permission, const char*> kRights[] = {{Permission::publish, "publish"},
+                                                                   {Permission::consume, "consume"},
+                                                                   {Permission::admin, "admin"}};
+  for (const auto& [what, name] : kRights)
+    if (broker_.auth().check(grant, what, queue) == errc::ok) can.emplace_back(name);
+  return can;
 }
 
 void HttpApi::queue_lifecycle(const QueueCall& call, Respond& respond) {
@@ -169,7 +185,7 @@ void HttpApi::queue_lifecycle(const QueueCall& call, Respond& respond) {
   std::string problem;
   std::vector<std::string> values;  // what req.settings views
   std::optional<json> body;
-  if (request.method == "PUT") {
+  if (request.method == "PUT" || request.method == "PATCH") {
     req.op = protocol::QueueOp::create;
     // {"SETTING": "value" or a number, ...}: as in a [queues.NAME] table.
     if (!request.body.empty()) body = parse_strict(request.body, problem);
@@ -203,6 +219,31 @@ void HttpApi::queue_lifecycle(const QueueCall& call, Respond& respond) {
   }
   if (!problem.empty()) {
     respond(error_response(errc::invalid_argument, problem));
+    return;
+  }
+  if (request.method == "PATCH") {
+    // Live settings of an existing queue, as `sluicectl set` changes them.
+    if (engine_.find(call.queue) == nullptr) {
+      respond(error_response(errc::not_found, "no queue named " + std::string(call.queue)));
+      return;
+    }
+    if (req.settings.empty()) {
+      respond(error_response(errc::invalid_argument, "PATCH takes a JSON object of settings"));
+      return;
+    }
+    const auto& configure = broker_.configure_handler();
+    if (!configure) {
+      respond(error_response(errc::unsupported, "this broker takes no live settings"));
+      return;
+    }
+    if (auto refused = configure(call.queue, req.settings)) {
+      respond(error_response(refused.code, refused.detail));
+      return;
+    }
+    json j = queue_json(engine_, *engine_.find(call.queue), broker_.store());
+    Grant grant = call.grant;
+    j["can"] = rights(grant, call.queue);
+    respond(json_response(200, std::move(j)));
     return;
   }
   protocol::QueuesResult result;

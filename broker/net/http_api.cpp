@@ -40,6 +40,7 @@ const HttpApi::QueueRoute HttpApi::kQueueRoutes[] = {
     {"", false, "GET", Permission::read, &HttpApi::queue_show},
     {"", false, "PUT", Permission::admin, &HttpApi::queue_lifecycle},
     {"", false, "DELETE", Permission::admin, &HttpApi::queue_lifecycle},
+    {"", false, "PATCH", Permission::admin, &HttpApi::queue_lifecycle},
     {"purge", false, "POST", Permission::admin, &HttpApi::queue_lifecycle},
     {"messages", false, "POST", Permission::publish, &HttpApi::publish_one},
     {"messages/batch", false, "POST", Permission::publish, &HttpApi::publish_batch},

@@ -131,8 +131,11 @@ class HttpApi final {
   /// GET /v1/queues[?limit=N&after=NAME&contains=TEXT]: by name, a page at a time.
   void queue_list(const HttpRequest& request, Grant& grant, Respond& respond);
   void queue_show(const QueueCall& call, Respond& respond);
-  /// PUT /v1/queues/Q (create; a JSON object of settings), DELETE /v1/queues/Q
-  /// (?force=true), POST /v1/queues/Q/purge.
+  /// The rights `grant` has on `queue` ("publish", "consume", "admin").
+  std::vector<std::string> rights(Grant& grant, std::string_view queue) const;
+  /// PUT /v1/queues/Q (create; a JSON object of settings), PATCH /v1/queues/Q
+  /// (live settings, as sluicectl set), DELETE /v1/queues/Q (?force=true),
+  /// POST /v1/queues/Q/purge.
   void queue_lifecycle(const QueueCall& call, Respond& respond);
   void dead_letters(const QueueCall& call, Respond& respond);
   void log_level(const HttpRequest& request, Respond& respond);

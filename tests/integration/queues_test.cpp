@@ -141,9 +141,17 @@ TEST_CASE("queues: HTTP PUT creates, DELETE deletes, POST purge purges") {
   CHECK(http_request(port, "GET", "/v1/queues/web").status == 404);
   CHECK(http_request(port, "DELETE", "/v1/queues/web").status == 404);
   CHECK(http_request(port, "DELETE", "/v1/queues/web?force=yes").status == 400);
-  auto patch = http_request(port, "PATCH", "/v1/queues/web");
-  CHECK(patch.status == 405);
-  CHECK(patch.header("allow") == "GET, PUT, DELETE");
+  auto post = http_request(port, "POST", "/v1/queues/web");
+  CHECK(post.status == 405);
+  CHECK(post.header("allow") == "GET, PUT, DELETE, PATCH");
+  // PATCH changes the live settings of a queue that exists, as sluicectl set does.
+  CHECK(http_request(port, "PATCH", "/v1/queues/web", R"({"dispatch_rate": "5"})").status == 404);
+  REQUIRE(http_request(port, "PUT", "/v1/queues/web").status == 201);
+  auto patched = http_request(port, "PATCH", "/v1/queues/web", R"({"dispatch_rate": "5"})");
+  CHECK(patched.status == 200);
+  CHECK(patched.body.find("\"dispatch_rate\":5.0") != std::string::npos);
+  CHECK(http_request(port, "PATCH", "/v1/queues/web", R"({"dispatch_rat": "5"})").status == 400);
+  CHECK(http_request(port, "PATCH", "/v1/queues/web", "{}").status == 400);
 }
 
 TEST_CASE("queues: sluicectl queues lists, creates, purges and deletes") {
