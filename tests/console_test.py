@@ -117,6 +117,13 @@ try:
         check(row.get("ready") == str(listed["messages"]["ready"]) == "7",
               "its depth is what /v1/queues reports (%s)" % row)
         check(driver.title == "Sluice", "the page title is the console's")
+        check(wait_for(lambda: driver.execute_script(
+            "const s = document.querySelector('tr[data-queue=orders] td.spark svg polyline');"
+            "return s && s.getAttribute('points').split(' ').length >= 2"), 15),
+              "a sparkline of the queue's last seconds appears (GET /v1/stats/history)")
+        history = api(base, "GET", "/v1/stats/history?queue=orders&seconds=900")["queues"]
+        check(sum(history["orders"]["published"]) <= 7 and history["orders"]["depth"][-1] == 7,
+              "the history holds the queue's depth and publishes (%s)" % history["orders"])
         check(csp_violations(driver) == [],
               "the page runs under its Content-Security-Policy with no violation (%s)" %
               csp_violations(driver))

@@ -74,7 +74,39 @@ function number(n) {
   return typeof n === "number" ? n.toLocaleString("en") : "–";
 }
 
-function render(answer) {
+/// Messages per second over the last 10 samples (one a second).
+function rate(series) {
+  const recent = series.slice(-10);
+  if (recent.length === 0) return "–";
+  const per = recent.reduce((a, b) => a + b, 0) / recent.length;
+  return per >= 100 ? number(Math.round(per)) : per.toFixed(1);
+}
+
+/// An SVG line per series, each scaled to its own maximum.
+function sparkline(series, colours) {
+  const NS = "http://www.w3.org/2000/svg";
+  const width = 150, height = 24;
+  const svg = document.createElementNS(NS, "svg");
+  svg.setAttribute("width", String(width));
+  svg.setAttribute("height", String(height));
+  svg.setAttribute("class", "sparkline");
+  series.forEach((values, i) => {
+    if (values.length < 2) return;
+    const top = Math.max(1, ...values);
+    const points = values.map((v, x) =>
+        (x * (width - 2) / (values.length - 1) + 1).toFixed(1) + "," +
+        (height - 2 - v * (height - 4) / top).toFixed(1));
+    const line = document.createElementNS(NS, "polyline");
+    line.setAttribute("points", points.join(" "));
+    line.setAttribute("fill", "none");
+    line.setAttribute("stroke", colours[i]);
+    line.setAttribute("stroke-width", "1.5");
+    svg.appendChild(line);
+  });
+  return svg;
+}
+
+function render(answer, history) {
   const body = $("queues").tBodies[0];
   const rows = document.createDocumentFragment();
   for (const q of answer.queues) {
@@ -94,9 +126,12 @@ function render(answer) {
     cell(tr, Math.round((q.pressure || 0) * 100) + " %", "n pressure");
     cell(tr, age(q.oldest_ready_age_ms), "n age");
     cell(tr, number(q.dead_letters), "n dead-letters");
-    cell(tr, number(q.totals && q.totals.published), "n published");
-    cell(tr, number(q.totals && q.totals.delivered), "n delivered");
-    cell(tr, number(q.totals && q.totals.acked), "n acked");
+    const h = history[q.name];
+    cell(tr, h ? rate(h.published) : "–", "n publish-rate");
+    cell(tr, h ? rate(h.delivered) : "–", "n deliver-rate");
+    cell(tr, h ? rate(h.acked) : "–", "n ack-rate");
+    const spark = cell(tr, "", "spark");
+    if (h) spark.appendChild(sparkline([h.depth, h.published], ["#1f6feb", "#1a7f37"]));
     if (q.pressure >= 0.8) tr.classList.add("pressed");
     rows.appendChild(tr);
   }
@@ -139,7 +174,14 @@ async function loadOverview() {
   const query = new URLSearchParams({ limit: String(PAGE) });
   if (after) query.set("after", after);
   if (state.filter) query.set("contains", state.filter);
-  render(await api("/v1/queues?" + query.toString()));
+  const answer = await api("/v1/queues?" + query.toString());
+  let history = {};
+  if (answer.queues.length) {
+    const names = new URLSearchParams();
+    for (const q of answer.queues) names.append("queue", q.name);
+    history = (await api("/v1/stats/history?" + names.toString())).queues;
+  }
+  render(answer, history);
 }
 
 function start() {

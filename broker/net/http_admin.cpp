@@ -259,6 +259,43 @@ void HttpApi::queue_lifecycle(const QueueCall& call, Respond& respond) {
   respond(json_response(200, {{"queue", call.queue}, {"messages_dropped", result.affected}}));
 }
 
+void HttpApi::stats_history(const HttpRequest& request, Grant& grant, Respond& respond) {
+  std::vector<std::string> queues;
+  std::size_t seconds = StatsHistory::kSamples;
+  for (const auto& [name, value] : split_target(request.target).second) {
+    if (name == "queue") {
+      queues.push_back(value);
+    } else if (name == "seconds") {
+      const auto [end, ec] = std::from_chars(value.data(), value.data() + value.size(), seconds);
+      if (ec != std::errc() || end != value.data() + value.size() || seconds == 0 ||
+          seconds > StatsHistory::kSamples) {
+        respond(error_response(errc::invalid_argument, "seconds must be 1..900"));
+        return;
+      }
+    } else {
+      respond(error_response(errc::invalid_argument,
+                             "unknown parameter " + name.substr(0, 64) +
+                                 " (the history takes queue, repeated, and seconds)"));
+      return;
+    }
+  }
+  if (queues.empty() || queues.size() > 100) {
+    respond(error_response(errc::invalid_argument, "name 1..100 queues: ?queue=A&queue=B"));
+    return;
+  }
+  json out = json::object();
+  StatsHistory::Series s;
+  for (const std::string& queue : queues) {
+    // Queues the token may not see are left out, as in the list.
+    if (!broker_.auth().can_see(grant, queue) || !history_.series(queue, seconds, s)) continue;
+    out[queue] = {{"depth", s.depth},
+                  {"published", s.published},
+                  {"delivered", s.delivered},
+                  {"acked", s.acked}};
+  }
+  respond(json_response(200, {{"interval_ms", 1000}, {"queues", std::move(out)}}));
+}
+
 void HttpApi::log_level(const HttpRequest& request, Respond& respond) {
   static constexpr const char* kLevels[] = {"trace", "debug", "info", "warn", "error"};
   if (request.method == "PUT") {

@@ -182,6 +182,10 @@ void HttpApi::route(const HttpRequest& request, Respond& respond) {
     respond(std::move(r));
     return;
   }
+  if (path == "/v1/stats/history") {
+    if (only("GET")) stats_history(request, grant, respond);
+    return;
+  }
   if (path == "/v1/log-level") {
     if (allowed(grant, Permission::admin, kEveryQueue, respond)) log_level(request, respond);
     return;

@@ -26,6 +26,7 @@
 #include "http_types.hpp"
 #include "intake.hpp"
 #include "publish_draft.hpp"
+#include "stats_history.hpp"
 
 namespace sluice::net {
 
@@ -52,6 +53,7 @@ struct HttpRequestCounts {
       "/v1/log-level",
       "/v1/triggers",
       "/v1/sources/{source}",
+      "/v1/stats/history",
       "/ui/",
       "/v1/queues",
       "/v1/queues/{queue}",
@@ -121,6 +123,11 @@ class HttpApi final {
   /// taken_ tells what came of it either way.
   bool publish_drafts(std::string_view queue, std::vector<PublishDraft>& drafts, bool batch,
                       Respond& respond);
+  /// GET /v1/stats/history?queue=A&queue=B[&seconds=N]: each visible queue's
+  /// last N seconds (StatsHistory), for the console.
+  void stats_history(const HttpRequest& request, Grant& grant, Respond& respond);
+  /// Samples every queue once a second into history_.
+  void arm_history();
   /// GET /ui/...: the web console's files (ui/), with a strict CSP.
   void console_file(std::string_view path, Respond& respond);
   /// POST /v1/sources/NAME: a verified webhook (sources.hpp); no bearer token.
@@ -165,6 +172,8 @@ class HttpApi final {
   std::uint32_t next_subscription_ = 1;
   std::uint64_t next_receive_ = 1;
   std::unordered_map<std::uint64_t, std::unique_ptr<Receive>> receives_;  // by id
+  StatsHistory history_;
+  std::unique_ptr<boost::asio::steady_timer> history_timer_;
   std::shared_ptr<HttpApi*> alive_;  // timers and posted handlers check it
 };
 

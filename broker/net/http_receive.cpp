@@ -53,10 +53,24 @@ HttpApi::HttpApi(Broker& broker, const Metrics& metrics, HttpApiOptions options)
       metrics_(metrics),
       options_(options),
       intake_(broker.engine(), broker.options().limits, &broker.schemas()),
-      alive_(std::make_shared<HttpApi*>(this)) {}
+      history_timer_(std::make_unique<boost::asio::steady_timer>(broker.io())),
+      alive_(std::make_shared<HttpApi*>(this)) {
+  arm_history();
+}
+
+void HttpApi::arm_history() {
+  history_timer_->expires_after(std::chrono::seconds(1));
+  history_timer_->async_wait([alive = alive_](const boost::system::error_code& ec) {
+    HttpApi* self = *alive;
+    if (ec || self == nullptr || self->stopping_) return;
+    self->history_.sample(self->engine_);
+    self->arm_history();
+  });
+}
 
 void HttpApi::stop() {
   stopping_ = true;
+  history_timer_->cancel();
   ready_ = false;
   std::vector<std::uint64_t> waiting;
   for (auto& [id, r] : receives_)
