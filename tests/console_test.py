@@ -86,6 +86,11 @@ def text_of(driver, element_id):
                                  element_id)
 
 
+def body_of(driver, table_id):
+    return driver.execute_script(
+        "return document.querySelector('#' + arguments[0] + ' tbody').textContent", table_id)
+
+
 def visible(driver, element_id):
     return driver.execute_script("return !document.getElementById(arguments[0]).closest('[hidden]')",
                                  element_id)
@@ -183,6 +188,19 @@ try:
             base, "POST", "/v1/queues/poison/receive", b'{"max_messages": 1}')["messages"]) or
             redriven, 10) and redriven[0]["payload"] == XSS,
               "a consumer receives the redriven message")
+
+        # The queue page shows a consumer with its held count against its credit,
+        # and the keys with the most messages waiting.
+        api(base, "PUT", "/v1/queues/keyed", json.dumps({"ordering": "key"}).encode())
+        api(base, "POST", "/v1/queues/keyed/messages/batch", json.dumps({"messages": [
+            {"payload": "m", "key": "tenant-%d" % (i % 3 if i < 9 else 0)} for i in range(12)]})
+            .encode())
+        api(base, "POST", "/v1/queues/keyed/receive", b'{"max_messages": 2, "lease_ms": 60000}')
+        driver.get(base + "/ui/#/queue/keyed")
+        check(wait_for(lambda: "2 / 2" in body_of(driver, "q-consumers") and
+                       body_of(driver, "q-keys").startswith("tenant-0"), 10),
+              "the queue page lists the consumer (2 held of credit 2) and the busiest key first "
+              "(%s | %s)" % (body_of(driver, "q-consumers"), body_of(driver, "q-keys")))
 
         # A setting holding HTML is shown as text; the live form changes a setting.
         api(base, "PUT", "/v1/queues/htmlq", json.dumps({"key_header": XSS}).encode())

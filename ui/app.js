@@ -257,6 +257,25 @@ async function loadQueue(name) {
     ["oldest ready", age(q.oldest_ready_age_ms)], ["dead letters", number(q.dead_letters)],
     ...Object.entries(q.totals || {}).map(([k, v]) => [k, number(v)])]);
   pairs($("q-settings"), Object.entries(q.settings || {}));
+  const consumers = document.createDocumentFragment();
+  for (const c of q.consumer_list || []) {
+    const tr = document.createElement("tr");
+    cell(tr, String(c.subscription), "n");
+    cell(tr, number(c.in_flight) + " / " + number(c.credit), "n");
+    cell(tr, c.rate ? c.rate + "/s" : "–", "n");
+    cell(tr, c.draining ? "draining" : c.paused ? "paused" : "taking");
+    consumers.appendChild(tr);
+  }
+  $("q-consumers").tBodies[0].replaceChildren(consumers);
+  const keys = document.createDocumentFragment();
+  for (const k of q.busiest_keys || []) {
+    const tr = document.createElement("tr");
+    cell(tr, k.key === "" ? "(no key)" : k.key, "name");
+    cell(tr, number(k.ready), "n");
+    cell(tr, number(k.held), "n");
+    keys.appendChild(tr);
+  }
+  $("q-keys").tBodies[0].replaceChildren(keys);
   // The form is filled once per visit, so a refresh does not undo typing.
   $("live-form").hidden = !admin;
   if (admin && state.shown !== q.name) {
@@ -292,6 +311,7 @@ async function loadTriggers(queue) {
     cell(tr, t.state);
     cell(tr, t.breaker);
     cell(tr, number(t.in_flight) + " / " + number(t.concurrency_limit), "n");
+    cell(tr, t.latency_ms ? t.latency_ms.toFixed(1) + " ms" : "–", "n");
     cell(tr, number(t.messages_sent), "n");
     rows.appendChild(tr);
   }

@@ -85,6 +85,11 @@ class KeyLanes {
       if (!lane->ready.empty()) f(lane->ready.front());
   }
 
+  /// Calls `f(const KeyLane&)` for every lane.
+  template <typename F>
+  void for_each_lane(F&& f) const {
+    for (const auto& [key, lane] : lanes_) f(static_cast<const KeyLane&>(*lane));
+  }
   bool any_eligible() const noexcept { return !eligible_.empty(); }
   std::size_t lanes() const noexcept { return lanes_.size(); }
   bool empty() const noexcept { return lanes_.empty(); }

@@ -146,6 +146,10 @@ class Consumer {
   /// Highest in_flight ever reached (the per-consumer limit check in tests).
   std::uint32_t peak_in_flight() const noexcept { return peak_in_flight_; }
   bool paused() const noexcept { return paused_; }
+  /// Unsubscribed, its leases still running.
+  bool draining() const noexcept { return draining_; }
+  /// The rate it asked for (0: none).
+  MilliRate rate() const noexcept { return rate_.rate(); }
   DeliverySink& sink() const noexcept { return *sink_; }
 
  private:
@@ -181,6 +185,16 @@ class Queue {
   std::size_t consumer_count() const noexcept { return consumers_.size(); }
   /// Keys with a lane now (per-key rates on): the ones holding messages or still refilling.
   std::size_t key_lanes() const noexcept { return lanes_ ? lanes_->lanes() : 0; }
+  /// Calls `f(const Consumer&)` for each consumer (draining ones too).
+  template <typename F>
+  void for_each_consumer(F&& f) const {
+    for (const auto& c : consumers_) f(*c);
+  }
+  /// Calls `f(const KeyLane&)` for each key with a lane (keyed queues only).
+  template <typename F>
+  void for_each_key_lane(F&& f) const {
+    if (lanes_) lanes_->for_each_lane(f);
+  }
   /// How full the queue is against its high watermark, 0..100 (the CONFIRM pressure hint).
   std::uint8_t pressure() const noexcept;
   /// Dedup entries dropped before their window ended (the ledger was full).

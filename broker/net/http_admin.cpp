@@ -13,6 +13,7 @@
 #include "http_json.hpp"
 #include "http_util.hpp"
 #include "json_body.hpp"
+#include "key_lanes.hpp"
 #include "live_config.hpp"
 #include "log.hpp"
 #include "sluice/protocol/codec.hpp"
@@ -159,6 +160,31 @@ void HttpApi::queue_show(const QueueCall& call, Respond& respond) {
   json j = queue_json(engine_, *q, broker_.store());
   Grant grant = call.grant;
   j["can"] = rights(grant, queue);
+  // One queue's detail for the console: its consumers, and the keys with the
+  // most messages waiting.
+  json consumers = json::array();
+  q->for_each_consumer([&](const engine::Consumer& c) {
+    if (consumers.size() >= 1000) return;
+    consumers.push_back({{"subscription", c.subscription_id()},
+                         {"credit", c.credit()},
+                         {"in_flight", c.in_flight()},
+                         {"rate", per_second(c.rate())},
+                         {"paused", c.paused()},
+                         {"draining", c.draining()}});
+  });
+  j["consumer_list"] = std::move(consumers);
+  std::vector<std::pair<std::size_t, const engine::KeyLane*>> keys;
+  q->for_each_key_lane([&](const engine::KeyLane& lane) {
+    if (!lane.ready.empty()) keys.emplace_back(lane.ready.size(), &lane);
+  });
+  const std::size_t top = std::min<std::size_t>(keys.size(), 10);
+  std::partial_sort(keys.begin(), keys.begin() + static_cast<long>(top), keys.end(),
+                    [](const auto& a, const auto& b) { return a.first > b.first; });
+  json busiest = json::array();
+  for (std::size_t i = 0; i < top; ++i)
+    busiest.push_back(
+        {{"key", keys[i].second->key}, {"ready", keys[i].first}, {"held", keys[i].second->held}});
+  j["busiest_keys"] = std::move(busiest);
   respond(json_response(200, std::move(j)));
 }
 

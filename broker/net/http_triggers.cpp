@@ -28,6 +28,7 @@ json trigger_json(const Trigger& t) {
           {"rate", static_cast<double>(s.rate) / 1000.0},
           {"in_flight", e.in_flight},
           {"messages_sent", e.messages_sent},
+          {"latency_ms", t.average_latency_us() / 1000.0},
           {"invocations", std::move(outcomes)}};
 }
 

@@ -87,6 +87,8 @@ class Trigger final : public engine::DeliverySink {
   const std::string& display_url() const noexcept { return display_url_; }
   /// Its state as TRIGGERS_RESULT carries it (views into this trigger).
   protocol::TriggerEntry entry() const;
+  /// The function's latency, averaged over about a round of invocations (µs; 0: none yet).
+  double average_latency_us() const noexcept { return rtt_average_us_; }
   std::uint32_t in_flight() const noexcept { return in_flight_; }
   std::uint32_t limit() const noexcept { return limit_; }
   std::uint64_t invocations(InvocationOutcome outcome) const noexcept {
