@@ -13,6 +13,7 @@
 #include <utility>  // before Asio: Boost 1.74 + C++20 needs it
 
 #include <boost/asio/io_context.hpp>
+#include <boost/asio/steady_timer.hpp>
 #include <chrono>
 #include <cstdint>
 #include <memory>
