@@ -2,7 +2,8 @@
 # arrays and a table of them, so sluiced serves /ui/ from its own binary
 # (nothing fetched at run time, no build step beyond CMake). Run by
 # broker/CMakeLists.txt.
-file(GLOB FILES "${UI_DIR}/*")
+file(GLOB FILES LIST_DIRECTORIES false "${UI_DIR}/*")
+list(FILTER FILES EXCLUDE REGEX "/\\.[^/]*$|~$")  # no dotfiles or editor backups
 list(SORT FILES)
 set(arrays "")
 set(table "")

@@ -129,9 +129,9 @@ try:
         history = api(base, "GET", "/v1/stats/history?queue=orders&seconds=900")["queues"]
         check(sum(history["orders"]["published"]) <= 7 and history["orders"]["depth"][-1] == 7,
               "the history holds the queue's depth and publishes (%s)" % history["orders"])
-        check(csp_violations(driver) == [],
-              "the page runs under its Content-Security-Policy with no violation (%s)" %
-              csp_violations(driver))
+        violations = csp_violations(driver)
+        check(violations == [],
+              "the page runs under its Content-Security-Policy with no violation (%s)" % violations)
         driver.save_screenshot(os.path.join(shots, "overview.png"))
 
         # 10,000 queues, made over one keep-alive connection.
@@ -144,10 +144,11 @@ try:
                 check(False, "creating queue %d answers 201 (%d)" % (i, r.status))
                 break
         conn.close()
-        started = time.monotonic()
         driver.get(base + "/ui/")
         check(wait_for(lambda: len(rows(driver)) == 50, 15), "the first page shows 50 queues")
-        took = time.monotonic() - started
+        # Measured by the page itself: from the start of the navigation to the
+        # first drawing of the table (the load of the test's own polling aside).
+        took = driver.execute_script("return window.sluiceFirstRender") / 1000.0
         check(took < 2.0, "with 10,000 queues the first page renders in under 2 s (%.2f s)" % took)
         count = driver.find_element(By.ID, "count").text
         check("of 10,001 queues" in count, "the page says how many there are (%s)" % count)
@@ -217,6 +218,17 @@ try:
         check(wait_for(lambda: api(base, "GET", "/v1/queues/htmlq")["settings"]["dispatch_rate"]
                        == 25, 10), "the live settings form changes the queue's dispatch_rate")
         driver.save_screenshot(os.path.join(shots, "queue.png"))
+
+        # Queue names may hold ':', which a browser sends as %3A.
+        api(base, "POST", "/v1/queues/tenant:orders/messages", b"x")
+        driver.get(base + "/ui/#/queue/tenant:orders")
+        check(wait_for(lambda: text_of(driver, "q-name") == "tenant:orders" and
+                       visible(driver, "q-settings"), 10),
+              "a queue named tenant:orders has its page")
+        check(api_status(base, "GET", "/v1/queues/tenant%3Aorders") == 200,
+              "and the API takes its name percent-encoded")
+        violations = csp_violations(driver)
+        check(violations == [], "no CSP violation on any page visited (%s)" % violations)
     finally:
         broker.terminate()
         broker.wait(timeout=10)

@@ -9,6 +9,7 @@ const REFRESH_MS = 2000;    // how often the page asks again
 const TOKEN_KEY = "sluice-token";
 
 const state = {
+  generation: 0,            // of the newest refresh: an older one's answer is dropped
   filter: "",
   cursors: [""],            // the "after" of each page seen, for Previous
   next: null,               // the "after" of the next page, if there is one
@@ -107,6 +108,7 @@ function sparkline(series, colours) {
 }
 
 function render(answer, history) {
+  if (window.sluiceFirstRender === undefined) window.sluiceFirstRender = performance.now();
   const body = $("queues").tBodies[0];
   const rows = document.createDocumentFragment();
   for (const q of answer.queues) {
@@ -116,7 +118,7 @@ function render(answer, history) {
     const cap = q.settings && q.settings.max_in_flight ? " / " + number(q.settings.max_in_flight) : "";
     const name = cell(tr, "", "name");
     const link = document.createElement("a");
-    link.href = "#/queue/" + encodeURIComponent(q.name);
+    link.href = "#/queue/" + pathName(q.name);
     link.textContent = q.name;
     name.appendChild(link);
     cell(tr, number(m.ready), "n ready");
@@ -126,7 +128,7 @@ function render(answer, history) {
     cell(tr, Math.round((q.pressure || 0) * 100) + " %", "n pressure");
     cell(tr, age(q.oldest_ready_age_ms), "n age");
     cell(tr, number(q.dead_letters), "n dead-letters");
-    const h = history[q.name];
+    const h = Object.hasOwn(history, q.name) ? history[q.name] : null;
     cell(tr, h ? rate(h.published) : "–", "n publish-rate");
     cell(tr, h ? rate(h.delivered) : "–", "n deliver-rate");
     cell(tr, h ? rate(h.acked) : "–", "n ack-rate");
@@ -149,27 +151,33 @@ function render(answer, history) {
 /// The page the address names: #/, #/queue/NAME or #/queue/NAME/dlq.
 function route() {
   const m = /^#\/queue\/([^/]+)(\/dlq)?$/.exec(location.hash);
-  if (!m) return { page: "overview" };
+  if (!m || m[1] === "." || m[1] === "..") return { page: "overview" };
   return { page: m[2] ? "dlq-page" : "queue-page", queue: decodeURIComponent(m[1]) };
 }
 
+/// Loads and draws the page the address names. A refresh started later (a
+/// click, a keystroke, the timer) supersedes this one: each load checks, after
+/// every answer, that it is still the newest before it draws anything.
 async function refresh() {
   clearTimeout(state.timer);
-  const where = route();
+  const generation = ++state.generation;
+  const current = () => generation === state.generation;
   try {
-    if (where.page === "overview") await loadOverview();
-    else if (where.page === "queue-page") await loadQueue(where.queue);
-    else await loadDeadLetters(where.queue);
+    const where = route();
+    if (where.page === "overview") await loadOverview(current);
+    else if (where.page === "queue-page") await loadQueue(where.queue, current);
+    else await loadDeadLetters(where.queue, current);
+    if (!current()) return;
     showPage(where.page);
     $("status").textContent = "updated " + new Date().toLocaleTimeString();
   } catch (e) {
-    if (e.message === "unauthenticated") return;
-    $("status").textContent = "cannot reach the broker: " + e.message;
+    if (!current() || e.message === "unauthenticated") return;
+    $("status").textContent = "cannot load the page: " + e.message;
   }
   state.timer = setTimeout(refresh, REFRESH_MS);
 }
 
-async function loadOverview() {
+async function loadOverview(current) {
   const after = state.cursors[state.cursors.length - 1];
   const query = new URLSearchParams({ limit: String(PAGE) });
   if (after) query.set("after", after);
@@ -181,7 +189,7 @@ async function loadOverview() {
     for (const q of answer.queues) names.append("queue", q.name);
     history = (await api("/v1/stats/history?" + names.toString())).queues;
   }
-  render(answer, history);
+  if (current()) render(answer, history);
 }
 
 function start() {
@@ -214,7 +222,12 @@ function start() {
     refresh();
   });
   window.addEventListener("hashchange", () => {
-    state.shown = null;  // a new page: its forms start afresh
+    // A new page: its forms, ticks and messages start afresh.
+    state.shown = null;
+    chosen.clear();
+    $("live-result").textContent = "";
+    $("dlq-result").textContent = "";
+    $("dlq-detail").hidden = true;
     refresh();
   });
   startQueuePage();
@@ -244,11 +257,18 @@ function pairs(table, entries) {
   table.tBodies[0].replaceChildren(rows);
 }
 
-async function loadQueue(name) {
-  const q = await api("/v1/queues/" + encodeURIComponent(name));
+/// A queue name in a path: encodeURIComponent, ':' kept as it is.
+function pathName(name) {
+  return encodeURIComponent(name).replace(/%3A/gi, ":");
+}
+
+async function loadQueue(name, current) {
+  const q = await api("/v1/queues/" + pathName(name));
+  if (!current()) return;
   const admin = (q.can || []).includes("admin");
   $("q-name").textContent = q.name;
-  $("q-dlq-link").href = "#/queue/" + encodeURIComponent(q.name) + "/dlq";
+  $("q-dlq-link").href = "#/queue/" + pathName(q.name) + "/dlq";
+  $("q-dlq-link").hidden = !admin;  // the dead-letter endpoints need admin
   const m = q.messages || {};
   pairs($("q-stats"), [
     ["ready", number(m.ready)], ["delayed", number(m.delayed)],
@@ -278,6 +298,7 @@ async function loadQueue(name) {
   $("q-keys").tBodies[0].replaceChildren(keys);
   // The form is filled once per visit, so a refresh does not undo typing.
   $("live-form").hidden = !admin;
+  if (!admin) state.shown = null;
   if (admin && state.shown !== q.name) {
     const fields = document.createDocumentFragment();
     for (const key of LIVE) {
@@ -291,19 +312,19 @@ async function loadQueue(name) {
       fields.appendChild(label);
     }
     $("live-fields").replaceChildren(fields);
-    $("live-result").textContent = "";
+    state.shown = q.name;
   }
-  state.shown = q.name;
-  await loadTriggers(q.name);
+  await loadTriggers(q.name, current);
 }
 
-async function loadTriggers(queue) {
+async function loadTriggers(queue, current) {
   let triggers = [];
   try {
     triggers = (await api("/v1/triggers")).triggers.filter((t) => t.queue === queue);
   } catch (e) {
     if (e.message === "unauthenticated") throw e;  // 403: this token may not see them
   }
+  if (!current()) return;
   const rows = document.createDocumentFragment();
   for (const t of triggers) {
     const tr = document.createElement("tr");
@@ -330,7 +351,7 @@ function startQueuePage() {
       return;
     }
     try {
-      await api("/v1/queues/" + encodeURIComponent(route().queue), {
+      await api("/v1/queues/" + pathName(route().queue), {
         method: "PATCH", body: JSON.stringify(changed),
         headers: { "Content-Type": "application/json" } });
       $("live-result").textContent = "Applied: " + Object.keys(changed).join(", ");
@@ -357,17 +378,21 @@ function payloadText(entry) {
   return ["binary, in hex", hex];
 }
 
-async function loadDeadLetters(queue) {
+async function loadDeadLetters(queue, current) {
+  const q = await api("/v1/queues/" + pathName(queue));
+  const list = await api("/v1/queues/" + pathName(queue) + "/dlq?limit=200&order=newest");
+  if (!current()) return;
   $("dlq-name").textContent = queue;
-  $("dlq-back").href = "#/queue/" + encodeURIComponent(queue);
-  const q = await api("/v1/queues/" + encodeURIComponent(queue));
+  $("dlq-back").href = "#/queue/" + pathName(queue);
   $("dlq-actions").hidden = !(q.can || []).includes("admin");
-  const list = await api("/v1/queues/" + encodeURIComponent(queue) + "/dlq?limit=200&order=newest");
   const reason = $("dlq-reason").value.trim();
   const minutes = Number($("dlq-age").value || 0);
   const now = Date.now();
   const shown = list.entries.filter((e) => (!reason || e.reason.includes(reason)) &&
       now - e.last_failure_at_ms >= minutes * 60000);
+  // Only what is on the page can be ticked: a hidden entry is never acted on.
+  const visibleIds = new Set(shown.map((e) => e.entry_id));
+  for (const id of Array.from(chosen)) if (!visibleIds.has(id)) chosen.delete(id);
   const rows = document.createDocumentFragment();
   for (const e of shown) {
     const tr = document.createElement("tr");
@@ -394,7 +419,13 @@ async function loadDeadLetters(queue) {
 }
 
 async function showEntry(queue, id) {
-  const e = await api("/v1/queues/" + encodeURIComponent(queue) + "/dlq/" + id);
+  let e;
+  try {
+    e = await api("/v1/queues/" + pathName(queue) + "/dlq/" + id);
+  } catch (error) {
+    $("dlq-result").textContent = error.message;
+    return;
+  }
   $("dlq-detail-id").textContent = String(e.entry_id);
   pairs($("dlq-headers"), Object.entries(e.headers || {}));
   const [kind, text] = payloadText(e);
@@ -406,7 +437,7 @@ async function showEntry(queue, id) {
 async function dlqAction(path, method, body) {
   const queue = route().queue;
   try {
-    const answer = await api("/v1/queues/" + encodeURIComponent(queue) + "/dlq" + path, {
+    const answer = await api("/v1/queues/" + pathName(queue) + "/dlq" + path, {
       method, body: body === undefined ? undefined : JSON.stringify(body),
       headers: { "Content-Type": "application/json" } });
     $("dlq-result").textContent = "Done: " + number(answer.affected) + " entries.";
@@ -430,7 +461,7 @@ function startDeadLetters() {
     const reason = $("dlq-reason").value.trim();
     const minutes = Number($("dlq-age").value || 0);
     if (reason) body.reason = reason;
-    if (minutes > 0) body.min_age_ms = minutes * 60000;
+    if (minutes > 0) body.min_age_ms = Math.round(minutes * 60000);
     if (!reason && !minutes) {
       if (!confirm("No filter is set: redrive every dead letter of this queue?")) return;
       body.all = true;

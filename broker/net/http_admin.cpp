@@ -173,6 +173,13 @@ void HttpApi::queue_show(const QueueCall& call, Respond& respond) {
                          {"draining", c.draining()}});
   });
   j["consumer_list"] = std::move(consumers);
+  // Keys are message data: only for a token that may read the messages.
+  const auto& can = j["can"];
+  if (std::find(can.begin(), can.end(), "consume") == can.end() &&
+      std::find(can.begin(), can.end(), "admin") == can.end()) {
+    respond(json_response(200, std::move(j)));
+    return;
+  }
   std::vector<std::pair<std::size_t, const engine::KeyLane*>> keys;
   q->for_each_key_lane([&](const engine::KeyLane& lane) {
     if (!lane.ready.empty()) keys.emplace_back(lane.ready.size(), &lane);

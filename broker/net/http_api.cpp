@@ -204,7 +204,21 @@ void HttpApi::route(const HttpRequest& request, Respond& respond) {
   }
   std::string_view rest = path.substr(kQueuesPrefix.size() + 1);
   const auto slash = rest.find('/');
-  const std::string_view queue = rest.substr(0, slash);
+  // A browser may send a queue's ':' as %3A (encodeURIComponent): names hold
+  // no other character that needs it, and '%' none can hold.
+  std::string decoded_queue;
+  std::string_view queue = rest.substr(0, slash);
+  if (queue.find('%') != std::string_view::npos) {
+    for (std::size_t i = 0; i < queue.size(); ++i) {
+      if (queue.substr(i, 3) == "%3A" || queue.substr(i, 3) == "%3a") {
+        decoded_queue += ':';
+        i += 2;
+      } else {
+        decoded_queue += queue[i];
+      }
+    }
+    queue = decoded_queue;
+  }
   const std::string_view action = slash == std::string_view::npos ? "" : rest.substr(slash + 1);
   if (!protocol::valid_queue_name(queue)) {
     respond(error_response(errc::invalid_queue_name,

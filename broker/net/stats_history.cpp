@@ -22,14 +22,19 @@ void StatsHistory::sample(const engine::Engine& engine) {
     auto it = rings_.find(std::string(q->name()));
     if (it == rings_.end()) {
       if (rings_.size() >= max_queues_) continue;
-      auto ring = std::make_unique<Ring>();
-      // The first sample's rates count from now, not from the queue's birth.
-      ring->published = c.published_total;
-      ring->delivered = c.delivered_total;
-      ring->acked = c.acked_total;
-      it = rings_.emplace(std::string(q->name()), std::move(ring)).first;
+      it = rings_.emplace(std::string(q->name()), std::make_unique<Ring>()).first;
     }
     Ring& r = *it->second;
+    // A new ring, or the queue was deleted and made again between two samples
+    // (its totals start over): the history starts now.
+    if (r.queue != q || c.published_total < r.published || c.delivered_total < r.delivered ||
+        c.acked_total < r.acked) {
+      r = Ring{};
+      r.queue = q;
+      r.published = c.published_total;
+      r.delivered = c.delivered_total;
+      r.acked = c.acked_total;
+    }
     Sample& s = r.samples[r.next];
     s.depth = clamp32(c.messages());
     s.published = clamp32(c.published_total - r.published);

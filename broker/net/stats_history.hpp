@@ -44,6 +44,7 @@ class StatsHistory {
     std::uint32_t acked = 0;
   };
   struct Ring {
+    const engine::Queue* queue = nullptr;  // whose history: a queue made again starts afresh
     std::uint64_t published = 0, delivered = 0, acked = 0;  // totals at the last sample
     std::array<Sample, kSamples> samples{};
     std::size_t next = 0;   // where the next sample goes
