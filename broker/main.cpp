@@ -181,13 +181,17 @@ int main(int argc, char** argv) {
   // The file first, then the flags in order, whatever their order on the line.
   config::Settings settings;
   if (auto problem = net::load_settings(source, settings)) return fail(problem.detail);
+  // Schemas and sources' secrets come from files: read before anything starts
+  // (--check reads them too), and again on SIGHUP, where a problem fails the
+  // reload (nothing changes).
+  std::vector<net::Schemas::Queue> schemas;
+  std::vector<net::Sources::Source> sources;
+  const auto read_ingress = [&](const config::Settings& next) -> sluice::Error {
+    if (auto problem = net::Schemas::load(next, schemas)) return problem;
+    return net::Sources::load(next.sources, net::mono_us(), sources);
+  };
+  if (auto problem = read_ingress(settings)) return fail(problem.detail);
   if (check_only) {
-    // The files the settings name, too: schemas compile, secrets are readable.
-    std::vector<net::Schemas::Queue> schemas;
-    std::vector<net::Sources::Source> sources;
-    if (auto problem = net::Schemas::load(settings, schemas)) return fail(problem.detail);
-    if (auto problem = net::Sources::load(settings.sources, 0, sources))
-      return fail(problem.detail);
     std::puts("config ok");
     return 0;
   }
@@ -249,15 +253,6 @@ int main(int argc, char** argv) {
   options.settle_after_commit = settings.storage_settle_commit;
   net::Broker broker(io, engine, options, store.get());
   broker.auth().configure(settings.tokens);
-  // Schemas and sources' secrets come from files: read at start, and again on
-  // SIGHUP, where a problem fails the reload (nothing changes).
-  std::vector<net::Schemas::Queue> schemas;
-  std::vector<net::Sources::Source> sources;
-  const auto read_ingress = [&](const config::Settings& next) -> sluice::Error {
-    if (auto problem = net::Schemas::load(next, schemas)) return problem;
-    return net::Sources::load(next.sources, net::mono_us(), sources);
-  };
-  if (auto problem = read_ingress(settings)) return fail(problem.detail);
   broker.schemas().replace(std::move(schemas));
   broker.sources().replace(std::move(sources));
   broker.set_configure_handler([&](std::string_view queue, auto pairs) {

@@ -1,6 +1,5 @@
 #include "cloudevents.hpp"
 
-#include <cctype>
 #include <nlohmann/json.hpp>
 
 #include "json_depth.hpp"
@@ -12,18 +11,6 @@ namespace sluice::net::cloudevents {
 namespace {
 
 using json = nlohmann::json;
-
-/// The media type of a Content-Type value, lower-cased, without parameters.
-std::string media_type(const std::string* content_type) {
-  if (content_type == nullptr) return {};
-  std::string_view type = *content_type;
-  type = type.substr(0, type.find(';'));
-  while (!type.empty() && type.back() == ' ') type.remove_suffix(1);
-  while (!type.empty() && type.front() == ' ') type.remove_prefix(1);
-  std::string out(type);
-  for (char& c : out) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
-  return out;
-}
 
 /// Attribute names are lower-case letters and digits (the spec's rule).
 bool valid_attribute_name(std::string_view name) {
@@ -82,9 +69,9 @@ std::optional<std::string> from_event(const json& event, PublishDraft& d, std::s
 }  // namespace
 
 Mode mode_of(const HttpRequest& request) {
-  const std::string type = media_type(request.header("content-type"));
-  if (type == kStructuredType) return Mode::structured;
-  if (type == kBatchType) return Mode::batch;
+  const std::string* type = request.header("content-type");
+  if (type != nullptr && is_media_type(*type, kStructuredType)) return Mode::structured;
+  if (type != nullptr && is_media_type(*type, kBatchType)) return Mode::batch;
   if (request.header("ce-specversion") != nullptr) return Mode::binary;
   return Mode::none;
 }
@@ -139,10 +126,14 @@ std::optional<std::string> from_json(std::string_view body, bool batch, std::siz
 }
 
 std::string dedup_id(std::string_view source, std::string_view id) {
-  // Length-prefixed, so ("a:b", "c") and ("a", "b:c") differ; hashed when too long.
-  std::string key = std::to_string(source.size()) + ":" + std::string(source) + std::string(id);
-  if (key.size() + 3 <= protocol::kMaxDedupIdBytes) return "ce:" + key;
-  return "ce:sha256:" + security::to_hex(security::hmac_sha256("sluice-cloudevents", key));
+  return pair_dedup_id("ce", source, id);
+}
+
+std::string pair_dedup_id(std::string_view tag, std::string_view first, std::string_view second) {
+  std::string key = std::to_string(first.size()) + ":" + std::string(first) + std::string(second);
+  if (tag.size() + 1 + key.size() <= protocol::kMaxDedupIdBytes)
+    return std::string(tag) + ":" + key;
+  return std::string(tag) + ":sha256:" + security::to_hex(security::hmac_sha256(tag, key));
 }
 
 }  // namespace sluice::net::cloudevents

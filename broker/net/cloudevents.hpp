@@ -24,6 +24,29 @@ enum class Mode { none, binary, structured, batch };
 inline constexpr std::string_view kStructuredType = "application/cloudevents+json";
 inline constexpr std::string_view kBatchType = "application/cloudevents-batch+json";
 
+/// True when the Content-Type value `content_type` is the media type `type`
+/// (lower-case): parameters and surrounding blanks aside, case-insensitive.
+/// Inline: the schema check (broker/net, below HTTP) asks it too.
+inline bool is_media_type(std::string_view content_type, std::string_view type) {
+  content_type = content_type.substr(0, content_type.find(';'));
+  while (!content_type.empty() && (content_type.back() == ' ' || content_type.back() == '\t'))
+    content_type.remove_suffix(1);
+  while (!content_type.empty() && (content_type.front() == ' ' || content_type.front() == '\t'))
+    content_type.remove_prefix(1);
+  if (content_type.size() != type.size()) return false;
+  for (std::size_t i = 0; i < type.size(); ++i) {
+    const char c = content_type[i];
+    if ((c >= 'A' && c <= 'Z' ? static_cast<char>(c - 'A' + 'a') : c) != type[i]) return false;
+  }
+  return true;
+}
+
+/// The dedup id of a pair that is unique together (an event's source and id,
+/// a webhook source's name and delivery id): "TAG:<length of first>:<first><second>",
+/// the length keeping ("a:b", "c") apart from ("a", "b:c"); "TAG:sha256:<hex>"
+/// of that when it would pass the 255 bytes a dedup id may have.
+std::string pair_dedup_id(std::string_view tag, std::string_view first, std::string_view second);
+
 /// Which mode `request` is in: the content type names structured and batch;
 /// a ce-specversion header otherwise means binary.
 Mode mode_of(const HttpRequest& request);

@@ -3,11 +3,11 @@
 // answered 401 with nothing that would help an attacker.
 #include "broker.hpp"
 #include "clock.hpp"
+#include "cloudevents.hpp"
 #include "http_api.hpp"
 #include "http_json.hpp"
 #include "log.hpp"
 #include "sluice/protocol/frames.hpp"
-#include "sluice/security/hmac.hpp"
 #include "sources.hpp"
 
 namespace sluice::net {
@@ -28,15 +28,6 @@ bool kept_header(config::SourceScheme scheme, std::string_view name, std::string
       return !id_header.empty() && name == id_header;
   }
   return false;
-}
-
-/// The dedup id of a source's delivery: unique per (source, delivery id), the
-/// name length-prefixed (names may hold ':'), hashed when too long.
-std::string delivery_dedup_id(std::string_view source, std::string_view delivery) {
-  const std::string key =
-      std::to_string(source.size()) + ":" + std::string(source) + std::string(delivery);
-  if (key.size() + 4 <= protocol::kMaxDedupIdBytes) return "src:" + key;
-  return "src:sha256:" + security::to_hex(security::hmac_sha256("sluice-source", key));
 }
 
 }  // namespace
@@ -91,7 +82,7 @@ void HttpApi::source(const HttpRequest& request, std::string_view name, Respond&
   d.headers.emplace_back("sluice-source", source->settings.name);
   if (!delivery_id.empty()) {
     d.headers.emplace_back(std::string(protocol::kDedupHeader),
-                           delivery_dedup_id(source->settings.name, delivery_id));
+                           cloudevents::pair_dedup_id("src", source->settings.name, delivery_id));
     if (delivery_id.size() <= 200) d.correlation_id = delivery_id;
   }
   if (!publish_drafts(source->settings.queue, drafts, false, respond)) {

@@ -1,12 +1,12 @@
 #include "schemas.hpp"
 
-#include <cctype>
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
 #include <iterator>
 #include <nlohmann/json.hpp>
 
+#include "cloudevents.hpp"
 #include "json_depth.hpp"
 #include "sluice/protocol/codec.hpp"
 #include "sluice/schema/schema.hpp"
@@ -17,8 +17,6 @@ namespace {
 
 using json = nlohmann::json;
 
-constexpr std::string_view kStructuredType = "application/cloudevents+json";
-
 /// The version a CloudEvent's dataschema URI names: the whole URI, or its last
 /// segment (after the last '/' or '#') without a ".json" ending.
 Schemas::Version* version_of_dataschema(Schemas::Queue& queue, std::string_view uri) {
@@ -28,16 +26,6 @@ Schemas::Version* version_of_dataschema(Schemas::Queue& queue, std::string_view 
   for (auto& v : queue.versions)
     if (v.name == uri || v.name == last) return &v;
   return nullptr;
-}
-
-bool is_structured_event(std::string_view content_type) {
-  const auto semicolon = content_type.find(';');
-  std::string_view type = content_type.substr(0, semicolon);
-  while (!type.empty() && type.back() == ' ') type.remove_suffix(1);
-  if (type.size() != kStructuredType.size()) return false;
-  for (std::size_t i = 0; i < type.size(); ++i)
-    if (std::tolower(static_cast<unsigned char>(type[i])) != kStructuredType[i]) return false;
-  return true;
 }
 
 /// A JSON Pointer as it may go in a one-line detail: control characters (a
@@ -161,8 +149,8 @@ Error Schemas::check(Queue& queue, const protocol::MessageParts& parts, SchemaRe
   why.version = version->name;
   json document = json_depth_within(parts.payload) ? json::parse(parts.payload, nullptr, false)
                                                    : json(json::value_t::discarded);
-  if (is_structured_event(content_type) && document.is_object() &&
-      document.value("specversion", json()) == "1.0") {
+  if (cloudevents::is_media_type(content_type, cloudevents::kStructuredType) &&
+      document.is_object() && document.value("specversion", json()) == "1.0") {
     // A structured CloudEvent: its data is what the schema describes (an
     // event without data, or with data_base64, has no JSON to check).
     auto data = document.find("data");
