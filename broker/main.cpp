@@ -295,8 +295,6 @@ int main(int argc, char** argv) {
     metrics.set_http_requests(&api.request_counts());
   }
   const std::uint16_t http_port = http ? http->port() : 0;
-  if (!settings.port_file.empty() && !write_port_file(settings.port_file, server.port(), http_port))
-    return fail("cannot write port file " + settings.port_file);
   net::Triggers triggers(broker);
   if (auto problem = triggers.apply(settings.triggers)) return fail(problem.detail);
   metrics.set_per_queue(settings.metrics_per_queue);
@@ -336,6 +334,10 @@ int main(int argc, char** argv) {
       .str("tls", tls ? "on" : "off")
       .unum("tokens", settings.tokens.size())
       .str("version", SLUICE_VERSION);
+  // The port file comes after the "listening" line, so whoever waits for the
+  // file (tests, scripts) finds that line in the log once it exists.
+  if (!settings.port_file.empty() && !write_port_file(settings.port_file, server.port(), http_port))
+    return fail("cannot write port file " + settings.port_file);
 
   // Recovered and listening: systemd (Type=notify) may start what depends on us.
   net::SystemdNotifier systemd(io);
