@@ -5,6 +5,8 @@ writes JSON (and, for the report, gnuplot PNGs) into bench/results/.
   bench/bench.py compare       Sluice beside Redis, beanstalkd, RabbitMQ and
                                NATS JetStream: throughput, latency at a fixed
                                rate, durable throughput; plots for the report
+  bench/bench.py burst-compare a burst with no consumer into each broker: publish
+                               rate, memory per held message, drain rate
   bench/bench.py throughput    Sluice end to end, memory and durable queues
   bench/bench.py latency       publish->deliver at fixed offered rates
   bench/bench.py burst         a burst into a bounded queue: depth and RSS over time
@@ -324,6 +326,62 @@ def compare(args):
     print(f"\nwhole comparison: {results['elapsed_s']:.0f} s")
     write_json(out, "compare", results)
     plot_compare(results, out)
+    return 0 if all(e.get("all_ok", True) for e in results["peers"].values()) else 1
+
+
+def burst_compare(args):
+    """A burst into every broker with no consumer: publish rate until all are
+    confirmed, the broker's resident memory holding them, then the drain."""
+    out = args.out
+    os.makedirs(out, exist_ok=True)
+    peers = [p for p in args.peers.split(",") if p]
+    messages = args.burst_messages
+    shape = ["--mode", "burst", "--messages", str(messages), "--size", str(args.size),
+             "--producers", "1", "--consumers", "4", "--prefetch", "64",
+             "--window", str(args.burst_window)]
+    results = {"machine": machine(), "shape": {
+        "size": args.size, "messages": messages, "window": args.burst_window,
+        "consumers": 4, "prefetch": 64, "runs": args.runs}, "peers": {}}
+    started = time.time()
+    for peer in peers:
+        entry = results["peers"].setdefault(peer, {"runs": []})
+        if not installed(peer):
+            entry["skipped"] = "not installed (scripts/install-deps.sh --bench)"
+            say(f"{peer}: skipped, {entry['skipped']}")
+            continue
+        for i in range(args.runs):
+            server = Server(peer, False)  # fresh each run: its peak is this burst's
+            try:
+                r = run_json([COMPARE, "--peer", peer, "--broker", f"127.0.0.1:{server.port}",
+                              "--broker-pid", str(server.pid), "--queue", f"burst{i}"] + shape)
+            finally:
+                server.stop()
+            entry["runs"].append(r)
+            say(f"{peer}: burst {fmt(r['publish_msgs_per_sec'])} msg/s, "
+                f"{r['bytes_per_msg']:.1f} B/msg held, drain {fmt(r['drain_msgs_per_sec'])} msg/s")
+    results["elapsed_s"] = round(time.time() - started, 1)
+    rows = []
+    for peer, e in results["peers"].items():
+        if e.get("skipped"):
+            rows.append([TITLES[peer], e["skipped"]] + [""] * 6)
+            continue
+        runs = e["runs"]
+        m = e["median"] = {k: median_of(runs, k) for k in (
+            "publish_msgs_per_sec", "idle_rss_kib", "peak_rss_kib", "bytes_per_msg",
+            "overhead_per_msg", "drain_msgs_per_sec", "broker_cpu_pct")}
+        e["all_ok"] = all(r.get("ok") for r in runs)
+        rows.append([TITLES[peer], fmt(m["publish_msgs_per_sec"]),
+                     fmt(m["idle_rss_kib"] / 1024, 1), fmt(m["peak_rss_kib"] / 1024, 1),
+                     fmt(m["bytes_per_msg"], 1), fmt(m["overhead_per_msg"], 1),
+                     fmt(m["drain_msgs_per_sec"]), "yes" if e["all_ok"] else "NO"])
+    print_table(
+        f"Burst of {messages:,} x {args.size} B, one connection, {args.burst_window:,} "
+        f"unconfirmed, no consumer until all are confirmed; then 4 consumers x 64 drain; "
+        f"medians of {args.runs} runs, a fresh broker each",
+        ["broker", "publish msg/s", "idle MiB", "peak MiB", "B/msg held", "above payload",
+         "drain msg/s", "none lost"], rows)
+    print(f"\nwhole comparison: {results['elapsed_s']:.0f} s")
+    write_json(out, "burst-compare", results)
     return 0 if all(e.get("all_ok", True) for e in results["peers"].values()) else 1
 
 
@@ -706,7 +764,7 @@ def scenario_trigger(args):
 def main():
     ap = argparse.ArgumentParser(description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("scenario", choices=["compare", "throughput", "latency", "burst",
+    ap.add_argument("scenario", choices=["compare", "burst-compare", "throughput", "latency", "burst",
                                          "rate-limit", "ordering", "queues", "connections",
                                          "trigger", "schema"])
     ap.add_argument("--out", default=os.path.join(HERE, "results"),
@@ -721,6 +779,10 @@ def main():
                     help="compare: messages per durable run (0: none)")
     ap.add_argument("--durable-runs", type=int, default=1)
     ap.add_argument("--peers", default=",".join(PEERS))
+    ap.add_argument("--burst-messages", type=int, default=200000,
+                    help="burst-compare: messages in each burst")
+    ap.add_argument("--burst-window", type=int, default=1000,
+                    help="burst-compare: most unconfirmed publishes")
     ap.add_argument("--trigger-messages", type=int, default=200000,
                     help="trigger: messages per batch-1 run (batch 100 runs take 5x)")
     args = ap.parse_args()
@@ -728,7 +790,7 @@ def main():
         if not os.access(exe, os.X_OK):
             say(f"bench.py: {exe} is not built (scripts/bench.sh builds it)")
             return 2
-    fn = {"compare": compare, "throughput": scenario_throughput, "latency": scenario_latency,
+    fn = {"compare": compare, "burst-compare": burst_compare, "throughput": scenario_throughput, "latency": scenario_latency,
           "burst": scenario_burst, "rate-limit": scenario_rate_limit,
           "ordering": scenario_ordering, "queues": scenario_queues,
           "connections": scenario_connections, "trigger": scenario_trigger,

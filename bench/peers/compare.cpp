@@ -9,6 +9,9 @@
 //               msg/s = N / (last delivery - first publish).
 //   latency:    one producer offers a fixed rate (stamped in the payload);
 //               publish->deliver percentiles from one steady clock.
+//   burst:      one producer publishes N with no consumer running until all
+//               are confirmed (publish msg/s), the broker's resident memory
+//               is read at its peak, then the consumers drain (drain msg/s).
 //
 // Every run checks at-least-once delivery (each sequence number seen; lost =
 // 0) and measures its own CPU time and the broker's (from /proc), so a row
@@ -50,8 +53,8 @@ Runs one at-least-once workload against one broker and prints its figures.
   --peer NAME          sluice, redis, beanstalkd, rabbitmq or nats
   --broker HOST:PORT   the broker's address
   --broker-pid PID     the broker's process, for its CPU time (optional)
-  --mode MODE          throughput (default) or latency
-  --messages N         throughput mode: messages (default 500000)
+  --mode MODE          throughput (default), latency or burst
+  --messages N         throughput and burst modes: messages (default 500000)
   --size BYTES         payload size, at least 16 (default 100)
   --producers N        producer connections (default 1; latency mode uses 1)
   --consumers N        consumer connections (default 4)
@@ -73,6 +76,7 @@ struct Config {
   std::uint16_t port = 0;
   long broker_pid = 0;
   bool latency = false;
+  bool burst = false;
   std::uint64_t messages = 500'000;
   std::uint32_t size = 100, producers = 1, consumers = 4, prefetch = 64, window = 16384;
   double rate = 10'000, duration_s = 5;
@@ -103,6 +107,17 @@ double process_cpu_s(long pid) {
     if (i == 15) stime = std::stod(field);
   }
   return (utime + stime) / static_cast<double>(::sysconf(_SC_CLK_TCK));
+}
+
+/// A `/proc/PID/status` field in KiB (VmRSS: resident now, VmHWM: its peak
+/// since the process started), or -1 when unknown.
+long process_kib(long pid, const char* field) {
+  if (pid <= 0) return -1;
+  std::ifstream f("/proc/" + std::to_string(pid) + "/status");
+  const std::string prefix = std::string(field) + ":";
+  for (std::string line; std::getline(f, line);)
+    if (line.rfind(prefix, 0) == 0) return std::stol(line.substr(prefix.size()));
+  return -1;
 }
 
 int usage_error(const std::string& why) {
@@ -151,8 +166,9 @@ int parse_args(int argc, char** argv, Config& cfg) {
       ok = number(1, 1e9);
       cfg.broker_pid = static_cast<long>(n);
     } else if (arg == "--mode") {
-      ok = value == "throughput" || value == "latency";
+      ok = value == "throughput" || value == "latency" || value == "burst";
       cfg.latency = value == "latency";
+      cfg.burst = value == "burst";
     } else if (arg == "--messages") {
       ok = number(1, 1e9);
       cfg.messages = static_cast<std::uint64_t>(n);
@@ -234,25 +250,30 @@ int main(int argc, char** argv) {
       return 2;
     }
   }
-  for (std::uint32_t c = 0; c < cfg.consumers; ++c) {
-    Tally* tally = tallies[c].get();
-    consumers[c]->start([tally, &seen, &unique, &duplicates, &cfg](std::string_view payload) {
-      const std::uint64_t arrived = now_ns();
-      std::uint64_t seq = ~0ull, sent = arrived;
-      if (payload.size() >= 16) {
-        std::memcpy(&seq, payload.data(), 8);
-        std::memcpy(&sent, payload.data() + 8, 8);
-      }
-      if (seq < cfg.messages && seen[seq].exchange(1, std::memory_order_relaxed) == 0)
-        unique.fetch_add(1, std::memory_order_relaxed);
-      else
-        duplicates.fetch_add(1, std::memory_order_relaxed);
-      if (tally->latencies_us.size() < tally->latencies_us.capacity())
-        tally->latencies_us.push_back(
-            static_cast<std::uint32_t>(std::min<std::uint64_t>((arrived - sent) / 1000, ~0u)));
-      tally->last_delivery_ns.store(arrived, std::memory_order_relaxed);
-    });
-  }
+  const auto start_consumers = [&] {
+    for (std::uint32_t c = 0; c < cfg.consumers; ++c) {
+      Tally* tally = tallies[c].get();
+      consumers[c]->start([tally, &seen, &unique, &duplicates, &cfg](std::string_view payload) {
+        const std::uint64_t arrived = now_ns();
+        std::uint64_t seq = ~0ull, sent = arrived;
+        if (payload.size() >= 16) {
+          std::memcpy(&seq, payload.data(), 8);
+          std::memcpy(&sent, payload.data() + 8, 8);
+        }
+        if (seq < cfg.messages && seen[seq].exchange(1, std::memory_order_relaxed) == 0)
+          unique.fetch_add(1, std::memory_order_relaxed);
+        else
+          duplicates.fetch_add(1, std::memory_order_relaxed);
+        if (tally->latencies_us.size() < tally->latencies_us.capacity())
+          tally->latencies_us.push_back(
+              static_cast<std::uint32_t>(std::min<std::uint64_t>((arrived - sent) / 1000, ~0u)));
+        tally->last_delivery_ns.store(arrived, std::memory_order_relaxed);
+      });
+    }
+  };
+  if (!cfg.burst) start_consumers();
+  // The broker's resident memory with the queue made and connections open, before a message.
+  const long idle_rss_kib = process_kib(cfg.broker_pid, "VmRSS");
 
   const double broker_cpu_before = process_cpu_s(cfg.broker_pid);
   const double client_cpu_before = own_cpu_s();
@@ -292,6 +313,15 @@ int main(int argc, char** argv) {
     });
   }
   for (auto& t : threads) t.join();
+  long peak_rss_kib = -1, held_rss_kib = -1;
+  std::uint64_t drain_start_ns = 0;
+  if (cfg.burst) {
+    // Every message confirmed and held: the broker at its fullest.
+    peak_rss_kib = process_kib(cfg.broker_pid, "VmHWM");
+    held_rss_kib = process_kib(cfg.broker_pid, "VmRSS");
+    drain_start_ns = now_ns();
+    start_consumers();
+  }
 
   // Wait for the last delivery; give up after 30 s without progress.
   sluice::bench::wait_for_count(unique, cfg.messages);
@@ -324,11 +354,20 @@ int main(int argc, char** argv) {
   const double publish_s = static_cast<double>(confirmed_ns.load() - start_ns) / 1e9;
   const std::uint64_t lost = cfg.messages - unique.load();
   const double msgs_per_sec = elapsed_s > 0 ? static_cast<double>(unique.load()) / elapsed_s : 0;
+  const double drain_s = static_cast<double>(end_ns - drain_start_ns) / 1e9;
+  const double drain_per_sec =
+      cfg.burst && drain_s > 0 ? static_cast<double>(unique.load()) / drain_s : 0;
+  // Broker memory per held message above its idle size, and of that what is not payload.
+  const double bytes_per_msg = cfg.burst && peak_rss_kib > 0 && idle_rss_kib > 0
+                                   ? static_cast<double>(peak_rss_kib - idle_rss_kib) * 1024 /
+                                         static_cast<double>(cfg.messages)
+                                   : -1;
   const double publish_per_sec = publish_s > 0 ? static_cast<double>(cfg.messages) / publish_s : 0;
   const auto pct = [&](double p) { return percentile(latencies, p); };
   const double client_pct = elapsed_s > 0 ? 100 * client_cpu_s / elapsed_s : 0;
   const double broker_pct =
       elapsed_s > 0 && broker_cpu_s >= 0 ? 100 * broker_cpu_s / elapsed_s : -1;
+  const char* mode = cfg.latency ? "latency" : cfg.burst ? "burst" : "throughput";
   const bool ok = lost == 0 && publish_failures == 0 && confirms_ok.load();
 
   if (cfg.json) {
@@ -338,18 +377,21 @@ int main(int argc, char** argv) {
         "\"elapsed_s\":%.3f,\"msgs_per_sec\":%.0f,\"publish_msgs_per_sec\":%.0f,"
         "\"p50_us\":%u,\"p90_us\":%u,\"p99_us\":%u,\"p999_us\":%u,\"max_us\":%u,"
         "\"lost\":%llu,\"duplicates\":%llu,\"publish_failures\":%llu,\"client_cpu_pct\":%.0f,"
-        "\"broker_cpu_pct\":%.0f,\"ok\":%s}\n",
-        cfg.peer.c_str(), cfg.latency ? "latency" : "throughput", cfg.durable ? "true" : "false",
+        "\"broker_cpu_pct\":%.0f,\"idle_rss_kib\":%ld,\"peak_rss_kib\":%ld,"
+        "\"held_rss_kib\":%ld,\"bytes_per_msg\":%.1f,\"overhead_per_msg\":%.1f,"
+        "\"drain_msgs_per_sec\":%.0f,\"ok\":%s}\n",
+        cfg.peer.c_str(), mode, cfg.durable ? "true" : "false",
         static_cast<unsigned long long>(cfg.messages), cfg.size, cfg.producers, cfg.consumers,
         cfg.prefetch, cfg.window, cfg.latency ? cfg.rate : 0.0, elapsed_s, msgs_per_sec,
         publish_per_sec, pct(0.5), pct(0.9), pct(0.99), pct(0.999),
         latencies.empty() ? 0u : latencies.back(), static_cast<unsigned long long>(lost),
         static_cast<unsigned long long>(duplicates.load()),
-        static_cast<unsigned long long>(publish_failures), client_pct, broker_pct,
-        ok ? "true" : "false");
+        static_cast<unsigned long long>(publish_failures), client_pct, broker_pct, idle_rss_kib,
+        peak_rss_kib, held_rss_kib, bytes_per_msg,
+        bytes_per_msg < 0 ? -1.0 : bytes_per_msg - cfg.size, drain_per_sec, ok ? "true" : "false");
   } else {
     std::printf("%-22s %s%s, %s\n", "broker", cfg.peer.c_str(), cfg.durable ? " (durable)" : "",
-                cfg.latency ? "latency" : "throughput");
+                mode);
     std::printf("%-22s %llu x %u bytes, %u producers, %u consumers x %u prefetch\n", "workload",
                 static_cast<unsigned long long>(cfg.messages), cfg.size, cfg.producers,
                 cfg.consumers, cfg.prefetch);
@@ -364,6 +406,12 @@ int main(int argc, char** argv) {
                 static_cast<unsigned long long>(publish_failures));
     std::printf("%-22s client %.0f %%, broker %.0f %% (of one core)\n", "cpu", client_pct,
                 broker_pct);
+    if (cfg.burst)
+      std::printf(
+          "%-22s idle %ld KiB, peak %ld KiB: %.1f bytes per message (%.1f above the "
+          "payload); drained at %.0f msg/s\n",
+          "broker memory", idle_rss_kib, peak_rss_kib, bytes_per_msg, bytes_per_msg - cfg.size,
+          drain_per_sec);
   }
   if (!consumer_error.empty()) std::fprintf(stderr, "sluice-compare: %s\n", consumer_error.c_str());
   if (!confirms_ok.load())

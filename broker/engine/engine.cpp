@@ -68,10 +68,47 @@ void Engine::make_ready(Queue& queue, std::uint32_t index, bool front) {
     else
       queue.lanes_->push_back(*s.lane, index);
   } else if (front) {
-    queue.ready_.push_front(index);
+    queue.front_.push_back(index);
+  } else if (ReadySpool::parkable(s) && !(queue.spool_.empty() && would_dispatch(queue))) {
+    // It waits: a few bytes in the spool instead of a slot (see ready_spool.hpp).
+    queue.spool_.park(s);
+    store_.release(index);
+    ++parked_;
   } else {
-    queue.ready_.push_back(index);
+    queue.spool_.push_slot(index);
   }
+}
+
+bool Engine::would_dispatch(const Queue& queue) const noexcept {
+  return queue.front_.empty() && !queue.ring_.empty() && queue.dispatch_bucket_.unlimited() &&
+         (queue.options_.max_in_flight == 0 ||
+          queue.counters_.in_flight < queue.options_.max_in_flight);
+}
+
+std::uint32_t Engine::take_ready(Queue& queue) {
+  if (!queue.front_.empty()) {
+    const std::uint32_t index = queue.front_.back();
+    queue.front_.pop_back();
+    return index;
+  }
+  const ReadySpool::Head h = queue.spool_.front();
+  if (h.slot != kNil) {
+    queue.spool_.pop_front();
+    return h.slot;
+  }
+  const std::uint32_t index = store_.allocate();
+  Slot& s = store_[index];
+  h.message(s.message);
+  s.id = h.id;
+  s.publish_wall_us = h.publish_wall_us;
+  s.queue = &queue;
+  s.key_at = h.key_at;
+  s.durable = h.durable;
+  s.redriven = h.redriven;
+  s.state = SlotState::ready;
+  queue.spool_.pop_front();
+  --parked_;
+  return index;
 }
 
 void Engine::keep_key(Slot& s, std::string_view message, std::string_view key) noexcept {
@@ -384,8 +421,15 @@ std::int64_t Engine::oldest_ready_wall_us(const Queue& queue) const {
   };
   if (queue.lanes_)
     queue.lanes_->for_each_head(consider);
-  else if (!queue.ready_.empty())
-    consider(queue.ready_.front());
+  else if (!queue.front_.empty())
+    consider(queue.front_.back());
+  else if (!queue.spool_.empty()) {
+    const ReadySpool::Head h = queue.spool_.front();
+    if (h.slot != kNil)
+      consider(h.slot);
+    else
+      oldest = h.publish_wall_us;
+  }
   return oldest;
 }
 

@@ -241,7 +241,7 @@ class Engine {
   std::uint64_t remove_queue(Queue& queue, Micros now);
 
   /// Messages the engine holds in any state.
-  std::size_t messages() const noexcept { return store_.live(); }
+  std::size_t messages() const noexcept { return store_.live() + parked_; }
   /// Publish time (wall µs) of the oldest message of `queue` ready for
   /// delivery, or 0 when none is. Walks every key lane of a keyed queue.
   std::int64_t oldest_ready_wall_us(const Queue& queue) const;
@@ -308,6 +308,14 @@ class Engine {
   void apply_rates(Queue& queue, Micros now);
   /// Puts a slot among the ready: its key's lane on a keyed queue, or the queue's FIFO.
   void make_ready(Queue& queue, std::uint32_t slot, bool front);
+  /// Whether a message made ready now would go out at once (so parking it is wasted work).
+  bool would_dispatch(const Queue& queue) const noexcept;
+  /// The next ready message of an unkeyed queue, in a slot (a parked one gets one).
+  std::uint32_t take_ready(Queue& queue);
+  /// Empties an unkeyed queue's ready messages: slots into `slots`, parked
+  /// ones dropped here (their durable ids into `durable_ids`). Returns how many were parked.
+  std::uint64_t drop_parked(Queue& queue, std::vector<std::uint32_t>& slots,
+                            std::vector<std::uint64_t>& durable_ids);
   /// Remembers where the key (a view into `message`) is, for the slot's copy.
   static void keep_key(Slot& s, std::string_view message, std::string_view key) noexcept;
   /// The slot's ordering key ("" when it has none).
@@ -333,6 +341,7 @@ class Engine {
   bool auto_create_ = true;
   std::uint64_t removals_ = 0;
   std::uint64_t memory_used_ = 0;
+  std::size_t parked_ = 0;  // ready messages held in spools, without a slot
   bool memory_full_ = false;
 
   Journal* journal_ = nullptr;

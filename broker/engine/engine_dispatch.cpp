@@ -173,7 +173,8 @@ void Engine::deliver(Queue& queue, std::uint32_t index, Consumer& consumer, Micr
 void Engine::dispatch(Queue& queue, Micros now) {
   const std::uint32_t cap = queue.options_.max_in_flight;
   const auto has_ready = [&] {
-    return queue.lanes_ ? queue.lanes_->any_eligible() : !queue.ready_.empty();
+    return queue.lanes_ ? queue.lanes_->any_eligible()
+                        : !queue.front_.empty() || !queue.spool_.empty();
   };
   while (has_ready() && !queue.ring_.empty()) {
     if (cap != 0 && queue.counters_.in_flight >= cap) return;  // an ack or expiry comes back here
@@ -214,8 +215,7 @@ void Engine::dispatch(Queue& queue, Micros now) {
         return;
       }
     } else {
-      index = queue.ready_.front();
-      queue.ready_.pop_front();
+      index = take_ready(queue);
     }
     if (queue.dispatch_prepaid_)
       queue.dispatch_prepaid_ = false;

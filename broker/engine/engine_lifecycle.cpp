@@ -9,10 +9,10 @@
 namespace sluice::engine {
 
 std::uint64_t Engine::purge(Queue& queue, Micros now) {
-  std::vector<std::uint32_t> ready(queue.ready_.begin(), queue.ready_.end());
-  queue.ready_.clear();
-  if (queue.lanes_) queue.lanes_->take_ready(ready);
+  std::vector<std::uint32_t> ready;
   std::vector<std::uint64_t> durable_ids;
+  const std::uint64_t parked = drop_parked(queue, ready, durable_ids);
+  if (queue.lanes_) queue.lanes_->take_ready(ready);
   for (const std::uint32_t slot : ready) {
     if (store_[slot].durable) durable_ids.push_back(store_[slot].id);
     queue.counters_.ready--;
@@ -23,7 +23,25 @@ std::uint64_t Engine::purge(Queue& queue, Micros now) {
   queue.full_ = queue.full_ && !below_low_watermark(queue);
   release_waiters(queue, now);
   release_all_waiters(now);
-  return ready.size();
+  return ready.size() + parked;
+}
+
+std::uint64_t Engine::drop_parked(Queue& queue, std::vector<std::uint32_t>& slots,
+                                  std::vector<std::uint64_t>& durable_ids) {
+  slots.insert(slots.end(), queue.front_.rbegin(), queue.front_.rend());
+  queue.front_.clear();
+  std::uint64_t parked = 0;
+  queue.spool_.drain([&](std::uint32_t slot) { slots.push_back(slot); },
+                     [&](const ReadySpool::Head& h) {
+                       if (h.durable) durable_ids.push_back(h.id);
+                       const std::size_t size = h.message_size();
+                       queue.counters_.bytes -= size;
+                       memory_used_ -= size + kMessageOverhead;
+                       queue.counters_.ready--;
+                       --parked_;
+                       ++parked;
+                     });
+  return parked;
 }
 
 Error Engine::can_remove(const Queue& queue, bool force) const {
@@ -69,13 +87,10 @@ std::uint64_t Engine::remove_queue(Queue& queue, Micros now) {
     consumer->sink_->ended(*consumer);
   }
   consumers.clear();  // frees them
-  for (const std::uint32_t slot : queue.ready_) gone(slot);
-  queue.ready_.clear();
-  if (queue.lanes_) {
-    std::vector<std::uint32_t> ready;
-    queue.lanes_->take_ready(ready);
-    for (const std::uint32_t slot : ready) gone(slot);
-  }
+  std::vector<std::uint32_t> ready;
+  dropped += drop_parked(queue, ready, durable_ids);
+  if (queue.lanes_) queue.lanes_->take_ready(ready);
+  for (const std::uint32_t slot : ready) gone(slot);
   // Delayed (waiting for a retry or a not-before time) and held (resequencer).
   for (std::uint32_t slot = 0; slot < store_.capacity(); ++slot) {
     const Slot& s = store_[slot];

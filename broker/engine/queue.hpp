@@ -13,6 +13,7 @@
 #include "histogram.hpp"
 #include "key_lanes.hpp"
 #include "message_store.hpp"
+#include "ready_spool.hpp"
 #include "resequencer.hpp"
 #include "retry_policy.hpp"
 #include "sluice/protocol/frames.hpp"
@@ -212,7 +213,11 @@ class Queue {
   std::string name_;
   QueueOptions options_;
   QueueCounters counters_;
-  std::deque<std::uint32_t> ready_;     // slot indices, oldest first (unkeyed queues)
+  // Unkeyed queues: ready messages, in the order they go out. `front_` is a
+  // stack of slots put back at the front (the last one pushed goes first);
+  // then the spool, oldest first.
+  std::vector<std::uint32_t> front_;
+  ReadySpool spool_;
   std::unique_ptr<KeyLanes> lanes_;     // keyed queues: ready messages by key
   std::unique_ptr<Resequencer> stage_;  // resequencing queues
   DedupLedger dedup_;
