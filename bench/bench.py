@@ -43,6 +43,9 @@ COMPARE = os.path.join(BUILD, "bench", "sluice-compare")
 TRIGGER_BENCH = os.path.join(BUILD, "bench", "sluice-trigger-bench")
 SLUICECTL = os.path.join(BUILD, "client", "sluicectl")
 PEERS = ["sluice", "redis", "beanstalkd", "rabbitmq", "nats"]
+# Whose durable mode syncs each message before confirming it: their durable
+# latency at the offered rate is a like-for-like column (NATS syncs on a timer).
+DURABLE_LATENCY_PEERS = {"sluice", "redis"}
 TITLES = {"sluice": "Sluice", "redis": "Redis 7.0 (LMOVE + LREM)",
           "beanstalkd": "beanstalkd 1.12", "rabbitmq": "RabbitMQ 3.10 (classic)",
           "nats": "NATS JetStream 2.9"}
@@ -241,7 +244,7 @@ def compare(args):
     started = time.time()
     for peer in peers:
         entry = results["peers"].setdefault(peer, {"throughput": [], "latency": [],
-                                                   "durable": []})
+                                                   "durable": [], "durable_latency": []})
         if not installed(peer):
             entry["skipped"] = "not installed (scripts/install-deps.sh --bench)"
             say(f"{peer}: skipped, {entry['skipped']}")
@@ -262,6 +265,13 @@ def compare(args):
                                              "--queue", f"durable{i}"])
                         entry["durable"].append(r)
                         say(f"  durable throughput: {fmt(r['msgs_per_sec'])} msg/s")
+                    for i in range(args.latency_runs if peer in DURABLE_LATENCY_PEERS else 0):
+                        r = run_json(base + ["--durable", "--mode", "latency", "--rate",
+                                             str(args.rate), "--duration", str(args.duration),
+                                             "--queue", f"durlat{i}"])
+                        entry["durable_latency"].append(r)
+                        say(f"  durable latency at {args.rate}/s: p50 {r['p50_us']} "
+                            f"p99 {r['p99_us']} p99.9 {r['p999_us']} us")
                     continue
                 for i in range(args.runs):
                     r = run_json(base + ["--messages", str(args.messages),
@@ -292,18 +302,21 @@ def compare(args):
             "p99_us": median_of(e["latency"], "p99_us"),
             "p999_us": median_of(e["latency"], "p999_us"),
             "durable_msgs_per_sec": median_of(e["durable"], "msgs_per_sec"),
+            "durable_p50_us": median_of(e["durable_latency"], "p50_us"),
+            "durable_p99_us": median_of(e["durable_latency"], "p99_us"),
         }
         if e["latency"]:
             by_p99 = sorted(e["latency"], key=lambda r: r["p99_us"])
             e["median"]["cdf"] = by_p99[len(by_p99) // 2]["cdf"]
-        e["all_ok"] = all(r.get("ok") for r in e["throughput"] + e["latency"] + e["durable"])
+        e["all_ok"] = all(r.get("ok") for r in e["throughput"] + e["latency"] + e["durable"] +
+                          e["durable_latency"])
 
     s = results["peers"].get("sluice", {}).get("median", {})
     rows = []
     for peer, e in results["peers"].items():
         m = e.get("median", {})
         if e.get("skipped"):
-            rows.append([TITLES[peer], e["skipped"]] + [""] * 8)
+            rows.append([TITLES[peer], e["skipped"]] + [""] * 9)
             continue
         ratio = lambda a, b: f"{a / b:.1f}x" if a and b else "-"
         rows.append([
@@ -314,6 +327,7 @@ def compare(args):
             fmt(m["durable_msgs_per_sec"]),
             "-" if peer == "sluice" else ratio(s.get("durable_msgs_per_sec"),
                                                m["durable_msgs_per_sec"]),
+            fmt(m["durable_p99_us"]),
             f"{fmt(m['client_cpu_pct'])} / {fmt(m['broker_cpu_pct'])}",
             "yes" if e["all_ok"] else "NO"])
     print_table(
@@ -322,7 +336,8 @@ def compare(args):
         f"({args.messages:,} messages), latency at {args.rate:,}/s for {args.duration} s "
         f"(median of {args.latency_runs}); ratios are Sluice's advantage",
         ["broker", "msg/s", "Sluice", "p50 us", "p99 us", "p99.9 us", "peer/Sluice p99",
-         "durable msg/s", "Sluice", "CPU % client/broker", "none lost"], rows)
+         "durable msg/s", "Sluice", "durable p99 us", "CPU % client/broker", "none lost"],
+        rows)
     print(f"\nwhole comparison: {results['elapsed_s']:.0f} s")
     write_json(out, "compare", results)
     plot_compare(results, out)

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # A short run of the benchmark scenarios, so that bench/ keeps working: the
 # peer comparison (Sluice, and whichever quick-starting peers are installed)
-# with small counts, the burst, queues and connections scenarios, triggers and
+# with small counts, the burst comparison, the burst, queues and connections scenarios, triggers and
 # schemas. Fails when a scenario fails or loses a message. The figures mean
 # nothing here.
 set -euo pipefail
@@ -17,9 +17,17 @@ import json, sys
 r = json.load(open(sys.argv[1]))
 s = r["peers"]["sluice"]
 assert s["all_ok"] and s["median"]["msgs_per_sec"] > 0 and s["median"]["p99_us"] > 0, s
-assert s["median"]["durable_msgs_per_sec"] > 0, s
+assert s["median"]["durable_msgs_per_sec"] > 0 and s["median"]["durable_p99_us"] > 0, s
 print("compare.json: Sluice", s["median"]["msgs_per_sec"], "msg/s;",
       ", ".join(p + (" skipped" if e.get("skipped") else " ok") for p, e in r["peers"].items()))
+PY
+python3 "$here/bench/bench.py" burst-compare --peers sluice,redis,beanstalkd,nats --runs 1 \
+  --burst-messages 5000 --out "$out"
+python3 - "$out/burst-compare.json" <<'PY'
+import json, sys
+s = json.load(open(sys.argv[1]))["peers"]["sluice"]
+assert s["all_ok"] and s["median"]["publish_msgs_per_sec"] > 0 and s["median"]["peak_rss_kib"] > 0, s
+print("burst-compare.json: Sluice", s["median"]["publish_msgs_per_sec"], "msg/s")
 PY
 for scenario in burst queues connections; do
   python3 "$here/bench/bench.py" "$scenario" --out "$out"

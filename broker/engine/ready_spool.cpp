@@ -4,6 +4,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <new>
+#include <vector>
 
 #include "sluice/protocol/wire.hpp"
 
@@ -17,6 +18,11 @@ namespace {
 constexpr std::uint32_t kFirstChunk = 512;
 constexpr std::uint32_t kMaxChunk = 64 * 1024;
 constexpr std::uint32_t kKeepChunk = 4096;
+// Largest chunks given back are kept for reuse, up to this many per thread
+// (4 MiB): a backlog that drains and builds again, as it does under a
+// producer that runs ahead of its consumers, then reuses warm memory instead
+// of going through malloc and fresh pages for every 600 messages.
+constexpr std::size_t kPooledChunks = 64;
 // The most a record's varints take: tag, key_at, id and time.
 constexpr std::size_t kMaxRecordHead = 4 * 10;
 
@@ -58,6 +64,40 @@ bool bare(std::string_view message) noexcept {
   return r.u32() == message.size() - kCompactPrefix;
 }
 
+/// Free chunks of the largest size, shared by the spools of one thread (the engine's).
+class ChunkPool {
+ public:
+  ChunkPool() = default;
+  ChunkPool(const ChunkPool&) = delete;
+  ChunkPool& operator=(const ChunkPool&) = delete;
+  ~ChunkPool() {
+    for (void* chunk : free_) std::free(chunk);
+  }
+  /// Memory for a chunk of `capacity` data bytes plus a header of `header` bytes.
+  void* take(std::size_t header, std::size_t capacity) {
+    if (capacity == kMaxChunk && !free_.empty()) {
+      void* chunk = free_.back();
+      free_.pop_back();
+      return chunk;
+    }
+    void* memory = std::malloc(header + capacity);
+    if (memory == nullptr) throw std::bad_alloc();
+    return memory;
+  }
+  void give(void* chunk, std::size_t capacity) noexcept {
+    if (capacity == kMaxChunk && free_.size() < kPooledChunks) {
+      free_.push_back(chunk);
+      return;
+    }
+    std::free(chunk);
+  }
+
+ private:
+  std::vector<void*> free_;
+};
+
+thread_local ChunkPool pool;
+
 }  // namespace
 
 void ReadySpool::Head::message(std::string& out) const {
@@ -73,9 +113,14 @@ void ReadySpool::Head::message(std::string& out) const {
 ReadySpool::~ReadySpool() {
   while (head_ != nullptr) {
     Chunk* next = head_->next;
-    std::free(head_);
+    free_chunk(head_);
     head_ = next;
   }
+}
+
+void ReadySpool::free_chunk(Chunk* chunk) noexcept {
+  chunk_bytes_ -= sizeof(Chunk) + chunk->capacity;
+  pool.give(chunk, chunk->capacity);
 }
 
 char* ReadySpool::reserve(std::size_t bytes) {
@@ -83,8 +128,7 @@ char* ReadySpool::reserve(std::size_t bytes) {
   const std::size_t grown = tail_ != nullptr ? std::size_t{tail_->capacity} * 2 : kFirstChunk;
   const std::size_t capacity =
       std::max<std::size_t>(std::min<std::size_t>(grown, kMaxChunk), bytes);
-  void* memory = std::malloc(sizeof(Chunk) + capacity);
-  if (memory == nullptr) throw std::bad_alloc();
+  void* memory = pool.take(sizeof(Chunk), capacity);
   auto* chunk = new (memory) Chunk{nullptr, static_cast<std::uint32_t>(capacity), 0, 0};
   chunk_bytes_ += sizeof(Chunk) + capacity;
   if (tail_ != nullptr)
@@ -164,14 +208,12 @@ void ReadySpool::pop_front() noexcept {
   // The head chunk is read to its end: free it, or keep a small last one for what comes next.
   if (head_ != tail_) {
     Chunk* next = head_->next;
-    chunk_bytes_ -= sizeof(Chunk) + head_->capacity;
-    std::free(head_);
+    free_chunk(head_);
     head_ = next;
   } else if (head_->capacity <= kKeepChunk) {
     head_->begin = head_->end = 0;
   } else {
-    chunk_bytes_ -= sizeof(Chunk) + head_->capacity;
-    std::free(head_);
+    free_chunk(head_);
     head_ = tail_ = nullptr;
   }
 }

@@ -102,6 +102,8 @@ class ReadySpool {
   /// Room for `bytes` at the tail, adding a chunk when the last one is full.
   char* reserve(std::size_t bytes);
   Head decode(std::size_t& length) const noexcept;
+  /// Gives a chunk back (to the thread's pool of large chunks, or to malloc).
+  void free_chunk(Chunk* chunk) noexcept;
 
   Chunk* head_ = nullptr;  // read from here
   Chunk* tail_ = nullptr;  // write here
