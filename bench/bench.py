@@ -16,6 +16,8 @@ writes JSON (and, for the report, gnuplot PNGs) into bench/results/.
   bench/bench.py connections   1,000 consumer connections
   bench/bench.py trigger       triggers pushing into a no-op C++ function (batch 1
                                and 100) beside HTTP pull consumers; p50/p99 at 1,000/s
+  bench/bench.py memory        broker memory per waiting message, queue, ordering key
+                               and connection
   bench/bench.py schema        publish throughput with a 10-field JSON Schema checked on
                                every message, against the same messages unchecked
 
@@ -565,6 +567,118 @@ ORDER_EXAMPLE = ('{"seq":"0000000000000000","sent":"0000000000000000","order":12
                  '"country":"DE","note":"bench"}')
 
 
+def rss_kib(pid):
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    return 0
+
+
+def settled_rss_kib(pid):
+    """VmRSS once it stops moving (the broker has taken in what was sent)."""
+    last = rss_kib(pid)
+    for _ in range(50):
+        time.sleep(0.1)
+        now = rss_kib(pid)
+        if now == last:
+            return now
+        last = now
+    return last
+
+
+def scenario_memory(args):
+    """What the broker's resident memory grows by, per thing it holds: a
+    waiting message, a message out to a consumer, a queue, an ordering key,
+    a connection. Each is measured in one fresh broker as (RSS after - RSS
+    before) / count, so it includes allocator slack."""
+    import http.client
+    n = args.memory_count
+    size = args.size
+    out = {}
+
+    def call(conn, method, path, body=None):
+        conn.request(method, path, body=json.dumps(body) if body is not None else None,
+                     headers={"Content-Type": "application/json"})
+        r = conn.getresponse()
+        data = r.read()
+        if r.status >= 300:
+            raise RuntimeError(f"{method} {path}: {r.status} {data[:200]!r}")
+        return data
+
+    def publish(conn, queue, count, key=None):
+        payload = "x" * size
+        for start in range(0, count, 1000):
+            batch = [{"payload": payload} if key is None else
+                     {"payload": payload, "key": key(i)}
+                     for i in range(start, min(count, start + 1000))]
+            call(conn, "POST", f"/v1/queues/{queue}/messages/batch", {"messages": batch})
+
+    def measure(name, count, unit, action, server):
+        before = settled_rss_kib(server.pid)
+        action()
+        after = settled_rss_kib(server.pid)
+        per = (after - before) * 1024 / count
+        out[name] = {"count": count, "before_kib": before, "after_kib": after,
+                     "bytes_each": round(per, 1), "unit": unit}
+        say(f"{name}: {per:,.1f} bytes each ({count:,} {unit})")
+
+    def run(server):
+        conn = http.client.HTTPConnection("127.0.0.1", http_port_of(server), timeout=60)
+        out["idle_kib"] = settled_rss_kib(server.pid)
+        # Published over the protocol (sluice-compare's burst), as producers at speed do.
+        r = run_json([COMPARE, "--peer", "sluice", "--broker", f"127.0.0.1:{server.port}",
+                      "--broker-pid", str(server.pid), "--mode", "burst", "--messages", str(n),
+                      "--size", str(size), "--window", "1000", "--queue", "held"])
+        out["waiting message"] = {"count": n, "bytes_each": r["bytes_per_msg"],
+                                  "unit": f"x {size} B, unkeyed queue, no consumer (protocol)"}
+        # HTTP batches leave some heap behind them (parsed JSON between the
+        # spool's chunks): these rows are a little high, the same in each.
+        measure("waiting message (HTTP)", n, f"x {size} B, unkeyed queue, published over HTTP",
+                lambda: publish(conn, "held_http", n), server)
+        call(conn, "PUT", "/v1/queues/k1", {"ordering": "key"})
+        measure("waiting message, keyed queue", n, f"x {size} B, ordering = key, one key",
+                lambda: publish(conn, "k1", n, key=lambda i: "k"), server)
+        call(conn, "PUT", "/v1/queues/kn", {"ordering": "key"})
+        measure("waiting message and its own key", n, f"x {size} B, ordering = key, a key each",
+                lambda: publish(conn, "kn", n, key=lambda i: f"key-{i:08d}"), server)
+        out["ordering key"] = {
+            "bytes_each": round(out["waiting message and its own key"]["bytes_each"] -
+                                out["waiting message, keyed queue"]["bytes_each"], 1),
+            "unit": "the difference of the two rows above"}
+        queues = 10000
+        measure("queue", queues, "empty queues made with PUT",
+                lambda: [call(conn, "PUT", f"/v1/queues/q{i}", {}) for i in range(queues)],
+                server)
+        conns = []
+
+        def connect():
+            for _ in range(500):
+                c = socket.create_connection(("127.0.0.1", server.port))
+                name = b"memory-bench"
+                body = b"\x01" + (1).to_bytes(2, "little") * 2 + len(name).to_bytes(2, "little") \
+                    + name + (0).to_bytes(2, "little")
+                c.sendall(len(body).to_bytes(4, "little") + body)
+                conns.append(c)
+            for c in conns:
+                c.recv(64)  # HELLO_OK
+
+        measure("idle connection", 500, "protocol connections after HELLO", connect, server)
+        for c in conns:
+            c.close()
+        conn.close()
+        return out
+
+    r = with_sluice(run, extra=["--set", "server.max_connections_per_source=1000",
+                                "--set", "limits.max_queues=20000"])
+    rows = [[name, fmt(v["bytes_each"], 1), v["unit"]] for name, v in r.items()
+            if isinstance(v, dict)]
+    print_table(f"Broker memory per thing held (RSS growth / count; idle broker "
+                f"{r['idle_kib'] / 1024:.1f} MiB)", ["what", "bytes each", "measured as"], rows)
+    write_json(args.out, "memory", {"machine": machine(), "run": r})
+    return 0
+
+
 def scenario_rate_limit(args):
     r = with_sluice(lambda s: run_json(bench_cmd(s, "--mode", "rate-limit")))
     rows = [[fmt(x["configured"]), fmt(x["achieved"], 2), f"{x['error_pct']:+.2f}%",
@@ -781,7 +895,7 @@ def main():
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("scenario", choices=["compare", "burst-compare", "throughput", "latency", "burst",
                                          "rate-limit", "ordering", "queues", "connections",
-                                         "trigger", "schema"])
+                                         "trigger", "schema", "memory"])
     ap.add_argument("--out", default=os.path.join(HERE, "results"),
                     help="where JSON, data and plots go (default bench/results)")
     ap.add_argument("--runs", type=int, default=3, help="runs per figure; medians reported")
@@ -794,6 +908,8 @@ def main():
                     help="compare: messages per durable run (0: none)")
     ap.add_argument("--durable-runs", type=int, default=1)
     ap.add_argument("--peers", default=",".join(PEERS))
+    ap.add_argument("--memory-count", type=int, default=200000,
+                    help="memory: messages per row")
     ap.add_argument("--burst-messages", type=int, default=200000,
                     help="burst-compare: messages in each burst")
     ap.add_argument("--burst-window", type=int, default=1000,
@@ -809,7 +925,7 @@ def main():
           "burst": scenario_burst, "rate-limit": scenario_rate_limit,
           "ordering": scenario_ordering, "queues": scenario_queues,
           "connections": scenario_connections, "trigger": scenario_trigger,
-          "schema": scenario_schema}[args.scenario]
+          "schema": scenario_schema, "memory": scenario_memory}[args.scenario]
     return fn(args)
 
 

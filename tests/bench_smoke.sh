@@ -29,6 +29,7 @@ s = json.load(open(sys.argv[1]))["peers"]["sluice"]
 assert s["all_ok"] and s["median"]["publish_msgs_per_sec"] > 0 and s["median"]["peak_rss_kib"] > 0, s
 print("burst-compare.json: Sluice", s["median"]["publish_msgs_per_sec"], "msg/s")
 PY
+python3 "$here/bench/bench.py" memory --memory-count 5000 --out "$out"
 for scenario in burst queues connections; do
   python3 "$here/bench/bench.py" "$scenario" --out "$out"
 done
