@@ -128,6 +128,12 @@ char* ReadySpool::reserve(std::size_t bytes) {
   const std::size_t grown = tail_ != nullptr ? std::size_t{tail_->capacity} * 2 : kFirstChunk;
   const std::size_t capacity =
       std::max<std::size_t>(std::min<std::size_t>(grown, kMaxChunk), bytes);
+  if (count_ == 0 && head_ != nullptr) {
+    // The small chunk an emptied spool kept is too small for this record: the
+    // reader would start in it, so it goes rather than stay empty ahead of the new one.
+    free_chunk(head_);
+    head_ = tail_ = nullptr;
+  }
   void* memory = pool.take(sizeof(Chunk), capacity);
   auto* chunk = new (memory) Chunk{nullptr, static_cast<std::uint32_t>(capacity), 0, 0};
   chunk_bytes_ += sizeof(Chunk) + capacity;

@@ -113,6 +113,42 @@ TEST_CASE("ready spool: records come back in order, byte for byte, across chunks
   CHECK(spool.empty());
 }
 
+TEST_CASE("ready spool: a record too large for the small chunk an emptied spool kept") {
+  // Drained, the spool keeps its small chunk; a larger record then needs a
+  // new one, and the reader must start there, not in the empty kept chunk.
+  ReadySpool spool;
+  std::uint64_t id = 1;
+  const auto park = [&](std::size_t size) {
+    Slot s;
+    s.message = encode(std::string(size, static_cast<char>('a' + id % 26)));
+    s.id = id++;
+    s.publish_wall_us = static_cast<std::int64_t>(s.id) * 10;
+    spool.park(s);
+    return s.message;
+  };
+  for (const std::size_t second : {600u, 1000u, 3000u, 5000u, 70'000u}) {
+    CAPTURE(second);
+    park(100);
+    spool.pop_front();
+    REQUIRE(spool.empty());
+    const std::string big = park(second);
+    const std::uint64_t big_id = id - 1;
+    const std::string after = park(10);
+    REQUIRE(spool.size() == 2);
+    std::string got;
+    spool.front().message(got);
+    CHECK(got == big);
+    CHECK(spool.front().id == big_id);
+    spool.pop_front();
+    REQUIRE(spool.size() == 1);
+    spool.front().message(got);
+    CHECK(got == after);
+    CHECK(spool.front().id == big_id + 1);
+    spool.pop_front();
+    CHECK(spool.empty());
+  }
+}
+
 TEST_CASE("ready spool: a slot with a retry, a failure or a key lane is not parked") {
   Slot s;
   CHECK(ReadySpool::parkable(s));
