@@ -53,8 +53,7 @@ Micros KeyLanes::forget(KeyLane& lane, Micros now) {
 
 void KeyLanes::take_ready(std::vector<std::uint32_t>& out) {
   for (auto& [key, lane] : lanes_) {
-    out.insert(out.end(), lane->ready.begin(), lane->ready.end());
-    lane->ready.clear();  // pop() skips a lane left in the ring without messages
+    lane->ready.move_to(out);  // pop() skips a lane left in the ring without messages
   }
 }
 

@@ -24,9 +24,67 @@
 
 namespace sluice::engine {
 
+/// Slot indices in a ring that grows by doubling and allocates nothing while
+/// empty: a key with a message or two costs a few bytes here, where a
+/// std::deque would take a 512-byte block and its map (~600 bytes a key).
+class SlotRing {
+ public:
+  bool empty() const noexcept { return size_ == 0; }
+  std::size_t size() const noexcept { return size_; }
+  std::uint32_t front() const noexcept { return buf_[head_]; }
+  void push_back(std::uint32_t slot) {
+    grow_if_full();
+    buf_[(head_ + size_) & (capacity_ - 1)] = slot;
+    ++size_;
+  }
+  void push_front(std::uint32_t slot) {
+    grow_if_full();
+    head_ = (head_ + capacity_ - 1) & (capacity_ - 1);
+    buf_[head_] = slot;
+    ++size_;
+  }
+  void pop_front() noexcept {
+    head_ = (head_ + 1) & (capacity_ - 1);
+    if (--size_ == 0) emptied();
+  }
+  /// Appends every slot, oldest first, to `out` and empties the ring.
+  void move_to(std::vector<std::uint32_t>& out) {
+    for (std::size_t i = 0; i < size_; ++i) out.push_back(buf_[(head_ + i) & (capacity_ - 1)]);
+    size_ = 0;
+    emptied();
+  }
+  std::size_t capacity() const noexcept { return capacity_; }
+
+ private:
+  /// Emptied: a large buffer (a key's backlog) goes back; a small one stays for the next message.
+  void emptied() noexcept {
+    head_ = 0;
+    if (capacity_ > kKeep) {
+      buf_.reset();
+      capacity_ = 0;
+    }
+  }
+  static constexpr std::size_t kKeep = 16;
+
+  void grow_if_full() {
+    if (size_ < capacity_) return;
+    const std::size_t capacity = capacity_ == 0 ? 2 : capacity_ * 2;
+    auto buf = std::make_unique<std::uint32_t[]>(capacity);
+    for (std::size_t i = 0; i < size_; ++i) buf[i] = buf_[(head_ + i) & (capacity_ - 1)];
+    buf_ = std::move(buf);
+    capacity_ = capacity;
+    head_ = 0;
+  }
+
+  std::unique_ptr<std::uint32_t[]> buf_;
+  std::size_t capacity_ = 0;  // a power of two
+  std::size_t head_ = 0;
+  std::size_t size_ = 0;
+};
+
 struct KeyLane {
   std::string key;
-  std::deque<std::uint32_t> ready;  // slot indices, oldest first
+  SlotRing ready;  // slot indices, oldest first
   TokenBucket bucket;
   std::uint64_t held = 0;  // messages of this key in any state
   Micros due = kNever;     // throttled: when its next token comes

@@ -1,11 +1,14 @@
-// The ready spool: parked messages come back byte for byte with their id,
-// publish time and flags, in order with slot records, across chunk sizes;
-// and in the engine, a backlog parked in the spool is delivered, requeued,
-// purged and counted exactly as slots were.
+// The ready spool and a key lane's slot ring. The spool: parked messages come back byte for byte
+// with their id, publish time and flags, in order with slot records, across chunk sizes; and in the
+// engine, a backlog parked in the spool is delivered, requeued, purged and counted exactly as slots
+// were.
+#include <algorithm>
+#include <deque>
 #include <map>
 #include <random>
 
 #include "engine_fixtures.hpp"
+#include "key_lanes.hpp"
 #include "ready_spool.hpp"
 
 namespace sluice::test {
@@ -147,6 +150,38 @@ TEST_CASE("ready spool: a record too large for the small chunk an emptied spool 
     spool.pop_front();
     CHECK(spool.empty());
   }
+}
+
+TEST_CASE("slot ring: a key lane's FIFO with fronts, as a deque would hold it") {
+  std::mt19937_64 rng(7);
+  engine::SlotRing ring;
+  std::deque<std::uint32_t> want;
+  CHECK(ring.capacity() == 0);  // nothing allocated before the first message
+  for (int step = 0; step < 200'000; ++step) {
+    const auto op = rng() % 10;
+    const auto slot = static_cast<std::uint32_t>(rng());
+    // Waves: long runs of pushes, then of pops, so the ring grows and drains.
+    const bool filling = (step / 5000) % 2 == 0;
+    if (op < (filling ? 6u : 2u)) {
+      ring.push_back(slot);
+      want.push_back(slot);
+    } else if (op < (filling ? 7u : 3u)) {
+      ring.push_front(slot);
+      want.push_front(slot);
+    } else if (!want.empty()) {
+      REQUIRE(ring.front() == want.front());
+      ring.pop_front();
+      want.pop_front();
+    }
+    REQUIRE(ring.size() == want.size());
+    REQUIRE(ring.empty() == want.empty());
+    if (want.empty()) CHECK(ring.capacity() <= 16);  // a drained backlog gives its buffer back
+  }
+  std::vector<std::uint32_t> out{42};
+  ring.move_to(out);
+  REQUIRE(out.size() == want.size() + 1);
+  CHECK(std::equal(want.begin(), want.end(), out.begin() + 1));
+  CHECK(ring.empty());
 }
 
 TEST_CASE("ready spool: a slot with a retry, a failure or a key lane is not parked") {
