@@ -168,6 +168,8 @@ class Session final : public std::enable_shared_from_this<Session>,
   bool writing_now_ = false;
   bool flush_posted_ = false;
   bool reading_ = false;
+  std::size_t read_chunk_ = 4 * 1024;  // what the next read asks room for (see kReadChunk)
+  std::size_t read_offered_ = 0;       // room the read under way was given
   bool read_paused_ = false;
   bool greeted_ = false;
   bool transport_ready_ = false;  // TLS handshake done (at once for plain TCP)
