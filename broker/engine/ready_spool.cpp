@@ -34,8 +34,9 @@ constexpr std::size_t kPooledChunks = 64;
 // The most a record's varints take: tag, key_at, id and time.
 constexpr std::size_t kMaxRecordHead = 4 * 10;
 
-constexpr std::uint32_t kParked = 1, kCompact = 2, kDurable = 4, kRedriven = 8, kNextId = 16;
-constexpr int kFlagBits = 5;
+constexpr std::uint32_t kParked = 1, kCompact = 2, kDurable = 4, kRedriven = 8, kNextId = 16,
+                        kSameTime = 32;
+constexpr int kFlagBits = 6;
 // "No properties, no headers" before a bytes32 payload: what a compact record leaves out.
 constexpr std::size_t kCompactPrefix = 7;
 
@@ -173,13 +174,15 @@ void ReadySpool::park(const Slot& s) {
   const bool compact = bare(message);
   const std::string_view stored = compact ? message.substr(kCompactPrefix) : message;
   const bool next_id = s.id == write_id_ + 1;  // the usual case: one publisher, one queue
+  const bool same_time = s.publish_wall_us == write_time_;  // the messages of one PUBLISH frame
   const std::uint32_t flags = kParked | (compact ? kCompact : 0) | (s.durable ? kDurable : 0) |
-                              (s.redriven ? kRedriven : 0) | (next_id ? kNextId : 0);
+                              (s.redriven ? kRedriven : 0) | (next_id ? kNextId : 0) |
+                              (same_time ? kSameTime : 0);
   char* const start = reserve(kMaxRecordHead + stored.size());
   char* at = put_varint(start, (std::uint64_t{stored.size()} << kFlagBits) | flags);
   if (!compact) at = put_varint(at, s.key_at);
   if (!next_id) at = put_varint(at, zigzag(static_cast<std::int64_t>(s.id - write_id_)));
-  at = put_varint(at, zigzag(s.publish_wall_us - write_time_));
+  if (!same_time) at = put_varint(at, zigzag(s.publish_wall_us - write_time_));
   std::memcpy(at, stored.data(), stored.size());
   at += stored.size();
   tail_->end += static_cast<std::uint32_t>(at - start);
@@ -206,7 +209,7 @@ ReadySpool::Head ReadySpool::decode(std::size_t& length) const noexcept {
   if (!h.compact) h.key_at = static_cast<std::uint16_t>(get_varint(in));
   h.id = (tag & kNextId) != 0 ? read_id_ + 1
                               : read_id_ + static_cast<std::uint64_t>(unzigzag(get_varint(in)));
-  h.publish_wall_us = read_time_ + unzigzag(get_varint(in));
+  h.publish_wall_us = (tag & kSameTime) != 0 ? read_time_ : read_time_ + unzigzag(get_varint(in));
   h.stored = std::string_view(in, n);
   length = static_cast<std::size_t>(in - start) + n;
   return h;

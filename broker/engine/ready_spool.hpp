@@ -7,17 +7,19 @@
 // 100-byte messages costs about 105 bytes each instead of about 240.
 //
 // Record layout (varints are LEB128):
-//   varint tag      (n << 5) | flags; flags bit 0: parked (else n is a slot
+//   varint tag      (n << 6) | flags; flags bit 0: parked (else n is a slot
 //                   index and nothing follows), bit 1: compact (n payload
 //                   bytes follow and the encoding is rebuilt as "no
 //                   properties, no headers, bytes32 payload"), bit 2:
 //                   durable, bit 3: redriven, bit 4: the id is the previous
-//                   parked record's + 1 (no id varint follows)
+//                   parked record's + 1 (no id varint follows), bit 5: the
+//                   publish time is the previous one's (no time varint)
 //   varint key_at   parked, not compact: Slot::key_at
 //   varint id       zigzag delta from the previous parked record's id
 //   varint time     zigzag delta from the previous parked record's publish time
 //   n bytes         the encoding (or the payload, compact)
-// Ids and times are deltas, so a run of messages costs 1-2 bytes for each.
+// A run of messages from one producer (consecutive ids, one time per PUBLISH
+// frame) costs its 2-byte tag and nothing else.
 //
 // Messages that keep their slot (retries, messages released by a consumer
 // that left) are records too, so arrival order holds across both kinds.
