@@ -168,6 +168,10 @@ class Session final : public std::enable_shared_from_this<Session>,
   bool writing_now_ = false;
   bool flush_posted_ = false;
   bool reading_ = false;
+  // The clocks as process_frames read them, for the frames of that read.
+  bool in_batch_ = false;
+  engine::Micros batch_now_ = 0;
+  std::int64_t batch_wall_ = 0;
   std::size_t read_chunk_ = 4 * 1024;  // what the next read asks room for (see kReadChunk)
   std::size_t read_offered_ = 0;       // room the read under way was given
   bool read_paused_ = false;

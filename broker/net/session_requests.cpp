@@ -163,8 +163,9 @@ bool Session::handle_publish(std::string_view body) {
     return true;
   }
   if (!permitted(publish.request_id, Permission::publish, publish.queue)) return true;
-  const auto now = mono_us();
-  intake_.offer(publish.queue, messages_, now, wall_us(), taken_);
+  // A frame held back until there was room is admitted at the time it goes in.
+  const auto now = in_batch_ ? batch_now_ : mono_us();
+  intake_.offer(publish.queue, messages_, now, in_batch_ ? batch_wall_ : wall_us(), taken_);
   if (taken_.must_wait) {
     broker_.engine().wait_for_room(*taken_.queue, *this, now);
     return false;
