@@ -48,8 +48,8 @@ PEERS = ["sluice", "redis", "beanstalkd", "rabbitmq", "nats"]
 # Whose durable mode syncs each message before confirming it: their durable
 # latency at the offered rate is a like-for-like column (NATS syncs on a timer).
 DURABLE_LATENCY_PEERS = {"sluice", "redis"}
-TITLES = {"sluice": "Sluice", "redis": "Redis 7.0 (LMOVE + LREM)",
-          "beanstalkd": "beanstalkd 1.12", "rabbitmq": "RabbitMQ 3.10 (classic)",
+TITLES = {"sluice": "Sluice", "sluice-single": "Sluice, one message per frame",
+          "redis": "Redis 7.0 (LMOVE + LREM)", "beanstalkd": "beanstalkd 1.12", "rabbitmq": "RabbitMQ 3.10 (classic)",
           "nats": "NATS JetStream 2.9"}
 
 
@@ -360,8 +360,13 @@ def burst_compare(args):
         "size": args.size, "messages": messages, "window": args.burst_window,
         "consumers": 4, "prefetch": 64, "runs": args.runs}, "peers": {}}
     started = time.time()
-    for peer in peers:
-        entry = results["peers"].setdefault(peer, {"runs": []})
+    # Sluice twice: through its client's batching, and with one message per
+    # PUBLISH frame (as each peer's publish carries one).
+    rows_of = [(p, p, []) for p in peers]
+    if "sluice" in peers:
+        rows_of.insert(peers.index("sluice") + 1, ("sluice-single", "sluice", ["--single-frames"]))
+    for name, peer, extra in rows_of:
+        entry = results["peers"].setdefault(name, {"runs": []})
         if not installed(peer):
             entry["skipped"] = "not installed (scripts/install-deps.sh --bench)"
             say(f"{peer}: skipped, {entry['skipped']}")
@@ -370,11 +375,12 @@ def burst_compare(args):
             server = Server(peer, False)  # fresh each run: its peak is this burst's
             try:
                 r = run_json([COMPARE, "--peer", peer, "--broker", f"127.0.0.1:{server.port}",
-                              "--broker-pid", str(server.pid), "--queue", f"burst{i}"] + shape)
+                              "--broker-pid", str(server.pid), "--queue", f"burst{i}"] + shape +
+                             extra)
             finally:
                 server.stop()
             entry["runs"].append(r)
-            say(f"{peer}: burst {fmt(r['publish_msgs_per_sec'])} msg/s, "
+            say(f"{name}: burst {fmt(r['publish_msgs_per_sec'])} msg/s, "
                 f"{r['bytes_per_msg']:.1f} B/msg held, drain {fmt(r['drain_msgs_per_sec'])} msg/s")
     results["elapsed_s"] = round(time.time() - started, 1)
     rows = []

@@ -25,13 +25,14 @@
 namespace sluice::bench {
 
 std::unique_ptr<client::Connection> connect_or_report(const std::string& host, std::uint16_t port,
-                                                      const char* name,
-                                                      std::size_t max_unconfirmed) {
+                                                      const char* name, std::size_t max_unconfirmed,
+                                                      std::size_t max_batch_bytes) {
   client::Options options;
   options.host = host;
   options.port = port;
   options.client_name = name;
   options.max_unconfirmed = max_unconfirmed;
+  if (max_batch_bytes != 0) options.max_batch_bytes = max_batch_bytes;
   // bench/run.sh with SLUICE_BENCH_TLS=1 runs the broker with TLS and says which CA to trust.
   if (const char* ca = std::getenv("SLUICE_BENCH_TLS_CA"); ca && *ca) {
     options.tls = true;

@@ -14,9 +14,12 @@
 namespace sluice::bench {
 
 /// A connection to the broker, or nullptr after saying on stderr why not.
+/// `max_batch_bytes` 0 keeps the library's default; 1 sends each message in a PUBLISH frame of its
+/// own.
 std::unique_ptr<client::Connection> connect_or_report(const std::string& host, std::uint16_t port,
                                                       const char* name,
-                                                      std::size_t max_unconfirmed = 16384);
+                                                      std::size_t max_unconfirmed = 16384,
+                                                      std::size_t max_batch_bytes = 0);
 
 struct FlowConfig {
   std::string host = "127.0.0.1";

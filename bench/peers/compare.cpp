@@ -63,6 +63,7 @@ Runs one at-least-once workload against one broker and prints its figures.
   --rate N             latency mode: offered msg/s (default 10000)
   --duration SECONDS   latency mode: how long to offer it (default 5)
   --durable            persistent queue and messages (each peer's own kind)
+  --single-frames      Sluice: one message per PUBLISH frame, not the client's batches
   --queue NAME         queue name (default bench<pid>)
   --cdf FILE           latency mode: write "microseconds fraction" lines for a CDF plot
   --json               one JSON object instead of a table
@@ -80,7 +81,7 @@ struct Config {
   std::uint64_t messages = 500'000;
   std::uint32_t size = 100, producers = 1, consumers = 4, prefetch = 64, window = 16384;
   double rate = 10'000, duration_s = 5;
-  bool durable = false, json = false;
+  bool durable = false, json = false, single_frames = false;
   std::string queue, cdf;
 };
 
@@ -138,8 +139,8 @@ int parse_args(int argc, char** argv, Config& cfg) {
       std::fputs(kUsage, stdout);
       std::exit(0);
     }
-    if (arg == "--json" || arg == "--durable") {
-      (arg == "--json" ? cfg.json : cfg.durable) = true;
+    if (arg == "--json" || arg == "--durable" || arg == "--single-frames") {
+      (arg == "--json" ? cfg.json : arg == "--durable" ? cfg.durable : cfg.single_frames) = true;
       continue;
     }
     if (i + 1 >= argc) return usage_error(std::string(arg) + " needs a value");
@@ -211,7 +212,8 @@ int main(int argc, char** argv) {
     cfg.producers = 1;
     cfg.messages = static_cast<std::uint64_t>(cfg.rate * cfg.duration_s);
   }
-  const PeerOptions options{cfg.host, cfg.port, cfg.queue, cfg.durable, cfg.prefetch, cfg.window};
+  const PeerOptions options{cfg.host,     cfg.port,   cfg.queue,        cfg.durable,
+                            cfg.prefetch, cfg.window, cfg.single_frames};
   const std::map<std::string, std::unique_ptr<Peer> (*)(const PeerOptions&)> makers = {
       {"sluice", make_sluice},
       {"redis", make_redis},

@@ -31,6 +31,9 @@ struct PeerOptions {
   bool durable = false;          // persistent queue and messages where the peer has them
   std::uint32_t prefetch = 64;   // most unacked messages one consumer holds
   std::uint32_t window = 16384;  // most unconfirmed publishes one producer has out
+  /// Sluice: one message per PUBLISH frame instead of the client's batching
+  /// (each peer's own publish already carries one message).
+  bool single_frames = false;
 };
 
 /// One producer connection, used by one thread.

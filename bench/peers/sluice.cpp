@@ -68,7 +68,8 @@ class Sluice final : public Peer {
     return {};
   }
   std::unique_ptr<Producer> producer(std::string& error) override {
-    auto c = connect_or_report(options_.host, options_.port, "sluice-compare", options_.window);
+    auto c = connect_or_report(options_.host, options_.port, "sluice-compare", options_.window,
+                               options_.single_frames ? 1 : 0);
     if (!c) {
       error = "sluice: cannot connect";
       return nullptr;
