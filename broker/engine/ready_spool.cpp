@@ -15,7 +15,7 @@ namespace {
 
 // Chunk sizes (data bytes): the first is small, so a queue holding a few
 // messages holds little; each next one doubles up to kMaxChunk, so a large
-// backlog costs one malloc per ~600 messages of 100 bytes. An empty spool
+// backlog takes one chunk per ~600 messages of 100 bytes. An empty spool
 // keeps its chunk only up to kKeepChunk.
 constexpr std::uint32_t kFirstChunk = 512;
 // The largest chunk is 64 KiB with its header: 16 whole pages, mapped on
