@@ -7,7 +7,8 @@
 //   settings_values.cpp  value rules and text forms: numbers, units, formats, names
 //   settings_input.cpp   one value on its way in: checked against its rule and typed
 //   settings_schema.cpp  the settings, described once: field tables, lookup, suggestions
-//   settings_loader.cpp  the file (TOML) and the command line: load_file, load_text, apply_setting
+//   settings_loader.cpp  the file (TOML) and the command line: load_file, load_text, apply_setting,
+//                        and the named entries ([queues.NAME], ...) they add to
 //   settings.cpp         validate() and the small public helpers
 #pragma once
 
@@ -209,9 +210,5 @@ std::vector<std::string> keys_of(std::span<const Field<Target>> fields) {
 std::string join(const std::vector<std::string>& items);
 std::vector<std::string> all_setting_names();
 std::string suggestion(std::string_view typed, const std::vector<std::string>& candidates);
-DeclaredQueue& declare_queue(Settings& settings, std::string_view name);
-TokenSettings& declare_token(Settings& settings, std::string_view name);
-TriggerSettings& declare_trigger(Settings& settings, std::string_view name);
-SourceSettings& declare_source(Settings& settings, std::string_view name);
 
 }  // namespace sluice::config::detail

@@ -30,6 +30,34 @@ namespace {
 constexpr std::string_view kCommandLine = "command line";
 
 // ---------------------------------------------------------------------------------------------
+// Named entries ([queues.NAME], [tokens.NAME], ...): the one of that name, made on first mention
+
+template <typename Entry>
+Entry& find_or_add(std::vector<Entry>& entries, std::string_view name) {
+  for (auto& entry : entries)
+    if (entry.name == name) return entry;
+  Entry& entry = entries.emplace_back();
+  entry.name = std::string(name);
+  return entry;
+}
+
+DeclaredQueue& declare_queue(Settings& settings, std::string_view name) {
+  const std::size_t before = settings.queues.size();
+  DeclaredQueue& queue = find_or_add(settings.queues, name);
+  if (settings.queues.size() != before) queue.settings = settings.queue_defaults;  // a new one
+  return queue;
+}
+TokenSettings& declare_token(Settings& settings, std::string_view name) {
+  return find_or_add(settings.tokens, name);
+}
+TriggerSettings& declare_trigger(Settings& settings, std::string_view name) {
+  return find_or_add(settings.triggers, name);
+}
+SourceSettings& declare_source(Settings& settings, std::string_view name) {
+  return find_or_add(settings.sources, name);
+}
+
+// ---------------------------------------------------------------------------------------------
 // One value on its way in, from TOML
 
 std::string describe(const toml::node& node) {

@@ -614,41 +614,4 @@ std::string suggestion(std::string_view typed, const std::vector<std::string>& c
   return best ? "; did you mean " + *best + "?" : "";
 }
 
-DeclaredQueue& declare_queue(Settings& settings, std::string_view name) {
-  for (auto& queue : settings.queues) {
-    if (queue.name == name) return queue;
-  }
-  DeclaredQueue& queue = settings.queues.emplace_back();
-  queue.name = std::string(name);
-  queue.settings = settings.queue_defaults;
-  return queue;
-}
-
-TriggerSettings& declare_trigger(Settings& settings, std::string_view name) {
-  for (auto& trigger : settings.triggers) {
-    if (trigger.name == name) return trigger;
-  }
-  TriggerSettings& trigger = settings.triggers.emplace_back();
-  trigger.name = std::string(name);
-  return trigger;
-}
-
-SourceSettings& declare_source(Settings& settings, std::string_view name) {
-  for (auto& source : settings.sources) {
-    if (source.name == name) return source;
-  }
-  SourceSettings& source = settings.sources.emplace_back();
-  source.name = std::string(name);
-  return source;
-}
-
-TokenSettings& declare_token(Settings& settings, std::string_view name) {
-  for (auto& token : settings.tokens) {
-    if (token.name == name) return token;
-  }
-  TokenSettings& token = settings.tokens.emplace_back();
-  token.name = std::string(name);
-  return token;
-}
-
 }  // namespace sluice::config::detail
