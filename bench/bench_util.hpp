@@ -8,6 +8,7 @@
 #include <cmath>
 #include <cstdint>
 #include <cstdlib>
+#include <fstream>
 #include <string>
 #include <string_view>
 #include <thread>
@@ -35,6 +36,17 @@ inline std::uint32_t percentile(const std::vector<std::uint32_t>& sorted, double
   if (sorted.empty()) return 0;
   const auto rank = static_cast<std::size_t>(std::ceil(p * static_cast<double>(sorted.size())));
   return sorted[std::min(sorted.size() - 1, rank == 0 ? 0 : rank - 1)];
+}
+
+/// A `/proc/PID/status` field ("VmRSS": resident now, "VmHWM": its peak since
+/// the process started) in KiB, or -1 when unknown.
+inline long status_kib(long pid, const char* field) {
+  if (pid <= 0) return -1;
+  std::ifstream f("/proc/" + std::to_string(pid) + "/status");
+  const std::string prefix = std::string(field) + ":";
+  for (std::string line; std::getline(f, line);)
+    if (line.rfind(prefix, 0) == 0) return std::stol(line.substr(prefix.size()));
+  return -1;
 }
 
 /// Waits until `count` reaches `target`; false once 30 s pass without it moving.

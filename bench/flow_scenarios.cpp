@@ -19,6 +19,7 @@
 #include <thread>
 #include <vector>
 
+#include "bench_util.hpp"
 #include "sluice/client/client.hpp"
 #include "sluice/protocol/codec.hpp"
 
@@ -57,19 +58,16 @@ std::unique_ptr<Connection> open(const FlowConfig& cfg, const char* name,
   return connect_or_report(cfg.host, cfg.port, name, max_unconfirmed);
 }
 
-/// A "Vm...:" line of /proc/PID/status in MiB, or -1 when unknown.
+/// A "Vm..." field of /proc/PID/status in MiB, or -1 when unknown.
 double status_mib(pid_t pid, const char* field) {
-  if (pid <= 0) return -1;
-  std::ifstream status("/proc/" + std::to_string(pid) + "/status");
-  for (std::string line; std::getline(status, line);)
-    if (line.rfind(field, 0) == 0) return std::stod(line.substr(std::strlen(field))) / 1024.0;
-  return -1;
+  const long kib = status_kib(pid, field);
+  return kib < 0 ? -1 : static_cast<double>(kib) / 1024.0;
 }
 
 }  // namespace
 
 double peak_rss_mib(pid_t pid) {
-  return status_mib(pid, "VmHWM:");
+  return status_mib(pid, "VmHWM");
 }
 
 namespace {
@@ -149,7 +147,7 @@ int run_burst(const FlowConfig& cfg) {
         peak_depth = std::max(peak_depth, depth);
         if (series.is_open() && tick % 4 == 0)
           series << std::chrono::duration<double>(Clock::now() - watch_start).count() << ' '
-                 << depth << ' ' << status_mib(cfg.broker_pid, "VmRSS:") << ' '
+                 << depth << ' ' << status_mib(cfg.broker_pid, "VmRSS") << ' '
                  << all.received.load() / 10 << '\n';
       }
       std::this_thread::sleep_for(std::chrono::milliseconds(5));

@@ -42,6 +42,7 @@ namespace {
 using sluice::bench::now_ns;
 using sluice::bench::parse_number;
 using sluice::bench::percentile;
+using sluice::bench::status_kib;
 
 using namespace sluice::bench::peers;
 using Clock = std::chrono::steady_clock;
@@ -108,17 +109,6 @@ double process_cpu_s(long pid) {
     if (i == 15) stime = std::stod(field);
   }
   return (utime + stime) / static_cast<double>(::sysconf(_SC_CLK_TCK));
-}
-
-/// A `/proc/PID/status` field in KiB (VmRSS: resident now, VmHWM: its peak
-/// since the process started), or -1 when unknown.
-long process_kib(long pid, const char* field) {
-  if (pid <= 0) return -1;
-  std::ifstream f("/proc/" + std::to_string(pid) + "/status");
-  const std::string prefix = std::string(field) + ":";
-  for (std::string line; std::getline(f, line);)
-    if (line.rfind(prefix, 0) == 0) return std::stol(line.substr(prefix.size()));
-  return -1;
 }
 
 int usage_error(const std::string& why) {
@@ -275,7 +265,7 @@ int main(int argc, char** argv) {
   };
   if (!cfg.burst) start_consumers();
   // The broker's resident memory with the queue made and connections open, before a message.
-  const long idle_rss_kib = process_kib(cfg.broker_pid, "VmRSS");
+  const long idle_rss_kib = status_kib(cfg.broker_pid, "VmRSS");
 
   const double broker_cpu_before = process_cpu_s(cfg.broker_pid);
   const double client_cpu_before = own_cpu_s();
@@ -319,8 +309,8 @@ int main(int argc, char** argv) {
   std::uint64_t drain_start_ns = 0;
   if (cfg.burst) {
     // Every message confirmed and held: the broker at its fullest.
-    peak_rss_kib = process_kib(cfg.broker_pid, "VmHWM");
-    held_rss_kib = process_kib(cfg.broker_pid, "VmRSS");
+    peak_rss_kib = status_kib(cfg.broker_pid, "VmHWM");
+    held_rss_kib = status_kib(cfg.broker_pid, "VmRSS");
     drain_start_ns = now_ns();
     start_consumers();
   }
