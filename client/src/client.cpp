@@ -394,6 +394,9 @@ SubscriptionStats Connection::subscription_stats(std::uint32_t id) const {
 std::uint64_t Connection::refused_auto_acks() const noexcept {
   return impl_->refused_auto_acks_.load();
 }
+std::uint64_t Connection::direct_publishes() const noexcept {
+  return impl_->direct_publishes_.load(std::memory_order_relaxed);
+}
 std::uint8_t Connection::pressure() const noexcept {
   return impl_->pressure_.load(std::memory_order_relaxed);
 }

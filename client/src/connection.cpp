@@ -67,6 +67,7 @@ Error Connection::Impl::open() {
   if (!result) {
     link_ = 1;
     link_up_ = true;
+    direct_fd_ = tls_context_ ? -1 : socket().native_handle();
   }
   return result;
 }
@@ -317,7 +318,7 @@ void Connection::Impl::handle(const protocol::Frame& frame) {
 
 void Connection::Impl::answer(std::uint64_t request_id, const Error& error, FrameType type,
                               std::string_view body) {
-  auto it = in_flight_.find(request_id);
+  auto it = find_in_flight(request_id);
   if (it == in_flight_.end()) return;
   Pending p = std::move(it->second);
   in_flight_.erase(it);
@@ -331,7 +332,22 @@ void Connection::Impl::answer(std::uint64_t request_id, const Error& error, Fram
 
 void Connection::Impl::flush() {
   // While reconnecting, what is sent waits in out_ for the next link.
-  if (!link_up_ || writing_now_ || out_.empty()) return;
+  if (!link_up_ || writing_now_) return;
+  {
+    // Callers write on their own while the write side is free (publisher.cpp):
+    // the rest of a frame one began goes first, and none writes while we do.
+    std::lock_guard lk(mutex_);
+    if (writer_ == Writer::caller) {  // it posts take_pending when done, which flushes
+      flush_after_caller_ = flush_after_caller_ || !out_.empty();
+      return;
+    }
+    if (!remainder_.empty()) {
+      out_.insert(0, remainder_);
+      remainder_.clear();
+    }
+    writer_ = out_.empty() ? Writer::none : Writer::io;
+  }
+  if (out_.empty()) return;
   std::swap(out_, writing_);
   writing_now_ = true;
   asio::async_write(*transport_, asio::buffer(writing_),
@@ -365,10 +381,12 @@ void Connection::Impl::link_lost(Error error) {
   }
   if (!link_up_) return;
   {
-    std::lock_guard lk(mutex_);
+    std::unique_lock lk(mutex_);
     link_up_ = false;
+    stop_caller_writes(lk);
     close_error_ = error;
   }
+  adopt_sent_requests();  // what callers wrote is in flight like the rest
   boost::system::error_code ignored;
   socket().close(ignored);  // its operations complete, aborted, as an earlier link's
   down_since_ = std::chrono::steady_clock::now();
@@ -481,20 +499,39 @@ void Connection::Impl::link_up() {
   out_.insert(0, first);
   read();
   flush();
+  {
+    // Callers write on their own only once what waited for this link is out.
+    std::lock_guard lk(mutex_);
+    if (!out_.empty() || writing_now_) writer_ = Writer::io;
+    direct_fd_ = tls_context_ ? -1 : socket().native_handle();
+  }
   notify(ConnectionState::connected, {});
+}
+
+void Connection::Impl::stop_caller_writes(std::unique_lock<std::mutex>& lk) {
+  direct_fd_ = -1;
+  // A caller's send() under way ends within microseconds (it never blocks);
+  // the socket is closed after it, so its descriptor is never another's.
+  caller_done_.wait(lk, [this] { return writer_ != Writer::caller; });
+  writer_ = Writer::none;
+  remainder_.clear();  // the frame it began is on a link that is gone
+  flush_after_caller_ = false;
 }
 
 void Connection::Impl::fail_all(Error error) {
   std::vector<std::pair<std::uint64_t, Pending>> not_sent;
   {
-    std::lock_guard lk(mutex_);
+    std::unique_lock lk(mutex_);
     if (!closed_) {
       closed_ = true;
       close_error_ = error;
     }
     link_up_ = false;
+    stop_caller_writes(lk);
     not_sent = std::move(pending_requests_);
     pending_requests_.clear();
+    for (auto& sent : sent_requests_) not_sent.push_back(std::move(sent));
+    sent_requests_.clear();
     pending_.clear();
     publish_open_ = false;
   }

@@ -140,6 +140,7 @@ class Connection::Impl {
   std::mt19937 rng_{std::random_device{}()};                              // I/O thread
   std::atomic<std::uint64_t> refused_auto_acks_{0};
   std::atomic<std::uint8_t> pressure_{0};
+  std::atomic<std::uint64_t> direct_publishes_{0};
   /// The current link, counting from 1 (see LeaseHandle::link).
   std::atomic<std::uint32_t> link_{0};
   const Options options_;
@@ -155,6 +156,25 @@ class Connection::Impl {
   void handle_confirm(std::string_view body);
   void answer(std::uint64_t request_id, const Error& error, FrameType type, std::string_view body);
   void take_pending();
+  /// Takes the requests callers wrote themselves into in_flight_ (I/O thread).
+  void adopt_sent_requests();
+  /// The request `request_id` in flight, or in_flight_.end() (I/O thread).
+  /// Looks among the requests callers wrote themselves too.
+  std::unordered_map<std::uint64_t, Pending>::iterator find_in_flight(std::uint64_t request_id);
+  /// A caller's PUBLISH of one message written on its own thread when the
+  /// connection is idle, with no hop to the I/O thread before the bytes leave
+  /// (`lk` holds mutex_, released during the send). False: not idle, nothing
+  /// done, `done` untouched (the caller queues the message for the I/O thread).
+  bool try_send_direct(std::unique_lock<std::mutex>& lk, std::string_view queue,
+                       std::span<const protocol::Header> headers, std::string_view payload,
+                       PublishCallback& done);
+  /// The link is going: no caller writes to its socket from here (I/O thread, mutex_ held).
+  void stop_caller_writes(std::unique_lock<std::mutex>& lk);
+  /// Whether each PUBLISH keeps a copy of its frame, to send again on
+  /// queue_full (retries on) or after a reconnect (resend_unconfirmed).
+  bool keep_frames() const {
+    return options_.retry_queue_full_for.count() > 0 || options_.resend_unconfirmed;
+  }
   void send_settlements();
   void flush();
   /// One attempt at a link: resolve, connect, TLS, HELLO and HELLO_OK, bounded by
@@ -215,6 +235,18 @@ class Connection::Impl {
   std::string open_queue_;
   std::uint32_t open_count_ = 0;
   bool wake_posted_ = false;
+  // Writing from the caller's thread (publish_async on an idle connection, see
+  // publisher.cpp). One writer at a time owns the socket's write side: the I/O
+  // thread while its write is under way, or one caller for one send().
+  enum class Writer : std::uint8_t { none, io, caller };
+  Writer writer_ = Writer::none;
+  int direct_fd_ = -1;                   // the socket while a plain TCP link is up, else -1
+  std::string direct_frame_;             // the caller writer's frame
+  std::string remainder_;                // its unsent tail: the I/O thread writes it first
+  bool flush_after_caller_ = false;      // the I/O thread has bytes waiting for that send
+  std::condition_variable caller_done_;  // a link closing waits for that send to end
+  // Requests callers wrote, until the I/O thread takes them into in_flight_.
+  std::vector<std::pair<std::uint64_t, Pending>> sent_requests_;
   std::size_t unconfirmed_ = 0;
   bool closed_ = false;
   bool closing_ = false;  // shutdown() began: a drop now is final

@@ -3,6 +3,8 @@
 // retried with backoff when configured); and the blocking publish of one frame.
 #include "connection_impl.hpp"
 
+#include <sys/socket.h>
+
 #include <algorithm>
 #include <cstring>
 
@@ -25,6 +27,10 @@ void put_request_id(std::string& frame, std::uint64_t id) {
 /// Room in a PUBLISH frame besides its messages: length, type, request id,
 /// queue name (at most 200 bytes) and count, rounded up.
 constexpr std::size_t kPublishFrameOverhead = 512;
+
+/// publish_async writes from the caller's thread only while fewer than this
+/// many publishes await confirms; past it the I/O thread batches them.
+constexpr std::size_t kDirectMaxUnconfirmed = 8;
 
 /// Bytes `encode_message` writes for this message.
 std::size_t encoded_size(std::span<const protocol::Header> headers, std::string_view payload) {
@@ -94,6 +100,7 @@ void Connection::Impl::publish_async(std::string_view queue,
     if (done) done(e, 0);
     return;
   }
+  if (try_send_direct(lk, queue, headers, payload, done)) return;
   const std::size_t batch_limit =
       std::min<std::size_t>(options_.max_batch_bytes, max_frame_bytes_ - kPublishFrameOverhead);
   if (!publish_open_ || open_queue_ != queue ||
@@ -188,7 +195,69 @@ Result<std::vector<Published>> Connection::Impl::publish_frame(std::string_view 
   return result;
 }
 
+bool Connection::Impl::try_send_direct(std::unique_lock<std::mutex>& lk, std::string_view queue,
+                                       std::span<const protocol::Header> headers,
+                                       std::string_view payload, PublishCallback& done) {
+  // Idle: a plain TCP link is up, nobody is writing, nothing of ours waits for
+  // the I/O thread, and few publishes await their confirms. A burst goes the
+  // other way, so the I/O thread writes many messages in one frame and call.
+  if (direct_fd_ < 0 || writer_ != Writer::none || wake_posted_ || publish_open_ ||
+      !pending_.empty() || !remainder_.empty() || unconfirmed_ >= kDirectMaxUnconfirmed ||
+      on_io_thread())
+    return false;
+  writer_ = Writer::caller;
+  const int fd = direct_fd_;
+  const std::uint64_t id = next_request_id_++;
+  std::string& frame = direct_frame_;
+  frame.clear();
+  const protocol::PublishFrame f = protocol::begin_publish(frame, id, queue);
+  protocol::encode_message(frame, headers, payload);
+  protocol::end_publish(frame, f, 1);
+  Pending p;
+  p.publish.push_back(std::move(done));
+  if (keep_frames()) {
+    p.frame = frame;
+    p.retry_until = std::chrono::steady_clock::now() + options_.retry_queue_full_for;
+  }
+  // Registered before the bytes leave, so the I/O thread finds it for the CONFIRM.
+  sent_requests_.emplace_back(id, std::move(p));
+  ++unconfirmed_;
+  direct_publishes_.fetch_add(1, std::memory_order_relaxed);
+
+  // Sent without the lock, so the I/O thread never waits for this system call
+  // (a link closing waits for it in stop_caller_writes, so the descriptor stays ours).
+  lk.unlock();
+  const ssize_t n = ::send(fd, frame.data(), frame.size(), MSG_DONTWAIT | MSG_NOSIGNAL);
+  lk.lock();
+  writer_ = Writer::none;
+  const std::size_t sent = n > 0 ? static_cast<std::size_t>(n) : 0;
+  // A full socket buffer (or a failed send): the I/O thread writes the rest
+  // before anything else, and meets any error on the link itself.
+  if (sent < frame.size()) remainder_.assign(frame, sent);
+  if ((sent < frame.size() || flush_after_caller_) && !wake_posted_) {
+    wake_posted_ = true;
+    asio::post(io_, [this] { take_pending(); });
+  }
+  flush_after_caller_ = false;
+  caller_done_.notify_all();
+  return true;
+}
+
 // ------------------------------------------------------------ I/O thread
+
+void Connection::Impl::adopt_sent_requests() {
+  std::lock_guard lk(mutex_);
+  for (auto& [id, p] : sent_requests_) in_flight_.emplace(id, std::move(p));
+  sent_requests_.clear();
+}
+
+std::unordered_map<std::uint64_t, Connection::Impl::Pending>::iterator
+Connection::Impl::find_in_flight(std::uint64_t request_id) {
+  auto it = in_flight_.find(request_id);
+  if (it != in_flight_.end()) return it;
+  adopt_sent_requests();
+  return in_flight_.find(request_id);
+}
 
 void Connection::Impl::take_pending() {
   {
@@ -198,12 +267,10 @@ void Connection::Impl::take_pending() {
       protocol::end_publish(pending_, open_frame_, open_count_);
       publish_open_ = false;
     }
-    // With queue_full retries on, each PUBLISH keeps a copy of its frame to resend.
-    const bool keep_frames =
-        options_.retry_queue_full_for.count() > 0 || options_.resend_unconfirmed;
+    const bool keep = keep_frames();
     for (std::size_t i = 0; i < pending_requests_.size(); ++i) {
       auto& [id, p] = pending_requests_[i];
-      if (keep_frames) {
+      if (keep) {
         const std::size_t end = i + 1 < pending_requests_.size()
                                     ? pending_requests_[i + 1].second.frame_offset
                                     : pending_.size();
@@ -229,7 +296,7 @@ void Connection::Impl::handle_confirm(std::string_view body) {
     return;
   }
   pressure_.store(c.pressure, std::memory_order_relaxed);
-  auto it = in_flight_.find(c.request_id);
+  auto it = find_in_flight(c.request_id);
   if (it == in_flight_.end()) return;
   Pending p = std::move(it->second);
   in_flight_.erase(it);

@@ -375,7 +375,10 @@ class Connection {
   /// broker confirms (with the message id) or refuses it. Messages published
   /// back to back are batched into one frame. Blocks only while
   /// max_unconfirmed messages await confirms. `done` may be empty (fire and forget;
-  /// wait_confirms still waits for it).
+  /// wait_confirms still waits for it). On an idle plain-TCP connection (nothing
+  /// being written, fewer than 8 publishes unconfirmed) the calling thread
+  /// writes the message itself, without a hop to the I/O thread: see
+  /// direct_publishes().
   void publish_async(std::string_view queue, const Message& message, PublishCallback done);
   /// Same, for a payload without headers.
   void publish_async(std::string_view queue, std::string_view payload, PublishCallback done);
@@ -456,6 +459,9 @@ class Connection {
   /// The pressure hint of the latest CONFIRM, 0..100: how full the queue last
   /// published to is. Producers can slow down before they hit the wall.
   std::uint8_t pressure() const noexcept;
+  /// Messages publish_async wrote from the calling thread because the
+  /// connection was idle; the rest were batched by the I/O thread.
+  std::uint64_t direct_publishes() const noexcept;
 
   class Impl;
 
