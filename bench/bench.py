@@ -20,6 +20,8 @@ writes JSON (and, for the report, gnuplot PNGs) into bench/results/.
                                and connection
   bench/bench.py schema        publish throughput with a 10-field JSON Schema checked on
                                every message, against the same messages unchecked
+  bench/bench.py host          how often each CPU stops running a pinned thread: the
+                               floor under any tail latency measured on this machine
 
 Every scenario starts its own brokers on loopback (fresh directories, free
 ports) and stops them. `scripts/bench.sh` installs what is missing, builds a
@@ -44,6 +46,7 @@ BENCH = os.path.join(BUILD, "bench", "sluice-bench")
 COMPARE = os.path.join(BUILD, "bench", "sluice-compare")
 TRIGGER_BENCH = os.path.join(BUILD, "bench", "sluice-trigger-bench")
 SLUICECTL = os.path.join(BUILD, "client", "sluicectl")
+HOST_GAPS = os.path.join(BUILD, "bench", "sluice-host-gaps")
 PEERS = ["sluice", "redis", "beanstalkd", "rabbitmq", "nats"]
 # Whose durable mode syncs each message before confirming it: their durable
 # latency at the offered rate is a like-for-like column (NATS syncs on a timer).
@@ -232,6 +235,30 @@ def gnuplot(script, out):
 
 # ---- compare ---------------------------------------------------------------
 
+def host_gaps(seconds):
+    """sluice-host-gaps' JSON: per CPU, the gaps over 200 us, 500 us and 1 ms
+    in `seconds` and the worst, in which that CPU ran nothing of ours."""
+    return run_json([HOST_GAPS, "--seconds", str(seconds)])
+
+
+def host_gaps_line(gaps, when=""):
+    per_s = sum(c["over_500us"] for c in gaps["cpus"]) / gaps["seconds"]
+    worst = max(c["worst_us"] for c in gaps["cpus"])
+    return (f"this machine: {per_s:.1f} CPU gaps over 500 us per second, the worst "
+            f"{worst:,} us (sluice-host-gaps, {gaps['seconds']:g} s{when})")
+
+
+def scenario_host(args):
+    gaps = host_gaps(args.duration)
+    print_table(f"CPU gaps in {args.duration:g} s: a clock-reading thread pinned to each CPU",
+                ["cpu", "> 200 us", "> 500 us", "> 1 ms", "worst us", "lost ms"],
+                [[c["cpu"], c["over_200us"], c["over_500us"], c["over_1ms"], fmt(c["worst_us"]),
+                  c["lost_ms"]] for c in gaps["cpus"]])
+    print("\n" + host_gaps_line(gaps))
+    write_json(args.out, "host", {"machine": machine(), "gaps": gaps})
+    return 0
+
+
 def compare(args):
     out = args.out
     os.makedirs(out, exist_ok=True)
@@ -243,6 +270,9 @@ def compare(args):
         "messages": args.messages, "runs": args.runs, "latency_rate": args.rate,
         "latency_duration_s": args.duration, "durable_messages": args.durable_messages},
         "peers": {}}
+    # A tail figure here is no better than the machine under it.
+    results["host_gaps"] = host_gaps(3)
+    say(host_gaps_line(results["host_gaps"], ", before the runs"))
     started = time.time()
     for peer in peers:
         entry = results["peers"].setdefault(peer, {"throughput": [], "latency": [],
@@ -341,6 +371,7 @@ def compare(args):
          "durable msg/s", "Sluice", "durable p99 us", "CPU % client/broker", "none lost"],
         rows)
     print(f"\nwhole comparison: {results['elapsed_s']:.0f} s")
+    print(host_gaps_line(results["host_gaps"], ", before the runs"))
     write_json(out, "compare", results)
     plot_compare(results, out)
     return 0 if all(e.get("all_ok", True) for e in results["peers"].values()) else 1
@@ -901,7 +932,7 @@ def main():
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("scenario", choices=["compare", "burst-compare", "throughput", "latency", "burst",
                                          "rate-limit", "ordering", "queues", "connections",
-                                         "trigger", "schema", "memory"])
+                                         "trigger", "schema", "memory", "host"])
     ap.add_argument("--out", default=os.path.join(HERE, "results"),
                     help="where JSON, data and plots go (default bench/results)")
     ap.add_argument("--runs", type=int, default=3, help="runs per figure; medians reported")
@@ -923,7 +954,7 @@ def main():
     ap.add_argument("--trigger-messages", type=int, default=200000,
                     help="trigger: messages per batch-1 run (batch 100 runs take 5x)")
     args = ap.parse_args()
-    for exe in (SLUICED, BENCH, COMPARE, TRIGGER_BENCH, SLUICECTL):
+    for exe in (SLUICED, BENCH, COMPARE, TRIGGER_BENCH, SLUICECTL, HOST_GAPS):
         if not os.access(exe, os.X_OK):
             say(f"bench.py: {exe} is not built (scripts/bench.sh builds it)")
             return 2
@@ -931,7 +962,8 @@ def main():
           "burst": scenario_burst, "rate-limit": scenario_rate_limit,
           "ordering": scenario_ordering, "queues": scenario_queues,
           "connections": scenario_connections, "trigger": scenario_trigger,
-          "schema": scenario_schema, "memory": scenario_memory}[args.scenario]
+          "schema": scenario_schema, "memory": scenario_memory,
+          "host": scenario_host}[args.scenario]
     return fn(args)
 
 

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # A short run of the benchmark scenarios, so that bench/ keeps working: the
 # peer comparison (Sluice, and whichever quick-starting peers are installed)
-# with small counts, the burst comparison, the burst, queues and connections scenarios, triggers and
+# with small counts (and the host's CPU gaps), the burst comparison, the burst, queues and connections scenarios, triggers and
 # schemas. Fails when a scenario fails or loses a message. The figures mean
 # nothing here.
 set -euo pipefail
@@ -18,6 +18,7 @@ r = json.load(open(sys.argv[1]))
 s = r["peers"]["sluice"]
 assert s["all_ok"] and s["median"]["msgs_per_sec"] > 0 and s["median"]["p99_us"] > 0, s
 assert s["median"]["durable_msgs_per_sec"] > 0 and s["median"]["durable_p99_us"] > 0, s
+assert r["host_gaps"]["cpus"] and r["host_gaps"]["seconds"] > 0, r["host_gaps"]
 print("compare.json: Sluice", s["median"]["msgs_per_sec"], "msg/s;",
       ", ".join(p + (" skipped" if e.get("skipped") else " ok") for p, e in r["peers"].items()))
 PY
