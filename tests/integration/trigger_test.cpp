@@ -137,7 +137,8 @@ TEST_CASE("trigger: batches of at most 10, a partial failure retries exactly the
   const std::string a = std::to_string(ids[3]), b = std::to_string(ids[60]);
   REQUIRE(soon([&] { return function.seen().size() == 95; }, std::chrono::seconds(30)));
   CHECK(eventually([&] { return ready_and_in_flight(*producer, "bulk") == 0; }));
-  for (const auto& r : function.stats()["requests"]) {
+  const auto stats = function.stats();  // kept: a range-for over stats()["requests"] would dangle
+  for (const auto& r : stats["requests"]) {
     CHECK(r["ids"].size() <= 10);
     CHECK(r["signed"] == true);
   }
