@@ -404,16 +404,22 @@ void Connection::Impl::link_lost(Error error) {
                                                  "): it may or may not have been done"};
   auto in_flight = std::move(in_flight_);
   in_flight_.clear();
+  std::vector<std::pair<std::uint64_t, Pending*>> to_resend;
   for (auto& [id, p] : in_flight) {
     if (!p.publish.empty()) {
       if (options_.resend_unconfirmed && !p.frame.empty())
-        resend_.push_back(std::move(p));
+        to_resend.emplace_back(id, &p);
       else
         fail_publish(p, unknown);
     } else if (p.answer) {
       p.answer(unknown, FrameType::error, {});
     }
   }
+  // Resent in the order they were first sent (request ids are given in that
+  // order), not the map's: a queue keeps one publisher's order across a drop.
+  std::sort(to_resend.begin(), to_resend.end(),
+            [](const auto& a, const auto& b) { return a.first < b.first; });
+  for (auto& [id, p] : to_resend) resend_.push_back(std::move(*p));
   // What the subscriptions held is the broker's again; fetches end.
   for (auto it = handlers_.begin(); it != handlers_.end();) {
     it->second->held = 0;

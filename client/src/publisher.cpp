@@ -31,6 +31,8 @@ constexpr std::size_t kPublishFrameOverhead = 512;
 /// publish_async writes from the caller's thread only while fewer than this
 /// many publishes await confirms; past it the I/O thread batches them.
 constexpr std::size_t kDirectMaxUnconfirmed = 8;
+/// The caller-written frame's buffer is kept between publishes up to this size.
+constexpr std::size_t kKeptFrameBytes = 64 * 1024;
 
 /// Bytes `encode_message` writes for this message.
 std::size_t encoded_size(std::span<const protocol::Header> headers, std::string_view payload) {
@@ -198,31 +200,35 @@ Result<std::vector<Published>> Connection::Impl::publish_frame(std::string_view 
 bool Connection::Impl::try_send_direct(std::unique_lock<std::mutex>& lk, std::string_view queue,
                                        std::span<const protocol::Header> headers,
                                        std::string_view payload, PublishCallback& done) {
-  // Idle: a plain TCP link is up, nobody is writing, nothing of ours waits for
-  // the I/O thread, and few publishes await their confirms. A burst goes the
-  // other way, so the I/O thread writes many messages in one frame and call.
+  // Idle: a plain TCP link is up, nobody is writing or about to (the I/O
+  // thread claims the write side while it holds bytes to write, see
+  // take_pending), nothing of ours waits for it, and few publishes await their
+  // confirms. A burst goes the other way, so the I/O thread writes many
+  // messages in one frame and call.
   if (direct_fd_ < 0 || writer_ != Writer::none || wake_posted_ || publish_open_ ||
       !pending_.empty() || !remainder_.empty() || unconfirmed_ >= kDirectMaxUnconfirmed ||
       on_io_thread())
     return false;
-  writer_ = Writer::caller;
-  const int fd = direct_fd_;
+  // Everything that can throw comes before the write side is claimed, and
+  // leaves `done` with the caller.
   const std::uint64_t id = next_request_id_++;
-  std::string& frame = direct_frame_;
+  std::string& frame = direct_frame_;  // the lock keeps it ours until writer_ is claimed
   frame.clear();
   const protocol::PublishFrame f = protocol::begin_publish(frame, id, queue);
   protocol::encode_message(frame, headers, payload);
   protocol::end_publish(frame, f, 1);
   Pending p;
-  p.publish.push_back(std::move(done));
   if (keep_frames()) {
     p.frame = frame;
     p.retry_until = std::chrono::steady_clock::now() + options_.retry_queue_full_for;
   }
+  sent_requests_.reserve(sent_requests_.size() + 1);
+  p.publish.push_back(std::move(done));
   // Registered before the bytes leave, so the I/O thread finds it for the CONFIRM.
   sent_requests_.emplace_back(id, std::move(p));
   ++unconfirmed_;
-  direct_publishes_.fetch_add(1, std::memory_order_relaxed);
+  writer_ = Writer::caller;
+  const int fd = direct_fd_;
 
   // Sent without the lock, so the I/O thread never waits for this system call
   // (a link closing waits for it in stop_caller_writes, so the descriptor stays ours).
@@ -231,6 +237,7 @@ bool Connection::Impl::try_send_direct(std::unique_lock<std::mutex>& lk, std::st
   lk.lock();
   writer_ = Writer::none;
   const std::size_t sent = n > 0 ? static_cast<std::size_t>(n) : 0;
+  if (sent > 0) direct_publishes_.fetch_add(1, std::memory_order_relaxed);
   // A full socket buffer (or a failed send): the I/O thread writes the rest
   // before anything else, and meets any error on the link itself.
   if (sent < frame.size()) remainder_.assign(frame, sent);
@@ -239,6 +246,7 @@ bool Connection::Impl::try_send_direct(std::unique_lock<std::mutex>& lk, std::st
     asio::post(io_, [this] { take_pending(); });
   }
   flush_after_caller_ = false;
+  if (frame.capacity() > kKeptFrameBytes) std::string().swap(frame);
   caller_done_.notify_all();
   return true;
 }
@@ -285,6 +293,14 @@ void Connection::Impl::take_pending() {
     else
       out_.append(pending_);
     pending_.clear();
+    // Bytes to write: no caller may send before them (flush() writes them, or,
+    // while a caller's send is under way, that caller posts this again after it).
+    if (!out_.empty()) {
+      if (writer_ == Writer::none)
+        writer_ = Writer::io;
+      else if (writer_ == Writer::caller)
+        flush_after_caller_ = true;
+    }
   }
   flush();
 }

@@ -32,7 +32,8 @@ using namespace std::chrono_literals;
 namespace {
 
 /// A TCP proxy on 127.0.0.1 in front of a broker port. `hold_answers` keeps
-/// what the broker sends from reaching the client (it is dropped at the cut);
+/// what the broker sends from reaching the client, `hold_requests` what the
+/// client sends from reaching the broker (either is dropped at the cut);
 /// `cut` closes every proxied connection, as a network blip would.
 class Proxy {
  public:
@@ -56,6 +57,7 @@ class Proxy {
   }
   std::uint16_t port() const { return port_; }
   void hold_answers(bool hold) { hold_ = hold; }
+  void hold_requests(bool hold) { hold_requests_ = hold; }
   /// While set, new connections are closed at once (the broker looks down).
   void refuse(bool refuse) { refuse_ = refuse; }
   void cut() {
@@ -93,13 +95,15 @@ class Proxy {
   void pump(int client, int broker) {
     char buf[65536];
     for (;;) {
-      pollfd fds[2] = {{client, POLLIN, 0}, {broker, hold_ ? short(0) : short(POLLIN), 0}};
+      pollfd fds[2] = {{client, hold_requests_ ? short(0) : short(POLLIN), 0},
+                       {broker, hold_ ? short(0) : short(POLLIN), 0}};
       if (::poll(fds, 2, 50) < 0 || stop_) break;
       auto move = [&](int from, int to) {
         const ssize_t n = ::read(from, buf, sizeof buf);
         if (n <= 0) return false;
         for (ssize_t off = 0; off < n;) {
-          const ssize_t w = ::write(to, buf + off, static_cast<std::size_t>(n - off));
+          const ssize_t w =
+              ::send(to, buf + off, static_cast<std::size_t>(n - off), MSG_NOSIGNAL);  // no SIGPIPE
           if (w <= 0) return false;
           off += w;
         }
@@ -119,6 +123,7 @@ class Proxy {
   int listener_ = -1;
   std::atomic<bool> stop_{false};
   std::atomic<bool> hold_{false};
+  std::atomic<bool> hold_requests_{false};
   std::atomic<bool> refuse_{false};
   std::atomic<int> accepted_{0};
   std::mutex mutex_;
@@ -404,6 +409,37 @@ TEST_CASE("reconnect: resend_unconfirmed publishes again with dedup ids, so noth
       CHECK(f.header("sluice-dedup-id") == "mine-1");
     else
       CHECK(f.header("sluice-dedup-id").starts_with("c"));
+}
+
+TEST_CASE("reconnect: publishes lost with the link are resent in the order they were sent") {
+  // Some of these the caller writes itself (the connection is idle at first),
+  // the rest the I/O thread batches; none reaches the broker before the drop,
+  // so the resend alone decides the queue's order.
+  TestBroker broker;
+  Proxy proxy(broker.port());
+  auto conn =
+      through(proxy, broker, [&](sluice::client::Options& o) { o.resend_unconfirmed = true; });
+  proxy.hold_requests(true);
+  std::atomic<int> ok{0}, failed{0};
+  for (int i = 0; i < 30; ++i)
+    conn->publish_async(
+        "q", "m" + std::to_string(i),
+        [&](const sluice::client::Error& e, std::uint64_t) { e ? ++failed : ++ok; });
+  CHECK(conn->direct_publishes() > 0);
+  std::this_thread::sleep_for(200ms);  // the batched ones are written too
+  proxy.cut();
+  proxy.hold_requests(false);
+  REQUIRE(conn->wait_confirms(20s));
+  CHECK(ok == 30);
+  CHECK(failed == 0);
+  auto direct = broker.connect();
+  auto batch = direct->fetch("q", 100, 300ms);
+  REQUIRE(batch);
+  std::vector<std::string> order;
+  for (const auto& f : *batch) order.emplace_back(f.message.payload);
+  std::vector<std::string> expected;
+  for (int i = 0; i < 30; ++i) expected.push_back("m" + std::to_string(i));
+  CHECK(order == expected);
 }
 
 TEST_CASE(
