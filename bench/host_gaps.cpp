@@ -60,8 +60,8 @@ int usage(const char* why) {
   std::fprintf(stderr,
                "sluice-host-gaps: %s\n"
                "usage: sluice-host-gaps [--seconds S] [--json]\n"
-               "  Pins a clock-reading thread to each CPU for S seconds (default 5) and\n"
-               "  counts the gaps: time each CPU did not run it.\n",
+               "  Pins a clock-reading thread to each CPU it may run on for S seconds\n"
+               "  (default 5) and counts the gaps: time each CPU did not run it.\n",
                why);
   return 2;
 }
@@ -84,11 +84,20 @@ int main(int argc, char** argv) {
       return usage(("unknown argument " + arg).c_str());
     }
   }
-  const int cpus = static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
-  std::vector<Gaps> results(static_cast<std::size_t>(cpus));
+  // The CPUs this process may run on (a container's cpuset may be fewer than
+  // the machine has).
+  std::vector<int> cpus;
+  cpu_set_t allowed;
+  CPU_ZERO(&allowed);
+  if (sched_getaffinity(0, sizeof allowed, &allowed) == 0) {
+    for (int c = 0; c < CPU_SETSIZE; ++c)
+      if (CPU_ISSET(c, &allowed)) cpus.push_back(c);
+  }
+  if (cpus.empty()) cpus.push_back(0);
+  std::vector<Gaps> results(cpus.size());
   std::vector<std::thread> threads;
-  for (int c = 0; c < cpus; ++c)
-    threads.emplace_back([&, c] { results[static_cast<std::size_t>(c)] = watch(c, seconds); });
+  for (std::size_t i = 0; i < cpus.size(); ++i)
+    threads.emplace_back([&, i] { results[i] = watch(cpus[i], seconds); });
   for (auto& t : threads) t.join();
 
   if (json) {
