@@ -59,6 +59,17 @@ struct Arrivals {
     std::lock_guard lk(mutex);
     return total;
   }
+  /// A consumer of `queue` whose deliveries come here; keep it while they arrive.
+  std::unique_ptr<sluice::client::Connection> consume(const TestBroker& broker,
+                                                      const std::string& queue,
+                                                      std::uint32_t credit) {
+    auto consumer = broker.connect("consumer");
+    REQUIRE(consumer
+                ->subscribe(queue, SubscribeOptions{.max_in_flight = credit},
+                            [this](const Delivery& d) { return take(d); })
+                .ok());
+    return consumer;
+  }
 };
 
 }  // namespace
@@ -74,11 +85,7 @@ TEST_CASE("publish_async: an idle connection's messages leave from the calling t
   CHECK(producer->direct_publishes() == 200);
 
   Arrivals arrivals(1);
-  auto consumer = broker.connect("consumer");
-  REQUIRE(consumer
-              ->subscribe("idle", SubscribeOptions{.max_in_flight = 64},
-                          [&](const Delivery& d) { return arrivals.take(d); })
-              .ok());
+  auto consumer = arrivals.consume(broker, "idle", 64);
   REQUIRE(eventually([&] { return arrivals.count() == 200; }));
   CHECK(arrivals.out_of_order == 0);
   CHECK(arrivals.torn == 0);
@@ -91,11 +98,7 @@ TEST_CASE(
   constexpr int kThreads = 4;
   constexpr int kPerThread = 2000;
   Arrivals arrivals(kThreads);
-  auto consumer = broker.connect("consumer");
-  REQUIRE(consumer
-              ->subscribe("mixed", SubscribeOptions{.max_in_flight = 256},
-                          [&](const Delivery& d) { return arrivals.take(d); })
-              .ok());
+  auto consumer = arrivals.consume(broker, "mixed", 256);
 
   auto producer = broker.connect("producer");
   std::atomic<int> confirmed{0};
@@ -156,11 +159,7 @@ TEST_CASE(
   CHECK_FALSE(producer->wait_confirms(300ms));  // held back by the full queue
 
   Arrivals arrivals(1);
-  auto consumer = broker.connect("consumer");
-  REQUIRE(consumer
-              ->subscribe("wall", SubscribeOptions{.max_in_flight = 4},
-                          [&](const Delivery& d) { return arrivals.take(d); })
-              .ok());
+  auto consumer = arrivals.consume(broker, "wall", 4);
   REQUIRE(producer->wait_confirms(60s));
   CHECK(failed == 0);
   REQUIRE(eventually([&] { return arrivals.count() == 4 + kLarge; }, 30s));

@@ -178,6 +178,14 @@ void blip_after(Proxy& proxy, sluice::client::Connection& direct, std::uint64_t 
   proxy.hold_answers(false);
 }
 
+/// Publishes "m0".."m<n-1>" to q, counting each outcome.
+void publish_counted(sluice::client::Connection& conn, int n, std::atomic<int>& ok,
+                     std::atomic<int>& failed) {
+  for (int i = 0; i < n; ++i)
+    conn.publish_async("q", "m" + std::to_string(i),
+                       [&](const sluice::client::Error& e, std::uint64_t) { e ? ++failed : ++ok; });
+}
+
 }  // namespace
 
 TEST_CASE(
@@ -373,10 +381,7 @@ TEST_CASE("reconnect: resend_unconfirmed publishes again with dedup ids, so noth
 
   proxy.hold_answers(true);
   std::atomic<int> ok{0}, failed{0}, duplicates{0};
-  for (int i = 0; i < 20; ++i)
-    conn->publish_async(
-        "q", "m" + std::to_string(i),
-        [&](const sluice::client::Error& e, std::uint64_t) { e ? ++failed : ++ok; });
+  publish_counted(*conn, 20, ok, failed);
   // A blocking one too, with the application's own dedup id.
   std::thread blocking([&] {
     sluice::client::Message m{"own", {{"sluice-dedup-id", "mine-1"}}};
@@ -421,10 +426,7 @@ TEST_CASE("reconnect: publishes lost with the link are resent in the order they 
       through(proxy, broker, [&](sluice::client::Options& o) { o.resend_unconfirmed = true; });
   proxy.hold_requests(true);
   std::atomic<int> ok{0}, failed{0};
-  for (int i = 0; i < 30; ++i)
-    conn->publish_async(
-        "q", "m" + std::to_string(i),
-        [&](const sluice::client::Error& e, std::uint64_t) { e ? ++failed : ++ok; });
+  publish_counted(*conn, 30, ok, failed);
   CHECK(conn->direct_publishes() > 0);
   std::this_thread::sleep_for(200ms);  // the batched ones are written too
   proxy.cut();
