@@ -80,8 +80,19 @@ void GroupCommitter::record_batch(std::size_t operations) {
 namespace {
 /// `op` and, depth first, everything in its `also` (which may nest).
 Status apply_one(Txn& txn, const StorageOp& op) {
-  Status status = op.kind == StorageOp::Kind::put ? txn.put(op.db, op.key, op.value, op.append)
-                                                  : txn.erase(op.db, op.key);
+  Status status;
+  switch (op.kind) {
+    case StorageOp::Kind::put:
+      status = txn.put(op.db, op.key, op.value, op.append);
+      break;
+    case StorageOp::Kind::erase:
+      status = txn.erase(op.db, op.key);
+      break;
+    case StorageOp::Kind::erase_pair:
+      status = txn.erase(op.db, op.key);
+      if (!status) status = txn.erase(op.pair_db, op.key);
+      break;
+  }
   for (std::size_t i = 0; i < op.also.size() && !status; ++i) status = apply_one(txn, op.also[i]);
   return status;
 }

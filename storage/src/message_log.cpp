@@ -71,9 +71,7 @@ StorageOp MessageLog::put_delivery(std::uint64_t id, std::uint32_t attempts) con
 }
 
 StorageOp MessageLog::erase(std::uint64_t id) const {
-  StorageOp op{StorageOp::Kind::erase, false, false, messages_, id_key(id), {}, {}};
-  op.also.push_back({StorageOp::Kind::erase, false, false, attempts_, id_key(id), {}, {}});
-  return op;
+  return {StorageOp::Kind::erase_pair, false, false, messages_, id_key(id), {}, {}, attempts_};
 }
 
 StorageOp MessageLog::put_next_id(std::uint64_t next_id) const {

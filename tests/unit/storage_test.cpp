@@ -358,7 +358,7 @@ TEST_CASE("storage: the message log reads back what is stored, in id order") {
     committer.submit(log.erase(3));  // acked: both records in one op
     committer.submit(log.put_attempts(5, 1, 0));
     StorageOp message_only = log.erase(5);
-    message_only.also.clear();
+    message_only.kind = StorageOp::Kind::erase;   // the message's record alone
     committer.submit(std::move(message_only));    // acked, its attempts record left behind
     committer.submit(log.put_delivery(1, 2));     // out, unsettled, when the broker stopped
     committer.submit(log.put_attempts(9, 2, 0));  // no message at all

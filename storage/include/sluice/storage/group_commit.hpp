@@ -33,7 +33,9 @@ namespace sluice::storage {
 
 /// One change to make durable.
 struct StorageOp {
-  enum class Kind : std::uint8_t { put, erase };
+  /// erase_pair: `key` is erased from `db` and from `pair_db` (a message and
+  /// its attempts record, on every ack) without the allocation of `also`.
+  enum class Kind : std::uint8_t { put, erase, erase_pair };
   Kind kind = Kind::put;
   bool grows = false;   // a new record: under a full map it waits instead of failing others
   bool append = false;  // put with a key above every key of `db` (MDB_APPEND: dense pages)
@@ -45,6 +47,7 @@ struct StorageOp {
   /// place after any crash. They share this op's sequence number and `grows`,
   /// and may carry `also` ops of their own.
   std::vector<StorageOp> also;
+  Db pair_db{};  // erase_pair only
 };
 
 /// What one commit (or one failed attempt) did.
