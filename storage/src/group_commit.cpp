@@ -4,12 +4,22 @@
 
 #include <algorithm>
 #include <cerrno>
+#include <iterator>
 
 namespace sluice::storage {
 
 struct GroupCommitter::Queue {
   explicit Queue(std::size_t capacity) : ring(capacity) {}
   boost::lockfree::spsc_queue<StorageOp> ring;
+
+  /// Moves [first, last) into the ring as far as it has room; returns the
+  /// end of what went in. Boost 1.74's push(const T&) copy-constructs, which
+  /// for a record is a second allocation and copy of its bytes; its range
+  /// push constructs each element from *it, so move iterators move.
+  template <class It>
+  It push(It first, It last) {
+    return ring.push(std::make_move_iterator(first), std::make_move_iterator(last)).base();
+  }
 };
 
 GroupCommitter::GroupCommitter(Env& env, OnCommit on_commit, Options options)
@@ -42,16 +52,14 @@ void GroupCommitter::wake() {
 std::uint64_t GroupCommitter::submit(StorageOp&& op) {
   // The ring carries operations in sequence order: nothing may pass the backlog.
   if (!backlog_.empty()) pump();
-  if (!backlog_.empty() || !queue_->ring.push(std::move(op))) backlog_.push_back(std::move(op));
+  if (!backlog_.empty() || queue_->push(&op, &op + 1) == &op) backlog_.push_back(std::move(op));
   wake();
   return next_seq_++;
 }
 
 void GroupCommitter::pump() {
   if (backlog_.empty()) return;
-  std::size_t moved = 0;
-  while (moved < backlog_.size() && queue_->ring.push(std::move(backlog_[moved]))) ++moved;
-  backlog_.erase(backlog_.begin(), backlog_.begin() + static_cast<std::ptrdiff_t>(moved));
+  backlog_.erase(backlog_.begin(), queue_->push(backlog_.begin(), backlog_.end()));
   wake();
 }
 

@@ -21,6 +21,7 @@
 #include <atomic>
 #include <chrono>
 #include <cstdint>
+#include <deque>
 #include <functional>
 #include <memory>
 #include <string>
@@ -136,7 +137,7 @@ class GroupCommitter {
   Db tick_db_;
   std::unique_ptr<Queue> queue_;
   // Submitting thread only; bounded by the caller (see submit()).
-  std::vector<StorageOp> backlog_;
+  std::deque<StorageOp> backlog_;  // taken from the front as the ring has room
   std::uint64_t next_seq_ = 1;  // submitting thread only
   std::atomic<std::uint64_t> submitted_{0};
   std::atomic<bool> stopping_{false};
