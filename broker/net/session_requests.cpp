@@ -255,6 +255,7 @@ void Session::handle_ack(std::string_view body) {
     if (auto code = engine.ack(*this, a.message_id, a.lease_token, now); code != errc::ok)
       failures_.push_back({a.message_id, code});
   }
+  if (request_id == protocol::kQuietSettle && failures_.empty()) return;  // nothing to tell
   answer_settled(request_id, written);
 }
 
@@ -292,6 +293,7 @@ void Session::handle_nack(std::string_view body) {
         code != errc::ok)
       failures_.push_back({n.message_id, code});
   }
+  if (request_id == protocol::kQuietSettle && failures_.empty()) return;  // nothing to tell
   answer_settled(request_id, written);
 }
 

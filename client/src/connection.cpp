@@ -308,7 +308,12 @@ void Connection::Impl::handle(const protocol::Frame& frame) {
     case FrameType::queues_result: {
       protocol::Reader r(frame.body);
       const std::uint64_t request_id = r.u64();
-      if (r.ok()) answer(request_id, {}, static_cast<FrameType>(frame.type), frame.body);
+      if (!r.ok()) return;
+      if (request_id == protocol::kQuietSettle &&
+          static_cast<FrameType>(frame.type) == FrameType::settled)
+        count_auto_refusals(frame.body);
+      else
+        answer(request_id, {}, static_cast<FrameType>(frame.type), frame.body);
       return;
     }
     default:

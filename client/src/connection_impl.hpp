@@ -176,6 +176,8 @@ class Connection::Impl {
     return options_.retry_queue_full_for.count() > 0 || options_.resend_unconfirmed;
   }
   void send_settlements();
+  /// A SETTLED for quiet settles lists the automatic acks and nacks refused.
+  void count_auto_refusals(std::string_view settled_body);
   void flush();
   /// One attempt at a link: resolve, connect, TLS, HELLO and HELLO_OK, bounded by
   /// connect_timeout (up to the TLS handshake) and request_timeout (HELLO). Runs

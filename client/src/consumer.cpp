@@ -57,32 +57,31 @@ void Connection::Impl::handle_deliver(std::string_view body) {
 }
 
 void Connection::Impl::send_settlements() {
-  auto count_refusals = [this](const Error&, FrameType type, std::string_view body) {
-    if (type != FrameType::settled) return;
-    std::uint64_t request_id;
-    std::vector<protocol::SettleFailure> failures;
-    if (protocol::decode_settled(body, request_id, failures)) refused_auto_acks_ += failures.size();
-  };
-  const auto settle_request = [&] {
-    Pending p;
-    p.answer = count_refusals;
-    return register_request(std::move(p));
-  };
+  // Quiet settles (request id 0): the broker answers only when it refuses an
+  // entry (PROTOCOL.md, ACK), so a delivery costs one frame each way, not two.
+  // The refusals are counted where the SETTLED arrives (count_auto_refusals).
   // A delivery stops counting as held only now, when its settlement is on its
   // way: the broker cannot have freed the credit any earlier.
   if (!acks_.empty()) {
-    protocol::encode_ack(out_, settle_request(), acks_);
+    protocol::encode_ack(out_, protocol::kQuietSettle, acks_);
     for (auto* owner : ack_owners_) owner->settled();
     acks_.clear();
     ack_owners_.clear();
   }
   if (!nacks_.empty()) {
-    protocol::encode_nack(out_, settle_request(), nacks_);
+    protocol::encode_nack(out_, protocol::kQuietSettle, nacks_);
     for (auto* owner : nack_owners_)
       if (owner) owner->settled();
     nacks_.clear();
     nack_owners_.clear();
   }
+}
+
+void Connection::Impl::count_auto_refusals(std::string_view settled_body) {
+  std::uint64_t request_id;
+  std::vector<protocol::SettleFailure> failures;
+  if (protocol::decode_settled(settled_body, request_id, failures))
+    refused_auto_acks_ += failures.size();
 }
 
 // ------------------------------------------------------------ user threads

@@ -219,6 +219,42 @@ TEST_CASE("an expired lease is redelivered and the late ack is refused as stale"
   CHECK(stats.in_flight == 0);
 }
 
+TEST_CASE("automatic acks are quiet: a late one is still refused, counted, and changes nothing") {
+  TestBroker broker;
+  auto producer = broker.connect("producer");
+  REQUIRE(producer->publish("quiet", {"late", {}}).ok());
+  REQUIRE(producer->publish("quiet", {"on-time", {}}).ok());
+
+  // The handler holds its first delivery until its lease has expired, then
+  // acks it automatically (a quiet ACK, request id 0): the broker refuses it
+  // as stale and says so; the other acks take effect and are not answered.
+  std::atomic<int> handled{0};
+  auto consumer = broker.connect("consumer");
+  REQUIRE(consumer
+              ->subscribe("quiet", SubscribeOptions{.max_in_flight = 1, .lease = 1s},
+                          [&](const Delivery& d) {
+                            if (d.payload == "late" && d.attempt == 1)
+                              (void)eventually([&] {  // until the broker took the lease back
+                                auto s = producer->stats("quiet");
+                                return s.ok() && s->size() == 1 && s->front().expired_total == 1;
+                              });
+                            handled.fetch_add(1);
+                            return Disposition::ack;
+                          })
+              .ok());
+  // "late" expires while held, comes back (attempt 2) and is acked in time.
+  REQUIRE(eventually([&] { return queue_stats(*producer, "quiet").acked_total == 2; }));
+  REQUIRE(eventually([&] { return consumer->refused_auto_acks() == 1; }));
+  CHECK(handled.load() == 3);
+  const auto stats = queue_stats(*producer, "quiet");
+  CHECK(stats.expired_total == 1);
+  CHECK(stats.in_flight == 0);
+  CHECK(stats.ready == 0);
+  // Nothing is left waiting for an answer: the connection still answers at once.
+  CHECK_FALSE(consumer->ping());
+  CHECK(consumer->refused_auto_acks() == 1);
+}
+
 TEST_CASE("extend keeps a lease alive, nack redelivers with the next attempt number") {
   TestBroker broker;
   auto producer = broker.connect("producer");

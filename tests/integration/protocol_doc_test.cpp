@@ -252,7 +252,7 @@ void run(const std::vector<Line>& session) {
 TEST_CASE(
     "protocol: PROTOCOL.md's byte-by-byte sessions, sent to sluiced, get the answers it shows") {
   const auto all = sessions("## A session, byte by byte");
-  REQUIRE(all.size() == 2);
+  REQUIRE(all.size() == 3);
   for (const auto& session : all) {
     CAPTURE(session.front().text);
     run(session);

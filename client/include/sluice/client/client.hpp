@@ -454,7 +454,8 @@ class Connection {
   ConnectionState state() const noexcept;
   /// Why the link last dropped or the connection closed, if it did.
   Error last_error() const;
-  /// Acks the broker refused (stale leases) among automatic acks.
+  /// Automatic acks and nacks (a handler's return on the I/O thread) the
+  /// broker refused, as stale leases; they are sent quietly (PROTOCOL.md, ACK).
   std::uint64_t refused_auto_acks() const noexcept;
   /// The pressure hint of the latest CONFIRM, 0..100: how full the queue last
   /// published to is. Producers can slow down before they hit the wall.

@@ -136,6 +136,10 @@ struct Unsubscribe {
   std::uint32_t subscription_id = 0;
 };
 
+/// ACK or NACK request id 0: a quiet settle, answered only by a SETTLED
+/// (request id 0) listing the entries refused, never by an empty one.
+inline constexpr std::uint64_t kQuietSettle = 0;
+
 struct AckEntry {
   std::uint64_t message_id = 0;
   std::uint64_t lease_token = 0;
