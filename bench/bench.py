@@ -313,13 +313,16 @@ def compare(args):
                         f"{r['client_cpu_pct']:.0f}% broker {r['broker_cpu_pct']:.0f}% CPU")
                 for i in range(args.latency_runs):
                     cdf = os.path.join(out, f"cdf-{peer}-{i}.dat")
+                    trace = (["--trace", os.path.join(out, f"trace-{peer}-{i}.dat")]
+                             if args.trace else [])
                     r = run_json(base + ["--mode", "latency", "--rate", str(args.rate),
                                          "--duration", str(args.duration), "--cdf", cdf,
-                                         "--queue", f"lat{i}"])
+                                         "--queue", f"lat{i}"] + trace)
                     r["cdf"] = os.path.basename(cdf)
                     entry["latency"].append(r)
                     say(f"  latency at {args.rate}/s: p50 {r['p50_us']} p99 {r['p99_us']} "
-                        f"p99.9 {r['p999_us']} us")
+                        f"p99.9 {r['p999_us']} us; {r['stalls']} stalls over 500 us "
+                        f"(at most {r['largest_stall_messages']} messages each)")
             finally:
                 server.stop()
     results["elapsed_s"] = round(time.time() - started, 1)
@@ -951,6 +954,9 @@ def main():
                     help="burst-compare: messages in each burst")
     ap.add_argument("--burst-window", type=int, default=1000,
                     help="burst-compare: most unconfirmed publishes")
+    ap.add_argument("--trace", action="store_true",
+                    help="compare: also write each latency run's messages in send order "
+                         "(trace-PEER-N.dat: sequence, sent ns, latency us)")
     ap.add_argument("--trigger-messages", type=int, default=200000,
                     help="trigger: messages per batch-1 run (batch 100 runs take 5x)")
     args = ap.parse_args()

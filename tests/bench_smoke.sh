@@ -11,7 +11,7 @@ out=$(mktemp -d)
 trap 'rm -rf "$out"' EXIT
 export SLUICE_BUILD_DIR=$build
 python3 "$here/bench/bench.py" compare --peers sluice,redis,beanstalkd,nats --runs 1 \
-  --messages 20000 --duration 0.5 --latency-runs 1 --durable-messages 2000 --out "$out"
+  --messages 20000 --duration 0.5 --latency-runs 1 --durable-messages 2000 --trace --out "$out"
 python3 - "$out/compare.json" <<'PY'
 import json, sys
 r = json.load(open(sys.argv[1]))
@@ -19,6 +19,18 @@ s = r["peers"]["sluice"]
 assert s["all_ok"] and s["median"]["msgs_per_sec"] > 0 and s["median"]["p99_us"] > 0, s
 assert s["median"]["durable_msgs_per_sec"] > 0 and s["median"]["durable_p99_us"] > 0, s
 assert r["host_gaps"]["cpus"] and r["host_gaps"]["seconds"] > 0, r["host_gaps"]
+# Each latency run counts its stalls (runs of messages over 500 us) and wrote
+# its messages in send order.
+import os
+for i, lat in enumerate(s["latency"]):
+    assert (lat["stalls"] == 0) == (lat["largest_stall_us"] == 0), lat
+    assert lat["p999_us"] <= 500 or lat["stalls"] >= 1, lat
+    trace = os.path.join(os.path.dirname(sys.argv[1]), f"trace-sluice-{i}.dat")
+    rows = [line.split() for line in open(trace)]
+    assert len(rows) == lat["messages"], (len(rows), lat["messages"])
+    sent = [int(row[1]) for row in rows]
+    assert sent == sorted(sent)
+    assert sum(int(row[2]) > 500 for row in rows) >= lat["stalls"]
 print("compare.json: Sluice", s["median"]["msgs_per_sec"], "msg/s;",
       ", ".join(p + (" skipped" if e.get("skipped") else " ok") for p, e in r["peers"].items()))
 PY

@@ -67,6 +67,8 @@ Runs one at-least-once workload against one broker and prints its figures.
   --single-frames      Sluice: one message per PUBLISH frame, not the client's batches
   --queue NAME         queue name (default bench<pid>)
   --cdf FILE           latency mode: write "microseconds fraction" lines for a CDF plot
+  --trace FILE         latency mode: write "sequence sent_ns latency_us" per message, in
+                       the order sent (to see when the slow ones happened)
   --json               one JSON object instead of a table
 
 Exit status: 0 when every message arrived and every publish was confirmed,
@@ -83,7 +85,7 @@ struct Config {
   std::uint32_t size = 100, producers = 1, consumers = 4, prefetch = 64, window = 16384;
   double rate = 10'000, duration_s = 5;
   bool durable = false, json = false, single_frames = false;
-  std::string queue, cdf;
+  std::string queue, cdf, trace;
 };
 
 /// CPU seconds (user + system) this process has used.
@@ -119,6 +121,8 @@ int usage_error(const std::string& why) {
 /// Per consumer: its handler runs on one thread, so these need no lock.
 struct Tally {
   std::vector<std::uint32_t> latencies_us;
+  /// Latency mode: the sequence number and send time of each of latencies_us.
+  std::vector<std::pair<std::uint64_t, std::uint64_t>> sent;
   std::atomic<std::uint64_t> last_delivery_ns{0};
 };
 
@@ -183,6 +187,8 @@ int parse_args(int argc, char** argv, Config& cfg) {
       cfg.queue = value;
     } else if (arg == "--cdf") {
       cfg.cdf = value;
+    } else if (arg == "--trace") {
+      cfg.trace = value;
     } else {
       return usage_error("unknown option " + std::string(arg));
     }
@@ -234,6 +240,7 @@ int main(int argc, char** argv) {
     }
     tallies.push_back(std::make_unique<Tally>());
     tallies.back()->latencies_us.reserve(cfg.messages / cfg.consumers * 2 + 1024);
+    if (cfg.latency) tallies.back()->sent.reserve(tallies.back()->latencies_us.capacity());
   }
   for (std::uint32_t p = 0; p < cfg.producers; ++p) {
     producers.push_back(peer->producer(error));
@@ -256,9 +263,11 @@ int main(int argc, char** argv) {
           unique.fetch_add(1, std::memory_order_relaxed);
         else
           duplicates.fetch_add(1, std::memory_order_relaxed);
-        if (tally->latencies_us.size() < tally->latencies_us.capacity())
+        if (tally->latencies_us.size() < tally->latencies_us.capacity()) {
           tally->latencies_us.push_back(
               static_cast<std::uint32_t>(std::min<std::uint64_t>((arrived - sent) / 1000, ~0u)));
+          if (cfg.latency) tally->sent.emplace_back(seq, sent);
+        }
         tally->last_delivery_ns.store(arrived, std::memory_order_relaxed);
       });
     }
@@ -334,6 +343,36 @@ int main(int argc, char** argv) {
   for (auto& t : tallies)
     latencies.insert(latencies.end(), t->latencies_us.begin(), t->latencies_us.end());
   std::sort(latencies.begin(), latencies.end());
+  // Latency mode: the messages in send order. Slow ones come in stalls: runs
+  // sent within 5 ms of each other, each over 500 us, which one event (a
+  // thread that did not run) held back together.
+  struct Sent {
+    std::uint64_t seq, sent_ns;
+    std::uint32_t latency_us;
+  };
+  std::vector<Sent> in_order;
+  for (auto& t : tallies)
+    for (std::size_t i = 0; i < t->sent.size(); ++i)
+      in_order.push_back({t->sent[i].first, t->sent[i].second, t->latencies_us[i]});
+  std::sort(in_order.begin(), in_order.end(),
+            [](const Sent& a, const Sent& b) { return a.sent_ns < b.sent_ns; });
+  std::uint64_t stalls = 0, largest_stall_messages = 0, stall_messages = 0, last_slow_ns = 0;
+  std::uint32_t largest_stall_us = 0;
+  for (const Sent& m : in_order) {
+    if (m.latency_us <= 500) continue;
+    if (stalls == 0 || m.sent_ns - last_slow_ns > 5'000'000) {
+      ++stalls;
+      stall_messages = 0;
+    }
+    last_slow_ns = m.sent_ns;
+    largest_stall_messages = std::max(largest_stall_messages, ++stall_messages);
+    largest_stall_us = std::max(largest_stall_us, m.latency_us);
+  }
+  if (!cfg.trace.empty()) {
+    std::ofstream trace(cfg.trace);
+    for (const Sent& m : in_order)
+      trace << m.seq << ' ' << m.sent_ns << ' ' << m.latency_us << '\n';
+  }
   if (!cfg.cdf.empty()) {
     std::ofstream cdf(cfg.cdf);
     for (int i = 1; i <= 1000; ++i) {
@@ -368,6 +407,7 @@ int main(int argc, char** argv) {
         "\"producers\":%u,\"consumers\":%u,\"prefetch\":%u,\"window\":%u,\"offered_rate\":%.0f,"
         "\"elapsed_s\":%.3f,\"msgs_per_sec\":%.0f,\"publish_msgs_per_sec\":%.0f,"
         "\"p50_us\":%u,\"p90_us\":%u,\"p99_us\":%u,\"p999_us\":%u,\"max_us\":%u,"
+        "\"stalls\":%llu,\"largest_stall_messages\":%llu,\"largest_stall_us\":%u,"
         "\"lost\":%llu,\"duplicates\":%llu,\"publish_failures\":%llu,\"client_cpu_pct\":%.0f,"
         "\"broker_cpu_pct\":%.0f,\"idle_rss_kib\":%ld,\"peak_rss_kib\":%ld,"
         "\"held_rss_kib\":%ld,\"bytes_per_msg\":%.1f,\"overhead_per_msg\":%.1f,"
@@ -376,8 +416,9 @@ int main(int argc, char** argv) {
         static_cast<unsigned long long>(cfg.messages), cfg.size, cfg.producers, cfg.consumers,
         cfg.prefetch, cfg.window, cfg.latency ? cfg.rate : 0.0, elapsed_s, msgs_per_sec,
         publish_per_sec, pct(0.5), pct(0.9), pct(0.99), pct(0.999),
-        latencies.empty() ? 0u : latencies.back(), static_cast<unsigned long long>(lost),
-        static_cast<unsigned long long>(duplicates.load()),
+        latencies.empty() ? 0u : latencies.back(), static_cast<unsigned long long>(stalls),
+        static_cast<unsigned long long>(largest_stall_messages), largest_stall_us,
+        static_cast<unsigned long long>(lost), static_cast<unsigned long long>(duplicates.load()),
         static_cast<unsigned long long>(publish_failures), client_pct, broker_pct, idle_rss_kib,
         peak_rss_kib, held_rss_kib, bytes_per_msg,
         bytes_per_msg < 0 ? -1.0 : bytes_per_msg - cfg.size, drain_per_sec, ok ? "true" : "false");
@@ -392,6 +433,10 @@ int main(int argc, char** argv) {
                 publish_per_sec);
     std::printf("%-22s p50 %u  p99 %u  p99.9 %u  max %u\n", "publish->deliver us", pct(0.5),
                 pct(0.99), pct(0.999), latencies.empty() ? 0u : latencies.back());
+    if (cfg.latency)
+      std::printf("%-22s %llu over 500 us (at most %llu messages each, the slowest %u us)\n",
+                  "stalls", static_cast<unsigned long long>(stalls),
+                  static_cast<unsigned long long>(largest_stall_messages), largest_stall_us);
     std::printf("%-22s lost %llu, duplicates %llu, publish failures %llu\n", "delivery",
                 static_cast<unsigned long long>(lost),
                 static_cast<unsigned long long>(duplicates.load()),
