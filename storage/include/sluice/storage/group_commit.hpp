@@ -138,7 +138,7 @@ class GroupCommitter {
   std::unique_ptr<Queue> queue_;
   // Submitting thread only; bounded by the caller (see submit()).
   std::deque<StorageOp> backlog_;  // taken from the front as the ring has room
-  std::uint64_t next_seq_ = 1;  // submitting thread only
+  std::uint64_t next_seq_ = 1;     // submitting thread only
   std::atomic<std::uint64_t> submitted_{0};
   std::atomic<bool> stopping_{false};
   std::atomic<std::uint64_t> commits_{0}, operations_{0}, failures_{0}, waiting_{0};
